@@ -1,0 +1,173 @@
+"""Read-only view of an extracted store: the arrays every trainer and evaluator reads.
+
+Videos are indexed 0..V-1 in sorted content-key order; ``labels[i]`` is the class index of
+video i in ``classes`` (sorted class names), or -1 when the video has no label.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from stores import FeatureStore, open_store
+
+from .encoder import ModelInfo
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Split:
+    """Videos a split file named: indices into the cache and how many it named but lacks."""
+
+    name: str
+    indices: np.ndarray  # [n] int64
+    missing: int  # named in the split file but not (successfully) in the store
+
+
+class FeatureCache:
+    """Open a store read-only and expose its per-video arrays with named axes."""
+
+    def __init__(self, path: str | os.PathLike | FeatureStore):
+        self.store = path if isinstance(path, FeatureStore) else open_store(path, "r")
+        attrs = self.store.attrs
+        self.key: dict = attrs.get("cache_key", {})
+        self.model_info = ModelInfo(**{**attrs["model_info"], "grid": tuple(attrs["model_info"]["grid"])})
+        self.records: dict[str, dict] = self.store.records("videos")
+        self.video_keys: list[str] = sorted(self.records)
+        self._pos = {k: i for i, k in enumerate(self.video_keys)}
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self.video_keys)
+
+    # ----------------------------------------------------------------- labels
+    @cached_property
+    def paths(self) -> list[str]:
+        return [self.records[k]["path"] for k in self.video_keys]
+
+    @cached_property
+    def classes(self) -> list[str]:
+        return sorted({r["label"] for r in self.records.values() if r.get("label")})
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        idx = {c: i for i, c in enumerate(self.classes)}
+        return np.array([idx.get(self.records[k].get("label"), -1) for k in self.video_keys], dtype=np.int64)
+
+    @property
+    def frames(self) -> int:
+        return int(self.key.get("frames", 0))
+
+    @property
+    def tokens_at(self) -> tuple[int, ...]:
+        return tuple(self.key.get("tokens_at", ()))
+
+    # ----------------------------------------------------------------- arrays
+    def _column(self, name: str) -> np.ndarray:
+        if not self.video_keys:
+            raise InputError(f"store {self.store.path} holds no extracted videos")
+        return self.store.read_column("videos", name, self.video_keys)
+
+    def emb(self, view: int | None = 0) -> np.ndarray:
+        """Per-frame projected embeddings: ``[V, T, D']`` for one view, ``[V, views, T, D']`` for all."""
+        a = self._column("emb").astype(np.float32, copy=False)  # [V, views, T, D']
+        return a if view is None else a[:, view]
+
+    def cls(self, view: int | None = 0) -> np.ndarray:
+        """Class token before the projection: ``[V, T, W]`` (or ``[V, views, T, W]``)."""
+        a = self._column("cls").astype(np.float32, copy=False)
+        return a if view is None else a[:, view]
+
+    def frame_indices(self, view: int | None = 0) -> np.ndarray:
+        a = self._column("frame_idx")
+        return a if view is None else a[:, view]
+
+    def tokens(self, block: int, idx: np.ndarray | list[int], view: int | None = 0) -> np.ndarray:
+        """Tokens entering ``block`` for videos ``idx``: ``[n, T, N+1, W]`` float16 (one view)."""
+        if block not in self.tokens_at:
+            raise InputError(
+                f"tokens at block {block} were not cached in {self.store.path} "
+                f"(cached: {', '.join(map(str, self.tokens_at)) or 'none'}); re-extract with --tokens-at {block}"
+            )
+        keys = [self.video_keys[int(i)] for i in idx]
+        a = self.store.read_column("videos", f"tokens_{block}", keys)  # [n, views, T, N+1, W]
+        return a if view is None else a[:, view]
+
+    # ----------------------------------------------------------------- text
+    def text_entries(self) -> dict[str, dict]:
+        return self.store.records("text")
+
+    def text(self, classes: list[str] | None = None, templates: list[str] | None = None) -> np.ndarray:
+        """Class text embeddings ``[C, P, D']`` for ``classes`` (default: all), one template set."""
+        classes = self.classes if classes is None else classes
+        entries = self.text_entries()
+        by_name: dict[str, list[tuple[str, dict]]] = {}
+        for k, rec in entries.items():
+            by_name.setdefault(rec["name"], []).append((k, rec))
+        out = []
+        for c in classes:
+            cands = by_name.get(c, [])
+            if templates is not None:
+                cands = [(k, r) for k, r in cands if r["templates"] == list(templates)]
+            if not cands:
+                raise InputError(f"no text embeddings for class {c!r} in {self.store.path}; re-run extract")
+            k, _ = max(cands, key=lambda kr: len(kr[1]["templates"]))
+            out.append(self.store.read("text", k, ["emb"])["emb"])
+        if len({o.shape for o in out}) > 1:
+            raise InputError("classes were cached with different template sets; pass templates=")
+        return np.stack(out).astype(np.float32)  # [C, P, D']
+
+    # ----------------------------------------------------------------- splits
+    def splits(self) -> dict[str, Split]:
+        """Splits from the split files the store was extracted from (may be empty)."""
+        out = {}
+        for name, doc in self.store.json_items("splits").items():
+            idx, missing = [], len(doc.get("missing", []))
+            for _path, (vkey, _label) in sorted(doc.get("videos", {}).items()):
+                if vkey is not None and vkey in self._pos:
+                    idx.append(self._pos[vkey])
+                else:
+                    missing += 1
+            out[name] = Split(name, np.array(sorted(set(idx)), dtype=np.int64), missing)
+        return out
+
+    def failed(self) -> dict[str, dict]:
+        return self.store.json_items("failed")
+
+    # ----------------------------------------------------------------- summary
+    def info(self) -> dict:
+        """What ``clipcache info --json`` prints."""
+        arrays: dict[str, list[int]] = {}
+        if self.video_keys:
+            for name, meta in self.records[self.video_keys[0]]["arrays"].items():
+                arrays[name] = [len(self.video_keys), *meta["shape"]]
+        text = self.text_entries()
+        if text:
+            first = next(iter(text.values()))["arrays"]["emb"]["shape"]
+            arrays["text"] = [len({r["name"] for r in text.values()}), *first]
+        backends: dict[str, int] = {}
+        for r in self.records.values():
+            backends[r.get("backend", "?")] = backends.get(r.get("backend", "?"), 0) + 1
+        return {
+            "store": self.store.path,
+            "videos": len(self.video_keys),
+            "failed": len(self.failed()),
+            "classes": len(self.classes),
+            "labelled": int((self.labels >= 0).sum()) if self.video_keys else 0,
+            "splits": {n: {"videos": int(len(s.indices)), "missing": s.missing} for n, s in self.splits().items()},
+            "decode_backends": backends,
+            "cache_key": self.key,
+            "model_info": self.model_info.to_dict(),
+            "arrays": arrays,
+        }

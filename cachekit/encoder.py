@@ -1,0 +1,430 @@
+"""The frozen open_clip encoder, wrapped (never copied).
+
+Loads a model from an open_clip name or a JSON model config, with weights from a tag in the
+Hugging Face cache, a file, ``local-dir:`` or seeded random init; then gives what the cache
+needs: batched preprocessing equal to open_clip's transform, per-frame embeddings, the
+pre-projection class token, the tokens entering chosen blocks, the remaining blocks run from
+cached tokens, and text embeddings with prompts truncated to their longest length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import InputError, ModelError, WeightsNotFound
+
+log = logging.getLogger(__name__)
+
+WEIGHT_SOURCES_HELP = (
+    "supply weights one of three ways: --pretrained /path/to/weights.safetensors (or a state-dict "
+    ".bin/.pt), --pretrained local-dir:DIR (a folder with open_clip_config.json and the weights), "
+    "or the Hugging Face cache (HF_HOME) holding the tag's files; --pretrained random runs without "
+    "weights (random features, for smoke tests only)"
+)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Which model and weights to load; resolved fields end up in the store's cache key."""
+
+    model: str = "ViT-B-32"
+    pretrained: str = "openai"
+    quick_gelu: bool | None = None  # None: from the tag, or the model name's -quickgelu suffix
+    seed: int = 0  # for pretrained="random"
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Sizes a method needs to build itself for a model, with named axes."""
+
+    embed_dim: int  # D' joint embedding width
+    width: int  # W ViT width
+    layers: int  # L blocks
+    heads: int
+    grid: tuple[int, int]  # patch grid (h, w); N = h * w
+    image_size: int
+    text_width: int
+
+    @property
+    def n_tokens(self) -> int:  # N + 1
+        return self.grid[0] * self.grid[1] + 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FrameOutputs:
+    emb: "object"  # [F, D'] projected, not normalised
+    cls: "object"  # [F, W] class token after ln_post, before the projection
+    tokens: dict = field(default_factory=dict)  # {L: [F, N+1, W]} tokens entering block L
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _state_sha256(model) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def resolve_model_name(model: str) -> tuple[str, dict | None]:
+    """An open_clip model name, or a JSON model config registered under its file stem.
+
+    Returns (name to create, the model config dict or None for built-in names).
+    """
+    import open_clip
+
+    if model.lower().endswith(".json"):
+        path = Path(model)
+        if not path.is_file():
+            raise ModelError(f"model config {model} not found")
+        try:
+            cfg = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ModelError(f"model config {model} is not valid JSON: {err}") from err
+        cfg = cfg.get("model_cfg", cfg)
+        if not {"embed_dim", "vision_cfg", "text_cfg"} <= set(cfg):
+            raise ModelError(
+                f"model config {model} must hold an open_clip model_cfg with embed_dim, vision_cfg and text_cfg"
+            )
+        name = f"clipcache-{path.stem}"
+        tmp = Path(tempfile.mkdtemp(prefix="clipcache-cfg-")) / f"{name}.json"
+        tmp.write_text(json.dumps(cfg))
+        open_clip.add_model_config(tmp)
+        return name, cfg
+    if model not in open_clip.list_models():
+        close = [m for m in open_clip.list_models() if model.lower() in m.lower()][:5]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ModelError(
+            f"unknown model {model!r}{hint}; pass an open_clip model name (see open_clip.list_models()) "
+            "or a JSON file with a model_cfg"
+        )
+    return model, None
+
+
+def _online(timeout: float = 0.5) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _cached_tag_file(model: str, tag: str) -> str | None:
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    hub = (cfg or {}).get("hf_hub", "")
+    if not hub:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    repo = hub.rstrip("/")
+    for fname in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        got = try_to_load_from_cache(repo, fname)
+        if isinstance(got, str):
+            return got
+    return None
+
+
+class FrozenCLIP:
+    """open_clip CLIP in eval mode with every weight frozen, plus what the cache needs from it."""
+
+    def __init__(self, model, tokenizer, name: str, model_cfg: dict | None, weights: str,
+                 weights_sha256: str, quick_gelu: bool, device):
+        import torch
+
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.name = name
+        self.model_cfg = model_cfg
+        self.weights = weights
+        self.weights_sha256 = weights_sha256
+        self.quick_gelu = quick_gelu
+        self.device = torch.device(device)
+        self.preprocess_cfg = self._resolve_preprocess()
+
+    # ----------------------------------------------------------------- facts
+    @property
+    def visual(self):
+        return self.model.visual
+
+    @property
+    def info(self) -> ModelInfo:
+        v = self.visual
+        grid = tuple(int(g) for g in v.grid_size)
+        blk = v.transformer.resblocks[0]
+        return ModelInfo(
+            embed_dim=int(v.output_dim),
+            width=int(v.transformer.width),
+            layers=len(v.transformer.resblocks),
+            heads=int(blk.attn.num_heads),
+            grid=grid,  # type: ignore[arg-type]
+            image_size=int(self.preprocess_cfg["size"]),
+            text_width=int(self.model.transformer.width),
+        )
+
+    def _resolve_preprocess(self) -> dict:
+        import open_clip
+
+        cfg = dict(open_clip.get_model_preprocess_cfg(self.model))
+        size = cfg.get("size", 224)
+        if isinstance(size, (tuple, list)):
+            if size[0] != size[1]:
+                raise ModelError(f"non-square input size {size} is not supported")
+            size = size[0]
+        out = {
+            "size": int(size),
+            "mean": [float(x) for x in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)],
+            "std": [float(x) for x in cfg.get("std", open_clip.OPENAI_DATASET_STD)],
+            "interpolation": cfg.get("interpolation", "bicubic"),
+            "resize_mode": cfg.get("resize_mode", "shortest"),
+        }
+        if out["resize_mode"] not in ("shortest", "squash"):
+            raise ModelError(f"resize mode {out['resize_mode']!r} is not supported (shortest, squash)")
+        if out["interpolation"] not in ("bicubic", "bilinear"):
+            raise ModelError(f"interpolation {out['interpolation']!r} is not supported")
+        return out
+
+    def key_fields(self) -> dict:
+        """What identifies this encoder's outputs in a cache key."""
+        import open_clip
+        import torch
+
+        return {
+            "model": self.name,
+            "model_cfg": self.model_cfg,
+            "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
+            "quick_gelu": self.quick_gelu,
+            "preprocess": self.preprocess_cfg,
+            "open_clip": open_clip.__version__,
+            "torch": torch.__version__.split("+")[0],
+        }
+
+    # ----------------------------------------------------------------- images
+    def preprocess(self, frames):
+        """uint8 RGB ``[F, H, W, 3]`` -> normalised ``[F, 3, S, S]`` float32, as open_clip's transform.
+
+        Resize (shorter side to S, antialiased, on uint8 like PIL), centre crop, scale, normalise.
+        """
+        import torch
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
+        c = self.preprocess_cfg
+        s = c["size"]
+        x = torch.as_tensor(frames).permute(0, 3, 1, 2)  # [F, 3, H, W] uint8
+        interp = InterpolationMode.BICUBIC if c["interpolation"] == "bicubic" else InterpolationMode.BILINEAR
+        if c["resize_mode"] == "squash":
+            x = TF.resize(x, [s, s], interpolation=interp, antialias=True)
+        else:
+            if min(x.shape[-2:]) != s:
+                x = TF.resize(x, s, interpolation=interp, antialias=True)
+            x = TF.center_crop(x, [s, s])
+        x = x.to(torch.float32).div_(255.0)
+        mean = torch.tensor(c["mean"]).view(1, 3, 1, 1)
+        std = torch.tensor(c["std"]).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def encode_frames(self, pixels, token_blocks: Sequence[int] = ()) -> FrameOutputs:
+        """One forward: projected embeddings, class token before projection, tokens entering blocks.
+
+        ``pixels`` ``[F, 3, S, S]``; returns ``emb [F, D']``, ``cls [F, W]``, ``tokens {L: [F, N+1, W]}``.
+        """
+        v = self.visual
+        captured: dict = {}
+        handles = []
+        for blk_idx in token_blocks:
+            def pre_hook(_mod, args, kwargs, _i=blk_idx):
+                captured[_i] = (args[0] if args else kwargs["x"]).detach()
+
+            handles.append(v.transformer.resblocks[blk_idx].register_forward_pre_hook(pre_hook, with_kwargs=True))
+        handles.append(v.ln_post.register_forward_hook(lambda _m, _a, out: captured.__setitem__("post", out)))
+        try:
+            emb = self.model.encode_image(pixels)
+        finally:
+            for h in handles:
+                h.remove()
+        post = captured.pop("post")
+        cls = post if post.ndim == 2 else v._global_pool(post)[0]
+        return FrameOutputs(emb=emb, cls=cls, tokens=captured)
+
+    def forward_from_block(self, tokens, block: int):
+        """Run blocks ``block..L-1``, pooling and projection on tokens entering ``block``.
+
+        ``tokens [F, N+1, W]`` -> ``emb [F, D']``; equals :meth:`encode_frames` on the pixels
+        those tokens came from. Differentiable (used by methods that sit inside the encoder).
+        """
+        v = self.visual
+        x = tokens
+        for blk in v.transformer.resblocks[block:]:
+            x = blk(x)
+        pooled, _ = v._pool(x)
+        return pooled @ v.proj if v.proj is not None else pooled
+
+    # ----------------------------------------------------------------- text
+    def tokenize(self, texts: Sequence[str]):
+        return self.tokenizer(list(texts))
+
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256):
+        """Text embeddings ``[P, D']`` (projected, not normalised), in batches.
+
+        With CLIP's causal mask and end-of-text pooling, positions after a prompt's end never
+        influence it, so the transformer runs only up to the longest prompt of each batch.
+        """
+        import torch
+
+        outs = []
+        for i in range(0, len(texts), batch_size):
+            tok = self.tokenize(texts[i: i + batch_size]).to(self.device)
+            outs.append(self._encode_text_truncated(tok))
+        return torch.cat(outs) if outs else torch.empty(0, self.info.embed_dim)
+
+    def _encode_text_truncated(self, tok):
+        from open_clip.transformer import text_global_pool
+
+        m = self.model
+        if getattr(m, "attn_mask", None) is None or getattr(m, "text_pool_type", None) != "argmax":
+            return m.encode_text(tok)  # not a causal CLIP text tower: no safe truncation
+        n = int(tok.argmax(dim=-1).max()) + 1
+        tok = tok[:, :n]  # [P, n]
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(tok).to(cast) + m.positional_embedding[:n].to(cast)  # [P, n, W_text]
+        x = m.transformer(x, attn_mask=m.attn_mask[:n, :n])
+        x = m.ln_final(x)
+        x = text_global_pool(x, tok, "argmax")  # [P, W_text]
+        proj = m.text_projection
+        if proj is None:
+            return x
+        return proj(x) if hasattr(proj, "weight") else x @ proj
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device} asked for, but no CUDA device is available (use cpu or auto)")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda[:N], not {device!r}")
+    return device
+
+
+def load_clip(cfg: EncoderConfig) -> FrozenCLIP:
+    """Build the frozen encoder from a name/config and a weights source; fail fast offline."""
+    import open_clip
+    import torch
+
+    device = pick_device(cfg.device)
+    name, model_cfg = resolve_model_name(cfg.model)
+    pre = cfg.pretrained
+    quick = cfg.quick_gelu
+    if quick is None:
+        quick = name.endswith("-quickgelu") or bool((model_cfg or {}).get("quick_gelu", False))
+    kwargs = dict(device="cpu", precision="fp32")
+    create_name = name
+    if pre == "random":
+        log.warning("RANDOM WEIGHTS: %s is randomly initialised (seed %d); features carry no meaning",
+                    name, cfg.seed)
+        torch.manual_seed(cfg.seed)
+        model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick, **kwargs)
+        weights, sha = f"random:{cfg.seed}", None
+    elif pre.startswith("local-dir:"):
+        d = Path(pre[len("local-dir:"):])
+        if not (d / "open_clip_config.json").is_file():
+            raise WeightsNotFound(f"{pre}: no open_clip_config.json in {d}; {WEIGHT_SOURCES_HELP}")
+        files = [d / f for f in ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+                                 "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth",
+                                 "model.safetensors", "pytorch_model.bin") if (d / f).is_file()]
+        if not files:
+            raise WeightsNotFound(f"{pre}: no weights file in {d}; {WEIGHT_SOURCES_HELP}")
+        create_name = f"local-dir:{d}"
+        try:
+            model_cfg = json.loads((d / "open_clip_config.json").read_text()).get("model_cfg")
+        except (OSError, json.JSONDecodeError) as err:
+            raise ModelError(f"{d}/open_clip_config.json is not valid JSON: {err}") from err
+        quick = bool((model_cfg or {}).get("quick_gelu", quick)) if cfg.quick_gelu is None else quick
+        name = f"local-dir:{d.name}"
+        try:
+            model = open_clip.create_model(create_name, force_quick_gelu=quick, **kwargs)
+        except Exception as err:  # noqa: BLE001 - open_clip raises many types for bad files
+            raise WeightsNotFound(f"cannot load {pre}: {str(err).splitlines()[0]}") from err
+        weights, sha = pre, sha256_file(files[0])
+    elif Path(pre).suffix or os.sep in pre or Path(pre).exists():
+        path = Path(pre)
+        if not path.is_file():
+            raise WeightsNotFound(f"weights file {pre} not found; {WEIGHT_SOURCES_HELP}")
+        if _is_torchscript(path):
+            raise WeightsNotFound(
+                f"{pre} is a TorchScript (JIT) archive, which clipcache does not load; pass a state-dict "
+                "(.safetensors/.bin/.pt) or local-dir:DIR with open_clip_config.json, e.g. the "
+                "timm/vit_base_patch32_clip_224.openai files from the Hugging Face hub"
+            )
+        try:
+            model = open_clip.create_model(name, pretrained=str(path), force_quick_gelu=quick, **kwargs)
+        except Exception as err:  # noqa: BLE001
+            raise WeightsNotFound(f"cannot load weights {pre} into {name}: {str(err).splitlines()[0]}") from err
+        weights, sha = str(path.name), sha256_file(path)
+    else:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if pre not in tags:
+            raise ModelError(
+                f"unknown pretrained tag {pre!r} for {name} (known: {', '.join(tags) or 'none'}); "
+                f"or {WEIGHT_SOURCES_HELP}"
+            )
+        tag_cfg = open_clip.get_pretrained_cfg(name, pre) or {}
+        if cfg.quick_gelu is None:
+            quick = bool(tag_cfg.get("quick_gelu", quick))
+        cached = _cached_tag_file(name, pre)
+        if cached is None and not _online():
+            raise WeightsNotFound(f"no cached weights for {name} '{pre}' and no network; {WEIGHT_SOURCES_HELP}")
+        if cached is not None:
+            os.environ["HF_HUB_OFFLINE"] = "1"
+        try:
+            model = open_clip.create_model(name, pretrained=pre, force_quick_gelu=quick, **kwargs)
+        except Exception as err:  # noqa: BLE001
+            raise WeightsNotFound(f"cannot load {name} '{pre}': {str(err).splitlines()[0]}; {WEIGHT_SOURCES_HELP}") from err
+        cached = cached or _cached_tag_file(name, pre)
+        weights, sha = f"tag:{pre}", (sha256_file(cached) if cached else None)
+    if sha is None:
+        sha = _state_sha256(model)
+    tokenizer = open_clip.get_tokenizer(create_name if create_name.startswith("local-dir:") else name)
+    model = model.to(device)
+    return FrozenCLIP(model, tokenizer, name, model_cfg, weights, sha, bool(quick), device)

@@ -1,0 +1,371 @@
+"""``clipcache extract``: decode, sample, run the frozen encoder once, cache the outputs.
+
+Stages: hash inputs -> decode (worker threads, overlapped with encoding) -> preprocess + encode
+in fixed-size frame batches -> commit one store entry per video. A video's stored values do not
+depend on which other videos shared its batch: every forward has the same batch shape (the
+last batch is padded), so each frame row goes through identical arithmetic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from stores import LAYOUT_VERSION, FeatureStore, open_store
+
+from .encoder import EncoderConfig, FrozenCLIP, load_clip
+from .errors import CacheKeyMismatch, DecodeError, InputError
+from .inputs import InputSet, VideoItem
+from .templates import fill, resolve_templates
+from .video import Backend, DecodedVideo, SamplerConfig, decode_video, file_key
+
+log = logging.getLogger(__name__)
+
+EMB_DTYPE = "float32"
+TOKEN_DTYPE = "float16"
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    tokens_at: tuple[int, ...] = ()
+    templates: str = "single"
+    batch_size: int = 32  # frames per encoder forward (fixed: the last batch is padded)
+    workers: int = 2  # decoding threads
+    backend: Backend = "auto"
+    retry_failed: bool = False
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise InputError(f"--workers must be >= 0, got {self.workers}")
+        if len(set(self.tokens_at)) != len(self.tokens_at):
+            raise InputError(f"--tokens-at lists a block twice: {self.tokens_at}")
+
+
+def parse_blocks(text: str | None) -> tuple[int, ...]:
+    """``"6,9"`` -> ``(6, 9)``; empty or None -> ``()``."""
+    if not text:
+        return ()
+    try:
+        blocks = tuple(sorted(int(t) for t in text.split(",") if t.strip()))
+    except ValueError as err:
+        raise InputError(f"--tokens-at must be block numbers like 6 or 6,9, not {text!r}") from err
+    return blocks
+
+
+def cache_key(enc: FrozenCLIP, sampler: SamplerConfig, tokens_at: tuple[int, ...]) -> dict:
+    """Everything that determines the cached values: a store holds one key only."""
+    return {
+        **enc.key_fields(),
+        "sampler": sampler.to_dict(),
+        "frames": sampler.frames,
+        "views": sampler.views,
+        "tokens_at": list(tokens_at),
+        "dtype": {"emb": EMB_DTYPE, "cls": EMB_DTYPE, "tokens": TOKEN_DTYPE},
+        "layout_version": LAYOUT_VERSION,
+    }
+
+
+# Fields that may differ without changing a single cached value.
+_KEY_IGNORED = ("open_clip", "torch", "weights")
+
+
+def key_differences(have: dict, want: dict) -> list[str]:
+    fields = sorted(set(have) | set(want))
+    return [f for f in fields if f not in _KEY_IGNORED and have.get(f) != want.get(f)]
+
+
+def check_key(store: FeatureStore, key: dict) -> None:
+    have = store.attrs.get("cache_key", {})
+    diff = key_differences(have, key)
+    if diff:
+        detail = "; ".join(f"{f}: store has {have.get(f)!r}, asked {key.get(f)!r}"
+                           for f in diff if f != "model_cfg")
+        raise CacheKeyMismatch(
+            f"store {store.path} was extracted with a different configuration ({', '.join(diff)}"
+            f"{': ' + detail if detail else ''}); use a new --store for this configuration"
+        )
+
+
+@dataclass
+class ExtractSummary:
+    inputs: int = 0
+    unique: int = 0
+    already_done: int = 0
+    extracted: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    skipped_failed: int = 0
+    text_classes: int = 0
+    frames: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: {"hash": 0.0, "decode": 0.0,
+                                                               "encode": 0.0, "write": 0.0, "text": 0.0})
+    wall: float = 0.0
+    store: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def path_key(path: str) -> str:
+    """Key of a failure report: the path (a file that cannot be read has no content hash)."""
+    return hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:32]
+
+
+def text_key(name: str, templates: tuple[str, ...]) -> str:
+    h = hashlib.sha256(name.encode())
+    for t in templates:
+        h.update(b"\0" + t.encode())
+    return h.hexdigest()[:32]
+
+
+@dataclass
+class _Pending:
+    """A decoded video waiting for its frames to be encoded."""
+
+    key: str
+    item: VideoItem
+    video: DecodedVideo
+    pixels: object  # [V*T, 3, S, S] float32
+    outs: list = field(default_factory=list)  # encoded row blocks, in order
+    done_rows: int = 0
+
+
+class Extractor:
+    """Holds the encoder and a writable store; :meth:`run` extracts a list of videos."""
+
+    def __init__(self, enc: FrozenCLIP, store: FeatureStore, cfg: ExtractConfig):
+        self.enc, self.store, self.cfg = enc, store, cfg
+        self.templates = resolve_templates(cfg.templates)
+        self._autocast = enc.device.type == "cuda"
+        self.keys_by_path: dict[str, str] = {}  # absolute path -> content key, for split files
+
+    # --------------------------------------------------------------- encoding
+    def _forward(self, pixels):
+        """Encode one fixed-size batch ``[B, 3, S, S]`` -> numpy arrays per output."""
+        import torch
+
+        b = self.cfg.batch_size
+        n = pixels.shape[0]
+        if n < b:  # pad: every forward has the same shape, so rows never depend on batch mates
+            pixels = torch.cat([pixels, pixels.new_zeros((b - n, *pixels.shape[1:]))])
+        pixels = pixels.to(self.enc.device, non_blocking=True)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self._autocast):
+            out = self.enc.encode_frames(pixels, self.cfg.tokens_at)
+        res = {"emb": out.emb[:n].float().cpu().numpy(), "cls": out.cls[:n].float().cpu().numpy()}
+        for blk, tok in out.tokens.items():
+            res[f"tokens_{blk}"] = tok[:n].to(torch.float16).cpu().numpy()
+        return res
+
+    def _prepare(self, item: VideoItem, key: str) -> tuple[DecodedVideo, object]:
+        video = decode_video(item.path, self.cfg.sampler, key, self.cfg.backend)
+        v, t = video.frames.shape[:2]
+        pixels = self.enc.preprocess(video.frames.reshape(v * t, *video.frames.shape[2:]))
+        if self.enc.device.type == "cuda":
+            pixels = pixels.pin_memory()
+        return video, pixels
+
+    def _entry(self, p: _Pending) -> tuple[dict, dict]:
+        v, t = p.video.indices.shape
+        cat = {k: np.concatenate([o[k] for o in p.outs]) for k in p.outs[0]}
+        arrays = {k: a.reshape(v, t, *a.shape[1:]) for k, a in cat.items()}  # [V, T, ...]
+        arrays["frame_idx"] = p.video.indices.astype(np.int32)
+        arrays["timestamps"] = p.video.timestamps.astype(np.float32)
+        st = os.stat(p.item.path)
+        record = {
+            "path": os.path.abspath(p.item.path),
+            "size": st.st_size,
+            "label": p.item.label,
+            "n_frames": p.video.n_frames,
+            "fps": p.video.fps,
+            "duration": p.video.duration,
+            "backend": p.video.backend,
+            "status": "ok",
+        }
+        return arrays, record
+
+    # --------------------------------------------------------------- driver
+    def run(self, items: list[VideoItem], progress: bool = True) -> ExtractSummary:
+        import torch
+        from tqdm import tqdm
+
+        s = ExtractSummary(inputs=len(items), store=self.store.path)
+        t_start = time.perf_counter()
+        failed_docs = set(self.store.json_keys("failed"))
+        work: list[tuple[str, VideoItem]] = []
+        seen: set[str] = set()
+        t0 = time.perf_counter()
+        for it in items:
+            pk = path_key(it.path)
+            if pk in failed_docs and not self.cfg.retry_failed:
+                s.skipped_failed += 1
+                continue
+            try:
+                if os.path.isdir(it.path):
+                    raise DecodeError(f"{it.path}: is a directory, not a video file")
+                key = file_key(it.path)
+            except (OSError, DecodeError) as err:
+                reason = str(err) if isinstance(err, DecodeError) else f"{it.path}: cannot read ({err.strerror})"
+                self._fail(s, it, None, reason)
+                continue
+            self.keys_by_path[os.path.abspath(it.path)] = key
+            if key in seen:
+                continue
+            seen.add(key)
+            if self.store.has("videos", key):
+                s.already_done += 1
+                continue
+            work.append((key, it))
+        s.unique = len(seen)
+        s.seconds["hash"] = time.perf_counter() - t0
+
+        bar = tqdm(total=len(work), unit="video", disable=not progress, desc="extract", dynamic_ncols=True)
+        pool = ThreadPoolExecutor(max_workers=max(1, self.cfg.workers), thread_name_prefix="decode")
+        prefetch = max(2, 2 * self.cfg.workers)
+        futures: deque[tuple[str, VideoItem, Future]] = deque()
+        todo = iter(work)
+        queue: deque[_Pending] = deque()  # decoded videos whose rows are (partly) not encoded yet
+        rows_waiting = 0
+
+        def submit_more():
+            while len(futures) < prefetch:
+                nxt = next(todo, None)
+                if nxt is None:
+                    return
+                futures.append((nxt[0], nxt[1], pool.submit(self._prepare, nxt[1], nxt[0])))
+
+        def encode_batches(flush: bool):
+            nonlocal rows_waiting
+            b = self.cfg.batch_size
+            while rows_waiting >= b or (flush and rows_waiting > 0):
+                chunks, owners, need = [], [], b
+                for p in queue:  # gather up to b rows across waiting videos, in order
+                    avail = p.pixels.shape[0] - p.done_rows - sum(n for q, n in owners if q is p)
+                    if avail <= 0:
+                        continue
+                    take = min(avail, need)
+                    start = p.done_rows + sum(n for q, n in owners if q is p)
+                    chunks.append(p.pixels[start:start + take])
+                    owners.append((p, take))
+                    need -= take
+                    if need == 0:
+                        break
+                t1 = time.perf_counter()
+                res = self._forward(torch.cat(chunks))
+                s.seconds["encode"] += time.perf_counter() - t1
+                off = 0
+                for p, n in owners:  # hand each video exactly its own rows back
+                    p.outs.append({k: a[off:off + n] for k, a in res.items()})
+                    p.done_rows += n
+                    off += n
+                rows_waiting -= off
+                while queue and queue[0].done_rows == queue[0].pixels.shape[0]:
+                    self._commit(s, queue.popleft())
+                    bar.update(1)
+                    bar.set_postfix(frames_s=f"{s.frames / max(1e-9, time.perf_counter() - t_start):.1f}",
+                                    failed=len(s.failed))
+
+        try:
+            submit_more()
+            while futures:
+                key, it, fut = futures.popleft()
+                t1 = time.perf_counter()
+                try:
+                    video, pixels = fut.result()
+                except DecodeError as err:
+                    self._fail(s, it, key, str(err))
+                    bar.update(1)
+                    submit_more()
+                    continue
+                finally:
+                    s.seconds["decode"] += time.perf_counter() - t1
+                submit_more()
+                queue.append(_Pending(key, it, video, pixels))
+                rows_waiting += pixels.shape[0]
+                encode_batches(flush=False)
+            encode_batches(flush=True)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+        t1 = time.perf_counter()
+        s.text_classes = self.encode_classes(sorted({it.label for it in items if it.label}))
+        s.seconds["text"] = time.perf_counter() - t1
+        s.wall = time.perf_counter() - t_start
+        return s
+
+    def _commit(self, s: ExtractSummary, p: _Pending) -> None:
+        t1 = time.perf_counter()
+        arrays, record = self._entry(p)
+        self.store.commit("videos", p.key, arrays, record)
+        pk = path_key(p.item.path)
+        if self.store.get_json("failed", pk) is not None:
+            self.store.delete_json("failed", pk)
+        s.extracted += 1
+        s.frames += int(p.pixels.shape[0])
+        s.seconds["write"] += time.perf_counter() - t1
+
+    def _fail(self, s: ExtractSummary, it: VideoItem, key: str | None, reason: str) -> None:
+        log.warning("failed: %s", reason)
+        s.failed.append((it.path, reason))
+        self.store.put_json("failed", path_key(it.path),
+                            {"path": os.path.abspath(it.path), "vkey": key, "reason": reason,
+                             "label": it.label, "split": it.split})
+
+    def encode_classes(self, names: list[str]) -> int:
+        """Cache ``[P, D']`` text embeddings for each class not cached with these templates yet."""
+        import torch
+
+        todo = [n for n in names if not self.store.has("text", text_key(n, self.templates))]
+        if not todo:
+            return 0
+        prompts = [p for n in todo for p in fill(self.templates, n)]
+        with torch.inference_mode():
+            emb = self.enc.encode_text(prompts).float().cpu().numpy()  # [C*P, D']
+        emb = emb.reshape(len(todo), len(self.templates), -1)  # [C, P, D']
+        for name, e in zip(todo, emb):
+            self.store.commit("text", text_key(name, self.templates), {"emb": e},
+                              {"name": name, "templates": list(self.templates)})
+        return len(todo)
+
+
+def record_splits(store: FeatureStore, inputs: InputSet, keys_by_path: dict[str, str]) -> None:
+    """Save which videos each split file named (path -> [content key, label]), merged with
+    earlier runs; videos named but absent are kept under ``missing``."""
+    by_split: dict[str, list[VideoItem]] = inputs.splits
+    for split in sorted(set(by_split) | set(inputs.missing)):
+        doc = store.get_json("splits", split) or {"videos": {}, "missing": []}
+        for it in by_split.get(split, []):
+            path = os.path.abspath(it.path)
+            doc["videos"][path] = [keys_by_path.get(path), it.label]
+        doc["missing"] = sorted(set(doc["missing"]) | set(inputs.missing.get(split, [])))
+        store.put_json("splits", split, doc)
+
+
+def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: bool = True,
+            enc: FrozenCLIP | None = None) -> ExtractSummary:
+    """Extract ``inputs`` into the store at ``store_path`` (created if needed, resumed if not)."""
+    enc = enc or load_clip(cfg.encoder)
+    layers = enc.info.layers
+    bad = [b for b in cfg.tokens_at if not 0 <= b < layers]
+    if bad:
+        raise InputError(f"--tokens-at {','.join(map(str, bad))}: {enc.name} has blocks 0..{layers - 1}")
+    resolve_templates(cfg.templates)  # fail before anything is written
+    key = cache_key(enc, cfg.sampler, cfg.tokens_at)
+    with open_store(store_path, "a", attrs={"cache_key": key, "model_info": enc.info.to_dict()}) as store:
+        check_key(store, key)
+        extractor = Extractor(enc, store, cfg)
+        summary = extractor.run(inputs.items, progress=progress)
+        record_splits(store, inputs, extractor.keys_by_path)
+        summary.notes.extend(inputs.notes)
+        store.finalize()
+    return summary

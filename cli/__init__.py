@@ -1,0 +1,1 @@
+"""The ``clipcache`` command line: thin click commands over :mod:`cachekit`."""

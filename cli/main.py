@@ -1,0 +1,148 @@
+"""``clipcache``: each command parses its options, calls one cachekit function, prints.
+
+User errors (:class:`cachekit.errors.ClipcacheError`, :class:`stores.StoreError`) become one
+line on stderr and exit code 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import click
+
+from cachekit.errors import ClipcacheError
+from stores import StoreError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (ClipcacheError, StoreError) as err:
+            click.echo(f"error: {err}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Few-shot and zero-shot video action recognition on CLIP, trained from a feature cache."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _model_options(f):
+    f = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")(f)
+    f = click.option("--quick-gelu/--no-quick-gelu", default=None,
+                     help="Force QuickGELU on/off (default: from the tag or model name).")(f)
+    f = click.option("--pretrained", default="openai", show_default=True,
+                     help="open_clip tag, weights file, local-dir:DIR, or 'random'.")(f)
+    f = click.option("--model", default="ViT-B-32", show_default=True,
+                     help="open_clip model name or a JSON file with a model_cfg.")(f)
+    return f
+
+
+def _warn_random(pretrained: str) -> None:
+    if pretrained == "random":
+        click.secho("WARNING: --pretrained random: the encoder has RANDOM weights; features and "
+                    "accuracies carry no CLIP knowledge.", fg="yellow", err=True, bold=True)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--store", required=True, help="Store path (Zarr directory; a path ending .h5 uses HDF5).")
+@_model_options
+@click.option("--frames", default=8, show_default=True, help="Frames sampled per video (T).")
+@click.option("--views", default=1, show_default=True, help="Views per video (view 0: segment centres).")
+@click.option("--seed", default=0, show_default=True, help="Seed of extra views and random weights.")
+@click.option("--tokens-at", default="", help="Cache the tokens entering these blocks, e.g. 6 or 6,9.")
+@click.option("--templates", default="single", show_default=True, help="single, ma_fsar16, or a file.")
+@click.option("--video-root", default=None, help="Folder that split-file paths are relative to.")
+@click.option("--class-names", default=None,
+              help="labels.csv / names file, or a folder of {train,val,test}_classes.txt for CLIP-FSAR splits.")
+@click.option("--batch-size", default=32, show_default=True, help="Frames per encoder forward.")
+@click.option("--workers", default=2, show_default=True, help="Decoding threads.")
+@click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@click.option("--retry-failed", is_flag=True, help="Retry videos that failed in an earlier run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views, seed, tokens_at,
+            templates, video_root, class_names, batch_size, workers, backend, retry_failed,
+            as_json, no_progress):
+    """Decode INPUT videos, run the frozen encoder once, and cache its outputs in STORE.
+
+    INPUT: video files or globs, a text file of paths, a CSV path,label, a folder with one
+    sub-folder per class, or a CLIP-FSAR / ViFi-CLIP split file.
+    """
+    from cachekit.encoder import EncoderConfig
+    from cachekit.extract import ExtractConfig, extract as run_extract, parse_blocks
+    from cachekit.inputs import collect_inputs
+    from cachekit.video import SamplerConfig
+
+    cfg = ExtractConfig(
+        encoder=EncoderConfig(model=model, pretrained=pretrained, quick_gelu=quick_gelu, seed=seed, device=device),
+        sampler=SamplerConfig(frames=frames, views=views, seed=seed),
+        tokens_at=parse_blocks(tokens_at),
+        templates=templates,
+        batch_size=batch_size,
+        workers=workers,
+        backend=backend,
+        retry_failed=retry_failed,
+    )
+    items = collect_inputs(list(inputs), video_root=video_root, class_names=class_names)
+    _warn_random(pretrained)
+    s = run_extract(items, store, cfg, progress=not no_progress and sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps(s.to_dict()))
+    else:
+        rate = s.frames / s.seconds["encode"] if s.seconds["encode"] else 0.0
+        click.echo(f"store {s.store}: {s.extracted} extracted, {s.already_done} already cached, "
+                   f"{len(s.failed)} failed, {s.skipped_failed} skipped (failed before), "
+                   f"{s.text_classes} new classes' text; {s.wall:.1f}s "
+                   f"(decode {s.seconds['decode']:.1f}s, encode {s.seconds['encode']:.1f}s at {rate:.1f} frames/s)")
+        for note in s.notes:
+            click.echo(f"note: {note}")
+        for path, reason in s.failed:
+            click.echo(f"failed: {reason}", err=True)
+    if s.failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("store")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info(store, as_json):
+    """Summarise STORE: videos, failures, cache key, array shapes."""
+    from cachekit.cache import FeatureCache
+
+    with FeatureCache(store) as cache:
+        d = cache.info()
+        if as_json:
+            d["failed_videos"] = {v["path"]: v["reason"] for v in cache.failed().values()}
+            click.echo(json.dumps(d, indent=None))
+            return
+        k = d["cache_key"]
+        click.echo(f"store      {d['store']}")
+        click.echo(f"videos     {d['videos']} complete, {d['failed']} failed, {d['classes']} classes")
+        click.echo(f"model      {k.get('model')} ({k.get('weights')}, sha256 {str(k.get('weights_sha256'))[:12]}, "
+                   f"quick_gelu={k.get('quick_gelu')})")
+        click.echo(f"sampling   T={k.get('frames')} views={k.get('views')} tokens_at={k.get('tokens_at')}")
+        for name, s in d["splits"].items():
+            click.echo(f"split      {name}: {s['videos']} videos" + (f", {s['missing']} missing" if s["missing"] else ""))
+        for name, shape in d["arrays"].items():
+            click.echo(f"array      {name} {shape}")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cli(prog_name="clipcache")
+
+
+if __name__ == "__main__":
+    main()
