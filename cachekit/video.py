@@ -198,3 +198,42 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".m
 
 def is_video_name(name: str | Path) -> bool:
     return str(name).lower().endswith(VIDEO_EXTENSIONS)
+
+
+def decode_at(path: str | os.PathLike, indices: np.ndarray, backend: Backend = "auto") -> np.ndarray:
+    """Decode the frames at ``indices`` (any shape, e.g. ``[V, T]``) -> ``[*indices.shape, H, W, 3]``.
+
+    Used by methods that need pixels again: the same frames the store's ``frame_idx`` names.
+    """
+    path = str(path)
+    _check_file(path)
+    idx = np.asarray(indices, dtype=np.int64)
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    frames = None
+    if backend != "pyav" and decord_available():
+        import decord
+
+        try:
+            vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+            frames = vr.get_batch(uniq.tolist()).asnumpy()
+        except Exception as err:  # noqa: BLE001 - decord raises bare DECORDError
+            if backend == "decord":
+                raise DecodeError(f"{path}: decord could not decode it ({_one_line(err)})") from err
+    if frames is None:
+        import av
+
+        wanted = set(uniq.tolist())
+        got: dict[int, np.ndarray] = {}
+        try:
+            with av.open(path) as container:
+                for i, frame in enumerate(container.decode(video=0)):
+                    if i in wanted:
+                        got[i] = frame.to_ndarray(format="rgb24")
+                        if len(got) == len(wanted):
+                            break
+        except Exception as err:  # noqa: BLE001
+            raise DecodeError(f"{path}: PyAV could not decode it ({_one_line(err)})") from err
+        if len(got) < len(wanted):
+            raise DecodeError(f"{path}: frames {sorted(wanted - set(got))[:5]} could not be decoded")
+        frames = np.stack([got[i] for i in uniq.tolist()])
+    return frames[inverse.reshape(idx.shape)]

@@ -1,0 +1,90 @@
+"""Assemble :class:`VideoBatch` and :class:`Episode` tensors from a cache, for what a method needs.
+
+Small arrays (embeddings, class tokens, text) are loaded once into memory; mid-block tokens are
+read per batch; pixels are decoded again from the videos' paths at the cached frame indices.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .cache import FeatureCache
+from .episodes import EpisodeSpec
+from .methods.base import CacheNeeds, Episode, VideoBatch
+from .video import decode_at
+
+
+class CacheData:
+    """The tensors a method reads, on ``device``; ``view`` picks the cached view (None: random)."""
+
+    def __init__(self, cache: FeatureCache, needs: CacheNeeds, device: str | torch.device = "cpu",
+                 encoder=None):
+        self.cache = cache
+        self.needs = needs
+        self.device = torch.device(device)
+        self.encoder = encoder
+        if needs.pixels and encoder is None:
+            raise ValueError("a method that reads pixels needs the encoder (for its preprocessing)")
+        missing = [b for b in needs.tokens_at if b not in cache.tokens_at]
+        if missing:
+            cache.tokens(missing[0], [])  # raises the one-line "not cached" error
+        self.labels = torch.from_numpy(cache.labels)  # [V]
+        self.emb = torch.from_numpy(cache.emb(view=None)) if needs.emb else None  # [V, views, T, D']
+        self.cls = torch.from_numpy(cache.cls(view=None)) if needs.cls else None  # [V, views, T, W]
+        self.text = torch.from_numpy(cache.text()).to(self.device) if needs.text else None  # [C, P, D']
+        self._frame_idx = cache.frame_indices(view=None) if needs.pixels else None  # [V, views, T]
+        self.views = int(cache.key.get("views", 1))
+
+    def _views(self, n: int, view: int | None, rng: np.random.Generator | None) -> np.ndarray:
+        if view is not None or self.views == 1 or rng is None:
+            return np.full(n, view or 0, dtype=np.int64)
+        return rng.integers(0, self.views, size=n)
+
+    def batch(self, idx: Sequence[int] | np.ndarray, view: int | None = 0,
+              rng: np.random.Generator | None = None) -> VideoBatch:
+        """Videos ``idx`` (cache indices) as one batch; ``view=None`` with ``rng`` draws views."""
+        idx = np.asarray(idx, dtype=np.int64)
+        views = self._views(len(idx), view, rng)
+        t_idx = torch.from_numpy(idx)
+        t_view = torch.from_numpy(views)
+        b = VideoBatch(index=t_idx.to(self.device), labels=self.labels[t_idx].to(self.device))
+        if self.emb is not None:
+            b.emb = self.emb[t_idx, t_view].to(self.device)  # [B, T, D']
+        if self.cls is not None:
+            b.cls = self.cls[t_idx, t_view].to(self.device)  # [B, T, W]
+        for blk in self.needs.tokens_at:
+            tok = self.cache.tokens(blk, idx, view=None)  # [B, views, T, N+1, W] fp16
+            b.tokens[blk] = torch.from_numpy(tok[np.arange(len(idx)), views]).float().to(self.device)
+        if self.needs.pixels:
+            b.pixels = self._pixels(idx, views).to(self.device)
+        return b
+
+    def _pixels(self, idx: np.ndarray, views: np.ndarray) -> torch.Tensor:
+        out = []
+        for i, v in zip(idx.tolist(), views.tolist()):
+            frames = decode_at(self.cache.paths[i], self._frame_idx[i, v])  # [T, H, W, 3]
+            out.append(self.encoder.preprocess(frames))  # [T, 3, S, S]
+        return torch.stack(out)  # [B, T, 3, S, S]
+
+    def episode(self, spec: EpisodeSpec, view: int | None = 0,
+                rng: np.random.Generator | None = None) -> Episode:
+        """An episode's support and query batches, class-major, with episode-local labels."""
+        ways = len(spec.class_ids)
+        shots = len(spec.support[0])
+        queries = len(spec.query[0])
+        s_idx = [i for row in spec.support for i in row]
+        q_idx = [i for row in spec.query for i in row]
+        class_ids = torch.tensor(spec.class_ids, dtype=torch.long)
+        text = self.text[class_ids.to(self.device)] if self.text is not None else None  # [W, P, D']
+        return Episode(
+            support=self.batch(s_idx, view, rng) if shots else VideoBatch(
+                index=torch.empty(0, dtype=torch.long), labels=torch.empty(0, dtype=torch.long)),
+            query=self.batch(q_idx, view, rng),
+            support_labels=torch.arange(ways).repeat_interleave(shots).to(self.device),
+            query_labels=torch.arange(ways).repeat_interleave(queries).to(self.device),
+            class_ids=class_ids.to(self.device),
+            text=text,
+        )

@@ -1,0 +1,456 @@
+"""Episodes and shot lists: what a few-shot protocol evaluates on, drawn reproducibly.
+
+- :class:`EpisodeSampler` draws episodic N-way K-shot tasks (protocols.md §2): W distinct classes,
+  K support and Q query videos per class, support and query disjoint. Episode ``i`` comes from its
+  own generator seeded with ``SeedSequence((seed, i))``, so it never depends on how many episodes
+  are drawn, and a short run is a prefix of a long one.
+- :func:`allway_kshot` draws the ViFi-CLIP-style training list: K videos of every class (§3).
+- :func:`base_novel_split` halves a class set for base-to-novel when no split file defines it (§5).
+- :func:`accuracy_ci` and :func:`harmonic_mean` are the reported statistics (§2.1, §5).
+
+Video indices are positions in the cache's video arrays; ``labels[v]`` is video ``v``'s global
+class id. Inside an episode, label ``i`` is ``class_ids[i]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cachekit.errors import InputError, InputNotFound
+
+EPISODES_FORMAT = "clipcache-episodes"
+EPISODES_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """One N-way K-shot task; episode-local label ``i`` is the class ``class_ids[i]``."""
+
+    class_ids: tuple[int, ...]  # [W] global class ids
+    support: tuple[tuple[int, ...], ...]  # [W][K] video indices
+    query: tuple[tuple[int, ...], ...]  # [W][Q] video indices
+
+    @property
+    def ways(self) -> int:
+        return len(self.class_ids)
+
+    @property
+    def shots(self) -> int:
+        return len(self.support[0]) if self.support else 0
+
+    @property
+    def queries(self) -> int:
+        return len(self.query[0]) if self.query else 0
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (plural or word + 's')}"
+
+
+def _where(split_name: str | None) -> str:
+    return f"split '{split_name}'" if split_name is not None else "the pool"
+
+
+def _check_count(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_labels_pool(labels: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and return ``labels`` [V] int64 and ``pool`` [P] int64 (a bool mask becomes indices)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not (labels.size == 0 or np.issubdtype(labels.dtype, np.integer)):
+        raise InputError(
+            f"labels must be a 1-D integer array (one class id per video), got shape "
+            f"{labels.shape} dtype {labels.dtype}"
+        )
+    labels = labels.astype(np.int64, copy=False)
+    pool = np.asarray(pool)
+    if pool.dtype == bool:
+        if pool.shape != labels.shape:
+            raise InputError(
+                f"a boolean pool must have one entry per video ({labels.size}), got shape {pool.shape}"
+            )
+        pool = np.flatnonzero(pool)
+    if pool.ndim != 1 or not (pool.size == 0 or np.issubdtype(pool.dtype, np.integer)):
+        raise InputError(
+            f"pool must be a 1-D array of video indices, got shape {pool.shape} dtype {pool.dtype}"
+        )
+    pool = pool.astype(np.int64, copy=False)
+    if pool.size and (pool.min() < 0 or pool.max() >= labels.size):
+        bad = pool[(pool < 0) | (pool >= labels.size)]
+        raise InputError(
+            f"pool has {bad.size} video indices outside 0..{labels.size - 1} "
+            f"(first: {int(bad[0])})"
+        )
+    uniq = np.unique(pool)
+    if uniq.size != pool.size:
+        raise InputError(f"pool lists {pool.size - uniq.size} video indices more than once")
+    if pool.size and labels[pool].min() < 0:
+        raise InputError(f"class ids must be >= 0, got {int(labels[pool].min())}")
+    return labels, pool
+
+
+def _videos_by_class(labels: np.ndarray, pool: np.ndarray) -> dict[int, np.ndarray]:
+    """Class id -> the pool's videos of that class, ascending (so pool order does not matter)."""
+    pool = np.sort(pool)
+    pool_labels = labels[pool]
+    order = np.argsort(pool_labels, kind="stable")
+    classes, starts = np.unique(pool_labels[order], return_index=True)
+    groups = np.split(pool[order], starts[1:])
+    return {int(c): g for c, g in zip(classes, groups)}
+
+
+class EpisodeSampler:
+    """Seeded N-way K-shot episodes over a pool of videos; support and query disjoint per episode.
+
+    Args:
+        labels: [V] global class id of every video in the cache.
+        pool: [P] indices of this split's videos (or a [V] boolean mask).
+        ways, shots, queries: W, K, Q. ``shots=0`` gives query-only episodes (5-way zero-shot).
+        seed: non-negative; episode ``i`` is drawn from ``SeedSequence((seed, i))``.
+        split_name: used in messages only.
+
+    Classes with fewer than ``shots + queries`` videos are never sampled; they are listed in
+    :attr:`excluded_classes` (and :attr:`notes`). Raises :class:`InputError` when fewer than
+    ``ways`` classes remain.
+    """
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        pool: np.ndarray,
+        ways: int,
+        shots: int,
+        queries: int,
+        seed: int = 0,
+        split_name: str | None = None,
+    ) -> None:
+        self.ways = _check_count("ways", ways, 1)
+        self.shots = _check_count("shots", shots, 0)
+        self.queries = _check_count("queries", queries, 1)
+        self.seed = _check_count("seed", seed, 0)
+        self.split_name = split_name
+        labels, pool = _check_labels_pool(labels, pool)
+        self.pool_size = int(pool.size)
+        per_class = _videos_by_class(labels, pool)
+        self.class_counts: dict[int, int] = {c: int(v.size) for c, v in per_class.items()}
+        need = self.shots + self.queries
+        self.classes: tuple[int, ...] = tuple(c for c, n in self.class_counts.items() if n >= need)
+        self.excluded_classes: tuple[int, ...] = tuple(
+            c for c, n in self.class_counts.items() if n < need
+        )
+        if len(self.classes) < self.ways:
+            raise InputError(self._shortage_message())
+        self._class_array = np.asarray(self.classes, dtype=np.int64)  # [C]
+        self._videos = [per_class[c] for c in self.classes]  # C x [n_c]
+
+    def _shortage_message(self) -> str:
+        need = self.shots + self.queries
+        head = (
+            f"{self.ways}-way {self.shots}-shot with {_plural(self.queries, 'query', 'queries')} "
+            f"needs {_plural(self.ways, 'class', 'classes')} with >= {need} videos; "
+        )
+        counts = list(self.class_counts.values())
+        if not counts:
+            return head + f"{_where(self.split_name)} has no videos"
+        lo, hi = min(counts), max(counts)
+        spread = f"{lo} videos" if lo == hi else f"{lo}-{hi} videos"
+        return head + (
+            f"{_where(self.split_name)} has {_plural(len(counts), 'class', 'classes')}, "
+            f"{spread} per class ({len(self.classes)} with >= {need})"
+        )
+
+    @property
+    def notes(self) -> list[str]:
+        """Human-readable remarks for the report (empty when every class is used)."""
+        if not self.excluded_classes:
+            return []
+        need = self.shots + self.queries
+        shown = ", ".join(
+            f"{c} ({self.class_counts[c]})" for c in self.excluded_classes[:10]
+        )
+        more = f" and {len(self.excluded_classes) - 10} more" if len(self.excluded_classes) > 10 else ""
+        return [
+            f"{_plural(len(self.excluded_classes), 'class', 'classes')} of {_where(self.split_name)} "
+            f"with fewer than {need} videos never sampled: {shown}{more}"
+        ]
+
+    @property
+    def meta(self) -> dict:
+        """What :func:`save_episodes` should store beside the episodes."""
+        return {
+            "seed": self.seed,
+            "ways": self.ways,
+            "shots": self.shots,
+            "queries": self.queries,
+            "split": self.split_name,
+            "pool_size": self.pool_size,
+            "classes": list(self.classes),
+            "excluded_classes": list(self.excluded_classes),
+        }
+
+    def episode(self, index: int) -> EpisodeSpec:
+        """Episode number ``index`` (>= 0); the same for a given seed whatever else is drawn."""
+        index = _check_count("episode index", index, 0)
+        rng = np.random.default_rng(np.random.SeedSequence((self.seed, index)))
+        picked = rng.choice(self._class_array.size, size=self.ways, replace=False)  # [W]
+        need = self.shots + self.queries
+        support, query = [], []
+        for c in picked:
+            videos = self._videos[c]
+            chosen = videos[rng.choice(videos.size, size=need, replace=False)].tolist()  # [K + Q]
+            support.append(tuple(chosen[: self.shots]))
+            query.append(tuple(chosen[self.shots :]))
+        return EpisodeSpec(
+            class_ids=tuple(self._class_array[picked].tolist()),
+            support=tuple(support),
+            query=tuple(query),
+        )
+
+    def sample(self, n: int) -> list[EpisodeSpec]:
+        """Episodes ``0..n-1``; ``sample(m)`` is a prefix of ``sample(n)`` for ``m <= n``."""
+        n = _check_count("number of episodes", n, 0)
+        return [self.episode(i) for i in range(n)]
+
+    def stream(self, start: int = 0) -> Iterator[EpisodeSpec]:
+        """Endless episodes ``start, start+1, ...`` (training; resume by passing ``start``)."""
+        i = _check_count("start", start, 0)
+        while True:
+            yield self.episode(i)
+            i += 1
+
+    def __iter__(self) -> Iterator[EpisodeSpec]:
+        return self.stream(0)
+
+
+def _json_default(obj):
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
+
+
+def save_episodes(path: str | os.PathLike, episodes: Sequence[EpisodeSpec], meta: dict) -> None:
+    """Write ``episodes`` and ``meta`` (seed, ways, shots, queries, split, pool size) as compact JSON.
+
+    Written to a temporary file and renamed, so a reader never sees half a file.
+    """
+    path = Path(path)
+    doc = {
+        "format": EPISODES_FORMAT,
+        "version": EPISODES_VERSION,
+        "meta": dict(meta),
+        "count": len(episodes),
+        "class_ids": [list(e.class_ids) for e in episodes],
+        "support": [[list(s) for s in e.support] for e in episodes],
+        "query": [[list(q) for q in e.query] for e in episodes],
+    }
+    try:
+        text = json.dumps(doc, separators=(",", ":"), default=_json_default)
+    except TypeError as err:
+        raise InputError(f"episode meta cannot be written as JSON: {err}") from err
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _as_int_tuple(x, what: str, path: Path) -> tuple[int, ...]:
+    if not isinstance(x, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in x):
+        raise InputError(f"{path}: {what} must be a list of integers")
+    return tuple(x)
+
+
+def load_episodes(path: str | os.PathLike) -> tuple[list[EpisodeSpec], dict]:
+    """Read a file written by :func:`save_episodes`; returns ``(episodes, meta)``."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise InputNotFound(f"episode file not found: {path}") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is not an episode file (invalid JSON: {err})") from err
+    if not isinstance(doc, dict) or doc.get("format") != EPISODES_FORMAT:
+        raise InputError(f"{path} is not an episode file (no '\"format\": \"{EPISODES_FORMAT}\"')")
+    if doc.get("version") != EPISODES_VERSION:
+        raise InputError(
+            f"{path}: episode file version {doc.get('version')!r} is not supported "
+            f"(this clipcache reads version {EPISODES_VERSION})"
+        )
+    cls, sup, qry = doc.get("class_ids"), doc.get("support"), doc.get("query")
+    if not (isinstance(cls, list) and isinstance(sup, list) and isinstance(qry, list)) or not (
+        len(cls) == len(sup) == len(qry) == doc.get("count")
+    ):
+        raise InputError(f"{path}: class_ids, support and query must be lists of 'count' episodes")
+    episodes = []
+    for i, (c, s, q) in enumerate(zip(cls, sup, qry)):
+        c = _as_int_tuple(c, f"episode {i} class_ids", path)
+        if not (isinstance(s, list) and isinstance(q, list) and len(s) == len(q) == len(c)):
+            raise InputError(f"{path}: episode {i} needs one support and one query list per class")
+        episodes.append(
+            EpisodeSpec(
+                class_ids=c,
+                support=tuple(_as_int_tuple(x, f"episode {i} support", path) for x in s),
+                query=tuple(_as_int_tuple(x, f"episode {i} query", path) for x in q),
+            )
+        )
+    meta = doc.get("meta")
+    return episodes, (meta if isinstance(meta, dict) else {})
+
+
+def episode_arrays(episodes: Sequence[EpisodeSpec]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack episodes of one shape into int64 arrays: class_ids [E, W], support [E, W, K], query [E, W, Q]."""
+    if not episodes:
+        return (
+            np.zeros((0, 0), np.int64),
+            np.zeros((0, 0, 0), np.int64),
+            np.zeros((0, 0, 0), np.int64),
+        )
+    w, k, q = episodes[0].ways, episodes[0].shots, episodes[0].queries
+    for i, e in enumerate(episodes):
+        if (
+            e.ways != w
+            or len(e.support) != w
+            or len(e.query) != w
+            or any(len(s) != k for s in e.support)
+            or any(len(x) != q for x in e.query)
+        ):
+            raise InputError(
+                f"episode {i} is not {w}-way {k}-shot with {q} queries per class like episode 0; "
+                f"episodes of different shapes cannot be stacked"
+            )
+    e_n = len(episodes)
+    class_ids = np.array([e.class_ids for e in episodes], dtype=np.int64).reshape(e_n, w)  # [E, W]
+    support = np.array([e.support for e in episodes], dtype=np.int64).reshape(e_n, w, k)  # [E, W, K]
+    query = np.array([e.query for e in episodes], dtype=np.int64).reshape(e_n, w, q)  # [E, W, Q]
+    return class_ids, support, query
+
+
+def allway_kshot(
+    labels: np.ndarray,
+    pool: np.ndarray,
+    shots: int,
+    seed: int = 0,
+    split_name: str | None = None,
+    allow_fewer: bool = False,
+) -> np.ndarray:
+    """K training videos of every class in ``pool`` (ViFi-CLIP all-way K-shot, protocols.md §3).
+
+    Each class draws from its own generator ``SeedSequence((seed, class_id))``, so a class's pick
+    does not change when other classes are added or removed. Returns the chosen video indices,
+    ascending, int64 [C*K]. Raises :class:`InputError` naming the classes with fewer than K videos,
+    unless ``allow_fewer`` (then such a class contributes all its videos, as EV-CLIP does for rare
+    EPIC-Kitchens verbs).
+    """
+    shots = _check_count("shots", shots, 1)
+    seed = _check_count("seed", seed, 0)
+    labels, pool = _check_labels_pool(labels, pool)
+    per_class = _videos_by_class(labels, pool)
+    if not per_class:
+        raise InputError(f"{shots}-shot training list: {_where(split_name)} has no videos")
+    short = {c: v.size for c, v in per_class.items() if v.size < shots}
+    if short and not allow_fewer:
+        listed = ", ".join(f"{c} ({_plural(n, 'video')})" for c, n in list(short.items())[:10])
+        more = f" and {len(short) - 10} more" if len(short) > 10 else ""
+        raise InputError(
+            f"{shots}-shot training list needs >= {shots} videos in every class; "
+            f"{_where(split_name)} has {_plural(len(short), 'class', 'classes')} with fewer "
+            f"(class id (videos)): {listed}{more}"
+        )
+    chosen = []
+    for c, videos in per_class.items():
+        if videos.size <= shots:
+            chosen.append(videos)
+            continue
+        rng = np.random.default_rng(np.random.SeedSequence((seed, c)))
+        chosen.append(videos[rng.choice(videos.size, size=shots, replace=False)])
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def base_novel_split(
+    class_ids: Sequence[int] | np.ndarray, seed: int = 0, n_base: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split classes into (base, novel), each ascending int64.
+
+    Base = the first ``n_base`` classes of a seeded permutation of the sorted ids (default
+    ``ceil(C / 2)``, which gives 26/25 for HMDB51 and 51/50 for UCF101), novel = the rest. Only a
+    fallback: the published splits put the most frequent classes in base (protocols.md §5).
+    """
+    seed = _check_count("seed", seed, 0)
+    ids = np.asarray(class_ids)
+    if ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype, np.integer)):
+        raise InputError(f"class_ids must be a 1-D integer array, got shape {ids.shape}")
+    uniq = np.unique(ids.astype(np.int64))
+    if uniq.size != ids.size:
+        raise InputError(f"class_ids lists {ids.size - uniq.size} classes more than once")
+    if uniq.size < 2:
+        raise InputError(f"a base/novel split needs >= 2 classes, got {uniq.size}")
+    if n_base is None:
+        n_base = math.ceil(uniq.size / 2)
+    if isinstance(n_base, bool) or not isinstance(n_base, (int, np.integer)) or not (
+        1 <= n_base < uniq.size
+    ):
+        raise InputError(f"n_base must be between 1 and {uniq.size - 1}, got {n_base!r}")
+    perm = np.random.default_rng(np.random.SeedSequence(seed)).permutation(uniq)  # [C]
+    return np.sort(perm[:n_base]), np.sort(perm[n_base:])
+
+
+def accuracy_ci(per_item_correct: np.ndarray) -> tuple[float, float]:
+    """Mean accuracy and 95 % CI half-width ``1.96 * s / sqrt(n)``, both in percent.
+
+    ``per_item_correct``: [E] per-episode accuracy as a fraction in [0, 1] (or 0/1 per test item),
+    or [E, M] correct flags per query, averaged over M first. ``s`` is the sample std (ddof=1);
+    the half-width is 0 when n == 1.
+    """
+    x = np.asarray(per_item_correct, dtype=np.float64)
+    if x.ndim == 2:
+        if x.shape[1] == 0:
+            raise InputError("accuracy needs at least one query per episode")
+        x = x.mean(axis=1)  # [E]
+    if x.ndim != 1:
+        raise InputError(f"per-item correctness must be [E] or [E, M], got shape {x.shape}")
+    if x.size == 0:
+        raise InputError("accuracy of zero episodes is undefined")
+    if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
+        raise InputError(
+            "per-item correctness must be fractions in [0, 1] (not percent), got values in "
+            f"[{x.min():g}, {x.max():g}]"
+        )
+    mean = 100.0 * float(x.mean())
+    half = 0.0 if x.size == 1 else 100.0 * 1.96 * float(x.std(ddof=1)) / math.sqrt(x.size)
+    return mean, half
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    """``2ab / (a + b)`` (base/novel HM); 0 when both are 0."""
+    if a < 0 or b < 0:
+        raise InputError(f"harmonic mean needs non-negative accuracies, got {a} and {b}")
+    return 0.0 if a + b == 0 else 2.0 * a * b / (a + b)
+
+
+__all__ = [
+    "EpisodeSpec",
+    "EpisodeSampler",
+    "save_episodes",
+    "load_episodes",
+    "episode_arrays",
+    "allway_kshot",
+    "base_novel_split",
+    "accuracy_ci",
+    "harmonic_mean",
+]

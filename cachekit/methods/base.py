@@ -1,0 +1,117 @@
+"""What every method is: a module that says what it reads from the cache, and scores videos.
+
+A method module exports ``Config`` (a frozen dataclass, defaults = the paper's), ``build(cfg,
+info, frames, backbone=None) -> Method`` and ``DESCRIPTION``. The trainer and evaluator only
+use the :class:`Method` interface below; they never look at method names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..encoder import ModelInfo
+
+
+@dataclass(frozen=True)
+class CacheNeeds:
+    """What a method reads for each video."""
+
+    emb: bool = True  # per-frame projected embeddings [T, D']
+    cls: bool = False  # class token before projection [T, W]
+    tokens_at: tuple[int, ...] = ()  # tokens entering these blocks [T, N+1, W]
+    text: bool = False  # class text embeddings [C, P, D'] (all cached templates)
+    pixels: bool = False  # decoded, preprocessed frames [T, 3, S, S]: the backbone runs
+    backbone: bool = False  # runs (part of) the frozen encoder forward and backward
+
+    def to_dict(self) -> dict:
+        return {"emb": self.emb, "cls": self.cls, "tokens_at": list(self.tokens_at), "text": self.text,
+                "pixels": self.pixels, "backbone": self.backbone}
+
+
+@dataclass
+class VideoBatch:
+    """B videos, one cached view each, as tensors on one device."""
+
+    index: torch.Tensor  # [B] video indices into the cache
+    labels: torch.Tensor  # [B] global class ids (into FeatureCache.classes), -1 unknown
+    emb: torch.Tensor | None = None  # [B, T, D']
+    cls: torch.Tensor | None = None  # [B, T, W]
+    tokens: dict[int, torch.Tensor] = field(default_factory=dict)  # {L: [B, T, N+1, W]} float32
+    pixels: torch.Tensor | None = None  # [B, T, 3, S, S]
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+
+@dataclass
+class Episode:
+    """One N-way K-shot episode; supports and queries are class-major (class 0's shots first)."""
+
+    support: VideoBatch  # [W*K]
+    query: VideoBatch  # [W*Q]
+    support_labels: torch.Tensor  # [W*K] episode-local labels 0..W-1
+    query_labels: torch.Tensor  # [W*Q] episode-local labels
+    class_ids: torch.Tensor  # [W] global class ids
+    text: torch.Tensor | None = None  # [W, P, D'] text embeddings of the episode's classes
+
+    @property
+    def ways(self) -> int:
+        return int(self.class_ids.shape[0])
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set ``needs`` and implement the protocol(s) they support.
+
+    ``protocols`` lists the protocols a method trains and evaluates under: ``"episodic"``
+    (``episode_loss`` / ``episode_logits``) and/or ``"allway"`` (``video_loss`` /
+    ``video_logits`` against the text or a classifier over all classes; zero-shot and
+    base-to-novel use ``video_logits`` with unseen classes' text).
+    """
+
+    name: ClassVar[str] = ""
+    protocols: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, info: ModelInfo, frames: int, needs: CacheNeeds, display_name: str):
+        super().__init__()
+        self.info = info
+        self.frames = frames
+        self.needs = needs
+        self.display_name = display_name
+
+    @property
+    def needs_backbone(self) -> bool:
+        return self.needs.backbone
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Exactly the parameters the optimiser updates (frozen CLIP weights excluded)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint holds: trainable parameters and buffers, never frozen CLIP weights."""
+        keep = {id(p) for p in self.trainable_parameters()}
+        out = {n: p.detach() for n, p in self.named_parameters() if id(p) in keep}
+        out.update({n: b.detach() for n, b in self.named_buffers() if not n.startswith("backbone.")})
+        return out
+
+    # episodic protocol
+    def episode_logits(self, ep: Episode) -> torch.Tensor:  # [W*Q, W]
+        raise NotImplementedError(f"{self.name} does not support the episodic protocol")
+
+    def episode_loss(self, ep: Episode) -> tuple[torch.Tensor, torch.Tensor]:  # (loss, [W*Q, W])
+        logits = self.episode_logits(ep)
+        return nn.functional.cross_entropy(logits, ep.query_labels), logits
+
+    # all-way / zero-shot protocol
+    def video_logits(self, batch: VideoBatch, text: torch.Tensor) -> torch.Tensor:  # text [C, P, D'] -> [B, C]
+        raise NotImplementedError(f"{self.name} does not support the all-way protocol")
+
+    def video_loss(self, batch: VideoBatch, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.video_logits(batch, text)
+        return nn.functional.cross_entropy(logits, batch.labels), logits
