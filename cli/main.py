@@ -139,6 +139,17 @@ def info(store, as_json):
             click.echo(f"array      {name} {shape}")
 
 
+def _register() -> None:
+    """Commands defined in their own modules (imports there stay lazy)."""
+    from cli.synth_cmd import synth
+
+    for cmd in (synth,):
+        cli.add_command(cmd)
+
+
+_register()
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cli(prog_name="clipcache")
