@@ -18,12 +18,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from stores import LAYOUT_VERSION, FeatureStore, open_store
+from stores import LAYOUT_VERSION, FeatureStore, StoreError, open_store
 
 from .encoder import EncoderConfig, FrozenCLIP, load_clip
-from .errors import CacheKeyMismatch, DecodeError, InputError
+from .errors import CacheKeyMismatch, ClipcacheError, DecodeError, InputError
 from .inputs import InputSet, VideoItem
 from .templates import fill, resolve_templates
+from .distributed import Dist, dist_from_env
 from .video import Backend, DecodedVideo, SamplerConfig, decode_video, file_key
 
 log = logging.getLogger(__name__)
@@ -195,37 +196,50 @@ class Extractor:
         return arrays, record
 
     # --------------------------------------------------------------- driver
-    def run(self, items: list[VideoItem], progress: bool = True) -> ExtractSummary:
-        import torch
-        from tqdm import tqdm
-
-        s = ExtractSummary(inputs=len(items), store=self.store.path)
-        t_start = time.perf_counter()
+    def _hash(self, items: list[VideoItem], s: ExtractSummary) -> list[tuple[str, str | None]]:
+        """(absolute path, content key or None when unreadable) for each item; failures recorded."""
         failed_docs = set(self.store.json_keys("failed"))
-        work: list[tuple[str, VideoItem]] = []
-        seen: set[str] = set()
-        t0 = time.perf_counter()
+        out = []
         for it in items:
-            pk = path_key(it.path)
-            if pk in failed_docs and not self.cfg.retry_failed:
+            path = os.path.abspath(it.path)
+            if path_key(it.path) in failed_docs and not self.cfg.retry_failed:
                 s.skipped_failed += 1
+                out.append((path, None))
                 continue
             try:
                 if os.path.isdir(it.path):
                     raise DecodeError(f"{it.path}: is a directory, not a video file")
-                key = file_key(it.path)
+                out.append((path, file_key(it.path)))
             except (OSError, DecodeError) as err:
                 reason = str(err) if isinstance(err, DecodeError) else f"{it.path}: cannot read ({err.strerror})"
                 self._fail(s, it, None, reason)
-                continue
-            self.keys_by_path[os.path.abspath(it.path)] = key
-            if key in seen:
+                out.append((path, None))
+        return out
+
+    def run(self, items: list[VideoItem], progress: bool = True, dist: Dist | None = None) -> ExtractSummary:
+        """Extract ``items``; under torchrun each rank hashes a share of the inputs, then encodes
+        the videos whose content key it owns, so ranks write disjoint entries."""
+        import torch
+        from tqdm import tqdm
+
+        dist = dist or Dist()
+        s = ExtractSummary(inputs=len(items), store=self.store.path)
+        t_start = time.perf_counter()
+        t0 = time.perf_counter()
+        mine = self._hash(items[dist.rank::dist.world], s)
+        for part in dist.all_gather(mine):
+            self.keys_by_path.update(dict(part))
+        work: list[tuple[str, VideoItem]] = []
+        seen: set[str] = set()
+        for it in items:
+            key = self.keys_by_path.get(os.path.abspath(it.path))
+            if key is None or key in seen:
                 continue
             seen.add(key)
             if self.store.has("videos", key):
                 s.already_done += 1
-                continue
-            work.append((key, it))
+            elif dist.owns(key):
+                work.append((key, it))
         s.unique = len(seen)
         s.seconds["hash"] = time.perf_counter() - t0
 
@@ -297,9 +311,10 @@ class Extractor:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
-        t1 = time.perf_counter()
-        s.text_classes = self.encode_classes(sorted({it.label for it in items if it.label}))
-        s.seconds["text"] = time.perf_counter() - t1
+        if dist.is_main:
+            t1 = time.perf_counter()
+            s.text_classes = self.encode_classes(sorted({it.label for it in items if it.label}))
+            s.seconds["text"] = time.perf_counter() - t1
         s.wall = time.perf_counter() - t_start
         return s
 
@@ -351,9 +366,29 @@ def record_splits(store: FeatureStore, inputs: InputSet, keys_by_path: dict[str,
         store.put_json("splits", split, doc)
 
 
+def _merge_summaries(parts: list[ExtractSummary]) -> ExtractSummary:
+    out = parts[0]
+    for p in parts[1:]:
+        out.extracted += p.extracted
+        out.failed += p.failed
+        out.skipped_failed += p.skipped_failed
+        out.frames += p.frames
+        out.text_classes += p.text_classes
+        for k, v in p.seconds.items():
+            out.seconds[k] = max(out.seconds.get(k, 0.0), v)
+        out.wall = max(out.wall, p.wall)
+    return out
+
+
 def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: bool = True,
-            enc: FrozenCLIP | None = None) -> ExtractSummary:
-    """Extract ``inputs`` into the store at ``store_path`` (created if needed, resumed if not)."""
+            enc: FrozenCLIP | None = None, dist: Dist | None = None) -> ExtractSummary:
+    """Extract ``inputs`` into the store at ``store_path`` (created if needed, resumed if not).
+
+    Launched by ``torchrun``, rank 0 creates the store, checks the key and holds the writer lock
+    for the job; the other ranks write their own videos into it; rank 0 publishes at the end.
+    The result equals a single-process run's.
+    """
+    dist = dist or dist_from_env()
     enc = enc or load_clip(cfg.encoder)
     layers = enc.info.layers
     bad = [b for b in cfg.tokens_at if not 0 <= b < layers]
@@ -361,11 +396,38 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
         raise InputError(f"--tokens-at {','.join(map(str, bad))}: {enc.name} has blocks 0..{layers - 1}")
     resolve_templates(cfg.templates)  # fail before anything is written
     key = cache_key(enc, cfg.sampler, cfg.tokens_at)
-    with open_store(store_path, "a", attrs={"cache_key": key, "model_info": enc.info.to_dict()}) as store:
-        check_key(store, key)
-        extractor = Extractor(enc, store, cfg)
-        summary = extractor.run(inputs.items, progress=progress)
-        record_splits(store, inputs, extractor.keys_by_path)
-        summary.notes.extend(inputs.notes)
-        store.finalize()
+    attrs = {"cache_key": key, "model_info": enc.info.to_dict()}
+    store = None
+    failure: Exception | None = None
+    if dist.is_main:
+        try:
+            store = open_store(store_path, "a", attrs=attrs)
+            check_key(store, key)
+        except (ClipcacheError, StoreError) as err:
+            failure = err
+    errors = [e for e in dist.all_gather(str(failure) if failure else None) if e]  # ranks > 0 wait here
+    if errors:
+        if store is not None:
+            store.close()
+        if failure is not None:
+            raise failure
+        raise InputError(f"rank 0 could not open the store: {errors[0]}")
+    if store is None:
+        store = open_store(store_path, "a", shared=True)
+    extractor = Extractor(enc, store, cfg)
+    try:
+        summary = extractor.run(inputs.items, progress=progress and dist.is_main, dist=dist)
+    finally:
+        if not dist.is_main:
+            store.close()  # before rank 0 merges: HDF5 parts must be closed to be read
+    parts = dist.all_gather(summary)  # also the barrier: every rank has committed its videos
+    if dist.is_main:
+        try:
+            summary = _merge_summaries(parts)
+            record_splits(store, inputs, extractor.keys_by_path)
+            summary.notes.extend(inputs.notes)
+            store.finalize()
+        finally:
+            store.close()
+    dist.barrier()
     return summary

@@ -98,6 +98,8 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
     items = collect_inputs(list(inputs), video_root=video_root, class_names=class_names)
     _warn_random(pretrained)
     s = run_extract(items, store, cfg, progress=not no_progress and sys.stderr.isatty())
+    if int(os.environ.get("RANK", "0")) > 0:
+        return  # under torchrun, rank 0 reports for the whole job
     if as_json:
         click.echo(json.dumps(s.to_dict()))
     else:

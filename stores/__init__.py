@@ -43,11 +43,14 @@ def store_exists(path: str | os.PathLike) -> bool:
     return os.path.exists(os.path.join(p, "zarr.json"))
 
 
-def open_store(path: str | os.PathLike, mode: str = "r", attrs: dict | None = None) -> FeatureStore:
+def open_store(path: str | os.PathLike, mode: str = "r", attrs: dict | None = None,
+               shared: bool = False) -> FeatureStore:
     """Open a store for reading (``mode="r"``) or writing (``"a"``, exclusive for one job).
 
     ``attrs`` is only used when the store does not exist yet (it is then created with them);
     for an existing store the caller compares its own attributes with ``store.attrs``.
+    ``shared=True`` opens an existing store for writing without taking the job's lock: for the
+    other ranks of a job whose rank 0 holds it, each rank writing disjoint entries.
     A path ending ``.h5``/``.hdf5`` uses HDF5, anything else Zarr v3.
     """
     if mode not in ("r", "a"):
@@ -57,7 +60,7 @@ def open_store(path: str | os.PathLike, mode: str = "r", attrs: dict | None = No
     if _is_h5(path):
         from .hdf5_store import HDF5Store
 
-        return HDF5Store(path, mode, attrs)
+        return HDF5Store(path, mode, attrs, shared=shared)
     from .zarr_store import ZarrStore
 
-    return ZarrStore(path, mode, attrs)
+    return ZarrStore(path, mode, attrs, shared=shared)

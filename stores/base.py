@@ -52,7 +52,7 @@ class StoreReadOnly(StoreError):
 
 def array_sha256(arr: np.ndarray) -> str:
     """Hash of the raw bytes, dtype and shape: lets readers detect lost or replaced data."""
-    arr = np.ascontiguousarray(arr)
+    arr = np.asarray(arr, order="C")  # not ascontiguousarray: it turns a 0-d array into shape (1,)
     h = hashlib.sha256()
     h.update(f"{arr.dtype.str}{arr.shape}".encode())
     h.update(arr.tobytes())

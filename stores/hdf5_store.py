@@ -49,7 +49,8 @@ def _h5():
 class HDF5Store(FeatureStore):
     packable = ("videos",)
 
-    def __init__(self, path: str | os.PathLike, mode: str = "r", attrs: dict | None = None):
+    def __init__(self, path: str | os.PathLike, mode: str = "r", attrs: dict | None = None,
+                 shared: bool = False):
         super().__init__(path, mode)
         h5py = _h5()
         self._file = Path(path)
@@ -59,7 +60,8 @@ class HDF5Store(FeatureStore):
         self._part_name: str | None = None
         self._part = None
         self._dirty = False
-        if mode == "a":
+        self._shared = shared  # a rank of a job whose rank 0 holds the lock, merges and publishes
+        if mode == "a" and not shared:
             self._lock.acquire(f"store {path}")
         try:
             if self._file.exists():
@@ -122,7 +124,7 @@ class HDF5Store(FeatureStore):
             del self._part[path]
         g = self._part.require_group(path)
         for name, arr in arrays.items():
-            g.create_dataset(name, data=np.ascontiguousarray(arr), track_times=False)
+            g.create_dataset(name, data=np.asarray(arr, order="C"), track_times=False)
         self._part.flush()
         rec = build_record(arrays, record)
         rec["part"] = self._part_name
@@ -289,7 +291,7 @@ class HDF5Store(FeatureStore):
 
     def finalize(self) -> None:
         self._check_writable()
-        if self._work.exists():
+        if self._work.exists() and not self._shared:
             self._merge()
             self._dirty = False
 

@@ -44,7 +44,8 @@ _PACK_CHUNK_BYTES = 16 << 20
 class ZarrStore(FeatureStore):
     packable = ("videos",)
 
-    def __init__(self, path: str | os.PathLike, mode: str = "r", attrs: dict | None = None):
+    def __init__(self, path: str | os.PathLike, mode: str = "r", attrs: dict | None = None,
+                 shared: bool = False):
         super().__init__(path, mode)
         import zarr
 
@@ -61,7 +62,10 @@ class ZarrStore(FeatureStore):
         if mode == "a":
             if root.exists() and not root.is_dir():
                 raise StoreError(f"{path} exists and is not a directory")
-            self._lock.acquire(f"store {path}")
+            if shared and not exists:
+                raise StoreNotFound(f"no clipcache store at {path} (a shared writer never creates one)")
+            if not shared:
+                self._lock.acquire(f"store {path}")
         try:
             self._store = zarr.storage.LocalStore(root, read_only=(mode == "r"))
             if not exists:
@@ -95,7 +99,7 @@ class ZarrStore(FeatureStore):
         import zarr
 
         self._check_writable()
-        arrays = {n: np.ascontiguousarray(a) for n, a in arrays.items()}
+        arrays = {n: np.asarray(a, order="C") for n, a in arrays.items()}  # keeps 0-d arrays 0-d
         # A leftover of an interrupted attempt (never committed, so never visible) is replaced.
         shutil.rmtree(self._root_path / group / key, ignore_errors=True)
         for name, arr in arrays.items():
@@ -134,7 +138,7 @@ class ZarrStore(FeatureStore):
         for name in names:
             if name not in rec["arrays"]:
                 raise StoreError(f"{group}/{key} has no array {name!r} (has {sorted(rec['arrays'])})")
-            out[name] = zarr.open_array(self._store, path=f"{group}/{key}/{name}", mode="r")[...]
+            out[name] = np.asarray(zarr.open_array(self._store, path=f"{group}/{key}/{name}", mode="r")[...])
         return out
 
     def _uncommit(self, group: str, key: str) -> None:
@@ -182,7 +186,7 @@ class ZarrStore(FeatureStore):
     def read_column(self, group: str, name: str, keys: list[str], use_packed: bool = True) -> np.ndarray:
         import zarr
 
-        if use_packed:
+        if use_packed and keys:  # no keys: the base class refuses, as for HDF5
             meta = self._packed_meta.get(group, "index") or {}
             if name in meta.get("names", ()):
                 pos = {k: i for i, k in enumerate(meta["keys"])}
