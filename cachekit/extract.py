@@ -330,11 +330,15 @@ class Extractor:
         s.seconds["write"] += time.perf_counter() - t1
 
     def _fail(self, s: ExtractSummary, it: VideoItem, key: str | None, reason: str) -> None:
-        log.warning("failed: %s", reason)
-        s.failed.append((it.path, reason))
-        self.store.put_json("failed", path_key(it.path),
-                            {"path": os.path.abspath(it.path), "vkey": key, "reason": reason,
-                             "label": it.label, "split": it.split})
+        """Record a failed input; with a content key, also every other path with the same bytes."""
+        paths = {os.path.abspath(it.path)}
+        if key is not None:
+            paths |= {p for p, k in self.keys_by_path.items() if k == key}
+        for path in sorted(paths):
+            log.warning("failed: %s", reason if path == os.path.abspath(it.path) else f"{path}: same bytes as {reason}")
+            s.failed.append((path, reason))
+            self.store.put_json("failed", path_key(path),
+                                {"path": path, "vkey": key, "reason": reason, "label": it.label, "split": it.split})
 
     def encode_classes(self, names: list[str]) -> int:
         """Cache ``[P, D']`` text embeddings for each class not cached with these templates yet."""

@@ -141,6 +141,23 @@ def info(store, as_json):
             click.echo(f"array      {name} {shape}")
 
 
+@cli.command()
+@click.argument("store")
+@click.option("--repair", is_flag=True, help="Uncommit bad entries so that extract redoes them.")
+@click.option("--gc", "gc_", is_flag=True, help="Remove leftovers of interrupted writes.")
+@click.option("--json", "as_json", is_flag=True)
+def verify(store, repair, gc_, as_json):
+    """Re-hash every cached entry of STORE against its commit record (exit 1 if any is bad)."""
+    from cachekit.verify import verify_store
+
+    rep = verify_store(store, repair=repair, gc=gc_)
+    click.echo(json.dumps(rep.to_dict()) if as_json else rep.line())
+    for b in rep.bad:
+        click.echo(f"bad: {b}", err=True)
+    if rep.bad and not repair:
+        sys.exit(1)
+
+
 def _register() -> None:
     """Commands defined in their own modules (imports there stay lazy)."""
     from cli.synth_cmd import synth
