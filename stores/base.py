@@ -78,37 +78,55 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
 
 
 class JsonDir:
-    """A directory of small JSON documents, one per key, each written atomically."""
+    """A directory of small JSON documents, one per key, each written atomically.
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    Local directories use temp file + ``os.replace``; an fsspec file system (``fs``) uses one
+    ``pipe_file`` per document, which object stores (S3, GCS) apply atomically.
+    """
 
-    def _path(self, group: str, key: str) -> Path:
+    def __init__(self, root: Path | str, fs=None):
+        self.fs = fs
+        self.root = Path(root) if fs is None else str(root).rstrip("/")
+
+    def _path(self, group: str, key: str):
         if "/" in key or key.startswith("."):
             raise StoreError(f"invalid entry key {key!r}")
+        if self.fs is not None:
+            return f"{self.root}/{group}/{key}.json"
         return self.root / group / f"{key}.json"
 
     def put(self, group: str, key: str, obj: Any) -> None:
         data = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-        atomic_write_bytes(self._path(group, key), data)
+        if self.fs is not None:
+            self.fs.pipe_file(self._path(group, key), data)
+        else:
+            atomic_write_bytes(self._path(group, key), data)
 
     def get(self, group: str, key: str) -> Any | None:
+        path = self._path(group, key)
         try:
-            return json.loads(self._path(group, key).read_bytes())
+            raw = self.fs.cat_file(path) if self.fs is not None else path.read_bytes()
+            return json.loads(raw)
         except FileNotFoundError:
             return None
         except json.JSONDecodeError as err:  # only a non-atomic foreign writer can cause this
-            raise StoreFormatError(f"unreadable record {self._path(group, key)}: {err}") from err
+            raise StoreFormatError(f"unreadable record {path}: {err}") from err
 
     def delete(self, group: str, key: str) -> None:
         try:
-            self._path(group, key).unlink()
+            if self.fs is not None:
+                self.fs.rm_file(self._path(group, key))
+            else:
+                self._path(group, key).unlink()
         except FileNotFoundError:
             pass
 
     def keys(self, group: str) -> list[str]:
         try:
-            names = os.listdir(self.root / group)
+            if self.fs is not None:
+                names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(f"{self.root}/{group}", detail=False)]
+            else:
+                names = os.listdir(self.root / group)
         except FileNotFoundError:
             return []
         return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
@@ -120,6 +138,38 @@ class JsonDir:
             if v is not None:
                 out[k] = v
         return out
+
+
+class LeaseLock:
+    """Writer lease on a remote store: a lease document refreshed while the job writes.
+
+    Object stores have no ``flock``; a lease younger than ``ttl`` seconds whose holder is not us
+    refuses a second writer. (A crashed writer's lease blocks others until it expires.)
+    """
+
+    def __init__(self, docs: JsonDir, ttl: float = 600.0):
+        self.docs, self.ttl = docs, ttl
+        self.token = uuid.uuid4().hex
+        self.held = False
+
+    def acquire(self, what: str) -> None:
+        cur = self.docs.get("lease", "writer")
+        if cur and cur.get("token") != self.token and time.time() - cur.get("heartbeat", 0) < self.ttl:
+            raise StoreLocked(
+                f"{what} is being written by pid {cur.get('pid')} on {cur.get('host')}; wait for that "
+                f"job to finish (or for its lease to expire, {int(self.ttl)} s after its last write)"
+            )
+        self.refresh()
+        self.held = True
+
+    def refresh(self) -> None:
+        self.docs.put("lease", "writer", {"token": self.token, "pid": os.getpid(),
+                                          "host": socket.gethostname(), "heartbeat": time.time()})
+
+    def release(self) -> None:
+        if self.held:
+            self.docs.delete("lease", "writer")
+            self.held = False
 
 
 class WriteLock:

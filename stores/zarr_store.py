@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .base import (
+    LeaseLock,
     LAYOUT_VERSION,
     FeatureStore,
     JsonDir,
@@ -49,25 +50,31 @@ class ZarrStore(FeatureStore):
         super().__init__(path, mode)
         import zarr
 
-        if "://" in str(path):
-            raise StoreError(
-                f"{path}: remote (fsspec URL) stores are not supported yet; use a local path"
-            )
-        root = Path(path)
-        self._root_path = root
-        self._lock = WriteLock(root / ".lock")
-        exists = (root / "zarr.json").exists()
+        path = str(path)
+        if path.startswith("file://"):  # fsspec's local writes are not atomic: use zarr's LocalStore
+            path = path[len("file://"):]
+            self.path = path
+        self._fs = None
+        if "://" in path:
+            self._open_remote(path, mode)
+            exists = self._fs.exists(f"{self._root}/zarr.json")
+            self._lock = LeaseLock(JsonDir(f"{self._root}/meta", self._fs))
+        else:
+            self._root = Path(path)
+            exists = (self._root / "zarr.json").exists()
+            if mode == "a" and self._root.exists() and not self._root.is_dir():
+                raise StoreError(f"{path} exists and is not a directory")
+            self._lock = WriteLock(self._root / ".lock")
         if mode == "r" and not exists:
             raise StoreNotFound(f"no clipcache store at {path}")
         if mode == "a":
-            if root.exists() and not root.is_dir():
-                raise StoreError(f"{path} exists and is not a directory")
             if shared and not exists:
                 raise StoreNotFound(f"no clipcache store at {path} (a shared writer never creates one)")
             if not shared:
                 self._lock.acquire(f"store {path}")
         try:
-            self._store = zarr.storage.LocalStore(root, read_only=(mode == "r"))
+            if self._fs is None:
+                self._store = zarr.storage.LocalStore(self._root, read_only=(mode == "r"))
             if not exists:
                 if attrs is None:
                     raise StoreNotFound(f"no clipcache store at {path}")
@@ -86,9 +93,31 @@ class ZarrStore(FeatureStore):
         except BaseException:
             self._lock.release()
             raise
-        self._commits = JsonDir(root / "meta" / "commits")
-        self._docs = JsonDir(root / "meta" / "docs")
-        self._packed_meta = JsonDir(root / "meta" / "packed")
+        meta = f"{self._root}/meta" if self._fs is not None else self._root / "meta"
+        self._commits = JsonDir(f"{meta}/commits" if self._fs is not None else meta / "commits", self._fs)
+        self._docs = JsonDir(f"{meta}/docs" if self._fs is not None else meta / "docs", self._fs)
+        self._packed_meta = JsonDir(f"{meta}/packed" if self._fs is not None else meta / "packed", self._fs)
+
+    def _open_remote(self, url: str, mode: str) -> None:
+        """An fsspec URL (s3://, gs://, memory://...): zarr's FsspecStore plus the same fs for records."""
+        try:
+            import fsspec
+            import zarr
+        except ImportError as err:
+            raise StoreError(f"{url}: remote stores need fsspec (pip install 'clipcache[remote]')") from err
+        try:
+            self._fs, self._root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as err:
+            raise StoreError(f"{url}: {err} (remote stores: pip install 'clipcache[remote]')") from err
+        self._root = self._root.rstrip("/")
+        self._store = zarr.storage.FsspecStore.from_url(url, read_only=(mode == "r"))
+
+    def _rmtree(self, rel: str) -> None:
+        if self._fs is not None:
+            if self._fs.exists(f"{self._root}/{rel}"):
+                self._fs.rm(f"{self._root}/{rel}", recursive=True)
+        else:
+            shutil.rmtree(self._root / rel, ignore_errors=True)
 
     @property
     def attrs(self) -> dict:
@@ -101,7 +130,7 @@ class ZarrStore(FeatureStore):
         self._check_writable()
         arrays = {n: np.asarray(a, order="C") for n, a in arrays.items()}  # keeps 0-d arrays 0-d
         # A leftover of an interrupted attempt (never committed, so never visible) is replaced.
-        shutil.rmtree(self._root_path / group / key, ignore_errors=True)
+        self._rmtree(f"{group}/{key}")
         for name, arr in arrays.items():
             z = zarr.create_array(
                 self._store,
@@ -116,6 +145,8 @@ class ZarrStore(FeatureStore):
             z[...] = arr
         rec = build_record(arrays, record)
         self._commits.put(group, key, rec)  # the commit point
+        if isinstance(self._lock, LeaseLock) and self._lock.held:
+            self._lock.refresh()
         return rec
 
     def keys(self, group: str) -> list[str]:
@@ -181,7 +212,7 @@ class ZarrStore(FeatureStore):
             self._packed_meta.put(group, "index", {"keys": keys, "gen": gen, "names": packed})
             old = meta.get("gen")
             if old:
-                shutil.rmtree(self._root_path / "packed" / group / old, ignore_errors=True)
+                self._rmtree(f"packed/{group}/{old}")
 
     def read_column(self, group: str, name: str, keys: list[str], use_packed: bool = True) -> np.ndarray:
         import zarr
@@ -220,9 +251,11 @@ class ZarrStore(FeatureStore):
     def gc(self) -> int:
         """Remove uncommitted entry directories and orphan ``*.partial`` files (writer only)."""
         self._check_writable()
+        if self._fs is not None:
+            return self._gc_remote()
         removed = 0
         for group in ("videos", "text"):
-            gdir = self._root_path / group
+            gdir = self._root / group
             if not gdir.is_dir():
                 continue
             committed = set(self.keys(group))
@@ -230,9 +263,24 @@ class ZarrStore(FeatureStore):
                 if d.is_dir() and d.name not in committed:
                     shutil.rmtree(d, ignore_errors=True)
                     removed += 1
-        for p in self._root_path.rglob("*.partial"):
+        for p in self._root.rglob("*.partial"):
             p.unlink(missing_ok=True)
             removed += 1
+        return removed
+
+    def _gc_remote(self) -> int:
+        removed = 0
+        for group in ("videos", "text"):
+            committed = set(self.keys(group))
+            try:
+                entries = self._fs.ls(f"{self._root}/{group}", detail=True)
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                name = e["name"].rstrip("/").rsplit("/", 1)[-1]
+                if e["type"] == "directory" and name not in committed:
+                    self._fs.rm(e["name"], recursive=True)
+                    removed += 1
         return removed
 
     def close(self) -> None:
