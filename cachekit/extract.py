@@ -2,8 +2,13 @@
 
 Stages: hash inputs -> decode (worker threads, overlapped with encoding) -> preprocess + encode
 in fixed-size frame batches -> commit one store entry per video. A video's stored values do not
-depend on which other videos shared its batch: every forward has the same batch shape (the
-last batch is padded), so each frame row goes through identical arithmetic.
+depend on which other videos were extracted with it (reliability.md I4): each forward holds the
+rows of one video only, in groups of ``min(batch_size, views * frames)`` rows at fixed positions
+(the last group padded). Sharing a forward with other videos moves a row to another position,
+and that alone changes its result in the last bits (measured: 4.8e-7 at batch 5 on CPU). On CUDA,
+where batch size matters for throughput, whole videos are packed into forwards of
+``batch_size`` rows instead; fp16 autocast there already makes values reproducible only to a
+tolerance (about 1e-3 after fp16 storage), which the CUDA path documents rather than hides.
 """
 
 from __future__ import annotations
@@ -150,15 +155,16 @@ class Extractor:
         self.templates = resolve_templates(cfg.templates)
         self._autocast = enc.device.type == "cuda"
         self.keys_by_path: dict[str, str] = {}  # absolute path -> content key, for split files
+        self._pack = enc.device.type == "cuda"
 
     # --------------------------------------------------------------- encoding
-    def _forward(self, pixels):
-        """Encode one fixed-size batch ``[B, 3, S, S]`` -> numpy arrays per output."""
+    def _forward(self, pixels, size: int):
+        """Encode one batch ``[n <= size, 3, S, S]``, padded to ``size`` rows -> numpy arrays per output."""
         import torch
 
-        b = self.cfg.batch_size
+        b = size
         n = pixels.shape[0]
-        if n < b:  # pad: every forward has the same shape, so rows never depend on batch mates
+        if n < b:  # pad: every forward of a video has the same shape and row positions
             pixels = torch.cat([pixels, pixels.new_zeros((b - n, *pixels.shape[1:]))])
         pixels = pixels.to(self.enc.device, non_blocking=True)
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self._autocast):
@@ -260,34 +266,34 @@ class Extractor:
 
         def encode_batches(flush: bool):
             nonlocal rows_waiting
-            b = self.cfg.batch_size
-            while rows_waiting >= b or (flush and rows_waiting > 0):
-                chunks, owners, need = [], [], b
-                for p in queue:  # gather up to b rows across waiting videos, in order
-                    avail = p.pixels.shape[0] - p.done_rows - sum(n for q, n in owners if q is p)
-                    if avail <= 0:
-                        continue
-                    take = min(avail, need)
-                    start = p.done_rows + sum(n for q, n in owners if q is p)
-                    chunks.append(p.pixels[start:start + take])
-                    owners.append((p, take))
-                    need -= take
-                    if need == 0:
-                        break
-                t1 = time.perf_counter()
-                res = self._forward(torch.cat(chunks))
-                s.seconds["encode"] += time.perf_counter() - t1
+            while queue and (flush or self._pack is False or rows_waiting >= self.cfg.batch_size):
+                if self._pack:  # CUDA: whole videos packed up to batch_size rows, for throughput
+                    group = [queue.popleft()]
+                    while queue and sum(q.pixels.shape[0] for q in group) + queue[0].pixels.shape[0] \
+                            <= self.cfg.batch_size:
+                        group.append(queue.popleft())
+                else:  # CPU: one video per forward (I4: bitwise equal whatever its batch mates)
+                    group = [queue.popleft()]
+                rows = torch.cat([q.pixels for q in group])
+                n = rows.shape[0]
+                g = max(n, self.cfg.batch_size) if self._pack else min(self.cfg.batch_size, n)
+                outs = []
+                for start in range(0, n, g):
+                    t1 = time.perf_counter()
+                    outs.append(self._forward(rows[start:start + g], g))
+                    s.seconds["encode"] += time.perf_counter() - t1
+                res = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
                 off = 0
-                for p, n in owners:  # hand each video exactly its own rows back
-                    p.outs.append({k: a[off:off + n] for k, a in res.items()})
-                    p.done_rows += n
-                    off += n
-                rows_waiting -= off
-                while queue and queue[0].done_rows == queue[0].pixels.shape[0]:
-                    self._commit(s, queue.popleft())
+                for q in group:  # hand each video exactly its own rows back
+                    m = q.pixels.shape[0]
+                    q.outs.append({k: a[off:off + m] for k, a in res.items()})
+                    q.done_rows = m
+                    off += m
+                    rows_waiting -= m
+                    self._commit(s, q)
                     bar.update(1)
-                    bar.set_postfix(frames_s=f"{s.frames / max(1e-9, time.perf_counter() - t_start):.1f}",
-                                    failed=len(s.failed))
+                bar.set_postfix(frames_s=f"{s.frames / max(1e-9, time.perf_counter() - t_start):.1f}",
+                                failed=len(s.failed))
 
         try:
             submit_more()

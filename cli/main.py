@@ -112,7 +112,7 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
             click.echo(f"note: {note}")
         for path, reason in s.failed:
             click.echo(f"failed: {reason}", err=True)
-    if s.failed:
+    if s.failed or s.skipped_failed:  # inputs that failed before still have no features
         sys.exit(1)
 
 
@@ -160,9 +160,9 @@ def verify(store, repair, gc_, as_json):
 
 def _register() -> None:
     """Commands defined in their own modules (imports there stay lazy)."""
-    from cli.synth_cmd import synth
+    from cli.synth_cmd import demo, synth
 
-    for cmd in (synth,):
+    for cmd in (synth, demo):
         cli.add_command(cmd)
 
 

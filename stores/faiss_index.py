@@ -29,9 +29,10 @@ import os
 import shutil
 import sys
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
@@ -185,7 +186,17 @@ class PrototypeIndex:
 
     def vectors(self) -> np.ndarray:
         """The stored (normalised) vectors ``[n, D]``, in id order."""
-        return np.asarray(self._cpu.reconstruct_n(0, len(self)), dtype=np.float32).reshape(len(self), self.dim)
+        if self.kind == "ivf":  # IVF lists need an id -> list map to give vectors back
+            faiss = _faiss()
+            ivf = faiss.extract_index_ivf(self._cpu)
+            ivf.make_direct_map()
+            try:
+                out = ivf.reconstruct_n(0, len(self))
+            finally:
+                ivf.set_direct_map_type(faiss.DirectMap.NoMap)
+        else:
+            out = self._cpu.reconstruct_n(0, len(self))
+        return np.asarray(out, dtype=np.float32).reshape(len(self), self.dim)
 
     # ----------------------------------------------------------------- use
     def add(self, vectors: np.ndarray) -> np.ndarray:
@@ -211,8 +222,18 @@ class PrototypeIndex:
         k = min(int(k), len(self))
         if k < 1:
             return np.zeros((q.shape[0], 0), np.float32), np.zeros((q.shape[0], 0), np.int64)
-        scores, ids = self._search_index().search(q, k)
+        index = self._search_index()
+        if index is self._cpu and self._small(q.shape[0]):
+            scores, ids = _single_thread(index.search, q, k)
+        else:
+            scores, ids = index.search(q, k)
         return np.asarray(scores, dtype=np.float32), np.asarray(ids, dtype=np.int64)
+
+    def _small(self, n_queries: int) -> bool:
+        """Few enough multiply-adds that one thread beats an OpenMP team (see :func:`_single_thread`)."""
+        if self.kind == "flat":
+            return n_queries * len(self) * self.dim <= SINGLE_THREAD_WORK
+        return n_queries <= 16
 
     def _search_index(self):
         use = self.cfg.gpu
@@ -315,6 +336,30 @@ class PrototypeIndex:
         return index, out, doc.get("meta", {})
 
 
+SINGLE_THREAD_WORK = 1 << 27
+"""Exact searches up to this many multiply-adds (e.g. one query over 2.6e5 prototypes of D 512)
+run on one thread."""
+
+
+def _single_thread(fn, *args):
+    """Run a FAISS call on one OpenMP thread, then restore the thread count.
+
+    faiss-cpu and torch each bundle their own OpenMP runtime; on few cores, the idle threads of
+    one spin while the other's team works. A one-query search over a prototype index then took
+    30-40 ms instead of ~1 ms on 2 cores once torch had run (measured), and slowed torch too.
+    One thread has no team to wait for.
+    """
+    faiss = _faiss()
+    before = faiss.omp_get_max_threads()
+    if before == 1:
+        return fn(*args)
+    faiss.omp_set_num_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 # --------------------------------------------------------------------------- directory publishing
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -406,6 +451,30 @@ def read_manifest(root: Path) -> dict:
     return doc
 
 
+_HELD: set[str] = set()  # index paths whose writer lock this process holds
+
+
+@contextmanager
+def index_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the writer lock of the index directory ``path`` (``flock`` on ``.<name>.lock`` beside
+    it; re-entrant within a process). Wrap a read-modify-write of an index in it so that two
+    writers never lose each other's update; a second process gets :class:`StoreLocked`."""
+    path = Path(path)
+    key = os.path.abspath(path)
+    if key in _HELD:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = WriteLock(path.parent / f".{path.name}.lock")
+    lock.acquire(f"index {path}")
+    _HELD.add(key)
+    try:
+        yield
+    finally:
+        _HELD.discard(key)
+        lock.release()
+
+
 def publish_dir(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     """Make ``path`` the directory that ``write(tmp)`` fills, atomically, one writer at a time.
 
@@ -416,10 +485,7 @@ def publish_dir(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise StoreError(f"{path} exists and is not a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = WriteLock(path.parent / f".{path.name}.lock")
-    lock.acquire(f"index {path}")
-    try:
+    with index_lock(path):
         if not path.exists():  # a crash of the two-rename fallback: put the old version back
             olds = [o for o in _siblings(path, "old") if (o / META_FILE).is_file()]
             if olds:
@@ -444,8 +510,6 @@ def publish_dir(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    finally:
-        lock.release()
     return path
 
 
@@ -456,6 +520,7 @@ __all__ = [
     "PrototypeIndex",
     "default_nlist",
     "gpu_available",
+    "index_lock",
     "normalise",
     "publish_dir",
     "read_manifest",

@@ -131,7 +131,7 @@ class HDF5Store(FeatureStore):
         self._gone.delete(group, key)
         self._commits.put(group, key, rec)  # the commit point
         self._dirty = True
-        return rec
+        return {k: v for k, v in rec.items() if k != "part"}
 
     def _all_records(self, group: str) -> dict[str, dict]:
         recs = dict(self._published["commits"].get(group, {}))

@@ -68,6 +68,8 @@ class ZarrStore(FeatureStore):
         if mode == "r" and not exists:
             raise StoreNotFound(f"no clipcache store at {path}")
         if mode == "a":
+            if not exists and attrs is None:
+                raise StoreNotFound(f"no clipcache store at {path}")
             if shared and not exists:
                 raise StoreNotFound(f"no clipcache store at {path} (a shared writer never creates one)")
             if not shared:

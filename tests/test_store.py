@@ -1,0 +1,429 @@
+"""The feature-store contract (reliability.md §7, style.md practice 8), run against both backends.
+
+One test class, subclassed per backend: Zarr (``x.zarr``) and HDF5 (``x.h5``). Real files, real
+zarr and h5py, real processes for locking and crashes; nothing is mocked except, inside a child
+process only, the commit-record write that the child dies at.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import ROOT, entry_arrays
+from stores import (
+    LAYOUT_VERSION,
+    StoreError,
+    StoreLocked,
+    StoreNotFound,
+    StoreReadOnly,
+    array_sha256,
+    open_store,
+    store_exists,
+)
+
+ATTRS = {"cache_key": {"model": "tiny", "frames": 4}, "model_info": {"width": 8}}
+TESTS = Path(__file__).resolve().parent
+
+
+def key(i: int) -> str:
+    return f"{i:04d}"
+
+
+def assert_same_arrays(got: dict, want: dict) -> None:
+    assert sorted(got) == sorted(want)
+    for n, a in want.items():
+        assert got[n].dtype == a.dtype, n
+        assert got[n].shape == a.shape, n
+        assert np.array_equal(got[n], a), n
+
+
+def child(code: str, *args: str, **popen) -> subprocess.Popen:
+    """A Python child process that imports ``stores`` and the test helpers."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(ROOT)]), HF_HUB_OFFLINE="1")
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def run_child(code: str, *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    p = child(code, *args)
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+class StoreContract:
+    """Every backend must pass these. Subclasses set ``suffix`` and how to corrupt bytes on disk."""
+
+    suffix = ""
+
+    @pytest.fixture
+    def path(self, tmp_path) -> str:
+        return str(tmp_path / f"x{self.suffix}")
+
+    def corrupt(self, path: str, key: str, name: str) -> None:
+        """Overwrite the on-disk bytes of one committed array (store closed)."""
+        raise NotImplementedError
+
+    def write(self, path: str, n: int, start: int = 0, **kw) -> dict[str, dict]:
+        want = {}
+        with open_store(path, "a", attrs=ATTRS) as s:
+            for i in range(start, start + n):
+                want[key(i)] = entry_arrays(i, **kw)
+                s.commit("videos", key(i), want[key(i)], {"i": i})
+        return want
+
+    # --------------------------------------------------------------------- round trip
+    def test_round_trip_bit_identical_with_sha256_records(self, path):
+        arrays = entry_arrays(7)
+        with open_store(path, "a", attrs=ATTRS) as s:
+            rec = s.commit("videos", "k7", arrays, {"path": "/v/7.mp4", "label": "jump"})
+            assert s.has("videos", "k7") and not s.has("videos", "k8")
+            assert_same_arrays(s.read("videos", "k7"), arrays)  # the writer reads its own entry
+        assert store_exists(path)
+        with open_store(path, "r") as s:
+            assert_same_arrays(s.read("videos", "k7"), arrays)
+            assert s.read("videos", "k7", ["emb"]).keys() == {"emb"}
+            got = s.record("videos", "k7")
+            # backends may add bookkeeping (HDF5: which part file, dropped when published)
+            assert {k: v for k, v in got.items() if k in rec} == {k: rec[k] for k in got if k in rec}
+            assert got["arrays"] == rec["arrays"]
+            assert got["path"] == "/v/7.mp4" and got["label"] == "jump"
+            assert got["layout_version"] == LAYOUT_VERSION
+            for n, a in arrays.items():
+                assert got["arrays"][n] == {"shape": list(a.shape), "dtype": a.dtype.str,
+                                            "sha256": array_sha256(a)}
+            with pytest.raises(StoreError, match="no array"):
+                s.read("videos", "k7", ["nope"])
+            with pytest.raises(StoreError, match="not in store"):
+                s.read("videos", "k8")
+
+    def test_keys_sorted_and_per_group(self, path):
+        with open_store(path, "a", attrs=ATTRS) as s:
+            for k in ("c", "a", "b"):
+                s.commit("videos", k, entry_arrays(ord(k)), {})
+            s.commit("text", "z", {"emb": np.ones((3, 8), np.float32)}, {"name": "z"})
+            assert s.keys("videos") == ["a", "b", "c"]
+        with open_store(path, "r") as s:
+            assert s.keys("videos") == ["a", "b", "c"]
+            assert s.keys("text") == ["z"]
+            assert s.keys("nothing") == []
+            assert sorted(s.records("videos")) == ["a", "b", "c"]
+
+    # --------------------------------------------------------------------- modes, attrs
+    def test_read_only_refuses_writes(self, path):
+        self.write(path, 1)
+        with open_store(path, "r") as s:
+            with pytest.raises(StoreReadOnly):
+                s.commit("videos", key(5), entry_arrays(5), {})
+            with pytest.raises(StoreReadOnly):
+                s.put_json("failed", "x", {"reason": "r"})
+            with pytest.raises(StoreReadOnly):
+                s.delete_json("failed", "x")
+            with pytest.raises(StoreReadOnly):
+                s.finalize()
+        with open_store(path, "r") as s:
+            assert s.keys("videos") == [key(0)]
+
+    def test_open_errors(self, path, tmp_path):
+        with pytest.raises(StoreNotFound):
+            open_store(path, "r")
+        assert not store_exists(path)
+        with pytest.raises(StoreError, match="mode"):
+            open_store(path, "w")
+        with pytest.raises(StoreError, match="attrs"):
+            open_store(path, "r", attrs=ATTRS)
+        with pytest.raises(StoreNotFound):  # no attrs: nothing to create the store with
+            open_store(path, "a")
+        assert not store_exists(path)
+
+    def test_reopen_persists_and_appends(self, path):
+        want = self.write(path, 2)
+        with open_store(path, "a", attrs=ATTRS) as s:
+            s.put_json("failed", "bad1", {"reason": "truncated"})
+        want.update(self.write(path, 1, start=2))
+        with open_store(path, "r") as s:
+            assert s.keys("videos") == sorted(want)
+            for k, a in want.items():
+                assert_same_arrays(s.read("videos", k), a)
+            assert s.get_json("failed", "bad1") == {"reason": "truncated"}
+
+    def test_attrs_written_once_at_creation(self, path):
+        with open_store(path, "a", attrs=ATTRS) as s:
+            assert s.attrs == {"layout_version": LAYOUT_VERSION, **ATTRS}
+        with open_store(path, "a", attrs={"cache_key": {"other": 1}}) as s:  # existing: not replaced
+            assert s.attrs["cache_key"] == ATTRS["cache_key"]
+        with open_store(path, "r") as s:
+            assert s.attrs == {"layout_version": LAYOUT_VERSION, **ATTRS}
+            s.attrs["cache_key"] = "mutated copy"
+            assert s.attrs["cache_key"] == ATTRS["cache_key"]
+
+    # --------------------------------------------------------------------- json documents
+    def test_json_documents(self, path):
+        with open_store(path, "a", attrs=ATTRS) as s:
+            assert s.get_json("failed", "a") is None
+            s.put_json("failed", "b", {"reason": "empty file", "n": [1, 2]})
+            s.put_json("failed", "a", {"reason": "truncated"})
+            s.put_json("splits", "train", {"videos": {}, "missing": ["x.mp4"]})
+            assert s.json_keys("failed") == ["a", "b"]
+            s.put_json("failed", "a", {"reason": "replaced"})
+            assert s.get_json("failed", "a") == {"reason": "replaced"}
+            s.delete_json("failed", "b")
+            s.delete_json("failed", "never-there")  # no error
+            assert s.json_keys("failed") == ["a"]
+            with pytest.raises(StoreError, match="invalid entry key"):
+                s.put_json("failed", "a/b", {})
+            assert s.keys("failed") == []  # documents are not entries
+        with open_store(path, "r") as s:
+            assert s.json_items("failed") == {"a": {"reason": "replaced"}}
+            assert s.get_json("splits", "train") == {"videos": {}, "missing": ["x.mp4"]}
+            assert s.json_keys("nothing") == []
+
+    # --------------------------------------------------------------------- verify
+    def test_verify_finds_corrupted_entry_and_repair_uncommits_it(self, path):
+        want = self.write(path, 3)
+        with open_store(path, "r") as s:
+            assert s.verify("videos") == (3, [])
+        self.corrupt(path, key(1), "emb")
+        with open_store(path, "r") as s:
+            checked, bad = s.verify("videos")
+            assert (checked, bad) == (3, [key(1)])
+            assert_same_arrays(s.read("videos", key(0)), want[key(0)])
+        with open_store(path, "a", attrs=ATTRS) as s:
+            assert s.verify("videos", repair=True) == (3, [key(1)])
+            assert s.keys("videos") == [key(0), key(2)]
+        with open_store(path, "r") as s:
+            assert s.keys("videos") == [key(0), key(2)]
+            assert not s.has("videos", key(1))
+        self.write(path, 1, start=1)  # the writer redoes it
+        with open_store(path, "r") as s:
+            assert s.verify("videos") == (3, [])
+            assert_same_arrays(s.read("videos", key(1)), want[key(1)])
+
+    # --------------------------------------------------------------------- crash safety
+    def test_uncommitted_data_is_invisible(self, path):
+        """A writer dies (os._exit) after writing a video's arrays, before its commit record."""
+        code = """
+            import os, sys
+            from helpers import entry_arrays
+            from stores import open_store
+            from stores.base import JsonDir
+            s = open_store(sys.argv[1], "a", attrs={"cache_key": {"model": "tiny", "frames": 4},
+                                                    "model_info": {"width": 8}})
+            s.commit("videos", "0000", entry_arrays(0), {"i": 0})
+            put = JsonDir.put
+            def die_before_commit(self, group, key, obj):
+                if self.root.name == "commits":
+                    os._exit(137)  # arrays are written; the record never is
+                return put(self, group, key, obj)
+            JsonDir.put = die_before_commit
+            s.commit("videos", "0001", entry_arrays(1), {"i": 1})
+            print("committed after all")
+        """
+        rc, out, err = run_child(code, path)
+        assert rc == 137, err
+        assert "committed after all" not in out
+        self.assert_arrays_on_disk(path, "0001")  # the data is there: the test is meaningful
+        with open_store(path, "r") as s:
+            assert s.keys("videos") == ["0000"]
+            assert not s.has("videos", "0001") and s.record("videos", "0001") is None
+            with pytest.raises(StoreError):
+                s.read("videos", "0001")
+            assert_same_arrays(s.read("videos", "0000"), entry_arrays(0))
+        with open_store(path, "a", attrs=ATTRS) as s:  # lock released; redo the lost video
+            assert s.keys("videos") == ["0000"]
+            s.commit("videos", "0001", entry_arrays(1), {"i": 1})
+        with open_store(path, "r") as s:
+            assert s.keys("videos") == ["0000", "0001"]
+            assert s.verify("videos") == (2, [])
+            assert_same_arrays(s.read("videos", "0001"), entry_arrays(1))
+
+    def assert_arrays_on_disk(self, path: str, key: str) -> None:
+        raise NotImplementedError
+
+    def test_second_writer_from_another_process_is_refused(self, path):
+        code = """
+            import sys
+            from stores import StoreLocked, open_store
+            try:
+                open_store(sys.argv[1], "a", attrs={"cache_key": {}})
+            except StoreLocked as err:
+                print("LOCKED", err)
+            else:
+                print("OPENED")
+            with open_store(sys.argv[1], "r") as s:  # readers are never blocked
+                print("READER", ",".join(s.keys("videos")))
+        """
+        with open_store(path, "a", attrs=ATTRS) as s:
+            s.commit("videos", key(0), entry_arrays(0), {})
+            rc, out, err = run_child(code, path)
+            assert rc == 0, err
+            lines = out.splitlines()
+            assert len(lines) == 2, out
+            assert lines[0].startswith("LOCKED ") and f"pid {os.getpid()}" in lines[0]
+            assert lines[1] == f"READER {key(0)}"
+            with pytest.raises(StoreLocked) as exc:  # a second handle in this process too
+                open_store(path, "a")
+            assert "\n" not in str(exc.value)
+        with open_store(path, "a") as s:  # released on close
+            assert s.keys("videos") == [key(0)]
+
+    def test_kill_9_mid_write_leaves_only_complete_entries(self, path):
+        """SIGKILL a writer that commits 1 MB entries in a loop, twice; reopen; finish; verify."""
+        code = """
+            import sys
+            from helpers import entry_arrays
+            from stores import open_store
+            s = open_store(sys.argv[1], "a", attrs={"cache_key": {"model": "tiny", "frames": 4},
+                                                    "model_info": {"width": 8}})
+            i = int(sys.argv[2])
+            while True:
+                s.commit("videos", f"{i:04d}", entry_arrays(i, blob=1 << 18), {"i": i})
+                print(f"{i:04d}", flush=True)
+                i += 1
+        """
+        printed: list[str] = []
+        rng = np.random.default_rng(0)
+        for _round in range(2):
+            start = len(printed) + 1  # +1: the entry in flight at the kill may have committed
+            p = child(code, path, str(start))
+            try:
+                for _ in range(3):  # at least 3 commits in this round
+                    line = p.stdout.readline().strip()
+                    assert line, p.stderr.read()
+                    printed.append(line)
+                time.sleep(float(rng.uniform(0, 0.03)))
+            finally:
+                p.send_signal(signal.SIGKILL)
+                p.wait(timeout=30)
+            assert p.returncode == -signal.SIGKILL
+            with open_store(path, "r") as s:
+                keys = s.keys("videos")
+                assert set(printed) <= set(keys)
+                assert len(keys) - len(set(printed)) <= _round + 1  # at most one unprinted per kill
+                assert s.verify("videos") == (len(keys), [])
+                for k in keys:
+                    assert_same_arrays(s.read("videos", k), entry_arrays(int(k), blob=1 << 18))
+        with open_store(path, "a", attrs=ATTRS) as s:  # the kernel released the dead writer's lock
+            s.commit("videos", "9999", entry_arrays(9999), {})
+            final = s.keys("videos")
+        with open_store(path, "r") as s:
+            assert s.keys("videos") == final and "9999" in final
+            assert s.verify("videos") == (len(final), [])
+
+    # --------------------------------------------------------------------- packed columns
+    def test_finalize_then_read_column_equals_stacking(self, path):
+        want = self.write(path, 5)
+        keys = sorted(want)
+
+        def stacked(s, name, ks):
+            return np.stack([s.read("videos", k, [name])[name] for k in ks])
+
+        with open_store(path, "a", attrs=ATTRS) as s:
+            s.finalize()
+            for name in ("emb", "frame_idx", "tokens", "n"):
+                for ks in (keys, keys[1:3], [keys[3], keys[0]], [keys[4]]):
+                    col = s.read_column("videos", name, ks)
+                    assert col.dtype == want[keys[0]][name].dtype
+                    assert np.array_equal(col, stacked(s, name, ks)), (name, ks)
+            s.commit("videos", key(5), entry_arrays(5), {})  # packed copy is now stale
+            ks = [key(5), *keys]
+            assert np.array_equal(s.read_column("videos", "emb", ks), stacked(s, "emb", ks))
+            with pytest.raises(StoreError):
+                s.read_column("videos", "emb", [])
+        with open_store(path, "r") as s:
+            ks = s.keys("videos")
+            assert len(ks) == 6
+            for name in ("emb", "frame_idx"):
+                assert np.array_equal(s.read_column("videos", name, ks[::-1]), stacked(s, name, ks[::-1]))
+
+
+class TestZarrStore(StoreContract):
+    suffix = ".zarr"
+
+    def corrupt(self, path, key, name):
+        chunks = [p for p in (Path(path) / "videos" / key / name).rglob("*")
+                  if p.is_file() and p.name != "zarr.json"]
+        assert len(chunks) == 1, chunks
+        data = bytearray(chunks[0].read_bytes())
+        for i in range(0, len(data), 7):
+            data[i] ^= 0xA5
+        chunks[0].write_bytes(bytes(data))
+
+    def assert_arrays_on_disk(self, path, key):
+        assert (Path(path) / "videos" / key / "emb" / "zarr.json").is_file()
+
+    def test_valid_but_replaced_data_is_detected(self, path):
+        """Data rewritten in place through zarr (decodes fine, other values) fails the sha256."""
+        import zarr
+
+        self.write(path, 2)
+        z = zarr.open_array(zarr.storage.LocalStore(path), path=f"videos/{key(1)}/emb", mode="r+")
+        z[0, 0, 0] = z[0, 0, 0] + 1
+        with open_store(path, "r") as s:
+            assert s.verify("videos") == (2, [key(1)])
+
+    def test_arrays_written_without_a_record_do_not_exist(self, path):
+        import zarr
+
+        self.write(path, 1)
+        zarr.create_array(zarr.storage.LocalStore(path), name="videos/ghost/emb", data=np.ones((2, 3)))
+        with open_store(path, "a", attrs=ATTRS) as s:
+            assert s.keys("videos") == [key(0)] and not s.has("videos", "ghost")
+            assert s.gc() >= 1  # the writer may delete uncommitted leftovers
+            assert not (Path(path) / "videos" / "ghost").exists()
+            assert s.keys("videos") == [key(0)]
+
+    def test_file_url_is_the_same_local_store(self, path):
+        """``file://`` goes to zarr's LocalStore (atomic chunk writes), not fsspec's local FS."""
+        import zarr
+
+        with open_store(f"file://{path}", "a", attrs=ATTRS) as s:
+            s.commit("videos", key(0), entry_arrays(0), {})
+            assert isinstance(s._store, zarr.storage.LocalStore)
+        with open_store(path, "r") as s:
+            assert_same_arrays(s.read("videos", key(0)), entry_arrays(0))
+        assert not list(Path(path).rglob("*.partial"))
+
+
+class TestHDF5Store(StoreContract):
+    suffix = ".h5"
+
+    def corrupt(self, path, key, name):
+        import h5py
+
+        with h5py.File(path, "r") as f:  # the published file (the store is closed)
+            ds = f[f"videos/{key}/{name}"]
+            offset, size = ds.id.get_offset(), ds.id.get_storage_size()
+        assert offset is not None and size > 0
+        with open(path, "r+b") as fh:
+            fh.seek(offset)
+            data = bytearray(fh.read(size))
+            for i in range(0, len(data), 7):
+                data[i] ^= 0xA5
+            fh.seek(offset)
+            fh.write(bytes(data))
+
+    def assert_arrays_on_disk(self, path, key):
+        import h5py
+
+        parts = sorted(Path(f"{path}.parts", "parts").glob("*.h5"))
+        assert parts
+        found = False
+        for p in parts:
+            with h5py.File(p, "r", locking=False) as f:
+                found |= f"videos/{key}/emb" in f
+        assert found
+
+    def test_published_file_is_never_left_half_written(self, path):
+        """Closing publishes by rename: only the final file and no temp files remain."""
+        self.write(path, 2)
+        names = sorted(p.name for p in Path(path).parent.iterdir())
+        assert names == ["x.h5", "x.h5.lock"]
