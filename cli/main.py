@@ -161,8 +161,9 @@ def verify(store, repair, gc_, as_json):
 def _register() -> None:
     """Commands defined in their own modules (imports there stay lazy)."""
     from cli.synth_cmd import demo, synth
+    from cli.train_cmd import methods, train
 
-    for cmd in (synth, demo):
+    for cmd in (synth, train, methods, demo):
         cli.add_command(cmd)
 
 

@@ -100,6 +100,15 @@ class Method(nn.Module):
         out.update({n: b.detach() for n, b in self.named_buffers() if not n.startswith("backbone.")})
         return out
 
+    def bind_classes(self, names: list[str]) -> None:
+        """Tell the method the class names behind the text it will be given (default: ignored).
+
+        The trainer and evaluator call this for every method whenever the label space changes:
+        ``names[i]`` is the name of row i of the ``text`` passed to the following
+        ``video_logits`` / ``video_loss`` calls, and of global class id i in ``Episode.class_ids``.
+        Methods that run the text tower themselves (e.g. EZ-CLIP's text adapters) tokenise them.
+        """
+
     # episodic protocol
     def episode_logits(self, ep: Episode) -> torch.Tensor:  # [W*Q, W]
         raise NotImplementedError(f"{self.name} does not support the episodic protocol")
@@ -115,3 +124,57 @@ class Method(nn.Module):
     def video_loss(self, batch: VideoBatch, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.video_logits(batch, text)
         return nn.functional.cross_entropy(logits, batch.labels), logits
+
+    # prototype index and query (``clipcache index`` / ``clipcache query``): optional hooks
+    def support_features(self, batch: VideoBatch, text: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-frame features ``[B, T, D]`` of support videos, as this method compares them.
+
+        ``text`` ``[B, P, D']``: the cached text of each video's class when ``needs.text``, else
+        None. Default: the cached embeddings. The index keeps, per class, the per-frame mean of
+        its shots' features (a temporal prototype ``[T, D]``) and their pooled vector.
+        """
+        if batch.emb is None:
+            raise NotImplementedError(f"{self.name} reads no cached embeddings: it must define "
+                                      "support_features to build a prototype index")
+        return batch.emb
+
+    def query_features(self, batch: VideoBatch) -> torch.Tensor:
+        """Per-frame features ``[B, T, D]`` of query videos (default: the embeddings).
+
+        ``clipcache index`` exports the frozen encoder followed by this path with ``torch.export``,
+        so it must be traceable: no data-dependent Python control flow.
+        """
+        if batch.emb is None:
+            raise NotImplementedError(f"{self.name} reads no cached embeddings: it must define "
+                                      "query_features to answer queries")
+        return batch.emb
+
+    def prototype_metric(self) -> str | None:
+        """The parameter-free score (a key of ``metrics.SIMILARITIES``) of query features against
+        class prototypes that ranks like this method does; None: :meth:`score_supports` scores."""
+        return "mean"
+
+    def score_supports(self, query: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor,
+                       ways: int, text: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``[Q, W]`` (higher = better) of query features ``[Q, T, D]`` against the support
+        features ``[S, T, D]`` of W classes (``support_labels [S]`` in 0..W-1; ``text [W, P, D']``
+        when ``needs.text``). Used when :meth:`prototype_metric` is None. Default: one episode
+        through :meth:`episode_logits`, with the features as the batches' embeddings.
+        """
+        dev = query.device
+        ep = Episode(
+            support=VideoBatch(index=torch.arange(support.shape[0], device=dev), labels=support_labels, emb=support),
+            query=VideoBatch(index=torch.arange(query.shape[0], device=dev),
+                             labels=torch.full((query.shape[0],), -1, dtype=torch.long, device=dev), emb=query),
+            support_labels=support_labels,
+            query_labels=torch.zeros(query.shape[0], dtype=torch.long, device=dev),
+            class_ids=torch.arange(ways, device=dev),
+            text=text,
+        )
+        return self.episode_logits(ep)
+
+    def explain_mask(self, batch: VideoBatch) -> torch.Tensor | None:
+        """The spatial mask the method applies to the preprocessed frames, ``[B, S, S]`` or
+        ``[B, T, S, S]`` in [0, 1] (EV-CLIP mask prompts), for ``clipcache query --explain``;
+        None (default) when it has none."""
+        return None

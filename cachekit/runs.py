@@ -1,0 +1,265 @@
+"""Run directories: what a training run leaves behind, and how to rebuild its method from it alone.
+
+A run directory holds::
+
+    run.json            method name + resolved config, protocol + training config, the store's
+                        cache key, ModelInfo, frames, trainable count, best validation accuracy,
+                        sha256 of every checkpoint file, notes
+    model.safetensors   the selected (best on validation) ``method.trainable_state_dict()``
+    last.safetensors    the latest weights, with
+    resume.pt           optimiser, scheduler and RNG state (for ``train --resume``)
+    splits.json         the videos of each split, when the trainer made the split itself
+
+:func:`load_run` rebuilds the method from ``run.json`` and ``model.safetensors``, refusing a store
+whose cache key differs and any checkpoint whose hash does not match ``run.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .encoder import EncoderConfig, FrozenCLIP, ModelInfo, load_clip, sha256_file
+from .errors import CacheKeyMismatch, RunError
+
+RUN_FORMAT = "clipcache-run"
+RUN_VERSION = 1
+RUN_JSON = "run.json"
+MODEL_FILE = "model.safetensors"
+LAST_FILE = "last.safetensors"
+STATE_FILE = "resume.pt"
+SPLITS_FILE = "splits.json"
+
+
+# --------------------------------------------------------------------------- files
+@contextmanager
+def _atomic(path: Path):
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | os.PathLike, doc: dict) -> None:
+    path = Path(path)
+    with _atomic(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def save_weights(path: str | os.PathLike, state: dict) -> str:
+    """Write a state dict as safetensors (atomically); returns the file's sha256."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with _atomic(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
+    return sha256_file(path)
+
+
+def save_state(path: str | os.PathLike, state: dict) -> str:
+    """Write resume state (optimiser, scheduler, RNG) with ``torch.save``; returns its sha256."""
+    import torch
+
+    path = Path(path)
+    with _atomic(path) as tmp:
+        torch.save(state, tmp)
+    return sha256_file(path)
+
+
+def read_run(run_dir: str | os.PathLike) -> dict:
+    """``run.json`` of a run directory; :class:`RunError` if missing or not a run file."""
+    path = Path(run_dir) / RUN_JSON
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise RunError(f"{run_dir} is not a run directory (no {RUN_JSON})") from err
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunError(f"{path} cannot be read as JSON: {err}") from err
+    if not isinstance(doc, dict) or doc.get("format") != RUN_FORMAT:
+        raise RunError(f"{path} is not a clipcache run file (no \"format\": \"{RUN_FORMAT}\")")
+    if doc.get("version") != RUN_VERSION:
+        raise RunError(f"{path}: run format version {doc.get('version')!r} is not supported (this reads {RUN_VERSION})")
+    return doc
+
+
+def checked_file(run_dir: str | os.PathLike, name: str, meta: dict) -> Path:
+    """Path of checkpoint ``name`` after checking it exists and matches its sha256 in ``run.json``."""
+    path = Path(run_dir) / name
+    want = meta.get("checkpoints", {}).get(name)
+    if want is None:
+        raise RunError(f"run {run_dir} has no {name} recorded (training did not reach a checkpoint)")
+    if not path.is_file():
+        raise RunError(f"run {run_dir}: {name} is missing")
+    if sha256_file(path) != want:
+        raise RunError(f"run {run_dir}: {name} does not match the sha256 in {RUN_JSON} (altered or truncated)")
+    return path
+
+
+def load_weights(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise RunError(f"{path} is not a readable safetensors file: {err}") from err
+
+
+def check_cache_key(meta: dict, cache_key: dict, run_dir: str | os.PathLike = "run") -> None:
+    """Refuse a store whose cache key differs from the run's, naming the differing fields."""
+    from .extract import key_differences
+
+    have = meta.get("store", {}).get("cache_key", {})
+    diff = key_differences(have, cache_key)
+    if diff:
+        raise CacheKeyMismatch(
+            f"run {run_dir} was trained on a store with a different cache key ({', '.join(diff)}); "
+            "use the store it was trained on, or train again on this one"
+        )
+
+
+def load_splits(run_dir: str | os.PathLike, video_keys: list[str]) -> dict[str, np.ndarray]:
+    """The run's own splits (``splits.json``) as indices into ``video_keys``; {} if it used the store's."""
+    path = Path(run_dir) / SPLITS_FILE
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    pos = {k: i for i, k in enumerate(video_keys)}
+    missing = sorted({k for keys in doc["splits"].values() for k in keys if k not in pos})
+    if missing:
+        raise CacheKeyMismatch(f"{path} names {len(missing)} videos this store does not hold (e.g. {missing[0]})")
+    return {name: np.array(sorted(pos[k] for k in keys), dtype=np.int64) for name, keys in doc["splits"].items()}
+
+
+# --------------------------------------------------------------------------- encoder
+class DeferredEncoder(FrozenCLIP):
+    """A :class:`FrozenCLIP` that loads on first use.
+
+    Methods are built with one as ``backbone``: a method that never touches it (every method
+    trained from the cache) never pays for loading weights; one that does gets the real encoder.
+    Loading runs under a forked RNG, so it never shifts the caller's random stream.
+    """
+
+    def __init__(self, load: Callable[[], FrozenCLIP]):  # noqa: D107 - no FrozenCLIP.__init__ until loaded
+        self.__dict__["_load"] = load
+        self.__dict__["_loaded"] = False
+
+    def __getattr__(self, name: str):  # only called for attributes not set yet
+        if name.startswith("__") or self.__dict__["_loaded"]:
+            raise AttributeError(name)
+        self.load()
+        return getattr(self, name)
+
+    @property
+    def loaded(self) -> bool:
+        return self.__dict__["_loaded"]
+
+    def load(self) -> FrozenCLIP:
+        if not self.__dict__["_loaded"]:
+            import torch
+
+            with torch.random.fork_rng(devices=[]):
+                enc = self.__dict__["_load"]()
+            self.__dict__.update(enc.__dict__)
+            self.__dict__["_loaded"] = True
+        return self
+
+
+_KEY_CHECKED = ("model_cfg", "weights_sha256", "quick_gelu", "preprocess")
+
+
+def load_store_encoder(cache_key: dict, pretrained: str | None = None, device: str = "auto") -> FrozenCLIP:
+    """Load the frozen encoder a store was extracted with (model and weights from its cache key).
+
+    Random and tag weights are found from the key; weights from a file or ``local-dir:`` must be
+    passed as ``pretrained``. The loaded encoder must reproduce the key's weights hash.
+    """
+    model = cache_key.get("model")
+    weights = str(cache_key.get("weights", ""))
+    if not model:
+        raise CacheKeyMismatch("the store's cache key names no model")
+    seed = 0
+    if pretrained is None:
+        if weights.startswith("random:"):
+            pretrained, seed = "random", int(weights.split(":", 1)[1])
+        elif weights.startswith("tag:"):
+            pretrained = weights[4:]
+        else:
+            raise RunError(
+                f"the store was extracted with weights {weights!r}; pass --pretrained with that file or "
+                "local-dir:DIR to load the encoder this method needs"
+            )
+    model_cfg = cache_key.get("model_cfg")
+    if model_cfg is not None:  # a JSON model config: register it under the same name
+        stem = model.removeprefix("clipcache-")
+        path = Path(tempfile.mkdtemp(prefix="clipcache-run-cfg-")) / f"{stem}.json"
+        path.write_text(json.dumps(model_cfg))
+        model = str(path)
+    enc = load_clip(EncoderConfig(model=model, pretrained=pretrained, quick_gelu=cache_key.get("quick_gelu"),
+                                  seed=seed, device=device))
+    have = enc.key_fields()
+    diff = [f for f in _KEY_CHECKED if f in cache_key and have.get(f) != cache_key.get(f)]
+    if diff:
+        raise CacheKeyMismatch(f"the loaded encoder differs from the store's ({', '.join(diff)}); "
+                               "pass --pretrained with the weights the store was extracted with")
+    return enc
+
+
+# --------------------------------------------------------------------------- rebuild
+def build_from_meta(meta: dict, backbone=None, device: str = "cpu", pretrained: str | None = None):
+    """The run's method with fresh weights (on the CPU: load a checkpoint, then move it), and the
+    backbone it was given; name, resolved config, ModelInfo and frames come from ``meta``.
+    ``device`` is where a backbone loaded from the cache key goes."""
+    from .methods import method_module, make_config
+
+    m = meta["method"]
+    info = ModelInfo(**{**meta["model_info"], "grid": tuple(meta["model_info"]["grid"])})
+    mod = method_module(m["name"])
+    cfg = make_config(m["name"], m["config"])
+    if backbone is None:
+        key = meta["store"]["cache_key"]
+        backbone = DeferredEncoder(lambda: load_store_encoder(key, pretrained, device))
+    method = mod.build(cfg, info, int(meta["frames"]), backbone)
+    if method.needs.backbone and isinstance(backbone, DeferredEncoder):
+        backbone.load()
+    return method, backbone
+
+
+def load_into(method, state: dict, what: str) -> None:
+    """Load a trainable state dict; it must hold exactly the method's trainable entries."""
+    result = method.load_state_dict(state, strict=False)
+    expected = set(method.trainable_state_dict())
+    missing = sorted(expected - set(state))
+    if result.unexpected_keys or missing:
+        bad = (result.unexpected_keys or missing)[0]
+        raise RunError(f"{what} does not fit the method's configuration "
+                       f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected entries, e.g. {bad})")
+
+
+def load_run(run_dir: str | os.PathLike, cache_key: dict | None = None, backbone=None,
+             device: str = "cpu", pretrained: str | None = None):
+    """Rebuild a trained method from a run directory alone: returns ``(method, meta)``.
+
+    ``cache_key``: the store the caller will read; a different key raises
+    :class:`CacheKeyMismatch`. ``backbone``: a loaded :class:`FrozenCLIP` for methods that run the
+    encoder (else it is loaded from the run's cache key when the method needs it). The method is
+    returned in eval mode with the selected weights (``model.safetensors``, hash-checked).
+    """
+    meta = read_run(run_dir)
+    if cache_key is not None:
+        check_cache_key(meta, cache_key, run_dir)
+    path = checked_file(run_dir, MODEL_FILE, meta)
+    method, _ = build_from_meta(meta, backbone, device, pretrained)
+    load_into(method, load_weights(path), f"{path}")
+    return method.to(device).eval(), meta

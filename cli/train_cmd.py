@@ -1,0 +1,103 @@
+"""``clipcache train`` and ``clipcache methods``; registered in :mod:`cli.main` with ``cli.add_command``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+@click.command("train")
+@click.option("--method", required=True, help="Method name (see `clipcache methods`).")
+@click.option("--store", required=True, help="Feature store to train from.")
+@click.option("--out", required=True, help="Run directory to create (or continue with --resume).")
+@click.option("--protocol", type=click.Choice(["episodic", "allway"]), default="episodic", show_default=True)
+@click.option("--ways", default=5, show_default=True, help="Episodic: classes per episode.")
+@click.option("--shots", type=int, default=None,
+              help="Episodic: support videos per class [1]. All-way: training videos per class [all].")
+@click.option("--queries", default=5, show_default=True, help="Episodic: training queries per class.")
+@click.option("--episodes", default=10000, show_default=True, help="Episodic: training episodes.")
+@click.option("--episodes-per-step", default=1, show_default=True, help="Episodic: episodes per optimiser step.")
+@click.option("--epochs", default=10, show_default=True, help="All-way: passes over the training videos.")
+@click.option("--batch-size", default=32, show_default=True, help="All-way: videos per step.")
+@click.option("--lr", default=1e-4, show_default=True, help="AdamW peak learning rate.")
+@click.option("--weight-decay", default=0.01, show_default=True)
+@click.option("--warmup", default=0.05, show_default=True, help="Warm-up fraction of the steps (then cosine).")
+@click.option("--grad-clip", default=0.0, show_default=True, help="Gradient norm clip (0: off).")
+@click.option("--val-every", default=0, show_default=True, help="Steps between validations (0: auto).")
+@click.option("--val-episodes", default=1000, show_default=True,
+              help="Validation episodes (episodic). 0: no validation (either protocol), keep the final weights.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--threads", default=0, show_default=True,
+              help="CPU threads (0: torch's default; 1 is often fastest for heads on a shared CPU).")
+@click.option("--resume", is_flag=True, help="Continue the unfinished run in --out.")
+@click.option("--pretrained", default=None,
+              help="Encoder weights (file or local-dir:DIR) for methods that run the backbone, when the "
+                   "store's key names a file.")
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Method option (repeatable).")
+@click.option("--modules", default=None, help="Method option modules (ma_fsar: tpcm, fgma, all).")
+@click.option("--metric", default=None, help="Method option metric (e.g. otam, bimhm, mean, trx).")
+@click.option("--prompts", default=None, help="Method option prompts (ev_clip: context, mask, both).")
+@click.option("--alpha", type=float, default=None, help="Method option alpha (ma_fsar text weight).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train(method, store, out, protocol, ways, shots, queries, episodes, episodes_per_step, epochs, batch_size,
+          lr, weight_decay, warmup, grad_clip, val_every, val_episodes, seed, device, threads, resume, pretrained, opts,
+          modules, metric, prompts, alpha, as_json, no_progress):
+    """Train a method from a feature store into a run directory (best-on-validation weights)."""
+    from cachekit.train import TrainConfig, parse_options, train as run_train
+
+    overrides = parse_options(method, opts)
+    flags = {"modules": modules, "metric": metric, "prompts": prompts, "alpha": alpha}
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    cfg = TrainConfig(protocol=protocol, ways=ways, shots=shots, queries=queries, episodes=episodes,
+                      episodes_per_step=episodes_per_step, epochs=epochs, batch_size=batch_size, lr=lr,
+                      weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, val_every=val_every,
+                      val_episodes=val_episodes, seed=seed, device=device)
+    r = run_train(store, out, method, overrides, cfg, resume=resume, pretrained=pretrained,
+                  progress=not no_progress and sys.stderr.isatty(), threads=threads)
+    if as_json:
+        click.echo(json.dumps(r.to_dict()))
+        return
+    best = "no validation" if r.best_val_accuracy is None else (
+        f"best val accuracy {r.best_val_accuracy:.2f}% at step {r.best_step}")
+    click.echo(f"run {r.run_dir}: {r.status}, {r.step}/{r.steps} steps, {best}, "
+               f"{r.trainable_params:,} trainable parameters, {r.seconds:.1f}s")
+    for note in r.notes:
+        click.echo(f"note: {note}")
+
+
+@click.command("methods")
+@click.argument("names", nargs=-1)
+@click.option("--model", default="ViT-B-32", show_default=True, help="open_clip model name or a JSON model config.")
+@click.option("--frames", default=8, show_default=True, help="Frames per video (T).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def methods(names, model, frames, as_json):
+    """List every method (or NAMES) and its variants: what it reads from the cache, whether it runs
+    the backbone, its trainable parameters for --model (built with random weights)."""
+    from cachekit.train import list_methods
+
+    rows = list_methods(model, frames, names or None)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = [("method", "variant", "runs on", "reads", "protocols", "trainable", "name")]
+    for r in rows:
+        variant = ",".join(f"{k}={v}" for k, v in r["variant"].items()) or "-"
+        if not r["available"]:
+            table.append((r["name"], variant, "unavailable", r["error"], "", "", ""))
+            continue
+        needs = r["needs"]
+        reads = [k for k in ("emb", "cls", "text", "pixels") if needs[k]]
+        reads += [f"tokens@{','.join(map(str, needs['tokens_at']))}"] if needs["tokens_at"] else []
+        count = f"{r['trainable_params']:,}" if r["trainable_params"] is not None else f"({r['trainable_note']})"
+        table.append((r["name"], variant, "backbone" if r["needs_backbone"] else "cache", "+".join(reads),
+                      "/".join(r["protocols"]), count, r["display_name"]))
+    widths = [max(len(row[i]) for row in table if row[2] != "unavailable" or i < 3) for i in range(6)]
+    for row in table:
+        if row[2] == "unavailable":
+            click.echo("  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3])
+        else:
+            click.echo("  ".join(c.ljust(w) for c, w in zip(row[:6], widths)) + "  " + row[6])

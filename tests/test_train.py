@@ -1,0 +1,303 @@
+"""The trainer and run directories, and proof that the from-cache methods learn.
+
+The proof store: six motion classes in three time-reversal pairs (clip i of "shrinking" is clip i
+of "growing" played backwards, frame for frame), rendered as H.264 and extracted with the tiny
+random-weight model. Random weights keep little more than global image statistics, so the motions
+change the area or brightness of a large object; "left to right" / "right to left" (position only)
+is the hard pair. Splits (ViFi-CLIP lists) hold out videos of every class: held-out episodes
+test generalisation to new clips, and the reversal pairs test temporal order.
+
+(cachekit.synth's benchmark is used for the end-to-end CLI test: its random textured backgrounds
+and distractors swamp the tiny random encoder's features, so no method can learn it at this scale.)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cachekit.errors import CacheKeyMismatch, InputError, RunError
+from cachekit.train import TrainConfig, train
+
+MOTIONS = ("left to right", "right to left", "growing", "shrinking", "brightening", "darkening")
+PAIRS = (("growing", "shrinking"), ("brightening", "darkening"))  # order-only pairs random features see
+FRAMES = 8
+SIZE = 64
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny heads on a shared 2-core machine: more threads only add contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def motion_clip(motion: str, i: int) -> np.ndarray:
+    """Clip ``i`` of a motion class: ``[T, SIZE, SIZE, 3]`` uint8; the reversed classes are the
+    forward clips played backwards."""
+    base = {"left to right": "slide", "right to left": "slide", "growing": "grow", "shrinking": "grow",
+            "brightening": "fade", "darkening": "fade"}[motion]
+    rng = np.random.default_rng([i, 7])
+    bg, col = rng.uniform(70, 110), rng.uniform(180, 255, 3)
+    cy, half = rng.uniform(0.35, 0.65), rng.uniform(0.18, 0.24)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+    out = np.empty((FRAMES, SIZE, SIZE, 3), np.float32)
+    for t in range(FRAMES):
+        f = t / (FRAMES - 1)
+        img = np.full((SIZE, SIZE, 3), bg, np.float32) + rng.normal(0, 4, (SIZE, SIZE, 1))
+        if base == "slide":
+            img[(abs(xx - (0.2 + 0.6 * f)) < half) & (abs(yy - cy) < half)] = col
+        elif base == "grow":
+            h = 0.06 + 0.34 * f
+            img[(abs(xx - 0.5) < h) & (abs(yy - 0.5) < h)] = col
+        else:
+            img[(abs(xx - 0.5) < 0.3) & (abs(yy - cy) < 0.3)] = bg + (col - bg) * f
+        out[t] = img
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    return out[::-1].copy() if motion in ("right to left", "shrinking", "darkening") else out
+
+
+@pytest.fixture(scope="module")
+def motion_store(tmp_path_factory, tiny_cfg) -> str:
+    """10 clips per class: 6 train, 2 val, 2 test (ViFi-CLIP split files); all 16 MA-FSAR templates."""
+    from helpers import write_h264
+
+    from cachekit.encoder import EncoderConfig
+    from cachekit.extract import ExtractConfig, extract
+    from cachekit.inputs import collect_inputs
+    from cachekit.video import SamplerConfig
+
+    d = tmp_path_factory.mktemp("motion")
+    rows: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for c, motion in enumerate(MOTIONS):
+        for i in range(10):
+            rel = f"videos/{motion.replace(' ', '_')}_{i}.mp4"
+            write_h264(d / rel, motion_clip(motion, i), fps=8)
+            rows["val" if i % 5 == 1 else "test" if i % 5 == 3 else "train"].append(f"{rel} {c}")
+    (d / "labels.csv").write_text("id,name\n" + "".join(f"{i},{m}\n" for i, m in enumerate(MOTIONS)))
+    for split, lines in rows.items():
+        (d / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    cfg = ExtractConfig(encoder=EncoderConfig(model=tiny_cfg, pretrained="random", device="cpu"),
+                        sampler=SamplerConfig(frames=FRAMES), templates="ma_fsar16", workers=1, batch_size=64)
+    inputs = collect_inputs([str(d / f"{s}.txt") for s in rows], class_names=str(d / "labels.csv"))
+    store = str(d / "store.zarr")
+    s = extract(inputs, store, cfg, progress=False)
+    assert not s.failed and s.extracted == 60
+    return store
+
+
+def pair_accuracy(method, store: str, split: str = "test", episodes: int = 40) -> float:
+    """Accuracy (%) of 2-way 1-shot episodes inside the reversal pairs, on ``split``'s videos."""
+    from cachekit.batches import CacheData
+    from cachekit.cache import FeatureCache
+    from cachekit.episodes import EpisodeSampler
+
+    with FeatureCache(store) as cache:
+        data = CacheData(cache, method.needs)
+        pool = cache.splits()[split].indices
+        correct = []
+        for a, b in PAIRS:
+            ids = [cache.classes.index(a), cache.classes.index(b)]
+            sampler = EpisodeSampler(cache.labels, pool[np.isin(cache.labels[pool], ids)], 2, 1, 1, seed=3)
+            with torch.no_grad():
+                for spec in sampler.sample(episodes):
+                    ep = data.episode(spec)
+                    correct.append(float((method.episode_logits(ep).argmax(-1) == ep.query_labels).float().mean()))
+    return 100.0 * float(np.mean(correct))
+
+
+QUICK = dict(ways=3, episodes=40, val_episodes=60, val_every=10, lr=1e-3)
+
+
+def losses(result) -> list[float]:
+    """Mean training loss of each validation interval (the step-0 entry has none)."""
+    return [h["train_loss"] for h in result.history if h["train_loss"] is not None]
+
+
+# ------------------------------------------------------------------ proof it learns
+def test_ma_fsar_learns_and_separates_time_reversals(motion_store, tmp_path):
+    from cachekit.runs import load_run
+
+    r = train(motion_store, tmp_path / "run", "ma_fsar", {"alpha": 0.0, "ffn_dim": 256},
+              TrainConfig(**QUICK), progress=False)
+    assert r.status == "complete" and r.step == r.steps == 40
+    assert losses(r)[-1] < 0.9 * losses(r)[0]
+    untrained = r.history[0]
+    assert untrained["step"] == 0 and untrained["val_accuracy"] < 55.0
+    assert r.best_val_accuracy > 70.0  # 3-way, chance 33.3 %; held-out videos
+    method, meta = load_run(r.run_dir)
+    assert pair_accuracy(method, motion_store) >= 85.0  # chance 50 %: only order tells the pair apart
+    assert meta["method"]["display_name"] == "MA-FSAR (TPCM only, frozen encoder)"
+
+
+def test_mean_pooling_cannot_separate_time_reversals(motion_store, tmp_path):
+    from cachekit.runs import load_run
+
+    r = train(motion_store, tmp_path / "run", "ma_fsar", {"alpha": 0.0, "ffn_dim": 256, "metric": "mean"},
+              TrainConfig(**QUICK), progress=False)
+    assert losses(r)[-1] < losses(r)[0]
+    method, _ = load_run(r.run_dir)
+    assert pair_accuracy(method, motion_store) <= 65.0
+
+
+def test_clip_fsar_learns(motion_store, tmp_path):
+    r = train(motion_store, tmp_path / "run", "clip_fsar", {"ffn_dim": 256}, TrainConfig(**QUICK), progress=False)
+    assert losses(r)[-1] < losses(r)[0]
+    assert r.best_val_accuracy > 66.0
+
+
+def test_linear_probe_learns_all_way(motion_store, tmp_path):
+    cfg = TrainConfig(protocol="allway", epochs=20, batch_size=12, lr=1e-2, val_every=5)
+    r = train(motion_store, tmp_path / "run", "linear_probe", {"init": "text"}, cfg, progress=False)
+    assert r.trainable_params == 6 * (64 + 1)
+    assert losses(r)[-1] < 0.7 * losses(r)[0]
+    assert r.history[0]["val_accuracy"] < 25.0  # random text: the untrained probe is at chance
+    assert r.best_val_accuracy >= 33.3  # 6 classes, chance 16.7 %; mean pooling merges each pair
+    meta = json.loads((Path(r.run_dir) / "run.json").read_text())
+    assert meta["splits"]["val"] == {"videos": 12, "classes": 6}
+
+
+# ------------------------------------------------------------------ resume and run directories
+def test_resume_reaches_the_same_weights(motion_store, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = TrainConfig(ways=3, episodes=12, val_episodes=10, val_every=4, lr=1e-3, seed=5)
+    opts = {"ffn_dim": 64, "alpha": 0.25}
+    straight = train(motion_store, tmp_path / "a", "ma_fsar", opts, cfg, progress=False)
+    half = train(motion_store, tmp_path / "b", "ma_fsar", opts, cfg, progress=False, stop_after=6)
+    assert half.status == "stopped" and half.step == 6
+    resumed = train(motion_store, tmp_path / "b", "ma_fsar", opts, cfg, resume=True, progress=False)
+    assert resumed.status == "complete" and resumed.step == 12
+    for name in ("model.safetensors", "last.safetensors"):
+        a, b = load_file(str(tmp_path / "a" / name)), load_file(str(tmp_path / "b" / name))
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert straight.best_val_accuracy == resumed.best_val_accuracy
+    assert [h["val_accuracy"] for h in straight.history] == [h["val_accuracy"] for h in resumed.history]
+
+
+def test_run_directory_rebuilds_the_method_and_guards_it(motion_store, tmp_path):
+    from cachekit.cache import FeatureCache
+    from cachekit.runs import load_run, read_run
+
+    cfg = TrainConfig(ways=3, episodes=4, val_episodes=5, val_every=2)
+    r = train(motion_store, tmp_path / "run", "clip_fsar", {"ffn_dim": 64}, cfg, progress=False)
+    run = Path(r.run_dir)
+    meta = read_run(run)
+    with FeatureCache(motion_store) as cache:
+        key = cache.key
+    for field in ("method", "train", "store", "model_info", "frames", "best", "checkpoints", "classes", "notes"):
+        assert field in meta
+    assert meta["store"]["cache_key"] == key and meta["frames"] == FRAMES
+    assert meta["method"]["config"]["ffn_dim"] == 64 and meta["method"]["trainable_params"] == r.trainable_params
+    assert set(meta["checkpoints"]) == {"model.safetensors", "last.safetensors", "resume.pt"}
+    assert meta["splits"]["source"].startswith("store split files") and meta["splits"]["test"]["videos"] == 12
+
+    method, _ = load_run(run, cache_key=key)
+    assert not method.training
+    from safetensors.torch import load_file
+
+    for k, v in load_file(str(run / "model.safetensors")).items():
+        torch.testing.assert_close(method.trainable_state_dict()[k], v)
+    with pytest.raises(CacheKeyMismatch, match="weights_sha256"):
+        load_run(run, cache_key={**key, "weights_sha256": "0" * 64})
+    with pytest.raises(RunError, match="an unfinished run|a finished run"):
+        train(motion_store, run, "clip_fsar", {"ffn_dim": 64}, cfg, progress=False)
+
+    other = tmp_path / "altered"
+    shutil.copytree(run, other)
+    with open(other / "model.safetensors", "r+b") as f:
+        f.seek(-1, 2)
+        f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
+    with pytest.raises(RunError, match="sha256"):
+        load_run(other)
+    (other / "model.safetensors").unlink()
+    with pytest.raises(RunError, match="missing"):
+        load_run(other)
+    with pytest.raises(RunError, match="not a run directory"):
+        load_run(tmp_path)
+
+    stopped = train(motion_store, tmp_path / "s", "clip_fsar", {"ffn_dim": 64}, cfg, progress=False, stop_after=2)
+    with pytest.raises(RunError, match="method config"):
+        train(motion_store, stopped.run_dir, "clip_fsar", {"ffn_dim": 32}, cfg, resume=True, progress=False)
+
+
+def test_protocol_the_method_does_not_train_is_refused(motion_store, tmp_path):
+    with pytest.raises(InputError, match="allway"):
+        train(motion_store, tmp_path / "run", "linear_probe", {}, TrainConfig(ways=3, episodes=2), progress=False)
+    with pytest.raises(InputError, match="episodic"):
+        train(motion_store, tmp_path / "run2", "clip_fsar", {}, TrainConfig(protocol="allway"), progress=False)
+
+
+def test_backbone_method_goes_through_the_same_trainer(motion_store, tmp_path):
+    """ma_fsar modules=fgma reads pixels: the trainer loads the store's encoder (random:0) itself."""
+    cfg = TrainConfig(ways=2, queries=1, episodes=2, val_episodes=2, val_every=2)
+    r = train(motion_store, tmp_path / "run", "ma_fsar", {"modules": "fgma", "alpha": 0.25}, cfg, progress=False)
+    meta = json.loads((Path(r.run_dir) / "run.json").read_text())
+    assert r.status == "complete" and meta["method"]["needs"]["backbone"]
+    assert r.trainable_params > 0
+
+
+# ------------------------------------------------------------------ CLI, stores without splits
+@pytest.fixture(scope="module")
+def synth_store(tmp_path_factory, tiny_cfg) -> str:
+    """cachekit.synth clips extracted from videos.csv alone: a store without split files."""
+    from cachekit.encoder import EncoderConfig
+    from cachekit.extract import ExtractConfig, extract
+    from cachekit.inputs import collect_inputs
+    from cachekit.synth import SynthConfig, synth_dataset
+    from cachekit.video import SamplerConfig
+
+    d = tmp_path_factory.mktemp("synth")
+    classes = ("moving something from left to right", "moving something from right to left", "something appearing",
+               "something disappearing", "something falling", "something staying still")
+    res = synth_dataset(d / "data", SynthConfig(classes=classes, videos_per_class=3, frames=8, size=32))
+    cfg = ExtractConfig(encoder=EncoderConfig(model=tiny_cfg, pretrained="random", device="cpu"),
+                        sampler=SamplerConfig(frames=8), workers=1, batch_size=64)
+    store = str(d / "store.zarr")
+    extract(collect_inputs([str(res.csv)]), store, cfg, progress=False)
+    return store
+
+
+def test_train_cli_on_a_store_without_splits(synth_store, tmp_path):
+    from click.testing import CliRunner
+
+    from cachekit.cache import FeatureCache
+    from cachekit.runs import load_splits
+    from test_methods_cache import _cli
+
+    out = tmp_path / "run"
+    args = ["train", "--method", "ma_fsar", "--store", synth_store, "--out", str(out), "--ways", "2",
+            "--queries", "1", "--episodes", "4", "--val-episodes", "3", "--opt", "ffn_dim=32", "--alpha", "0.25",
+            "--threads", "1",
+            "--json"]
+    res = CliRunner().invoke(_cli(), args)
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert result["status"] == "complete" and any("no split files" in n for n in result["notes"])
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["method"]["config"]["alpha"] == 0.25 and meta["train"]["config"]["ways"] == 2
+    with FeatureCache(synth_store) as cache:
+        splits = load_splits(out, cache.video_keys)
+        classes = {k: set(cache.labels[v].tolist()) for k, v in splits.items()}
+    assert classes["train"].isdisjoint(classes["val"]) and classes["val"].isdisjoint(classes["test"])
+    assert len(classes["val"]) >= 2 and len(classes["test"]) >= 2
+
+    res = CliRunner().invoke(_cli(), args)  # the run exists: refused, one line, exit 2
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "--out" in res.output
+    res = CliRunner().invoke(_cli(), ["train", "--method", "ma_fsar", "--store", synth_store, "--out",
+                                      str(tmp_path / "x"), "--prompts", "both"])
+    assert res.exit_code == 2 and "has no option prompts" in res.output
+
+    res = CliRunner().invoke(_cli(), ["train", "--method", "linear_probe", "--store", synth_store, "--out",
+                                      str(tmp_path / "probe"), "--protocol", "allway", "--epochs", "2"])
+    assert res.exit_code == 0, res.output
+    assert "split every class's videos" in res.output
