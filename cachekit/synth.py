@@ -181,6 +181,9 @@ class SynthConfig:
     splits: train / val / test fractions of the *classes* (class-disjoint splits).
     keep_pairs_together: put both classes of a reversal pair in the same split (when the split
         sizes allow), so evaluation splits contain pairs that only temporal order separates.
+    clutter: "full" draws a textured background and distractor objects; "low" a plain grey
+        background and the acting object alone (for small random-weight encoders, whose
+        features the clutter would swamp). Everything else about a clip stays the same.
     """
 
     classes: tuple[str, ...] | None = None
@@ -192,6 +195,7 @@ class SynthConfig:
     seed: int = 0
     splits: tuple[float, float, float] = (0.6, 0.2, 0.2)
     keep_pairs_together: bool = True
+    clutter: Literal["full", "low"] = "full"
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and equal to the original.
@@ -211,6 +215,8 @@ class SynthConfig:
             raise InputError(
                 f"splits must be 3 non-negative fractions summing to 1, got {self.splits}"
             )
+        if self.clutter not in ("full", "low"):
+            raise InputError(f"clutter must be 'full' or 'low', not {self.clutter!r}")
         if self.challenge not in CHALLENGES:
             raise InputError(f"challenge {self.challenge!r} is not one of {list(CHALLENGES)}")
         minimum = {"videos_per_class": 1, "frames": 2, "size": 16, "fps": 1, "seed": 0}
@@ -801,6 +807,9 @@ def _render_forward(class_name: str, index: int, cfg: SynthConfig) -> RenderedCl
             angle=rng.uniform(0, 2 * np.pi),
         )
         distractors.append(_Item(shape, colour, radius, track))
+    if cfg.clutter == "low":  # same draws as above (the actor is unchanged), then drop the clutter
+        bg = np.full_like(bg, 0.5)
+        distractors = []
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
     colour = _hsv(rng.uniform(), rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0))
     angle0 = rng.uniform(0, 2 * np.pi)

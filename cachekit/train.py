@@ -47,8 +47,10 @@ from .runs import (LAST_FILE, MODEL_FILE, RUN_FORMAT, RUN_JSON, RUN_VERSION, SPL
 class TrainConfig:
     """How to train; saved, resolved, in ``run.json``.
 
-    protocol: "episodic" (N-way K-shot episodes, ``episode_loss``) or "allway" (mini-batches over
-        every class, ``video_loss``).
+    protocol: "episodic" (N-way K-shot episodes, ``episode_loss``), "allway" (mini-batches over
+        every class, ``video_loss``) or "zeroshot" (all-way mini-batches over the training
+        classes' text only, validated on the unseen val classes: class-disjoint splits, as EZ-CLIP
+        and EV-CLIP train for zero-shot transfer).
     ways, shots, queries: episodic W, K and training queries per class (CLIP-FSAR trains with
         5). ``shots`` for all-way: K training videos per class (0: every training video).
         Default: 1 episodic, 0 all-way.
@@ -62,7 +64,7 @@ class TrainConfig:
         validation, the final weights are the model.
     """
 
-    protocol: Literal["episodic", "allway"] = "episodic"
+    protocol: Literal["episodic", "allway", "zeroshot"] = "episodic"
     ways: int = 5
     shots: int | None = None
     queries: int = 5
@@ -81,8 +83,8 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        if self.protocol not in ("episodic", "allway"):
-            raise InputError(f"--protocol must be episodic or allway, not {self.protocol!r}")
+        if self.protocol not in ("episodic", "allway", "zeroshot"):
+            raise InputError(f"--protocol must be episodic, allway or zeroshot, not {self.protocol!r}")
         if self.shots is None:
             object.__setattr__(self, "shots", 1 if self.protocol == "episodic" else 0)
         low = {"ways": 1, "shots": 1 if self.protocol == "episodic" else 0, "queries": 1, "episodes": 1,
@@ -178,7 +180,7 @@ def plan_splits(cache, cfg: TrainConfig) -> SplitPlan:
     if "train" in store:
         plan = SplitPlan(labelled_in("train"), labelled_in("val"), labelled_in("test"),
                          f"store split files ({', '.join(sorted(store))})", False, notes)
-    elif cfg.protocol == "episodic":
+    elif cfg.protocol in ("episodic", "zeroshot"):
         tr, va, te = _split_classes(labels, labelled, (0.2, 0.2), cfg.seed, cfg.ways)
         plan = SplitPlan(tr, va, te, "generated", True, notes)
         notes.append(f"the store has no split files: made a seeded class-disjoint split (seed {cfg.seed}) of its "
@@ -192,7 +194,7 @@ def plan_splits(cache, cfg: TrainConfig) -> SplitPlan:
     if plan.train.size == 0:
         raise InputError(f"split 'train' of {cache.store.path} has no labelled videos")
     train_classes = set(np.unique(labels[plan.train]).tolist())
-    if cfg.protocol == "episodic":
+    if cfg.protocol in ("episodic", "zeroshot"):
         if plan.val.size == 0:
             plan.train, plan.val, _ = _split_classes(labels, plan.train, (0.2, 0.0), cfg.seed, cfg.ways)
             plan.generated = True
@@ -299,6 +301,57 @@ class _AllWay:
             batch = self.data.batch(self.val_idx[i:i + self.cfg.batch_size])
             hit = method.video_logits(batch, self.data.text).argmax(-1) == batch.labels
             correct.append(hit.float().cpu().numpy())
+        return accuracy_ci(np.concatenate(correct))
+
+
+class _ZeroShot(_AllWay):
+    """All-way training over the training classes only, zero-shot validation on the val classes.
+
+    Labels and text rows are restricted to one class set at a time, and the method is told the
+    names behind the rows (``bind_classes``) whenever the set changes.
+    """
+
+    def __init__(self, data, labels: np.ndarray, plan: SplitPlan, cfg: TrainConfig):
+        super().__init__(data, labels, plan, cfg)
+        self.names = list(data.cache.classes)
+        self.train_classes = np.unique(labels[plan.train])
+        self.val_classes = np.unique(labels[self.val_idx]) if self.val_idx.size else self.train_classes
+        self.notes.append(f"zero-shot training: {self.train_classes.size} training classes' text; validation on "
+                          f"{self.val_classes.size} unseen classes")
+
+    def _use(self, method, classes: np.ndarray):
+        import torch
+
+        method.bind_classes([self.names[i] for i in classes])
+        remap = torch.full((len(self.names),), -1, dtype=torch.long)
+        remap[torch.from_numpy(classes)] = torch.arange(classes.size)
+        return self.data.text[torch.from_numpy(classes).to(self.data.text.device)], remap
+
+    def first(self, method):
+        text, _ = self._use(method, self.train_classes)
+        return method.video_logits(self.data.batch(self.train_idx[: self.cfg.batch_size]), text)
+
+    def step_loss(self, method, step: int) -> float:
+        text, remap = self._use(method, self.train_classes)
+        epoch, i = divmod(step, self.steps_per_epoch)
+        order = _rng(self.cfg.seed, 0xA11, epoch).permutation(self.train_idx)
+        idx = order[i * self.cfg.batch_size:(i + 1) * self.cfg.batch_size]
+        batch = self.data.batch(idx, view=None, rng=_rng(self.cfg.seed, step))
+        batch.labels = remap.to(batch.labels.device)[batch.labels]
+        loss, _ = method.video_loss(batch, text)
+        loss.backward()
+        return float(loss.detach())
+
+    def validate(self, method) -> tuple[float, float]:
+        from .episodes import accuracy_ci
+
+        text, remap = self._use(method, self.val_classes)
+        correct = []
+        for i in range(0, self.val_idx.size, self.cfg.batch_size):
+            batch = self.data.batch(self.val_idx[i:i + self.cfg.batch_size])
+            hit = method.video_logits(batch, text).argmax(-1).cpu() == remap[batch.labels.cpu()]
+            correct.append(hit.float().numpy())
+        self._use(method, self.train_classes)
         return accuracy_ci(np.concatenate(correct))
 
 
@@ -428,17 +481,18 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         backbone = DeferredEncoder(lambda: load_store_encoder(key, pretrained, str(device)))
         m = mod.build(mcfg, info, frames, backbone)
         m.bind_classes(list(cache.classes))
-        if cfg.protocol not in m.protocols:
+        if (cfg.protocol if cfg.protocol != "zeroshot" else "allway") not in m.protocols:
             raise InputError(f"method {method} trains under {' and '.join(m.protocols) or 'no protocol'}, "
                              f"not --protocol {cfg.protocol}")
         if m.needs.backbone:
             backbone.load()
-        needs = dataclasses.replace(m.needs, text=True) if cfg.protocol == "allway" else m.needs
+        needs = dataclasses.replace(m.needs, text=True) if cfg.protocol != "episodic" else m.needs
         data = CacheData(cache, needs, device, encoder=backbone if needs.pixels else None)
-        feed = (_Episodic if cfg.protocol == "episodic" else _AllWay)(data, cache.labels, plan, cfg)
+        feed = {"episodic": _Episodic, "allway": _AllWay, "zeroshot": _ZeroShot}[cfg.protocol](
+            data, cache.labels, plan, cfg)
         notes += feed.notes
         steps = feed.steps
-        val_every = cfg.val_every or (feed.steps_per_epoch if cfg.protocol == "allway" else max(1, steps // 10))
+        val_every = cfg.val_every or (feed.steps_per_epoch if cfg.protocol != "episodic" else max(1, steps // 10))
         warmup = round(cfg.warmup * steps)
         meta = {
             "format": RUN_FORMAT, "version": RUN_VERSION, "status": "running",

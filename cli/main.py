@@ -160,10 +160,11 @@ def verify(store, repair, gc_, as_json):
 
 def _register() -> None:
     """Commands defined in their own modules (imports there stay lazy)."""
+    from cli.eval_cmd import eval_cmd
     from cli.synth_cmd import demo, synth
     from cli.train_cmd import methods, train
 
-    for cmd in (synth, train, methods, demo):
+    for cmd in (synth, train, methods, eval_cmd, demo):
         cli.add_command(cmd)
 
 

@@ -13,9 +13,11 @@ import click
 @click.option("--size", default=224, show_default=True, help="Frame side in pixels (even).")
 @click.option("--challenge", type=click.Choice(["none", "dark", "shake", "blur", "occlusion", "mixed"]),
               default="none", show_default=True)
+@click.option("--clutter", type=click.Choice(["full", "low"]), default="full", show_default=True,
+              help="low: plain background, no distractors (for small random-weight encoders).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--list-classes", is_flag=True, help="Print the class names and exit.")
-def synth(out_dir, classes, videos_per_class, frames, size, challenge, seed, list_classes):
+def synth(out_dir, classes, videos_per_class, frames, size, challenge, clutter, seed, list_classes):
     """Write procedurally drawn action clips to OUT_DIR, with a CSV and CLIP-FSAR / ViFi-CLIP splits.
 
     Classes differ by motion (some are exact time-reversals of each other); challenges add low
@@ -32,9 +34,23 @@ def synth(out_dir, classes, videos_per_class, frames, size, challenge, seed, lis
         raise click.UsageError("missing OUT_DIR")
     names = None if classes == "all" else tuple(c.strip() for c in classes.split(",") if c.strip())
     cfg = SynthConfig(classes=names, videos_per_class=videos_per_class, frames=frames, size=size,
-                      challenge=challenge, seed=seed)
+                      challenge=challenge, seed=seed, clutter=clutter)
     res = synth_dataset(out_dir, cfg, progress=True)
     click.echo(f"wrote {len(res.videos)} clips of {len(res.classes)} classes to {res.out_dir}")
     click.echo(f"labels: {res.csv}")
     for split, names_ in res.splits.items():
         click.echo(f"split {split}: {len(names_)} classes")
+
+
+@click.command("demo")
+@click.option("--out", default="demo-out", show_default=True, help="Where every step writes its output.")
+@click.option("--model", default=None, help="open_clip model name or JSON config (default: a small embedded one).")
+@click.option("--pretrained", default="random", show_default=True,
+              help="Weights: 'random', an open_clip tag, a weights file or local-dir:DIR.")
+@click.option("--seed", default=0, show_default=True)
+def demo(out, model, pretrained, seed):
+    """The main job end to end: synth, extract, train (from cache and through the backbone),
+    evaluate, index and query; prints each step and where its output went."""
+    from cachekit.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(out=out, model=model, pretrained=pretrained, seed=seed), echo=click.echo)

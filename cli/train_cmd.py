@@ -12,7 +12,7 @@ import click
 @click.option("--method", required=True, help="Method name (see `clipcache methods`).")
 @click.option("--store", required=True, help="Feature store to train from.")
 @click.option("--out", required=True, help="Run directory to create (or continue with --resume).")
-@click.option("--protocol", type=click.Choice(["episodic", "allway"]), default="episodic", show_default=True)
+@click.option("--protocol", type=click.Choice(["episodic", "allway", "zeroshot"]), default="episodic", show_default=True)
 @click.option("--ways", default=5, show_default=True, help="Episodic: classes per episode.")
 @click.option("--shots", type=int, default=None,
               help="Episodic: support videos per class [1]. All-way: training videos per class [all].")

@@ -1,0 +1,131 @@
+"""``clipcache eval``: score a method from the cache under one protocol and print accuracy ± CI.
+
+Registered in :mod:`cli.main` with ``cli.add_command(eval_cmd)``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+PROTOCOLS = ("episodic", "allway", "zeroshot", "base2novel")
+METRICS = ("mean", "otam", "bimhm")
+_JSON_DROP = ("confusion", "class_names")
+
+
+def _parse_shots(values: tuple[str, ...]) -> list[int]:
+    from cachekit.errors import InputError
+
+    out: list[int] = []
+    for v in values:
+        for part in str(v).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                out.append(int(part))
+            except ValueError as err:
+                raise InputError(f"--shots must be integers like 1 or 1,5, not {v!r}") from err
+    return out or [1]
+
+
+def _parse_options(values: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs; VALUE is read as JSON when it parses (numbers, null, true), else a string."""
+    from cachekit.errors import InputError
+
+    out = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--option must look like KEY=VALUE (e.g. template=0), not {item!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def _line(r) -> str:
+    if r.protocol in ("episodic", "allway"):
+        what = f"all-way ({len(r.class_names)} classes)" if r.ways is None else f"{r.ways}-way"
+        if r.shots is not None:
+            what += f" {r.shots}-shot"
+    else:
+        what = f"{len(r.class_names)} classes"
+    unit = "episodes" if r.protocol == "episodic" else "videos"
+    text = f"{r.method} [{r.protocol}, {what}, {r.metric}]: {r.accuracy:.2f} ± {r.ci95:.2f} % (95% CI) over {r.episodes:,} {unit}"
+    if r.protocol == "base2novel":
+        x = r.extra
+        text += f"; base {x['base']:.2f} ± {x['base_ci95']:.2f}, novel {x['novel']:.2f} ± {x['novel_ci95']:.2f}, HM {x['hm']:.2f}"
+    return text
+
+
+@click.command("eval")
+@click.option("--store", required=True, help="Store made by `clipcache extract`.")
+@click.option("--run", "run_dir", default=None, help="Trained run directory (its cache key must match the store).")
+@click.option("--method", default=None,
+              help="No-training method: proto or zeroshot (default: proto for episodic, zeroshot otherwise).")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Method option, e.g. -o template=0 (zeroshot: one template instead of the mean).")
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default=None,
+              help="Protocol (required unless --run gives one).")
+@click.option("--ways", default=5, show_default=True, help="Episodic: classes per episode (W).")
+@click.option("--shots", multiple=True, default=("1",), show_default=True,
+              help="K; repeat or comma-separate for an accuracy-vs-shots curve (episodic: support shots, "
+                   "0 = query-only; allway: the K-shot list of proto).")
+@click.option("--queries", default=1, show_default=True, help="Episodic: queries per class (Q).")
+@click.option("--episodes", default=10_000, show_default=True, help="Episodic: number of episodes.")
+@click.option("--metric", type=click.Choice(METRICS), default="otam", show_default=True,
+              help="Prototype matching metric (methods with a metric option).")
+@click.option("--seed", default=0, show_default=True, help="Seed of episodes, K-shot lists, base/novel split.")
+@click.option("--split", default=None, help="Split to evaluate (default: test, else val, else all videos).")
+@click.option("--split-file", default=None, help="CLIP-FSAR / ViFi-CLIP split file to evaluate instead.")
+@click.option("--video-root", default=None, help="Folder the split file's paths are relative to.")
+@click.option("--episodes-file", default=None, help="Re-use the episodes of an earlier --out (episodes.json).")
+@click.option("--batch-episodes", default=200, show_default=True, help="Episodes scored at once (no-training methods).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N] or auto.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per result (one line each).")
+@click.option("--out", "out_dir", default=None,
+              help="Write results.json/.md, per-class accuracy, confusion and shots plots, episodes here.")
+def eval_cmd(store, run_dir, method, options, protocol, ways, shots, queries, episodes, metric, seed, split,
+             split_file, video_root, episodes_file, batch_episodes, device, as_json, out_dir):
+    """Evaluate a method on STORE's cached features: mean accuracy ± 95% CI."""
+    from cachekit.cache import FeatureCache
+    from cachekit.errors import InputError
+    from cachekit.evaluate import evaluate
+
+    shot_list = _parse_shots(shots)
+    opts = _parse_options(options)
+    if run_dir is not None and (method is not None or opts):
+        raise InputError("--run evaluates a trained run; --method and --option apply without --run")
+    with FeatureCache(store) as cache:
+        if protocol is None and run_dir is None:
+            raise InputError("--protocol is required (episodic, allway, zeroshot or base2novel)")
+        results = evaluate(cache, protocol, method=method, run_dir=run_dir, ways=ways, shots=shot_list,
+                           queries=queries, episodes=episodes, metric=metric, seed=seed, split_file=split_file,
+                           split=split, batch_episodes=batch_episodes, episodes_file=episodes_file,
+                           out_dir=out_dir, method_options=opts, video_root=video_root, device=device)
+    for r in results:
+        if as_json:
+            d = {k: v for k, v in r.to_dict().items() if k not in _JSON_DROP}
+            click.echo(json.dumps(_nan_null(d), allow_nan=False, default=str))
+        else:
+            click.echo(_line(r))
+    if not as_json:
+        notes = list(dict.fromkeys(n for r in results for n in r.notes))
+        for n in notes:
+            click.echo(f"note: {n}")
+        if out_dir is not None:
+            click.echo(f"wrote the report to {out_dir}")
+
+
+def _nan_null(x):
+    """NaN (e.g. a class with no evaluated video) -> null, so the line stays valid JSON."""
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, dict):
+        return {k: _nan_null(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan_null(v) for v in x]
+    return x
