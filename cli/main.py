@@ -161,10 +161,11 @@ def verify(store, repair, gc_, as_json):
 def _register() -> None:
     """Commands defined in their own modules (imports there stay lazy)."""
     from cli.eval_cmd import eval_cmd
+    from cli.index_cmd import index, query
     from cli.synth_cmd import demo, synth
     from cli.train_cmd import methods, train
 
-    for cmd in (synth, train, methods, eval_cmd, demo):
+    for cmd in (synth, train, methods, eval_cmd, index, query, demo):
         cli.add_command(cmd)
 
 

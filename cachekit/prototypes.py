@@ -1,0 +1,591 @@
+"""Class prototypes in a FAISS index directory, with the encoder exported beside them.
+
+``clipcache index`` turns the support videos of a store into one prototype per class:
+
+- the support features are what a method compares: a trained run's support path
+  (:meth:`Method.support_features`, default the cached embeddings) or, with no run, the cached
+  per-frame embeddings themselves (the ``proto`` baseline with ``metric``);
+- a *temporal* prototype ``[T, D]`` per class (the per-frame mean of its shots, CLIP-FSAR's
+  convention) and a *pooled* vector ``[D]`` (methods.md §6.4: each shot mean-pooled over T and
+  L2-normalised, the shots averaged and re-normalised) go into the index; FAISS searches the
+  pooled vectors by cosine (:class:`stores.faiss_index.PrototypeIndex`);
+- the ranking: metric ``mean`` is the FAISS cosine itself; a temporal metric (``otam``,
+  ``bimhm``) re-ranks FAISS's shortlist on the temporal prototypes; a method whose score is its
+  own (:meth:`Method.prototype_metric` is None, e.g. TRX) re-ranks it with
+  :meth:`Method.score_supports` on the kept per-shot features. With a shortlist as long as the
+  index, the ranking is the brute-force one.
+
+The index directory (published atomically) holds ``index.faiss``, ``temporal.npy`` ``[C, T, D]``,
+for a method-scored index ``support.npy`` ``[S, T, D]`` + ``support_labels.npy`` ``[S]`` (+
+``text.npy`` ``[C, P, D']``), the exported query encoder, and ``index.json``: the label map
+(``classes``: id -> class name), the cache key, the method and its config, the metric, the run.
+
+The query encoder (``pixels [T, 3, S, S] -> features [T, D]``: frozen encoder, then the method's
+query path) is exported with ``torch.export`` (``encoder.pt2``); its graph is also written as
+Python code over ATen ops plus a weights file, which ``clipcache query`` runs with torch alone
+(no open_clip, no ``torch.export`` deserialiser: a fast start). ONNX is written when ``onnx`` is
+installed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from stores.faiss_index import IndexConfig, PrototypeIndex, index_lock, resolve_dir
+
+from .errors import CacheKeyMismatch, InputError, InputNotFound, RunError
+
+INDEX_FORMAT = "clipcache-prototypes"
+INDEX_VERSION = 1
+ENCODER_PT2 = "encoder.pt2"
+ENCODER_GRAPH = "encoder_graph.py"
+ENCODER_WEIGHTS = "encoder_weights.pt"
+ENCODER_ONNX = "encoder.onnx"
+# names the exported graph's Python code may use; anything else: no fast path (encoder.pt2 only)
+GRAPH_GLOBALS = ("torch", "device", "inf", "nan", "NoneType", "fx_pytree", "pytree")
+
+Metric = Literal["mean", "otam", "bimhm"]
+
+
+@dataclass(frozen=True)
+class IndexBuildConfig:
+    """How ``clipcache index`` builds an index directory."""
+
+    metric: Metric = "mean"  # score of the no-run baseline (proto); a run's method decides its own
+    split: str | None = None  # store split name or a split / list / CSV file; None: every labelled video
+    shots: int | None = None  # at most K videos per class (first by content key); None: all
+    shortlist: int = 64  # classes FAISS passes to re-ranking (temporal or method scores)
+    pretrained: str | None = None  # the store's weights when its cache key names a file / local dir
+    video_root: str | None = None  # split-file paths are relative to it
+    batch_size: int = 64  # support videos per method forward
+    onnx: bool = True  # also export ONNX when the onnx package is installed
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+    def __post_init__(self):
+        from .metrics import SIMILARITIES
+
+        if self.metric not in SIMILARITIES:
+            raise InputError(f"--metric must be one of {', '.join(SIMILARITIES)}, not {self.metric!r}")
+        if self.shots is not None and self.shots < 1:
+            raise InputError(f"--shots must be >= 1, got {self.shots}")
+        if self.shortlist < 1:
+            raise InputError(f"--shortlist must be >= 1, got {self.shortlist}")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class IndexSummary:
+    """What ``clipcache index`` / ``index add`` report."""
+
+    path: str
+    classes: int
+    support_videos: int
+    method: str
+    metric: str | None
+    scorer: str
+    kind: str
+    added: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- prototypes
+def support_prototypes(feats: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(temporal [C, T, D], pooled [C, D])`` from support features ``[S, T, D]``, labels ``[S]``.
+
+    Temporal: per-frame mean of a class's shots (:func:`metrics.class_prototypes`). Pooled
+    (§6.4): each shot mean-pooled over T and L2-normalised, the shots averaged, re-normalised.
+    Every class 0..C-1 needs a shot.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .metrics import class_prototypes
+
+    f = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))  # [S, T, D]
+    lab = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    temporal = class_prototypes(f, lab, n_classes)  # [C, T, D]
+    shots = F.normalize(f.mean(dim=1), dim=-1)[:, None]  # [S, 1, D] video vectors
+    pooled = F.normalize(class_prototypes(shots, lab, n_classes)[:, 0], dim=-1)  # [C, D]
+    return temporal.numpy(), pooled.numpy()
+
+
+# --------------------------------------------------------------------------- query encoder
+def _query_encoder_module(enc, method):
+    """``pixels [T, 3, S, S] -> query features [T, D]``: frozen encoder, then the method's query path."""
+    import torch
+    from torch import nn
+
+    from .methods.base import CacheNeeds, VideoBatch
+
+    class QueryEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.visual = enc.model.visual  # the weights the graph uses (not the text tower)
+            self.method = method
+            self._enc = (enc,)  # not a submodule: its model's text tower stays out of the export
+
+        def forward(self, pixels):
+            needs = self.method.needs if self.method is not None else CacheNeeds(emb=True)
+            one = torch.zeros(1, dtype=torch.long, device=pixels.device)
+            batch = VideoBatch(index=one, labels=one - 1)
+            if needs.emb or needs.cls or needs.tokens_at:
+                out = self._enc[0].encode_frames(pixels, tuple(needs.tokens_at))
+                batch.emb = out.emb[None].float()  # [1, T, D']
+                batch.cls = out.cls[None].float()  # [1, T, W]
+                batch.tokens = {b: t[None].float() for b, t in out.tokens.items()}  # {L: [1, T, N+1, W]}
+            if needs.pixels:
+                batch.pixels = pixels[None]  # [1, T, 3, S, S]
+            feats = batch.emb if self.method is None else self.method.query_features(batch)
+            return feats[0]  # [T, D]
+
+    return QueryEncoder().eval()
+
+
+def export_encoder(enc, method, frames: int, out_dir: Path, onnx: bool = True) -> dict:
+    """Write the query encoder to ``out_dir``; returns what ``index.json`` records about it."""
+    import torch
+
+    size = int(enc.preprocess_cfg["size"])
+    module = _query_encoder_module(enc, method)
+    example = torch.zeros(frames, 3, size, size)
+    with torch.no_grad():
+        try:
+            feats = module(example)
+        except NotImplementedError as err:  # a method without the index hooks it needs
+            raise RunError(f"cannot index with this run: {err}") from err
+    info = {"pt2": None, "input": [frames, 3, size, size], "dim": int(feats.shape[-1]),
+            "torch": torch.__version__, "graph": None, "weights": None, "onnx": None, "notes": []}
+    try:
+        with torch.no_grad():
+            ep = torch.export.export(module, (example,))
+    except Exception as err:  # noqa: BLE001 - the exporter raises many types; query then runs eagerly
+        info["notes"].append(f"torch.export failed ({str(err).splitlines()[0][:200]}); query will load "
+                             "open_clip and the run's method to encode (slow start)")
+        return info
+    torch.export.save(ep, str(out_dir / ENCODER_PT2))
+    info["pt2"] = ENCODER_PT2
+    try:
+        code, weights = _graph_code(ep)
+    except ValueError as err:
+        info["notes"].append(f"no fast-start graph ({err}); query loads {ENCODER_PT2}")
+    else:
+        (out_dir / ENCODER_GRAPH).write_text(code)
+        torch.save(weights, str(out_dir / ENCODER_WEIGHTS))
+        info["graph"], info["weights"] = ENCODER_GRAPH, ENCODER_WEIGHTS
+    if onnx:
+        info["onnx"], note = _export_onnx(module, example, out_dir)
+        if note:
+            info["notes"].append(note)
+    return info
+
+
+def _graph_code(ep) -> tuple[str, list]:
+    """The exported program as Python code over ATen ops + its weights in argument order."""
+    from torch.export.graph_signature import InputKind, OutputKind
+
+    sig = ep.graph_signature
+    weights, users = [], 0
+    for spec in sig.input_specs:
+        if spec.kind == InputKind.USER_INPUT:
+            users += 1
+            continue
+        if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+            t = ep.state_dict.get(spec.target)
+            if t is None:
+                t = ep.constants.get(spec.target)
+            if t is None:
+                raise ValueError(f"no value for {spec.target}")
+            weights.append(t.detach().contiguous())
+        else:
+            raise ValueError(f"input kind {spec.kind.name} is not supported")
+    if users != 1 or [s.arg.name for s in sig.input_specs].index(sig.user_inputs[0]) != len(sig.input_specs) - 1:
+        raise ValueError("the graph must take the pixels as its one, last input")
+    if any(s.kind != OutputKind.USER_OUTPUT for s in sig.output_specs):
+        raise ValueError("the graph mutates buffers")
+    pc = ep.graph_module.graph.python_code(root_module="self")
+    unknown = sorted(set(pc.globals) - set(GRAPH_GLOBALS))
+    if unknown:
+        raise ValueError(f"the graph code uses {', '.join(unknown)}")
+    if any(n.op in ("call_module", "get_attr") for n in ep.graph_module.graph.nodes):
+        raise ValueError("the graph calls submodules")
+    header = ('"""The exported query encoder as Python over ATen ops (torch.export graph, written by\n'
+              '`clipcache index`). forward(self, *weights, pixels) -> (features,)."""\n')
+    return header + pc.src, weights
+
+
+def _export_onnx(module, example, out_dir: Path) -> tuple[str | None, str | None]:
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        return None, "ONNX export skipped: the onnx package is not installed (pip install onnx onnxscript)"
+    import torch
+
+    try:
+        with torch.no_grad():
+            torch.onnx.export(module, (example,), str(out_dir / ENCODER_ONNX), input_names=["pixels"],
+                              output_names=["features"], dynamo=True)
+    except Exception as err:  # noqa: BLE001 - optional artefact: any exporter failure is a note
+        for p in out_dir.glob("encoder.onnx*"):
+            p.unlink()
+        return None, f"ONNX export failed ({str(err).splitlines()[0][:200]})"
+    return ENCODER_ONNX, None
+
+
+# --------------------------------------------------------------------------- support set
+def _support_pool(cache, split: str | None, video_root: str | None) -> tuple[np.ndarray, list[str]]:
+    """Cache indices of the support videos and a note saying where they came from."""
+    labels = cache.labels
+    if split is None:
+        idx = np.flatnonzero(labels >= 0)
+        return idx, [f"support set: all {idx.size} labelled videos of the store"]
+    splits = cache.splits()
+    if split in splits:
+        chosen = splits[split]
+    elif os.path.isfile(split):
+        from .cache import Split
+        from .evaluate import _split_from_file
+
+        found = _split_from_file(cache, split, video_root)  # {split name in the file: Split}
+        idx = np.unique(np.concatenate([s.indices for s in found.values()])) if found else np.zeros(0, np.int64)
+        chosen = Split(Path(split).name, idx, sum(s.missing for s in found.values()))
+    else:
+        names = ", ".join(sorted(splits)) or "none"
+        raise InputError(f"--split {split}: not a split of store {cache.store.path} (splits: {names}) "
+                         "and not a file")
+    idx = chosen.indices[labels[chosen.indices] >= 0]
+    notes = [f"support set: split {chosen.name!r}, {idx.size} labelled videos"]
+    if chosen.missing:
+        notes.append(f"split {chosen.name!r}: {chosen.missing} listed videos are not in the store")
+    return idx, notes
+
+
+def _take_shots(idx: np.ndarray, labels: np.ndarray, shots: int | None) -> np.ndarray:
+    if shots is None:
+        return idx
+    keep = [i for c in np.unique(labels[idx]) for i in idx[labels[idx] == c][:shots]]
+    return np.array(sorted(keep), dtype=np.int64)
+
+
+def _method_support(method, cache, idx: np.ndarray, class_of: np.ndarray, classes: list[str],
+                    enc, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Support features ``[S, T, D]`` from the method's support path, and the class text if it reads it."""
+    import torch
+
+    from .batches import CacheData
+
+    needs = method.needs
+    data = CacheData(cache, needs, device="cpu", encoder=enc if needs.pixels else None)
+    text = torch.from_numpy(cache.text(classes)) if needs.text else None  # [C, P, D']
+    method.bind_classes(list(classes))
+    out = []
+    with torch.no_grad():
+        for s in range(0, idx.size, batch_size):
+            chunk = idx[s:s + batch_size]
+            b = data.batch(chunk, view=0)
+            t = text[torch.from_numpy(class_of[s:s + batch_size])] if text is not None else None  # [B, P, D']
+            try:
+                out.append(method.support_features(b, t).float().cpu().numpy())
+            except NotImplementedError as err:  # a method without the index hooks it needs
+                raise RunError(f"cannot index with this run: {err}") from err
+    return np.concatenate(out), (text.numpy() if text is not None else None)
+
+
+# --------------------------------------------------------------------------- build
+def _resolve_metric(method, cfg_metric: str) -> tuple[str | None, str]:
+    """(metric, scorer): scorer ``faiss`` (cosine = the score), ``metric`` (temporal re-rank) or ``method``."""
+    from .metrics import SIMILARITIES
+
+    metric = cfg_metric if method is None else method.prototype_metric()
+    if metric is None:
+        return None, "method"
+    if metric not in SIMILARITIES:
+        raise RunError(f"method {method.name} names prototype metric {metric!r}; known: {', '.join(SIMILARITIES)}")
+    return metric, ("faiss" if metric == "mean" else "metric")
+
+
+def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
+                run_dir: str | os.PathLike | None = None,
+                cfg: IndexBuildConfig | None = None) -> IndexSummary:
+    """Build the prototype index of ``store``'s support videos into ``out`` (default ``RUN/index``).
+
+    With ``run_dir``: the run's method (its cache key must be the store's). Without: the ``proto``
+    baseline with ``cfg.metric`` on the cached embeddings.
+    """
+    import torch
+
+    from .cache import FeatureCache
+    from .runs import load_run, load_store_encoder, read_run
+
+    cfg = cfg or IndexBuildConfig()
+    t0 = time.perf_counter()
+    if out is None:
+        if run_dir is None:
+            raise InputError("--out is required without --run (with --run it defaults to RUN/index)")
+        out = Path(run_dir) / "index"
+    seconds: dict[str, float] = {}
+    with FeatureCache(store) as cache:
+        key = cache.key
+        if run_dir is not None:
+            from .runs import check_cache_key
+
+            check_cache_key(read_run(run_dir), key, run_dir)  # before any slow loading
+        idx, notes = _support_pool(cache, cfg.split, cfg.video_root)
+        idx = _take_shots(idx, cache.labels, cfg.shots)
+        if idx.size == 0:
+            raise InputError(f"no labelled support videos in store {cache.store.path}"
+                             + (f" for --split {cfg.split}" if cfg.split else ""))
+        classes = sorted({cache.classes[i] for i in cache.labels[idx]})
+        pos = {c: i for i, c in enumerate(classes)}
+        class_of = np.array([pos[cache.classes[i]] for i in cache.labels[idx]], dtype=np.int64)  # [S]
+        t1 = time.perf_counter()
+        enc = load_store_encoder(key, cfg.pretrained, device="cpu")
+        seconds["load_encoder"] = time.perf_counter() - t1
+        with torch.no_grad():
+            method, run_meta = (None, None) if run_dir is None else load_run(
+                run_dir, cache_key=key, backbone=enc, device="cpu", pretrained=cfg.pretrained)
+            metric, scorer = _resolve_metric(method, cfg.metric)
+            t1 = time.perf_counter()
+            text = None
+            if method is None:
+                feats = cache.emb(view=0)[idx].astype(np.float32)  # [S, T, D']
+            else:
+                feats, text = _method_support(method, cache, idx, class_of, classes, enc, cfg.batch_size)
+            seconds["support"] = time.perf_counter() - t1
+            temporal, pooled = support_prototypes(feats, class_of, len(classes))
+            index = PrototypeIndex.build(pooled, cfg.index)
+            arrays = {"temporal": temporal}
+            if scorer == "method":
+                arrays.update(support=feats, support_labels=class_of)
+                if text is not None:
+                    arrays["text"] = text
+            counts = np.bincount(class_of, minlength=len(classes))
+            meta = {
+                "format": INDEX_FORMAT,
+                "version": INDEX_VERSION,
+                "classes": classes,
+                "shots": {c: int(n) for c, n in zip(classes, counts)},
+                "support": {c: sorted(cache.video_keys[i] for i in idx[class_of == k]) for k, c in enumerate(classes)},
+                "cache_key": key,
+                "model_info": cache.model_info.to_dict(),
+                "frames": int(temporal.shape[1]),
+                "dim": int(temporal.shape[2]),
+                "store": os.path.abspath(cache.store.path),
+                "split": cfg.split,
+                "run": None if run_dir is None else os.path.abspath(run_dir),
+                "run_weights_sha256": None if run_meta is None else run_meta.get("checkpoints", {}).get("model.safetensors"),
+                "method": {"name": "proto", "config": {"metric": cfg.metric}} if method is None
+                else {"name": run_meta["method"]["name"], "config": run_meta["method"]["config"]},
+                "metric": metric,
+                "scorer": scorer,
+                "shortlist": cfg.shortlist,
+                "templates": _templates_of(cache, classes) if text is not None else None,
+                "pretrained": cfg.pretrained,
+            }
+            t1 = time.perf_counter()
+            frames = int(key.get("frames", temporal.shape[1]))
+
+            def extra(tmp: Path) -> None:  # runs inside save, before index.json is written from meta
+                meta["encoder"] = export_encoder(enc, method, frames, tmp, cfg.onnx)
+
+            index.save(out, arrays, meta, extra=extra)
+            seconds["export_and_save"] = time.perf_counter() - t1
+    notes.extend(meta["encoder"]["notes"])
+    seconds["total"] = time.perf_counter() - t0
+    return IndexSummary(path=str(out), classes=len(classes), support_videos=int(idx.size),
+                        method=meta["method"]["name"], metric=metric, scorer=scorer, kind=index.kind,
+                        notes=notes, seconds=seconds)
+
+
+def _templates_of(cache, classes: list[str]) -> list[str] | None:
+    """The prompt templates of the cached text ``cache.text`` returns (the largest set per class)."""
+    best: list[str] | None = None
+    for rec in cache.text_entries().values():
+        if rec["name"] == classes[0] and (best is None or len(rec["templates"]) > len(best)):
+            best = list(rec["templates"])
+    return best
+
+
+# --------------------------------------------------------------------------- load
+@dataclass
+class LoadedIndex:
+    """An index directory read back: FAISS index, label map, prototypes and ``index.json`` meta."""
+
+    path: Path
+    index: PrototypeIndex
+    classes: list[str]
+    temporal: np.ndarray  # [C, T, D]
+    meta: dict
+    support: np.ndarray | None = None  # [S, T, D] (method-scored indexes)
+    support_labels: np.ndarray | None = None  # [S]
+    text: np.ndarray | None = None  # [C, P, D']
+
+    @property
+    def cache_key(self) -> dict:
+        return self.meta["cache_key"]
+
+
+def load_index(path: str | os.PathLike, gpu: bool | None = None) -> LoadedIndex:
+    """Read an index directory written by :func:`build_index` / :func:`add_class`."""
+    from stores import StoreNotFound
+
+    try:
+        root = resolve_dir(path)
+    except StoreNotFound as err:
+        raise InputNotFound(f"index {path} not found (build it with `clipcache index`)") from err
+    index, arrays, meta = PrototypeIndex.load(root, gpu=gpu)
+    if meta.get("format") != INDEX_FORMAT or meta.get("version") != INDEX_VERSION:
+        raise InputError(f"{path} is not a clipcache prototype index of version {INDEX_VERSION}; rebuild it")
+    classes = list(meta["classes"])
+    if len(classes) != len(index) or arrays["temporal"].shape[0] != len(classes):
+        raise InputError(f"index {path}: {len(index)} vectors, {arrays['temporal'].shape[0]} prototypes and "
+                         f"{len(classes)} class names disagree; rebuild it")
+    return LoadedIndex(root, index, classes, arrays["temporal"], meta, arrays.get("support"),
+                       arrays.get("support_labels"), arrays.get("text"))
+
+
+def check_run_matches(idx: LoadedIndex, run_dir: str | os.PathLike) -> dict:
+    """Refuse a run whose cache key differs from the index's, or (for an index built from a run)
+    whose selected weights are not the ones the index was built with; returns ``run.json``."""
+    from .extract import key_differences
+    from .runs import MODEL_FILE, read_run
+
+    meta = read_run(run_dir)
+    diff = key_differences(meta.get("store", {}).get("cache_key", {}), idx.cache_key)
+    if diff:
+        raise CacheKeyMismatch(f"run {run_dir} and index {idx.path} were built from stores with different "
+                               f"cache keys ({', '.join(diff)}); rebuild the index with this run")
+    built_with = idx.meta.get("run_weights_sha256")
+    if built_with is not None and meta.get("checkpoints", {}).get(MODEL_FILE) != built_with:
+        raise RunError(f"index {idx.path} was built with other weights than run {run_dir}'s {MODEL_FILE}; "
+                       "rebuild the index with this run")
+    return meta
+
+
+# --------------------------------------------------------------------------- add a class
+def add_class(index_dir: str | os.PathLike, name: str, videos: list[str],
+              run_dir: str | os.PathLike | None = None, pretrained: str | None = None,
+              backend: str = "auto") -> IndexSummary:
+    """Add class ``name`` to an index from a few videos, without retraining.
+
+    The videos are decoded as at extraction (the index's sampler, view 0) and encoded with the
+    index's encoder: the exported query encoder for the baseline (its support and query paths are
+    the same), the run's method on the frozen encoder otherwise. A video that cannot be decoded
+    stops the addition (nothing changes) with an error naming it.
+    """
+    t0 = time.perf_counter()
+    name = name.strip()
+    if not name:
+        raise InputError("--class must be a non-empty name")
+    if not videos:
+        raise InputError("index add needs at least one video of the new class")
+    with index_lock(index_dir):  # read, extend and publish as one step: no lost concurrent add
+        return _add_class(index_dir, name, videos, run_dir, pretrained, backend, t0)
+
+
+def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, backend, t0: float) -> IndexSummary:
+    import shutil
+
+    import torch
+
+    idx = load_index(index_dir)
+    if name in idx.classes:
+        raise InputError(f"class {name!r} is already in index {index_dir}; choose another name")
+    run = run_dir if run_dir is not None else idx.meta.get("run")
+    if run_dir is not None and idx.meta.get("run") is None:
+        raise InputError(f"index {index_dir} was built without a run (proto baseline); leave --run out")
+    if run is not None:
+        check_run_matches(idx, run)
+    from .query import decode_frames, load_query_encoder, preprocess_frames
+    from .video import file_key
+
+    frames = [decode_frames(v, idx.meta, backend) for v in videos]  # each [T, H, W, 3]
+    pixels = [preprocess_frames(f, idx.cache_key["preprocess"]) for f in frames]  # each [T, 3, S, S]
+    text = None
+    with torch.no_grad():
+        if run is None:
+            enc_fn = load_query_encoder(idx.path, idx.meta)
+            feats = np.stack([enc_fn(p).numpy() for p in pixels])  # [K, T, D]
+        else:
+            feats, text = _run_support_from_pixels(idx, run, pixels, name, pretrained)
+    temporal, pooled = support_prototypes(feats, np.zeros(len(feats), np.int64), 1)
+    index = idx.index
+    index.add(pooled)
+    arrays = {"temporal": np.concatenate([idx.temporal, temporal])}
+    meta = dict(idx.meta)
+    meta["classes"] = idx.classes + [name]
+    meta["shots"] = {**meta.get("shots", {}), name: len(videos)}
+    meta["support"] = {**meta.get("support", {}), name: sorted(file_key(v) for v in videos)}
+    meta["added"] = {**meta.get("added", {}), name: [os.path.abspath(v) for v in videos]}
+    if idx.support is not None:
+        arrays["support"] = np.concatenate([idx.support, feats.astype(np.float32)])
+        arrays["support_labels"] = np.concatenate(
+            [idx.support_labels, np.full(len(feats), len(idx.classes), dtype=np.int64)])
+        if idx.text is not None:
+            arrays["text"] = np.concatenate([idx.text, text[None]])
+    encoder = meta["encoder"]
+    files = [f for f in (encoder.get("pt2"), encoder.get("graph"), encoder.get("weights"), encoder.get("onnx")) if f]
+
+    def extra(tmp: Path) -> None:  # the encoder files are never changed in place: link them
+        for f in files:
+            try:
+                os.link(idx.path / f, tmp / f)
+            except OSError:
+                shutil.copy2(idx.path / f, tmp / f)
+
+    index.save(index_dir, arrays, meta, extra=extra)
+    return IndexSummary(path=str(index_dir), classes=len(meta["classes"]), support_videos=len(videos),
+                        method=meta["method"]["name"], metric=meta.get("metric"), scorer=meta["scorer"],
+                        kind=index.kind, added=[name], seconds={"total": time.perf_counter() - t0})
+
+
+def _run_support_from_pixels(idx: LoadedIndex, run, pixels: list, name: str,
+                             pretrained: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Support features ``[K, T, D]`` of new videos through a run's method on the frozen encoder."""
+    import torch
+
+    from .methods.base import VideoBatch
+    from .runs import load_run, load_store_encoder
+    from .templates import SINGLE, fill
+
+    key = idx.cache_key
+    enc = load_store_encoder(key, pretrained or idx.meta.get("pretrained"), device="cpu")
+    method, _ = load_run(run, cache_key=key, backbone=enc, device="cpu", pretrained=pretrained)
+    needs = method.needs
+    text = None
+    if needs.text:
+        templates = idx.meta.get("templates") or list(SINGLE)
+        text = enc.encode_text(fill(tuple(templates), name)).float()  # [P, D']
+    method.bind_classes(idx.classes + [name])
+    out = []
+    for px in pixels:
+        o = enc.encode_frames(px, tuple(needs.tokens_at))
+        one = torch.zeros(1, dtype=torch.long)
+        b = VideoBatch(index=one, labels=torch.full((1,), len(idx.classes)), emb=o.emb[None].float(),
+                       cls=o.cls[None].float(), tokens={k: v[None].float() for k, v in o.tokens.items()},
+                       pixels=px[None] if needs.pixels else None)
+        out.append(method.support_features(b, text[None] if text is not None else None)[0].float().numpy())
+    return np.stack(out), (text.numpy() if text is not None else None)
+
+
+__all__ = [
+    "IndexBuildConfig",
+    "IndexSummary",
+    "LoadedIndex",
+    "add_class",
+    "build_index",
+    "check_run_matches",
+    "export_encoder",
+    "load_index",
+    "support_prototypes",
+]

@@ -1,0 +1,405 @@
+"""``clipcache query``: classify video files against a prototype index, end to end.
+
+Per video: decode and sample as at extraction (the index's sampler, view 0) -> preprocess exactly
+as the encoder did (size, mean, std, interpolation from the cache key; torch only) -> the exported
+query encoder (frozen encoder + the method's query path, ``pixels [T, 3, S, S] -> [T, D]``) ->
+FAISS over the pooled class vectors -> re-ranking of the shortlist where the index's score is
+temporal or the method's own -> top-k ``(label, score)``.
+
+Nothing here imports open_clip: the encoder runs from the graph ``clipcache index`` exported
+(``encoder_graph.py`` + weights, or ``encoder.pt2``), so start-up is ``import torch`` + the
+index. Only a method-scored index (e.g. TRX) or ``--explain`` of a run with an explain mask loads
+the run's method, and a method that runs the encoder loads open_clip then.
+
+A video that cannot be decoded gives a :class:`QueryResult` with ``error`` set (one line naming
+it); the other videos are answered. Scores: higher is better; cosine for metric ``mean``, minus
+the OTAM / Bi-MHM distance for those, the method's logit for method-scored indexes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ClipcacheError, DecodeError, InputError, RunError
+from .prototypes import LoadedIndex, check_run_matches, load_index
+from .video import Backend, SamplerConfig, decode_video
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    top_k: int = 5
+    shortlist: int | None = None  # classes FAISS passes to re-ranking; None: the index's setting
+    backend: Backend = "auto"  # decoder, as for extract
+    explain_dir: str | None = None  # write one PNG per video here
+
+    def __post_init__(self):
+        if self.top_k < 1:
+            raise InputError(f"--top-k must be >= 1, got {self.top_k}")
+        if self.shortlist is not None and self.shortlist < 1:
+            raise InputError(f"--shortlist must be >= 1, got {self.shortlist}")
+
+
+@dataclass
+class Hit:
+    label: str
+    score: float
+
+
+@dataclass
+class QueryResult:
+    """The answer for one video: its top classes, or the one-line reason it has none."""
+
+    video: str
+    top: list[Hit] = field(default_factory=list)
+    error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    explanation: str | None = None  # PNG path with --explain
+
+    def to_json(self) -> dict:
+        """``{"video": PATH, "top": [{"label": NAME, "score": FLOAT}, ...]}``."""
+        return {"video": self.video, "top": [{"label": h.label, "score": h.score} for h in self.top]}
+
+
+# --------------------------------------------------------------------------- decode + preprocess
+def sampler_of(meta: dict) -> SamplerConfig:
+    """The extraction sampler of the index's cache key, one view (view 0: segment centres)."""
+    s = dict(meta["cache_key"].get("sampler") or {"frames": meta["frames"]})
+    s["views"] = 1
+    return SamplerConfig(**s)
+
+
+def decode_frames(path: str | os.PathLike, meta: dict, backend: Backend = "auto") -> np.ndarray:
+    """The sampled frames of view 0, ``[T, H, W, 3]`` uint8 RGB; :class:`DecodeError` naming the file."""
+    # view 0 never reads the content key (only extra views are seeded by it): no need to hash the file
+    return decode_video(path, sampler_of(meta), "0" * 64, backend).frames[0]
+
+
+def _resize_uint8(x: torch.Tensor, size: list[int], mode: str) -> torch.Tensor:
+    """torchvision's ``resize`` of a uint8 batch ``[F, 3, H, W]`` with antialiasing, bit for bit."""
+    native = mode == "bicubic" or (torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+                                   or platform.machine() in ("aarch64", "arm64"))
+    if native and x.device.type == "cpu":
+        return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True)
+    y = F.interpolate(x.float(), size=size, mode=mode, align_corners=False, antialias=True)
+    if mode == "bicubic":
+        y = y.clamp_(0, 255)
+    return y.round_().to(torch.uint8)
+
+
+def resize_crop(frames: np.ndarray, pre: dict) -> torch.Tensor:
+    """uint8 ``[F, H, W, 3]`` -> uint8 ``[F, 3, S, S]``: the resize and centre crop of the encoder's
+    preprocessing (:meth:`FrozenCLIP.preprocess`), without torchvision."""
+    s = int(pre["size"])
+    mode = pre["interpolation"]
+    if mode not in ("bicubic", "bilinear"):
+        raise InputError(f"interpolation {mode!r} is not supported")
+    x = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2)  # [F, 3, H, W] uint8
+    h, w = x.shape[-2:]
+    if pre.get("resize_mode", "shortest") == "squash":
+        return _resize_uint8(x, [s, s], mode) if (h, w) != (s, s) else x
+    if min(h, w) != s:
+        short, long = (w, h) if w <= h else (h, w)
+        new_long = int(s * long / short)
+        size = [new_long, s] if w <= h else [s, new_long]
+        x = _resize_uint8(x, size, mode)
+        h, w = x.shape[-2:]
+    if h < s or w < s:
+        pad_w, pad_h = max(s - w, 0), max(s - h, 0)
+        x = F.pad(x, [pad_w // 2, (pad_w + 1) // 2, pad_h // 2, (pad_h + 1) // 2])
+        h, w = x.shape[-2:]
+    top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+    return x[..., top:top + s, left:left + s]
+
+
+def normalise_pixels(x: torch.Tensor, pre: dict) -> torch.Tensor:
+    """uint8 ``[F, 3, S, S]`` -> float32, scaled to [0, 1] and normalised with the model's mean/std."""
+    x = x.to(torch.float32).div_(255.0)
+    mean = torch.tensor(pre["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(pre["std"], dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def preprocess_frames(frames: np.ndarray, pre: dict) -> torch.Tensor:
+    """uint8 RGB ``[F, H, W, 3]`` -> ``[F, 3, S, S]`` float32, equal to the encoder's preprocessing."""
+    return normalise_pixels(resize_crop(frames, pre), pre)
+
+
+# --------------------------------------------------------------------------- encoder artefact
+def load_query_encoder(root: str | os.PathLike, meta: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The exported query encoder of an index: ``pixels [T, 3, S, S] -> features [T, D]``.
+
+    Runs the graph's Python code with its weights when the index has it and was written by this
+    torch version; else deserialises ``encoder.pt2`` with ``torch.export.load`` (slower to start).
+    """
+    root = Path(root)
+    info = meta["encoder"]
+    if info.get("graph") and info.get("torch") == torch.__version__:
+        import torch.fx._pytree as fx_pytree
+        import torch.utils._pytree as pytree
+
+        namespace = {"torch": torch, "device": torch.device, "inf": math.inf, "nan": math.nan,
+                     "NoneType": type(None), "fx_pytree": fx_pytree, "pytree": pytree}
+        code = (root / info["graph"]).read_text()
+        exec(compile(code, str(root / info["graph"]), "exec"), namespace)  # noqa: S102 - our own export
+        forward = namespace["forward"]
+        weights = torch.load(root / info["weights"], weights_only=True, mmap=True)
+
+        def run(pixels: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return forward(None, *weights, pixels.contiguous())[0]
+
+        return run
+    if info.get("pt2"):
+        program = torch.export.load(str(root / info["pt2"])).module()
+    else:  # the method's query path could not be exported: run it eagerly (loads open_clip)
+        from .prototypes import _query_encoder_module
+        from .runs import load_run, load_store_encoder
+
+        enc = load_store_encoder(meta["cache_key"], meta.get("pretrained"), device="cpu")
+        method = None if meta.get("run") is None else load_run(
+            meta["run"], cache_key=meta["cache_key"], backbone=enc, device="cpu",
+            pretrained=meta.get("pretrained"))[0]
+        program = _query_encoder_module(enc, method)
+
+    def run_program(pixels: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return program(pixels.contiguous())
+
+    return run_program
+
+
+# --------------------------------------------------------------------------- ranking
+def rank(idx: LoadedIndex, feats: torch.Tensor, top_k: int, shortlist: int, method=None) -> list[Hit]:
+    """Top-``top_k`` classes of ``idx`` for one video's query features ``[T, D]``, best first.
+
+    FAISS finds the classes whose pooled vectors are closest by cosine to the query's pooled
+    vector. Index scorer ``faiss``: that cosine is the score. ``metric``: the ``shortlist`` best
+    are re-scored by the temporal metric on their temporal prototypes. ``method``: re-scored by
+    ``method.score_supports`` on their kept shots. With ``shortlist >= len(idx.classes)`` the
+    result is the brute-force ranking over every class. Ties go to the lower class id.
+    """
+    scorer = idx.meta["scorer"]
+    q = feats.float()
+    pooled = F.normalize(q.mean(dim=0, keepdim=True), dim=-1).numpy()  # [1, D]
+    k = top_k if scorer == "faiss" else max(top_k, shortlist)
+    sims, ids = idx.index.search(pooled, k)
+    keep = ids[0] >= 0
+    cand, sims = ids[0][keep], sims[0][keep]
+    if scorer == "faiss":
+        return [Hit(idx.classes[c], float(s)) for c, s in zip(cand[:top_k], sims[:top_k])]
+    cand = np.sort(cand)  # the re-ranking decides the order
+    if scorer == "metric":
+        from .metrics import SIMILARITIES
+
+        s = SIMILARITIES[idx.meta["metric"]](q[None], torch.from_numpy(idx.temporal[cand]))[0]  # [n]
+    elif scorer == "method":
+        if method is None:
+            raise RunError("this index is scored by its run's method; give the method")
+        sel = np.isin(idx.support_labels, cand)
+        relabel = np.searchsorted(cand, idx.support_labels[sel])  # [S'] in 0..n-1
+        text = torch.from_numpy(idx.text[cand]) if idx.text is not None else None  # [n, P, D']
+        with torch.no_grad():
+            s = method.score_supports(q[None], torch.from_numpy(idx.support[sel]),
+                                      torch.from_numpy(relabel), len(cand), text)[0]
+    else:
+        raise InputError(f"index {idx.path}: unknown scorer {scorer!r}; rebuild it")
+    s = s.float().numpy()
+    order = np.lexsort((cand, -s))[:top_k]  # best first; ties by class id
+    return [Hit(idx.classes[cand[i]], float(s[i])) for i in order]
+
+
+# --------------------------------------------------------------------------- classifier
+class Classifier:
+    """An index and its encoder, loaded once; :meth:`classify` answers one video at a time.
+
+    ``index_dir`` defaults to ``RUN/index``; ``run_dir`` defaults to the run the index remembers.
+    A run whose cache key differs from the index's is refused (:class:`CacheKeyMismatch`).
+    """
+
+    def __init__(self, index_dir: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None,
+                 shortlist: int | None = None, gpu: bool | None = None):
+        if index_dir is None:
+            if run_dir is None:
+                raise InputError("query needs --index INDEX_DIR, or --run RUN_DIR with an index in RUN_DIR/index")
+            index_dir = Path(run_dir) / "index"
+        self.idx: LoadedIndex = load_index(index_dir, gpu=gpu)
+        meta = self.idx.meta
+        if run_dir is not None:
+            check_run_matches(self.idx, run_dir)
+            if meta.get("run") is None:
+                raise InputError(f"index {index_dir} was built without a run (the proto baseline); "
+                                 "leave --run out")
+        self.run_dir = run_dir if run_dir is not None else meta.get("run")
+        self.meta = meta
+        self.pre = meta["cache_key"]["preprocess"]
+        self.shortlist = shortlist or int(meta.get("shortlist", 64))
+        self.encode = load_query_encoder(self.idx.path, meta)
+        self._pooled: torch.Tensor | None = None  # [C, D] normalised class vectors, for explain
+        self._method = None
+        self._encoder = None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.idx.classes
+
+    # ------------------------------------------------------------------ method (loaded on demand)
+    def method(self):
+        """The run's method (slow path: only a method-scored index or an explain mask needs it)."""
+        if self._method is None:
+            if self.run_dir is None:
+                raise RunError("this index needs its run's method, and it was built without a run")
+            from .runs import load_run
+
+            self._method, _ = load_run(self.run_dir, cache_key=self.idx.cache_key, device="cpu",
+                                       pretrained=self.meta.get("pretrained"))
+            self._method.bind_classes(list(self.classes))
+        return self._method
+
+    # ------------------------------------------------------------------ ranking
+    def scores(self, feats: torch.Tensor, top_k: int, shortlist: int | None = None) -> list[Hit]:
+        """Top-``top_k`` classes for query features ``[T, D]`` (see :func:`rank`)."""
+        method = self.method() if self.meta["scorer"] == "method" else None
+        return rank(self.idx, feats, top_k, shortlist or self.shortlist, method)
+
+    # ------------------------------------------------------------------ one video
+    def classify(self, path: str | os.PathLike, top_k: int = 5, backend: Backend = "auto",
+                 shortlist: int | None = None, explain_dir: str | os.PathLike | None = None) -> QueryResult:
+        res = QueryResult(video=str(path))
+        t0 = time.perf_counter()
+        try:
+            frames = decode_frames(path, self.meta, backend)  # [T, H, W, 3]
+        except DecodeError as err:
+            res.error = str(err)
+            return res
+        t1 = time.perf_counter()
+        small = resize_crop(frames, self.pre)  # [T, 3, S, S] uint8
+        pixels = normalise_pixels(small, self.pre)
+        t2 = time.perf_counter()
+        feats = self.encode(pixels)  # [T, D]
+        t3 = time.perf_counter()
+        res.top = self.scores(feats, top_k, shortlist)
+        t4 = time.perf_counter()
+        res.seconds = {"decode": t1 - t0, "preprocess": t2 - t1, "encode": t3 - t2, "search": t4 - t3}
+        if explain_dir is not None:
+            res.explanation = str(self.explain(path, small, pixels, feats, res, Path(explain_dir)))
+        return res
+
+    # ------------------------------------------------------------------ explain
+    def _mask(self, pixels: torch.Tensor) -> np.ndarray | None:
+        """The method's explain mask ``[T, S, S]`` (or None) for one video's pixels ``[T, 3, S, S]``."""
+        if self.run_dir is None:
+            return None
+        from .methods.base import Method, VideoBatch
+
+        method = self.method()
+        if type(method).explain_mask is Method.explain_mask:  # the default hook: no mask, no encoder load
+            return None
+        needs = method.needs
+        one = torch.zeros(1, dtype=torch.long)
+        batch = VideoBatch(index=one, labels=one - 1, pixels=pixels[None] if needs.pixels else None)
+        if needs.emb or needs.cls or needs.tokens_at:
+            if self._encoder is None:
+                from .runs import load_store_encoder
+
+                self._encoder = load_store_encoder(self.idx.cache_key, self.meta.get("pretrained"), device="cpu")
+            with torch.no_grad():
+                o = self._encoder.encode_frames(pixels, tuple(needs.tokens_at))
+            batch.emb, batch.cls = o.emb[None].float(), o.cls[None].float()
+            batch.tokens = {k: v[None].float() for k, v in o.tokens.items()}
+        with torch.no_grad():
+            mask = method.explain_mask(batch)
+        if mask is None:
+            return None
+        mask = mask[0].float()
+        t = pixels.shape[0]
+        return (mask.expand(t, *mask.shape[-2:]) if mask.ndim == 2 else mask).numpy()
+
+    def explain(self, path, small: torch.Tensor, pixels: torch.Tensor, feats: torch.Tensor,
+                res: QueryResult, out_dir: Path) -> Path:
+        """One PNG: the sampled frames (with the method's mask, if any) and per-frame cosine to the
+        pooled vectors of the top classes."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        mask = self._mask(pixels)
+        t = small.shape[0]
+        top = res.top[:3]
+        ids = [self.classes.index(h.label) for h in top]
+        if self._pooled is None:
+            self._pooled = torch.from_numpy(self.idx.index.vectors())
+        per_frame = (F.normalize(feats.float(), dim=-1) @ self._pooled[ids].t()).numpy()  # [T, k]
+        fig = plt.figure(figsize=(max(6.0, 1.6 * t), 4.6))
+        grid = fig.add_gridspec(2, t, height_ratios=[1.0, 1.1])
+        for i in range(t):
+            ax = fig.add_subplot(grid[0, i])
+            ax.imshow(small[i].permute(1, 2, 0).numpy())
+            if mask is not None:
+                ax.imshow(mask[i], cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
+            ax.set_title(f"frame {i}", fontsize=8)
+            ax.axis("off")
+        ax = fig.add_subplot(grid[1, :])
+        for j, h in enumerate(top):
+            ax.plot(range(t), per_frame[:, j], marker="o", label=f"{h.label} ({h.score:.3f})")
+        ax.set_xlabel("sampled frame")
+        ax.set_ylabel("cosine to class vector")
+        ax.set_xticks(range(t))
+        ax.legend(fontsize=8, loc="best")
+        name = Path(path).name
+        fig.suptitle(f"{name}: {top[0].label if top else '?'}" + (" (mask overlaid)" if mask is not None else ""),
+                     fontsize=10)
+        fig.tight_layout()
+        out = out_dir / f"{Path(path).stem}.png"
+        n = 1
+        while out.exists():  # two videos of the same name from different folders
+            out = out_dir / f"{Path(path).stem}-{n}.png"
+            n += 1
+        fig.savefig(out, dpi=80)
+        plt.close(fig)
+        return out
+
+
+def query_videos(videos: Iterable[str | os.PathLike], index_dir: str | os.PathLike | None = None,
+                 run_dir: str | os.PathLike | None = None, cfg: QueryConfig | None = None,
+                 classifier: Classifier | None = None) -> Iterator[QueryResult]:
+    """Classify each video; yields one :class:`QueryResult` per video, in order.
+
+    A video that cannot be read gets ``error`` set and the others are still answered. Errors of
+    the index or run themselves (missing, mismatched cache keys) raise before any video.
+    """
+    cfg = cfg or QueryConfig()
+    clf = classifier or Classifier(index_dir, run_dir, cfg.shortlist)
+    for v in videos:
+        try:
+            yield clf.classify(v, cfg.top_k, cfg.backend, cfg.shortlist, cfg.explain_dir)
+        except DecodeError as err:
+            yield QueryResult(video=str(v), error=str(err))
+        except ClipcacheError as err:  # e.g. a frame count the exported encoder was not built for
+            yield QueryResult(video=str(v), error=f"{v}: {err}")
+
+
+__all__ = [
+    "Classifier",
+    "Hit",
+    "QueryConfig",
+    "QueryResult",
+    "decode_frames",
+    "load_query_encoder",
+    "normalise_pixels",
+    "preprocess_frames",
+    "query_videos",
+    "rank",
+    "resize_crop",
+]

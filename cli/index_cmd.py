@@ -1,0 +1,150 @@
+"""``clipcache index`` (build, add) and ``clipcache query``: support prototypes in FAISS, and
+classifying new videos against them.
+
+Registered in :mod:`cli.main` with ``cli.add_command(index)`` and ``cli.add_command(query)``.
+Imports of torch, faiss and cachekit stay inside the commands; ``query`` never imports open_clip.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+METRICS = ("mean", "otam", "bimhm")
+KINDS = ("auto", "flat", "ivf", "hnsw")
+
+
+def _build_options(f):
+    f = click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")(f)
+    f = click.option("--no-onnx", is_flag=True, help="Do not also export ONNX (when onnx is installed).")(f)
+    f = click.option("--kind", type=click.Choice(KINDS), default="auto", show_default=True,
+                     help="FAISS index: exact flat, or IVF / HNSW (auto: flat below 100,000 classes).")(f)
+    f = click.option("--pretrained", default=None,
+                     help="The store's weights (file or local-dir:DIR) when its cache key names a file.")(f)
+    f = click.option("--video-root", default=None, help="Folder that split-file paths are relative to.")(f)
+    f = click.option("--shortlist", default=64, show_default=True,
+                     help="Classes FAISS passes to a temporal / method re-ranking at query time.")(f)
+    f = click.option("--shots", type=int, default=None, help="At most K support videos per class (default: all).")(f)
+    f = click.option("--metric", type=click.Choice(METRICS), default=None,
+                     help="Without --run: the proto baseline's score (mean, the default: FAISS cosine; otam / "
+                          "bimhm re-rank FAISS's shortlist on temporal prototypes). A run's method picks its own.")(f)
+    f = click.option("--out", default=None, help="Index directory (default with --run: RUN_DIR/index).")(f)
+    f = click.option("--split", default=None,
+                     help="Support videos: a split of the store (train, test, ...) or a split / list / CSV "
+                          "file (default: every labelled video).")(f)
+    f = click.option("--store", default=None, help="Store made by `clipcache extract` (the support videos).")(f)
+    f = click.option("--run", "run_dir", default=None,
+                     help="Trained run directory (default: the proto baseline, no training).")(f)
+    return f
+
+
+def _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json):
+    from cachekit.errors import InputError
+    from cachekit.prototypes import IndexBuildConfig, build_index
+    from stores.faiss_index import IndexConfig
+
+    if store is None:
+        raise InputError("index needs --store STORE (the support videos); to add a class to an index use "
+                         "`clipcache index add INDEX_DIR --class NAME VIDEO...`")
+    if run_dir is not None and metric is not None:
+        raise InputError("--metric is the proto baseline's (no --run); a run's method scores with its own metric")
+    cfg = IndexBuildConfig(metric=metric or "mean", split=split, shots=shots, shortlist=shortlist, pretrained=pretrained,
+                           video_root=video_root, onnx=not no_onnx, index=IndexConfig(kind=kind))
+    s = build_index(store, out, run_dir, cfg)
+    if as_json:
+        click.echo(json.dumps(s.to_dict()))
+        return
+    how = {"faiss": "FAISS cosine", "metric": f"FAISS shortlist re-ranked by {s.metric}",
+           "method": f"FAISS shortlist re-ranked by {s.method}"}[s.scorer]
+    click.echo(f"index {s.path}: {s.classes} classes from {s.support_videos} support videos, "
+               f"method {s.method}, {how}, {s.kind} index; {s.seconds.get('total', 0.0):.1f}s")
+    for note in s.notes:
+        click.echo(f"note: {note}")
+
+
+@click.group("index", invoke_without_command=True)
+@_build_options
+@click.pass_context
+def index(ctx, run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx,
+          as_json):
+    """Build the class-prototype index of STORE's support videos (or: `index add`).
+
+    With --run, prototypes come from the trained method's support path and the index is written
+    to RUN_DIR/index; without it, from the cached embeddings (the proto baseline with --metric).
+    The frozen encoder and the method's query path are exported beside the index for `query`.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json)
+
+
+@index.command("build")
+@_build_options
+def index_build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx,
+                as_json):
+    """Same as `clipcache index` with options: build an index from a store."""
+    _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json)
+
+
+@index.command("add")
+@click.argument("index_dir")
+@click.argument("videos", nargs=-1, required=True)
+@click.option("--class", "class_name", required=True, help="Name of the new class.")
+@click.option("--run", "run_dir", default=None, help="The index's run (default: the one it remembers).")
+@click.option("--pretrained", default=None, help="The store's weights, when its cache key names a file.")
+@click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_json):
+    """Add a class to INDEX_DIR from a few VIDEOs of it, without retraining."""
+    from cachekit.prototypes import add_class
+
+    s = add_class(index_dir, class_name, list(videos), run_dir, pretrained, backend)
+    if as_json:
+        click.echo(json.dumps(s.to_dict()))
+    else:
+        click.echo(f"index {s.path}: added class {class_name!r} from {s.support_videos} videos "
+                   f"({s.classes} classes now)")
+
+
+@click.command("query")
+@click.argument("videos", nargs=-1, required=True)
+@click.option("--run", "run_dir", default=None, help="Trained run (optional when --index is given).")
+@click.option("--index", "index_dir", default=None, help="Index directory (default: RUN_DIR/index).")
+@click.option("--top-k", default=5, show_default=True, help="Classes to print per video.")
+@click.option("--shortlist", type=int, default=None,
+              help="Classes FAISS passes to re-ranking (default: the index's setting).")
+@click.option("--json", "as_json", is_flag=True,
+              help='One JSON object per line and video: {"video": PATH, "top": [{"label", "score"}, ...]}.')
+@click.option("--explain", "explain_dir", default=None,
+              help="Write one PNG per video here: its frames (with the method's mask) and per-frame scores.")
+@click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, backend):
+    """Classify VIDEO files: top-k classes of the index with their scores.
+
+    A video that cannot be decoded gets one error line on stderr naming it; the others are still
+    answered, and the exit code is 1.
+    """
+    from cachekit.query import Classifier, QueryConfig, query_videos
+
+    cfg = QueryConfig(top_k=top_k, shortlist=shortlist, backend=backend, explain_dir=explain_dir)
+    clf = Classifier(index_dir, run_dir, shortlist)
+    failed = 0
+    for res in query_videos(videos, cfg=cfg, classifier=clf):
+        if res.error is not None:
+            failed += 1
+            click.echo(f"error: {' '.join(res.error.split())}", err=True)
+            continue
+        if as_json:
+            click.echo(json.dumps(res.to_json()))
+        else:
+            click.echo(res.video)
+            width = max(len(h.label) for h in res.top) if res.top else 5
+            for rank, h in enumerate(res.top, 1):
+                click.echo(f"  {rank:>2}  {h.label:<{width}}  {h.score:9.4f}")
+            if res.explanation:
+                click.echo(f"  explanation: {res.explanation}")
+        sys.stdout.flush()
+    if failed:
+        sys.exit(1)

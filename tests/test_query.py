@@ -1,0 +1,489 @@
+"""``clipcache index`` / ``index add`` / ``query``: prototypes from a real store of H.264 clips,
+the exported query encoder against the open_clip path, re-ranking against brute force, and the
+command line (table, JSON lines, undecodable videos, mismatched cache keys)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import ROOT, TINY_CFG, cli_env, synth_frames, tree_digest, write_h264
+
+CLASSES = ("bounce", "drift", "spin")
+
+
+def _invoke(args):
+    """Run the CLI in this process with the index / query commands registered."""
+    from click.testing import CliRunner
+
+    from cli.index_cmd import index, query
+    from cli.main import cli
+
+    for cmd in (index, query):
+        if cli.commands.get(cmd.name) is not cmd:
+            cli.add_command(cmd)
+    r = CliRunner().invoke(cli, [str(a) for a in args], prog_name="clipcache")
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return r.exit_code, r.stdout, r.stderr
+
+
+_SUBPROCESS = ("import sys; from cli.main import cli; from cli.index_cmd import index, query; "
+               "cli.add_command(index); cli.add_command(query); "
+               "cli(sys.argv[1:], prog_name='clipcache', standalone_mode=True)")
+
+
+def _clip(seed: int, shift: int = 0) -> np.ndarray:
+    """A class's clip; ``shift`` > 0 gives a second shot: the same waves, slightly brighter."""
+    f = synth_frames(seed, frames=12, height=64, width=80).astype(np.int16)
+    return np.clip(f + 6 * shift, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Clips of 3 classes x 2 shots, a store of them (tiny model, random weights, T = 4) from
+    ViFi-CLIP split files (train and val both list every clip: enough for a trainer's episodes),
+    and the mean-metric baseline index built through the CLI."""
+    from cachekit.encoder import EncoderConfig
+    from cachekit.extract import ExtractConfig, extract
+    from cachekit.inputs import collect_inputs
+    from cachekit.video import SamplerConfig
+
+    root = tmp_path_factory.mktemp("query")
+    rows, clips = [], {}
+    for c, name in enumerate(CLASSES):
+        for k in range(2):
+            p = write_h264(root / "videos" / name / f"{name}_{k}.mp4", _clip(100 + c, k))
+            rows.append(f"videos/{name}/{name}_{k}.mp4 {c}")
+            clips.setdefault(name, []).append(p)
+    for split in ("train", "val"):
+        (root / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    new = write_h264(root / "new" / "wave.mp4", _clip(999))
+    broken = root / "new" / "broken.mp4"
+    broken.write_bytes(b"this is not a video" * 100)
+    store = root / "store.zarr"
+    cfg = ExtractConfig(encoder=EncoderConfig(model=str(TINY_CFG), pretrained="random", device="cpu"),
+                        sampler=SamplerConfig(frames=4), batch_size=8, workers=1)
+    s = extract(collect_inputs([str(root / "train.txt"), str(root / "val.txt")]), str(store), cfg, progress=False)
+    assert s.extracted == 6 and not s.failed
+    index = root / "index"
+    code, out, err = _invoke(["index", "--store", store, "--out", index])
+    assert code == 0, err
+    return {"root": root, "store": store, "index": index, "clips": clips, "new": new, "broken": broken}
+
+
+@pytest.fixture(scope="module")
+def encoder(data):
+    from cachekit.cache import FeatureCache
+    from cachekit.runs import load_store_encoder
+
+    with FeatureCache(data["store"]) as cache:
+        return load_store_encoder(cache.key, device="cpu")
+
+
+# ----------------------------------------------------------------------------- the index
+def test_index_directory_holds_index_labels_prototypes_and_encoder(data):
+    from cachekit.cache import FeatureCache
+    from cachekit.prototypes import load_index, support_prototypes
+
+    idx = load_index(data["index"])
+    files = set(os.listdir(data["index"]))
+    assert {"index.faiss", "index.json", "temporal.npy", "encoder.pt2", "encoder_graph.py",
+            "encoder_weights.pt"} <= files
+    meta = idx.meta
+    assert idx.classes == list(CLASSES) and meta["shots"] == {c: 2 for c in CLASSES}
+    assert meta["method"] == {"name": "proto", "config": {"metric": "mean"}} and meta["scorer"] == "faiss"
+    assert meta["run"] is None and idx.index.kind == "flat" and len(idx.index) == 3
+    with FeatureCache(data["store"]) as cache:
+        assert meta["cache_key"] == cache.key
+        emb = cache.emb()
+        labels = np.array([list(CLASSES).index(cache.classes[i]) for i in cache.labels])
+    temporal, pooled = support_prototypes(emb, labels, 3)
+    np.testing.assert_allclose(idx.temporal, temporal, atol=1e-6)
+    np.testing.assert_allclose(idx.index.vectors(), pooled, atol=1e-6)
+    # §6.4: each shot pooled and normalised, shots averaged, re-normalised
+    v = emb.mean(1) / np.linalg.norm(emb.mean(1), axis=1, keepdims=True)
+    want = v[labels == 0].mean(0)
+    np.testing.assert_allclose(pooled[0], want / np.linalg.norm(want), atol=1e-6)
+    if meta["encoder"]["onnx"] is None:
+        assert any("ONNX" in n for n in meta["encoder"]["notes"])
+
+
+def test_preprocessing_without_open_clip_equals_the_encoders(encoder):
+    from cachekit.query import preprocess_frames
+
+    rng = np.random.default_rng(0)
+    for h, w in ((64, 80), (300, 224), (224, 224), (97, 131)):
+        frames = rng.integers(0, 256, (3, h, w, 3), dtype=np.uint8)
+        for interp in ("bicubic", "bilinear"):
+            for mode in ("shortest", "squash"):
+                pre = {**encoder.preprocess_cfg, "interpolation": interp, "resize_mode": mode}
+                old = encoder.preprocess_cfg
+                encoder.preprocess_cfg = pre
+                try:
+                    want = encoder.preprocess(frames)
+                finally:
+                    encoder.preprocess_cfg = old
+                got = preprocess_frames(frames, pre)
+                assert torch.equal(got, want), (h, w, interp, mode)
+
+
+def test_exported_encoder_equals_the_open_clip_path(data, encoder):
+    """The fast graph (and encoder.pt2) give the open_clip embeddings within 1e-5, and the cached ones."""
+    from cachekit.cache import FeatureCache
+    from cachekit.prototypes import ENCODER_PT2, load_index
+    from cachekit.query import decode_frames, load_query_encoder, preprocess_frames
+
+    idx = load_index(data["index"])
+    run = load_query_encoder(idx.path, idx.meta)
+    path = data["clips"]["drift"][1]
+    pixels = preprocess_frames(decode_frames(path, idx.meta), idx.cache_key["preprocess"])
+    with torch.no_grad():
+        want = encoder.encode_frames(pixels).emb
+    got = run(pixels)
+    assert got.shape == want.shape == (4, 64)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    with FeatureCache(data["store"]) as cache:
+        i = cache.paths.index(os.path.abspath(path))
+        torch.testing.assert_close(got, torch.from_numpy(cache.emb()[i]), atol=1e-5, rtol=0)
+    assert (idx.path / ENCODER_PT2).is_file()
+    # an index whose method could not be exported encodes eagerly (open_clip): the same features
+    eager = load_query_encoder(idx.path, {**idx.meta, "encoder": {**idx.meta["encoder"], "graph": None, "pt2": None}})
+    torch.testing.assert_close(eager(pixels), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_encoder_pt2_gives_the_same_features(data):
+    """The deployable torch.export artefact (slow to load: the export deserialiser) agrees too."""
+    from cachekit.prototypes import load_index
+    from cachekit.query import load_query_encoder
+
+    idx = load_index(data["index"])
+    fast = load_query_encoder(idx.path, idx.meta)
+    pt2 = load_query_encoder(idx.path, {**idx.meta, "encoder": {**idx.meta["encoder"], "graph": None}})
+    x = torch.randn(4, 3, 224, 224)
+    torch.testing.assert_close(pt2(x), fast(x), atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------- ranking
+def _synthetic_index(metric: str, n_classes=40, shots=3, frames=5, dim=16, seed=0):
+    """A LoadedIndex over random support features (no encoder), scored by ``metric``."""
+    from cachekit.prototypes import LoadedIndex, support_prototypes
+    from stores.faiss_index import PrototypeIndex
+
+    rng = np.random.default_rng(seed)
+    support = rng.standard_normal((n_classes * shots, frames, dim)).astype(np.float32)
+    labels = np.repeat(np.arange(n_classes), shots)
+    temporal, pooled = support_prototypes(support, labels, n_classes)
+    scorer = "method" if metric == "method" else ("faiss" if metric == "mean" else "metric")
+    meta = {"scorer": scorer, "metric": None if metric == "method" else metric}
+    idx = LoadedIndex(Path("synthetic"), PrototypeIndex.build(pooled), [f"c{i}" for i in range(n_classes)],
+                      temporal, meta, support, labels)
+    queries = torch.from_numpy(rng.standard_normal((6, frames, dim)).astype(np.float32))
+    return idx, queries, torch.from_numpy(support), torch.from_numpy(labels)
+
+
+@pytest.mark.parametrize("metric", ["mean", "otam", "bimhm"])
+def test_shortlist_as_large_as_the_index_gives_the_brute_force_ranking(metric):
+    from cachekit.metrics import SIMILARITIES
+    from cachekit.query import rank
+
+    idx, queries, _, _ = _synthetic_index(metric)
+    n = len(idx.classes)
+    pooled = torch.from_numpy(idx.index.vectors())
+    for q in queries:
+        if metric == "mean":
+            brute = (torch.nn.functional.normalize(q.mean(0), dim=-1) @ pooled.t()).numpy()
+        else:
+            brute = SIMILARITIES[metric](q[None], torch.from_numpy(idx.temporal))[0].numpy()
+        order = np.lexsort((np.arange(n), -brute))
+        hits = rank(idx, q, top_k=n, shortlist=n)
+        assert [h.label for h in hits] == [idx.classes[i] for i in order]
+        np.testing.assert_allclose([h.score for h in hits], brute[order], atol=1e-5)
+        short = rank(idx, q, top_k=3, shortlist=8)  # the best 3 of FAISS's 8 nearest pooled vectors
+        _, near = idx.index.search(torch.nn.functional.normalize(q.mean(0, keepdim=True), dim=-1).numpy(), 8)
+        assert {h.label for h in short} <= {idx.classes[i] for i in near[0]}
+        assert [h.score for h in short] == sorted((h.score for h in short), reverse=True)
+
+
+def test_method_scored_index_reranks_like_the_methods_episode_logits():
+    """A method whose score is its own (prototype_metric None): the default score_supports runs
+    its episode_logits on the shortlisted classes' shots; the full shortlist = brute force."""
+    from cachekit.encoder import ModelInfo
+    from cachekit.methods.base import Episode, VideoBatch
+    from cachekit.methods.proto import Config, Proto
+    from cachekit.query import rank
+
+    idx, queries, support, labels = _synthetic_index("method")
+    n = len(idx.classes)
+    info = ModelInfo(embed_dim=16, width=16, layers=1, heads=1, grid=(1, 1), image_size=32, text_width=16)
+    method = Proto(Config(metric="otam"), info, frames=5)
+    ep = Episode(support=VideoBatch(index=torch.arange(len(labels)), labels=labels, emb=support),
+                 query=VideoBatch(index=torch.arange(len(queries)), labels=torch.zeros(len(queries)), emb=queries),
+                 support_labels=labels, query_labels=torch.zeros(len(queries), dtype=torch.long),
+                 class_ids=torch.arange(n))
+    brute = method.episode_logits(ep).numpy()  # [Q, C]
+    for q, b in zip(queries, brute):
+        hits = rank(idx, q, top_k=5, shortlist=n, method=method)
+        order = np.lexsort((np.arange(n), -b))[:5]
+        assert [h.label for h in hits] == [idx.classes[i] for i in order]
+        np.testing.assert_allclose([h.score for h in hits], b[order], rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- query
+def test_a_support_clip_finds_its_own_class_first(data):
+    from cachekit.query import QueryConfig, query_videos
+
+    paths = [data["clips"][c][0] for c in CLASSES]
+    results = list(query_videos(paths, data["index"], cfg=QueryConfig(top_k=3)))
+    for c, r in zip(CLASSES, results):
+        assert r.error is None and r.top[0].label == c, r
+        assert len(r.top) == 3 and r.top[0].score > r.top[1].score
+        assert set(r.seconds) == {"decode", "preprocess", "encode", "search"}
+
+
+def test_query_json_lines_and_an_undecodable_video(data):
+    good = [data["clips"]["spin"][1], data["clips"]["bounce"][0]]
+    code, out, err = _invoke(["query", good[0], data["broken"], good[1], "--index", data["index"],
+                              "--top-k", 2, "--json"])
+    assert code == 1
+    lines = [json.loads(ln) for ln in out.splitlines()]
+    assert [d["video"] for d in lines] == [str(p) for p in good]
+    for d, want in zip(lines, ("spin", "bounce")):
+        assert set(d) == {"video", "top"} and len(d["top"]) == 2
+        assert all(set(h) == {"label", "score"} and isinstance(h["score"], float) for h in d["top"])
+        assert d["top"][0]["label"] == want
+    err_lines = err.strip().splitlines()
+    assert len(err_lines) == 1 and str(data["broken"]) in err_lines[0] and err_lines[0].startswith("error:")
+
+
+def test_query_prints_a_table_and_explains(data, tmp_path):
+    code, out, err = _invoke(["query", data["clips"]["drift"][0], "--index", data["index"], "--top-k", 3,
+                              "--explain", tmp_path])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == str(data["clips"]["drift"][0])
+    assert lines[1].split()[:2] == ["1", "drift"] and len(lines) == 5
+    png = tmp_path / "drift_0.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert lines[4] == f"  explanation: {png}"
+
+
+def test_explain_overlays_the_methods_mask(data, tmp_path):
+    """A method with an explain mask (EV-CLIP-like): the mask is taken from the method's hook."""
+    from cachekit.methods.base import CacheNeeds, Method
+    from cachekit.query import Classifier
+
+    seen = {}
+
+    class Masked(Method):
+        name = "masked"
+
+        def explain_mask(self, batch):
+            seen["pixels"] = tuple(batch.pixels.shape)
+            return torch.linspace(0, 1, 224 * 224).view(1, 224, 224)
+
+    clf = Classifier(data["index"])
+    clf.run_dir, clf._method = "run", Masked(None, 4, CacheNeeds(emb=False, pixels=True), "masked")
+    res = clf.classify(data["clips"]["spin"][0], top_k=2, explain_dir=tmp_path)
+    assert seen["pixels"] == (1, 4, 3, 224, 224) and Path(res.explanation).is_file()
+
+
+def test_index_add_adds_a_class_that_queries_then_find(data, tmp_path):
+    index = tmp_path / "index"
+    shutil.copytree(data["index"], index)
+    code, out, err = _invoke(["index", "add", index, "--class", "wave", data["new"]])
+    assert code == 0, err
+    assert "added class 'wave'" in out
+    from cachekit.prototypes import load_index
+
+    idx = load_index(index)
+    assert idx.classes == [*CLASSES, "wave"] and idx.meta["shots"]["wave"] == 1 and len(idx.index) == 4
+    code, out, _ = _invoke(["query", data["new"], data["clips"]["drift"][0], "--index", index, "--json"])
+    tops = [json.loads(ln)["top"][0]["label"] for ln in out.splitlines()]
+    assert code == 0 and tops == ["wave", "drift"]
+    # refused: a name already there, an undecodable video (and nothing changes)
+    before = tree_digest(index)
+    code, _, err = _invoke(["index", "add", index, "--class", "wave", data["new"]])
+    assert code == 2 and "already in index" in err
+    code, _, err = _invoke(["index", "add", index, "--class", "other", data["new"], data["broken"]])
+    assert code == 2 and str(data["broken"]) in err and len(err.strip().splitlines()) == 1
+    assert tree_digest(index) == before
+
+
+def _write_run(run_dir: Path, cache_key: dict, model_info: dict) -> Path:
+    """A run directory as cachekit.runs defines it, of the zeroshot method (nothing to train)."""
+    from cachekit.runs import MODEL_FILE, RUN_FORMAT, RUN_JSON, RUN_VERSION, save_weights, write_json
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sha = save_weights(run_dir / MODEL_FILE, {})
+    write_json(run_dir / RUN_JSON, {
+        "format": RUN_FORMAT, "version": RUN_VERSION,
+        "method": {"name": "zeroshot", "config": {"template": None, "logit_scale": 100.0}},
+        "store": {"cache_key": cache_key}, "model_info": model_info, "frames": cache_key["frames"],
+        "checkpoints": {MODEL_FILE: sha},
+    })
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    """A run directory (zeroshot, which reads the class text) and its index, built with ``index --run``."""
+    from cachekit.cache import FeatureCache
+
+    with FeatureCache(data["store"]) as cache:
+        run = _write_run(tmp_path_factory.mktemp("run") / "run", cache.key, cache.model_info.to_dict())
+    code, out, err = _invoke(["index", "--run", run, "--store", data["store"], "--json"])
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["path"] == str(run / "index") and summary["method"] == "zeroshot"
+    return run
+
+
+def test_index_from_a_run_and_query_with_it(data, run):
+    """``index --run`` (default out RUN/index) and ``query --run`` without --index."""
+    from cachekit.prototypes import load_index
+
+    idx = load_index(run / "index")
+    assert idx.meta["run"] == str(run) and idx.meta["method"]["name"] == "zeroshot"
+    assert idx.meta["templates"] and idx.meta["run_weights_sha256"]
+    code, out, err = _invoke(["query", data["clips"]["spin"][0], "--run", run, "--json"])
+    assert code == 0, err
+    assert json.loads(out)["top"][0]["label"] == "spin"
+
+
+def test_index_add_through_a_runs_method(data, run, tmp_path):
+    """A class added to a run's index goes through the run's method (with its class text)."""
+    shutil.copytree(run, tmp_path / "run")
+    code, out, err = _invoke(["index", "add", tmp_path / "run" / "index", "--class", "wave", data["new"]])
+    assert code == 0, err
+    code, out, err = _invoke(["query", data["new"], "--index", tmp_path / "run" / "index", "--json", "--top-k", 1])
+    assert code == 0, err
+    assert json.loads(out)["top"][0]["label"] == "wave"
+
+
+def test_index_and_query_with_a_trained_run(data, tmp_path):
+    """A run the trainer made (CLIP-FSAR head, 2 episodes): its own score (prototype_metric None)
+    re-ranks FAISS's shortlist from the kept shots and class text, through its episode_logits."""
+    from cachekit.prototypes import load_index
+    from cachekit.train import TrainConfig, train
+
+    run = tmp_path / "clip_fsar"
+    train(str(data["store"]), str(run), "clip_fsar", None,
+          TrainConfig(ways=2, shots=1, queries=1, episodes=2, val_episodes=0, device="cpu"), progress=False)
+    code, _, err = _invoke(["index", "--run", run, "--store", data["store"], "--split", "train"])
+    assert code == 0, err
+    idx = load_index(run / "index")
+    assert idx.meta["method"]["name"] == "clip_fsar" and idx.meta["scorer"] == "method"
+    assert idx.support.shape == (6, 4, 64) and idx.text is not None and idx.text.shape[0] == 3
+    code, out, err = _invoke(["query", data["clips"]["spin"][0], data["clips"]["bounce"][1], "--run", run,
+                              "--json", "--top-k", 3])
+    assert code == 0, err
+    tops = [json.loads(ln)["top"] for ln in out.splitlines()]
+    assert [t[0]["label"] for t in tops] == ["spin", "bounce"] and all(len(t) == 3 for t in tops)
+
+
+def test_a_run_and_an_index_of_different_cache_keys_are_refused(data, tmp_path):
+    from cachekit.cache import FeatureCache
+
+    with FeatureCache(data["store"]) as cache:
+        key = {**cache.key, "frames": 8, "sampler": {**cache.key["sampler"], "frames": 8}}
+        run = _write_run(tmp_path / "other", key, cache.model_info.to_dict())
+    code, out, err = _invoke(["query", data["clips"]["spin"][0], "--index", data["index"], "--run", run])
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "different cache keys (frames, sampler)" in err
+    code, _, err = _invoke(["index", "--run", run, "--store", data["store"], "--out", tmp_path / "x"])
+    assert code == 2 and "different cache key" in err and not (tmp_path / "x").exists()
+
+
+def test_user_errors_are_one_line(data, tmp_path):
+    code, _, err = _invoke(["query", data["clips"]["spin"][0]])
+    assert code == 2 and "--index" in err
+    code, _, err = _invoke(["query", data["clips"]["spin"][0], "--index", tmp_path / "none"])
+    assert code == 2 and "not found" in err
+    code, _, err = _invoke(["index", "--out", tmp_path / "x"])
+    assert code == 2 and "--store" in err
+    code, _, err = _invoke(["index", "build", "--out", tmp_path / "x"])
+    assert code == 2 and "--store" in err
+    code, _, err = _invoke(["index", "--run", tmp_path, "--store", data["store"], "--metric", "otam"])
+    assert code == 2 and "--metric is the proto baseline's" in err
+    code, _, err = _invoke(["index", "--store", data["store"], "--out", tmp_path / "x", "--split", "nosuch"])
+    assert code == 2 and "not a split" in err
+
+
+@pytest.mark.slow
+def test_split_file_shots_and_a_temporal_metric(data, tmp_path):
+    """--split FILE, --shots 1 and --metric otam: the index has the listed classes' first shots."""
+    from cachekit.prototypes import load_index
+
+    listed = data["root"] / "two.csv"
+    listed.write_text("path,label\n" + "".join(f"{p},{c}\n" for c in ("bounce", "spin") for p in data["clips"][c]))
+    out = tmp_path / "otam"
+    code, _, err = _invoke(["index", "--store", data["store"], "--out", out, "--split", listed,
+                            "--shots", 1, "--metric", "otam", "--no-onnx"])
+    assert code == 0, err
+    idx = load_index(out)
+    assert idx.classes == ["bounce", "spin"] and idx.meta["shots"] == {"bounce": 1, "spin": 1}
+    assert idx.meta["scorer"] == "metric" and idx.temporal.shape == (2, 4, 64)
+    code, out_text, _ = _invoke(["query", data["clips"]["spin"][0], "--index", out, "--json", "--top-k", 2])
+    top = json.loads(out_text)["top"]
+    assert code == 0 and top[0]["label"] == "spin" and top[0]["score"] >= top[1]["score"]
+
+
+@pytest.mark.slow
+def test_kill_during_index_then_rerun_gives_the_same_index(data, tmp_path):
+    """``kill -9`` while ``index`` writes its directory: the old index stays whole; a re-run
+    publishes exactly the index an uninterrupted run publishes."""
+    out = tmp_path / "idx"
+    shutil.copytree(data["index"], out)
+    reference = tree_digest(data["index"])
+    other = tmp_path / "other"  # an older index at the same path, to be replaced
+    code, _, err = _invoke(["index", "--store", data["store"], "--out", other, "--metric", "bimhm"])
+    assert code == 0, err
+    shutil.rmtree(out)
+    shutil.copytree(other, out)
+    old = tree_digest(out)
+    cmd = [sys.executable, "-c", _SUBPROCESS, "index", "--store", str(data["store"]), "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=cli_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not any(p.name.startswith(".idx.tmp-") for p in tmp_path.iterdir()) and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert tree_digest(out) == old  # killed mid-write: the old index, whole
+    code, _, err = _invoke(["index", "--store", data["store"], "--out", out])
+    assert code == 0, err
+    assert tree_digest(out) == reference
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".idx")) == [".idx.lock"]
+
+
+def test_cli_modules_import_nothing_heavy():
+    code = ("import sys, cli.main, cli.index_cmd; "
+            "print([m for m in ('torch', 'faiss', 'open_clip', 'cachekit.query') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], env=cli_env(), cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+
+
+@pytest.mark.slow
+def test_query_process_does_not_import_open_clip(data):
+    """``clipcache query`` runs from the exported graph: no open_clip, torchvision, torch.export."""
+    code = (_SUBPROCESS.replace("standalone_mode=True", "standalone_mode=False")
+            + "; bad = [m for m in ('open_clip', 'torchvision', 'torch._dynamo', 'sympy') if m in sys.modules]"
+            + "; print('HEAVY', bad)")
+    proc = subprocess.run([sys.executable, "-c", code, "query", str(data["clips"]["spin"][0]), "--index",
+                           str(data["index"]), "--json"], env=cli_env(), cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[0])["top"][0]["label"] == "spin"
+    assert proc.stdout.splitlines()[-1] == "HEAVY []"
