@@ -13,6 +13,7 @@ and distractors swamp the tiny random encoder's features, so no method can learn
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -301,3 +302,55 @@ def test_train_cli_on_a_store_without_splits(synth_store, tmp_path):
                                       str(tmp_path / "probe"), "--protocol", "allway", "--epochs", "2"])
     assert res.exit_code == 0, res.output
     assert "split every class's videos" in res.output
+
+
+def test_zeroshot_protocol_trains_on_train_classes_and_validates_on_unseen(tmp_path, tiny_cfg):
+    """--protocol zeroshot: class-disjoint split files; the method sees only the training classes'
+    text while training and only the unseen val classes' text while validating."""
+    from cachekit.cache import FeatureCache
+    from cachekit.encoder import EncoderConfig
+    from cachekit.extract import ExtractConfig, extract
+    from cachekit.inputs import collect_inputs
+    from cachekit.methods import build_method
+    from cachekit.synth import SynthConfig, synth_dataset
+    from cachekit.video import SamplerConfig
+
+    names = ("moving something up", "moving something down", "something falling", "something rising",
+             "something bouncing", "something shaking")
+    res = synth_dataset(tmp_path / "data", SynthConfig(classes=names, videos_per_class=3, frames=8, size=32,
+                                                       splits=(0.5, 0.25, 0.25), clutter="low"))
+    splits = res.out_dir / "splits" / "clip_fsar"
+    store = str(tmp_path / "store.zarr")
+    extract(collect_inputs([str(splits / f"{s}_few_shot.txt") for s in ("train", "val", "test")],
+                           video_root=str(res.out_dir), class_names=str(splits)), store,
+            ExtractConfig(encoder=EncoderConfig(model=tiny_cfg, pretrained="random", device="cpu"),
+                          sampler=SamplerConfig(frames=4), tokens_at=(2,), workers=1), progress=False)
+    seen: list[list[str]] = []
+
+    def spy(names):  # records the class names bound before every scoring pass
+        seen.append(list(names))
+
+    cfg = TrainConfig(protocol="zeroshot", epochs=2, batch_size=4, lr=1e-3, seed=0)
+    r = train(store, tmp_path / "run", "ev_clip", {"prompts": "context", "z_block": 2}, cfg, progress=False)
+    assert r.status == "complete" and r.best_val_accuracy is not None
+    assert any("zero-shot training" in n for n in r.notes)
+    with FeatureCache(store) as cache:
+        sp = cache.splits()
+        train_names = {cache.classes[i] for i in np.unique(cache.labels[sp["train"].indices])}
+        val_names = {cache.classes[i] for i in np.unique(cache.labels[sp["val"].indices])}
+        info, frames = cache.model_info, cache.frames
+    assert train_names.isdisjoint(val_names) and set(res.splits["train"]) == train_names
+    # the feed binds exactly one class set at a time: train classes for steps, val classes to validate
+    from cachekit import train as train_mod
+
+    m = build_method("ev_clip", {"prompts": "context", "z_block": 2}, info, frames)
+    m.bind_classes = spy
+    from cachekit.batches import CacheData
+
+    with FeatureCache(store) as cache:
+        plan = train_mod.plan_splits(cache, cfg)
+        data = CacheData(cache, dataclasses.replace(m.needs, text=True))
+        feed = train_mod._ZeroShot(data, cache.labels, plan, cfg)
+        feed.step_loss(m, 0)
+        feed.validate(m)
+    assert set(seen[0]) == train_names and set(seen[1]) == val_names and set(seen[-1]) == train_names
