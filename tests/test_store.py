@@ -304,6 +304,8 @@ class StoreContract:
                 p.send_signal(signal.SIGKILL)
                 p.wait(timeout=30)
             assert p.returncode == -signal.SIGKILL
+            # lines the child printed (after their commits) while we slept are still in the pipe
+            printed += [ln.strip() for ln in p.stdout.read().splitlines() if ln.strip()]
             with open_store(path, "r") as s:
                 keys = s.keys("videos")
                 assert set(printed) <= set(keys)
