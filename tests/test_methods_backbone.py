@@ -225,6 +225,28 @@ def test_ev_clip_mask_reweights_pixels_through_the_frozen_encoder(tiny_encoder, 
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
 
 
+def test_index_hooks_use_what_the_method_classifies(tiny_encoder, pixels, cached):
+    """index/query read support_features/query_features/explain_mask: for EV-CLIP mask prompts
+    those are the masked frames' embeddings and the mask itself; EZ-CLIP's adapted embeddings."""
+    m = build_method("ev_clip", {"prompts": "mask", "z_block": 2}, tiny_encoder.info, T, tiny_encoder).eval()
+    batch = make_batch(m, pixels, cached)
+    with torch.no_grad():
+        want = m.frame_embeddings(batch)
+        torch.testing.assert_close(m.support_features(batch), want, rtol=0, atol=0)
+        torch.testing.assert_close(m.query_features(batch), want, rtol=0, atol=0)
+        mask = m.explain_mask(batch)
+        torch.testing.assert_close(mask, m.mask(m.aux.encode(batch)), rtol=0, atol=0)
+    assert mask.shape == (3, 224, 224)
+    ctx = build_method("ev_clip", {"prompts": "context", "z_block": 2}, tiny_encoder.info, T, None)
+    assert ctx.explain_mask(make_batch(ctx, pixels, cached)) is None
+    ez = build_method("ez_clip", {}, tiny_encoder.info, T, tiny_encoder).eval()
+    b = make_batch(ez, pixels, cached)
+    with torch.no_grad():
+        feats = ez.support_features(b)
+    torch.testing.assert_close(feats, ez.frame_embeddings(b), rtol=0, atol=1e-5)  # same path, run twice
+    assert feats.shape == (3, T, tiny_encoder.info.embed_dim)
+
+
 def test_ev_clip_z_block_is_validated(tiny_encoder):
     with pytest.raises(InputError, match=r"z_block 6 is not a block of this model \(blocks 0..3\); pass z_block=2"):
         build_method("ev_clip", {}, tiny_encoder.info, T, None)

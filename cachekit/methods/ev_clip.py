@@ -352,14 +352,31 @@ class EVCLIP(Method):
             return batch.emb.float()
         if batch.pixels is None:
             raise InputError("ev_clip mask prompts need the decoded frames (needs.pixels)")
-        z = self.aux.encode(batch)  # [B, z_dim, t, 7, 7]
-        mask = self.mask(z)  # [B, 224, 224]
-        size = batch.pixels.shape[-1]
+        mask = self._pixel_mask(batch, batch.pixels.shape[-1])  # [B, S, S]
+        masked = batch.pixels * mask[:, None, None]  # [B, T, 3, S, S]
+        return self.backbone.encode_video(pixels=masked)
+
+    def _pixel_mask(self, batch: VideoBatch, size: int) -> torch.Tensor:
+        """One pixel mask per video ``[B, S, S]`` from the cached mid-block patch grid."""
+        mask = self.mask(self.aux.encode(batch))  # [B, 224, 224]
         if mask.shape[-1] != size:
             mask = F.interpolate(mask.unsqueeze(1), size=(size, size), mode="bilinear",
                                  align_corners=False).squeeze(1)
-        masked = batch.pixels * mask[:, None, None]  # [B, T, 3, S, S]
-        return self.backbone.encode_video(pixels=masked)
+        return mask
+
+    def support_features(self, batch: VideoBatch, text: torch.Tensor | None = None) -> torch.Tensor:
+        """Index prototypes from the frame embeddings the method classifies (masked frames)."""
+        return self.frame_embeddings(batch)
+
+    def query_features(self, batch: VideoBatch) -> torch.Tensor:
+        return self.frame_embeddings(batch)
+
+    def explain_mask(self, batch: VideoBatch) -> torch.Tensor | None:
+        """The mask prompt over the frames, for ``clipcache query --explain``."""
+        if self.mask is None:
+            return None
+        size = batch.pixels.shape[-1] if batch.pixels is not None else self.info.image_size
+        return self._pixel_mask(batch, size)
 
     def _video(self, batch: VideoBatch, frames: torch.Tensor) -> torch.Tensor:
         if self.context is not None:

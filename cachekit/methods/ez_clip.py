@@ -282,6 +282,13 @@ class EZCLIP(Method):
         raise InputError(f"ez_clip (from_block {self.start}) needs "
                          + (f"the cached tokens at block {self.start}" if self.start else "the decoded frames"))
 
+    def support_features(self, batch: VideoBatch, text: torch.Tensor | None = None) -> torch.Tensor:
+        """Index prototypes from the adapted frame embeddings, not the frozen cache's."""
+        return self.frame_embeddings(batch)
+
+    def query_features(self, batch: VideoBatch) -> torch.Tensor:
+        return self.frame_embeddings(batch)
+
     def _logits(self, frames: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
         video = F.normalize(frames.mean(dim=1), dim=-1)  # [B, D']
         return self.backbone.logit_scale() * video @ self.class_text(text).t()  # [B, C]

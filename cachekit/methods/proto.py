@@ -90,6 +90,10 @@ class Proto(Method):
         proto = support.mean(dim=-3)  # [..., W, T, D'] per-frame mean of the shots
         return self._match(F.normalize(query, dim=-1), F.normalize(proto, dim=-1))
 
+    def prototype_metric(self) -> str:
+        """The index ranks with this baseline's own metric."""
+        return self.cfg.metric
+
     def episode_logits(self, ep: Episode) -> torch.Tensor:
         """``[W*Q, W]`` for one episode (supports class-major, as :class:`Episode` says)."""
         ways = ep.ways
