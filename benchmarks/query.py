@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import cpu_model, load_average  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "assets" / "tiny-clip.json"
@@ -76,15 +77,8 @@ def _machine() -> str:
     import faiss
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cpu = cpu_model()
+    load = load_average()
     return (f"{cpu}, {os.cpu_count()} CPUs (load average {load:.1f} at start), Python "
             f"{platform.python_version()}, torch {torch.__version__}, faiss {faiss.__version__}, "
             f"torch threads {torch.get_num_threads()}")

@@ -13,30 +13,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from _machine import cpu_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-# (script, title, extra args for --quick)
+# (script, title, args of the full run, args with --quick)
 SCRIPTS = [
-    ("extract.py", "Extraction (issue: extract)", ["--quick"]),
-    ("eval.py", "Evaluation from the cache", []),
-    ("train.py", "Training from the cache vs. running the encoder in the loop", ["--quick"]),
-    ("backbone.py", "Backbone methods: full vs. partial caching", ["--quick"]),
-    ("query.py", "Query latency and FAISS", ["--quick"]),
-    ("accuracy.py", "Accuracy on the synthetic benchmark per challenge", ["--quick"]),
+    ("extract.py", "Extraction", [], ["--quick"]),
+    ("eval.py", "Evaluation from the cache", [], []),
+    ("train.py", "Training from the cache vs. running the encoder in the loop", [], ["--quick"]),
+    ("backbone.py", "Backbone methods: full vs. partial caching", [], ["--quick"]),
+    ("query.py", "Query latency and FAISS", [], ["--quick"]),
+    ("accuracy.py", "Accuracy on the synthetic benchmark per challenge",
+     ["--episodes", "300", "--train-episodes", "300"], ["--quick"]),
 ]
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
@@ -52,19 +47,20 @@ def main() -> None:
     a = ap.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     only = set(a.only.split(",")) if a.only else None
-    parts = [f"# clipcache benchmark results\n", f"Machine: {machine()}  ",
+    parts = ["# clipcache benchmark results\n", f"Machine: {machine()}  ",
              f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
              f"mode: {'quick (tiny model)' if a.quick else 'full'}\n"]
-    for script, title, quick_args in SCRIPTS:
+    for script, title, full_args, quick_args in SCRIPTS:
         if only and script not in only:
             continue
-        cmd = [sys.executable, str(HERE / script), *(quick_args if a.quick else [])]
+        args = quick_args if a.quick else full_args
+        cmd = [sys.executable, str(HERE / script), *args]
         t0 = time.time()
         print(f"== {script}", flush=True)
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         took = time.time() - t0
         print(r.stdout[-4000:], flush=True)
-        parts.append(f"## {title}\n\n`python benchmarks/{script} {' '.join(quick_args if a.quick else [])}`"
+        parts.append(f"## {title}\n\n`python benchmarks/{script} {' '.join(args)}`"
                      f" ({took:.0f} s, exit {r.returncode})\n")
         parts.append(r.stdout.strip() + "\n")
         if r.returncode != 0:

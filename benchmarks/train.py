@@ -31,6 +31,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from _machine import cpu_model  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -65,14 +66,7 @@ class MemoryCache:
 def machine(device) -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     out = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
     if hasattr(os, "getloadavg"):
         out += f", load average {os.getloadavg()[0]:.1f} at start"

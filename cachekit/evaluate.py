@@ -521,7 +521,7 @@ def _base2novel(cache, method, meta_run, pools: _Pools, seed, device, data) -> E
         hm_ci = math.sqrt((d_b * b_ci) ** 2 + (d_n * n_ci) ** 2)
     else:
         hm_ci = 0.0
-    notes.append(f"accuracy = harmonic mean of base and novel; its CI by the delta method")
+    notes.append("accuracy = harmonic mean of base and novel; its CI by the delta method")
     classes = np.union1d(base_cls, novel_cls)
     true, pred = np.concatenate([bt, nt]), np.concatenate([bp, np_])
     extra = {"base": b, "base_ci95": b_ci, "novel": n, "novel_ci95": n_ci, "hm": hm,

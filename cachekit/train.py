@@ -39,7 +39,7 @@ import numpy as np
 
 from .errors import ClipcacheError, InputError, ModelError, RunError
 from .runs import (LAST_FILE, MODEL_FILE, RUN_FORMAT, RUN_JSON, RUN_VERSION, SPLITS_FILE, STATE_FILE,
-                   DeferredEncoder, build_from_meta, checked_file, load_into, load_store_encoder,
+                   DeferredEncoder, checked_file, load_into, load_store_encoder,
                    load_weights, read_run, save_state, save_weights, write_json)
 
 

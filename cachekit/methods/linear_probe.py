@@ -22,7 +22,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn.parameter import UninitializedParameter, is_lazy
 
 from ..encoder import ModelInfo
