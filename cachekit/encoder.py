@@ -360,10 +360,17 @@ def load_clip(cfg: EncoderConfig) -> FrozenCLIP:
     kwargs = dict(device="cpu", precision="fp32")
     create_name = name
     if pre == "random":
-        log.warning("RANDOM WEIGHTS: %s is randomly initialised (seed %d); features carry no meaning",
-                    name, cfg.seed)
+        # Said once, by the caller (the CLI prints a banner with its summary), not per load.
+        log.info("RANDOM WEIGHTS: %s is randomly initialised (seed %d); features carry no meaning",
+                 name, cfg.seed)
         torch.manual_seed(cfg.seed)
-        model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick, **kwargs)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # open_clip's own "no pretrained weights" warning
+        try:
+            model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick, **kwargs)
+        finally:
+            root.setLevel(level)
         weights, sha = f"random:{cfg.seed}", None
     elif pre.startswith("local-dir:"):
         d = Path(pre[len("local-dir:"):])

@@ -125,7 +125,7 @@ class ExtractSummary:
 
 def path_key(path: str) -> str:
     """Key of a failure report: the path (a file that cannot be read has no content hash)."""
-    return hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:32]
+    return hashlib.sha256(os.fsencode(os.path.abspath(path))).hexdigest()[:32]
 
 
 def text_key(name: str, templates: tuple[str, ...]) -> str:

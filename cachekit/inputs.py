@@ -51,11 +51,10 @@ _VIFI = re.compile(r"^(\S.*?)\s+(-?\d+)$")
 
 
 def _read_text(path: Path) -> list[str]:
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    # Bytes that are not UTF-8 (file names in another encoding) survive as the surrogates
+    # os.fsencode turns back into the same bytes, so such paths still open.
+    text = raw.decode("utf-8", errors="surrogateescape")
     return [ln.strip() for ln in text.splitlines()]
 
 

@@ -96,7 +96,6 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
         retry_failed=retry_failed,
     )
     items = collect_inputs(list(inputs), video_root=video_root, class_names=class_names)
-    _warn_random(pretrained)
     s = run_extract(items, store, cfg, progress=not no_progress and sys.stderr.isatty())
     if int(os.environ.get("RANK", "0")) > 0:
         return  # under torchrun, rank 0 reports for the whole job
@@ -112,6 +111,7 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
             click.echo(f"note: {note}")
         for path, reason in s.failed:
             click.echo(f"failed: {reason}", err=True)
+    _warn_random(pretrained)
     if s.failed or s.skipped_failed:  # inputs that failed before still have no features
         sys.exit(1)
 
