@@ -38,9 +38,12 @@ from typing import Iterable, Literal
 import numpy as np
 
 from .errors import ClipcacheError, InputError, ModelError, RunError
+from .distributed import dist_from_env
 from .runs import (LAST_FILE, MODEL_FILE, RUN_FORMAT, RUN_JSON, RUN_VERSION, SPLITS_FILE, STATE_FILE,
                    DeferredEncoder, checked_file, load_into, load_store_encoder,
                    load_weights, read_run, save_state, save_weights, write_json)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -471,6 +474,9 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         return _result_from_meta(out, old)
     device = torch.device(pick_device(cfg.device))
     t_start = time.perf_counter()
+    dist = dist_from_env()  # under torchrun: data-parallel for backbone methods, see below
+    dist.barrier()  # every rank has checked --out before rank 0 writes into it
+    main = dist.is_main  # only rank 0 writes the run directory
     with _torch_threads(threads), FeatureCache(store) as cache:
         key, info, frames = cache.key, cache.model_info, cache.frames
         plan = plan_splits(cache, cfg)
@@ -484,6 +490,17 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         if (cfg.protocol if cfg.protocol != "zeroshot" else "allway") not in m.protocols:
             raise InputError(f"method {method} trains under {' and '.join(m.protocols) or 'no protocol'}, "
                              f"not --protocol {cfg.protocol}")
+        if dist.world > 1 and not m.needs.backbone:
+            log.warning("%s trains from the cache, fast enough on one process: rank 0 trains, the other "
+                        "%d ranks have nothing to do", method, dist.world - 1)
+            if not dist.is_main:
+                return TrainResult(str(out), f"idle (rank {dist.rank})", 0, 0, None, None, 0, 0.0, [], [])
+            notes.append(f"launched on {dist.world} ranks: a from-cache method trains on rank 0 alone")
+        parallel = dist.world > 1 and m.needs.backbone  # data-parallel: each rank its own batch
+        if parallel:
+            notes.append(f"data-parallel over {dist.world} ranks: each rank computes its own batch or episode, "
+                         "gradients are averaged across ranks before every step (as DistributedDataParallel "
+                         "does); the effective batch is world x batch")
         if m.needs.backbone:
             backbone.load()
         needs = dataclasses.replace(m.needs, text=True) if cfg.protocol != "episodic" else m.needs
@@ -510,7 +527,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         if old is not None:
             _same_run(old, meta, out)
         out.mkdir(parents=True, exist_ok=True)
-        if plan.generated and not (out / SPLITS_FILE).is_file():
+        if main and plan.generated and not (out / SPLITS_FILE).is_file():
             write_json(out / SPLITS_FILE, {"source": plan.source, "seed": cfg.seed, "splits": {
                 name: [cache.video_keys[i] for i in getattr(plan, name)] for name in ("train", "val", "test")}})
 
@@ -535,18 +552,21 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
             torch.set_rng_state(state["torch_rng"])
             if device.type == "cuda" and state.get("cuda_rng"):
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
-        write_json(out / RUN_JSON, meta)
+        if main:
+            write_json(out / RUN_JSON, meta)
 
         step = meta["step"]
         seconds0 = meta["seconds"]
         interval: list[float] = list(state["interval_losses"]) if state is not None else []
         validates = bool(cfg.val_episodes)
-        bar = tqdm(total=steps, initial=step, disable=not progress, desc=f"train {method}", dynamic_ncols=True,
+        bar = tqdm(total=steps, initial=step, disable=not (progress and main), desc=f"train {method}", dynamic_ncols=True,
                    unit="step")
         shown = {"loss": "-", "val": "-", "best": "-"}  # the progress bar's postfix
 
         def checkpoint(status: str) -> None:
             meta["step"], meta["status"] = step, status
+            if not main:
+                return
             meta["seconds"] = seconds0 + time.perf_counter() - t_start
             meta["checkpoints"][LAST_FILE] = save_weights(out / LAST_FILE, m.trainable_state_dict())
             meta["checkpoints"][STATE_FILE] = save_state(out / STATE_FILE, {
@@ -559,7 +579,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
             entry = {"step": step, "lr": sched.get_last_lr()[0],
                      "train_loss": float(np.mean(interval)) if interval else None}
             interval.clear()
-            if validates:
+            if validates and main:
                 with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                     m.eval()
                     acc, ci = feed.validate(m)
@@ -580,7 +600,10 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
                 if stop_after is not None and step >= stop_after:
                     checkpoint("stopped")
                     break
-                loss = feed.step_loss(m, step)
+                if parallel:  # rank r computes sub-step step * world + r, then gradients are averaged
+                    loss = _average_gradients(params, feed.step_loss(m, step * dist.world + dist.rank), dist)
+                else:
+                    loss = feed.step_loss(m, step)
                 if not math.isfinite(loss):
                     raise RunError(f"the loss became {loss} at step {step}; lower --lr (now {cfg.lr})")
                 if cfg.grad_clip:
@@ -605,6 +628,23 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
                 meta["notes"].append("no validation (--val-episodes 0): model.safetensors holds the final weights")
             checkpoint("complete")
     return _result_from_meta(out, meta)
+
+
+def _average_gradients(params, loss: float, dist) -> float:
+    """All-reduce the trainable gradients (mean over ranks), as DistributedDataParallel does."""
+    import torch
+    import torch.distributed as td
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([loss], dtype=grads[0].dtype)])
+    td.all_reduce(flat)
+    flat /= dist.world
+    off = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[off:off + n].view_as(g).to(g.dtype)
+        off += n
+    return float(flat[-1])
 
 
 def _result_from_meta(out: Path, meta: dict) -> TrainResult:

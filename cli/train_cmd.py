@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -58,6 +59,8 @@ def train(method, store, out, protocol, ways, shots, queries, episodes, episodes
                       val_episodes=val_episodes, seed=seed, device=device)
     r = run_train(store, out, method, overrides, cfg, resume=resume, pretrained=pretrained,
                   progress=not no_progress and sys.stderr.isatty(), threads=threads)
+    if int(os.environ.get("RANK", "0")) > 0:
+        return  # under torchrun, rank 0 reports for the job
     if as_json:
         click.echo(json.dumps(r.to_dict()))
         return

@@ -60,3 +60,38 @@ def test_torchrun_two_ranks_equal_single_process(clips: Path, tmp_path: Path, su
     r3 = _extract([*common, "--store", str(multi)], clips, torchrun=2)
     assert r3.returncode == 0, r3.stderr
     assert "0 extracted, 12 already cached" in r3.stdout
+
+
+def _train(args: list[str], cwd: Path, torchrun: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(torchrun),
+           "-m", "cli.main", "train", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_torchrun_training_backbone_data_parallel_and_cache_methods_on_rank0(clips: Path, tmp_path: Path) -> None:
+    """A backbone method trains data-parallel on 2 gloo ranks (gradients averaged each step);
+    a from-cache method trains on rank 0 alone and says so. Only rank 0 writes and reports."""
+    import json
+
+    store = tmp_path / "s.zarr"
+    r = _extract(["splits/clip_fsar/train_few_shot.txt", "splits/clip_fsar/val_few_shot.txt",
+                  "splits/clip_fsar/test_few_shot.txt", "--class-names", "splits/clip_fsar", "--video-root", ".",
+                  "--store", str(store), "--model", TINY, "--pretrained", "random", "--frames", "4",
+                  "--tokens-at", "2"], clips)
+    assert r.returncode == 0, r.stderr
+    bb = _train(["--method", "ez_clip", "--opt", "from_block=2", "--store", str(store), "--out", str(tmp_path / "ez"),
+                 "--protocol", "zeroshot", "--epochs", "2", "--batch-size", "2", "--lr", "1e-3", "--threads", "1",
+                 "--json"], clips, torchrun=2)
+    assert bb.returncode == 0, bb.stderr[-3000:]
+    assert bb.stdout.count('"run_dir"') == 1  # one report, from rank 0
+    meta = json.loads((tmp_path / "ez" / "run.json").read_text())
+    assert meta["status"] == "complete" and any("data-parallel over 2 ranks" in n for n in meta["notes"])
+    assert meta["best"]["val_accuracy"] is not None
+    fc = _train(["--method", "ma_fsar", "--store", str(store), "--out", str(tmp_path / "ma"), "--ways", "2",
+                 "--queries", "1", "--episodes", "4", "--val-episodes", "0", "--opt", "ffn_dim=32", "--threads", "1",
+                 "--json"], clips, torchrun=2)
+    assert fc.returncode == 0, fc.stderr[-3000:]
+    meta = json.loads((tmp_path / "ma" / "run.json").read_text())
+    assert meta["status"] == "complete" and any("rank 0 alone" in n for n in meta["notes"])
