@@ -57,6 +57,28 @@ def write_json(path: str | os.PathLike, doc: dict) -> None:
         tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
 
+PENDING = ".pending"
+
+
+def pending(path: Path) -> Path:
+    """Where a checkpoint file waits until ``run.json`` records its hash (the commit point)."""
+    return path.with_name(path.name + PENDING)
+
+
+def publish_pending(run_dir: str | os.PathLike, meta: dict) -> None:
+    """Move each staged checkpoint file whose sha256 ``run.json`` records into place.
+
+    Checkpoints are written in two steps so that a kill at any moment leaves a run that resumes:
+    files are staged as ``NAME.pending``, then ``run.json`` records their hashes, then they
+    replace ``NAME``. A kill before ``run.json`` leaves the old, recorded files; a kill after it
+    leaves staged files that this completes (on the next resume or load).
+    """
+    for name, want in meta.get("checkpoints", {}).items():
+        final, staged = Path(run_dir) / name, pending(Path(run_dir) / name)
+        if staged.is_file() and sha256_file(staged) == want:
+            os.replace(staged, final)
+
+
 def save_weights(path: str | os.PathLike, state: dict) -> str:
     """Write a state dict as safetensors (atomically); returns the file's sha256."""
     from safetensors.torch import save_file
@@ -97,6 +119,9 @@ def checked_file(run_dir: str | os.PathLike, name: str, meta: dict) -> Path:
     """Path of checkpoint ``name`` after checking it exists and matches its sha256 in ``run.json``."""
     path = Path(run_dir) / name
     want = meta.get("checkpoints", {}).get(name)
+    staged = pending(path)
+    if want is not None and staged.is_file() and sha256_file(staged) == want:
+        os.replace(staged, path)  # a checkpoint committed in run.json but killed before publishing
     if want is None:
         raise RunError(f"run {run_dir} has no {name} recorded (training did not reach a checkpoint)")
     if not path.is_file():

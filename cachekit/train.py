@@ -41,7 +41,8 @@ from .errors import ClipcacheError, InputError, ModelError, RunError
 from .distributed import dist_from_env
 from .runs import (LAST_FILE, MODEL_FILE, RUN_FORMAT, RUN_JSON, RUN_VERSION, SPLITS_FILE, STATE_FILE,
                    DeferredEncoder, checked_file, load_into, load_store_encoder,
-                   load_weights, read_run, save_state, save_weights, write_json)
+                   load_weights, pending, publish_pending, read_run, save_state, save_weights,
+                   write_json)
 
 log = logging.getLogger(__name__)
 
@@ -568,12 +569,14 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
             if not main:
                 return
             meta["seconds"] = seconds0 + time.perf_counter() - t_start
-            meta["checkpoints"][LAST_FILE] = save_weights(out / LAST_FILE, m.trainable_state_dict())
-            meta["checkpoints"][STATE_FILE] = save_state(out / STATE_FILE, {
+            # staged, committed by run.json, then published: a kill anywhere leaves a resumable run
+            meta["checkpoints"][LAST_FILE] = save_weights(pending(out / LAST_FILE), m.trainable_state_dict())
+            meta["checkpoints"][STATE_FILE] = save_state(pending(out / STATE_FILE), {
                 "step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "interval_losses": list(interval), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else []})
             write_json(out / RUN_JSON, meta)
+            publish_pending(out, meta)
 
         def validate() -> None:
             entry = {"step": step, "lr": sched.get_last_lr()[0],
@@ -588,7 +591,8 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
                 best = meta["best"]["val_accuracy"]
                 if best is None or acc > best:
                     meta["best"] = {"val_accuracy": acc, "val_ci": ci, "step": step}
-                    meta["checkpoints"][MODEL_FILE] = save_weights(out / MODEL_FILE, m.trainable_state_dict())
+                    meta["checkpoints"][MODEL_FILE] = save_weights(pending(out / MODEL_FILE),
+                                                                   m.trainable_state_dict())
                 shown["val"], shown["best"] = f"{acc:.1f}", f"{meta['best']['val_accuracy']:.1f}"
             meta["history"].append(entry)
 
@@ -624,7 +628,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
             bar.close()
         if step >= steps:
             if not validates:
-                meta["checkpoints"][MODEL_FILE] = save_weights(out / MODEL_FILE, m.trainable_state_dict())
+                meta["checkpoints"][MODEL_FILE] = save_weights(pending(out / MODEL_FILE), m.trainable_state_dict())
                 meta["notes"].append("no validation (--val-episodes 0): model.safetensors holds the final weights")
             checkpoint("complete")
     return _result_from_meta(out, meta)

@@ -354,3 +354,61 @@ def test_zeroshot_protocol_trains_on_train_classes_and_validates_on_unseen(tmp_p
         feed.step_loss(m, 0)
         feed.validate(m)
     assert set(seen[0]) == train_names and set(seen[1]) == val_names and set(seen[-1]) == train_names
+
+
+@pytest.mark.slow
+def test_kill_9_during_training_then_resume_equals_an_uninterrupted_run(motion_store, tmp_path):
+    """SIGKILL `clipcache train` at random moments (between or inside checkpoint writes), then
+    `--resume` to the end: the weights equal an uninterrupted run's, bit for bit."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    from helpers import ROOT, cli_env
+
+    def cmd(out, *extra):
+        return [sys.executable, "-m", "cli.main", "train", "--method", "ma_fsar", "--store", motion_store,
+                "--out", str(out), "--ways", "3", "--episodes", "40", "--val-episodes", "6", "--val-every", "2",
+                "--lr", "1e-3", "--seed", "3", "--opt", "ffn_dim=64", "--threads", "1", "--no-progress", *extra]
+
+    ref = subprocess.run(cmd(tmp_path / "ref"), cwd=ROOT, env=cli_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    run = tmp_path / "killed"
+    rng = np.random.default_rng(0)
+    kills = 0
+    def step_of(d) -> int:
+        try:
+            return json.loads((d / "run.json").read_text())["step"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return -1
+
+    for attempt in range(6):
+        start = step_of(run)
+        p = subprocess.Popen(cmd(run, *(["--resume"] if (run / "run.json").exists() else [])), cwd=ROOT,
+                             env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while p.poll() is None and step_of(run) <= start and time.time() < deadline:
+            time.sleep(0.005)  # until this attempt has written a new checkpoint
+        time.sleep(float(rng.uniform(0.0, 0.3)))  # then anywhere: mid-step, mid-checkpoint
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            kills += 1
+        p.wait(timeout=60)
+        if p.returncode == 0:
+            break
+        assert p.returncode == -signal.SIGKILL, p.stderr.read()
+    assert kills >= 2
+    done = subprocess.run(cmd(run, "--resume"), cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:  # the last attempt may have finished the run already
+        assert "complete" in done.stderr or "already" in done.stderr, done.stderr
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["step"] == 40
+    for name in ("model.safetensors", "last.safetensors"):
+        a, b = load_file(str(tmp_path / "ref" / name)), load_file(str(run / name))
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
