@@ -426,18 +426,18 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
         store = open_store(store_path, "a", shared=True)
     extractor = Extractor(enc, store, cfg)
     try:
-        summary = extractor.run(inputs.items, progress=progress and dist.is_main, dist=dist)
-    finally:
-        if not dist.is_main:
-            store.close()  # before rank 0 merges: HDF5 parts must be closed to be read
-    parts = dist.all_gather(summary)  # also the barrier: every rank has committed its videos
-    if dist.is_main:
         try:
+            summary = extractor.run(inputs.items, progress=progress and dist.is_main, dist=dist)
+        finally:
+            if not dist.is_main:
+                store.close()  # before rank 0 merges: HDF5 parts must be closed to be read
+        parts = dist.all_gather(summary)  # also the barrier: every rank has committed its videos
+        if dist.is_main:
             summary = _merge_summaries(parts)
             record_splits(store, inputs, extractor.keys_by_path)
             summary.notes.extend(inputs.notes)
             store.finalize()
-        finally:
-            store.close()
+    finally:
+        store.close()  # also on errors: the writer lock goes with it (closing twice is harmless)
     dist.barrier()
     return summary

@@ -24,6 +24,11 @@ class _Group(click.Group):
         except (ClipcacheError, StoreError) as err:
             click.echo(f"error: {err}", err=True)
             ctx.exit(2)
+        except OSError as err:  # the machine, not the input: disk full, permissions, a lost mount
+            where = f" ({err.filename})" if err.filename else ""
+            click.echo(f"error: {err.strerror or err}{where}; nothing committed was lost, re-run the "
+                       "command once it is fixed", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
