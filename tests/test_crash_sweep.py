@@ -98,3 +98,47 @@ def test_disk_full_is_one_line_and_exit_2(tiny_cfg, videos, tmp_path, monkeypatc
                            "--pretrained", "random", "--frames", "4", "--no-progress"])
     assert rc == 2 and err.startswith("error:") and "No space left on device" in err
     assert err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("where", ["copy", "publish"])
+def test_hdf5_crash_during_merge_loses_nothing(tmp_path, monkeypatch, where):
+    """A writer dying while it merges its part into STORE.h5 (copying, or at the rename that
+    publishes) leaves the old file or the parts, never a torn STORE.h5; the next writer
+    publishes everything and removes the stale temp file (reliability.md T9)."""
+    import numpy as np
+
+    import stores.hdf5_store as h5s
+
+    path = tmp_path / "s.h5"
+    attrs = {"cache_key": {"k": 1}}
+    with open_store(path, "a", attrs=attrs) as s:  # a published file with one entry
+        s.commit("videos", "k0", {"emb": np.zeros((1, 2, 3), np.float32)}, {})
+    published = path.read_bytes()
+    s = open_store(path, "a")
+    for i in range(1, 4):
+        s.commit("videos", f"k{i}", {"emb": np.full((1, 2, 3), i, np.float32)}, {})
+    with monkeypatch.context() as mp:
+        if where == "publish":
+            def crash(*a, **kw):
+                raise Crash("os.replace")
+
+            mp.setattr(h5s.os, "replace", crash)  # the merge's first rename is its publish
+        else:
+            def crash_copy(self, *a, **kw):
+                raise Crash("copy")
+
+            import h5py
+
+            mp.setattr(h5py.Group, "copy", crash_copy)
+        with pytest.raises(Crash):
+            s.close()
+    assert path.read_bytes() == published  # never torn: still the old file
+    with open_store(path) as r:  # readers already see the committed part entries
+        assert r.keys("videos") == ["k0", "k1", "k2", "k3"]
+        assert r.verify("videos") == (4, [])
+    with open_store(path, "a"):  # the next writer publishes them
+        pass
+    assert not list(tmp_path.glob("s.h5.tmp-*")) and not (tmp_path / "s.h5.parts").exists()
+    with open_store(path) as r:
+        assert r.keys("videos") == ["k0", "k1", "k2", "k3"]
+        assert float(r.read("videos", "k3")["emb"].max()) == 3.0
