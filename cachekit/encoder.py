@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Sequence
 
 
+from stores import file_sha256
+
 from .errors import InputError, ModelError, WeightsNotFound
 
 log = logging.getLogger(__name__)
@@ -72,14 +74,6 @@ class FrameOutputs:
     emb: "object"  # [F, D'] projected, not normalised
     cls: "object"  # [F, W] class token after ln_post, before the projection
     tokens: dict = field(default_factory=dict)  # {L: [F, N+1, W]} tokens entering block L
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _state_sha256(model) -> str:
@@ -392,7 +386,7 @@ def load_clip(cfg: EncoderConfig) -> FrozenCLIP:
             model = open_clip.create_model(create_name, force_quick_gelu=quick, **kwargs)
         except Exception as err:  # noqa: BLE001 - open_clip raises many types for bad files
             raise WeightsNotFound(f"cannot load {pre}: {str(err).splitlines()[0]}") from err
-        weights, sha = pre, sha256_file(files[0])
+        weights, sha = pre, file_sha256(files[0])
     elif Path(pre).suffix or os.sep in pre or Path(pre).exists():
         path = Path(pre)
         if not path.is_file():
@@ -407,7 +401,7 @@ def load_clip(cfg: EncoderConfig) -> FrozenCLIP:
             model = open_clip.create_model(name, pretrained=str(path), force_quick_gelu=quick, **kwargs)
         except Exception as err:  # noqa: BLE001
             raise WeightsNotFound(f"cannot load weights {pre} into {name}: {str(err).splitlines()[0]}") from err
-        weights, sha = str(path.name), sha256_file(path)
+        weights, sha = str(path.name), file_sha256(path)
     else:
         tags = open_clip.list_pretrained_tags_by_model(name)
         if pre not in tags:
@@ -428,7 +422,7 @@ def load_clip(cfg: EncoderConfig) -> FrozenCLIP:
         except Exception as err:  # noqa: BLE001
             raise WeightsNotFound(f"cannot load {name} '{pre}': {str(err).splitlines()[0]}; {WEIGHT_SOURCES_HELP}") from err
         cached = cached or _cached_tag_file(name, pre)
-        weights, sha = f"tag:{pre}", (sha256_file(cached) if cached else None)
+        weights, sha = f"tag:{pre}", (file_sha256(cached) if cached else None)
     if sha is None:
         sha = _state_sha256(model)
     tokenizer = open_clip.get_tokenizer(create_name if create_name.startswith("local-dir:") else name)

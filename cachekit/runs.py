@@ -26,7 +26,9 @@ from typing import Callable
 
 import numpy as np
 
-from .encoder import EncoderConfig, FrozenCLIP, ModelInfo, load_clip, sha256_file
+from stores import file_sha256
+
+from .encoder import EncoderConfig, FrozenCLIP, ModelInfo, load_clip
 from .errors import CacheKeyMismatch, RunError
 
 RUN_FORMAT = "clipcache-run"
@@ -75,7 +77,7 @@ def publish_pending(run_dir: str | os.PathLike, meta: dict) -> None:
     """
     for name, want in meta.get("checkpoints", {}).items():
         final, staged = Path(run_dir) / name, pending(Path(run_dir) / name)
-        if staged.is_file() and sha256_file(staged) == want:
+        if staged.is_file() and file_sha256(staged) == want:
             os.replace(staged, final)
 
 
@@ -86,7 +88,7 @@ def save_weights(path: str | os.PathLike, state: dict) -> str:
     path = Path(path)
     with _atomic(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
-    return sha256_file(path)
+    return file_sha256(path)
 
 
 def save_state(path: str | os.PathLike, state: dict) -> str:
@@ -96,7 +98,7 @@ def save_state(path: str | os.PathLike, state: dict) -> str:
     path = Path(path)
     with _atomic(path) as tmp:
         torch.save(state, tmp)
-    return sha256_file(path)
+    return file_sha256(path)
 
 
 def read_run(run_dir: str | os.PathLike) -> dict:
@@ -120,13 +122,13 @@ def checked_file(run_dir: str | os.PathLike, name: str, meta: dict) -> Path:
     path = Path(run_dir) / name
     want = meta.get("checkpoints", {}).get(name)
     staged = pending(path)
-    if want is not None and staged.is_file() and sha256_file(staged) == want:
+    if want is not None and staged.is_file() and file_sha256(staged) == want:
         os.replace(staged, path)  # a checkpoint committed in run.json but killed before publishing
     if want is None:
         raise RunError(f"run {run_dir} has no {name} recorded (training did not reach a checkpoint)")
     if not path.is_file():
         raise RunError(f"run {run_dir}: {name} is missing")
-    if sha256_file(path) != want:
+    if file_sha256(path) != want:
         raise RunError(f"run {run_dir}: {name} does not match the sha256 in {RUN_JSON} (altered or truncated)")
     return path
 

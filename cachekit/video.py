@@ -6,7 +6,6 @@ Only the sampled frames are decoded where the backend allows it. Frames come bac
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from stores import file_sha256
 
 from .errors import DecodeError, InputError
 
@@ -78,13 +79,9 @@ class DecodedVideo:
     backend: str
 
 
-def file_key(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def file_key(path: str | os.PathLike) -> str:
     """sha256 of the file's bytes: the video's identity in the store (same bytes, same video)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def _check_file(path: str) -> None:

@@ -16,6 +16,7 @@ from .base import (
     StoreNotFound,
     StoreReadOnly,
     array_sha256,
+    file_sha256,
 )
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "StoreNotFound",
     "StoreReadOnly",
     "array_sha256",
+    "file_sha256",
     "open_store",
     "store_exists",
 ]

@@ -59,6 +59,15 @@ def array_sha256(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     """Write ``path`` via a same-directory temp file and ``os.replace``: readers see old or new."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
-from .base import StoreError, StoreFormatError, StoreNotFound, WriteLock
+from .base import StoreError, StoreFormatError, StoreNotFound, WriteLock, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +293,7 @@ class PrototypeIndex:
             files = {}
             for p in sorted(tmp.rglob("*")):
                 if p.is_file():
-                    files[str(p.relative_to(tmp))] = {"size": p.stat().st_size, "sha256": _sha256(p)}
+                    files[str(p.relative_to(tmp))] = {"size": p.stat().st_size, "sha256": file_sha256(p)}
             doc = {
                 "format": INDEX_FORMAT,
                 "index": {"kind": self.kind, "dim": self.dim, "ntotal": len(self), "config": self.cfg.to_dict()},
@@ -361,14 +360,6 @@ def _single_thread(fn, *args):
 
 
 # --------------------------------------------------------------------------- directory publishing
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_file(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
