@@ -68,6 +68,15 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def fsync_path(path: str | os.PathLike) -> None:
+    """fsync a file or a directory (a directory: so that a rename inside it is durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     """Write ``path`` via a same-directory temp file and ``os.replace``: readers see old or new."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,11 +88,7 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
             os.fsync(f.fileno())
     os.replace(tmp, path)
     if durable:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(path.parent)
 
 
 class JsonDir:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
-from .base import StoreError, StoreFormatError, StoreNotFound, WriteLock, file_sha256
+from .base import StoreError, StoreFormatError, StoreNotFound, WriteLock, file_sha256, fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -367,24 +367,12 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(root: Path) -> None:
     for p in root.rglob("*"):
         if p.is_file():
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(p)
     for d in [root, *(p for p in root.rglob("*") if p.is_dir())]:
-        _fsync_dir(d)
+        fsync_path(d)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -497,7 +485,7 @@ def publish_dir(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
                 os.rename(path, old)
                 os.rename(tmp, path)
                 shutil.rmtree(old, ignore_errors=True)
-            _fsync_dir(path.parent)
+            fsync_path(path.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -30,6 +30,7 @@ from .base import (
     StoreNotFound,
     WriteLock,
     build_record,
+    fsync_path,
 )
 
 log = logging.getLogger(__name__)
@@ -267,11 +268,7 @@ class HDF5Store(FeatureStore):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self._file)
-        fd = os.open(self._file.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(self._file.parent)
         self._published = meta
         shutil.rmtree(self._work, ignore_errors=True)
 
