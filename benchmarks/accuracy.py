@@ -43,7 +43,7 @@ def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, 
         model: str | None = None, pretrained: str = "random", work: str | None = None, seed: int = 0) -> dict:
     from cachekit.demo import demo_model_config
     from cachekit.encoder import EncoderConfig
-    from cachekit.evaluate import evaluate
+    from cachekit.evaluate import EvalConfig, evaluate
     from cachekit.extract import ExtractConfig, extract
     from cachekit.inputs import collect_inputs
     from cachekit.synth import SynthConfig, synth_dataset
@@ -69,8 +69,8 @@ def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, 
         for protocol, rows in (("episodic", EPISODIC_ROWS), ("zeroshot", ZEROSHOT_ROWS)):
             for label, how in rows:
                 if how[0] == "eval":
-                    r = evaluate(store, protocol, method=how[1], metric=how[2], ways=5, shots=1,
-                                 episodes=episodes, seed=seed)
+                    r = evaluate(store, EvalConfig(protocol=protocol, method=how[1], metric=how[2], ways=5,
+                                                   shots=1, episodes=episodes, seed=seed))
                 else:
                     overrides = dict(how[2])
                     if "alpha" in overrides:  # MA-FSAR's text fusion: noise with random text, 0.25 on temporal data
@@ -81,7 +81,8 @@ def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, 
                             TrainConfig(protocol="zeroshot", epochs=5, batch_size=16, lr=1e-3, seed=seed))
                     train(store, run_dir, how[1], overrides, tcfg, resume=True, progress=False,
                           pretrained=None if pretrained == "random" else pretrained)
-                    r = evaluate(store, protocol, run_dir=run_dir, ways=5, shots=1, episodes=episodes, seed=seed)
+                    r = evaluate(store, EvalConfig(protocol=protocol, run_dir=run_dir, ways=5, shots=1,
+                                                   episodes=episodes, seed=seed))
                 results[protocol].setdefault(label, {})[ch] = [round(r.accuracy, 1), round(r.ci95, 1)]
         results.setdefault("seconds", {})[ch] = round(time.perf_counter() - t0, 1)
         results.setdefault("classes", len(syn.classes))

@@ -128,13 +128,13 @@ def _min2(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]
 def _time_end_to_end(store: str, metric: str, episodes: int, ways: int, batch_episodes: int, repeats: int,
                      seed: int) -> tuple[tuple[float, float], float]:
     """Best (wall, cpu) seconds of evaluate() from the store path, and the accuracy it gave."""
-    from cachekit.evaluate import evaluate
+    from cachekit.evaluate import EvalConfig, evaluate
 
     best, acc = (float("inf"), float("inf")), float("nan")
     for _ in range(repeats):
         tic, cpu = time.perf_counter(), time.process_time()
-        r = evaluate(store, "episodic", method="proto", metric=metric, ways=ways, shots=1, queries=1,
-                     episodes=episodes, seed=seed, batch_episodes=batch_episodes)
+        r = evaluate(store, EvalConfig(protocol="episodic", method="proto", metric=metric, ways=ways, shots=1,
+                                       queries=1, episodes=episodes, seed=seed, batch_episodes=batch_episodes))
         best = _min2(best, (time.perf_counter() - tic, time.process_time() - cpu))
         acc = r.accuracy
     return best, acc

@@ -47,7 +47,7 @@ def demo_model_config() -> str:
 
 def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult:
     from .encoder import EncoderConfig
-    from .evaluate import evaluate
+    from .evaluate import EvalConfig, evaluate
     from .extract import ExtractConfig, extract
     from .inputs import collect_inputs
     from .prototypes import IndexBuildConfig, build_index
@@ -114,12 +114,12 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
 
     t = time.perf_counter()
     report_dir = out / "eval"
-    base = evaluate(store, "episodic", method="proto", metric="otam", ways=5, shots=1,
-                    episodes=cfg.eval_episodes, seed=cfg.seed, out_dir=report_dir / "proto_otam")
-    mean = evaluate(store, "episodic", method="proto", metric="mean", ways=5, shots=1,
-                    episodes=cfg.eval_episodes, seed=cfg.seed, out_dir=report_dir / "proto_mean")
-    trained = evaluate(store, "episodic", run_dir=run_cache, ways=5, shots=1, episodes=cfg.eval_episodes,
-                       seed=cfg.seed, out_dir=report_dir / "ma_fsar")
+    base = evaluate(store, EvalConfig(protocol="episodic", method="proto", metric="otam", ways=5, shots=1,
+                                      episodes=cfg.eval_episodes, seed=cfg.seed, out_dir=report_dir / "proto_otam"))
+    mean = evaluate(store, EvalConfig(protocol="episodic", method="proto", metric="mean", ways=5, shots=1,
+                                      episodes=cfg.eval_episodes, seed=cfg.seed, out_dir=report_dir / "proto_mean"))
+    trained = evaluate(store, EvalConfig(protocol="episodic", run_dir=run_cache, ways=5, shots=1,
+                                         episodes=cfg.eval_episodes, seed=cfg.seed, out_dir=report_dir / "ma_fsar"))
     row = res.add("evaluate", time.perf_counter() - t, output=str(report_dir),
                   proto_mean=[mean.accuracy, mean.ci95], proto_otam=[base.accuracy, base.ci95],
                   ma_fsar=[trained.accuracy, trained.ci95])

@@ -436,6 +436,44 @@ def accuracy_ci(per_item_correct: np.ndarray) -> tuple[float, float]:
     return mean, half
 
 
+def video_ci(per_item_correct: np.ndarray, item_videos: np.ndarray) -> float:
+    """95 % half-width (percent) of the mean accuracy when items share test videos.
+
+    ``per_item_correct`` [E]: accuracy of each episode (or test video) in [0, 1];
+    ``item_videos`` [E, M]: the videos each item reads (support and query; distinct within an
+    item). The episode interval ``1.96 s / sqrt(E)`` treats E episodes as independent, but
+    10,000 episodes drawn from a few hundred videos re-use every video many times, and a hard
+    video lowers every episode it is in.
+
+    This is the video-level bootstrap in closed form. Resample the test videos with Poisson(1)
+    weights ``w_v`` and re-score the same episodes restricted to them, an episode weighted
+    by how often its videos were drawn, to first order ``1 + sum_{v in e} (w_v - 1)`` (the exact
+    product of multiplicities keeps about ``(1 - 1/e)^M`` of the episodes, 1 % at M = 10, and its
+    spread then measures how few episodes survive, not how the videos vary). The bootstrap
+    variance of that weighted mean is ``sum_v psi_v^2`` with ``psi_v = sum_{e ∋ v} r_e / E``,
+    ``r_e = a_e - mean``; it counts each episode's own noise ``M_e`` times, once per video, so
+    ``(M_e - 1) r_e^2 / E^2`` is taken off. What is left is
+    ``[sum_e r_e^2 + sum_v sum_{e != e', both ∋ v} r_e r_e'] / E^2``: the episode variance plus
+    the covariance of every pair of episodes that share a video (a cluster-robust variance
+    with videos as overlapping clusters; pairs sharing two videos count twice, erring wide).
+    With no video re-used it equals the episode interval; with items of one video each (all-way,
+    zero-shot) it is the ordinary per-video interval.
+    """
+    x = np.asarray(per_item_correct, dtype=np.float64)
+    vids = np.asarray(item_videos, dtype=np.int64)
+    if x.ndim != 1 or x.size == 0:
+        raise InputError(f"per-item accuracy must be a non-empty [E] array, got shape {x.shape}")
+    vids = vids.reshape(x.size, -1)  # [E, M]
+    e_n, m = vids.shape
+    r = x - x.mean()  # [E]
+    _, inverse = np.unique(vids.ravel(), return_inverse=True)
+    psi = np.bincount(inverse, weights=np.repeat(r, m)) / e_n  # [videos]
+    var = float((psi ** 2).sum()) - (m - 1) * float((r ** 2).sum()) / e_n ** 2
+    if e_n > 1:
+        var *= e_n / (e_n - 1)  # the same small-sample factor as the sample std of the episode interval
+    return 100.0 * 1.96 * math.sqrt(max(var, 0.0))
+
+
 def harmonic_mean(a: float, b: float) -> float:
     """``2ab / (a + b)`` (base/novel HM); 0 when both are 0."""
     if a < 0 or b < 0:
@@ -452,5 +490,6 @@ __all__ = [
     "allway_kshot",
     "base_novel_split",
     "accuracy_ci",
+    "video_ci",
     "harmonic_mean",
 ]

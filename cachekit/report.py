@@ -34,7 +34,11 @@ class EvalResult:
     queries: int | None
     episodes: int
     accuracy: float
-    ci95: float
+    ci95: float  # episode interval 1.96 s / sqrt(E), the papers' (per video for all-way / zero-shot)
+    video_ci95: float | None = None  # video-level interval (episodes.video_ci): test videos resampled
+    videos: int | None = None  # distinct test videos behind the number
+    classes: int | None = None  # distinct test classes behind the number
+    overlap: str | None = None  # set when --allow-overlap let training or selection data be evaluated
     per_class: dict[str, float] = field(default_factory=dict)  # class name -> accuracy percent
     confusion: np.ndarray | None = None  # [C, C] counts, rows = true class
     class_names: list[str] = field(default_factory=list)  # [C], order of confusion rows
@@ -106,10 +110,14 @@ def markdown_table(results: Sequence[EvalResult]) -> str:
         return "_no results_\n"
     protocols = list(dict.fromkeys(r.protocol for r in results))
     with_extra = any(r.extra for r in results)
-    head = ["#", "protocol", "method", "metric", "ways", "shots", "episodes", "accuracy"]
+    head = ["#", "protocol", "method", "metric", "ways", "shots", "episodes", "videos", "classes", "accuracy",
+            "± episode CI", "± video CI"]
     if with_extra:
         head.append("extra")
     lines: list[str] = []
+    overlaps = list(dict.fromkeys(r.overlap for r in results if r.overlap))
+    if overlaps:
+        lines += ["**NOT A HELD-OUT RESULT (--allow-overlap):** " + "; ".join(overlaps), ""]
     if len(protocols) > 1:
         lines += ["Numbers from different protocols are not comparable.", ""]
     for proto in protocols:
@@ -127,7 +135,11 @@ def markdown_table(results: Sequence[EvalResult]) -> str:
                 _cell(r.ways),
                 _cell(r.shots),
                 _cell(r.episodes),
-                f"{r.accuracy:.2f} ± {r.ci95:.2f}",
+                _cell(r.videos),
+                _cell(r.classes),
+                f"{r.accuracy:.2f}",
+                f"{r.ci95:.2f}",
+                _cell(r.video_ci95),
             ]
             if with_extra:
                 row.append(_cell(_extra_text(r.extra)) if r.extra else "")

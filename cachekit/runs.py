@@ -8,7 +8,8 @@ A run directory holds::
     model.safetensors   the selected (best on validation) ``method.trainable_state_dict()``
     last.safetensors    the latest weights, with
     resume.pt           optimiser, scheduler and RNG state (for ``train --resume``)
-    splits.json         the videos of each split, when the trainer made the split itself
+    splits.json         the resolved split (cachekit.protocols): the videos (by key) and classes that
+                        trained, selected the checkpoint and test
 
 :func:`load_run` rebuilds the method from ``run.json`` and ``model.safetensors``, refusing a store
 whose cache key differs and any checkpoint whose hash does not match ``run.json``.
@@ -23,8 +24,6 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
-
-import numpy as np
 
 from stores import file_sha256
 
@@ -154,19 +153,6 @@ def check_cache_key(meta: dict, cache_key: dict, run_dir: str | os.PathLike = "r
             f"run {run_dir} was trained on a store with a different cache key ({', '.join(diff)}); "
             "use the store it was trained on, or train again on this one"
         )
-
-
-def load_splits(run_dir: str | os.PathLike, video_keys: list[str]) -> dict[str, np.ndarray]:
-    """The run's own splits (``splits.json``) as indices into ``video_keys``; {} if it used the store's."""
-    path = Path(run_dir) / SPLITS_FILE
-    if not path.is_file():
-        return {}
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    pos = {k: i for i, k in enumerate(video_keys)}
-    missing = sorted({k for keys in doc["splits"].values() for k in keys if k not in pos})
-    if missing:
-        raise CacheKeyMismatch(f"{path} names {len(missing)} videos this store does not hold (e.g. {missing[0]})")
-    return {name: np.array(sorted(pos[k] for k in keys), dtype=np.int64) for name, keys in doc["splits"].items()}
 
 
 # --------------------------------------------------------------------------- encoder

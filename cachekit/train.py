@@ -1,17 +1,21 @@
 """The generic trainer: any method, trained from a feature cache under one protocol.
 
-The trainer knows protocols, never method names. Episodic training draws N-way K-shot episodes
-from the training split and calls ``method.episode_loss``; all-way training draws mini-batches of
-training videos and calls ``method.video_loss`` against the text of every class. Both use AdamW
-(weight decay on matrices only) with a linear warm-up and a cosine schedule, validate on the
-validation split only (never test), keep the best weights in ``model.safetensors`` and the latest
-in ``last.safetensors`` + ``resume.pt``, and describe the run in ``run.json`` (:mod:`.runs`).
+The trainer knows protocols, never method names. Each protocol module
+(:data:`cachekit.protocols.PROTOCOLS`) says which videos and classes train, which select the
+checkpoint and which test (:meth:`~cachekit.protocols.base.Protocol.plan`), and gives the
+training feed: episodic training draws N-way K-shot episodes from the training classes and calls
+``method.episode_loss``; the all-way, zero-shot and base-to-novel feeds draw mini-batches of
+training videos and call ``method.video_loss`` against the text of the *training* classes only
+(no other class's text or name is read). All use AdamW (weight decay on matrices only) with a
+linear warm-up and a cosine schedule, select on the selection videos only (never test), keep the
+best weights in ``model.safetensors`` and the latest in ``last.safetensors`` + ``resume.pt``, and
+describe the run in ``run.json`` (:mod:`.runs`). ``splits.json`` records the resolved split by
+video key and class, so that ``eval --run`` scores the run on its own test split and refuses
+evaluation sets it trained or selected on.
 
-Splits come from the store's split files (``FeatureCache.splits()``). A store without them gets a
-seeded split that the run records in ``splits.json`` and its notes: class-disjoint for episodic
-training, per-class over videos for all-way. A run is deterministic given its seed: episode ``i``
-and batch ``j`` are functions of (seed, i / j), and the torch RNG (dropout, template draws) is
-saved with each checkpoint, so ``resume`` continues to the same weights a straight run reaches.
+A run is deterministic given its seed: episode ``i`` and batch ``j`` are functions of (seed,
+i / j), and the torch RNG (dropout, template draws) is saved with each checkpoint, so ``resume``
+continues to the same weights a straight run reaches.
 
 A method whose ``needs.backbone`` is set is given the frozen encoder of the store's cache key;
 every other method gets a :class:`~cachekit.runs.DeferredEncoder` that is never loaded.
@@ -39,6 +43,8 @@ import numpy as np
 
 from .errors import ClipcacheError, InputError, ModelError, RunError
 from .distributed import dist_from_env
+from .protocols import get_protocol, natural_protocol
+from .protocols.base import training_data
 from .runs import (LAST_FILE, MODEL_FILE, RUN_FORMAT, RUN_JSON, RUN_VERSION, SPLITS_FILE, STATE_FILE,
                    DeferredEncoder, checked_file, load_into, load_store_encoder,
                    load_weights, pending, publish_pending, read_run, save_state, save_weights,
@@ -52,9 +58,10 @@ class TrainConfig:
     """How to train; saved, resolved, in ``run.json``.
 
     protocol: "episodic" (N-way K-shot episodes, ``episode_loss``), "allway" (mini-batches over
-        every class, ``video_loss``) or "zeroshot" (all-way mini-batches over the training
-        classes' text only, validated on the unseen val classes: class-disjoint splits, as EZ-CLIP
-        and EV-CLIP train for zero-shot transfer).
+        the training classes, ``video_loss``), "zeroshot" (the same, validated on classes held
+        out of training: class-disjoint splits, as EZ-CLIP and EV-CLIP train for zero-shot
+        transfer) or "base2novel" (base classes only; novel names first appear at evaluation).
+        None: the method's natural protocol (:func:`cachekit.protocols.natural_protocol`).
     ways, shots, queries: episodic W, K and training queries per class (CLIP-FSAR trains with
         5). ``shots`` for all-way: K training videos per class (0: every training video).
         Default: 1 episodic, 0 all-way.
@@ -68,7 +75,7 @@ class TrainConfig:
         validation, the final weights are the model.
     """
 
-    protocol: Literal["episodic", "allway", "zeroshot"] = "episodic"
+    protocol: Literal["episodic", "allway", "zeroshot", "base2novel"] | None = None
     ways: int = 5
     shots: int | None = None
     queries: int = 5
@@ -87,276 +94,22 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        if self.protocol not in ("episodic", "allway", "zeroshot"):
-            raise InputError(f"--protocol must be episodic, allway or zeroshot, not {self.protocol!r}")
-        if self.shots is None:
+        if self.protocol not in (None, "episodic", "allway", "zeroshot", "base2novel"):
+            raise InputError(f"--protocol must be episodic, allway, zeroshot or base2novel, not {self.protocol!r}")
+        if self.shots is None and self.protocol is not None:
             object.__setattr__(self, "shots", 1 if self.protocol == "episodic" else 0)
         low = {"ways": 1, "shots": 1 if self.protocol == "episodic" else 0, "queries": 1, "episodes": 1,
                "episodes_per_step": 1, "epochs": 1, "batch_size": 1, "val_every": 0, "val_episodes": 0,
                "val_queries": 1, "seed": 0}
         for name, least in low.items():
             value = getattr(self, name)
+            if name == "shots" and value is None:
+                continue  # resolved with the protocol
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise InputError(f"--{name.replace('_', '-')} must be an integer >= {least}, got {value!r}")
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.warmup < 1 or self.grad_clip < 0:
             raise InputError(f"need lr > 0, weight decay >= 0, 0 <= warmup < 1, grad clip >= 0; got "
                              f"{self.lr}, {self.weight_decay}, {self.warmup}, {self.grad_clip}")
-
-
-# --------------------------------------------------------------------------- splits
-@dataclass
-class SplitPlan:
-    """Video indices per split; ``generated``: made here (saved to ``splits.json``)."""
-
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-    source: str
-    generated: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    def summary(self, labels: np.ndarray) -> dict:
-        out = {"source": self.source, "file": SPLITS_FILE if self.generated else None}
-        for name in ("train", "val", "test"):
-            idx = getattr(self, name)
-            out[name] = {"videos": int(idx.size), "classes": int(np.unique(labels[idx]).size)}
-        return out
-
-
-def _rng(*keys: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(keys))
-
-
-def _split_classes(labels: np.ndarray, pool: np.ndarray, fractions: tuple[float, float], seed: int,
-                   least: int = 1):
-    """Seeded class-disjoint split of ``pool`` into (train, val, test) by fractions (val, test).
-
-    Val (and test, when its fraction is > 0) get at least ``least`` classes (the episode ways)
-    where the class count allows, so that validation episodes can be drawn.
-    """
-    classes = np.unique(labels[pool])
-    n = classes.size
-    n_val = round(fractions[0] * n)
-    n_test = round(fractions[1] * n)
-    held = 2 if fractions[1] > 0 else 1
-    if n - held * least >= 1:
-        n_val, n_test = max(n_val, least), (max(n_test, least) if fractions[1] > 0 else 0)
-    n_val = max(n_val, 1)
-    if n - n_val - n_test < 1:
-        raise InputError(f"cannot split {n} classes into train/val{'/test' if fractions[1] else ''} "
-                         "class-disjointly; give the store split files")
-    perm = _rng(seed, 0x5917).permutation(classes)
-    val_c, test_c = perm[:n_val], perm[n_val:n_val + n_test]
-    lab = labels[pool]
-    return (np.sort(pool[~np.isin(lab, np.concatenate([val_c, test_c]))]),
-            np.sort(pool[np.isin(lab, val_c)]), np.sort(pool[np.isin(lab, test_c)]))
-
-
-def _split_videos(labels: np.ndarray, pool: np.ndarray, fractions: tuple[float, float], seed: int):
-    """Seeded per-class split of ``pool``'s videos into (train, val, test); train keeps >= 1 per class."""
-    parts: tuple[list, list, list] = ([], [], [])
-    for c in np.unique(labels[pool]):
-        vids = _rng(seed, 0x5918, int(c)).permutation(pool[labels[pool] == c])
-        n = vids.size
-        n_val = min(n - 1, max(1 if n >= 2 else 0, round(fractions[0] * n)))
-        n_test = min(n - 1 - n_val, round(fractions[1] * n))
-        parts[1].append(vids[:n_val])
-        parts[2].append(vids[n_val:n_val + n_test])
-        parts[0].append(vids[n_val + n_test:])
-    return tuple(np.sort(np.concatenate(p)).astype(np.int64) if p else np.zeros(0, np.int64) for p in parts)
-
-
-def plan_splits(cache, cfg: TrainConfig) -> SplitPlan:
-    """Train / val / test videos for ``cfg.protocol`` from the store's split files, else seeded."""
-    from .episodes import allway_kshot
-
-    labels = cache.labels
-    labelled = np.flatnonzero(labels >= 0)
-    if labelled.size == 0:
-        raise InputError(f"store {cache.store.path} holds no labelled videos; training needs class labels")
-    store = cache.splits()
-    empty = np.zeros(0, np.int64)
-    notes: list[str] = []
-    def labelled_in(name: str) -> np.ndarray:
-        idx = store[name].indices if name in store else empty
-        return idx[labels[idx] >= 0]
-
-    if "train" in store:
-        plan = SplitPlan(labelled_in("train"), labelled_in("val"), labelled_in("test"),
-                         f"store split files ({', '.join(sorted(store))})", False, notes)
-    elif cfg.protocol in ("episodic", "zeroshot"):
-        tr, va, te = _split_classes(labels, labelled, (0.2, 0.2), cfg.seed, cfg.ways)
-        plan = SplitPlan(tr, va, te, "generated", True, notes)
-        notes.append(f"the store has no split files: made a seeded class-disjoint split (seed {cfg.seed}) of its "
-                     f"classes: {np.unique(labels[tr]).size} train, {np.unique(labels[va]).size} val, "
-                     f"{np.unique(labels[te]).size} test (saved in {SPLITS_FILE})")
-    else:
-        tr, va, te = _split_videos(labels, labelled, (0.2, 0.2), cfg.seed)
-        plan = SplitPlan(tr, va, te, "generated", True, notes)
-        notes.append(f"the store has no split files: split every class's videos 60/20/20 into train/val/test "
-                     f"(seed {cfg.seed}; saved in {SPLITS_FILE})")
-    if plan.train.size == 0:
-        raise InputError(f"split 'train' of {cache.store.path} has no labelled videos")
-    train_classes = set(np.unique(labels[plan.train]).tolist())
-    if cfg.protocol in ("episodic", "zeroshot"):
-        if plan.val.size == 0:
-            plan.train, plan.val, _ = _split_classes(labels, plan.train, (0.2, 0.0), cfg.seed, cfg.ways)
-            plan.generated = True
-            notes.append(f"no val split: held out {np.unique(labels[plan.val]).size} of the training classes "
-                         f"for validation (seed {cfg.seed}; saved in {SPLITS_FILE})")
-        shared = np.intersect1d(labels[plan.train], labels[plan.val]).size
-        if shared:
-            notes.append(f"val shares {shared} classes with train: validation episodes are not class-disjoint")
-        return plan
-    unseen = set(np.unique(labels[plan.test]).tolist()) - train_classes
-    if unseen:
-        raise InputError(
-            f"the all-way protocol tests on the training classes, but {len(unseen)} test classes have no "
-            "training videos (class-disjoint split files are for --protocol episodic)"
-        )
-    rest = empty
-    if cfg.shots:
-        chosen = allway_kshot(labels, plan.train, cfg.shots, cfg.seed, "train")
-        rest = np.setdiff1d(plan.train, chosen)
-        plan.train = chosen
-        notes.append(f"all-way {cfg.shots}-shot training list drawn from split 'train' (seed {cfg.seed})")
-    if plan.val.size == 0 or set(np.unique(labels[plan.val]).tolist()) - train_classes:
-        plan.generated = True
-        if rest.size:
-            plan.val = rest
-            notes.append("validation on the split-'train' videos left out of the K-shot list")
-        else:
-            plan.train, plan.val, _ = _split_videos(labels, plan.train, (0.2, 0.0), cfg.seed)
-            notes.append(f"no val split over the training classes: held out 20% of each class's training "
-                         f"videos for validation (seed {cfg.seed})")
-    return plan
-
-
-# --------------------------------------------------------------------------- protocols
-class _Episodic:
-    """Episodic training feed and validation (protocols.md §2)."""
-
-    def __init__(self, data, labels: np.ndarray, plan: SplitPlan, cfg: TrainConfig):
-        from .episodes import EpisodeSampler
-
-        self.data, self.cfg = data, cfg
-        self.sampler = EpisodeSampler(labels, plan.train, cfg.ways, cfg.shots, cfg.queries, cfg.seed, "train")
-        self.val_specs = []
-        if cfg.val_episodes:
-            val = EpisodeSampler(labels, plan.val, cfg.ways, cfg.shots, cfg.val_queries, cfg.seed, "val")
-            self.val_specs = val.sample(cfg.val_episodes)
-        self.steps = math.ceil(cfg.episodes / cfg.episodes_per_step)
-        self.steps_per_epoch = self.steps
-        self.notes = self.sampler.notes
-
-    def first(self, method):
-        return method.episode_logits(self.data.episode(self.sampler.episode(0)))
-
-    def step_loss(self, method, step: int) -> float:
-        """Forward and backward one optimiser step's episodes; returns the mean loss."""
-        k = self.cfg.episodes_per_step
-        ids = [i for i in range(step * k, (step + 1) * k) if i < self.cfg.episodes]
-        rng = _rng(self.cfg.seed, step)
-        total = 0.0
-        for i in ids:
-            ep = self.data.episode(self.sampler.episode(i), view=None, rng=rng)
-            loss, _ = method.episode_loss(ep)
-            (loss / len(ids)).backward()
-            total += float(loss.detach())
-        return total / len(ids)
-
-    def validate(self, method) -> tuple[float, float]:
-        from .episodes import accuracy_ci
-
-        per = []
-        for spec in self.val_specs:
-            ep = self.data.episode(spec)
-            per.append(float((method.episode_logits(ep).argmax(-1) == ep.query_labels).float().mean()))
-        return accuracy_ci(np.array(per))
-
-
-class _AllWay:
-    """All-way mini-batch training feed and validation (protocols.md §3)."""
-
-    def __init__(self, data, labels: np.ndarray, plan: SplitPlan, cfg: TrainConfig):
-        self.data, self.cfg = data, cfg
-        self.train_idx, self.val_idx = plan.train, plan.val if cfg.val_episodes else np.zeros(0, np.int64)
-        self.steps_per_epoch = math.ceil(plan.train.size / cfg.batch_size)
-        self.steps = cfg.epochs * self.steps_per_epoch
-        self.notes: list[str] = []
-
-    def first(self, method):
-        return method.video_logits(self.data.batch(self.train_idx[: self.cfg.batch_size]), self.data.text)
-
-    def step_loss(self, method, step: int) -> float:
-        epoch, i = divmod(step, self.steps_per_epoch)
-        order = _rng(self.cfg.seed, 0xA11, epoch).permutation(self.train_idx)
-        idx = order[i * self.cfg.batch_size:(i + 1) * self.cfg.batch_size]
-        batch = self.data.batch(idx, view=None, rng=_rng(self.cfg.seed, step))
-        loss, _ = method.video_loss(batch, self.data.text)
-        loss.backward()
-        return float(loss.detach())
-
-    def validate(self, method) -> tuple[float, float]:
-        from .episodes import accuracy_ci
-
-        correct = []
-        for i in range(0, self.val_idx.size, self.cfg.batch_size):
-            batch = self.data.batch(self.val_idx[i:i + self.cfg.batch_size])
-            hit = method.video_logits(batch, self.data.text).argmax(-1) == batch.labels
-            correct.append(hit.float().cpu().numpy())
-        return accuracy_ci(np.concatenate(correct))
-
-
-class _ZeroShot(_AllWay):
-    """All-way training over the training classes only, zero-shot validation on the val classes.
-
-    Labels and text rows are restricted to one class set at a time, and the method is told the
-    names behind the rows (``bind_classes``) whenever the set changes.
-    """
-
-    def __init__(self, data, labels: np.ndarray, plan: SplitPlan, cfg: TrainConfig):
-        super().__init__(data, labels, plan, cfg)
-        self.names = list(data.cache.classes)
-        self.train_classes = np.unique(labels[plan.train])
-        self.val_classes = np.unique(labels[self.val_idx]) if self.val_idx.size else self.train_classes
-        self.notes.append(f"zero-shot training: {self.train_classes.size} training classes' text; validation on "
-                          f"{self.val_classes.size} unseen classes")
-
-    def _use(self, method, classes: np.ndarray):
-        import torch
-
-        method.bind_classes([self.names[i] for i in classes])
-        remap = torch.full((len(self.names),), -1, dtype=torch.long)
-        remap[torch.from_numpy(classes)] = torch.arange(classes.size)
-        return self.data.text[torch.from_numpy(classes).to(self.data.text.device)], remap
-
-    def first(self, method):
-        text, _ = self._use(method, self.train_classes)
-        return method.video_logits(self.data.batch(self.train_idx[: self.cfg.batch_size]), text)
-
-    def step_loss(self, method, step: int) -> float:
-        text, remap = self._use(method, self.train_classes)
-        epoch, i = divmod(step, self.steps_per_epoch)
-        order = _rng(self.cfg.seed, 0xA11, epoch).permutation(self.train_idx)
-        idx = order[i * self.cfg.batch_size:(i + 1) * self.cfg.batch_size]
-        batch = self.data.batch(idx, view=None, rng=_rng(self.cfg.seed, step))
-        batch.labels = remap.to(batch.labels.device)[batch.labels]
-        loss, _ = method.video_loss(batch, text)
-        loss.backward()
-        return float(loss.detach())
-
-    def validate(self, method) -> tuple[float, float]:
-        from .episodes import accuracy_ci
-
-        text, remap = self._use(method, self.val_classes)
-        correct = []
-        for i in range(0, self.val_idx.size, self.cfg.batch_size):
-            batch = self.data.batch(self.val_idx[i:i + self.cfg.batch_size])
-            hit = method.video_logits(batch, text).argmax(-1).cpu() == remap[batch.labels.cpu()]
-            correct.append(hit.float().numpy())
-        self._use(method, self.train_classes)
-        return accuracy_ci(np.concatenate(correct))
 
 
 # --------------------------------------------------------------------------- trainer
@@ -372,6 +125,8 @@ class TrainResult:
     seconds: float
     history: list[dict]
     notes: list[str]
+    protocol: str = ""  # the protocol the run trained under (resolved from the method when not given)
+    split: dict = field(default_factory=dict)  # videos and classes per part (run.json "splits")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -450,7 +205,8 @@ def _same_run(old: dict, new: dict, out: Path) -> None:
 def train(store: str, out: str, method: str, overrides: dict | None = None, cfg: TrainConfig | None = None,
           *, resume: bool = False, pretrained: str | None = None, progress: bool = True,
           stop_after: int | None = None, threads: int = 0) -> TrainResult:
-    """Train ``method`` (name in ``METHODS``, Config ``overrides``) on ``store`` into run directory ``out``.
+    """Train ``method`` (name in ``METHODS``, Config ``overrides``) on ``store`` (a path, or an open
+    read-only ``FeatureStore``) into run directory ``out``.
 
     ``resume``: continue the run in ``out`` from its last checkpoint (same options required).
     ``pretrained``: weights of the store's encoder, for methods that run the backbone when the
@@ -461,7 +217,6 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
     import torch
     from tqdm import tqdm
 
-    from .batches import CacheData
     from .cache import FeatureCache
     from .encoder import pick_device
     from .methods import make_config, method_module
@@ -480,17 +235,22 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
     main = dist.is_main  # only rank 0 writes the run directory
     with _torch_threads(threads), FeatureCache(store) as cache:
         key, info, frames = cache.key, cache.model_info, cache.frames
-        plan = plan_splits(cache, cfg)
-        notes = list(plan.notes)
-        if str(key.get("weights", "")).startswith("random:"):
-            notes.append("the store's encoder has RANDOM weights: accuracies carry no CLIP knowledge")
         torch.manual_seed(cfg.seed)
         backbone = DeferredEncoder(lambda: load_store_encoder(key, pretrained, str(device)))
         m = mod.build(mcfg, info, frames, backbone)
-        m.bind_classes(list(cache.classes))
-        if (cfg.protocol if cfg.protocol != "zeroshot" else "allway") not in m.protocols:
+        notes = []
+        if cfg.protocol is None:
+            cfg = dataclasses.replace(cfg, protocol=natural_protocol(m, cache))
+            notes.append(f"protocol {cfg.protocol}: the natural protocol of {method} on this store "
+                         f"({method} trains under {', '.join(m.protocols)})")
+        if cfg.protocol not in m.protocols:
             raise InputError(f"method {method} trains under {' and '.join(m.protocols) or 'no protocol'}, "
                              f"not --protocol {cfg.protocol}")
+        proto = get_protocol(cfg.protocol)
+        plan = proto.plan(cache, cfg)
+        notes += plan.notes
+        if str(key.get("weights", "")).startswith("random:"):
+            notes.append("the store's encoder has RANDOM weights: accuracies carry no CLIP knowledge")
         if dist.world > 1 and not m.needs.backbone:
             log.warning("%s trains from the cache, fast enough on one process: rank 0 trains, the other "
                         "%d ranks have nothing to do", method, dist.world - 1)
@@ -505,9 +265,10 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         if m.needs.backbone:
             backbone.load()
         needs = dataclasses.replace(m.needs, text=True) if cfg.protocol != "episodic" else m.needs
-        data = CacheData(cache, needs, device, encoder=backbone if needs.pixels else None)
-        feed = {"episodic": _Episodic, "allway": _AllWay, "zeroshot": _ZeroShot}[cfg.protocol](
-            data, cache.labels, plan, cfg)
+        # text rows of the training and selection classes only: no test class's text is ever read
+        known = np.union1d(plan.classes(cache.labels, "train"), plan.classes(cache.labels, "val"))
+        data = training_data(cache, needs, device, known, encoder=backbone if needs.pixels else None)
+        feed = proto.feed(data, cache.labels, plan, cfg)
         notes += feed.notes
         steps = feed.steps
         val_every = cfg.val_every or (feed.steps_per_epoch if cfg.protocol != "episodic" else max(1, steps // 10))
@@ -528,9 +289,8 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         if old is not None:
             _same_run(old, meta, out)
         out.mkdir(parents=True, exist_ok=True)
-        if main and plan.generated and not (out / SPLITS_FILE).is_file():
-            write_json(out / SPLITS_FILE, {"source": plan.source, "seed": cfg.seed, "splits": {
-                name: [cache.video_keys[i] for i in getattr(plan, name)] for name in ("train", "val", "test")}})
+        if main and not (out / SPLITS_FILE).is_file():
+            write_json(out / SPLITS_FILE, plan.record(cache))
 
         state = None
         if old is not None and LAST_FILE in old.get("checkpoints", {}):
@@ -655,7 +415,8 @@ def _result_from_meta(out: Path, meta: dict) -> TrainResult:
     return TrainResult(run_dir=str(out), status=meta["status"], step=meta["step"], steps=meta["train"]["steps"],
                        best_val_accuracy=meta["best"]["val_accuracy"], best_step=meta["best"]["step"],
                        trainable_params=meta["method"]["trainable_params"], seconds=meta["seconds"],
-                       history=meta["history"], notes=meta["notes"])
+                       history=meta["history"], notes=meta["notes"],
+                       protocol=meta["train"]["config"]["protocol"], split=meta.get("splits", {}))
 
 
 # --------------------------------------------------------------------------- options

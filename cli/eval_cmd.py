@@ -54,7 +54,12 @@ def _line(r) -> str:
     else:
         what = f"{len(r.class_names)} classes"
     unit = "episodes" if r.protocol == "episodic" else "videos"
-    text = f"{r.method} [{r.protocol}, {what}, {r.metric}]: {r.accuracy:.2f} ± {r.ci95:.2f} % (95% CI) over {r.episodes:,} {unit}"
+    text = (f"{r.method} [{r.protocol}, {what}, {r.metric}]: {r.accuracy:.2f} ± {r.ci95:.2f} % (95% CI over "
+            f"{r.episodes:,} {unit})")
+    if r.video_ci95 is not None and r.protocol == "episodic":
+        text += f", ± {r.video_ci95:.2f} (95% CI, test videos resampled)"
+    if r.videos is not None:
+        text += f"; {r.videos:,} distinct test videos, {r.classes:,} classes"
     if r.protocol == "base2novel":
         x = r.extra
         text += f"; base {x['base']:.2f} ± {x['base_ci95']:.2f}, novel {x['novel']:.2f} ± {x['novel_ci95']:.2f}, HM {x['hm']:.2f}"
@@ -85,15 +90,18 @@ def _line(r) -> str:
 @click.option("--episodes-file", default=None, help="Re-use the episodes of an earlier --out (episodes.json).")
 @click.option("--batch-episodes", default=200, show_default=True, help="Episodes scored at once (no-training methods).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N] or auto.")
+@click.option("--allow-overlap", is_flag=True,
+              help="Evaluate a run on videos (or, class-disjoint protocols, classes) it trained or selected on; "
+                   "the report then says so first.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per result (one line each).")
 @click.option("--out", "out_dir", default=None,
               help="Write results.json/.md, per-class accuracy, confusion and shots plots, episodes here.")
 def eval_cmd(store, run_dir, method, options, protocol, ways, shots, queries, episodes, metric, seed, split,
-             split_file, video_root, episodes_file, batch_episodes, device, as_json, out_dir):
+             split_file, video_root, episodes_file, batch_episodes, device, allow_overlap, as_json, out_dir):
     """Evaluate a method on STORE's cached features: mean accuracy ± 95% CI."""
     from cachekit.cache import FeatureCache
     from cachekit.errors import InputError
-    from cachekit.evaluate import evaluate
+    from cachekit.evaluate import EvalConfig, evaluate
 
     shot_list = _parse_shots(shots)
     opts = _parse_options(options)
@@ -102,10 +110,14 @@ def eval_cmd(store, run_dir, method, options, protocol, ways, shots, queries, ep
     with FeatureCache(store) as cache:
         if protocol is None and run_dir is None:
             raise InputError("--protocol is required (episodic, allway, zeroshot or base2novel)")
-        results = evaluate(cache, protocol, method=method, run_dir=run_dir, ways=ways, shots=shot_list,
-                           queries=queries, episodes=episodes, metric=metric, seed=seed, split_file=split_file,
-                           split=split, batch_episodes=batch_episodes, episodes_file=episodes_file,
-                           out_dir=out_dir, method_options=opts, video_root=video_root, device=device)
+        cfg = EvalConfig(protocol=protocol, method=method, method_options=opts or None, run_dir=run_dir, ways=ways,
+                         shots=tuple(shot_list), queries=queries, episodes=episodes, metric=metric, seed=seed,
+                         split=split, split_file=split_file, video_root=video_root, episodes_file=episodes_file,
+                         batch_episodes=batch_episodes, out_dir=out_dir, device=device, allow_overlap=allow_overlap)
+        results = evaluate(cache, cfg)
+    overlap = next((r.overlap for r in results if r.overlap), None)
+    if overlap and not as_json:
+        click.echo(f"NOT A HELD-OUT RESULT (--allow-overlap): {overlap}")
     for r in results:
         if as_json:
             d = {k: v for k, v in r.to_dict().items() if k not in _JSON_DROP}

@@ -13,7 +13,8 @@ import click
 @click.option("--method", required=True, help="Method name (see `clipcache methods`).")
 @click.option("--store", required=True, help="Feature store to train from.")
 @click.option("--out", required=True, help="Run directory to create (or continue with --resume).")
-@click.option("--protocol", type=click.Choice(["episodic", "allway", "zeroshot"]), default="episodic", show_default=True)
+@click.option("--protocol", type=click.Choice(["episodic", "allway", "zeroshot", "base2novel"]), default=None,
+              help="Protocol to train under [the method's natural one: see `clipcache methods`].")
 @click.option("--ways", default=5, show_default=True, help="Episodic: classes per episode.")
 @click.option("--shots", type=int, default=None,
               help="Episodic: support videos per class [1]. All-way: training videos per class [all].")
@@ -66,8 +67,13 @@ def train(method, store, out, protocol, ways, shots, queries, episodes, episodes
         return
     best = "no validation" if r.best_val_accuracy is None else (
         f"best val accuracy {r.best_val_accuracy:.2f}% at step {r.best_step}")
-    click.echo(f"run {r.run_dir}: {r.status}, {r.step}/{r.steps} steps, {best}, "
+    click.echo(f"run {r.run_dir}: {r.status}, {r.protocol} protocol, {r.step}/{r.steps} steps, {best}, "
                f"{r.trainable_params:,} trainable parameters, {r.seconds:.1f}s")
+    sp = r.split
+    if sp:
+        parts = ", ".join(f"{n} {sp[n]['videos']:,} videos / {sp[n]['classes']:,} classes"
+                          for n in ("train", "val", "test") if n in sp)
+        click.echo(f"split ({sp.get('source')}; recorded in {sp.get('file')}): {parts} (val selects the checkpoint)")
     for note in r.notes:
         click.echo(f"note: {note}")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from cachekit.cache import FeatureCache
 from cachekit.demo import demo_model_config
 from cachekit.encoder import EncoderConfig
-from cachekit.evaluate import evaluate
+from cachekit.evaluate import EvalConfig, evaluate
 from cachekit.extract import ExtractConfig, extract
 from cachekit.inputs import collect_inputs
 from cachekit.metrics import otam_distance
@@ -50,12 +50,12 @@ def main(out: Path) -> None:
         print("OTAM distances of the first three videos:\n", d.numpy().round(3))
 
     # 4. The no-training baseline, then a method trained from the cache, on the same episodes.
-    base = evaluate(out / "cache.zarr", "episodic", method="proto", metric="otam", ways=5, shots=1,
-                    episodes=500, out_dir=out / "eval" / "proto")
+    base = evaluate(out / "cache.zarr", EvalConfig(protocol="episodic", method="proto", metric="otam", ways=5,
+                                                   shots=1, episodes=500, out_dir=out / "eval" / "proto"))
     run = train(str(out / "cache.zarr"), str(out / "runs" / "clip_fsar"), "clip_fsar", {},
                 TrainConfig(protocol="episodic", queries=1, episodes=200, val_episodes=50, lr=1e-3), progress=False)
-    trained = evaluate(out / "cache.zarr", "episodic", run_dir=run.run_dir, ways=5, shots=1, episodes=500,
-                       episodes_file=out / "eval" / "proto" / "episodes.json")
+    trained = evaluate(out / "cache.zarr", EvalConfig(protocol="episodic", run_dir=run.run_dir,
+                                                      episodes_file=out / "eval" / "proto" / "episodes.json"))
     print(f"prototypes+OTAM {base.accuracy:.1f} ± {base.ci95:.1f} %; {trained.method} {trained.accuracy:.1f} "
           f"± {trained.ci95:.1f} % ({run.trainable_params:,} trainable parameters; random weights)")
 

@@ -17,7 +17,7 @@ import pytest
 from cachekit.cache import FeatureCache
 from cachekit.episodes import load_episodes
 from cachekit.errors import ClipcacheError, InputError
-from cachekit.evaluate import evaluate
+from cachekit.evaluate import EvalConfig, evaluate as library_evaluate
 from cachekit.extract import text_key
 from cachekit.methods.base import CacheNeeds, Method
 from cachekit.methods.proto import Config as ProtoConfig, Proto
@@ -66,6 +66,14 @@ def write_store(path, emb, labels, *, paths=None, keys=None, text=None, template
             st.put_json("splits", name, doc)
         st.finalize()
     return str(path)
+
+
+def evaluate(cache, protocol, method=None, **kw):
+    """:func:`cachekit.evaluate.evaluate` with ``EvalConfig(protocol=..., **kw)``; a built method
+    goes beside the config."""
+    if isinstance(method, Method):
+        return library_evaluate(cache, EvalConfig(protocol=protocol, **kw), method=method)
+    return library_evaluate(cache, EvalConfig(protocol=protocol, method=method, **kw))
 
 
 def direction(c: int, dim: int = D) -> np.ndarray:
@@ -396,7 +404,9 @@ def test_cli_prints_accuracy_ci_and_notes(stores):
     code, out, err = invoke(["eval", "--store", stores["clean"], "--protocol", "episodic", "--episodes", "40",
                              "--metric", "mean"])
     assert code == 0, err
-    assert "Support prototypes [episodic, 5-way 1-shot, mean]: 100.00 ± 0.00 % (95% CI) over 40 episodes" in out
+    assert ("Support prototypes [episodic, 5-way 1-shot, mean]: 100.00 ± 0.00 % (95% CI over 40 episodes), "
+            "± 0.00 (95% CI, test videos resampled); ") in out
+    assert " distinct test videos, 5 classes" in out
     assert "note: split 'test': 2 of 27 listed videos are missing from the store" in out
 
 

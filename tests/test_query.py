@@ -52,8 +52,8 @@ def _clip(seed: int, shift: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Clips of 3 classes x 2 shots, a store of them (tiny model, random weights, T = 4) from
-    ViFi-CLIP split files (train and val both list every clip: enough for a trainer's episodes),
-    and the mean-metric baseline index built through the CLI."""
+    a ViFi-CLIP split file (train lists every clip: a trainer's episodes; no test list, so a run
+    trained on it holds no test data), and the mean-metric baseline index built through the CLI."""
     from cachekit.encoder import EncoderConfig
     from cachekit.extract import ExtractConfig, extract
     from cachekit.inputs import collect_inputs
@@ -66,15 +66,14 @@ def data(tmp_path_factory):
             p = write_h264(root / "videos" / name / f"{name}_{k}.mp4", _clip(100 + c, k))
             rows.append(f"videos/{name}/{name}_{k}.mp4 {c}")
             clips.setdefault(name, []).append(p)
-    for split in ("train", "val"):
-        (root / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    (root / "train.txt").write_text("\n".join(rows) + "\n")
     new = write_h264(root / "new" / "wave.mp4", _clip(999))
     broken = root / "new" / "broken.mp4"
     broken.write_bytes(b"this is not a video" * 100)
     store = root / "store.zarr"
     cfg = ExtractConfig(encoder=EncoderConfig(model=str(TINY_CFG), pretrained="random", device="cpu"),
                         sampler=SamplerConfig(frames=4), batch_size=8, workers=1)
-    s = extract(collect_inputs([str(root / "train.txt"), str(root / "val.txt")]), str(store), cfg, progress=False)
+    s = extract(collect_inputs([str(root / "train.txt")]), str(store), cfg, progress=False)
     assert s.extracted == 6 and not s.failed
     index = root / "index"
     code, out, err = _invoke(["index", "--store", store, "--out", index])

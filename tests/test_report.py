@@ -65,12 +65,16 @@ def test_markdown_contains_numbers_and_notes():
     results = [
         episodic("proto-net", 1, 61.234, 0.4567, notes=["3 videos named in split 'test' are "
                                                          "missing from the store"]),
-        episodic("proto-net", 5, 80.5, 0.31),
+        episodic("proto-net", 5, 80.5, 0.31, video_ci95=2.5, videos=240, classes=24),
     ]
     md = markdown_table(results)
-    assert "| protocol | method | metric | ways | shots | episodes | accuracy |" in md
-    assert "| 1 | episodic | proto-net | top1 | 5 | 1 | 10000 | 61.23 ± 0.46 |" in md
-    assert "| 2 | episodic | proto-net | top1 | 5 | 5 | 10000 | 80.50 ± 0.31 |" in md
+    assert ("| protocol | method | metric | ways | shots | episodes | videos | classes | accuracy | ± episode CI "
+            "| ± video CI |") in md
+    assert "| 1 | episodic | proto-net | top1 | 5 | 1 | 10000 | – | – | 61.23 | 0.46 | – |" in md
+    assert "| 2 | episodic | proto-net | top1 | 5 | 5 | 10000 | 240 | 24 | 80.50 | 0.31 | 2.50 |" in md
+    assert not md.startswith("**NOT A HELD-OUT")
+    results[1].overlap = "3 of the 240 evaluated videos were training or selection videos of the run"
+    assert markdown_table(results).startswith("**NOT A HELD-OUT RESULT (--allow-overlap):** 3 of the 240")
     assert "- [1] 3 videos named in split 'test' are missing from the store" in md
     assert "not comparable" not in md
 
@@ -83,7 +87,7 @@ def test_markdown_separates_protocols_and_shows_extra():
     assert "### episodic" in md and "### base2novel" in md and "not comparable" in md
     assert "zs\\|clip" in md  # pipes escaped
     assert "base=77.00, novel=58.20, hm=66.30" in md
-    assert "| 2 | base2novel | zs\\|clip | top1 | – | 16 | 1530 | 66.30 ± 0.00 |" in md
+    assert "| 2 | base2novel | zs\\|clip | top1 | – | 16 | 1530 | – | – | 66.30 | 0.00 | – |" in md
     assert markdown_table([]).strip() == "_no results_"
 
 
@@ -106,7 +110,7 @@ def test_write_report_files(tmp_path):
     assert rows[0]["ways"] == "" and rows[0]["shots"] == "8"
 
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "80.00 ± 0.00" in md and "evaluated over all 3 classes" in md
+    assert "| 80.00 | 0.00 |" in md and "evaluated over all 3 classes" in md
 
 
 def test_write_report_accuracy_vs_shots(tmp_path):

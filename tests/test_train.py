@@ -233,7 +233,8 @@ def test_run_directory_rebuilds_the_method_and_guards_it(motion_store, tmp_path)
 
 def test_protocol_the_method_does_not_train_is_refused(motion_store, tmp_path):
     with pytest.raises(InputError, match="allway"):
-        train(motion_store, tmp_path / "run", "linear_probe", {}, TrainConfig(ways=3, episodes=2), progress=False)
+        train(motion_store, tmp_path / "run", "linear_probe", {}, TrainConfig(protocol="episodic", ways=3, episodes=2),
+              progress=False)
     with pytest.raises(InputError, match="episodic"):
         train(motion_store, tmp_path / "run2", "clip_fsar", {}, TrainConfig(protocol="allway"), progress=False)
 
@@ -272,7 +273,7 @@ def test_train_cli_on_a_store_without_splits(synth_store, tmp_path):
     from click.testing import CliRunner
 
     from cachekit.cache import FeatureCache
-    from cachekit.runs import load_splits
+    from cachekit.protocols.base import load_run_split
     from test_methods_cache import _cli
 
     out = tmp_path / "run"
@@ -287,8 +288,10 @@ def test_train_cli_on_a_store_without_splits(synth_store, tmp_path):
     meta = json.loads((out / "run.json").read_text())
     assert meta["method"]["config"]["alpha"] == 0.25 and meta["train"]["config"]["ways"] == 2
     with FeatureCache(synth_store) as cache:
-        splits = load_splits(out, cache.video_keys)
-        classes = {k: set(cache.labels[v].tolist()) for k, v in splits.items()}
+        split = load_run_split(out, cache)
+        classes = {k: set(cache.labels[v].tolist()) for k, v in split.indices.items()}
+        assert {k: set(cache.classes[c] for c in v) for k, v in classes.items()} == {
+            k: set(v) for k, v in split.classes.items()}
     assert classes["train"].isdisjoint(classes["val"]) and classes["val"].isdisjoint(classes["test"])
     assert len(classes["val"]) >= 2 and len(classes["test"]) >= 2
 
@@ -341,16 +344,16 @@ def test_zeroshot_protocol_trains_on_train_classes_and_validates_on_unseen(tmp_p
         info, frames = cache.model_info, cache.frames
     assert train_names.isdisjoint(val_names) and set(res.splits["train"]) == train_names
     # the feed binds exactly one class set at a time: train classes for steps, val classes to validate
-    from cachekit import train as train_mod
+    from cachekit.protocols import get_protocol
+    from cachekit.protocols.base import training_data
 
     m = build_method("ev_clip", {"prompts": "context", "z_block": 2}, info, frames)
     m.bind_classes = spy
-    from cachekit.batches import CacheData
-
     with FeatureCache(store) as cache:
-        plan = train_mod.plan_splits(cache, cfg)
-        data = CacheData(cache, dataclasses.replace(m.needs, text=True))
-        feed = train_mod._ZeroShot(data, cache.labels, plan, cfg)
+        plan = get_protocol("zeroshot").plan(cache, cfg)
+        data = training_data(cache, dataclasses.replace(m.needs, text=True), "cpu",
+                             np.union1d(plan.classes(cache.labels, "train"), plan.classes(cache.labels, "val")))
+        feed = get_protocol("zeroshot").feed(data, cache.labels, plan, cfg)
         feed.step_loss(m, 0)
         feed.validate(m)
     assert set(seen[0]) == train_names and set(seen[1]) == val_names and set(seen[-1]) == train_names

@@ -66,14 +66,31 @@ class Episode:
 class Method(nn.Module):
     """Base class. Subclasses set ``needs`` and implement the protocol(s) they support.
 
-    ``protocols`` lists the protocols a method trains and evaluates under: ``"episodic"``
-    (``episode_loss`` / ``episode_logits``) and/or ``"allway"`` (``video_loss`` /
-    ``video_logits`` against the text or a classifier over all classes; zero-shot and
-    base-to-novel use ``video_logits`` with unseen classes' text).
+    What a method can do is declared here, on the class, so the trainer and evaluator never
+    probe it:
+
+    - ``protocols``: the protocols (:data:`cachekit.protocols.PROTOCOLS`) it trains and is
+      evaluated under, its natural one first (``train`` uses it when ``--protocol`` is not
+      given). ``"episodic"``: ``episode_loss`` / ``episode_logits``; ``"allway"``,
+      ``"zeroshot"``, ``"base2novel"``: ``video_loss`` / ``video_logits`` against the text (or
+      the classifier) of a class set; only a method that scores by text can take classes it never
+      trained on (zeroshot, base2novel).
+    - ``predicts``: how it scores. ``"text"``: videos against class text; ``"support"``: against
+      prototypes fitted from support videos (:meth:`fit_support` on all-way); ``"classifier"``:
+      a head over the fixed class set it was trained on; ``"episode"``: queries against an
+      episode's supports.
+    - ``batched_episodes``: :meth:`episodes_logits` scores a chunk of episodes from the whole
+      embedding table at once. ``uses_support``: episodic scores depend on the support videos
+      (False: 5-way zero-shot). ``can_index``: :meth:`support_features` / :meth:`query_features`
+      give features a prototype index (``clipcache index``) can hold.
     """
 
     name: ClassVar[str] = ""
     protocols: ClassVar[tuple[str, ...]] = ()
+    predicts: ClassVar[str] = "episode"
+    batched_episodes: ClassVar[bool] = False
+    uses_support: ClassVar[bool] = True
+    can_index: ClassVar[bool] = True
 
     def __init__(self, info: ModelInfo, frames: int, needs: CacheNeeds, display_name: str):
         super().__init__()
@@ -85,6 +102,11 @@ class Method(nn.Module):
     @property
     def needs_backbone(self) -> bool:
         return self.needs.backbone
+
+    @property
+    def metric_name(self) -> str:
+        """What a report calls the method's scoring ("learned" for a trained head)."""
+        return "learned"
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Exactly the parameters the optimiser updates (frozen CLIP weights excluded)."""
@@ -117,7 +139,18 @@ class Method(nn.Module):
         logits = self.episode_logits(ep)
         return nn.functional.cross_entropy(logits, ep.query_labels), logits
 
+    def episodes_logits(self, emb: torch.Tensor, text: torch.Tensor | None, class_ids: torch.Tensor,
+                        support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """Many episodes at once (``batched_episodes``): emb ``[V, T, D']``, text ``[C, P, D']`` or
+        None, class_ids ``[E, W]``, support ``[E, W, K]``, query ``[E, W, Q]`` -> ``[E, W*Q, W]``."""
+        raise NotImplementedError(f"{self.name} scores one episode at a time (batched_episodes is False)")
+
     # all-way / zero-shot protocol
+    def fit_support(self, emb: torch.Tensor, labels: torch.Tensor, class_ids) -> None:
+        """``predicts == "support"``: set one prototype per class of ``class_ids`` from training
+        videos emb ``[N, T, D']`` with global labels ``[N]``."""
+        raise NotImplementedError(f"{self.name} does not fit support prototypes (predicts {self.predicts!r})")
+
     def video_logits(self, batch: VideoBatch, text: torch.Tensor) -> torch.Tensor:  # text [C, P, D'] -> [B, C]
         raise NotImplementedError(f"{self.name} does not support the all-way protocol")
 

@@ -320,7 +320,8 @@ class EVCLIP(Method):
     """EV-CLIP with context and/or mask prompts; all-way protocol against the frozen class text."""
 
     name = "ev_clip"
-    protocols = ("allway",)
+    protocols = ("allway", "zeroshot", "base2novel")
+    predicts = "text"
 
     def __init__(self, cfg: Config, info: ModelInfo, frames: int, backbone: Backbone | None):
         if cfg.aux_encoder not in AUX_ENCODERS:

@@ -185,7 +185,8 @@ class EZCLIP(Method):
     """EZ-CLIP on the frozen backbone; all-way protocol (zero-shot / base-to-novel / all-way K-shot)."""
 
     name = "ez_clip"
-    protocols = ("allway",)
+    protocols = ("allway", "zeroshot", "base2novel")
+    predicts = "text"
 
     def __init__(self, cfg: Config, backbone: Backbone, frames: int):
         info = backbone.info

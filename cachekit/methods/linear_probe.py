@@ -52,6 +52,7 @@ class Config:
 class LinearProbe(Method):
     name = "linear_probe"
     protocols = ("allway",)
+    predicts = "classifier"
 
     def __init__(self, cfg: Config, info: ModelInfo, frames: int):
         super().__init__(info, frames, CacheNeeds(emb=True, text=True), DISPLAY_NAME)

@@ -276,6 +276,10 @@ class MAFSARFrozen(Method):
         loss, log_p = self._run(ep, ep.query_labels)
         return loss, log_p
 
+    @property
+    def metric_name(self) -> str:
+        return self.cfg.metric
+
     def prototype_metric(self) -> None:
         """Scores are the method's own (TPCM, metric and text branch): see ``score_supports``."""
         return None

@@ -141,6 +141,10 @@ class MAFSARFgMA(Method):
         if cfg.modules == "fgma":
             self.head.tpcm = NoTPCM()
 
+    @property
+    def metric_name(self) -> str:
+        return self.cfg.metric
+
     def _overrides(self) -> dict[int, BlockOverride]:
         return {int(k): m for k, m in self.blocks.items()}
 

@@ -50,11 +50,12 @@ class Config:
 class Proto(Method):
     name = "proto"
     protocols = ("episodic", "allway")
+    predicts = "support"
+    batched_episodes = True
 
     def __init__(self, cfg: Config, info: ModelInfo, frames: int):
         super().__init__(info, frames, CacheNeeds(emb=True), "Support prototypes")
         self.cfg = cfg
-        self.metric = cfg.metric
         # set by fit_support; plain tensors, not buffers: fitted state is not part of a checkpoint
         self.prototypes = torch.zeros(0, max(frames, 1), info.embed_dim)  # [C, T, D'] (or [C, 1, D'] for "mean")
         self.class_ids = torch.zeros(0, dtype=torch.long)  # [C] global class ids, in fit order
@@ -89,6 +90,10 @@ class Proto(Method):
             return self.cfg.logit_scale * qv @ proto.transpose(-1, -2)  # [..., M, W]
         proto = support.mean(dim=-3)  # [..., W, T, D'] per-frame mean of the shots
         return self._match(F.normalize(query, dim=-1), F.normalize(proto, dim=-1))
+
+    @property
+    def metric_name(self) -> str:
+        return self.cfg.metric
 
     def prototype_metric(self) -> str:
         """The index ranks with this baseline's own metric."""

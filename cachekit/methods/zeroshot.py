@@ -40,13 +40,19 @@ class Config:
 
 class ZeroShot(Method):
     name = "zeroshot"
-    protocols = ("episodic", "allway")
+    protocols = ("allway", "zeroshot", "base2novel", "episodic")
+    predicts = "text"
+    batched_episodes = True
     uses_support = False  # episodic: support videos are ignored (5-way zero-shot)
 
     def __init__(self, cfg: Config, info: ModelInfo, frames: int):
         super().__init__(info, frames, CacheNeeds(emb=True, text=True), "Frozen CLIP zero-shot")
         self.cfg = cfg
-        self.metric = "cosine to text" if cfg.template is None else f"cosine to text (template {cfg.template})"
+
+    @property
+    def metric_name(self) -> str:
+        t = self.cfg.template
+        return "cosine to text" if t is None else f"cosine to text (template {t})"
 
     def class_vectors(self, text: torch.Tensor) -> torch.Tensor:
         """text ``[..., C, P, D']`` -> normalised class vectors ``[..., C, D']``."""
