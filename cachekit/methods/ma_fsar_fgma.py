@@ -120,6 +120,7 @@ class MAFSARFgMA(Method):
 
     name = "ma_fsar"
     protocols = ("episodic",)
+    can_index = False  # adapted features exist only inside an episode (FgMA reads the support text)
 
     def __init__(self, cfg, backbone: Backbone, frames: int):
         from .ma_fsar import TPCMHead
