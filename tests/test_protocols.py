@@ -216,6 +216,31 @@ def test_cli_refuses_an_evaluation_set_the_run_trained_on(trained):
     assert r["overlap"] is None and 4 <= r["videos"] <= 10 and r["classes"] == 2  # the distinct episode videos
 
 
+def test_a_run_without_a_split_record_is_evaluated_only_with_allow_overlap(trained, tmp_path):
+    import shutil
+
+    from cachekit.errors import RunError
+
+    store, run = trained
+    old = tmp_path / "old-run"
+    shutil.copytree(run, old)
+    (old / "splits.json").unlink()  # a run trained before split records
+    with pytest.raises(RunError, match="does not record the split"):
+        evaluate(store, EvalConfig(run_dir=str(old), ways=2, episodes=4))
+    r = evaluate(store, EvalConfig(run_dir=str(old), ways=2, episodes=4, allow_overlap=True))
+    assert r.overlap and "not checked" in r.notes[0]
+
+
+def test_eval_config_is_validated_in_one_line():
+    for bad, match in (({"protocol": "episodic", "ways": 0}, "--ways"), ({"protocol": "nope"}, "unknown protocol"),
+                       ({}, "protocol is required"), ({"protocol": "episodic", "shots": (1, 1)}, "twice"),
+                       ({"protocol": "zeroshot", "shots": (1, 2)}, "does not apply"),
+                       ({"run_dir": "r", "method": "proto"}, "not both")):
+        with pytest.raises(InputError, match=match):
+            EvalConfig(**bad)
+    assert EvalConfig(protocol="episodic", shots=[1, 5]).shot_list == (1, 5)
+
+
 def test_train_defaults_to_the_methods_natural_protocol_and_says_so(trained, tmp_path):
     from helpers import invoke
 
