@@ -6,7 +6,8 @@
   are drawn, and a short run is a prefix of a long one.
 - :func:`allway_kshot` draws the ViFi-CLIP-style training list: K videos of every class (§3).
 - :func:`base_novel_split` halves a class set for base-to-novel when no split file defines it (§5).
-- :func:`accuracy_ci` and :func:`harmonic_mean` are the reported statistics (§2.1, §5).
+- :func:`accuracy_ci` and :func:`harmonic_mean` are the reported statistics (§2.1, §5);
+  :func:`video_ci` is the video-level interval beside the episode one (episodes share videos).
 
 Video indices are positions in the cache's video arrays; ``labels[v]`` is video ``v``'s global
 class id. Inside an episode, label ``i`` is ``class_ids[i]``.
