@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 EMB_DTYPE = "float32"
 TOKEN_DTYPE = "float16"
+_BATCH_BYTES = 256 << 20  # a batch commit is also cut at this many bytes of arrays (tokens)
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,15 @@ class ExtractConfig:
     workers: int = 2  # decoding threads
     backend: Backend = "auto"
     retry_failed: bool = False
+    commit_every: int = 32  # videos per batch commit: the most work a kill can lose
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.workers < 0:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
+        if self.commit_every < 1:
+            raise InputError(f"--commit-every must be >= 1, got {self.commit_every}")
         if len(set(self.tokens_at)) != len(self.tokens_at):
             raise InputError(f"--tokens-at lists a block twice: {self.tokens_at}")
 
@@ -156,6 +160,8 @@ class Extractor:
         self._autocast = enc.device.type == "cuda"
         self.keys_by_path: dict[str, str] = {}  # absolute path -> content key, for split files
         self._pack = enc.device.type == "cuda"
+        self._batch: list[tuple[_Pending, dict, dict]] = []  # encoded, waiting for the batch commit
+        self._batch_bytes = 0
 
     # --------------------------------------------------------------- encoding
     def _forward(self, pixels, size: int):
@@ -237,12 +243,13 @@ class Extractor:
             self.keys_by_path.update(dict(part))
         work: list[tuple[str, VideoItem]] = []
         seen: set[str] = set()
+        done = set(self.store.keys("videos"))
         for it in items:
             key = self.keys_by_path.get(os.path.abspath(it.path))
             if key is None or key in seen:
                 continue
             seen.add(key)
-            if self.store.has("videos", key):
+            if key in done:
                 s.already_done += 1
             elif dist.owns(key):
                 work.append((key, it))
@@ -314,6 +321,7 @@ class Extractor:
                 rows_waiting += pixels.shape[0]
                 encode_batches(flush=False)
             encode_batches(flush=True)
+            self._flush(s)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
@@ -325,14 +333,29 @@ class Extractor:
         return s
 
     def _commit(self, s: ExtractSummary, p: _Pending) -> None:
+        """Queue an encoded video for the next batch commit; commit when the batch is full."""
         t1 = time.perf_counter()
         arrays, record = self._entry(p)
-        self.store.commit("videos", p.key, arrays, record)
-        pk = path_key(p.item.path)
-        if self.store.get_json("failed", pk) is not None:
-            self.store.delete_json("failed", pk)
-        s.extracted += 1
-        s.frames += int(p.pixels.shape[0])
+        p.pixels = None  # the batch keeps the outputs only
+        self._batch.append((p, arrays, record))
+        self._batch_bytes += sum(a.nbytes for a in arrays.values())
+        s.seconds["write"] += time.perf_counter() - t1
+        if len(self._batch) >= self.cfg.commit_every or self._batch_bytes >= _BATCH_BYTES:
+            self._flush(s)
+
+    def _flush(self, s: ExtractSummary) -> None:
+        """Commit the queued videos as one batch: visible together once its record is written."""
+        if not self._batch:
+            return
+        t1 = time.perf_counter()
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self.store.commit_many("videos", [(p.key, arrays, record) for p, arrays, record in batch])
+        for p, arrays, _record in batch:
+            pk = path_key(p.item.path)
+            if self.store.get_json("failed", pk) is not None:
+                self.store.delete_json("failed", pk)
+            s.extracted += 1
+            s.frames += int(np.prod(arrays["frame_idx"].shape))
         s.seconds["write"] += time.perf_counter() - t1
 
     def _fail(self, s: ExtractSummary, it: VideoItem, key: str | None, reason: str) -> None:
@@ -357,9 +380,9 @@ class Extractor:
         with torch.inference_mode():
             emb = self.enc.encode_text(prompts).float().cpu().numpy()  # [C*P, D']
         emb = emb.reshape(len(todo), len(self.templates), -1)  # [C, P, D']
-        for name, e in zip(todo, emb):
-            self.store.commit("text", text_key(name, self.templates), {"emb": e},
-                              {"name": name, "templates": list(self.templates)})
+        self.store.commit_many("text", [(text_key(name, self.templates), {"emb": e},
+                                         {"name": name, "templates": list(self.templates)})
+                                        for name, e in zip(todo, emb)])
         return len(todo)
 
 

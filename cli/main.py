@@ -75,11 +75,13 @@ def _warn_random(pretrained: str) -> None:
 @click.option("--workers", default=2, show_default=True, help="Decoding threads.")
 @click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
 @click.option("--retry-failed", is_flag=True, help="Retry videos that failed in an earlier run.")
+@click.option("--commit-every", default=32, show_default=True,
+              help="Videos per batch commit (a kill loses at most this many videos' work).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views, seed, tokens_at,
             templates, video_root, class_names, batch_size, workers, backend, retry_failed,
-            as_json, no_progress):
+            commit_every, as_json, no_progress):
     """Decode INPUT videos, run the frozen encoder once, and cache its outputs in STORE.
 
     INPUT: video files or globs, a text file of paths, a CSV path,label, a folder with one
@@ -99,6 +101,7 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
         workers=workers,
         backend=backend,
         retry_failed=retry_failed,
+        commit_every=commit_every,
     )
     items = collect_inputs(list(inputs), video_root=video_root, class_names=class_names)
     s = run_extract(items, store, cfg, progress=not no_progress and sys.stderr.isatty())
