@@ -170,10 +170,11 @@ def _register() -> None:
     """Commands defined in their own modules (imports there stay lazy)."""
     from cli.eval_cmd import eval_cmd
     from cli.index_cmd import index, query
+    from cli.store_cmd import convert
     from cli.synth_cmd import demo, synth
     from cli.train_cmd import methods, train
 
-    for cmd in (synth, train, methods, eval_cmd, index, query, demo):
+    for cmd in (synth, train, methods, eval_cmd, index, query, demo, convert):
         cli.add_command(cmd)
 
 
