@@ -19,7 +19,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -50,6 +50,7 @@ class ExtractConfig:
     backend: Backend = "auto"
     retry_failed: bool = False
     commit_every: int = 32  # videos per batch commit: the most work a kill can lose
+    pixels: bool = False  # also cache the resized, centre-cropped uint8 frames (backbone methods)
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -73,14 +74,20 @@ def parse_blocks(text: str | None) -> tuple[int, ...]:
     return blocks
 
 
-def cache_key(enc: FrozenCLIP, sampler: SamplerConfig, tokens_at: tuple[int, ...]) -> dict:
-    """Everything that determines the cached values: a store holds one key only."""
+def cache_key(enc: FrozenCLIP, sampler: SamplerConfig, tokens_at: tuple[int, ...],
+              pixels: bool = False) -> dict:
+    """Everything that determines the cached values: a store holds one key only.
+
+    ``tokens_at`` and ``pixels`` say which optional arrays every video of the store has; they
+    grow when a store is extended (:func:`merged_key`), the other fields never change.
+    """
     return {
         **enc.key_fields(),
         "sampler": sampler.to_dict(),
         "frames": sampler.frames,
         "views": sampler.views,
         "tokens_at": list(tokens_at),
+        "pixels": bool(pixels),
         "dtype": {"emb": EMB_DTYPE, "cls": EMB_DTYPE, "tokens": TOKEN_DTYPE},
         "layout_version": LAYOUT_VERSION,
     }
@@ -88,23 +95,46 @@ def cache_key(enc: FrozenCLIP, sampler: SamplerConfig, tokens_at: tuple[int, ...
 
 # Fields that may differ without changing a single cached value.
 _KEY_IGNORED = ("open_clip", "torch", "weights")
+# Fields that say which optional arrays exist: a store is extended to the union, never refused.
+KEY_EXTENSIBLE = ("tokens_at", "pixels")
 
 
 def key_differences(have: dict, want: dict) -> list[str]:
+    """Key fields that differ in a way that changes cached values (extensible fields aside)."""
     fields = sorted(set(have) | set(want))
-    return [f for f in fields if f not in _KEY_IGNORED and have.get(f) != want.get(f)]
+    return [f for f in fields if f not in _KEY_IGNORED and f not in KEY_EXTENSIBLE
+            and have.get(f) != want.get(f)]
 
 
-def check_key(store: FeatureStore, key: dict) -> None:
+def merged_key(have: dict, want: dict) -> dict:
+    """The key of a store ``have`` extended with what ``want`` asks: the union of the arrays."""
+    out = dict(have)
+    out["tokens_at"] = sorted(set(have.get("tokens_at") or ()) | set(want.get("tokens_at") or ()))
+    out["pixels"] = bool(have.get("pixels")) or bool(want.get("pixels"))
+    return out
+
+
+def check_key(store: FeatureStore, key: dict) -> dict:
+    """Refuse a store whose cached values were computed differently; return the key the store
+    has once extended with the arrays ``key`` asks for."""
     have = store.attrs.get("cache_key", {})
     diff = key_differences(have, key)
     if diff:
-        detail = "; ".join(f"{f}: store has {have.get(f)!r}, asked {key.get(f)!r}"
-                           for f in diff if f != "model_cfg")
+        detail = "; ".join(f"{f}: store has {have.get(f)!r}, asked {key.get(f)!r}" if f != "model_cfg"
+                           else "model_cfg differs" for f in diff)
         raise CacheKeyMismatch(
-            f"store {store.path} was extracted with a different configuration ({', '.join(diff)}"
-            f"{': ' + detail if detail else ''}); use a new --store for this configuration"
+            f"store {store.path} was extracted with a different configuration ({detail}); "
+            "use a new --store for this configuration"
         )
+    return merged_key(have, key)
+
+
+def video_array_names(key: dict) -> set[str]:
+    """Arrays every video of a store with this key has."""
+    names = {"emb", "cls", "frame_idx", "timestamps"} | {f"tokens_{b}" for b in key.get("tokens_at") or ()}
+    if key.get("pixels"):
+        names.add("pixels")
+    return names
 
 
 @dataclass
@@ -113,6 +143,8 @@ class ExtractSummary:
     unique: int = 0
     already_done: int = 0
     extracted: int = 0
+    extended: int = 0  # committed videos that got the arrays an extended key adds
+    extend_failed: int = 0  # committed videos that could not be extended (key left as it was)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     skipped_failed: int = 0
     text_classes: int = 0
@@ -149,6 +181,7 @@ class _Pending:
     pixels: object  # [V*T, 3, S, S] float32
     outs: list = field(default_factory=list)  # encoded row blocks, in order
     done_rows: int = 0
+    u8: object = None  # [V*T, 3, S, S] uint8 when the pixel cache is asked for
 
 
 class Extractor:
@@ -180,13 +213,15 @@ class Extractor:
             res[f"tokens_{blk}"] = tok[:n].to(torch.float16).cpu().numpy()
         return res
 
-    def _prepare(self, item: VideoItem, key: str) -> tuple[DecodedVideo, object]:
+    def _prepare(self, item: VideoItem, key: str) -> tuple[DecodedVideo, object, object]:
         video = decode_video(item.path, self.cfg.sampler, key, self.cfg.backend)
         v, t = video.frames.shape[:2]
-        pixels = self.enc.preprocess(video.frames.reshape(v * t, *video.frames.shape[2:]))
+        u8 = self.enc.resize_crop(video.frames.reshape(v * t, *video.frames.shape[2:]))  # [V*T, 3, S, S]
+        video.frames = None  # the full-size frames are not needed any more: bounded memory
+        pixels = self.enc.normalize(u8)
         if self.enc.device.type == "cuda":
             pixels = pixels.pin_memory()
-        return video, pixels
+        return video, pixels, (u8.numpy() if self.cfg.pixels else None)
 
     def _entry(self, p: _Pending) -> tuple[dict, dict]:
         v, t = p.video.indices.shape
@@ -194,6 +229,8 @@ class Extractor:
         arrays = {k: a.reshape(v, t, *a.shape[1:]) for k, a in cat.items()}  # [V, T, ...]
         arrays["frame_idx"] = p.video.indices.astype(np.int32)
         arrays["timestamps"] = p.video.timestamps.astype(np.float32)
+        if p.u8 is not None:
+            arrays["pixels"] = p.u8.reshape(v, t, *p.u8.shape[1:])  # [V, T, 3, S, S] uint8
         st = os.stat(p.item.path)
         record = {
             "path": os.path.abspath(p.item.path),
@@ -308,7 +345,7 @@ class Extractor:
                 key, it, fut = futures.popleft()
                 t1 = time.perf_counter()
                 try:
-                    video, pixels = fut.result()
+                    video, pixels, u8 = fut.result()
                 except DecodeError as err:
                     self._fail(s, it, key, str(err))
                     bar.update(1)
@@ -317,7 +354,7 @@ class Extractor:
                 finally:
                     s.seconds["decode"] += time.perf_counter() - t1
                 submit_more()
-                queue.append(_Pending(key, it, video, pixels))
+                queue.append(_Pending(key, it, video, pixels, u8=u8))
                 rows_waiting += pixels.shape[0]
                 encode_batches(flush=False)
             encode_batches(flush=True)
@@ -325,9 +362,12 @@ class Extractor:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
+        self.extend(s, dist, progress)
         if dist.is_main:
             t1 = time.perf_counter()
-            s.text_classes = self.encode_classes(sorted({it.label for it in items if it.label}))
+            labels = {it.label for it in items if it.label}
+            labels |= {r["label"] for r in self.store.records("videos").values() if r.get("label")}
+            s.text_classes = self.encode_classes(sorted(labels))
             s.seconds["text"] = time.perf_counter() - t1
         s.wall = time.perf_counter() - t_start
         return s
@@ -356,6 +396,121 @@ class Extractor:
                 self.store.delete_json("failed", pk)
             s.extracted += 1
             s.frames += int(np.prod(arrays["frame_idx"].shape))
+        s.seconds["write"] += time.perf_counter() - t1
+
+    # --------------------------------------------------------------- extension
+    def extend(self, s: ExtractSummary, dist: Dist, progress: bool = True) -> None:
+        """Add the arrays this run's key asks for to committed videos that lack them.
+
+        Only what is missing is computed: the tokens of new blocks come from a forward that stops
+        before the last of them, in the same row groups as the original pass (so they equal a
+        fresh extraction bit for bit on CPU); pixels need no encoder at all. Each rank extends
+        the videos it owns; entries are committed in batches with ``extends=True``.
+        """
+        from tqdm import tqdm
+
+        want = video_array_names({"tokens_at": self.cfg.tokens_at, "pixels": self.cfg.pixels})
+        todo = []
+        for key, rec in self.store.records("videos").items():
+            missing = sorted(want - set(rec["arrays"]))
+            if missing and dist.owns(key):
+                todo.append((key, rec, missing))
+        if not todo:
+            return
+        bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="extend", dynamic_ncols=True)
+        batch: list[tuple[str, dict, dict]] = []
+        pool = ThreadPoolExecutor(max_workers=max(1, self.cfg.workers), thread_name_prefix="decode")
+        try:
+            window = max(2, 2 * self.cfg.workers)
+            futures: deque = deque()
+            it = iter(todo)
+
+            def submit_more():
+                while len(futures) < window:
+                    nxt = next(it, None)
+                    if nxt is None:
+                        return
+                    futures.append((nxt, pool.submit(self._prepare_extension, *nxt)))
+
+            submit_more()
+            while futures:
+                (key, rec, missing), fut = futures.popleft()
+                submit_more()
+                item = VideoItem(rec["path"], rec.get("label"))
+                t1 = time.perf_counter()
+                try:
+                    pixels, u8 = fut.result()
+                except DecodeError as err:
+                    self._fail(s, item, None, f"cannot extend: {err}")
+                    s.extend_failed += 1
+                    bar.update(1)
+                    continue
+                finally:
+                    s.seconds["decode"] += time.perf_counter() - t1
+                arrays = self._extension_arrays(rec, missing, pixels, u8, s)
+                batch.append((key, arrays, {}))
+                s.extended += 1
+                bar.update(1)
+                if len(batch) >= self.cfg.commit_every:
+                    self._commit_extension(batch, s)
+                    batch = []
+            self._commit_extension(batch, s)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+
+    def _prepare_extension(self, key: str, rec: dict, missing: list[str]):
+        """Decode a committed video again (checking its bytes and frame indices are the ones
+        cached) -> (normalised pixels or None, uint8 pixels)."""
+        path = rec["path"]
+        try:
+            if file_key(path) != key:
+                raise DecodeError(f"{path}: the file changed since it was extracted")
+        except OSError as err:
+            raise DecodeError(f"{path}: cannot read ({err.strerror})") from err
+        video = decode_video(path, self.cfg.sampler, key, rec.get("backend", self.cfg.backend))
+        stored = self.store.read("videos", key, ["frame_idx"])["frame_idx"]
+        if not np.array_equal(stored, video.indices.astype(np.int32)):
+            raise DecodeError(f"{path}: sampled frames differ from the cached ones")
+        v, t = video.frames.shape[:2]
+        u8 = self.enc.resize_crop(video.frames.reshape(v * t, *video.frames.shape[2:]))  # [V*T, 3, S, S]
+        needs_encoder = any(m.startswith("tokens_") for m in missing)
+        return (self.enc.normalize(u8) if needs_encoder else None), u8
+
+    def _extension_arrays(self, rec: dict, missing: list[str], pixels, u8, s: ExtractSummary) -> dict:
+        import torch
+
+        v, t = rec["arrays"]["frame_idx"]["shape"]
+        out: dict[str, np.ndarray] = {}
+        if "pixels" in missing:
+            out["pixels"] = u8.numpy().reshape(v, t, *u8.shape[1:])  # [V, T, 3, S, S] uint8
+        blocks = [int(m.split("_", 1)[1]) for m in missing if m.startswith("tokens_")]
+        if blocks:
+            n = pixels.shape[0]
+            g = min(self.cfg.batch_size, n)  # the row groups of the original per-video pass
+            parts: dict[int, list] = {b: [] for b in blocks}
+            t1 = time.perf_counter()
+            for start in range(0, n, g):
+                rows = pixels[start:start + g]
+                m = rows.shape[0]
+                if m < g:
+                    rows = torch.cat([rows, rows.new_zeros((g - m, *rows.shape[1:]))])
+                rows = rows.to(self.enc.device)
+                with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self._autocast):
+                    toks = self.enc.encode_tokens(rows, blocks)
+                for b in blocks:
+                    parts[b].append(toks[b][:m].to(torch.float16).cpu().numpy())
+            s.seconds["encode"] += time.perf_counter() - t1
+            for b in blocks:
+                a = np.concatenate(parts[b])
+                out[f"tokens_{b}"] = a.reshape(v, t, *a.shape[1:])  # [V, T, N+1, W] fp16
+        return out
+
+    def _commit_extension(self, batch: list, s: ExtractSummary) -> None:
+        if not batch:
+            return
+        t1 = time.perf_counter()
+        self.store.commit_many("videos", batch, extends=True)
         s.seconds["write"] += time.perf_counter() - t1
 
     def _fail(self, s: ExtractSummary, it: VideoItem, key: str | None, reason: str) -> None:
@@ -403,6 +558,8 @@ def _merge_summaries(parts: list[ExtractSummary]) -> ExtractSummary:
     out = parts[0]
     for p in parts[1:]:
         out.extracted += p.extracted
+        out.extended += p.extended
+        out.extend_failed += p.extend_failed
         out.failed += p.failed
         out.skipped_failed += p.skipped_failed
         out.frames += p.frames
@@ -428,14 +585,14 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
     if bad:
         raise InputError(f"--tokens-at {','.join(map(str, bad))}: {enc.name} has blocks 0..{layers - 1}")
     resolve_templates(cfg.templates)  # fail before anything is written
-    key = cache_key(enc, cfg.sampler, cfg.tokens_at)
+    key = cache_key(enc, cfg.sampler, cfg.tokens_at, cfg.pixels)
     attrs = {"cache_key": key, "model_info": enc.info.to_dict()}
     store = None
     failure: Exception | None = None
     if dist.is_main:
         try:
             store = open_store(store_path, "a", attrs=attrs)
-            check_key(store, key)
+            check_key(store, key)  # refuses another configuration; extensible fields merge
         except (ClipcacheError, StoreError) as err:
             failure = err
     errors = [e for e in dist.all_gather(str(failure) if failure else None) if e]  # ranks > 0 wait here
@@ -447,6 +604,9 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
         raise InputError(f"rank 0 could not open the store: {errors[0]}")
     if store is None:
         store = open_store(store_path, "a", shared=True)
+    have = store.attrs.get("cache_key", {})
+    merged = merged_key(have, key)  # every video ends with the union of the arrays
+    cfg = replace(cfg, tokens_at=tuple(merged["tokens_at"]), pixels=merged["pixels"])
     extractor = Extractor(enc, store, cfg)
     try:
         try:
@@ -457,6 +617,14 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
         parts = dist.all_gather(summary)  # also the barrier: every rank has committed its videos
         if dist.is_main:
             summary = _merge_summaries(parts)
+            if merged != have:
+                if summary.extend_failed:
+                    summary.notes.append(
+                        f"{summary.extend_failed} cached videos could not be extended, so the store's key "
+                        f"still lists tokens_at={have.get('tokens_at')} pixels={bool(have.get('pixels'))}")
+                else:  # every video has the new arrays: the key says so (one atomic write)
+                    store.update_attrs({**{k: v for k, v in store.attrs.items() if k != "layout_version"},
+                                        "cache_key": merged})
             record_splits(store, inputs, extractor.keys_by_path)
             summary.notes.extend(inputs.notes)
             store.finalize()
