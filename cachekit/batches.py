@@ -35,7 +35,7 @@ class CacheData:
         missing = [b for b in needs.tokens_at if b not in cache.tokens_at]
         if missing:  # one line naming the one command that adds them to this same store
             raise InputError(
-                f"tokens at block(s) {','.join(map(str, missing))} are not cached in {cache.store.path} "
+                f"tokens at block {','.join(map(str, missing))} are not cached in {cache.store.path} "
                 f"(cached: {','.join(map(str, cache.tokens_at)) or 'none'}); add them to this store with: "
                 f"{cache.extend_command(tokens_at=tuple(missing))}")
         self.labels = torch.from_numpy(cache.labels)  # [V]

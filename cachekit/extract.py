@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 EMB_DTYPE = "float32"
 TOKEN_DTYPE = "float16"
-_BATCH_BYTES = 256 << 20  # a batch commit is also cut at this many bytes of arrays (tokens)
+_BATCH_BYTES = 64 << 20  # a batch commit is also cut at this many bytes of arrays (tokens)
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class ExtractConfig:
     tokens_at: tuple[int, ...] = ()
     templates: str = "single"
     batch_size: int = 32  # frames per encoder forward (fixed: the last batch is padded)
-    workers: int = 2  # decoding threads
+    workers: int | None = None  # decoding threads; None: the cores this process may use
     backend: Backend = "auto"
     retry_failed: bool = False
     commit_every: int = 32  # videos per batch commit: the most work a kill can lose
@@ -55,12 +55,23 @@ class ExtractConfig:
     def __post_init__(self):
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
         if self.commit_every < 1:
             raise InputError(f"--commit-every must be >= 1, got {self.commit_every}")
         if len(set(self.tokens_at)) != len(self.tokens_at):
             raise InputError(f"--tokens-at lists a block twice: {self.tokens_at}")
+
+
+    @property
+    def n_workers(self) -> int:
+        """Decoding threads: ``workers``, or by default every core this process may run on."""
+        if self.workers is not None:
+            return max(1, self.workers)
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
 
 
 def parse_blocks(text: str | None) -> tuple[int, ...]:
@@ -180,8 +191,90 @@ class _Pending:
     video: DecodedVideo
     pixels: object  # [V*T, 3, S, S] float32
     outs: list = field(default_factory=list)  # encoded row blocks, in order
-    done_rows: int = 0
+    rows: int = 0
     u8: object = None  # [V*T, 3, S, S] uint8 when the pixel cache is asked for
+
+
+class _Writer:
+    """The write stage: a thread that copies encoder outputs to the host, cuts each video's
+    rows out, and commits batches of videos, while the main thread decodes and encodes the next
+    ones. Its queue holds at most two groups, so memory stays bounded. An error (disk full, a
+    crash) stops it; the main thread re-raises that same exception at its next hand-off."""
+
+    def __init__(self, ext: "Extractor", s: "ExtractSummary"):
+        import queue
+        import threading
+
+        self.ext, self.s = ext, s
+        self.q: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="clipcache-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self.q.get()
+            if job is None:
+                return
+            if self.error is not None:
+                continue  # drain without writing after a failure
+            try:
+                group, outs = job
+                res = {k: np.concatenate([o[k].cpu().numpy() for o in outs]) for k in outs[0]}
+                off = 0
+                for p in group:  # hand each video exactly its own rows back
+                    p.outs.append({k: a[off:off + p.rows] for k, a in res.items()})
+                    off += p.rows
+                    self.ext._commit(self.s, p)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the main thread
+                self.error = err
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, group: list, outs: list) -> None:
+        import queue
+
+        while True:
+            self.check()
+            try:
+                self.q.put((group, outs), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Write what is queued, the last (partial) batch included; raise the writer's error."""
+        import queue
+
+        while self.thread.is_alive():
+            try:
+                self.q.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self.thread.join()
+        self.check()
+        self.ext._flush(self.s)
+
+    def stop(self) -> None:
+        """On any exit: let the thread end (without committing more after an error)."""
+        import queue
+
+        if self.thread.is_alive():
+            if self.error is None:
+                self.error = _Stopped()
+            while self.thread.is_alive():
+                try:
+                    self.q.put(None, timeout=0.1)
+                except queue.Full:
+                    continue
+                self.thread.join(timeout=1.0)
+
+
+class _Stopped(Exception):
+    """The main thread stopped the writer (an error elsewhere): nothing more is committed."""
 
 
 class Extractor:
@@ -198,7 +291,7 @@ class Extractor:
 
     # --------------------------------------------------------------- encoding
     def _forward(self, pixels, size: int):
-        """Encode one batch ``[n <= size, 3, S, S]``, padded to ``size`` rows -> numpy arrays per output."""
+        """Encode one batch ``[n <= size, 3, S, S]``, padded to ``size`` rows -> tensors per output."""
         import torch
 
         b = size
@@ -208,10 +301,10 @@ class Extractor:
         pixels = pixels.to(self.enc.device, non_blocking=True)
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self._autocast):
             out = self.enc.encode_frames(pixels, self.cfg.tokens_at)
-        res = {"emb": out.emb[:n].float().cpu().numpy(), "cls": out.cls[:n].float().cpu().numpy()}
-        for blk, tok in out.tokens.items():
-            res[f"tokens_{blk}"] = tok[:n].to(torch.float16).cpu().numpy()
-        return res
+            res = {"emb": out.emb[:n].float(), "cls": out.cls[:n].float()}
+            for blk, tok in out.tokens.items():
+                res[f"tokens_{blk}"] = tok[:n].to(torch.float16)
+        return res  # device tensors: copied to the host by the writer thread (overlaps the next forward)
 
     def _prepare(self, item: VideoItem, key: str) -> tuple[DecodedVideo, object, object]:
         video = decode_video(item.path, self.cfg.sampler, key, self.cfg.backend)
@@ -294,12 +387,14 @@ class Extractor:
         s.seconds["hash"] = time.perf_counter() - t0
 
         bar = tqdm(total=len(work), unit="video", disable=not progress, desc="extract", dynamic_ncols=True)
-        pool = ThreadPoolExecutor(max_workers=max(1, self.cfg.workers), thread_name_prefix="decode")
-        prefetch = max(2, 2 * self.cfg.workers)
+        workers = self.cfg.n_workers
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+        prefetch = max(2, 2 * workers)  # decoded videos waiting: bounds memory, keeps the encoder fed
         futures: deque[tuple[str, VideoItem, Future]] = deque()
         todo = iter(work)
         queue: deque[_Pending] = deque()  # decoded videos whose rows are (partly) not encoded yet
         rows_waiting = 0
+        writer = _Writer(self, s)
 
         def submit_more():
             while len(futures) < prefetch:
@@ -318,24 +413,20 @@ class Extractor:
                         group.append(queue.popleft())
                 else:  # CPU: one video per forward (I4: bitwise equal whatever its batch mates)
                     group = [queue.popleft()]
-                rows = torch.cat([q.pixels for q in group])
+                rows = torch.cat([q.pixels for q in group]) if len(group) > 1 else group[0].pixels
                 n = rows.shape[0]
                 g = max(n, self.cfg.batch_size) if self._pack else min(self.cfg.batch_size, n)
                 outs = []
+                t1 = time.perf_counter()
                 for start in range(0, n, g):
-                    t1 = time.perf_counter()
                     outs.append(self._forward(rows[start:start + g], g))
-                    s.seconds["encode"] += time.perf_counter() - t1
-                res = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-                off = 0
-                for q in group:  # hand each video exactly its own rows back
-                    m = q.pixels.shape[0]
-                    q.outs.append({k: a[off:off + m] for k, a in res.items()})
-                    q.done_rows = m
-                    off += m
-                    rows_waiting -= m
-                    self._commit(s, q)
-                    bar.update(1)
+                s.seconds["encode"] += time.perf_counter() - t1
+                for q in group:
+                    rows_waiting -= q.pixels.shape[0]
+                    q.rows = q.pixels.shape[0]
+                    q.pixels = None  # the writer needs the outputs only
+                writer.put(group, outs)  # blocks while the writer is 2 groups behind: bounded memory
+                bar.update(len(group))
                 bar.set_postfix(frames_s=f"{s.frames / max(1e-9, time.perf_counter() - t_start):.1f}",
                                 failed=len(s.failed))
 
@@ -347,6 +438,7 @@ class Extractor:
                 try:
                     video, pixels, u8 = fut.result()
                 except DecodeError as err:
+                    writer.check()
                     self._fail(s, it, key, str(err))
                     bar.update(1)
                     submit_more()
@@ -358,8 +450,9 @@ class Extractor:
                 rows_waiting += pixels.shape[0]
                 encode_batches(flush=False)
             encode_batches(flush=True)
-            self._flush(s)
+            writer.close()  # the last batch commit, then any error of the writer is raised here
         finally:
+            writer.stop()
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
         self.extend(s, dist, progress)
@@ -419,9 +512,9 @@ class Extractor:
             return
         bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="extend", dynamic_ncols=True)
         batch: list[tuple[str, dict, dict]] = []
-        pool = ThreadPoolExecutor(max_workers=max(1, self.cfg.workers), thread_name_prefix="decode")
+        pool = ThreadPoolExecutor(max_workers=self.cfg.n_workers, thread_name_prefix="decode")
         try:
-            window = max(2, 2 * self.cfg.workers)
+            window = max(2, 2 * self.cfg.n_workers)
             futures: deque = deque()
             it = iter(todo)
 
