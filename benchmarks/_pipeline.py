@@ -168,7 +168,8 @@ def encoder_alone(enc, n_frames: int, batch: int) -> dict:
         x = x.to(enc.device)
     amp = enc.device.type == "cuda"
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-        enc.encode_frames(x)  # warm-up
+        for _ in range(2):  # warm-up at this shape
+            enc.encode_frames(x)
         if amp:
             torch.cuda.synchronize()
         t0 = time.perf_counter()

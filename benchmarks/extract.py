@@ -320,9 +320,12 @@ def store_section(model: str, pretrained: str, frames: int = 8, batch_size: int 
         r["column"] = bp.column_read(tmp, 2000 if small else 100000, t=frames, d=512)
         n_pipe = pipeline_videos or (8 if small else 24)
         vids = bp.synth_videos(tmp / "videos", n_pipe, frames=24, size=128)
+        # the encoder alone before and after the pipeline, the better kept (a shared machine is noisy)
+        before = bp.encoder_alone(enc, n_pipe * frames, min(batch_size, frames))
         r["pipeline"] = bp.pipeline(enc, vids, tmp, frames, workers, batch_size)
         r["decode"] = bp.decode_alone(enc, vids, frames, r["pipeline"]["workers"])
-        r["encoder"] = bp.encoder_alone(enc, n_pipe * frames, min(batch_size, frames))
+        after = bp.encoder_alone(enc, n_pipe * frames, min(batch_size, frames))
+        r["encoder"] = max(before, after, key=lambda e: e["frames_s"])
         r["rss"] = []
         for n in ((20, 200) if small else (200, 2000)):
             vs = bp.synth_videos(tmp / f"rss{n}", n, frames=12, size=48)

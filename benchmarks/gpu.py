@@ -17,6 +17,11 @@ with the 4-block test model, to check the script anywhere.
 
 Writes ``OUT/gpu-results.json`` and ``OUT/gpu-results.md`` (the card is named in both).
 
+On the lent GPU machines (Python 3.12, torch, h5py, fsspec, click, tqdm, safetensors, timm
+installed; nothing can be downloaded) carry these wheels (see the device tool's README):
+``zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 google-crc32c open_clip_torch==3.3.0
+ftfy==6.3.1 wcwidth av==18.1.0`` (decord is optional: PyAV decodes without it).
+
 Run: ``python benchmarks/gpu.py --out results/ [--model ViT-B-32] [--videos 120] [--tiny]``
 """
 
