@@ -316,12 +316,12 @@ class ZarrStore(FeatureStore):
             z, start = slot
             if start + len(data) > z.shape[0]:
                 z.resize((max(start + len(data), 2 * z.shape[0]), *data.shape[1:]))
-            writes.append(z.async_array.setitem(slice(start, start + len(data)), data))
+            writes.append((z, slice(start, start + len(data)), data))
             offsets[aname] = start
             slot[1] = start + len(data)
 
-        async def _all():
-            await asyncio.gather(*writes)
+        async def _all():  # the coroutines are made here: a failed create/resize leaves none unawaited
+            await asyncio.gather(*(z.async_array.setitem(sel, data) for z, sel, data in writes))
 
         sync(_all())
         return offsets
