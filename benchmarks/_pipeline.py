@@ -214,12 +214,18 @@ cfg = ExtractConfig(encoder=EncoderConfig(model=sys.argv[3], pretrained="random"
                     sampler=SamplerConfig(frames=8))
 s = extract(InputSet(items=[VideoItem(p) for p in paths]), sys.argv[2], cfg, progress=False)
 assert s.extracted == len(paths), s.failed[:3]
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM: this process's own peak (ru_maxrss would carry over the parent's peak across fork + exec)
+try:
+    hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+except (OSError, IndexError):
+    hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(hwm)
 """
 
 
 def peak_rss(folder: Path, videos: list[Path], model: str = TINY) -> dict:
-    """Peak resident memory (MB) of a fresh process extracting ``videos`` (T = 8, tiny model)."""
+    """Peak resident memory (MB) of a fresh process extracting ``videos`` (T = 8, tiny model):
+    its own high-water mark (``VmHWM``), read by the process itself at the end."""
     listing = folder / f"rss-{len(videos)}.txt"
     listing.write_text("\n".join(map(str, videos)))
     store = folder / f"rss-{len(videos)}.zarr"

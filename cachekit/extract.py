@@ -1,7 +1,9 @@
 """``clipcache extract``: decode, sample, run the frozen encoder once, cache the outputs.
 
-Stages: hash inputs -> decode (worker threads, overlapped with encoding) -> preprocess + encode
-in fixed-size frame batches -> commit one store entry per video. A video's stored values do not
+Stages: hash inputs -> decode + resize/crop (worker threads, default one per core, a bounded
+window ahead) -> encode in fixed-size frame batches (main thread) -> host copy and batch commits
+(a writer thread behind a bounded queue; ``commit_every`` videos per commit record) -> extend
+committed videos that lack arrays the key now asks for -> text. A video's stored values do not
 depend on which other videos were extracted with it (reliability.md I4): each forward holds the
 rows of one video only, in groups of ``min(batch_size, views * frames)`` rows at fixed positions
 (the last group padded). Sharing a forward with other videos moves a row to another position,
