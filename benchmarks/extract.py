@@ -23,8 +23,17 @@ random weights (``--pretrained random``: speed does not depend on the weight val
 ``--quick`` uses the 4-block test model ``tests/assets/tiny-clip.json``. The machine is shared:
 the load average is printed beside the numbers.
 
+5. **Store and pipeline** (issue 12), side by side in the same run:
+   write cost per video (ms, amortised, T = 8, batches of 32, no tokens; with tokens at one
+   block, MB/s against a plain sequential write + fsync to the same disk), files per video,
+   reading ``emb`` of many videos against a plain read of the same bytes, the whole pipeline
+   against the encoder alone (same batch shape) and against decoding alone (same workers), and
+   the peak RSS of a fresh process extracting 200 and 2,000 tiny synthetic videos.
+
 Run: ``python benchmarks/extract.py [--quick] [--model ViT-B-32] [--videos 3] [--frames 8]``
-(default: about 75 s of two busy cores; ``--quick``: about 10 s).
+(default: about 75 s of two busy cores plus the store section; ``--quick``: about 10 s).
+``--small`` runs the store section at small sizes (64 videos written, 2,000 read, RSS at 20 and
+200 videos, 8 pipeline videos); ``--only store`` skips sections 1-4.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import tempfile
 import time
 from pathlib import Path
 from _machine import cpu_model  # noqa: E402
+import _pipeline as bp  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -290,6 +300,65 @@ def table(r: dict) -> str:
     return "\n".join(out)
 
 
+def store_section(model: str, pretrained: str, frames: int = 8, batch_size: int = 32, small: bool = False,
+                  pipeline_videos: int | None = None, workers: int | None = None) -> dict:
+    """Section 5: the store's write and read costs, pipeline ratios and peak RSS (see the docstring)."""
+    from cachekit.encoder import EncoderConfig, load_clip
+
+    enc = load_clip(EncoderConfig(model=model, pretrained=pretrained, device="cpu"))
+    info = enc.info
+    d, w, grid = info.embed_dim, info.width, info.grid[0] * info.grid[1]
+    tmp = bp.temp_dir()
+    try:
+        r: dict = {"model": model, "frames": frames}
+        n_write = 64 if small else 500
+        r["write"] = bp.write_cost(tmp, n_write, t=frames, d=d, w=w)
+        r["write_tokens"] = bp.write_cost(tmp, max(16, n_write // 5), t=frames, d=d, w=w, tokens=(info.layers // 2,),
+                                          grid=grid)
+        r["write_h5"] = bp.write_cost(tmp, n_write, t=frames, d=d, w=w, suffix=".h5")
+        r["disk_mb_s"] = bp.disk_write_rate(tmp, (16 if small else 256) << 20)
+        r["column"] = bp.column_read(tmp, 2000 if small else 100000, t=frames, d=512)
+        n_pipe = pipeline_videos or (8 if small else 24)
+        vids = bp.synth_videos(tmp / "videos", n_pipe, frames=24, size=128)
+        # the encoder alone before and after the pipeline, the better kept (a shared machine is noisy)
+        before = bp.encoder_alone(enc, n_pipe * frames, min(batch_size, frames))
+        r["pipeline"] = bp.pipeline(enc, vids, tmp, frames, workers, batch_size)
+        r["decode"] = bp.decode_alone(enc, vids, frames, r["pipeline"]["workers"])
+        after = bp.encoder_alone(enc, n_pipe * frames, min(batch_size, frames))
+        r["encoder"] = max(before, after, key=lambda e: e["frames_s"])
+        r["rss"] = []
+        for n in ((20, 200) if small else (200, 2000)):
+            vs = bp.synth_videos(tmp / f"rss{n}", n, frames=12, size=48)
+            r["rss"].append(bp.peak_rss(tmp, vs))
+            shutil.rmtree(tmp / f"rss{n}", ignore_errors=True)
+        return r
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def store_table(r: dict) -> str:
+    wr, wt, wh, col = r["write"], r["write_tokens"], r["write_h5"], r["column"]
+    p, dec, enc = r["pipeline"], r["decode"], r["encoder"]
+    rows = [
+        (f"Zarr write, T={r['frames']}, no tokens ({wr['videos']} videos, batches of 32)",
+         f"{wr['ms_per_video']:.2f} ms/video", f"{wr['files_per_video']:.3f} files/video"),
+        (f"Zarr write with tokens at one block ({wt['videos']} videos, {wt['mb'] / wt['videos']:.1f} MB/video)",
+         f"{wt['mb_s']:.0f} MB/s", f"{wt['mb_s'] / r['disk_mb_s']:.2f} of the disk's {r['disk_mb_s']:.0f} MB/s"),
+        (f"HDF5 write, T={r['frames']}, no tokens", f"{wh['ms_per_video']:.2f} ms/video",
+         f"{wh['files_per_video']:.3f} files/video"),
+        (f"read emb of {col['videos']} videos ({col['mb']:.0f} MB) via the store", f"{col['store_mb_s']:.0f} MB/s",
+         f"{col['ratio']:.2f} of a plain read ({col['plain_mb_s']:.0f} MB/s); index load {col['index_s']:.2f} s"),
+        (f"encoder alone, batch {enc['batch']}", f"{enc['frames_s']:.1f} frames/s", "1.00"),
+        (f"decode + preprocess alone, {dec['workers']} workers", f"{dec['frames_s']:.1f} frames/s", ""),
+        (f"extract pipeline, {p['videos']} videos, {p['workers']} workers", f"{p['frames_s']:.1f} frames/s",
+         f"{p['frames_s'] / enc['frames_s']:.2f} of encoder, {p['frames_s'] / dec['frames_s']:.2f} of decode"),
+        *((f"peak RSS extracting {x['videos']} videos (tiny model)", f"{x['peak_rss_mb']:.0f} MB", "")
+          for x in r["rss"]),
+    ]
+    return "\n".join(["| store / pipeline | value | ratio |", "| --- | --- | --- |",
+                      *(f"| {a} | {b} | {c} |" for a, b, c in rows)])
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="the 4-block test model (seconds, not minutes)")
@@ -300,11 +369,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--prompts", type=int, default=None, help="text prompts; default 48, quick 32")
     p.add_argument("--repeats", type=int, default=None, help="timed runs, best kept (default 3)")
+    p.add_argument("--small", action="store_true", help="the store section at small sizes")
+    p.add_argument("--only", choices=["all", "store"], default="all")
+    p.add_argument("--workers", type=int, default=None, help="decode workers (default: the cores available)")
     a = p.parse_args(argv)
-    r = run(model=a.model, pretrained=a.pretrained, videos=a.videos or (2 if a.quick else 3),
-            frames=a.frames, batch_size=a.batch_size, prompts=a.prompts or (32 if a.quick else 48),
-            quick=a.quick, repeats=a.repeats or 3)
-    print(table(r))
+    if a.only == "all":
+        r = run(model=a.model, pretrained=a.pretrained, videos=a.videos or (2 if a.quick else 3),
+                frames=a.frames, batch_size=a.batch_size, prompts=a.prompts or (32 if a.quick else 48),
+                quick=a.quick, repeats=a.repeats or 3)
+        print(table(r))
+        print()
+    model = str(TINY) if a.quick else a.model
+    sr = store_section(model, "random" if a.quick else a.pretrained, a.frames, a.batch_size, small=a.small,
+                       workers=a.workers)
+    print(store_table(sr))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ once with the reference's features and every bad clip is reported. Prints one su
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -61,14 +62,27 @@ def make_clips(out: Path, n: int, broken_frac: float, seed: int) -> tuple[list[P
 def extract_cmd(listing: Path, store: Path) -> list[str]:
     return [sys.executable, "-m", "cli.main", "extract", str(listing), "--store", str(store), "--model", TINY,
             "--pretrained", "random", "--frames", "4", "--tokens-at", "1", "--batch-size", "16",
-            "--no-progress"]
+            "--commit-every", "4", "--no-progress"]
+
+
+def batch_records(store: Path) -> list[dict]:
+    """The batch commit records of a store's videos (each lists the entries it made visible)."""
+    out = []
+    try:
+        names = sorted(os.listdir(store / "meta" / "commits" / "videos"))
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if name.endswith(".json") and not name.startswith("."):
+            try:
+                out.append(json.loads((store / "meta" / "commits" / "videos" / name).read_text()))
+            except (FileNotFoundError, json.JSONDecodeError):
+                continue
+    return out
 
 
 def n_commits(store: Path) -> int:
-    try:
-        return len(os.listdir(store / "meta" / "commits" / "videos"))
-    except FileNotFoundError:
-        return 0
+    return sum(len(r.get("entries", {})) for r in batch_records(store))
 
 
 def run(n: int = 500, kills: int = 5, seed: int = 0, keep: str | None = None) -> dict:
@@ -114,8 +128,10 @@ def run(n: int = 500, kills: int = 5, seed: int = 0, keep: str | None = None) ->
     with open_store(ref) as a, open_store(soak, "a") as b:
         ra, rb = a.records("videos"), b.records("videos")
         by_path_b: dict[str, int] = {}
-        for rec in rb.values():
-            by_path_b[rec["path"]] = by_path_b.get(rec["path"], 0) + 1
+        for doc in batch_records(soak):  # every committed copy, not only the index's first one
+            for rec in doc.get("entries", {}).values():
+                if not rec.get("extends"):
+                    by_path_b[rec["path"]] = by_path_b.get(rec["path"], 0) + 1
         good_paths = {str(p.resolve()) for p in good}
         committed = sum(1 for p in good_paths if by_path_b.get(p, 0) >= 1)
         duplicated = sum(1 for p in good_paths if by_path_b.get(p, 0) > 1)
@@ -126,7 +142,9 @@ def run(n: int = 500, kills: int = 5, seed: int = 0, keep: str | None = None) ->
         checked, bad_entries = b.verify("videos")
         mismatched += len(bad_entries)
         b.gc()
-        orphans = sum(1 for d in (soak / "videos").iterdir() if d.is_dir() and d.name not in rb) + \
+        used = {loc[0].split("/", 1)[0] for rec in rb.values() for loc in rec["loc"].values()}
+        segs = soak / "seg" / "videos"
+        orphans = sum(1 for d in segs.iterdir() if d.is_dir() and d.name not in used) + \
             sum(1 for _ in soak.rglob("*.partial"))
     res = {"videos": n, "broken": len(bad), "kills": done_kills, "committed": committed, "good": len(good),
            "failed_reported": failed_reported, "lost": lost, "duplicated": duplicated,

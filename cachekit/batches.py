@@ -1,7 +1,10 @@
 """Assemble :class:`VideoBatch` and :class:`Episode` tensors from a cache, for what a method needs.
 
 Small arrays (embeddings, class tokens, text) are loaded once into memory; mid-block tokens are
-read per batch; pixels are decoded again from the videos' paths at the cached frame indices.
+read per batch; pixels are read per batch from the pixel cache when the store has one
+(``extract --pixels``), else decoded again from the videos' paths at the cached frame indices.
+Both give the same normalised tensors: the cache holds exactly the resized, centre-cropped
+uint8 frames that decoding produces before normalisation.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import torch
 
 from .cache import FeatureCache
 from .episodes import EpisodeSpec
+from .errors import InputError
 from .methods.base import CacheNeeds, Episode, VideoBatch
 from .video import decode_at
 
@@ -29,13 +33,18 @@ class CacheData:
         if needs.pixels and encoder is None:
             raise ValueError("a method that reads pixels needs the encoder (for its preprocessing)")
         missing = [b for b in needs.tokens_at if b not in cache.tokens_at]
-        if missing:
-            cache.tokens(missing[0], [])  # raises the one-line "not cached" error
+        if missing:  # one line naming the one command that adds them to this same store
+            raise InputError(
+                f"tokens at block {','.join(map(str, missing))} are not cached in {cache.store.path} "
+                f"(cached: {','.join(map(str, cache.tokens_at)) or 'none'}); add them to this store with: "
+                f"{cache.extend_command(tokens_at=tuple(missing))}")
         self.labels = torch.from_numpy(cache.labels)  # [V]
         self.emb = torch.from_numpy(cache.emb(view=None)) if needs.emb else None  # [V, views, T, D']
         self.cls = torch.from_numpy(cache.cls(view=None)) if needs.cls else None  # [V, views, T, W]
         self.text = torch.from_numpy(cache.text()).to(self.device) if needs.text else None  # [C, P, D']
-        self._frame_idx = cache.frame_indices(view=None) if needs.pixels else None  # [V, views, T]
+        self.cached_pixels = bool(needs.pixels and cache.has_pixels)
+        self._frame_idx = (cache.frame_indices(view=None) if needs.pixels and not self.cached_pixels
+                           else None)  # [V, views, T]
         self.views = int(cache.key.get("views", 1))
 
     def _views(self, n: int, view: int | None, rng: np.random.Generator | None) -> np.ndarray:
@@ -63,6 +72,9 @@ class CacheData:
         return b
 
     def _pixels(self, idx: np.ndarray, views: np.ndarray) -> torch.Tensor:
+        if self.cached_pixels:
+            u8 = self.cache.pixels(idx, view=None)[np.arange(len(idx)), views]  # [B, T, 3, S, S] uint8
+            return self.encoder.normalize(torch.from_numpy(np.ascontiguousarray(u8)))
         out = []
         for i, v in zip(idx.tolist(), views.tolist()):
             frames = decode_at(self.cache.paths[i], self._frame_idx[i, v])  # [T, H, W, 3]

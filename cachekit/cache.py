@@ -7,6 +7,7 @@ video i in ``classes`` (sorted class names), or -1 when the video has no label.
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,6 +17,24 @@ from stores import FeatureStore, open_store
 
 from .encoder import ModelInfo
 from .errors import InputError
+
+
+def extend_command(store: str, key: dict, tokens_at: tuple[int, ...] = (), pixels: bool = False) -> str:
+    """``clipcache extract`` with the store's own options plus the arrays asked for: run on an
+    existing store, it computes only those arrays for the videos it holds."""
+    blocks = sorted(set(key.get("tokens_at") or ()) | set(tokens_at))
+    parts = ["clipcache extract --store", shlex.quote(store)]
+    if blocks:
+        parts.append(f"--tokens-at {','.join(map(str, blocks))}")
+    if pixels or key.get("pixels"):
+        parts.append("--pixels")
+    sampler = key.get("sampler") or {}
+    parts += [f"--model {shlex.quote(str(key.get('model')))}",
+              f"--pretrained {shlex.quote(str(key.get('weights')))}",
+              f"--frames {key.get('frames')}", f"--views {key.get('views')}"]
+    if "seed" in sampler:
+        parts.append(f"--seed {sampler['seed']}")
+    return " ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,15 @@ class FeatureCache:
     def tokens_at(self) -> tuple[int, ...]:
         return tuple(self.key.get("tokens_at", ()))
 
+    @property
+    def has_pixels(self) -> bool:
+        """Whether every video's resized, centre-cropped frames are cached (``extract --pixels``)."""
+        return bool(self.key.get("pixels"))
+
+    def extend_command(self, tokens_at: tuple[int, ...] = (), pixels: bool = False) -> str:
+        """The one command that adds these arrays to this same store (only they are computed)."""
+        return extend_command(str(self.store.path), self.key, tokens_at, pixels)
+
     # ----------------------------------------------------------------- arrays
     def _column(self, name: str) -> np.ndarray:
         if not self.video_keys:
@@ -97,11 +125,22 @@ class FeatureCache:
         """Tokens entering ``block`` for videos ``idx``: ``[n, T, N+1, W]`` float16 (one view)."""
         if block not in self.tokens_at:
             raise InputError(
-                f"tokens at block {block} were not cached in {self.store.path} "
-                f"(cached: {', '.join(map(str, self.tokens_at)) or 'none'}); re-extract with --tokens-at {block}"
+                f"tokens at block {block} are not cached in {self.store.path} "
+                f"(cached: {', '.join(map(str, self.tokens_at)) or 'none'}); add them to this store with: "
+                f"{self.extend_command(tokens_at=(block,))}"
             )
         keys = [self.video_keys[int(i)] for i in idx]
         a = self.store.read_column("videos", f"tokens_{block}", keys)  # [n, views, T, N+1, W]
+        return a if view is None else a[:, view]
+
+    def pixels(self, idx: np.ndarray | list[int], view: int | None = 0) -> np.ndarray:
+        """Cached frames of videos ``idx``, resized and centre-cropped, before normalisation:
+        ``[n, T, 3, S, S]`` uint8 for one view (``[n, views, T, 3, S, S]`` for ``view=None``)."""
+        if not self.has_pixels:
+            raise InputError(f"pixels are not cached in {self.store.path}; add them to this store with: "
+                             f"{self.extend_command(pixels=True)}")
+        keys = [self.video_keys[int(i)] for i in idx]
+        a = self.store.read_column("videos", "pixels", keys)  # [n, views, T, 3, S, S] uint8
         return a if view is None else a[:, view]
 
     # ----------------------------------------------------------------- text

@@ -236,6 +236,11 @@ class FrozenCLIP:
 
         Resize (shorter side to S, antialiased, on uint8 like PIL), centre crop, scale, normalise.
         """
+        return self.normalize(self.resize_crop(frames))
+
+    def resize_crop(self, frames):
+        """uint8 RGB ``[F, H, W, 3]`` -> uint8 ``[F, 3, S, S]``: the geometric half of
+        :meth:`preprocess` (what the pixel cache stores)."""
         import torch
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms.v2 import functional as TF
@@ -250,10 +255,48 @@ class FrozenCLIP:
             if min(x.shape[-2:]) != s:
                 x = TF.resize(x, s, interpolation=interp, antialias=True)
             x = TF.center_crop(x, [s, s])
-        x = x.to(torch.float32).div_(255.0)
-        mean = torch.tensor(c["mean"]).view(1, 3, 1, 1)
-        std = torch.tensor(c["std"]).view(1, 3, 1, 1)
+        return x.contiguous()
+
+    def normalize(self, pixels):
+        """uint8 ``[..., 3, S, S]`` -> float32 scaled to [0, 1] and normalised with the model's
+        mean and std (the second half of :meth:`preprocess`)."""
+        import torch
+
+        c = self.preprocess_cfg
+        x = torch.as_tensor(pixels).to(torch.float32).div_(255.0)
+        mean = torch.tensor(c["mean"]).view(3, 1, 1)
+        std = torch.tensor(c["std"]).view(3, 1, 1)
         return (x - mean) / std
+
+    def encode_tokens(self, pixels, token_blocks: Sequence[int]) -> dict:
+        """Tokens entering ``token_blocks`` only: the forward stops before the last block asked
+        for, so extending a store with early blocks costs a fraction of a full pass.
+
+        ``pixels`` ``[F, 3, S, S]``; returns ``{L: [F, N+1, W]}``, equal to :meth:`encode_frames`'s.
+        """
+        v = self.visual
+        last = max(token_blocks)
+        captured: dict = {}
+        handles = []
+
+        class _Stop(Exception):
+            pass
+
+        for blk_idx in token_blocks:
+            def pre_hook(_mod, args, kwargs, _i=blk_idx):
+                captured[_i] = (args[0] if args else kwargs["x"]).detach()
+                if _i == last:
+                    raise _Stop
+
+            handles.append(v.transformer.resblocks[blk_idx].register_forward_pre_hook(pre_hook, with_kwargs=True))
+        try:
+            self.model.encode_image(pixels)
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        return captured
 
     def encode_frames(self, pixels, token_blocks: Sequence[int] = ()) -> FrameOutputs:
         """One forward: projected embeddings, class token before projection, tokens entering blocks.

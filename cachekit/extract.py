@@ -1,7 +1,9 @@
 """``clipcache extract``: decode, sample, run the frozen encoder once, cache the outputs.
 
-Stages: hash inputs -> decode (worker threads, overlapped with encoding) -> preprocess + encode
-in fixed-size frame batches -> commit one store entry per video. A video's stored values do not
+Stages: hash inputs -> decode + resize/crop (worker threads, default one per core, a bounded
+window ahead) -> encode in fixed-size frame batches (main thread) -> host copy and batch commits
+(a writer thread behind a bounded queue; ``commit_every`` videos per commit record) -> extend
+committed videos that lack arrays the key now asks for -> text. A video's stored values do not
 depend on which other videos were extracted with it (reliability.md I4): each forward holds the
 rows of one video only, in groups of ``min(batch_size, views * frames)`` rows at fixed positions
 (the last group padded). Sharing a forward with other videos moves a row to another position,
@@ -19,7 +21,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 EMB_DTYPE = "float32"
 TOKEN_DTYPE = "float16"
+_BATCH_BYTES = 64 << 20  # a batch commit is also cut at this many bytes of arrays (tokens)
 
 
 @dataclass(frozen=True)
@@ -45,17 +48,32 @@ class ExtractConfig:
     tokens_at: tuple[int, ...] = ()
     templates: str = "single"
     batch_size: int = 32  # frames per encoder forward (fixed: the last batch is padded)
-    workers: int = 2  # decoding threads
+    workers: int | None = None  # decoding threads; None: the cores this process may use
     backend: Backend = "auto"
     retry_failed: bool = False
+    commit_every: int = 32  # videos per batch commit: the most work a kill can lose
+    pixels: bool = False  # also cache the resized, centre-cropped uint8 frames (backbone methods)
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
+        if self.commit_every < 1:
+            raise InputError(f"--commit-every must be >= 1, got {self.commit_every}")
         if len(set(self.tokens_at)) != len(self.tokens_at):
             raise InputError(f"--tokens-at lists a block twice: {self.tokens_at}")
+
+
+    @property
+    def n_workers(self) -> int:
+        """Decoding threads: ``workers``, or by default every core this process may run on."""
+        if self.workers is not None:
+            return max(1, self.workers)
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
 
 
 def parse_blocks(text: str | None) -> tuple[int, ...]:
@@ -69,14 +87,20 @@ def parse_blocks(text: str | None) -> tuple[int, ...]:
     return blocks
 
 
-def cache_key(enc: FrozenCLIP, sampler: SamplerConfig, tokens_at: tuple[int, ...]) -> dict:
-    """Everything that determines the cached values: a store holds one key only."""
+def cache_key(enc: FrozenCLIP, sampler: SamplerConfig, tokens_at: tuple[int, ...],
+              pixels: bool = False) -> dict:
+    """Everything that determines the cached values: a store holds one key only.
+
+    ``tokens_at`` and ``pixels`` say which optional arrays every video of the store has; they
+    grow when a store is extended (:func:`merged_key`), the other fields never change.
+    """
     return {
         **enc.key_fields(),
         "sampler": sampler.to_dict(),
         "frames": sampler.frames,
         "views": sampler.views,
         "tokens_at": list(tokens_at),
+        "pixels": bool(pixels),
         "dtype": {"emb": EMB_DTYPE, "cls": EMB_DTYPE, "tokens": TOKEN_DTYPE},
         "layout_version": LAYOUT_VERSION,
     }
@@ -84,23 +108,46 @@ def cache_key(enc: FrozenCLIP, sampler: SamplerConfig, tokens_at: tuple[int, ...
 
 # Fields that may differ without changing a single cached value.
 _KEY_IGNORED = ("open_clip", "torch", "weights")
+# Fields that say which optional arrays exist: a store is extended to the union, never refused.
+KEY_EXTENSIBLE = ("tokens_at", "pixels")
 
 
 def key_differences(have: dict, want: dict) -> list[str]:
+    """Key fields that differ in a way that changes cached values (extensible fields aside)."""
     fields = sorted(set(have) | set(want))
-    return [f for f in fields if f not in _KEY_IGNORED and have.get(f) != want.get(f)]
+    return [f for f in fields if f not in _KEY_IGNORED and f not in KEY_EXTENSIBLE
+            and have.get(f) != want.get(f)]
 
 
-def check_key(store: FeatureStore, key: dict) -> None:
+def merged_key(have: dict, want: dict) -> dict:
+    """The key of a store ``have`` extended with what ``want`` asks: the union of the arrays."""
+    out = dict(have)
+    out["tokens_at"] = sorted(set(have.get("tokens_at") or ()) | set(want.get("tokens_at") or ()))
+    out["pixels"] = bool(have.get("pixels")) or bool(want.get("pixels"))
+    return out
+
+
+def check_key(store: FeatureStore, key: dict) -> dict:
+    """Refuse a store whose cached values were computed differently; return the key the store
+    has once extended with the arrays ``key`` asks for."""
     have = store.attrs.get("cache_key", {})
     diff = key_differences(have, key)
     if diff:
-        detail = "; ".join(f"{f}: store has {have.get(f)!r}, asked {key.get(f)!r}"
-                           for f in diff if f != "model_cfg")
+        detail = "; ".join(f"{f}: store has {have.get(f)!r}, asked {key.get(f)!r}" if f != "model_cfg"
+                           else "model_cfg differs" for f in diff)
         raise CacheKeyMismatch(
-            f"store {store.path} was extracted with a different configuration ({', '.join(diff)}"
-            f"{': ' + detail if detail else ''}); use a new --store for this configuration"
+            f"store {store.path} was extracted with a different configuration ({detail}); "
+            "use a new --store for this configuration"
         )
+    return merged_key(have, key)
+
+
+def video_array_names(key: dict) -> set[str]:
+    """Arrays every video of a store with this key has."""
+    names = {"emb", "cls", "frame_idx", "timestamps"} | {f"tokens_{b}" for b in key.get("tokens_at") or ()}
+    if key.get("pixels"):
+        names.add("pixels")
+    return names
 
 
 @dataclass
@@ -109,6 +156,8 @@ class ExtractSummary:
     unique: int = 0
     already_done: int = 0
     extracted: int = 0
+    extended: int = 0  # committed videos that got the arrays an extended key adds
+    extend_failed: int = 0  # committed videos that could not be extended (key left as it was)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     skipped_failed: int = 0
     text_classes: int = 0
@@ -144,7 +193,90 @@ class _Pending:
     video: DecodedVideo
     pixels: object  # [V*T, 3, S, S] float32
     outs: list = field(default_factory=list)  # encoded row blocks, in order
-    done_rows: int = 0
+    rows: int = 0
+    u8: object = None  # [V*T, 3, S, S] uint8 when the pixel cache is asked for
+
+
+class _Writer:
+    """The write stage: a thread that copies encoder outputs to the host, cuts each video's
+    rows out, and commits batches of videos, while the main thread decodes and encodes the next
+    ones. Its queue holds at most two groups, so memory stays bounded. An error (disk full, a
+    crash) stops it; the main thread re-raises that same exception at its next hand-off."""
+
+    def __init__(self, ext: "Extractor", s: "ExtractSummary"):
+        import queue
+        import threading
+
+        self.ext, self.s = ext, s
+        self.q: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="clipcache-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self.q.get()
+            if job is None:
+                return
+            if self.error is not None:
+                continue  # drain without writing after a failure
+            try:
+                group, outs = job
+                res = {k: np.concatenate([o[k].cpu().numpy() for o in outs]) for k in outs[0]}
+                off = 0
+                for p in group:  # hand each video exactly its own rows back
+                    p.outs.append({k: a[off:off + p.rows] for k, a in res.items()})
+                    off += p.rows
+                    self.ext._commit(self.s, p)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the main thread
+                self.error = err
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, group: list, outs: list) -> None:
+        import queue
+
+        while True:
+            self.check()
+            try:
+                self.q.put((group, outs), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Write what is queued, the last (partial) batch included; raise the writer's error."""
+        import queue
+
+        while self.thread.is_alive():
+            try:
+                self.q.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self.thread.join()
+        self.check()
+        self.ext._flush(self.s)
+
+    def stop(self) -> None:
+        """On any exit: let the thread end (without committing more after an error)."""
+        import queue
+
+        if self.thread.is_alive():
+            if self.error is None:
+                self.error = _Stopped()
+            while self.thread.is_alive():
+                try:
+                    self.q.put(None, timeout=0.1)
+                except queue.Full:
+                    continue
+                self.thread.join(timeout=1.0)
+
+
+class _Stopped(Exception):
+    """The main thread stopped the writer (an error elsewhere): nothing more is committed."""
 
 
 class Extractor:
@@ -156,10 +288,12 @@ class Extractor:
         self._autocast = enc.device.type == "cuda"
         self.keys_by_path: dict[str, str] = {}  # absolute path -> content key, for split files
         self._pack = enc.device.type == "cuda"
+        self._batch: list[tuple[_Pending, dict, dict]] = []  # encoded, waiting for the batch commit
+        self._batch_bytes = 0
 
     # --------------------------------------------------------------- encoding
     def _forward(self, pixels, size: int):
-        """Encode one batch ``[n <= size, 3, S, S]``, padded to ``size`` rows -> numpy arrays per output."""
+        """Encode one batch ``[n <= size, 3, S, S]``, padded to ``size`` rows -> tensors per output."""
         import torch
 
         b = size
@@ -169,18 +303,20 @@ class Extractor:
         pixels = pixels.to(self.enc.device, non_blocking=True)
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self._autocast):
             out = self.enc.encode_frames(pixels, self.cfg.tokens_at)
-        res = {"emb": out.emb[:n].float().cpu().numpy(), "cls": out.cls[:n].float().cpu().numpy()}
-        for blk, tok in out.tokens.items():
-            res[f"tokens_{blk}"] = tok[:n].to(torch.float16).cpu().numpy()
-        return res
+            res = {"emb": out.emb[:n].float(), "cls": out.cls[:n].float()}
+            for blk, tok in out.tokens.items():
+                res[f"tokens_{blk}"] = tok[:n].to(torch.float16)
+        return res  # device tensors: copied to the host by the writer thread (overlaps the next forward)
 
-    def _prepare(self, item: VideoItem, key: str) -> tuple[DecodedVideo, object]:
+    def _prepare(self, item: VideoItem, key: str) -> tuple[DecodedVideo, object, object]:
         video = decode_video(item.path, self.cfg.sampler, key, self.cfg.backend)
         v, t = video.frames.shape[:2]
-        pixels = self.enc.preprocess(video.frames.reshape(v * t, *video.frames.shape[2:]))
+        u8 = self.enc.resize_crop(video.frames.reshape(v * t, *video.frames.shape[2:]))  # [V*T, 3, S, S]
+        video.frames = None  # the full-size frames are not needed any more: bounded memory
+        pixels = self.enc.normalize(u8)
         if self.enc.device.type == "cuda":
             pixels = pixels.pin_memory()
-        return video, pixels
+        return video, pixels, (u8.numpy() if self.cfg.pixels else None)
 
     def _entry(self, p: _Pending) -> tuple[dict, dict]:
         v, t = p.video.indices.shape
@@ -188,6 +324,8 @@ class Extractor:
         arrays = {k: a.reshape(v, t, *a.shape[1:]) for k, a in cat.items()}  # [V, T, ...]
         arrays["frame_idx"] = p.video.indices.astype(np.int32)
         arrays["timestamps"] = p.video.timestamps.astype(np.float32)
+        if p.u8 is not None:
+            arrays["pixels"] = p.u8.reshape(v, t, *p.u8.shape[1:])  # [V, T, 3, S, S] uint8
         st = os.stat(p.item.path)
         record = {
             "path": os.path.abspath(p.item.path),
@@ -237,12 +375,13 @@ class Extractor:
             self.keys_by_path.update(dict(part))
         work: list[tuple[str, VideoItem]] = []
         seen: set[str] = set()
+        done = set(self.store.keys("videos"))
         for it in items:
             key = self.keys_by_path.get(os.path.abspath(it.path))
             if key is None or key in seen:
                 continue
             seen.add(key)
-            if self.store.has("videos", key):
+            if key in done:
                 s.already_done += 1
             elif dist.owns(key):
                 work.append((key, it))
@@ -250,12 +389,14 @@ class Extractor:
         s.seconds["hash"] = time.perf_counter() - t0
 
         bar = tqdm(total=len(work), unit="video", disable=not progress, desc="extract", dynamic_ncols=True)
-        pool = ThreadPoolExecutor(max_workers=max(1, self.cfg.workers), thread_name_prefix="decode")
-        prefetch = max(2, 2 * self.cfg.workers)
+        workers = self.cfg.n_workers
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+        prefetch = max(2, 2 * workers)  # decoded videos waiting: bounds memory, keeps the encoder fed
         futures: deque[tuple[str, VideoItem, Future]] = deque()
         todo = iter(work)
         queue: deque[_Pending] = deque()  # decoded videos whose rows are (partly) not encoded yet
         rows_waiting = 0
+        writer = _Writer(self, s)
 
         def submit_more():
             while len(futures) < prefetch:
@@ -274,24 +415,20 @@ class Extractor:
                         group.append(queue.popleft())
                 else:  # CPU: one video per forward (I4: bitwise equal whatever its batch mates)
                     group = [queue.popleft()]
-                rows = torch.cat([q.pixels for q in group])
+                rows = torch.cat([q.pixels for q in group]) if len(group) > 1 else group[0].pixels
                 n = rows.shape[0]
                 g = max(n, self.cfg.batch_size) if self._pack else min(self.cfg.batch_size, n)
                 outs = []
+                t1 = time.perf_counter()
                 for start in range(0, n, g):
-                    t1 = time.perf_counter()
                     outs.append(self._forward(rows[start:start + g], g))
-                    s.seconds["encode"] += time.perf_counter() - t1
-                res = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-                off = 0
-                for q in group:  # hand each video exactly its own rows back
-                    m = q.pixels.shape[0]
-                    q.outs.append({k: a[off:off + m] for k, a in res.items()})
-                    q.done_rows = m
-                    off += m
-                    rows_waiting -= m
-                    self._commit(s, q)
-                    bar.update(1)
+                s.seconds["encode"] += time.perf_counter() - t1
+                for q in group:
+                    rows_waiting -= q.pixels.shape[0]
+                    q.rows = q.pixels.shape[0]
+                    q.pixels = None  # the writer needs the outputs only
+                writer.put(group, outs)  # blocks while the writer is 2 groups behind: bounded memory
+                bar.update(len(group))
                 bar.set_postfix(frames_s=f"{s.frames / max(1e-9, time.perf_counter() - t_start):.1f}",
                                 failed=len(s.failed))
 
@@ -301,8 +438,9 @@ class Extractor:
                 key, it, fut = futures.popleft()
                 t1 = time.perf_counter()
                 try:
-                    video, pixels = fut.result()
+                    video, pixels, u8 = fut.result()
                 except DecodeError as err:
+                    writer.check()
                     self._fail(s, it, key, str(err))
                     bar.update(1)
                     submit_more()
@@ -310,29 +448,164 @@ class Extractor:
                 finally:
                     s.seconds["decode"] += time.perf_counter() - t1
                 submit_more()
-                queue.append(_Pending(key, it, video, pixels))
+                queue.append(_Pending(key, it, video, pixels, u8=u8))
                 rows_waiting += pixels.shape[0]
                 encode_batches(flush=False)
             encode_batches(flush=True)
+            writer.close()  # the last batch commit, then any error of the writer is raised here
         finally:
+            writer.stop()
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
+        self.extend(s, dist, progress)
         if dist.is_main:
             t1 = time.perf_counter()
-            s.text_classes = self.encode_classes(sorted({it.label for it in items if it.label}))
+            labels = {it.label for it in items if it.label}
+            labels |= {r["label"] for r in self.store.records("videos").values() if r.get("label")}
+            s.text_classes = self.encode_classes(sorted(labels))
             s.seconds["text"] = time.perf_counter() - t1
         s.wall = time.perf_counter() - t_start
         return s
 
     def _commit(self, s: ExtractSummary, p: _Pending) -> None:
+        """Queue an encoded video for the next batch commit; commit when the batch is full."""
         t1 = time.perf_counter()
         arrays, record = self._entry(p)
-        self.store.commit("videos", p.key, arrays, record)
-        pk = path_key(p.item.path)
-        if self.store.get_json("failed", pk) is not None:
-            self.store.delete_json("failed", pk)
-        s.extracted += 1
-        s.frames += int(p.pixels.shape[0])
+        p.pixels = None  # the batch keeps the outputs only
+        self._batch.append((p, arrays, record))
+        self._batch_bytes += sum(a.nbytes for a in arrays.values())
+        s.seconds["write"] += time.perf_counter() - t1
+        if len(self._batch) >= self.cfg.commit_every or self._batch_bytes >= _BATCH_BYTES:
+            self._flush(s)
+
+    def _flush(self, s: ExtractSummary) -> None:
+        """Commit the queued videos as one batch: visible together once its record is written."""
+        if not self._batch:
+            return
+        t1 = time.perf_counter()
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self.store.commit_many("videos", [(p.key, arrays, record) for p, arrays, record in batch])
+        for p, arrays, _record in batch:
+            pk = path_key(p.item.path)
+            if self.store.get_json("failed", pk) is not None:
+                self.store.delete_json("failed", pk)
+            s.extracted += 1
+            s.frames += int(np.prod(arrays["frame_idx"].shape))
+        s.seconds["write"] += time.perf_counter() - t1
+
+    # --------------------------------------------------------------- extension
+    def extend(self, s: ExtractSummary, dist: Dist, progress: bool = True) -> None:
+        """Add the arrays this run's key asks for to committed videos that lack them.
+
+        Only what is missing is computed: the tokens of new blocks come from a forward that stops
+        before the last of them, in the same row groups as the original pass (so they equal a
+        fresh extraction bit for bit on CPU); pixels need no encoder at all. Each rank extends
+        the videos it owns; entries are committed in batches with ``extends=True``.
+        """
+        from tqdm import tqdm
+
+        want = video_array_names({"tokens_at": self.cfg.tokens_at, "pixels": self.cfg.pixels})
+        todo = []
+        for key, rec in self.store.records("videos").items():
+            missing = sorted(want - set(rec["arrays"]))
+            if missing and dist.owns(key):
+                todo.append((key, rec, missing))
+        if not todo:
+            return
+        bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="extend", dynamic_ncols=True)
+        batch: list[tuple[str, dict, dict]] = []
+        pool = ThreadPoolExecutor(max_workers=self.cfg.n_workers, thread_name_prefix="decode")
+        try:
+            window = max(2, 2 * self.cfg.n_workers)
+            futures: deque = deque()
+            it = iter(todo)
+
+            def submit_more():
+                while len(futures) < window:
+                    nxt = next(it, None)
+                    if nxt is None:
+                        return
+                    futures.append((nxt, pool.submit(self._prepare_extension, *nxt)))
+
+            submit_more()
+            while futures:
+                (key, rec, missing), fut = futures.popleft()
+                submit_more()
+                item = VideoItem(rec["path"], rec.get("label"))
+                t1 = time.perf_counter()
+                try:
+                    pixels, u8 = fut.result()
+                except DecodeError as err:
+                    self._fail(s, item, None, f"cannot extend: {err}")
+                    s.extend_failed += 1
+                    bar.update(1)
+                    continue
+                finally:
+                    s.seconds["decode"] += time.perf_counter() - t1
+                arrays = self._extension_arrays(rec, missing, pixels, u8, s)
+                batch.append((key, arrays, {}))
+                s.extended += 1
+                bar.update(1)
+                if len(batch) >= self.cfg.commit_every:
+                    self._commit_extension(batch, s)
+                    batch = []
+            self._commit_extension(batch, s)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+
+    def _prepare_extension(self, key: str, rec: dict, missing: list[str]):
+        """Decode a committed video again (checking its bytes and frame indices are the ones
+        cached) -> (normalised pixels or None, uint8 pixels)."""
+        path = rec["path"]
+        try:
+            if file_key(path) != key:
+                raise DecodeError(f"{path}: the file changed since it was extracted")
+        except OSError as err:
+            raise DecodeError(f"{path}: cannot read ({err.strerror})") from err
+        video = decode_video(path, self.cfg.sampler, key, rec.get("backend", self.cfg.backend))
+        stored = self.store.read("videos", key, ["frame_idx"])["frame_idx"]
+        if not np.array_equal(stored, video.indices.astype(np.int32)):
+            raise DecodeError(f"{path}: sampled frames differ from the cached ones")
+        v, t = video.frames.shape[:2]
+        u8 = self.enc.resize_crop(video.frames.reshape(v * t, *video.frames.shape[2:]))  # [V*T, 3, S, S]
+        needs_encoder = any(m.startswith("tokens_") for m in missing)
+        return (self.enc.normalize(u8) if needs_encoder else None), u8
+
+    def _extension_arrays(self, rec: dict, missing: list[str], pixels, u8, s: ExtractSummary) -> dict:
+        import torch
+
+        v, t = rec["arrays"]["frame_idx"]["shape"]
+        out: dict[str, np.ndarray] = {}
+        if "pixels" in missing:
+            out["pixels"] = u8.numpy().reshape(v, t, *u8.shape[1:])  # [V, T, 3, S, S] uint8
+        blocks = [int(m.split("_", 1)[1]) for m in missing if m.startswith("tokens_")]
+        if blocks:
+            n = pixels.shape[0]
+            g = min(self.cfg.batch_size, n)  # the row groups of the original per-video pass
+            parts: dict[int, list] = {b: [] for b in blocks}
+            t1 = time.perf_counter()
+            for start in range(0, n, g):
+                rows = pixels[start:start + g]
+                m = rows.shape[0]
+                if m < g:
+                    rows = torch.cat([rows, rows.new_zeros((g - m, *rows.shape[1:]))])
+                rows = rows.to(self.enc.device)
+                with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self._autocast):
+                    toks = self.enc.encode_tokens(rows, blocks)
+                for b in blocks:
+                    parts[b].append(toks[b][:m].to(torch.float16).cpu().numpy())
+            s.seconds["encode"] += time.perf_counter() - t1
+            for b in blocks:
+                a = np.concatenate(parts[b])
+                out[f"tokens_{b}"] = a.reshape(v, t, *a.shape[1:])  # [V, T, N+1, W] fp16
+        return out
+
+    def _commit_extension(self, batch: list, s: ExtractSummary) -> None:
+        if not batch:
+            return
+        t1 = time.perf_counter()
+        self.store.commit_many("videos", batch, extends=True)
         s.seconds["write"] += time.perf_counter() - t1
 
     def _fail(self, s: ExtractSummary, it: VideoItem, key: str | None, reason: str) -> None:
@@ -357,9 +630,9 @@ class Extractor:
         with torch.inference_mode():
             emb = self.enc.encode_text(prompts).float().cpu().numpy()  # [C*P, D']
         emb = emb.reshape(len(todo), len(self.templates), -1)  # [C, P, D']
-        for name, e in zip(todo, emb):
-            self.store.commit("text", text_key(name, self.templates), {"emb": e},
-                              {"name": name, "templates": list(self.templates)})
+        self.store.commit_many("text", [(text_key(name, self.templates), {"emb": e},
+                                         {"name": name, "templates": list(self.templates)})
+                                        for name, e in zip(todo, emb)])
         return len(todo)
 
 
@@ -380,6 +653,8 @@ def _merge_summaries(parts: list[ExtractSummary]) -> ExtractSummary:
     out = parts[0]
     for p in parts[1:]:
         out.extracted += p.extracted
+        out.extended += p.extended
+        out.extend_failed += p.extend_failed
         out.failed += p.failed
         out.skipped_failed += p.skipped_failed
         out.frames += p.frames
@@ -405,14 +680,14 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
     if bad:
         raise InputError(f"--tokens-at {','.join(map(str, bad))}: {enc.name} has blocks 0..{layers - 1}")
     resolve_templates(cfg.templates)  # fail before anything is written
-    key = cache_key(enc, cfg.sampler, cfg.tokens_at)
+    key = cache_key(enc, cfg.sampler, cfg.tokens_at, cfg.pixels)
     attrs = {"cache_key": key, "model_info": enc.info.to_dict()}
     store = None
     failure: Exception | None = None
     if dist.is_main:
         try:
             store = open_store(store_path, "a", attrs=attrs)
-            check_key(store, key)
+            check_key(store, key)  # refuses another configuration; extensible fields merge
         except (ClipcacheError, StoreError) as err:
             failure = err
     errors = [e for e in dist.all_gather(str(failure) if failure else None) if e]  # ranks > 0 wait here
@@ -424,6 +699,9 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
         raise InputError(f"rank 0 could not open the store: {errors[0]}")
     if store is None:
         store = open_store(store_path, "a", shared=True)
+    have = store.attrs.get("cache_key", {})
+    merged = merged_key(have, key)  # every video ends with the union of the arrays
+    cfg = replace(cfg, tokens_at=tuple(merged["tokens_at"]), pixels=merged["pixels"])
     extractor = Extractor(enc, store, cfg)
     try:
         try:
@@ -434,6 +712,14 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
         parts = dist.all_gather(summary)  # also the barrier: every rank has committed its videos
         if dist.is_main:
             summary = _merge_summaries(parts)
+            if merged != have:
+                if summary.extend_failed:
+                    summary.notes.append(
+                        f"{summary.extend_failed} cached videos could not be extended, so the store's key "
+                        f"still lists tokens_at={have.get('tokens_at')} pixels={bool(have.get('pixels'))}")
+                else:  # every video has the new arrays: the key says so (one atomic write)
+                    store.update_attrs({**{k: v for k, v in store.attrs.items() if k != "layout_version"},
+                                        "cache_key": merged})
             record_splits(store, inputs, extractor.keys_by_path)
             summary.notes.extend(inputs.notes)
             store.finalize()

@@ -60,30 +60,36 @@ def _warn_random(pretrained: str) -> None:
 
 
 @cli.command()
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1, required=False)
 @click.option("--store", required=True, help="Store path (Zarr directory; a path ending .h5 uses HDF5).")
 @_model_options
 @click.option("--frames", default=8, show_default=True, help="Frames sampled per video (T).")
 @click.option("--views", default=1, show_default=True, help="Views per video (view 0: segment centres).")
 @click.option("--seed", default=0, show_default=True, help="Seed of extra views and random weights.")
 @click.option("--tokens-at", default="", help="Cache the tokens entering these blocks, e.g. 6 or 6,9.")
+@click.option("--pixels", is_flag=True,
+              help="Also cache the resized, centre-cropped uint8 frames (read by backbone methods).")
 @click.option("--templates", default="single", show_default=True, help="single, ma_fsar16, or a file.")
 @click.option("--video-root", default=None, help="Folder that split-file paths are relative to.")
 @click.option("--class-names", default=None,
               help="labels.csv / names file, or a folder of {train,val,test}_classes.txt for CLIP-FSAR splits.")
 @click.option("--batch-size", default=32, show_default=True, help="Frames per encoder forward.")
-@click.option("--workers", default=2, show_default=True, help="Decoding threads.")
+@click.option("--workers", default=None, type=int, help="Decoding threads (default: the cores available).")
 @click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
 @click.option("--retry-failed", is_flag=True, help="Retry videos that failed in an earlier run.")
+@click.option("--commit-every", default=32, show_default=True,
+              help="Videos per batch commit (a kill loses at most this many videos' work).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views, seed, tokens_at,
-            templates, video_root, class_names, batch_size, workers, backend, retry_failed,
-            as_json, no_progress):
+            pixels, templates, video_root, class_names, batch_size, workers, backend, retry_failed,
+            commit_every, as_json, no_progress):
     """Decode INPUT videos, run the frozen encoder once, and cache its outputs in STORE.
 
     INPUT: video files or globs, a text file of paths, a CSV path,label, a folder with one
-    sub-folder per class, or a CLIP-FSAR / ViFi-CLIP split file.
+    sub-folder per class, or a CLIP-FSAR / ViFi-CLIP split file. An existing STORE asked for
+    more arrays (--tokens-at, --pixels, --templates) is extended in place: only what is missing
+    is computed. Without INPUT, only the videos already in STORE are extended.
     """
     from cachekit.encoder import EncoderConfig
     from cachekit.extract import ExtractConfig, extract as run_extract, parse_blocks
@@ -99,8 +105,21 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
         workers=workers,
         backend=backend,
         retry_failed=retry_failed,
+        commit_every=commit_every,
+        pixels=pixels,
     )
-    items = collect_inputs(list(inputs), video_root=video_root, class_names=class_names)
+    if inputs:
+        items = collect_inputs(list(inputs), video_root=video_root, class_names=class_names)
+    else:
+        from cachekit.inputs import InputSet
+        from stores import store_exists
+
+        if not store_exists(store):
+            from cachekit.errors import InputError
+
+            raise InputError(f"no INPUT given and no store at {store} to extend; pass video files, "
+                             "globs, a list/CSV/split file or a folder")
+        items = InputSet()
     s = run_extract(items, store, cfg, progress=not no_progress and sys.stderr.isatty())
     if int(os.environ.get("RANK", "0")) > 0:
         return  # under torchrun, rank 0 reports for the whole job
@@ -109,7 +128,8 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
     else:
         rate = s.frames / s.seconds["encode"] if s.seconds["encode"] else 0.0
         click.echo(f"store {s.store}: {s.extracted} extracted, {s.already_done} already cached, "
-                   f"{len(s.failed)} failed, {s.skipped_failed} skipped (failed before), "
+                   + (f"{s.extended} extended, " if s.extended else "")
+                   + f"{len(s.failed)} failed, {s.skipped_failed} skipped (failed before), "
                    f"{s.text_classes} new classes' text; {s.wall:.1f}s "
                    f"(decode {s.seconds['decode']:.1f}s, encode {s.seconds['encode']:.1f}s at {rate:.1f} frames/s)")
         for note in s.notes:
@@ -167,10 +187,11 @@ def _register() -> None:
     """Commands defined in their own modules (imports there stay lazy)."""
     from cli.eval_cmd import eval_cmd
     from cli.index_cmd import index, query
+    from cli.store_cmd import convert
     from cli.synth_cmd import demo, synth
     from cli.train_cmd import methods, train
 
-    for cmd in (synth, train, methods, eval_cmd, index, query, demo):
+    for cmd in (synth, train, methods, eval_cmd, index, query, demo, convert):
         cli.add_command(cmd)
 
 

@@ -21,11 +21,11 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: packed per-writer segments (Zarr); 1: one array per entry
 
 
 class StoreError(Exception):
@@ -254,8 +254,22 @@ class FeatureStore(ABC):
 
     # ----------------------------------------------------------------- entries
     @abstractmethod
+    def commit_many(self, group: str, items: Sequence[tuple[str, Mapping[str, np.ndarray], dict]],
+                    extends: bool = False) -> list[dict]:
+        """Write a batch of entries ``(key, arrays, record)``, then, last, the commit record(s)
+        that make them visible; returns each entry's record (with the sha256 of its arrays).
+
+        ``extends=True`` adds ``arrays`` to entries that are already committed (an extended
+        store); their other arrays and record fields are kept.
+        """
+
     def commit(self, group: str, key: str, arrays: Mapping[str, np.ndarray], record: dict) -> dict:
-        """Write ``arrays`` then, last, the commit record that makes the entry visible."""
+        """A batch of one entry."""
+        return self.commit_many(group, [(key, arrays, record)])[0]
+
+    def update_attrs(self, attrs: dict) -> None:
+        """Replace the store's attributes (the cache key grows when a store is extended)."""
+        raise StoreError(f"store {self.path} cannot change its attributes")
 
     @abstractmethod
     def keys(self, group: str) -> list[str]:

@@ -17,7 +17,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -74,11 +74,13 @@ class HDF5Store(FeatureStore):
                 except OSError as err:
                     raise StoreFormatError(f"cannot read HDF5 store {path}: {err}") from err
             work_attrs = JsonDir(self._work).get("meta", "attrs")
-            attrs_now = self._published["attrs"] or work_attrs
+            attrs_now = work_attrs or self._published["attrs"]
             if attrs_now is None:
                 if mode == "r" or attrs is None:
                     raise StoreNotFound(f"no clipcache store at {path}")
                 attrs_now = {"layout_version": LAYOUT_VERSION, **attrs}
+            if attrs_now.get("layout_version") == 1:  # the HDF5 layout did not change in version 2
+                attrs_now = {**attrs_now, "layout_version": LAYOUT_VERSION}
             if attrs_now.get("layout_version") != LAYOUT_VERSION:
                 raise StoreFormatError(
                     f"store {path} has clipcache layout version {attrs_now.get('layout_version')}, "
@@ -112,27 +114,53 @@ class HDF5Store(FeatureStore):
         return dict(self._attrs)
 
     # ----------------------------------------------------------------- entries
-    def commit(self, group: str, key: str, arrays: Mapping[str, np.ndarray], record: dict) -> dict:
+    def commit_many(self, group: str, items: Sequence[tuple[str, Mapping[str, np.ndarray], dict]],
+                    extends: bool = False) -> list[dict]:
+        """Write a batch of entries into this writer's part file, flush once, then write each
+        entry's commit record. An extension rewrites the entry whole (old and new arrays) into
+        the part: a committed entry is never modified in place."""
         self._check_writable()
         h5py = _h5()
+        if not items:
+            return []
         if not self._work_ready:
             self._start_work_dir()
         if self._part is None:
             self._part_name = uuid.uuid4().hex[:16]
             self._part = h5py.File(self._work / "parts" / f"{self._part_name}.h5", "w")
-        path = f"{group}/{key}"
-        if path in self._part:
-            del self._part[path]
-        g = self._part.require_group(path)
-        for name, arr in arrays.items():
-            g.create_dataset(name, data=np.asarray(arr, order="C"), track_times=False)
+        prepared = []
+        for key, arrays, record in items:
+            if extends:
+                old = self.record(group, key)
+                if old is None:
+                    raise StoreError(f"{group}/{key} is not in store {self.path}; cannot extend it")
+                arrays = {**self.read(group, key), **arrays}
+                record = {k: v for k, v in old.items() if k not in ("arrays", "part", "layout_version")}
+            path = f"{group}/{key}"
+            if path in self._part:
+                del self._part[path]
+            g = self._part.require_group(path)
+            for name, arr in arrays.items():
+                g.create_dataset(name, data=np.asarray(arr, order="C"), track_times=False)
+            prepared.append((key, arrays, record))
         self._part.flush()
-        rec = build_record(arrays, record)
-        rec["part"] = self._part_name
-        self._gone.delete(group, key)
-        self._commits.put(group, key, rec)  # the commit point
+        out = []
+        for key, arrays, record in prepared:
+            rec = build_record(arrays, record)
+            rec["part"] = self._part_name
+            self._gone.delete(group, key)
+            self._commits.put(group, key, rec)  # the commit point of this entry
+            out.append({k: v for k, v in rec.items() if k != "part"})
         self._dirty = True
-        return {k: v for k, v in rec.items() if k != "part"}
+        return out
+
+    def update_attrs(self, attrs: dict) -> None:
+        self._check_writable()
+        if not self._work_ready:
+            self._start_work_dir()
+        self._attrs = {**attrs, "layout_version": LAYOUT_VERSION}
+        JsonDir(self._work).put("meta", "attrs", self._attrs)
+        self._dirty = True
 
     def _all_records(self, group: str) -> dict[str, dict]:
         recs = dict(self._published["commits"].get(group, {}))

@@ -98,7 +98,8 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(model_args, tmp_path):
         rows.append(f"v{i:02d}.mp4,{'waving' if i % 2 else 'clapping'}")
     (d / "list.csv").write_text("\n".join(rows) + "\n")
     killed, reference = tmp_path / "killed.zarr", tmp_path / "reference.zarr"
-    args = ["extract", d / "list.csv", "--store", killed, *model_args, "--frames", "8", "--no-progress"]
+    args = ["extract", d / "list.csv", "--store", killed, *model_args, "--frames", "8", "--no-progress",
+            "--commit-every", "2"]
     proc = subprocess.Popen(cli_command(args), cwd=ROOT, env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     commits = killed / "meta" / "commits" / "videos"

@@ -371,8 +371,8 @@ def test_store_refuses_from_block_without_cached_tokens(tiny_store, tiny_encoder
         CacheData(cache, m.needs, encoder=tiny_encoder)
     msg = str(err.value)
     assert "\n" not in msg
-    assert msg.startswith("tokens at block 3 were not cached in ")
-    assert msg.endswith("(cached: 2); re-extract with --tokens-at 3")
+    assert msg.startswith("tokens at block 3 are not cached in ")  # issue 12: names the command
+    assert f"(cached: 2); add them to this store with: clipcache extract --store {tiny_store} --tokens-at 2,3 " in msg
 
 
 def test_store_tokens_and_decoded_frames_agree_and_train(tiny_store, tiny_encoder):

@@ -351,24 +351,37 @@ class TestZarrStore(StoreContract):
     suffix = ".zarr"
 
     def corrupt(self, path, key, name):
-        chunks = [p for p in (Path(path) / "videos" / key / name).rglob("*")
-                  if p.is_file() and p.name != "zarr.json"]
-        assert len(chunks) == 1, chunks
-        data = bytearray(chunks[0].read_bytes())
-        for i in range(0, len(data), 7):
+        """Flip the bytes of the entry's row inside its chunk (chunks are stored uncompressed)."""
+        import zarr
+
+        with open_store(path, "r") as s:
+            apath, row = s.locate("videos", key, name)
+        z = zarr.open_array(zarr.storage.LocalStore(path), path=f"seg/videos/{apath}", mode="r")
+        chunk = Path(path, "seg", "videos", apath, "c", str(row // z.chunks[0]),
+                     *["0"] * (z.ndim - 1))
+        assert chunk.is_file(), chunk
+        data = bytearray(chunk.read_bytes())
+        row_bytes = int(np.prod(z.shape[1:])) * z.dtype.itemsize
+        start = (row % z.chunks[0]) * row_bytes
+        for i in range(start, start + row_bytes, 7):
             data[i] ^= 0xA5
-        chunks[0].write_bytes(bytes(data))
+        chunk.write_bytes(bytes(data))
 
     def assert_arrays_on_disk(self, path, key):
-        assert (Path(path) / "videos" / key / "emb" / "zarr.json").is_file()
+        import json
+
+        (meta,) = (Path(path) / "seg" / "videos").glob("*/emb.*/zarr.json")
+        assert json.loads(meta.read_text())["shape"][0] == 2  # the dead writer appended its row
 
     def test_valid_but_replaced_data_is_detected(self, path):
         """Data rewritten in place through zarr (decodes fine, other values) fails the sha256."""
         import zarr
 
         self.write(path, 2)
-        z = zarr.open_array(zarr.storage.LocalStore(path), path=f"videos/{key(1)}/emb", mode="r+")
-        z[0, 0, 0] = z[0, 0, 0] + 1
+        with open_store(path, "r") as s:
+            apath, row = s.locate("videos", key(1), "emb")
+        z = zarr.open_array(zarr.storage.LocalStore(path), path=f"seg/videos/{apath}", mode="r+")
+        z[row, 0, 0, 0] = z[row, 0, 0, 0] + 1
         with open_store(path, "r") as s:
             assert s.verify("videos") == (2, [key(1)])
 
@@ -376,12 +389,54 @@ class TestZarrStore(StoreContract):
         import zarr
 
         self.write(path, 1)
-        zarr.create_array(zarr.storage.LocalStore(path), name="videos/ghost/emb", data=np.ones((2, 3)))
+        zarr.create_array(zarr.storage.LocalStore(path), name="seg/videos/ghost/emb.0", data=np.ones((2, 3)))
         with open_store(path, "a", attrs=ATTRS) as s:
             assert s.keys("videos") == [key(0)] and not s.has("videos", "ghost")
             assert s.gc() >= 1  # the writer may delete uncommitted leftovers
-            assert not (Path(path) / "videos" / "ghost").exists()
+            assert not (Path(path) / "seg" / "videos" / "ghost").exists()
             assert s.keys("videos") == [key(0)]
+            assert_same_arrays(s.read("videos", key(0)), entry_arrays(0))
+
+    def test_batch_commit_files_grow_with_batches_not_entries(self, path):
+        """100 entries in 4 batches: one record per batch, a handful of files per array."""
+        with open_store(path, "a", attrs=ATTRS) as s:
+            for b in range(4):
+                s.commit_many("videos", [(key(i), entry_arrays(i), {"i": i}) for i in range(25 * b, 25 * b + 25)])
+            files = s.layout_stats()["files"]
+        assert len(os.listdir(Path(path) / "meta" / "commits" / "videos")) == 4
+        assert files < 40, files  # not 100 entries x 4 arrays
+        with open_store(path, "r") as s:
+            assert s.verify("videos") == (100, [])
+            ks = s.keys("videos")
+            col = s.read_column("videos", "emb", ks[::-3])
+            assert np.array_equal(col, np.stack([entry_arrays(int(k))["emb"] for k in ks[::-3]]))
+
+    def test_a_batch_is_visible_whole_or_not_at_all(self, path):
+        """A writer killed after its batch's arrays, before the record: none of the batch is seen."""
+        code = """
+            import os, sys
+            from helpers import entry_arrays
+            from stores import open_store
+            from stores.base import JsonDir
+            s = open_store(sys.argv[1], "a", attrs={"cache_key": {}})
+            s.commit_many("videos", [(f"{i:04d}", entry_arrays(i), {}) for i in range(3)])
+            put = JsonDir.put
+            def die(self, group, key, obj):
+                os._exit(137)
+            JsonDir.put = die
+            s.commit_many("videos", [(f"{i:04d}", entry_arrays(i), {}) for i in range(3, 6)])
+        """
+        rc, out, err = run_child(code, path)
+        assert rc == 137, err
+        with open_store(path, "r") as s:
+            assert s.keys("videos") == [key(i) for i in range(3)]
+            assert s.verify("videos") == (3, [])
+        with open_store(path, "a") as s:  # the resume writes a new segment
+            s.commit_many("videos", [(key(i), entry_arrays(i), {}) for i in range(3, 6)])
+        with open_store(path, "r") as s:
+            assert s.verify("videos") == (6, [])
+            for i in range(6):
+                assert_same_arrays(s.read("videos", key(i)), entry_arrays(i))
 
     def test_file_url_is_the_same_local_store(self, path):
         """``file://`` goes to zarr's LocalStore (atomic chunk writes), not fsspec's local FS."""

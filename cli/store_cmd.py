@@ -1,0 +1,20 @@
+"""``clipcache convert``: rewrite a store of an older layout into the current one."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("old")
+@click.argument("new")
+@click.option("--batch", default=64, show_default=True, help="Entries per batch commit.")
+def convert(old, new, batch):
+    """Copy every committed entry and document of store OLD (layout 1: one array per video) into
+    a new store NEW in the packed-segment layout. OLD is only read."""
+    from stores.convert import convert_store
+
+    rep = convert_store(old, new, batch=batch)
+    click.echo(rep.line())
+    for b in rep.bad:
+        click.echo(f"bad (left out, re-extract it): {b}", err=True)

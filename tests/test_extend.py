@@ -1,0 +1,132 @@
+"""Extending a store in place (issue 12): more token blocks, the pixel cache, more templates.
+
+Only the missing arrays are computed, under the same store and key, and the result is what a
+fresh extraction with everything asked for at once gives, bit for bit (CPU, per-video forwards).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cachekit.batches import CacheData
+from cachekit.cache import FeatureCache
+from cachekit.errors import InputError
+from cachekit.methods.base import CacheNeeds
+from helpers import invoke, record_hashes, synth_frames, write_h264
+from stores import open_store
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("extend")
+    for i, cls in enumerate(["jump", "wave", "wave"]):
+        write_h264(d / "videos" / cls / f"{i}.mp4", synth_frames(50 + i, 12, 48, 64))
+    return d / "videos"
+
+
+@pytest.fixture(scope="module")
+def model(tiny_cfg, tiny_weights):
+    return ["--model", tiny_cfg, "--pretrained", str(tiny_weights), "--frames", "4", "--views", "2",
+            "--batch-size", "5", "--no-progress"]
+
+
+def run(*args):
+    rc, out, err = invoke(["extract", *map(str, args)])
+    assert rc == 0, err
+    return out
+
+
+def key_of(store):
+    with open_store(store) as s:
+        return s.attrs["cache_key"]
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_extending_equals_a_fresh_extraction(videos, model, tmp_path, suffix):
+    ext, ref = tmp_path / f"ext{suffix}", tmp_path / f"ref{suffix}"
+    run(videos, "--store", ext, *model, "--tokens-at", "1")
+    before = record_hashes(ext)
+    out = run(videos, "--store", ext, *model, "--tokens-at", "0,2", "--pixels")
+    assert "0 extracted, 3 already cached, 3 extended" in out
+    assert key_of(ext)["tokens_at"] == [0, 1, 2] and key_of(ext)["pixels"] is True
+    run(videos, "--store", ref, *model, "--tokens-at", "0,1,2", "--pixels")
+    got, want = record_hashes(ext), record_hashes(ref)
+    assert got == want  # every array of every video, tokens and pixels included
+    assert {k: {n: h for n, h in v.items() if n in before[k]} for k, v in got.items()} == before
+    assert {k: v for k, v in key_of(ext).items()} == key_of(ref)
+    with open_store(ext) as s:
+        assert s.verify("videos") == (3, [])
+    out = run(videos, "--store", ext, *model, "--tokens-at", "1")  # asking for less: nothing to do
+    assert "0 extracted, 3 already cached, 0 failed" in out
+    assert record_hashes(ext) == want
+
+
+def test_no_inputs_extends_the_stores_own_videos_and_new_templates(videos, model, tmp_path):
+    store = tmp_path / "s.zarr"
+    run(videos, "--store", store, *model)
+    out = run("--store", store, *model, "--tokens-at", "3", "--templates", "ma_fsar16")
+    assert "3 extended" in out and "2 new classes' text" in out
+    with FeatureCache(str(store)) as c:
+        assert c.tokens_at == (3,) and c.tokens(3, [0, 1]).shape[:3] == (2, 4, 50)
+        assert c.text().shape[:2] == (2, 16)  # the largest template set cached
+        assert set(len(r["templates"]) for r in c.text_entries().values()) == {1, 16}
+    rc, out, err = invoke(["extract", "--store", str(tmp_path / "none.zarr"), *model])
+    assert rc == 2 and "no INPUT given" in err and err.count("\n") == 1
+
+
+def test_key_mismatch_names_each_field_once(videos, model, tmp_path):
+    store = tmp_path / "s.zarr"
+    run(videos, "--store", store, *model)
+    rc, out, err = invoke(["extract", str(videos), "--store", str(store), *model, "--frames", "6"])
+    assert rc == 2 and "frames: store has 4, asked 6" in err and "frames: frames" not in err, err
+    assert err.count("\n") == 1
+
+
+def test_missing_tokens_name_the_one_command_that_adds_them(videos, model, tmp_path):
+    store = tmp_path / "s.zarr"
+    run(videos, "--store", store, *model, "--tokens-at", "1")
+    with FeatureCache(str(store)) as c:
+        with pytest.raises(InputError) as exc:
+            CacheData(c, CacheNeeds(tokens_at=(2, 3)))
+        msg = str(exc.value)
+    assert "\n" not in msg and f"clipcache extract --store {store} --tokens-at 1,2,3" in msg
+    assert "--frames 4 --views 2" in msg
+
+
+def test_encoder_runs_only_as_far_as_the_blocks_asked_for(tiny_encoder):
+    pixels = torch.randn(3, 3, 224, 224)
+    calls = []
+    blocks = tiny_encoder.visual.transformer.resblocks
+    hooks = [b.register_forward_hook(lambda *_a, _i=i: calls.append(_i)) for i, b in enumerate(blocks)]
+    try:
+        with torch.inference_mode():
+            toks = tiny_encoder.encode_tokens(pixels, [0, 2])
+            assert calls == [0, 1]  # blocks 2 and 3 never ran
+            full = tiny_encoder.encode_frames(pixels, [0, 2]).tokens
+    finally:
+        for h in hooks:
+            h.remove()
+    for b in (0, 2):
+        assert torch.equal(toks[b], full[b])
+
+
+def test_cached_pixels_give_the_same_normalised_tensors_as_decoding(videos, model, tmp_path, tiny_encoder):
+    with_px, without = tmp_path / "px.zarr", tmp_path / "nopx.zarr"
+    run(videos, "--store", with_px, *model, "--pixels")
+    run(videos, "--store", without, *model)
+    needs = CacheNeeds(emb=False, pixels=True)
+    with FeatureCache(str(with_px)) as a, FeatureCache(str(without)) as b:
+        da, db = CacheData(a, needs, encoder=tiny_encoder), CacheData(b, needs, encoder=tiny_encoder)
+        assert da.cached_pixels and not db.cached_pixels
+        rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
+        for idx in ([0, 1, 2], [2, 0]):
+            pa = da.batch(idx, view=None, rng=rng_a).pixels
+            pb = db.batch(idx, view=None, rng=rng_b).pixels
+            assert pa.shape == (len(idx), 4, 3, 224, 224) and pa.dtype == torch.float32
+            assert torch.equal(pa, pb)
+        u8 = a.pixels([1], view=1)
+        assert u8.dtype == np.uint8 and u8.shape == (1, 4, 3, 224, 224)
+        with pytest.raises(InputError, match="--pixels"):
+            b.pixels([0])
