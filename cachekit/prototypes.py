@@ -29,8 +29,11 @@ installed.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import time
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -40,6 +43,8 @@ import numpy as np
 from stores.faiss_index import IndexConfig, PrototypeIndex, index_lock, resolve_dir
 
 from .errors import CacheKeyMismatch, InputError, InputNotFound, RunError
+
+log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "clipcache-prototypes"
 INDEX_VERSION = 1
@@ -167,7 +172,7 @@ def export_encoder(enc, method, frames: int, out_dir: Path, onnx: bool = True) -
     info = {"pt2": None, "input": [frames, 3, size, size], "dim": int(feats.shape[-1]),
             "torch": torch.__version__, "graph": None, "weights": None, "onnx": None, "notes": []}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _printed_to_log("torch.export"):
             ep = torch.export.export(module, (example,))
     except Exception as err:  # noqa: BLE001 - the exporter raises many types; query then runs eagerly
         info["notes"].append(f"torch.export failed ({str(err).splitlines()[0][:200]}); query will load "
@@ -224,6 +229,20 @@ def _graph_code(ep) -> tuple[str, list]:
     return header + pc.src, weights
 
 
+@contextmanager
+def _printed_to_log(who: str):
+    """What a library ``print``s meanwhile goes to the debug log, never to the caller's stdout
+    (torch.onnx announces its steps there, which would break ``--json`` output)."""
+    buf = io.StringIO()
+    try:
+        with redirect_stdout(buf):
+            yield
+    finally:
+        for line in buf.getvalue().splitlines():
+            if line.strip():
+                log.debug("%s: %s", who, line)
+
+
 def _export_onnx(module, example, out_dir: Path) -> tuple[str | None, str | None]:
     import importlib.util
 
@@ -232,7 +251,7 @@ def _export_onnx(module, example, out_dir: Path) -> tuple[str | None, str | None
     import torch
 
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _printed_to_log("torch.onnx"):
             torch.onnx.export(module, (example,), str(out_dir / ENCODER_ONNX), input_names=["pixels"],
                               output_names=["features"], dynamo=True)
     except Exception as err:  # noqa: BLE001 - optional artefact: any exporter failure is a note

@@ -19,7 +19,13 @@ from stores import StoreError
 
 class _Group(click.Group):
     def invoke(self, ctx):
+        from cli._output import json_stdout, wants_json
+
+        args = [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
+            if wants_json(args):  # stdout carries the JSON result alone
+                with json_stdout():
+                    return super().invoke(ctx)
             return super().invoke(ctx)
         except (ClipcacheError, StoreError) as err:
             click.echo(f"error: {err}", err=True)
