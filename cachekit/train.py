@@ -38,7 +38,7 @@ from typing import Iterable, Literal
 import numpy as np
 
 from .errors import ClipcacheError, InputError, ModelError, RunError
-from .distributed import dist_from_env
+from .distributed import dist_from_env, rank_device
 from .runs import (LAST_FILE, MODEL_FILE, RUN_FORMAT, RUN_JSON, RUN_VERSION, SPLITS_FILE, STATE_FILE,
                    DeferredEncoder, checked_file, load_into, load_store_encoder,
                    load_weights, pending, publish_pending, read_run, save_state, save_weights,
@@ -473,15 +473,17 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
     old = _check_out_dir(out, resume)
     if old is not None and old.get("status") == "complete":
         return _result_from_meta(out, old)
-    device = torch.device(pick_device(cfg.device))
+    pick_device(cfg.device)  # a bad --device fails before any rank joins
     t_start = time.perf_counter()
     dist = dist_from_env()  # under torchrun: data-parallel for backbone methods, see below
+    device, device_note = rank_device(cfg.device, dist)  # more ranks than GPUs: all on the CPU, noted
+    device = torch.device(device)
     dist.barrier()  # every rank has checked --out before rank 0 writes into it
     main = dist.is_main  # only rank 0 writes the run directory
     with _torch_threads(threads), FeatureCache(store) as cache:
         key, info, frames = cache.key, cache.model_info, cache.frames
         plan = plan_splits(cache, cfg)
-        notes = list(plan.notes)
+        notes = list(plan.notes) + ([device_note] if device_note else [])
         if str(key.get("weights", "")).startswith("random:"):
             notes.append("the store's encoder has RANDOM weights: accuracies carry no CLIP knowledge")
         torch.manual_seed(cfg.seed)
@@ -640,7 +642,8 @@ def _average_gradients(params, loss: float, dist) -> float:
     import torch.distributed as td
 
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([loss], dtype=grads[0].dtype)])
+    last = torch.tensor([loss], dtype=grads[0].dtype, device=grads[0].device)  # on the grads' device (CUDA too)
+    flat = torch.cat([g.reshape(-1) for g in grads] + [last])
     td.all_reduce(flat)
     flat /= dist.world
     off = 0
