@@ -99,6 +99,7 @@ class IndexSummary:
     added: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    store: str | None = None  # the store the support videos came from (build)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -423,7 +424,7 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
     seconds["total"] = time.perf_counter() - t0
     return IndexSummary(path=str(out), classes=len(classes), support_videos=int(idx.size),
                         method=meta["method"]["name"], metric=metric, scorer=scorer, kind=index.kind,
-                        notes=notes, seconds=seconds)
+                        notes=notes, seconds=seconds, store=str(store))
 
 
 def _templates_of(cache, classes: list[str]) -> list[str] | None:
@@ -433,6 +434,43 @@ def _templates_of(cache, classes: list[str]) -> list[str] | None:
         if rec["name"] == classes[0] and (best is None or len(rec["templates"]) > len(best)):
             best = list(rec["templates"])
     return best
+
+
+# --------------------------------------------------------------------------- a run's own index
+RUN_INDEX = "index"  # RUN_DIR/index: the index `query --run RUN_DIR` uses
+
+
+def ensure_run_index(run_dir: str | os.PathLike, pretrained: str | None = None) -> tuple[Path, str, IndexSummary | None]:
+    """``RUN_DIR/index``, built from the run's store on first use: ``(path, what happened, summary)``.
+
+    What happened: ``"existing"`` (an index of this run's current weights is there), ``"built"``
+    (there was none: built now from the store ``run.json`` names, every labelled video as support)
+    or ``"rebuilt"`` (the index was of other weights: the run was trained again since).
+    """
+    import json
+
+    from stores import StoreError
+
+    from .runs import MODEL_FILE, read_run
+
+    run = read_run(run_dir)
+    out = Path(run_dir) / RUN_INDEX
+    try:
+        meta = json.loads((resolve_dir(out) / "index.json").read_text()).get("meta", {})
+    except (StoreError, OSError, ValueError):
+        meta = None
+    weights = run.get("checkpoints", {}).get(MODEL_FILE)
+    if meta is not None and meta.get("run_weights_sha256") in (None, weights):
+        return out, "existing", None
+    if weights is None:
+        raise RunError(f"run {run_dir} has no trained weights yet ({MODEL_FILE}); finish it with "
+                       f"`clipcache train ... --out {run_dir} --resume`")
+    store = run.get("store", {}).get("path")
+    if not store or ("://" not in store and not os.path.exists(store)):
+        raise InputNotFound(f"run {run_dir} has no index yet and its store {store} is not there; build the "
+                            f"index with `clipcache index --run {run_dir} --store STORE`")
+    summary = build_index(store, out, run_dir, IndexBuildConfig(pretrained=pretrained))
+    return out, ("rebuilt" if meta is not None else "built"), summary
 
 
 # --------------------------------------------------------------------------- load
@@ -604,6 +642,7 @@ __all__ = [
     "add_class",
     "build_index",
     "check_run_matches",
+    "ensure_run_index",
     "export_encoder",
     "load_index",
     "support_prototypes",

@@ -120,12 +120,27 @@ def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_js
 @click.option("--explain", "explain_dir", default=None,
               help="Write one PNG per video here: its frames (with the method's mask) and per-frame scores.")
 @click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
-def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, backend):
+@click.option("--pretrained", default=None,
+              help="The store's weights (file or local-dir:DIR), when --run's index is built on first use "
+                   "and the store's cache key names a file.")
+def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, backend, pretrained):
     """Classify VIDEO files: top-k classes of the index with their scores.
 
+    With --run alone, the run's index (RUN_DIR/index) is used, and built from the run's store on
+    first use (or again when the run was retrained since); one line on stderr says which.
     A video that cannot be decoded gets one error line on stderr naming it; the others are still
     answered, and the exit code is 1.
     """
+    if index_dir is None and run_dir is not None:
+        from cachekit.prototypes import ensure_run_index
+
+        index_dir, how, built = ensure_run_index(run_dir, pretrained)
+        if how == "existing":
+            click.echo(f"index: using {index_dir}", err=True)
+        else:
+            click.echo(f"index: {'built' if how == 'built' else 'rebuilt (the run was retrained)'} {index_dir} "
+                       f"from store {built.store}: {built.classes} classes, {built.support_videos} support videos "
+                       f"({built.seconds.get('total', 0.0):.1f}s)", err=True)
     from cachekit.query import Classifier, QueryConfig, query_videos
 
     cfg = QueryConfig(top_k=top_k, shortlist=shortlist, backend=backend, explain_dir=explain_dir)

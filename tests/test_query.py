@@ -487,3 +487,44 @@ def test_query_process_does_not_import_open_clip(data):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[0])["top"][0]["label"] == "spin"
     assert proc.stdout.splitlines()[-1] == "HEAVY []"
+
+
+def test_query_with_a_run_alone_builds_its_index_on_first_use(data, tmp_path):
+    """The third of the three commands: ``query clip --run R`` with no ``clipcache index`` before.
+    First use builds RUN/index from the run's store and says so on stderr (stdout: the JSON alone);
+    later uses say they use it; a retrained run's stale index is rebuilt."""
+    from cachekit.prototypes import load_index
+    from cachekit.runs import MODEL_FILE, RUN_JSON, load_weights, read_run, save_weights, write_json
+    from cachekit.train import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(str(data["store"]), str(run), "clip_fsar", None,
+          TrainConfig(ways=2, shots=1, queries=1, episodes=2, val_episodes=0, device="cpu"), progress=False)
+    assert not (run / "index").exists()
+    clip = data["clips"]["spin"][0]
+    code, out, err = _invoke(["query", clip, "--run", run, "--json"])
+    assert code == 0, err
+    assert json.loads(out)["top"][0]["label"] == "spin"
+    assert f"index: built {run / 'index'} from store {data['store']}" in err and "3 classes" in err
+    idx = load_index(run / "index")
+    assert idx.meta["run"] == str(run) and idx.meta["method"]["name"] == "clip_fsar"
+    code, out, err = _invoke(["query", clip, "--run", run, "--json"])
+    assert code == 0 and err.strip() == f"index: using {run / 'index'}"
+    assert json.loads(out)["top"][0]["label"] == "spin"
+    # the run trained again (other weights): its index is of the old weights, so it is rebuilt
+    meta = read_run(run)
+    weights = {k: v + 0.01 for k, v in load_weights(run / MODEL_FILE).items()}
+    meta["checkpoints"][MODEL_FILE] = save_weights(run / MODEL_FILE, weights)
+    write_json(run / RUN_JSON, meta)
+    code, out, err = _invoke(["query", clip, "--run", run, "--json"])
+    assert code == 0, err
+    assert "index: rebuilt (the run was retrained)" in err
+    assert load_index(run / "index").meta["run_weights_sha256"] == meta["checkpoints"][MODEL_FILE]
+    # a run whose store is gone: one line naming the way out
+    shutil.copytree(run, tmp_path / "moved")
+    shutil.rmtree(tmp_path / "moved" / "index")
+    meta["store"]["path"] = str(tmp_path / "nowhere.zarr")
+    write_json(tmp_path / "moved" / RUN_JSON, meta)
+    code, out, err = _invoke(["query", clip, "--run", tmp_path / "moved"])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "clipcache index --run" in err
