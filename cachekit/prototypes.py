@@ -40,7 +40,7 @@ from typing import Literal
 
 import numpy as np
 
-from stores.faiss_index import IndexConfig, PrototypeIndex, index_lock, resolve_dir
+from stores.faiss_index import IndexConfig, PrototypeIndex, index_lock, load_exact, resolve_dir
 
 from .errors import CacheKeyMismatch, InputError, InputNotFound, RunError
 
@@ -191,6 +191,8 @@ def export_encoder(enc, method, frames: int, out_dir: Path, onnx: bool = True) -
         info["graph"], info["weights"] = ENCODER_GRAPH, ENCODER_WEIGHTS
     if onnx:
         info["onnx"], note = _export_onnx(module, example, out_dir)
+        # the graph and its external weights file(s) (encoder.onnx.data), which travel together
+        info["onnx_files"] = sorted(p.name for p in out_dir.glob(ENCODER_ONNX + "*")) if info["onnx"] else []
         if note:
             info["notes"].append(note)
     return info
@@ -385,6 +387,8 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
             temporal, pooled = support_prototypes(feats, class_of, len(classes))
             index = PrototypeIndex.build(pooled, cfg.index)
             arrays = {"temporal": temporal}
+            if index.kind == "flat":  # the vectors again, for `query`'s numpy search (no FAISS import)
+                arrays["pooled"] = pooled
             if scorer == "method":
                 arrays.update(support=feats, support_labels=class_of)
                 if text is not None:
@@ -492,15 +496,20 @@ class LoadedIndex:
         return self.meta["cache_key"]
 
 
-def load_index(path: str | os.PathLike, gpu: bool | None = None) -> LoadedIndex:
-    """Read an index directory written by :func:`build_index` / :func:`add_class`."""
+def load_index(path: str | os.PathLike, gpu: bool | None = None, exact_numpy: bool = False) -> LoadedIndex:
+    """Read an index directory written by :func:`build_index` / :func:`add_class`.
+
+    ``exact_numpy``: search an exact (flat) index with numpy over its saved class vectors instead of
+    loading FAISS (same scores; a faster start); approximate or older indexes load FAISS anyway.
+    """
     from stores import StoreNotFound
 
     try:
         root = resolve_dir(path)
     except StoreNotFound as err:
         raise InputNotFound(f"index {path} not found (build it with `clipcache index`)") from err
-    index, arrays, meta = PrototypeIndex.load(root, gpu=gpu)
+    light = load_exact(root, "pooled", ["temporal", "support", "support_labels", "text"]) if exact_numpy else None
+    index, arrays, meta = light if light is not None else PrototypeIndex.load(root, gpu=gpu)
     if meta.get("format") != INDEX_FORMAT or meta.get("version") != INDEX_VERSION:
         raise InputError(f"{path} is not a clipcache prototype index of version {INDEX_VERSION}; rebuild it")
     classes = list(meta["classes"])
@@ -579,6 +588,8 @@ def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, bac
     index = idx.index
     index.add(pooled)
     arrays = {"temporal": np.concatenate([idx.temporal, temporal])}
+    if index.kind == "flat":
+        arrays["pooled"] = index.vectors()
     meta = dict(idx.meta)
     meta["classes"] = idx.classes + [name]
     meta["shots"] = {**meta.get("shots", {}), name: len(videos)}
@@ -591,7 +602,9 @@ def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, bac
         if idx.text is not None:
             arrays["text"] = np.concatenate([idx.text, text[None]])
     encoder = meta["encoder"]
-    files = [f for f in (encoder.get("pt2"), encoder.get("graph"), encoder.get("weights"), encoder.get("onnx")) if f]
+    files = [f for f in (encoder.get("pt2"), encoder.get("graph"), encoder.get("weights"), encoder.get("onnx"),
+                         *encoder.get("onnx_files", [])) if f]
+    files = list(dict.fromkeys(files))
 
     def extra(tmp: Path) -> None:  # the encoder files are never changed in place: link them
         for f in files:

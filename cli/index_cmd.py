@@ -8,9 +8,12 @@ Imports of torch, faiss and cachekit stay inside the commands; ``query`` never i
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 import click
+
+log = logging.getLogger("clipcache.query")
 
 METRICS = ("mean", "otam", "bimhm")
 KINDS = ("auto", "flat", "ivf", "hnsw")
@@ -123,11 +126,15 @@ def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_js
 @click.option("--pretrained", default=None,
               help="The store's weights (file or local-dir:DIR), when --run's index is built on first use "
                    "and the store's cache key names a file.")
-def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, backend, pretrained):
+@click.option("--engine", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
+              help="onnx: answer without importing torch (fast start; needs the index's encoder.onnx and "
+                   "onnxruntime); torch: the exported torch graph; auto: onnx where the index allows it.")
+def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, backend, pretrained, engine):
     """Classify VIDEO files: top-k classes of the index with their scores.
 
     With --run alone, the run's index (RUN_DIR/index) is used, and built from the run's store on
-    first use (or again when the run was retrained since); one line on stderr says which.
+    first use (or again when the run was retrained since), which one line on stderr says (with -v
+    also that an existing one was used).
     A video that cannot be decoded gets one error line on stderr naming it; the others are still
     answered, and the exit code is 1.
     """
@@ -135,16 +142,17 @@ def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, ba
         from cachekit.prototypes import ensure_run_index
 
         index_dir, how, built = ensure_run_index(run_dir, pretrained)
-        if how == "existing":
-            click.echo(f"index: using {index_dir}", err=True)
+        if how == "existing":  # the usual case: said with -v only
+            log.info("index: using %s (built before for this run)", index_dir)
         else:
             click.echo(f"index: {'built' if how == 'built' else 'rebuilt (the run was retrained)'} {index_dir} "
                        f"from store {built.store}: {built.classes} classes, {built.support_videos} support videos "
                        f"({built.seconds.get('total', 0.0):.1f}s)", err=True)
     from cachekit.query import Classifier, QueryConfig, query_videos
 
-    cfg = QueryConfig(top_k=top_k, shortlist=shortlist, backend=backend, explain_dir=explain_dir)
-    clf = Classifier(index_dir, run_dir, shortlist)
+    cfg = QueryConfig(top_k=top_k, shortlist=shortlist, backend=backend, explain_dir=explain_dir, engine=engine)
+    clf = Classifier(index_dir, run_dir, shortlist, engine=engine)
+    log.info("query engine: %s%s", clf.engine, f" ({clf.engine_note})" if clf.engine_note else "")
     failed = 0
     for res in query_videos(videos, cfg=cfg, classifier=clf):
         if res.error is not None:
