@@ -39,6 +39,7 @@ import numpy as np
 
 from .errors import ClipcacheError, InputError, ModelError, RunError
 from .distributed import dist_from_env, rank_device
+from .tblog import DEFAULT_LOG_EVERY, TrainCurves
 from .runs import (LAST_FILE, MODEL_FILE, RUN_FORMAT, RUN_JSON, RUN_VERSION, SPLITS_FILE, STATE_FILE,
                    DeferredEncoder, checked_file, load_into, load_store_encoder,
                    load_weights, pending, publish_pending, read_run, save_state, save_weights,
@@ -449,7 +450,7 @@ def _same_run(old: dict, new: dict, out: Path) -> None:
 
 def train(store: str, out: str, method: str, overrides: dict | None = None, cfg: TrainConfig | None = None,
           *, resume: bool = False, pretrained: str | None = None, progress: bool = True,
-          stop_after: int | None = None, threads: int = 0) -> TrainResult:
+          stop_after: int | None = None, threads: int = 0, log_every: int = DEFAULT_LOG_EVERY) -> TrainResult:
     """Train ``method`` (name in ``METHODS``, Config ``overrides``) on ``store`` into run directory ``out``.
 
     ``resume``: continue the run in ``out`` from its last checkpoint (same options required).
@@ -457,6 +458,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
     cache key names a file. ``stop_after``: stop (resumably) once this many steps are done.
     ``threads``: torch intra-op threads while training (0: torch's default); a head on cached
     features works on small tensors, where one thread is often fastest on a shared CPU.
+    ``log_every``: steps between points of the TensorBoard curves in ``out`` (:mod:`cachekit.tblog`).
     """
     import torch
     from tqdm import tqdm
@@ -565,6 +567,9 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         bar = tqdm(total=steps, initial=step, disable=not (progress and main), desc=f"train {method}", dynamic_ncols=True,
                    unit="step")
         shown = {"loss": "-", "val": "-", "best": "-"}  # the progress bar's postfix
+        curves = TrainCurves(out, log_every, enabled=main, unit="episodes" if cfg.protocol == "episodic" else "videos",
+                             per_step=(cfg.episodes_per_step if cfg.protocol == "episodic" else cfg.batch_size)
+                             * (dist.world if parallel else 1))  # TensorBoard event files in the run directory
 
         def checkpoint(status: str) -> None:
             meta["step"], meta["status"] = step, status
@@ -590,6 +595,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
                     acc, ci = feed.validate(m)
                     m.train()
                 entry.update(val_accuracy=acc, val_ci=ci)
+                curves.validation(step, acc, ci)
                 best = meta["best"]["val_accuracy"]
                 if best is None or acc > best:
                     meta["best"] = {"val_accuracy": acc, "val_ci": ci, "step": step}
@@ -622,12 +628,14 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
                 shown["loss"] = f"{loss:.3f}"
                 bar.set_postfix(shown, refresh=False)
                 bar.update(1)
+                curves.step(step, loss, sched.get_last_lr()[0])
                 if step % val_every == 0 or step == steps:
                     validate()
                     if step < steps:
                         checkpoint("running")
         finally:
             bar.close()
+            curves.close()
         if step >= steps:
             if not validates:
                 meta["checkpoints"][MODEL_FILE] = save_weights(pending(out / MODEL_FILE), m.trainable_state_dict())
