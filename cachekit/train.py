@@ -39,6 +39,7 @@ import numpy as np
 
 from .errors import ClipcacheError, InputError, ModelError, RunError
 from .distributed import dist_from_env, rank_device
+from .interrupt import DeferredSigint, Interrupted
 from .tblog import DEFAULT_LOG_EVERY, TrainCurves
 from .runs import (LAST_FILE, MODEL_FILE, RUN_FORMAT, RUN_JSON, RUN_VERSION, SPLITS_FILE, STATE_FILE,
                    DeferredEncoder, checked_file, load_into, load_store_encoder,
@@ -607,11 +608,15 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         m.train()
         if step == 0 and not meta["history"]:
             validate()  # the untrained method: the baseline every later validation is compared with
+        sigint = DeferredSigint()  # Ctrl-C: finish this step, checkpoint, stop resumably
         try:
             while step < steps:
                 if stop_after is not None and step >= stop_after:
                     checkpoint("stopped")
                     break
+                if sigint.requested(dist if parallel else None):
+                    checkpoint("interrupted")
+                    raise Interrupted(f"training stopped at step {step} of {steps}; the run in {out} is saved")
                 if parallel:  # rank r computes sub-step step * world + r, then gradients are averaged
                     loss = _average_gradients(params, feed.step_loss(m, step * dist.world + dist.rank), dist)
                 else:
@@ -636,6 +641,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         finally:
             bar.close()
             curves.close()
+            sigint.restore()
         if step >= steps:
             if not validates:
                 meta["checkpoints"][MODEL_FILE] = save_weights(pending(out / MODEL_FILE), m.trainable_state_dict())

@@ -75,3 +75,81 @@ def test_log_every_must_be_positive(store, tmp_path):
 
     with pytest.raises(InputError, match="--log-every"):
         TrainCurves(tmp_path, log_every=0)
+
+
+def _sigint_when(proc: subprocess.Popen, ready, timeout: float = 180.0, settle: float = 1.0) -> None:
+    """Send SIGINT to ``proc`` once ``ready()`` holds (and ``settle`` seconds more)."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the command never got going"
+        time.sleep(0.05)
+    time.sleep(settle)
+    assert proc.poll() is None, "the command finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_train_checkpoints_the_step_and_prints_the_resume_command(store, tmp_path):
+    """A real SIGINT to a training process: exit 130, one line naming the step saved and the
+    command that resumes; the run resumes to the weights of an uninterrupted run, bit for bit."""
+    from safetensors.numpy import load_file
+
+    from cachekit.train import TrainConfig, train
+
+    run = tmp_path / "run"
+    args = ["train", "--method", "linear_probe", "--protocol", "allway", "--store", str(store), "--out", str(run),
+            "--epochs", "100000", "--batch-size", "4", "--val-episodes", "0", "--lr", "1e-3", "--device", "cpu",
+            "--threads", "1", "--no-progress"]
+    proc = subprocess.Popen(cli_command(args), env=cli_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _sigint_when(proc, lambda: any(run.glob("events.out.tfevents.*")))  # the writer opens just before the loop
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("WARNING")]
+    assert len(lines) == 1 and lines[0].startswith("interrupted: training stopped at step "), err
+    assert "Traceback" not in err and out == ""
+    assert lines[0].endswith("resume with: clipcache " + " ".join(args[:]) + " --resume")
+    meta = json.loads((run / "run.json").read_text())
+    k = meta["step"]
+    assert meta["status"] == "interrupted" and 0 < k < meta["train"]["steps"]
+    assert f"step {k} of {meta['train']['steps']}" in lines[0]
+    # resume for 5 more steps and compare with a straight run to the same step
+    cfg = TrainConfig(**meta["train"]["config"])
+    resumed = train(str(store), str(run), "linear_probe", None, cfg, resume=True, progress=False, threads=1,
+                    stop_after=k + 5)
+    straight = train(str(store), str(tmp_path / "straight"), "linear_probe", None, cfg, progress=False, threads=1,
+                     stop_after=k + 5)
+    assert resumed.step == straight.step == k + 5
+    a, b = load_file(run / "last.safetensors"), load_file(tmp_path / "straight" / "last.safetensors")
+    assert a.keys() == b.keys() and all((a[n] == b[n]).all() for n in a)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_extract_keeps_what_is_cached_and_the_same_command_resumes(tmp_path):
+    """A real SIGINT to an extraction: exit 130, one line with the command to run again; running
+    it finishes the store, equal (every array's hash) to an uninterrupted extraction's."""
+    from helpers import record_hashes
+
+    for i in range(150):
+        write_h264(tmp_path / "videos" / f"c{i % 3}" / f"v{i}.mp4", synth_frames(1000 + i, frames=8, height=32, width=32))
+    common = ["--model", str(TINY_CFG), "--pretrained", "random", "--frames", "4", "--device", "cpu",
+              "--workers", "1", "--no-progress"]
+    args = ["extract", str(tmp_path / "videos"), "--store", str(tmp_path / "s.zarr"), *common]
+    proc = subprocess.Popen(cli_command(args), env=cli_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _sigint_when(proc, lambda: (tmp_path / "s.zarr" / "zarr.json").exists(), settle=1.5)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("WARNING")]
+    assert len(lines) == 1 and lines[0].startswith("interrupted") and "Traceback" not in err, err
+    assert lines[0].endswith("resume with: clipcache " + " ".join(args))
+    again = subprocess.run(cli_command(args), env=cli_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "150 extracted" not in again.stdout and "already cached" in again.stdout
+    straight = subprocess.run(cli_command(["extract", str(tmp_path / "videos"), "--store", str(tmp_path / "t.zarr"),
+                                           *common]), env=cli_env(), cwd=ROOT, capture_output=True, text=True,
+                              timeout=600)
+    assert straight.returncode == 0, straight.stderr
+    assert record_hashes(tmp_path / "s.zarr") == record_hashes(tmp_path / "t.zarr")
+    assert len(record_hashes(tmp_path / "t.zarr")) == 150
