@@ -48,6 +48,7 @@ from .episodes import (
     save_episodes,
 )
 from .errors import InputError, InputNotFound, RunError
+from .progress import bar
 from .methods.base import Method
 from .report import EvalResult, write_report
 
@@ -364,7 +365,7 @@ def _score_episodes(method: Method, cache: FeatureCache, eps: list[EpisodeSpec],
         emb = torch.from_numpy(cache.emb(view=0)).to(device)  # [V, T, D']
         text = torch.from_numpy(cache.text()).to(device) if method.needs.text else None  # [C, P, D']
         pred = np.empty((e_n, qry.shape[1] * qry.shape[2]), dtype=np.int64)
-        for a in range(0, e_n, batch_episodes):
+        for a in bar(range(0, e_n, batch_episodes), desc="eval", unit="chunk"):  # on in a progress scope
             b = min(a + batch_episodes, e_n)
             chunk = [torch.from_numpy(x[a:b]).to(device) for x in (cls, sup, qry)]  # [e, W], [e, W, K], [e, W, Q]
             logits = method.episodes_logits(emb, text, *chunk)  # [e, W*Q, W]
@@ -374,7 +375,7 @@ def _score_episodes(method: Method, cache: FeatureCache, eps: list[EpisodeSpec],
 
     data = CacheData(cache, method.needs, device)
     rows = []
-    for spec in eps:
+    for spec in bar(eps, desc="eval", unit="episode"):  # on in a progress scope
         ep = data.episode(spec, view=0)
         rows.append(method.episode_logits(ep).argmax(dim=-1).cpu().numpy())  # [W*Q]
     return np.stack(rows)

@@ -300,7 +300,7 @@ def _take_shots(idx: np.ndarray, labels: np.ndarray, shots: int | None) -> np.nd
 
 
 def _method_support(method, cache, idx: np.ndarray, class_of: np.ndarray, classes: list[str],
-                    enc, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+                    enc, batch_size: int, tick=lambda: None) -> tuple[np.ndarray, np.ndarray | None]:
     """Support features ``[S, T, D]`` from the method's support path, and the class text if it reads it."""
     import torch
 
@@ -320,6 +320,7 @@ def _method_support(method, cache, idx: np.ndarray, class_of: np.ndarray, classe
                 out.append(method.support_features(b, t).float().cpu().numpy())
             except NotImplementedError as err:  # a method without the index hooks it needs
                 raise RunError(f"cannot index with this run: {err}") from err
+            tick()
     return np.concatenate(out), (text.numpy() if text is not None else None)
 
 
@@ -338,12 +339,14 @@ def _resolve_metric(method, cfg_metric: str) -> tuple[str | None, str]:
 
 def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
                 run_dir: str | os.PathLike | None = None,
-                cfg: IndexBuildConfig | None = None) -> IndexSummary:
+                cfg: IndexBuildConfig | None = None, progress: bool = False) -> IndexSummary:
     """Build the prototype index of ``store``'s support videos into ``out`` (default ``RUN/index``).
 
     With ``run_dir``: the run's method (its cache key must be the store's). Without: the ``proto``
-    baseline with ``cfg.metric`` on the cached embeddings.
+    baseline with ``cfg.metric`` on the cached embeddings. ``progress``: a bar over the support
+    batches, the FAISS build and the encoder export.
     """
+    from .progress import bar
     import torch
 
     from .cache import FeatureCache
@@ -373,7 +376,8 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
         t1 = time.perf_counter()
         enc = load_store_encoder(key, cfg.pretrained, device="cpu")
         seconds["load_encoder"] = time.perf_counter() - t1
-        with torch.no_grad():
+        batches = 0 if run_dir is None else -(-idx.size // cfg.batch_size)
+        with torch.no_grad(), bar(total=batches + 2, desc="index", unit="step", on=progress) as steps:
             method, run_meta = (None, None) if run_dir is None else load_run(
                 run_dir, cache_key=key, backbone=enc, device="cpu", pretrained=cfg.pretrained)
             metric, scorer = _resolve_metric(method, cfg.metric)
@@ -382,10 +386,12 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
             if method is None:
                 feats = cache.emb(view=0)[idx].astype(np.float32)  # [S, T, D']
             else:
-                feats, text = _method_support(method, cache, idx, class_of, classes, enc, cfg.batch_size)
+                feats, text = _method_support(method, cache, idx, class_of, classes, enc, cfg.batch_size,
+                                              tick=lambda: steps.update(1))
             seconds["support"] = time.perf_counter() - t1
             temporal, pooled = support_prototypes(feats, class_of, len(classes))
             index = PrototypeIndex.build(pooled, cfg.index)
+            steps.update(1)
             arrays = {"temporal": temporal}
             if index.kind == "flat":  # the vectors again, for `query`'s numpy search (no FAISS import)
                 arrays["pooled"] = pooled
@@ -422,7 +428,9 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
             def extra(tmp: Path) -> None:  # runs inside save, before index.json is written from meta
                 meta["encoder"] = export_encoder(enc, method, frames, tmp, cfg.onnx)
 
+            steps.set_description("index: export")
             index.save(out, arrays, meta, extra=extra)
+            steps.update(1)
             seconds["export_and_save"] = time.perf_counter() - t1
     notes.extend(meta["encoder"]["notes"])
     seconds["total"] = time.perf_counter() - t0
@@ -444,7 +452,8 @@ def _templates_of(cache, classes: list[str]) -> list[str] | None:
 RUN_INDEX = "index"  # RUN_DIR/index: the index `query --run RUN_DIR` uses
 
 
-def ensure_run_index(run_dir: str | os.PathLike, pretrained: str | None = None) -> tuple[Path, str, IndexSummary | None]:
+def ensure_run_index(run_dir: str | os.PathLike, pretrained: str | None = None,
+                     progress: bool = False) -> tuple[Path, str, IndexSummary | None]:
     """``RUN_DIR/index``, built from the run's store on first use: ``(path, what happened, summary)``.
 
     What happened: ``"existing"`` (an index of this run's current weights is there), ``"built"``
@@ -473,7 +482,7 @@ def ensure_run_index(run_dir: str | os.PathLike, pretrained: str | None = None) 
     if not store or ("://" not in store and not os.path.exists(store)):
         raise InputNotFound(f"run {run_dir} has no index yet and its store {store} is not there; build the "
                             f"index with `clipcache index --run {run_dir} --store STORE`")
-    summary = build_index(store, out, run_dir, IndexBuildConfig(pretrained=pretrained))
+    summary = build_index(store, out, run_dir, IndexBuildConfig(pretrained=pretrained), progress=progress)
     return out, ("rebuilt" if meta is not None else "built"), summary
 
 
@@ -541,7 +550,7 @@ def check_run_matches(idx: LoadedIndex, run_dir: str | os.PathLike) -> dict:
 # --------------------------------------------------------------------------- add a class
 def add_class(index_dir: str | os.PathLike, name: str, videos: list[str],
               run_dir: str | os.PathLike | None = None, pretrained: str | None = None,
-              backend: str = "auto") -> IndexSummary:
+              backend: str = "auto", progress: bool = False) -> IndexSummary:
     """Add class ``name`` to an index from a few videos, without retraining.
 
     The videos are decoded as at extraction (the index's sampler, view 0) and encoded with the
@@ -556,10 +565,11 @@ def add_class(index_dir: str | os.PathLike, name: str, videos: list[str],
     if not videos:
         raise InputError("index add needs at least one video of the new class")
     with index_lock(index_dir):  # read, extend and publish as one step: no lost concurrent add
-        return _add_class(index_dir, name, videos, run_dir, pretrained, backend, t0)
+        return _add_class(index_dir, name, videos, run_dir, pretrained, backend, t0, progress)
 
 
-def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, backend, t0: float) -> IndexSummary:
+def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, backend, t0: float,
+               progress: bool = False) -> IndexSummary:
     import shutil
 
     import torch
@@ -575,7 +585,10 @@ def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, bac
     from .query import decode_frames, load_query_encoder, preprocess_frames
     from .video import file_key
 
-    frames = [decode_frames(v, idx.meta, backend) for v in videos]  # each [T, H, W, 3]
+    from .progress import bar
+
+    frames = [decode_frames(v, idx.meta, backend)  # each [T, H, W, 3]
+              for v in bar(videos, desc=f"index add {name}", unit="video", on=progress)]
     pixels = [preprocess_frames(f, idx.cache_key["preprocess"]) for f in frames]  # each [T, 3, S, S]
     text = None
     with torch.no_grad():

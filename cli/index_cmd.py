@@ -20,6 +20,7 @@ KINDS = ("auto", "flat", "ivf", "hnsw")
 
 
 def _build_options(f):
+    f = click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")(f)
     f = click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")(f)
     f = click.option("--no-onnx", is_flag=True, help="Do not also export ONNX (when onnx is installed).")(f)
     f = click.option("--kind", type=click.Choice(KINDS), default="auto", show_default=True,
@@ -43,7 +44,8 @@ def _build_options(f):
     return f
 
 
-def _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json):
+def _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json,
+           no_progress=False):
     from cachekit.errors import InputError
     from cachekit.prototypes import IndexBuildConfig, build_index
     from stores.faiss_index import IndexConfig
@@ -55,7 +57,9 @@ def _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pre
         raise InputError("--metric is the proto baseline's (no --run); a run's method scores with its own metric")
     cfg = IndexBuildConfig(metric=metric or "mean", split=split, shots=shots, shortlist=shortlist, pretrained=pretrained,
                            video_root=video_root, onnx=not no_onnx, index=IndexConfig(kind=kind))
-    s = build_index(store, out, run_dir, cfg)
+    from cachekit.progress import wanted
+
+    s = build_index(store, out, run_dir, cfg, progress=wanted(no_progress))
     if as_json:
         click.echo(json.dumps(s.to_dict()))
         return
@@ -71,7 +75,7 @@ def _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pre
 @_build_options
 @click.pass_context
 def index(ctx, run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx,
-          as_json):
+          as_json, no_progress):
     """Build the class-prototype index of STORE's support videos (or: `index add`).
 
     With --run, prototypes come from the trained method's support path and the index is written
@@ -80,15 +84,17 @@ def index(ctx, run_dir, store, split, out, metric, shots, shortlist, video_root,
     """
     if ctx.invoked_subcommand is not None:
         return
-    _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json)
+    _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json,
+           no_progress)
 
 
 @index.command("build")
 @_build_options
 def index_build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx,
-                as_json):
+                as_json, no_progress):
     """Same as `clipcache index` with options: build an index from a store."""
-    _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json)
+    _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json,
+           no_progress)
 
 
 @index.command("add")
@@ -99,11 +105,13 @@ def index_build(run_dir, store, split, out, metric, shots, shortlist, video_root
 @click.option("--pretrained", default=None, help="The store's weights, when its cache key names a file.")
 @click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_json):
+@click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")
+def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_json, no_progress):
     """Add a class to INDEX_DIR from a few VIDEOs of it, without retraining."""
+    from cachekit.progress import wanted
     from cachekit.prototypes import add_class
 
-    s = add_class(index_dir, class_name, list(videos), run_dir, pretrained, backend)
+    s = add_class(index_dir, class_name, list(videos), run_dir, pretrained, backend, progress=wanted(no_progress))
     if as_json:
         click.echo(json.dumps(s.to_dict()))
     else:
@@ -139,9 +147,10 @@ def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, ba
     answered, and the exit code is 1.
     """
     if index_dir is None and run_dir is not None:
+        from cachekit.progress import wanted
         from cachekit.prototypes import ensure_run_index
 
-        index_dir, how, built = ensure_run_index(run_dir, pretrained)
+        index_dir, how, built = ensure_run_index(run_dir, pretrained, progress=wanted())
         if how == "existing":  # the usual case: said with -v only
             log.info("index: using %s (built before for this run)", index_dir)
         else:

@@ -153,3 +153,88 @@ def test_ctrl_c_during_extract_keeps_what_is_cached_and_the_same_command_resumes
     assert straight.returncode == 0, straight.stderr
     assert record_hashes(tmp_path / "s.zarr") == record_hashes(tmp_path / "t.zarr")
     assert len(record_hashes(tmp_path / "t.zarr")) == 150
+
+
+# ----------------------------------------------------------------------------- progress bars
+def _on_a_terminal(args: list[str], timeout: float = 600) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal (as a person at a shell): (rc, stdout, stderr)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a fresh pty is 0 columns wide
+    proc = subprocess.Popen(cli_command(args), env=cli_env(COLUMNS="120"), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=slave, text=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out = proc.stdout.read()
+    proc.wait(timeout=timeout)
+    os.close(master)
+    return proc.returncode, out, b"".join(chunks).decode(errors="replace")
+
+
+def _has_bar(err: str, desc: str) -> bool:
+    """A tqdm bar named ``desc`` with its rate (x/s) and ETA (elapsed<remaining)."""
+    import re
+
+    return re.search(rf"{re.escape(desc)}[^\n\r]*\d+/\d+ \[\d\d:\d\d<\d\d:\d\d, +[\d.?]+ ?\w*/s[,\]]", err) is not None
+
+
+@pytest.mark.slow
+def test_long_steps_show_bars_with_eta_and_rate_on_a_terminal_only(store, tmp_path):
+    """synth, eval, index and train draw a bar (ETA, rate) when stderr is a terminal; none with
+    --no-progress, and none when stderr is a pipe."""
+    from helpers import run_cli
+
+    runs = {
+        "synth": ["synth", str(tmp_path / "syn"), "--classes", "something falling,something rising,something appearing",
+                  "--videos-per-class", "3", "--frames", "8", "--size", "32"],
+        "eval": ["eval", "--store", str(store), "--method", "proto", "--protocol", "episodic", "--ways", "2",
+                 "--episodes", "300", "--batch-episodes", "20"],
+        "index": ["index", "--store", str(store), "--out", str(tmp_path / "idx"), "--no-onnx"],
+        "train linear_probe": ["train", "--method", "linear_probe", "--protocol", "allway", "--store", str(store),
+                               "--out", str(tmp_path / "run"), "--epochs", "3", "--batch-size", "4", "--device",
+                               "cpu"],
+    }
+    for desc, args in runs.items():
+        rc, out, err = _on_a_terminal(args)
+        assert rc == 0, err
+        assert _has_bar(err, desc), (desc, err[-1500:])
+        if desc == "train linear_probe":
+            continue  # a second train into the same --out is another test's business
+        for extra in (["--no-progress"],):
+            if desc == "index":
+                args = [*args[:4], str(tmp_path / f"idx{len(extra)}"), *args[5:]]
+            if desc == "synth":
+                args = [args[0], str(tmp_path / "syn2"), *args[2:]]
+            rc, out, err = _on_a_terminal([*args, *extra])
+            assert rc == 0 and not _has_bar(err, desc) and "\r" not in err, (desc, err[-800:])
+        rc, out, err = run_cli([*args[:1], *([str(tmp_path / "syn3")] if desc == "synth" else []),
+                                *(args[2:] if desc == "synth" else args[1:])])  # stderr is a pipe
+        assert rc == 0 and not _has_bar(err, desc) and "\r" not in err, (desc, err[-800:])
+
+
+def test_progress_is_wanted_on_a_terminal_without_no_progress():
+    import io
+
+    from cachekit.progress import bar, scope, wanted
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert wanted(False, Tty()) and not wanted(True, Tty()) and not wanted(False, io.StringIO())
+    assert bar(range(3)).disable  # outside a command: silent
+    with scope(True):
+        assert not bar(range(3)).disable
+        assert bar(range(3), on=False).disable
