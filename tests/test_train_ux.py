@@ -238,3 +238,17 @@ def test_progress_is_wanted_on_a_terminal_without_no_progress():
     with scope(True):
         assert not bar(range(3)).disable
         assert bar(range(3), on=False).disable
+
+
+def test_readme_and_demo_show_the_three_commands_first():
+    """The README's first code block and the demo's first lines are the three commands."""
+    import re
+
+    from cachekit.demo import THREE_COMMANDS
+
+    want = ["clipcache extract VIDEOS --store S", "clipcache train --method M --store S --out R",
+            "clipcache query clip.mp4 --run R"]
+    assert [c for c, _ in THREE_COMMANDS] == want
+    readme = (ROOT / "README.md").read_text()
+    first = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    assert [ln.split("#")[0].strip() for ln in first.strip().splitlines()] == want
