@@ -151,3 +151,30 @@ def test_more_ranks_than_gpus_fall_back_to_the_cpu_and_say_so(monkeypatch, gpus,
         assert "more ranks than GPUs" in note and "--nproc-per-node 1" in note
     assert rank_device("cpu", dist) == ("cpu", None)
     assert rank_device("auto", Dist()) == ("cuda", None)  # one process: as before
+
+
+def _fewer_gpus_than(n: int) -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.device_count() < n
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _fewer_gpus_than(2), reason="needs CUDA with fewer than 2 GPUs (the suite's GPU run)")
+def test_torchrun_with_more_ranks_than_gpus_trains_on_the_cpu_and_says_so(clips: Path, tmp_path: Path) -> None:
+    """On a 1-GPU machine, 2 ranks with --device auto: no traceback, every rank on the CPU (gloo),
+    and the run's notes say why."""
+    import json
+
+    store = tmp_path / "s.zarr"
+    r = _extract(["splits/clip_fsar/train_few_shot.txt", "splits/clip_fsar/val_few_shot.txt",
+                  "--class-names", "splits/clip_fsar", "--video-root", ".", "--store", str(store), "--model", TINY,
+                  "--pretrained", "random", "--frames", "4", "--tokens-at", "2"], clips)
+    assert r.returncode == 0, r.stderr
+    bb = _train(["--method", "ez_clip", "--opt", "from_block=2", "--store", str(store), "--out", str(tmp_path / "ez"),
+                 "--protocol", "zeroshot", "--epochs", "1", "--batch-size", "2", "--threads", "1", "--json"],
+                clips, torchrun=2)
+    assert bb.returncode == 0 and "Traceback" not in bb.stderr, bb.stderr[-3000:]
+    meta = json.loads((tmp_path / "ez" / "run.json").read_text())
+    assert meta["environment"]["device"] == "cpu"
+    assert any("more ranks than GPUs" in n for n in meta["notes"]), meta["notes"]
