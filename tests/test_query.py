@@ -631,3 +631,38 @@ def test_onnx_query_process_imports_no_torch(data, run):
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout.splitlines()[0])["top"][0]["label"] == "spin"
         assert proc.stdout.splitlines()[-1] == "HEAVY []", args
+
+
+@onnx_installed
+@pytest.mark.slow
+@pytest.mark.parametrize("method, cfg", [
+    ("linear_probe", dict(protocol="allway", epochs=1, batch_size=4, val_episodes=0)),
+    ("ma_fsar", dict(ways=2, shots=1, queries=1, episodes=2, val_episodes=0)),
+    ("clip_fsar", dict(ways=2, shots=1, queries=1, episodes=2, val_episodes=0)),
+])
+def test_every_trained_methods_onnx_encoder_equals_its_torch_graph(data, tmp_path, method, cfg):
+    """A trained run's exported query encoder: encoder.onnx (onnxruntime) gives the torch graph's
+    features within 1e-4; where the index's score allows the onnx engine, the same top-k too."""
+    from cachekit.prototypes import load_index
+    from cachekit.query import Classifier, decode_frames
+    from cachekit.query_onnx import OnnxEncoder
+    from cachekit.train import TrainConfig, train
+
+    run = tmp_path / method
+    train(str(data["store"]), str(run), method, {"ffn_dim": 32} if method == "ma_fsar" else None,
+          TrainConfig(device="cpu", **cfg), progress=False)
+    code, _, err = _invoke(["index", "--run", run, "--store", data["store"]])
+    assert code == 0, err
+    idx = load_index(run / "index")
+    assert idx.meta["encoder"]["onnx"] == "encoder.onnx", idx.meta["encoder"]["notes"]
+    slow = Classifier(run / "index", engine="torch")
+    onnx = OnnxEncoder(idx.path / "encoder.onnx")
+    for v in (data["clips"]["spin"][0], data["clips"]["drift"][1], data["new"]):
+        _, pixels = slow.preprocess(decode_frames(v, slow.meta))
+        np.testing.assert_allclose(onnx(pixels.numpy()), slow.encode(pixels).numpy(), rtol=0, atol=1e-4)
+    if idx.meta["scorer"] != "method":
+        fast = Classifier(run / "index", engine="onnx")
+        for v in (data["clips"]["spin"][0], data["new"]):
+            a, b = fast.classify(v, top_k=3), slow.classify(v, top_k=3)
+            assert [h.label for h in a.top] == [h.label for h in b.top]
+            np.testing.assert_allclose([h.score for h in a.top], [h.score for h in b.top], rtol=0, atol=1e-4)
