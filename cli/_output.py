@@ -7,7 +7,7 @@ every consumer (``clipcache index --json | jq``). :func:`json_stdout` guards a c
 - file descriptor 1 is pointed at stderr for the command's duration (where stdout is a real file
   descriptor), so writes from C code land on stderr;
 - ``sys.stdout`` becomes a :class:`JsonLines` stream over the original stdout that passes each
-  complete line through only if it parses as JSON and sends every other line to stderr.
+  complete line through only if it is a JSON object or array and sends every other line to stderr.
 
 The commands keep printing their result with ``click.echo``; a line that is not JSON is by
 definition not the result in ``--json`` mode, so nothing the command meant to print is lost: it
@@ -25,6 +25,9 @@ from typing import Iterator, TextIO
 
 
 def _is_json(line: str) -> bool:
+    """A JSON object or array (what the commands print); a bare number or word a library prints is not."""
+    if not line.startswith(("{", "[")):
+        return False
     try:
         json.loads(line)
     except ValueError:

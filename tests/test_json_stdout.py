@@ -101,8 +101,10 @@ def test_a_library_print_in_json_mode_goes_to_stderr():
             "    click.echo(json.dumps({'ok': True}))\n"
             "    print('{\"partial\": ', end='')\n"
             "    print('1}')\n"
+            "    print(42)\n"
             "print('after')\n")
     proc = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ['{"ok": true}', '{"partial": 1}', "after"]
     assert "[torch.onnx] Obtain model graph" in proc.stderr and "from C" in proc.stderr
+    assert "42" in proc.stderr  # valid JSON, but not an object or array: not a command's result
