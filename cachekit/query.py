@@ -239,14 +239,14 @@ Engine = str  # "auto", "onnx" or "torch"
 
 def _index_meta(index_dir: str | os.PathLike) -> tuple[Path, dict]:
     """The index's directory and ``index.json`` meta, read without loading FAISS or arrays."""
-    from stores import StoreError
+    from stores import StoreNotFound
     from stores.faiss_index import read_manifest, resolve_dir
 
     try:
         root = resolve_dir(index_dir)
-        return root, read_manifest(root).get("meta", {})
-    except StoreError as err:
+    except StoreNotFound as err:
         raise InputNotFound(f"index {index_dir} not found (build it with `clipcache index`)") from err
+    return root, read_manifest(root).get("meta", {})
 
 
 class Classifier:
