@@ -1,6 +1,7 @@
 """``clipcache demo``: the main job end to end on an embedded default, for a first-time user.
 
-synth a small motion benchmark -> extract it once -> train a from-cache method (MA-FSAR's TPCM)
+It first prints the three commands that do the job on the user's own videos (:data:`THREE_COMMANDS`),
+then, on its own clips: synth a small motion benchmark -> extract it once -> train a from-cache method (MA-FSAR's TPCM)
 and a backbone method (EZ-CLIP from a cached block) -> evaluate episodes against the
 no-training baseline -> build the FAISS index -> query one clip. Uses a small random-weight
 model unless real weights are given, and says so.
@@ -17,6 +18,14 @@ from typing import Callable
 
 DEMO_CLASSES = None  # all synthetic classes: 10 train / 5 val / 5 test with the splits below
 
+THREE_COMMANDS = (
+    ("clipcache extract VIDEOS --store S", "decode and encode your videos once (a folder of class sub-folders, "
+                                           "a CSV, a split file)"),
+    ("clipcache train --method M --store S --out R", "train method M from the cache (`clipcache methods` lists them)"),
+    ("clipcache query clip.mp4 --run R", "classify a new clip with the trained run (its index is built on first use)"),
+)
+"""The whole job on your own videos, shown first by the demo and the README."""
+
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -28,6 +37,7 @@ class DemoConfig:
     episodes: int = 300  # training episodes of the from-cache method
     eval_episodes: int = 1000
     seed: int = 0
+    progress: bool = False  # progress bars of the long steps (stderr)
 
 
 @dataclass
@@ -50,6 +60,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     from .evaluate import EvalConfig, evaluate
     from .extract import ExtractConfig, extract
     from .inputs import collect_inputs
+    from .progress import scope
     from .prototypes import IndexBuildConfig, build_index
     from .query import query_videos
     from .synth import SynthConfig, slugify, synth_dataset
@@ -60,6 +71,12 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     out.mkdir(parents=True, exist_ok=True)
     model = cfg.model or demo_model_config()
     res = DemoResult()
+    echo("On your own videos, the whole job is three commands:")
+    width = max(len(c) for c, _ in THREE_COMMANDS)
+    for command, what in THREE_COMMANDS:
+        echo(f"  {command:<{width}}   # {what}")
+    echo("This demo runs the same steps (and a few more) on synthetic clips, with real output under "
+         f"{out}/; each step says where.")
     if cfg.pretrained == "random":
         echo("NOTE: the encoder has RANDOM weights (no pretrained CLIP here). Accuracies show what the "
              "pipeline learns from these clips, not what CLIP knows; pass --model/--pretrained for real weights.")
@@ -68,7 +85,8 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     data = out / "synth"
     syn = synth_dataset(data, SynthConfig(classes=DEMO_CLASSES, videos_per_class=cfg.videos_per_class,
                                           frames=16, size=112, seed=cfg.seed, splits=(0.5, 0.25, 0.25),
-                                          clutter="low" if cfg.pretrained == "random" else "full"))
+                                          clutter="low" if cfg.pretrained == "random" else "full"),
+                        progress=cfg.progress)
     row = res.add("synth", time.perf_counter() - t, videos=len(syn.videos), classes=len(syn.classes),
                   output=str(data))
     echo(f"[1/7] synth: {row['videos']} clips of {row['classes']} motion classes -> {data} ({row['seconds']}s)")
@@ -81,7 +99,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     ecfg = ExtractConfig(encoder=EncoderConfig(model=model, pretrained=cfg.pretrained, seed=cfg.seed),
                          sampler=SamplerConfig(frames=cfg.frames, seed=cfg.seed), tokens_at=(6,),
                          templates="ma_fsar16")
-    s = extract(inputs, store, ecfg, progress=False)
+    s = extract(inputs, store, ecfg, progress=cfg.progress)
     row = res.add("extract", time.perf_counter() - t, extracted=s.extracted, cached_before=s.already_done,
                   failed=len(s.failed), output=store)
     echo(f"[2/7] extract: {s.extracted} videos encoded once ({s.already_done} already cached) -> {store} "
@@ -94,7 +112,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     tr = train(store, run_cache, "ma_fsar", {"modules": "tpcm", "alpha": alpha},
                TrainConfig(protocol="episodic", ways=5, shots=1, episodes=cfg.episodes, val_episodes=100,
                            val_every=max(1, cfg.episodes // 3), lr=1e-3, seed=cfg.seed), resume=True,
-               progress=False)
+               progress=cfg.progress)
     row = res.add("train ma_fsar (from cache)", time.perf_counter() - t, steps=tr.step,
                   params=tr.trainable_params, best_val=tr.best_val_accuracy, output=run_cache)
     echo(f"[3/7] train MA-FSAR (TPCM only, frozen encoder) from the cache: {tr.step} episodes, "
@@ -105,7 +123,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     run_bb = str(out / "runs" / "ez_clip")
     tb = train(store, run_bb, "ez_clip", {"from_block": 6},
                TrainConfig(protocol="zeroshot", epochs=2, batch_size=8, lr=1e-3, seed=cfg.seed),
-               resume=True, pretrained=None if cfg.pretrained == "random" else cfg.pretrained, progress=False)
+               resume=True, pretrained=None if cfg.pretrained == "random" else cfg.pretrained, progress=cfg.progress)
     row = res.add("train ez_clip (backbone from block 6)", time.perf_counter() - t, steps=tb.step,
                   params=tb.trainable_params, output=run_bb)
     echo(f"[4/7] train EZ-CLIP through the backbone, from the cached tokens entering block 6, for zero-shot "
@@ -114,12 +132,13 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
 
     t = time.perf_counter()
     report_dir = out / "eval"
-    base = evaluate(store, EvalConfig(protocol="episodic", method="proto", metric="otam", ways=5, shots=1,
-                                      episodes=cfg.eval_episodes, seed=cfg.seed, out_dir=report_dir / "proto_otam"))
-    mean = evaluate(store, EvalConfig(protocol="episodic", method="proto", metric="mean", ways=5, shots=1,
-                                      episodes=cfg.eval_episodes, seed=cfg.seed, out_dir=report_dir / "proto_mean"))
-    trained = evaluate(store, EvalConfig(protocol="episodic", run_dir=run_cache, ways=5, shots=1,
-                                         episodes=cfg.eval_episodes, seed=cfg.seed, out_dir=report_dir / "ma_fsar"))
+    with scope(cfg.progress):  # evaluation's bars
+        base = evaluate(store, EvalConfig(protocol="episodic", method="proto", metric="otam", ways=5, shots=1,
+                                          episodes=cfg.eval_episodes, seed=cfg.seed, out_dir=report_dir / "proto_otam"))
+        mean = evaluate(store, EvalConfig(protocol="episodic", method="proto", metric="mean", ways=5, shots=1,
+                                          episodes=cfg.eval_episodes, seed=cfg.seed, out_dir=report_dir / "proto_mean"))
+        trained = evaluate(store, EvalConfig(protocol="episodic", run_dir=run_cache, ways=5, shots=1,
+                                             episodes=cfg.eval_episodes, seed=cfg.seed, out_dir=report_dir / "ma_fsar"))
     row = res.add("evaluate", time.perf_counter() - t, output=str(report_dir),
                   proto_mean=[mean.accuracy, mean.ci95], proto_otam=[base.accuracy, base.ci95],
                   ma_fsar=[trained.accuracy, trained.ci95])
@@ -129,19 +148,20 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
          f"({row['seconds']}s)")
 
     t = time.perf_counter()
-    index_dir = str(out / "index")
-    build_index(store, index_dir, run_dir=run_cache, cfg=IndexBuildConfig(split="test"))
-    row = res.add("index", time.perf_counter() - t, output=index_dir)
+    index_dir = Path(run_cache) / "index"  # the run's own index: what `clipcache query --run` uses
+    build_index(store, index_dir, run_dir=run_cache, cfg=IndexBuildConfig(split="test"), progress=cfg.progress)
+    row = res.add("index", time.perf_counter() - t, output=str(index_dir))
     echo(f"[6/7] index: test-class prototypes of the MA-FSAR run in FAISS -> {index_dir} ({row['seconds']}s)")
 
     t = time.perf_counter()
     test_names = syn.splits["test"]
     clip = next(p for p in syn.videos if p.parent.name == slugify(test_names[0]))
-    result = next(iter(query_videos([str(clip)], index_dir=index_dir)))
+    result = next(iter(query_videos([str(clip)], run_dir=run_cache)))
     top = [(h.label, round(h.score, 3)) for h in result.top[:3]]
     row = res.add("query", time.perf_counter() - t, video=str(clip), truth=test_names[0], top=top)
     echo(f"[7/7] query {clip.name} (true class: {test_names[0]}): "
          + ", ".join(f"{lab} {sc:.3f}" for lab, sc in top) + f" ({row['seconds']}s)")
+    echo(f"try the third command on this run: clipcache query {clip} --run {run_cache}")
     (out / "demo.json").write_text(json.dumps(res.steps, indent=1, default=str))
     echo(f"done: every step's output is under {out}/ (summary: {out / 'demo.json'})")
     return res

@@ -51,6 +51,33 @@ class Dist:
             self._pg = False
 
 
+def rank_device(requested: str, dist: Dist) -> tuple[str, str | None]:
+    """The device this rank computes on, and a note when it is not what ``requested`` would pick.
+
+    One process: :func:`cachekit.encoder.pick_device`. Under torchrun with CUDA: rank ``LOCAL_RANK``
+    takes GPU ``cuda:LOCAL_RANK`` when the machine has a GPU per local rank; with more ranks than
+    GPUs on a machine, every rank falls back to the CPU (the process group is gloo, which also runs
+    there) and the note says so, rather than two ranks sharing a GPU or one rank failing.
+    """
+    from .encoder import pick_device
+
+    device = pick_device(requested)
+    if dist.world <= 1 or not device.startswith("cuda"):
+        return device, None
+    import torch
+
+    local_rank = int(os.environ.get("LOCAL_RANK", dist.rank))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world))
+    gpus = torch.cuda.device_count()
+    if local_world > gpus:
+        return "cpu", (f"{local_world} ranks on this machine and {gpus} GPU{'s' if gpus != 1 else ''}: more "
+                       f"ranks than GPUs, so every rank runs on the CPU (gloo); launch at most {gpus} ranks "
+                       f"per machine (--nproc-per-node {gpus}) to use the GPUs")
+    if device == "cuda":  # a bare "cuda": this rank's own GPU
+        device = f"cuda:{local_rank}"
+    return device, None
+
+
 def dist_from_env() -> Dist:
     """A :class:`Dist` for torchrun's environment (``WORLD_SIZE`` > 1), else a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -29,17 +29,22 @@ installed.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import time
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from stores.faiss_index import IndexConfig, PrototypeIndex, index_lock, resolve_dir
+from stores.faiss_index import IndexConfig, PrototypeIndex, index_lock, load_exact, resolve_dir
 
 from .errors import CacheKeyMismatch, InputError, InputNotFound, RunError
+
+log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "clipcache-prototypes"
 INDEX_VERSION = 1
@@ -94,6 +99,7 @@ class IndexSummary:
     added: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    store: str | None = None  # the store the support videos came from (build)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -167,7 +173,7 @@ def export_encoder(enc, method, frames: int, out_dir: Path, onnx: bool = True) -
     info = {"pt2": None, "input": [frames, 3, size, size], "dim": int(feats.shape[-1]),
             "torch": torch.__version__, "graph": None, "weights": None, "onnx": None, "notes": []}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _printed_to_log("torch.export"):
             ep = torch.export.export(module, (example,))
     except Exception as err:  # noqa: BLE001 - the exporter raises many types; query then runs eagerly
         info["notes"].append(f"torch.export failed ({str(err).splitlines()[0][:200]}); query will load "
@@ -185,6 +191,8 @@ def export_encoder(enc, method, frames: int, out_dir: Path, onnx: bool = True) -
         info["graph"], info["weights"] = ENCODER_GRAPH, ENCODER_WEIGHTS
     if onnx:
         info["onnx"], note = _export_onnx(module, example, out_dir)
+        # the graph and its external weights file(s) (encoder.onnx.data), which travel together
+        info["onnx_files"] = sorted(p.name for p in out_dir.glob(ENCODER_ONNX + "*")) if info["onnx"] else []
         if note:
             info["notes"].append(note)
     return info
@@ -224,6 +232,20 @@ def _graph_code(ep) -> tuple[str, list]:
     return header + pc.src, weights
 
 
+@contextmanager
+def _printed_to_log(who: str):
+    """What a library ``print``s meanwhile goes to the debug log, never to the caller's stdout
+    (torch.onnx announces its steps there, which would break ``--json`` output)."""
+    buf = io.StringIO()
+    try:
+        with redirect_stdout(buf):
+            yield
+    finally:
+        for line in buf.getvalue().splitlines():
+            if line.strip():
+                log.debug("%s: %s", who, line)
+
+
 def _export_onnx(module, example, out_dir: Path) -> tuple[str | None, str | None]:
     import importlib.util
 
@@ -232,7 +254,7 @@ def _export_onnx(module, example, out_dir: Path) -> tuple[str | None, str | None
     import torch
 
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _printed_to_log("torch.onnx"):
             torch.onnx.export(module, (example,), str(out_dir / ENCODER_ONNX), input_names=["pixels"],
                               output_names=["features"], dynamo=True)
     except Exception as err:  # noqa: BLE001 - optional artefact: any exporter failure is a note
@@ -278,7 +300,7 @@ def _take_shots(idx: np.ndarray, labels: np.ndarray, shots: int | None) -> np.nd
 
 
 def _method_support(method, cache, idx: np.ndarray, class_of: np.ndarray, classes: list[str],
-                    enc, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+                    enc, batch_size: int, tick=lambda: None) -> tuple[np.ndarray, np.ndarray | None]:
     """Support features ``[S, T, D]`` from the method's support path, and the class text if it reads it."""
     import torch
 
@@ -298,6 +320,7 @@ def _method_support(method, cache, idx: np.ndarray, class_of: np.ndarray, classe
                 out.append(method.support_features(b, t).float().cpu().numpy())
             except NotImplementedError as err:  # a method without the index hooks it needs
                 raise RunError(f"cannot index with this run: {err}") from err
+            tick()
     return np.concatenate(out), (text.numpy() if text is not None else None)
 
 
@@ -316,12 +339,14 @@ def _resolve_metric(method, cfg_metric: str) -> tuple[str | None, str]:
 
 def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
                 run_dir: str | os.PathLike | None = None,
-                cfg: IndexBuildConfig | None = None) -> IndexSummary:
+                cfg: IndexBuildConfig | None = None, progress: bool = False) -> IndexSummary:
     """Build the prototype index of ``store``'s support videos into ``out`` (default ``RUN/index``).
 
     With ``run_dir``: the run's method (its cache key must be the store's). Without: the ``proto``
-    baseline with ``cfg.metric`` on the cached embeddings.
+    baseline with ``cfg.metric`` on the cached embeddings. ``progress``: a bar over the support
+    batches, the FAISS build and the encoder export.
     """
+    from .progress import bar
     import torch
 
     from .cache import FeatureCache
@@ -351,7 +376,8 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
         t1 = time.perf_counter()
         enc = load_store_encoder(key, cfg.pretrained, device="cpu")
         seconds["load_encoder"] = time.perf_counter() - t1
-        with torch.no_grad():
+        batches = 0 if run_dir is None else -(-idx.size // cfg.batch_size)
+        with torch.no_grad(), bar(total=batches + 2, desc="index", unit="step", on=progress) as steps:
             method, run_meta = (None, None) if run_dir is None else load_run(
                 run_dir, cache_key=key, backbone=enc, device="cpu", pretrained=cfg.pretrained)
             metric, scorer = _resolve_metric(method, cfg.metric)
@@ -360,11 +386,15 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
             if method is None:
                 feats = cache.emb(view=0)[idx].astype(np.float32)  # [S, T, D']
             else:
-                feats, text = _method_support(method, cache, idx, class_of, classes, enc, cfg.batch_size)
+                feats, text = _method_support(method, cache, idx, class_of, classes, enc, cfg.batch_size,
+                                              tick=lambda: steps.update(1))
             seconds["support"] = time.perf_counter() - t1
             temporal, pooled = support_prototypes(feats, class_of, len(classes))
             index = PrototypeIndex.build(pooled, cfg.index)
+            steps.update(1)
             arrays = {"temporal": temporal}
+            if index.kind == "flat":  # the vectors again, for `query`'s numpy search (no FAISS import)
+                arrays["pooled"] = pooled
             if scorer == "method":
                 arrays.update(support=feats, support_labels=class_of)
                 if text is not None:
@@ -398,13 +428,15 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
             def extra(tmp: Path) -> None:  # runs inside save, before index.json is written from meta
                 meta["encoder"] = export_encoder(enc, method, frames, tmp, cfg.onnx)
 
+            steps.set_description("index: export")
             index.save(out, arrays, meta, extra=extra)
+            steps.update(1)
             seconds["export_and_save"] = time.perf_counter() - t1
     notes.extend(meta["encoder"]["notes"])
     seconds["total"] = time.perf_counter() - t0
     return IndexSummary(path=str(out), classes=len(classes), support_videos=int(idx.size),
                         method=meta["method"]["name"], metric=metric, scorer=scorer, kind=index.kind,
-                        notes=notes, seconds=seconds)
+                        notes=notes, seconds=seconds, store=str(store))
 
 
 def _templates_of(cache, classes: list[str]) -> list[str] | None:
@@ -414,6 +446,44 @@ def _templates_of(cache, classes: list[str]) -> list[str] | None:
         if rec["name"] == classes[0] and (best is None or len(rec["templates"]) > len(best)):
             best = list(rec["templates"])
     return best
+
+
+# --------------------------------------------------------------------------- a run's own index
+RUN_INDEX = "index"  # RUN_DIR/index: the index `query --run RUN_DIR` uses
+
+
+def ensure_run_index(run_dir: str | os.PathLike, pretrained: str | None = None,
+                     progress: bool = False) -> tuple[Path, str, IndexSummary | None]:
+    """``RUN_DIR/index``, built from the run's store on first use: ``(path, what happened, summary)``.
+
+    What happened: ``"existing"`` (an index of this run's current weights is there), ``"built"``
+    (there was none: built now from the store ``run.json`` names, every labelled video as support)
+    or ``"rebuilt"`` (the index was of other weights: the run was trained again since).
+    """
+    import json
+
+    from stores import StoreError
+
+    from .runs import MODEL_FILE, read_run
+
+    run = read_run(run_dir)
+    out = Path(run_dir) / RUN_INDEX
+    try:
+        meta = json.loads((resolve_dir(out) / "index.json").read_text()).get("meta", {})
+    except (StoreError, OSError, ValueError):
+        meta = None
+    weights = run.get("checkpoints", {}).get(MODEL_FILE)
+    if meta is not None and meta.get("run_weights_sha256") in (None, weights):
+        return out, "existing", None
+    if weights is None:
+        raise RunError(f"run {run_dir} has no trained weights yet ({MODEL_FILE}); finish it with "
+                       f"`clipcache train ... --out {run_dir} --resume`")
+    store = run.get("store", {}).get("path")
+    if not store or ("://" not in store and not os.path.exists(store)):
+        raise InputNotFound(f"run {run_dir} has no index yet and its store {store} is not there; build the "
+                            f"index with `clipcache index --run {run_dir} --store STORE`")
+    summary = build_index(store, out, run_dir, IndexBuildConfig(pretrained=pretrained), progress=progress)
+    return out, ("rebuilt" if meta is not None else "built"), summary
 
 
 # --------------------------------------------------------------------------- load
@@ -435,15 +505,20 @@ class LoadedIndex:
         return self.meta["cache_key"]
 
 
-def load_index(path: str | os.PathLike, gpu: bool | None = None) -> LoadedIndex:
-    """Read an index directory written by :func:`build_index` / :func:`add_class`."""
+def load_index(path: str | os.PathLike, gpu: bool | None = None, exact_numpy: bool = False) -> LoadedIndex:
+    """Read an index directory written by :func:`build_index` / :func:`add_class`.
+
+    ``exact_numpy``: search an exact (flat) index with numpy over its saved class vectors instead of
+    loading FAISS (same scores; a faster start); approximate or older indexes load FAISS anyway.
+    """
     from stores import StoreNotFound
 
     try:
         root = resolve_dir(path)
     except StoreNotFound as err:
         raise InputNotFound(f"index {path} not found (build it with `clipcache index`)") from err
-    index, arrays, meta = PrototypeIndex.load(root, gpu=gpu)
+    light = load_exact(root, "pooled", ["temporal", "support", "support_labels", "text"]) if exact_numpy else None
+    index, arrays, meta = light if light is not None else PrototypeIndex.load(root, gpu=gpu)
     if meta.get("format") != INDEX_FORMAT or meta.get("version") != INDEX_VERSION:
         raise InputError(f"{path} is not a clipcache prototype index of version {INDEX_VERSION}; rebuild it")
     classes = list(meta["classes"])
@@ -475,7 +550,7 @@ def check_run_matches(idx: LoadedIndex, run_dir: str | os.PathLike) -> dict:
 # --------------------------------------------------------------------------- add a class
 def add_class(index_dir: str | os.PathLike, name: str, videos: list[str],
               run_dir: str | os.PathLike | None = None, pretrained: str | None = None,
-              backend: str = "auto") -> IndexSummary:
+              backend: str = "auto", progress: bool = False) -> IndexSummary:
     """Add class ``name`` to an index from a few videos, without retraining.
 
     The videos are decoded as at extraction (the index's sampler, view 0) and encoded with the
@@ -490,10 +565,11 @@ def add_class(index_dir: str | os.PathLike, name: str, videos: list[str],
     if not videos:
         raise InputError("index add needs at least one video of the new class")
     with index_lock(index_dir):  # read, extend and publish as one step: no lost concurrent add
-        return _add_class(index_dir, name, videos, run_dir, pretrained, backend, t0)
+        return _add_class(index_dir, name, videos, run_dir, pretrained, backend, t0, progress)
 
 
-def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, backend, t0: float) -> IndexSummary:
+def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, backend, t0: float,
+               progress: bool = False) -> IndexSummary:
     import shutil
 
     import torch
@@ -509,7 +585,10 @@ def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, bac
     from .query import decode_frames, load_query_encoder, preprocess_frames
     from .video import file_key
 
-    frames = [decode_frames(v, idx.meta, backend) for v in videos]  # each [T, H, W, 3]
+    from .progress import bar
+
+    frames = [decode_frames(v, idx.meta, backend)  # each [T, H, W, 3]
+              for v in bar(videos, desc=f"index add {name}", unit="video", on=progress)]
     pixels = [preprocess_frames(f, idx.cache_key["preprocess"]) for f in frames]  # each [T, 3, S, S]
     text = None
     with torch.no_grad():
@@ -522,6 +601,8 @@ def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, bac
     index = idx.index
     index.add(pooled)
     arrays = {"temporal": np.concatenate([idx.temporal, temporal])}
+    if index.kind == "flat":
+        arrays["pooled"] = index.vectors()
     meta = dict(idx.meta)
     meta["classes"] = idx.classes + [name]
     meta["shots"] = {**meta.get("shots", {}), name: len(videos)}
@@ -534,7 +615,9 @@ def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, bac
         if idx.text is not None:
             arrays["text"] = np.concatenate([idx.text, text[None]])
     encoder = meta["encoder"]
-    files = [f for f in (encoder.get("pt2"), encoder.get("graph"), encoder.get("weights"), encoder.get("onnx")) if f]
+    files = [f for f in (encoder.get("pt2"), encoder.get("graph"), encoder.get("weights"), encoder.get("onnx"),
+                         *encoder.get("onnx_files", [])) if f]
+    files = list(dict.fromkeys(files))
 
     def extra(tmp: Path) -> None:  # the encoder files are never changed in place: link them
         for f in files:
@@ -585,6 +668,7 @@ __all__ = [
     "add_class",
     "build_index",
     "check_run_matches",
+    "ensure_run_index",
     "export_encoder",
     "load_index",
     "support_prototypes",

@@ -1,14 +1,17 @@
 """``clipcache query``: classify video files against a prototype index, end to end.
 
 Per video: decode and sample as at extraction (the index's sampler, view 0) -> preprocess exactly
-as the encoder did (size, mean, std, interpolation from the cache key; torch only) -> the exported
+as the encoder did (size, mean, std, interpolation from the cache key; no torchvision) -> the exported
 query encoder (frozen encoder + the method's query path, ``pixels [T, 3, S, S] -> [T, D]``) ->
 FAISS over the pooled class vectors -> re-ranking of the shortlist where the index's score is
 temporal or the method's own -> top-k ``(label, score)``.
 
-Nothing here imports open_clip: the encoder runs from the graph ``clipcache index`` exported
-(``encoder_graph.py`` + weights, or ``encoder.pt2``), so start-up is ``import torch`` + the
-index. Only a method-scored index (e.g. TRX) or ``--explain`` of a run with an explain mask loads
+Nothing here imports open_clip: the encoder runs from the graph ``clipcache index`` exported.
+Two engines: ``onnx`` (the default where the index has ``encoder.onnx``, onnxruntime is installed
+and the index is scored by FAISS or a temporal metric) runs the whole query without importing
+torch (:mod:`cachekit.query_onnx`: numpy preprocessing bit-equal to torch's, onnxruntime, numpy
+scores), so start-up is the index and the ONNX session; ``torch`` runs ``encoder_graph.py`` +
+weights (or ``encoder.pt2``), start-up ``import torch`` + the index. Only a method-scored index (e.g. TRX) or ``--explain`` of a run with an explain mask loads
 the run's method, and a method that runs the encoder loads open_clip then.
 
 A video that cannot be decoded gives a :class:`QueryResult` with ``error`` set (one line naming
@@ -27,10 +30,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from .errors import ClipcacheError, DecodeError, InputError, RunError
+from .errors import ClipcacheError, DecodeError, InputError, InputNotFound, RunError
 from .prototypes import LoadedIndex, check_run_matches, load_index
 from .video import Backend, SamplerConfig, decode_video
 
@@ -41,6 +42,7 @@ class QueryConfig:
     shortlist: int | None = None  # classes FAISS passes to re-ranking; None: the index's setting
     backend: Backend = "auto"  # decoder, as for extract
     explain_dir: str | None = None  # write one PNG per video here
+    engine: str = "auto"  # onnx (no torch), torch, or auto: onnx where the index allows it
 
     def __post_init__(self):
         if self.top_k < 1:
@@ -86,6 +88,9 @@ def decode_frames(path: str | os.PathLike, meta: dict, backend: Backend = "auto"
 
 def _resize_uint8(x: torch.Tensor, size: list[int], mode: str) -> torch.Tensor:
     """torchvision's ``resize`` of a uint8 batch ``[F, 3, H, W]`` with antialiasing, bit for bit."""
+    import torch
+    import torch.nn.functional as F
+
     native = mode == "bicubic" or (torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
                                    or platform.machine() in ("aarch64", "arm64"))
     if native and x.device.type == "cpu":
@@ -99,6 +104,9 @@ def _resize_uint8(x: torch.Tensor, size: list[int], mode: str) -> torch.Tensor:
 def resize_crop(frames: np.ndarray, pre: dict) -> torch.Tensor:
     """uint8 ``[F, H, W, 3]`` -> uint8 ``[F, 3, S, S]``: the resize and centre crop of the encoder's
     preprocessing (:meth:`FrozenCLIP.preprocess`), without torchvision."""
+    import torch
+    import torch.nn.functional as F
+
     s = int(pre["size"])
     mode = pre["interpolation"]
     if mode not in ("bicubic", "bilinear"):
@@ -123,6 +131,8 @@ def resize_crop(frames: np.ndarray, pre: dict) -> torch.Tensor:
 
 def normalise_pixels(x: torch.Tensor, pre: dict) -> torch.Tensor:
     """uint8 ``[F, 3, S, S]`` -> float32, scaled to [0, 1] and normalised with the model's mean/std."""
+    import torch
+
     x = x.to(torch.float32).div_(255.0)
     mean = torch.tensor(pre["mean"], dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(pre["std"], dtype=torch.float32).view(1, 3, 1, 1)
@@ -141,6 +151,8 @@ def load_query_encoder(root: str | os.PathLike, meta: dict) -> Callable[[torch.T
     Runs the graph's Python code with its weights when the index has it and was written by this
     torch version; else deserialises ``encoder.pt2`` with ``torch.export.load`` (slower to start).
     """
+    import torch
+
     root = Path(root)
     info = meta["encoder"]
     if info.get("graph") and info.get("torch") == torch.__version__:
@@ -188,6 +200,9 @@ def rank(idx: LoadedIndex, feats: torch.Tensor, top_k: int, shortlist: int, meth
     ``method.score_supports`` on their kept shots. With ``shortlist >= len(idx.classes)`` the
     result is the brute-force ranking over every class. Ties go to the lower class id.
     """
+    import torch
+    import torch.nn.functional as F
+
     scorer = idx.meta["scorer"]
     q = feats.float()
     pooled = F.normalize(q.mean(dim=0, keepdim=True), dim=-1).numpy()  # [1, D]
@@ -219,20 +234,50 @@ def rank(idx: LoadedIndex, feats: torch.Tensor, top_k: int, shortlist: int, meth
 
 
 # --------------------------------------------------------------------------- classifier
+Engine = str  # "auto", "onnx" or "torch"
+
+
+def _index_meta(index_dir: str | os.PathLike) -> tuple[Path, dict]:
+    """The index's directory and ``index.json`` meta, read without loading FAISS or arrays."""
+    from stores import StoreNotFound
+    from stores.faiss_index import read_manifest, resolve_dir
+
+    try:
+        root = resolve_dir(index_dir)
+    except StoreNotFound as err:
+        raise InputNotFound(f"index {index_dir} not found (build it with `clipcache index`)") from err
+    return root, read_manifest(root).get("meta", {})
+
+
 class Classifier:
     """An index and its encoder, loaded once; :meth:`classify` answers one video at a time.
 
     ``index_dir`` defaults to ``RUN/index``; ``run_dir`` defaults to the run the index remembers.
     A run whose cache key differs from the index's is refused (:class:`CacheKeyMismatch`).
+    ``engine``: ``onnx`` answers without importing torch (see the module docstring), ``torch``
+    through the exported torch graph, ``auto`` the first where the index allows it
+    (``engine_note`` says why ``auto`` chose torch).
     """
 
     def __init__(self, index_dir: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None,
-                 shortlist: int | None = None, gpu: bool | None = None):
+                 shortlist: int | None = None, gpu: bool | None = None, engine: Engine = "auto"):
+        if engine not in ("auto", "onnx", "torch"):
+            raise InputError(f"--engine must be auto, onnx or torch, not {engine!r}")
         if index_dir is None:
             if run_dir is None:
                 raise InputError("query needs --index INDEX_DIR, or --run RUN_DIR with an index in RUN_DIR/index")
             index_dir = Path(run_dir) / "index"
-        self.idx: LoadedIndex = load_index(index_dir, gpu=gpu)
+        self.engine_note = None
+        if engine != "torch":
+            from .query_onnx import onnx_usable
+
+            root, meta0 = _index_meta(index_dir)
+            self.engine_note = onnx_usable(root, meta0)
+            if self.engine_note is not None and engine == "onnx":
+                raise InputError(f"--engine onnx: {self.engine_note}")
+            engine = "torch" if self.engine_note is not None else "onnx"
+        self.engine = engine
+        self.idx: LoadedIndex = load_index(index_dir, gpu=gpu, exact_numpy=engine == "onnx")
         meta = self.idx.meta
         if run_dir is not None:
             check_run_matches(self.idx, run_dir)
@@ -243,8 +288,13 @@ class Classifier:
         self.meta = meta
         self.pre = meta["cache_key"]["preprocess"]
         self.shortlist = shortlist or int(meta.get("shortlist", 64))
-        self.encode = load_query_encoder(self.idx.path, meta)
-        self._pooled: torch.Tensor | None = None  # [C, D] normalised class vectors, for explain
+        if engine == "onnx":
+            from .query_onnx import OnnxEncoder
+
+            self.encode = OnnxEncoder(self.idx.path / meta["encoder"]["onnx"])
+        else:
+            self.encode = load_query_encoder(self.idx.path, meta)
+        self._pooled = None  # [C, D] normalised class vectors (torch), for explain
         self._method = None
         self._encoder = None
 
@@ -266,10 +316,27 @@ class Classifier:
         return self._method
 
     # ------------------------------------------------------------------ ranking
-    def scores(self, feats: torch.Tensor, top_k: int, shortlist: int | None = None) -> list[Hit]:
-        """Top-``top_k`` classes for query features ``[T, D]`` (see :func:`rank`)."""
+    def scores(self, feats, top_k: int, shortlist: int | None = None) -> list[Hit]:
+        """Top-``top_k`` classes for query features ``[T, D]`` (see :func:`rank`); numpy features
+        on the onnx engine, a tensor on the torch engine."""
+        if self.engine == "onnx":
+            from . import query_onnx
+
+            return [Hit(self.classes[c], s) for c, s in
+                    query_onnx.rank(self.idx, feats, top_k, shortlist or self.shortlist)]
         method = self.method() if self.meta["scorer"] == "method" else None
         return rank(self.idx, feats, top_k, shortlist or self.shortlist, method)
+
+    def preprocess(self, frames: np.ndarray):
+        """uint8 frames ``[T, H, W, 3]`` -> ``(uint8 [T, 3, S, S], float32 pixels [T, 3, S, S])``,
+        numpy arrays on the onnx engine, tensors on the torch engine (equal values)."""
+        if self.engine == "onnx":
+            from . import query_onnx
+
+            small = query_onnx.resize_crop(frames, self.pre)
+            return small, query_onnx.normalise_pixels(small, self.pre)
+        small = resize_crop(frames, self.pre)
+        return small, normalise_pixels(small, self.pre)
 
     # ------------------------------------------------------------------ one video
     def classify(self, path: str | os.PathLike, top_k: int = 5, backend: Backend = "auto",
@@ -282,8 +349,7 @@ class Classifier:
             res.error = str(err)
             return res
         t1 = time.perf_counter()
-        small = resize_crop(frames, self.pre)  # [T, 3, S, S] uint8
-        pixels = normalise_pixels(small, self.pre)
+        small, pixels = self.preprocess(frames)  # [T, 3, S, S] uint8, float32
         t2 = time.perf_counter()
         feats = self.encode(pixels)  # [T, D]
         t3 = time.perf_counter()
@@ -291,6 +357,9 @@ class Classifier:
         t4 = time.perf_counter()
         res.seconds = {"decode": t1 - t0, "preprocess": t2 - t1, "encode": t3 - t2, "search": t4 - t3}
         if explain_dir is not None:
+            import torch
+
+            small, pixels, feats = (torch.as_tensor(a) for a in (small, pixels, feats))
             res.explanation = str(self.explain(path, small, pixels, feats, res, Path(explain_dir)))
         return res
 
@@ -299,6 +368,8 @@ class Classifier:
         """The method's explain mask ``[T, S, S]`` (or None) for one video's pixels ``[T, 3, S, S]``."""
         if self.run_dir is None:
             return None
+        import torch
+
         from .methods.base import Method, VideoBatch
 
         method = self.method()
@@ -329,6 +400,8 @@ class Classifier:
         """One PNG: the sampled frames (with the method's mask, if any) and per-frame cosine to the
         pooled vectors of the top classes."""
         import matplotlib
+        import torch
+        import torch.nn.functional as F
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -380,7 +453,7 @@ def query_videos(videos: Iterable[str | os.PathLike], index_dir: str | os.PathLi
     the index or run themselves (missing, mismatched cache keys) raise before any video.
     """
     cfg = cfg or QueryConfig()
-    clf = classifier or Classifier(index_dir, run_dir, cfg.shortlist)
+    clf = classifier or Classifier(index_dir, run_dir, cfg.shortlist, engine=cfg.engine)
     for v in videos:
         try:
             yield clf.classify(v, cfg.top_k, cfg.backend, cfg.shortlist, cfg.explain_dir)

@@ -42,9 +42,11 @@ from typing import Iterable, Literal
 import numpy as np
 
 from .errors import ClipcacheError, InputError, ModelError, RunError
-from .distributed import dist_from_env
+from .distributed import dist_from_env, rank_device
+from .interrupt import DeferredSigint, Interrupted
 from .protocols import get_protocol, natural_protocol
 from .protocols.base import training_data
+from .tblog import DEFAULT_LOG_EVERY, TrainCurves
 from .runs import (LAST_FILE, MODEL_FILE, RUN_FORMAT, RUN_JSON, RUN_VERSION, SPLITS_FILE, STATE_FILE,
                    DeferredEncoder, checked_file, load_into, load_store_encoder,
                    load_weights, pending, publish_pending, read_run, save_state, save_weights,
@@ -204,7 +206,7 @@ def _same_run(old: dict, new: dict, out: Path) -> None:
 
 def train(store: str, out: str, method: str, overrides: dict | None = None, cfg: TrainConfig | None = None,
           *, resume: bool = False, pretrained: str | None = None, progress: bool = True,
-          stop_after: int | None = None, threads: int = 0) -> TrainResult:
+          stop_after: int | None = None, threads: int = 0, log_every: int = DEFAULT_LOG_EVERY) -> TrainResult:
     """Train ``method`` (name in ``METHODS``, Config ``overrides``) on ``store`` (a path, or an open
     read-only ``FeatureStore``) into run directory ``out``.
 
@@ -213,6 +215,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
     cache key names a file. ``stop_after``: stop (resumably) once this many steps are done.
     ``threads``: torch intra-op threads while training (0: torch's default); a head on cached
     features works on small tensors, where one thread is often fastest on a shared CPU.
+    ``log_every``: steps between points of the TensorBoard curves in ``out`` (:mod:`cachekit.tblog`).
     """
     import torch
     from tqdm import tqdm
@@ -228,9 +231,11 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
     old = _check_out_dir(out, resume)
     if old is not None and old.get("status") == "complete":
         return _result_from_meta(out, old)
-    device = torch.device(pick_device(cfg.device))
+    pick_device(cfg.device)  # a bad --device fails before any rank joins
     t_start = time.perf_counter()
     dist = dist_from_env()  # under torchrun: data-parallel for backbone methods, see below
+    device, device_note = rank_device(cfg.device, dist)  # more ranks than GPUs: all on the CPU, noted
+    device = torch.device(device)
     dist.barrier()  # every rank has checked --out before rank 0 writes into it
     main = dist.is_main  # only rank 0 writes the run directory
     with _torch_threads(threads), FeatureCache(store) as cache:
@@ -238,7 +243,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         torch.manual_seed(cfg.seed)
         backbone = DeferredEncoder(lambda: load_store_encoder(key, pretrained, str(device)))
         m = mod.build(mcfg, info, frames, backbone)
-        notes = []
+        notes = [device_note] if device_note else []
         if cfg.protocol is None:
             cfg = dataclasses.replace(cfg, protocol=natural_protocol(m, cache))
             notes.append(f"protocol {cfg.protocol}: the natural protocol of {method} on this store "
@@ -323,6 +328,9 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         bar = tqdm(total=steps, initial=step, disable=not (progress and main), desc=f"train {method}", dynamic_ncols=True,
                    unit="step")
         shown = {"loss": "-", "val": "-", "best": "-"}  # the progress bar's postfix
+        curves = TrainCurves(out, log_every, enabled=main, unit="episodes" if cfg.protocol == "episodic" else "videos",
+                             per_step=(cfg.episodes_per_step if cfg.protocol == "episodic" else cfg.batch_size)
+                             * (dist.world if parallel else 1))  # TensorBoard event files in the run directory
 
         def checkpoint(status: str) -> None:
             meta["step"], meta["status"] = step, status
@@ -348,6 +356,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
                     acc, ci = feed.validate(m)
                     m.train()
                 entry.update(val_accuracy=acc, val_ci=ci)
+                curves.validation(step, acc, ci)
                 best = meta["best"]["val_accuracy"]
                 if best is None or acc > best:
                     meta["best"] = {"val_accuracy": acc, "val_ci": ci, "step": step}
@@ -359,11 +368,15 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         m.train()
         if step == 0 and not meta["history"]:
             validate()  # the untrained method: the baseline every later validation is compared with
+        sigint = DeferredSigint()  # Ctrl-C: finish this step, checkpoint, stop resumably
         try:
             while step < steps:
                 if stop_after is not None and step >= stop_after:
                     checkpoint("stopped")
                     break
+                if sigint.requested(dist if parallel else None):
+                    checkpoint("interrupted")
+                    raise Interrupted(f"training stopped at step {step} of {steps}; the run in {out} is saved")
                 if parallel:  # rank r computes sub-step step * world + r, then gradients are averaged
                     loss = _average_gradients(params, feed.step_loss(m, step * dist.world + dist.rank), dist)
                 else:
@@ -380,12 +393,15 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
                 shown["loss"] = f"{loss:.3f}"
                 bar.set_postfix(shown, refresh=False)
                 bar.update(1)
+                curves.step(step, loss, sched.get_last_lr()[0])
                 if step % val_every == 0 or step == steps:
                     validate()
                     if step < steps:
                         checkpoint("running")
         finally:
             bar.close()
+            curves.close()
+            sigint.restore()
         if step >= steps:
             if not validates:
                 meta["checkpoints"][MODEL_FILE] = save_weights(pending(out / MODEL_FILE), m.trainable_state_dict())
@@ -400,7 +416,8 @@ def _average_gradients(params, loss: float, dist) -> float:
     import torch.distributed as td
 
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([loss], dtype=grads[0].dtype)])
+    last = torch.tensor([loss], dtype=grads[0].dtype, device=grads[0].device)  # on the grads' device (CUDA too)
+    flat = torch.cat([g.reshape(-1) for g in grads] + [last])
     td.all_reduce(flat)
     flat /= dist.world
     off = 0

@@ -96,18 +96,21 @@ def _line(r) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per result (one line each).")
 @click.option("--out", "out_dir", default=None,
               help="Write results.json/.md, per-class accuracy, confusion and shots plots, episodes here.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")
 def eval_cmd(store, run_dir, method, options, protocol, ways, shots, queries, episodes, metric, seed, split,
-             split_file, video_root, episodes_file, batch_episodes, device, allow_overlap, as_json, out_dir):
+             split_file, video_root, episodes_file, batch_episodes, device, allow_overlap, as_json, out_dir,
+             no_progress):
     """Evaluate a method on STORE's cached features: mean accuracy ± 95% CI."""
     from cachekit.cache import FeatureCache
     from cachekit.errors import InputError
     from cachekit.evaluate import EvalConfig, evaluate
+    from cachekit.progress import scope, wanted
 
     shot_list = _parse_shots(shots)
     opts = _parse_options(options)
     if run_dir is not None and (method is not None or opts):
         raise InputError("--run evaluates a trained run; --method and --option apply without --run")
-    with FeatureCache(store) as cache:
+    with FeatureCache(store) as cache, scope(wanted(no_progress)):
         if protocol is None and run_dir is None:
             raise InputError("--protocol is required (episodic, allway, zeroshot or base2novel)")
         cfg = EvalConfig(protocol=protocol, method=method, method_options=opts or None, run_dir=run_dir, ways=ways,

@@ -8,15 +8,19 @@ Imports of torch, faiss and cachekit stay inside the commands; ``query`` never i
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 import click
+
+log = logging.getLogger("clipcache.query")
 
 METRICS = ("mean", "otam", "bimhm")
 KINDS = ("auto", "flat", "ivf", "hnsw")
 
 
 def _build_options(f):
+    f = click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")(f)
     f = click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")(f)
     f = click.option("--no-onnx", is_flag=True, help="Do not also export ONNX (when onnx is installed).")(f)
     f = click.option("--kind", type=click.Choice(KINDS), default="auto", show_default=True,
@@ -40,7 +44,8 @@ def _build_options(f):
     return f
 
 
-def _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json):
+def _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json,
+           no_progress=False):
     from cachekit.errors import InputError
     from cachekit.prototypes import IndexBuildConfig, build_index
     from stores.faiss_index import IndexConfig
@@ -52,7 +57,9 @@ def _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pre
         raise InputError("--metric is the proto baseline's (no --run); a run's method scores with its own metric")
     cfg = IndexBuildConfig(metric=metric or "mean", split=split, shots=shots, shortlist=shortlist, pretrained=pretrained,
                            video_root=video_root, onnx=not no_onnx, index=IndexConfig(kind=kind))
-    s = build_index(store, out, run_dir, cfg)
+    from cachekit.progress import wanted
+
+    s = build_index(store, out, run_dir, cfg, progress=wanted(no_progress))
     if as_json:
         click.echo(json.dumps(s.to_dict()))
         return
@@ -68,7 +75,7 @@ def _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pre
 @_build_options
 @click.pass_context
 def index(ctx, run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx,
-          as_json):
+          as_json, no_progress):
     """Build the class-prototype index of STORE's support videos (or: `index add`).
 
     With --run, prototypes come from the trained method's support path and the index is written
@@ -77,15 +84,17 @@ def index(ctx, run_dir, store, split, out, metric, shots, shortlist, video_root,
     """
     if ctx.invoked_subcommand is not None:
         return
-    _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json)
+    _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json,
+           no_progress)
 
 
 @index.command("build")
 @_build_options
 def index_build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx,
-                as_json):
+                as_json, no_progress):
     """Same as `clipcache index` with options: build an index from a store."""
-    _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json)
+    _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json,
+           no_progress)
 
 
 @index.command("add")
@@ -96,11 +105,13 @@ def index_build(run_dir, store, split, out, metric, shots, shortlist, video_root
 @click.option("--pretrained", default=None, help="The store's weights, when its cache key names a file.")
 @click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_json):
+@click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")
+def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_json, no_progress):
     """Add a class to INDEX_DIR from a few VIDEOs of it, without retraining."""
+    from cachekit.progress import wanted
     from cachekit.prototypes import add_class
 
-    s = add_class(index_dir, class_name, list(videos), run_dir, pretrained, backend)
+    s = add_class(index_dir, class_name, list(videos), run_dir, pretrained, backend, progress=wanted(no_progress))
     if as_json:
         click.echo(json.dumps(s.to_dict()))
     else:
@@ -120,16 +131,37 @@ def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_js
 @click.option("--explain", "explain_dir", default=None,
               help="Write one PNG per video here: its frames (with the method's mask) and per-frame scores.")
 @click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
-def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, backend):
+@click.option("--pretrained", default=None,
+              help="The store's weights (file or local-dir:DIR), when --run's index is built on first use "
+                   "and the store's cache key names a file.")
+@click.option("--engine", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
+              help="onnx: answer without importing torch (fast start; needs the index's encoder.onnx and "
+                   "onnxruntime); torch: the exported torch graph; auto: onnx where the index allows it.")
+def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, backend, pretrained, engine):
     """Classify VIDEO files: top-k classes of the index with their scores.
 
+    With --run alone, the run's index (RUN_DIR/index) is used, and built from the run's store on
+    first use (or again when the run was retrained since), which one line on stderr says (with -v
+    also that an existing one was used).
     A video that cannot be decoded gets one error line on stderr naming it; the others are still
     answered, and the exit code is 1.
     """
+    if index_dir is None and run_dir is not None:
+        from cachekit.progress import wanted
+        from cachekit.prototypes import ensure_run_index
+
+        index_dir, how, built = ensure_run_index(run_dir, pretrained, progress=wanted())
+        if how == "existing":  # the usual case: said with -v only
+            log.info("index: using %s (built before for this run)", index_dir)
+        else:
+            click.echo(f"index: {'built' if how == 'built' else 'rebuilt (the run was retrained)'} {index_dir} "
+                       f"from store {built.store}: {built.classes} classes, {built.support_videos} support videos "
+                       f"({built.seconds.get('total', 0.0):.1f}s)", err=True)
     from cachekit.query import Classifier, QueryConfig, query_videos
 
-    cfg = QueryConfig(top_k=top_k, shortlist=shortlist, backend=backend, explain_dir=explain_dir)
-    clf = Classifier(index_dir, run_dir, shortlist)
+    cfg = QueryConfig(top_k=top_k, shortlist=shortlist, backend=backend, explain_dir=explain_dir, engine=engine)
+    clf = Classifier(index_dir, run_dir, shortlist, engine=engine)
+    log.info("query engine: %s%s", clf.engine, f" ({clf.engine_note})" if clf.engine_note else "")
     failed = 0
     for res in query_videos(videos, cfg=cfg, classifier=clf):
         if res.error is not None:

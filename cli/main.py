@@ -19,7 +19,13 @@ from stores import StoreError
 
 class _Group(click.Group):
     def invoke(self, ctx):
+        from cli._output import json_stdout, wants_json
+
+        args = [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
+            if wants_json(args):  # stdout carries the JSON result alone
+                with json_stdout():
+                    return super().invoke(ctx)
             return super().invoke(ctx)
         except (ClipcacheError, StoreError) as err:
             click.echo(f"error: {err}", err=True)
@@ -29,9 +35,24 @@ class _Group(click.Group):
             click.echo(f"error: {err.strerror or err}{where}; nothing committed was lost, re-run the "
                        "command once it is fixed", err=True)
             ctx.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+        except KeyboardInterrupt as err:  # Ctrl-C: one line, what was kept and how to go on
+            again = _resume_command(args)
+            click.echo("interrupted" + (f": {err}" if str(err) else "") + (f"; resume with: {again}" if again else ""),
+                       err=True)
             ctx.exit(130)
+
+
+def _resume_command(args: list[str]) -> str | None:
+    """The command that continues an interrupted ``train`` (``--resume``) or ``extract`` (the same
+    command: what is cached is skipped); None for other commands."""
+    import shlex
+
+    if not args or args[0] not in ("train", "extract"):
+        return None
+    rest = list(args)
+    if args[0] == "train" and "--resume" not in rest:
+        rest.append("--resume")
+    return "clipcache " + shlex.join(rest)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -17,12 +17,14 @@ import click
               help="low: plain background, no distractors (for small random-weight encoders).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--list-classes", is_flag=True, help="Print the class names and exit.")
-def synth(out_dir, classes, videos_per_class, frames, size, challenge, clutter, seed, list_classes):
+@click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")
+def synth(out_dir, classes, videos_per_class, frames, size, challenge, clutter, seed, list_classes, no_progress):
     """Write procedurally drawn action clips to OUT_DIR, with a CSV and CLIP-FSAR / ViFi-CLIP splits.
 
     Classes differ by motion (some are exact time-reversals of each other); challenges add low
     light, camera shake, blur or occlusion. Same seed, same frames.
     """
+    from cachekit.progress import wanted
     from cachekit.synth import CLASSES, REVERSAL_PAIRS, SynthConfig, synth_dataset
 
     if list_classes:
@@ -35,7 +37,7 @@ def synth(out_dir, classes, videos_per_class, frames, size, challenge, clutter, 
     names = None if classes == "all" else tuple(c.strip() for c in classes.split(",") if c.strip())
     cfg = SynthConfig(classes=names, videos_per_class=videos_per_class, frames=frames, size=size,
                       challenge=challenge, seed=seed, clutter=clutter)
-    res = synth_dataset(out_dir, cfg, progress=True)
+    res = synth_dataset(out_dir, cfg, progress=wanted(no_progress))
     click.echo(f"wrote {len(res.videos)} clips of {len(res.classes)} classes to {res.out_dir}")
     click.echo(f"labels: {res.csv}")
     for split, names_ in res.splits.items():
@@ -48,9 +50,13 @@ def synth(out_dir, classes, videos_per_class, frames, size, challenge, clutter, 
 @click.option("--pretrained", default="random", show_default=True,
               help="Weights: 'random', an open_clip tag, a weights file or local-dir:DIR.")
 @click.option("--seed", default=0, show_default=True)
-def demo(out, model, pretrained, seed):
+@click.option("--no-progress", is_flag=True, help="No progress bars (none either when stderr is not a terminal).")
+def demo(out, model, pretrained, seed, no_progress):
     """The main job end to end: synth, extract, train (from cache and through the backbone),
-    evaluate, index and query; prints each step and where its output went."""
+    evaluate, index and query; prints each step and where its output went, and first the three
+    commands that do the same on your own videos."""
     from cachekit.demo import DemoConfig, run_demo
+    from cachekit.progress import wanted
 
-    run_demo(DemoConfig(out=out, model=model, pretrained=pretrained, seed=seed), echo=click.echo)
+    run_demo(DemoConfig(out=out, model=model, pretrained=pretrained, seed=seed, progress=wanted(no_progress)),
+             echo=click.echo)

@@ -45,9 +45,11 @@ import click
 @click.option("--alpha", type=float, default=None, help="Method option alpha (ma_fsar text weight).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--log-every", default=10, show_default=True,
+              help="Steps between points of the TensorBoard curves written in --out (loss, lr, throughput).")
 def train(method, store, out, protocol, ways, shots, queries, episodes, episodes_per_step, epochs, batch_size,
           lr, weight_decay, warmup, grad_clip, val_every, val_episodes, seed, device, threads, resume, pretrained, opts,
-          modules, metric, prompts, alpha, as_json, no_progress):
+          modules, metric, prompts, alpha, as_json, no_progress, log_every):
     """Train a method from a feature store into a run directory (best-on-validation weights)."""
     from cachekit.train import TrainConfig, parse_options, train as run_train
 
@@ -59,7 +61,7 @@ def train(method, store, out, protocol, ways, shots, queries, episodes, episodes
                       weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, val_every=val_every,
                       val_episodes=val_episodes, seed=seed, device=device)
     r = run_train(store, out, method, overrides, cfg, resume=resume, pretrained=pretrained,
-                  progress=not no_progress and sys.stderr.isatty(), threads=threads)
+                  progress=not no_progress and sys.stderr.isatty(), threads=threads, log_every=log_every)
     if int(os.environ.get("RANK", "0")) > 0:
         return  # under torchrun, rank 0 reports for the job
     if as_json:

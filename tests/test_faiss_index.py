@@ -225,3 +225,32 @@ def test_a_kill_while_saving_leaves_the_old_or_the_new_index(tmp_path, where):
     PrototypeIndex.build(np.eye(5, dtype=np.float32)).save(path, meta={"v": 3})
     assert _leftovers(path) == []
     assert PrototypeIndex.load(path)[2] == {"v": 3}
+
+
+def test_exact_numpy_search_equals_the_flat_faiss_index_and_loads_without_faiss(tmp_path):
+    """ExactVectors (query's FAISS-free start) gives IndexFlatIP's ids and scores; load_exact reads
+    a flat index saved with its vectors, in a process that never imports faiss."""
+    from stores.faiss_index import ExactVectors, load_exact
+
+    vecs = _clustered(300, 24, 12, seed=4)
+    flat = PrototypeIndex.build(vecs, IndexConfig(kind="flat"))
+    exact = ExactVectors(vecs)
+    q = _clustered(7, 24, 3, seed=5)
+    s1, i1 = flat.search(q, 10)
+    s2, i2 = exact.search(q, 10)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(s1, s2, rtol=0, atol=1e-6)
+    assert len(exact) == 300 and exact.dim == 24 and exact.search(q, 1000)[1].shape == (7, 300)
+    flat.save(tmp_path / "idx", {"pooled": flat.vectors(), "other": np.arange(3)}, {"note": "x"})
+    PrototypeIndex.build(vecs, IndexConfig(kind="ivf", nlist=4)).save(tmp_path / "ivf", {"pooled": vecs})
+    code = textwrap.dedent(f"""
+        import sys
+        from stores.faiss_index import load_exact
+        index, arrays, meta = load_exact({str(tmp_path / 'idx')!r}, "pooled", ["other"])
+        assert len(index) == 300 and list(arrays) == ["other"] and meta == {{"note": "x"}}
+        assert load_exact({str(tmp_path / 'ivf')!r}, "pooled", []) is None  # approximate: FAISS it is
+        print("faiss" in sys.modules)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr

@@ -5,6 +5,7 @@ command line (table, JSON lines, undecodable videos, mismatched cache keys)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -486,3 +487,181 @@ def test_query_process_does_not_import_open_clip(data):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[0])["top"][0]["label"] == "spin"
     assert proc.stdout.splitlines()[-1] == "HEAVY []"
+
+
+def test_query_with_a_run_alone_builds_its_index_on_first_use(data, tmp_path, caplog):
+    """The third of the three commands: ``query clip --run R`` with no ``clipcache index`` before.
+    First use builds RUN/index from the run's store and says so on stderr (stdout: the JSON alone);
+    later uses say so with -v; a retrained run's stale index is rebuilt."""
+    from cachekit.prototypes import load_index
+    from cachekit.runs import MODEL_FILE, RUN_JSON, load_weights, read_run, save_weights, write_json
+    from cachekit.train import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(str(data["store"]), str(run), "clip_fsar", None,
+          TrainConfig(ways=2, shots=1, queries=1, episodes=2, val_episodes=0, device="cpu"), progress=False)
+    assert not (run / "index").exists()
+    clip = data["clips"]["spin"][0]
+    code, out, err = _invoke(["query", clip, "--run", run, "--json"])
+    assert code == 0, err
+    assert json.loads(out)["top"][0]["label"] == "spin"
+    assert f"index: built {run / 'index'} from store {data['store']}" in err and "3 classes" in err
+    idx = load_index(run / "index")
+    assert idx.meta["run"] == str(run) and idx.meta["method"]["name"] == "clip_fsar"
+    code, out, err = _invoke(["query", clip, "--run", run, "--json"])
+    assert code == 0 and "index:" not in err  # used as it is: said with -v only
+    assert json.loads(out)["top"][0]["label"] == "spin"
+    with caplog.at_level(logging.INFO, logger="clipcache.query"):
+        code, out, err = _invoke(["-v", "query", clip, "--run", run, "--json"])
+    assert code == 0 and f"index: using {run / 'index'}" in caplog.text and json.loads(out)["top"][0]["label"] == "spin"
+    # the run trained again (other weights): its index is of the old weights, so it is rebuilt
+    meta = read_run(run)
+    weights = {k: v + 0.01 for k, v in load_weights(run / MODEL_FILE).items()}
+    meta["checkpoints"][MODEL_FILE] = save_weights(run / MODEL_FILE, weights)
+    write_json(run / RUN_JSON, meta)
+    code, out, err = _invoke(["query", clip, "--run", run, "--json"])
+    assert code == 0, err
+    assert "index: rebuilt (the run was retrained)" in err
+    assert load_index(run / "index").meta["run_weights_sha256"] == meta["checkpoints"][MODEL_FILE]
+    # a run whose store is gone: one line naming the way out
+    shutil.copytree(run, tmp_path / "moved")
+    shutil.rmtree(tmp_path / "moved" / "index")
+    meta["store"]["path"] = str(tmp_path / "nowhere.zarr")
+    write_json(tmp_path / "moved" / RUN_JSON, meta)
+    code, out, err = _invoke(["query", clip, "--run", tmp_path / "moved"])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "clipcache index --run" in err
+
+
+# ----------------------------------------------------------------------------- the torch-free engine
+onnx_installed = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("onnxruntime") is None or __import__("importlib").util.find_spec("onnx") is None,
+    reason="the [export] extra (onnx, onnxscript, onnxruntime) is not installed")
+
+
+def test_numpy_resize_equals_torchs_uint8_kernel_bit_for_bit():
+    """query_onnx.resize_crop reproduces torch's antialiased uint8 resize (int16 fixed-point
+    weights, horizontal pass first) exactly, down and up, for both interpolations and modes."""
+    from cachekit import query_onnx
+    from cachekit.query import normalise_pixels, resize_crop
+
+    rng = np.random.default_rng(1)
+    sizes = ((64, 80), (300, 224), (224, 224), (97, 131), (240, 320), (100, 50), (500, 333), (720, 1280))
+    for h, w in sizes:
+        frames = np.concatenate([rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8),
+                                 synth_frames(h + w, frames=2, height=h, width=w)])
+        for interp in ("bicubic", "bilinear"):
+            for mode in ("shortest", "squash"):
+                pre = {"size": 224, "interpolation": interp, "resize_mode": mode,
+                       "mean": [0.48, 0.45, 0.40], "std": [0.27, 0.26, 0.28]}
+                want = resize_crop(frames, pre)
+                got = query_onnx.resize_crop(frames, pre)
+                assert got.dtype == np.uint8 and np.array_equal(got, want.numpy()), (h, w, interp, mode)
+                np.testing.assert_array_equal(query_onnx.normalise_pixels(got, pre), normalise_pixels(want, pre).numpy())
+
+
+@pytest.mark.parametrize("metric", ["otam", "bimhm", "mean"])
+def test_numpy_metrics_equal_the_torch_ones(metric):
+    from cachekit import query_onnx
+    from cachekit.metrics import SIMILARITIES
+
+    rng = np.random.default_rng(2)
+    q = rng.standard_normal((6, 32)).astype(np.float32)
+    s = rng.standard_normal((9, 6, 32)).astype(np.float32)
+    want = SIMILARITIES[metric](torch.from_numpy(q)[None], torch.from_numpy(s))[0].numpy()
+    np.testing.assert_allclose(query_onnx.similarity(metric, q, s), want, rtol=0, atol=1e-5)
+
+
+@onnx_installed
+def test_onnx_engine_answers_as_the_torch_engine(data, run, tmp_path):
+    """For every index here (proto baseline with mean / OTAM / Bi-MHM, a run's index): the ONNX
+    encoder's features equal the torch graph's within 1e-4 and the onnx engine's top-k equals
+    the torch engine's (labels, and scores within 1e-4)."""
+    from cachekit.query import Classifier, decode_frames
+
+    indexes = {"mean": data["index"], "run": run / "index"}
+    for metric in ("otam", "bimhm"):
+        out = tmp_path / metric
+        code, _, err = _invoke(["index", "--store", data["store"], "--out", out, "--metric", metric])
+        assert code == 0, err
+        indexes[metric] = out
+    videos = [data["clips"][c][k] for c in CLASSES for k in (0, 1)] + [data["new"]]
+    for name, index in indexes.items():
+        fast, slow = Classifier(index, engine="onnx"), Classifier(index, engine="torch")
+        assert fast.engine == "onnx" and slow.engine == "torch"
+        for v in videos:
+            frames = decode_frames(v, fast.meta)
+            small, pixels = fast.preprocess(frames)
+            t_small, t_pixels = slow.preprocess(frames)
+            assert np.array_equal(small, t_small.numpy())
+            feats, t_feats = fast.encode(pixels), slow.encode(t_pixels)
+            np.testing.assert_allclose(feats, t_feats.numpy(), rtol=0, atol=1e-4, err_msg=f"{name} {v}")
+            a, b = fast.classify(v, top_k=3, shortlist=3), slow.classify(v, top_k=3, shortlist=3)
+            assert [h.label for h in a.top] == [h.label for h in b.top], (name, v)
+            np.testing.assert_allclose([h.score for h in a.top], [h.score for h in b.top], rtol=0, atol=1e-4)
+
+
+@onnx_installed
+def test_a_method_scored_index_falls_back_to_torch_and_onnx_is_refused_with_one_line(data, tmp_path):
+    from cachekit.query import Classifier
+    from cachekit.train import TrainConfig, train
+
+    run = tmp_path / "clip_fsar"
+    train(str(data["store"]), str(run), "clip_fsar", None,
+          TrainConfig(ways=2, shots=1, queries=1, episodes=2, val_episodes=0, device="cpu"), progress=False)
+    code, _, err = _invoke(["index", "--run", run, "--store", data["store"]])
+    assert code == 0, err
+    clf = Classifier(run / "index")
+    assert clf.engine == "torch" and "method" in clf.engine_note
+    code, out, err = _invoke(["query", data["clips"]["spin"][0], "--run", run, "--engine", "onnx"])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "--engine onnx" in err
+
+
+@onnx_installed
+def test_onnx_query_process_imports_no_torch(data, run):
+    """``clipcache query`` on the onnx engine, as a real process: the answer, and no torch (nor
+    open_clip, torchvision, FAISS for an exact index) among its modules."""
+    code = (_SUBPROCESS.replace("standalone_mode=True", "standalone_mode=False")
+            + "; bad = [m for m in ('torch', 'open_clip', 'torchvision', 'faiss') if m in sys.modules]"
+            + "; print('HEAVY', bad)")
+    for args in (["--index", str(data["index"])], ["--run", str(run)]):
+        proc = subprocess.run([sys.executable, "-c", code, "query", str(data["clips"]["spin"][0]), *args, "--json"],
+                              env=cli_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout.splitlines()[0])["top"][0]["label"] == "spin"
+        assert proc.stdout.splitlines()[-1] == "HEAVY []", args
+
+
+@onnx_installed
+@pytest.mark.slow
+@pytest.mark.parametrize("method, cfg", [
+    ("linear_probe", dict(protocol="allway", epochs=1, batch_size=4, val_episodes=0)),
+    ("ma_fsar", dict(ways=2, shots=1, queries=1, episodes=2, val_episodes=0)),
+    ("clip_fsar", dict(ways=2, shots=1, queries=1, episodes=2, val_episodes=0)),
+])
+def test_every_trained_methods_onnx_encoder_equals_its_torch_graph(data, tmp_path, method, cfg):
+    """A trained run's exported query encoder: encoder.onnx (onnxruntime) gives the torch graph's
+    features within 1e-4; where the index's score allows the onnx engine, the same top-k too."""
+    from cachekit.prototypes import load_index
+    from cachekit.query import Classifier, decode_frames
+    from cachekit.query_onnx import OnnxEncoder
+    from cachekit.train import TrainConfig, train
+
+    run = tmp_path / method
+    train(str(data["store"]), str(run), method, {"ffn_dim": 32} if method == "ma_fsar" else None,
+          TrainConfig(device="cpu", **cfg), progress=False)
+    code, _, err = _invoke(["index", "--run", run, "--store", data["store"]])
+    assert code == 0, err
+    idx = load_index(run / "index")
+    assert idx.meta["encoder"]["onnx"] == "encoder.onnx", idx.meta["encoder"]["notes"]
+    slow = Classifier(run / "index", engine="torch")
+    onnx = OnnxEncoder(idx.path / "encoder.onnx")
+    for v in (data["clips"]["spin"][0], data["clips"]["drift"][1], data["new"]):
+        _, pixels = slow.preprocess(decode_frames(v, slow.meta))
+        np.testing.assert_allclose(onnx(pixels.numpy()), slow.encode(pixels).numpy(), rtol=0, atol=1e-4)
+    if idx.meta["scorer"] != "method":
+        fast = Classifier(run / "index", engine="onnx")
+        for v in (data["clips"]["spin"][0], data["new"]):
+            a, b = fast.classify(v, top_k=3), slow.classify(v, top_k=3)
+            assert [h.label for h in a.top] == [h.label for h in b.top]
+            np.testing.assert_allclose([h.score for h in a.top], [h.score for h in b.top], rtol=0, atol=1e-4)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..progress import bar
 from .base import (EvalJob, Protocol, SplitPlan, class_names, confusion, disjoint_classes, disjoint_videos,
                    finish, held_out_names, per_class, rng as _rng, split_classes, store_lists)
 
@@ -134,7 +135,7 @@ def _score_episodes(job: EvalJob, eps) -> np.ndarray:
         emb = torch.from_numpy(cache.emb(view=0)).to(device)  # [V, T, D']
         text = torch.from_numpy(cache.text()).to(device) if method.needs.text else None  # [C, P, D']
         pred = np.empty((e_n, qry.shape[1] * qry.shape[2]), dtype=np.int64)
-        for a in range(0, e_n, job.batch_episodes):
+        for a in bar(range(0, e_n, job.batch_episodes), desc="eval", unit="chunk"):  # on in a progress scope
             b = min(a + job.batch_episodes, e_n)
             chunk = [torch.from_numpy(x[a:b]).to(device) for x in (cls, sup, qry)]  # [e, W], [e, W, K], [e, W, Q]
             logits = method.episodes_logits(emb, text, *chunk)  # [e, W*Q, W]
@@ -144,7 +145,7 @@ def _score_episodes(job: EvalJob, eps) -> np.ndarray:
 
     data = CacheData(cache, method.needs, device)
     rows = []
-    for spec in eps:
+    for spec in bar(eps, desc="eval", unit="episode"):  # on in a progress scope
         ep = data.episode(spec, view=0)
         rows.append(method.episode_logits(ep).argmax(dim=-1).cpu().numpy())  # [W*Q]
     return np.stack(rows)

@@ -1,0 +1,247 @@
+"""The query path without torch: numpy preprocessing, the ONNX encoder through onnxruntime, numpy scores.
+
+``clipcache query`` spends most of its start-up importing torch (about 2 s of 2.3 s). Where the
+index holds ``encoder.onnx`` (written by ``clipcache index`` when the ``[export]`` extra is
+installed), this module answers the query with numpy, PyAV and onnxruntime alone:
+
+- resize and centre crop equal torch's antialiased ``uint8`` resize (the kernel the encoder's
+  preprocessing and :func:`cachekit.query.resize_crop` use: separable, horizontal pass first, each
+  pass with int16 fixed-point weights and a rounding shift), bit for bit;
+- the ONNX graph is the same query encoder as ``encoder.pt2`` (``pixels [T, 3, S, S] -> [T, D]``);
+- ranking: the pooled cosine search (numpy over the stored class vectors for an exact index, FAISS
+  otherwise) and the temporal re-rankings (OTAM, Bi-MHM) written in numpy after
+  :mod:`cachekit.metrics`.
+
+A method-scored index (the run's own score) and ``--explain`` still need torch; the caller
+(:class:`cachekit.query.Classifier`) uses the torch path for those. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+OTAM_LAMBDA = 0.1  # as cachekit.metrics.OTAM_LAMBDA (that module imports torch)
+
+
+# --------------------------------------------------------------------------- resize (torch's uint8 kernel)
+def _aa_filter(mode: str):
+    if mode == "bilinear":
+        def f(x: float) -> float:
+            x = abs(x)
+            return 1.0 - x if x < 1.0 else 0.0
+        return f, 2
+
+    a = -0.5  # Keys' cubic, as torch (and Pillow) use with antialiasing
+
+    def g(x: float) -> float:
+        x = abs(x)
+        if x < 1.0:
+            return ((a + 2) * x - (a + 3)) * x * x + 1
+        if x < 2.0:
+            return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+        return 0.0
+    return g, 4
+
+
+@lru_cache(maxsize=64)
+def _int16_weights(in_size: int, out_size: int, mode: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(taps [out, K] input indices, weights [out, K] int32, precision)`` of one resize pass.
+
+    The weights are the antialiased filter's, normalised per output pixel, then scaled by
+    ``2**precision`` (the largest that keeps the biggest weight in int16) and rounded half away
+    from zero; taps beyond an output pixel's support get weight 0.
+    """
+    f, interp = _aa_filter(mode)
+    scale = in_size / out_size
+    support = (interp * 0.5) * scale if scale >= 1.0 else interp * 0.5
+    k_max = int(math.ceil(support)) * 2 + 1
+    invscale = 1.0 / scale if scale >= 1.0 else 1.0
+    taps = np.zeros((out_size, k_max), np.int64)
+    weights = np.zeros((out_size, k_max), np.float64)
+    wt_max = 0.0
+    for i in range(out_size):
+        center = scale * (i + 0.5)
+        xmin = max(int(center - support + 0.5), 0)
+        xsize = min(max(min(int(center + support + 0.5), in_size) - xmin, 0), k_max)
+        w = [f((j + xmin - center + 0.5) * invscale) for j in range(xsize)]
+        total = 0.0
+        for v in w:
+            total += v
+        if total != 0.0:
+            w = [v / total for v in w]
+            wt_max = max([wt_max, *w])
+        weights[i, :xsize] = w
+        taps[i] = np.minimum(xmin + np.arange(k_max), in_size - 1)
+    precision = 0
+    while precision < 22 and int(0.5 + wt_max * (1 << (precision + 1))) < (1 << 15):
+        precision += 1
+    v = weights * (1 << precision)
+    w16 = np.where(v < 0, np.trunc(-0.5 + v), np.trunc(0.5 + v)).astype(np.int32)
+    return taps, w16, precision
+
+
+def _resize_pass(x: np.ndarray, axis: int, out_size: int, mode: str) -> np.ndarray:
+    """One separable pass of uint8 ``x`` along ``axis``: integer sums, rounding shift, saturation."""
+    taps, w, prec = _int16_weights(x.shape[axis], out_size, mode)
+    shape = [1] * x.ndim
+    shape[axis] = out_size
+    acc = np.full(tuple(out_size if d == axis else n for d, n in enumerate(x.shape)), 1 << (prec - 1) if prec else 0,
+                  dtype=np.int32)
+    xi = x.astype(np.int32)
+    for k in range(taps.shape[1]):
+        wk = w[:, k]
+        if not wk.any():
+            continue
+        acc += np.take(xi, taps[:, k], axis=axis) * wk.reshape(shape)
+    return np.clip(acc >> prec, 0, 255).astype(np.uint8)
+
+
+def resize_uint8(frames: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    """uint8 ``[F, H, W, 3]`` -> ``[F, h, w, 3]`` with torch's antialiased ``uint8`` interpolation
+    (``F.interpolate(..., antialias=True)`` on a uint8 tensor): width first, then height."""
+    h, w = size
+    x = frames
+    if x.shape[2] != w:
+        x = _resize_pass(x, 2, w, mode)
+    if x.shape[1] != h:
+        x = _resize_pass(x, 1, h, mode)
+    return x
+
+
+def resize_crop(frames: np.ndarray, pre: dict) -> np.ndarray:
+    """uint8 ``[F, H, W, 3]`` -> uint8 ``[F, 3, S, S]``: :func:`cachekit.query.resize_crop` in numpy."""
+    s = int(pre["size"])
+    mode = pre["interpolation"]
+    if mode not in ("bicubic", "bilinear"):
+        raise InputError(f"interpolation {mode!r} is not supported")
+    x = np.ascontiguousarray(frames)
+    h, w = x.shape[1:3]
+    if pre.get("resize_mode", "shortest") == "squash":
+        x = resize_uint8(x, (s, s), mode) if (h, w) != (s, s) else x
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    if min(h, w) != s:
+        short, long = (w, h) if w <= h else (h, w)
+        new_long = int(s * long / short)
+        x = resize_uint8(x, (new_long, s) if w <= h else (s, new_long), mode)
+        h, w = x.shape[1:3]
+    if h < s or w < s:
+        pad_w, pad_h = max(s - w, 0), max(s - h, 0)
+        x = np.pad(x, ((0, 0), (pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2), (0, 0)))
+        h, w = x.shape[1:3]
+    top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+    return np.ascontiguousarray(x[:, top:top + s, left:left + s].transpose(0, 3, 1, 2))
+
+
+def normalise_pixels(x: np.ndarray, pre: dict) -> np.ndarray:
+    """uint8 ``[F, 3, S, S]`` -> float32 in [0, 1], normalised with the model's mean / std."""
+    y = x.astype(np.float32) / np.float32(255.0)
+    mean = np.asarray(pre["mean"], np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(pre["std"], np.float32).reshape(1, 3, 1, 1)
+    return (y - mean) / std
+
+
+# --------------------------------------------------------------------------- encoder
+class OnnxEncoder:
+    """``pixels [T, 3, S, S] float32 -> features [T, D]`` through onnxruntime on the CPU."""
+
+    def __init__(self, path: str | Path):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # warnings of the graph optimiser are not the user's business
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0]
+        self.frames = self.input.shape[0] if isinstance(self.input.shape[0], int) else None
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        if self.frames is not None and pixels.shape[0] != self.frames:
+            raise InputError(f"the exported encoder takes {self.frames} frames, got {pixels.shape[0]}")
+        return self.session.run(None, {self.input.name: np.ascontiguousarray(pixels, np.float32)})[0]
+
+
+def onnx_usable(root: Path, meta: dict) -> str | None:
+    """Why this index cannot be queried without torch (None when it can)."""
+    import importlib.util
+
+    onnx = (meta.get("encoder") or {}).get("onnx")
+    if not onnx or not (root / onnx).is_file():
+        return "the index has no encoder.onnx (rebuild it with the [export] extra installed)"
+    if meta.get("scorer") not in ("faiss", "metric"):
+        return "the index is scored by its run's method, which runs in torch"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed (pip install 'clipcache[export]')"
+    return None
+
+
+# --------------------------------------------------------------------------- scores
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.float32(1e-12))
+
+
+def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    m = a.max(axis=axis, keepdims=True)
+    return (m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+def otam_from_dists(d: np.ndarray, lbda: float = OTAM_LAMBDA) -> np.ndarray:
+    """OTAM cumulative distance of ``d [N, Lq, Ls]`` -> ``[N]``: the recursion of
+    :func:`cachekit.metrics.otam_reference` (padded soft-DTW, softmin temperature λ)."""
+    n, n_q, n_s = d.shape
+    pad = np.pad(d.astype(np.float64), ((0, 0), (0, 0), (1, 1)))
+    width = n_s + 2
+
+    def softmin(*a):
+        return -lbda * _logsumexp(np.stack(a, axis=-1) / -lbda, axis=-1)
+
+    cum = np.zeros((n_q, width, n))
+    for m in range(1, width):
+        cum[0, m] = pad[:, 0, m] + cum[0, m - 1]
+    for row in range(1, n_q):
+        cum[row, 1] = pad[:, row, 1] + softmin(cum[row - 1, 0], cum[row - 1, 1], cum[row, 0])
+        for m in range(2, width - 1):
+            cum[row, m] = pad[:, row, m] + softmin(cum[row - 1, m - 1], cum[row, m - 1])
+        last = width - 1
+        cum[row, last] = pad[:, row, last] + softmin(cum[row - 1, last - 1], cum[row - 1, last], cum[row, last - 1])
+    return cum[n_q - 1, width - 1]
+
+
+def similarity(metric: str, q: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Score of one query ``q [T, D]`` against prototypes ``s [C, T, D]`` -> ``[C]``, higher = better,
+    as :data:`cachekit.metrics.SIMILARITIES`."""
+    if metric == "mean":
+        return _normalise(s.mean(axis=1)) @ _normalise(q.mean(axis=0))
+    dists = 1.0 - np.einsum("id,cjd->cij", _normalise(q), _normalise(s))  # [C, Tq, Ts]
+    if metric == "otam":  # symmetric: both directions averaged
+        return -0.5 * (otam_from_dists(dists) + otam_from_dists(dists.transpose(0, 2, 1)))
+    if metric == "bimhm":
+        return -(dists.min(axis=2).sum(axis=1) + dists.min(axis=1).sum(axis=1))
+    raise InputError(f"unknown metric {metric!r}")
+
+
+def rank(idx, feats: np.ndarray, top_k: int, shortlist: int) -> list[tuple[int, float]]:
+    """``(class id, score)`` of the top ``top_k`` classes, best first: :func:`cachekit.query.rank`
+    for the ``faiss`` and ``metric`` scorers, in numpy."""
+    scorer = idx.meta["scorer"]
+    q = np.asarray(feats, np.float32)
+    pooled = _normalise(q.mean(axis=0, keepdims=True))  # [1, D]
+    k = top_k if scorer == "faiss" else max(top_k, shortlist)
+    sims, ids = idx.index.search(pooled, k)
+    keep = ids[0] >= 0
+    cand, sims = ids[0][keep], sims[0][keep]
+    if scorer == "faiss":
+        return [(int(c), float(s)) for c, s in zip(cand[:top_k], sims[:top_k])]
+    cand = np.sort(cand)
+    s = similarity(idx.meta["metric"], q, idx.temporal[cand]).astype(np.float32)
+    order = np.lexsort((cand, -s))[:top_k]
+    return [(int(cand[i]), float(s[i])) for i in order]
+
+
+__all__ = ["OnnxEncoder", "normalise_pixels", "onnx_usable", "otam_from_dists", "rank", "resize_crop",
+           "resize_uint8", "similarity"]
