@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--prompts", type=int, default=None, help="text prompts; default 48, quick 32")
     p.add_argument("--repeats", type=int, default=None, help="timed runs, best kept (default 3)")
-    p.add_argument("--small", action="store_true", help="the store section at small sizes")
+    p.add_argument("--small", action="store_true", help="the store section at small sizes (implied by --quick)")
     p.add_argument("--only", choices=["all", "store"], default="all")
     p.add_argument("--workers", type=int, default=None, help="decode workers (default: the cores available)")
     a = p.parse_args(argv)
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
         print(table(r))
         print()
     model = str(TINY) if a.quick else a.model
-    sr = store_section(model, "random" if a.quick else a.pretrained, a.frames, a.batch_size, small=a.small,
+    sr = store_section(model, "random" if a.quick else a.pretrained, a.frames, a.batch_size, small=a.small or a.quick,
                        workers=a.workers)
     print(store_table(sr))
 

@@ -180,7 +180,8 @@ def info(store, as_json):
         click.echo(f"videos     {d['videos']} complete, {d['failed']} failed, {d['classes']} classes")
         click.echo(f"model      {k.get('model')} ({k.get('weights')}, sha256 {str(k.get('weights_sha256'))[:12]}, "
                    f"quick_gelu={k.get('quick_gelu')})")
-        click.echo(f"sampling   T={k.get('frames')} views={k.get('views')} tokens_at={k.get('tokens_at')}")
+        click.echo(f"sampling   T={k.get('frames')} views={k.get('views')} tokens_at={k.get('tokens_at')} "
+                   f"pixels={bool(k.get('pixels'))}")
         for name, s in d["splits"].items():
             click.echo(f"split      {name}: {s['videos']} videos" + (f", {s['missing']} missing" if s["missing"] else ""))
         for name, shape in d["arrays"].items():

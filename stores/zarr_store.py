@@ -185,7 +185,6 @@ class ZarrStore(FeatureStore):
     def _refresh(self, group: str) -> dict[str, dict]:
         """Load commit records written since the last look (by this or any other writer)."""
         idx = self._index.setdefault(group, {})
-        where = self._where.setdefault(group, {})
         loaded = self._loaded.setdefault(group, set())
         new = []
         for name in self._commits.keys(group):
@@ -228,9 +227,6 @@ class ZarrStore(FeatureStore):
             idx = self._refresh(group)
         rec = idx.get(key)
         return dict(rec) if rec is not None else None
-
-    def has(self, group: str, key: str) -> bool:
-        return self.record(group, key) is not None
 
     def records(self, group: str) -> dict[str, dict]:
         return {k: dict(v) for k, v in sorted(self._refresh(group).items())}
@@ -285,9 +281,6 @@ class ZarrStore(FeatureStore):
         if isinstance(self._lock, LeaseLock) and self._lock.held:
             self._lock.refresh()
         return out
-
-    def commit(self, group: str, key: str, arrays: Mapping[str, np.ndarray], record: dict) -> dict:
-        return self.commit_many(group, [(key, arrays, record)])[0]
 
     def _append_all(self, group: str, seg: str, by_array: dict[str, list[np.ndarray]]) -> dict[str, int]:
         """Append each array's rows to this writer's packed arrays, all chunk writes of the batch

@@ -59,6 +59,11 @@ def test_torchrun_two_ranks_equal_single_process(clips: Path, tmp_path: Path, su
             assert ra[k]["arrays"] == rb[k]["arrays"], k  # shapes, dtypes and sha256 of every array
         assert a.records("text").keys() == b.records("text").keys()
         assert b.verify("videos") == (16, [])
+        if suffix == ".zarr":  # each rank appended to its own segment: disjoint, never shared
+            segs = {loc[0].split("/", 1)[0] for r in rb.values() for loc in r["loc"].values()}
+            assert len(segs) == 2
+            per_seg = [{k for k, r in rb.items() if r["loc"]["emb"][0].startswith(sg)} for sg in segs]
+            assert not (per_seg[0] & per_seg[1]) and len(per_seg[0] | per_seg[1]) == 16
     # Resuming the distributed run finds everything done and changes nothing.
     r3 = _extract([*common, "--store", str(multi)], clips, torchrun=2)
     assert r3.returncode == 0, r3.stderr

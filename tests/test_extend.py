@@ -130,3 +130,25 @@ def test_cached_pixels_give_the_same_normalised_tensors_as_decoding(videos, mode
         assert u8.dtype == np.uint8 and u8.shape == (1, 4, 3, 224, 224)
         with pytest.raises(InputError, match="--pixels"):
             b.pixels([0])
+
+
+def test_a_damaged_extension_is_repaired_by_redoing_the_whole_video(videos, model, tmp_path):
+    """verify --repair drops the entry and its extension records; extract redoes the video whole."""
+    import zarr
+
+    store = tmp_path / "s.zarr"
+    run(videos, "--store", store, *model, "--tokens-at", "1")
+    run(videos, "--store", store, *model, "--tokens-at", "2")
+    want = record_hashes(store)
+    with open_store(store) as s:
+        key = s.keys("videos")[1]
+        apath, row = s.locate("videos", key, "tokens_2")
+    z = zarr.open_array(zarr.storage.LocalStore(store), path=f"seg/videos/{apath}", mode="r+")
+    z[row, 0, 0, 0, 0] = z[row, 0, 0, 0, 0] + 1
+    rc, out, err = invoke(["verify", str(store), "--repair"])
+    assert rc == 0 and "bad=1 repaired=1" in out, (out, err)
+    with open_store(store) as s:
+        assert key not in s.keys("videos") and s.verify("videos") == (2, [])
+    out = run(videos, "--store", store, *model, "--tokens-at", "1,2")
+    assert "1 extracted, 2 already cached" in out
+    assert record_hashes(store) == want
