@@ -110,6 +110,10 @@ def otam_from_dists(dists: Tensor, lbda: float = OTAM_LAMBDA) -> Tensor:
     adds 0 and only merges, so its last cell is one logsumexp over column Ls with multiplicities
     2, ..., 2, 1 (each ``C[l,Ls]`` enters the merges of rows l and l+1, the last row only once).
     The DP runs in units of λ on a ``[Lq, Ls, N]`` layout so each column is contiguous in pairs.
+
+    Leading dims are free (e.g. ``[2, E, Q, W, Lq, Ls]``: both directions of E episodes in one
+    call, the loop still over the T frames only), and no step reduces across pairs, so each
+    pair's value and gradient are bit-identical to a call on that pair alone.
     """
     _check_lambda(lbda)
     *batch, n_q, n_s = dists.shape
@@ -145,10 +149,21 @@ def _otam_columns(flat: Tensor, n_q: int, n_s: int, lbda: float) -> Tensor:
     for m in range(1, n_s):
         below_top = neg_p[1:, m] + _logaddexp(col[:-1], col[1:])  # [Lq-1, N]
         col = torch.cat([top[m : m + 1], below_top])  # [Lq, N]
-    # Right pad column: merge of column Ls with multiplicities 2, ..., 2, 1.
+    # Right pad column: merge of column Ls with multiplicities 2, ..., 2, 1. Summed row by row
+    # rather than by torch.logsumexp / sum(dim=0), whose reduction order depends on N: this way
+    # every pair's value and gradient is the same whatever else shares the call (a batch of
+    # episodes equals its episodes one by one, bit for bit).
     log_mult = torch.full((n_q, 1), math.log(2.0), dtype=flat.dtype, device=flat.device)
     log_mult[-1] = 0.0
-    return torch.logsumexp(col + log_mult, dim=0) * (-lbda)  # [N]
+    merged = col + log_mult  # [Lq, N]
+    # The shift is a constant of the gradient (it cancels); detached, its broadcast has no
+    # backward, which would be another reduction over the rows.
+    shift = merged.amax(dim=0).detach()  # [N]
+    terms = torch.exp(merged - shift)  # [Lq, N]
+    total = terms[0]
+    for l in range(1, n_q):
+        total = total + terms[l]
+    return (shift + torch.log(total)) * (-lbda)  # [N]
 
 
 def otam_distance(
