@@ -159,10 +159,10 @@ def _otam_columns(flat: Tensor, n_q: int, n_s: int, lbda: float) -> Tensor:
     # The shift is a constant of the gradient (it cancels); detached, its broadcast has no
     # backward, which would be another reduction over the rows.
     shift = merged.amax(dim=0).detach()  # [N]
-    terms = torch.exp(merged - shift)  # [Lq, N]
+    terms = torch.exp(merged - shift).unbind(0)  # Lq x [N]
     total = terms[0]
-    for l in range(1, n_q):
-        total = total + terms[l]
+    for term in terms[1:]:
+        total = total + term
     return (shift + torch.log(total)) * (-lbda)  # [N]
 
 
