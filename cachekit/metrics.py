@@ -217,11 +217,19 @@ SIMILARITIES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 def class_prototypes(support: Tensor, support_labels: Tensor, ways: int) -> Tensor:
     """Per-frame mean of the shots of each class (CLIP-FSAR convention).
 
-    support ``[S, T, D]``, support_labels ``[S]`` in 0..ways-1 -> ``[W, T, D]``.
+    support ``[S, T, D]``, support_labels ``[S]`` in 0..ways-1 -> ``[W, T, D]``; or a batch of
+    episodes: ``[E, S, T, D]``, ``[E, S]`` -> ``[E, W, T, D]``. One episode's labels are checked
+    (every class needs a shot); a batch's are not (the trainer builds them, class-major and
+    complete), which keeps a training step free of device-to-host syncs.
     """
-    one_hot = _class_one_hot(support_labels, ways).to(support.dtype)  # [W, S]
-    sums = torch.einsum("ws,std->wtd", one_hot, support)
-    return sums / one_hot.sum(dim=1)[:, None, None]  # [W, T, D]
+    if support_labels.dim() == 1:
+        one_hot = _class_one_hot(support_labels, ways).to(support.dtype)  # [W, S]
+        sums = torch.einsum("ws,std->wtd", one_hot, support)
+        return sums / one_hot.sum(dim=1)[:, None, None]  # [W, T, D]
+    classes = torch.arange(ways, device=support_labels.device)
+    one_hot = (support_labels[..., None, :] == classes[:, None]).to(support.dtype)  # [E, W, S]
+    sums = torch.einsum("...ws,...std->...wtd", one_hot, support)
+    return sums / one_hot.sum(dim=-1)[..., None, None]  # [E, W, T, D]
 
 
 def prototype_scores(
@@ -236,6 +244,11 @@ def prototype_scores(
     if metric not in SIMILARITIES:
         raise InputError(f"unknown metric {metric!r}; choose one of {sorted(SIMILARITIES)}")
     return SIMILARITIES[metric](query, class_prototypes(support, support_labels, ways))
+
+
+def check_support_labels(support_labels: Tensor, ways: int) -> None:
+    """Raise :class:`InputError` unless ``support_labels [S]`` lie in 0..ways-1 and cover every class."""
+    _class_one_hot(support_labels, ways)
 
 
 def _class_one_hot(labels: Tensor, ways: int) -> Tensor:
@@ -349,6 +362,7 @@ __all__ = [
     "SIMILARITIES",
     "TRX",
     "bimhm_distance",
+    "check_support_labels",
     "class_prototypes",
     "frame_cosine",
     "mean_pool_similarity",
