@@ -136,6 +136,8 @@ def _otam_columns(flat: Tensor, n_q: int, n_s: int, lbda: float) -> Tensor:
     Works on g = -C/λ (negated, in units of λ), so every softmin is a plain logaddexp.
     """
     n = flat.shape[0]
+    # one fused kernel per merge on a GPU (launches dominate there); the cheaper formula on CPU
+    lae = torch.logaddexp if flat.device.type == "cuda" else _logaddexp
     # neg_p[:, j] is padded column j + 1; a 2-D transpose takes PyTorch's blocked fast path.
     neg_p = flat.t().contiguous().view(n_q, n_s, n) * (-1.0 / lbda)  # [Lq, Ls, N]
     top = torch.cumsum(neg_p[0], dim=0)  # [Ls, N]: hard cumulative sum of the top row
@@ -143,11 +145,11 @@ def _otam_columns(flat: Tensor, n_q: int, n_s: int, lbda: float) -> Tensor:
     # Column 1: g[0,1] = -P[0,1]; g[l,1] = -P[l,1] + log(2 + exp(g[l-1,1])).
     col1 = [neg_p[0, 0]]
     for l in range(1, n_q):
-        col1.append(neg_p[l, 0] + _logaddexp(col1[-1], log2))
+        col1.append(neg_p[l, 0] + lae(col1[-1], log2))
     col = torch.stack(col1)  # [Lq, N]
     # Columns 2..Ls: diagonal (row above, previous column) and left (same row) moves.
     for m in range(1, n_s):
-        below_top = neg_p[1:, m] + _logaddexp(col[:-1], col[1:])  # [Lq-1, N]
+        below_top = neg_p[1:, m] + lae(col[:-1], col[1:])  # [Lq-1, N]
         col = torch.cat([top[m : m + 1], below_top])  # [Lq, N]
     # Right pad column: merge of column Ls with multiplicities 2, ..., 2, 1. Summed row by row
     # rather than by torch.logsumexp / sum(dim=0), whose reduction order depends on N: this way

@@ -100,11 +100,6 @@ class CLIPFSARHead(Method):
                                               attn_dropout=cfg.attn_dropout)
         self.class_scale = nn.Parameter(torch.tensor(1.0))
 
-    def _support(self, feats: Tensor, text: Tensor) -> Tensor:
-        """feats ``[S, T, D]``, own-class text ``[S, D]`` -> ``[S, T, D]`` (text as token T+1)."""
-        x = torch.cat([feats, text[:, None]], dim=1)  # [S, T+1, D]
-        return self.transformer(feats, x)  # the first T outputs of self-attention over T+1 tokens
-
     def _forward(self, batch: EpisodeBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """-> distances ``[E, Q, W]``, class text ``[E, W, D]``, transformed supports
         ``[E, S, T, D]`` (``[E, W, T, D]`` with ``merge_before``) and queries ``[E, Q, T, D]``."""
@@ -113,14 +108,18 @@ class CLIPFSARHead(Method):
         text = batch.text.mean(dim=2)  # [E, W, D]
         ways = batch.ways
         s_emb, q_emb = batch.support.emb, batch.query.emb  # [E, S, T, D], [E, Q, T, D]
-        query = self.transformer(q_emb.flatten(0, 1), q_emb.flatten(0, 1)).view_as(q_emb)  # [E, Q, T, D]
         if self.cfg.merge_before:
-            merged = class_prototypes(s_emb, batch.support_labels, ways)  # [E, W, T, D]
-            support = protos = self._support(merged.flatten(0, 1), text.flatten(0, 1)).view_as(merged)
+            feats = class_prototypes(s_emb, batch.support_labels, ways)  # [E, W, T, D]
+            own = text  # [E, W, D]
         else:
+            feats = s_emb  # [E, S, T, D]
             own = text.gather(1, batch.support_labels[..., None].expand(-1, -1, text.shape[-1]))  # [E, S, D]
-            support = self._support(s_emb.flatten(0, 1), own.flatten(0, 1)).view_as(s_emb)  # [E, S, T, D]
-            protos = class_prototypes(support, batch.support_labels, ways)  # [E, W, T, D]
+        # supports: self-attention over T frames + the class text token (first T kept); queries:
+        # over their T frames; both in one call of the shared transformer
+        kv = torch.cat([feats, own[:, :, None]], dim=2).flatten(0, 1)  # [E*S, T+1, D]
+        support, query = self.transformer.joint(feats.flatten(0, 1), kv, q_emb.flatten(0, 1))
+        support, query = support.view_as(feats), query.view_as(q_emb)  # [E, S|W, T, D], [E, Q, T, D]
+        protos = support if self.cfg.merge_before else class_prototypes(support, batch.support_labels, ways)
         dists = 1.0 - frame_cosine(query, protos)  # [E, Q, W, T, T]
         both = torch.stack([dists, dists.transpose(-1, -2)])  # [2, E, Q, W, T, T]
         d = otam_from_dists(both, self.cfg.otam_lambda).sum(dim=0)  # [E, Q, W]

@@ -142,16 +142,40 @@ class PrototypeAttention(nn.Module):
         b, t, d = x.shape
         return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)
 
-    def forward(self, q: Tensor, kv: Tensor) -> Tensor:
-        """q ``[B, Tq, D]``, kv ``[B, Tk, D]`` -> ``[B, Tq, D]``."""
+    def forward(self, q: Tensor, kv: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        """q ``[B, Tq, D]``, kv ``[B, Tk, D]`` -> ``[B, Tq, D]``; ``key_mask`` ``[B, Tk]``
+        (True = a real key; None: all are) keeps padding keys out of the attention."""
         nq, nkv = self.norm(q), self.norm(kv)
         att = F.scaled_dot_product_attention(
             self._split(self.q_proj(nq)), self._split(self.k_proj(nkv)), self._split(self.v_proj(nkv)),
+            attn_mask=None if key_mask is None else key_mask[:, None, None, :],
             dropout_p=self.attn_dropout if self.training else 0.0,
         )  # [B, h, Tq, D/h]
         att = att.transpose(1, 2).reshape(q.shape)  # [B, Tq, D]
         x = q + self.drop(self.out_proj(att))
         return x + self.ffn(self.ffn_norm(x))
+
+
+    def joint(self, support_q: Tensor, support_kv: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
+        """Both branches in one call of the shared layer: supports ``[S, T, D]`` attending over
+        ``support_kv [S, T+e, D]`` (T frames and e extra tokens, e.g. the class text) and queries
+        ``[Q, T, D]`` attending over themselves -> ``([S, T, D], [Q, T, D])``.
+
+        The queries' keys are padded with e masked tokens, so the numbers are those of two calls;
+        one call means one set of larger matrix products and no summing of two weight gradients
+        in the backward (the two calls of a shared layer cost both, on the step's critical path).
+        """
+        s_n, t = support_q.shape[:2]
+        extra = support_kv.shape[1] - t
+        if extra == 0:
+            out = self(torch.cat([support_q, query]), torch.cat([support_kv, query]))
+            return out[:s_n], out[s_n:]
+        pad = query.new_zeros(query.shape[0], extra, query.shape[2])  # [Q, e, D]
+        kv = torch.cat([support_kv, torch.cat([query, pad], dim=1)])  # [S+Q, T+e, D]
+        mask = torch.ones(kv.shape[:2], dtype=torch.bool, device=kv.device)  # [S+Q, T+e]
+        mask[s_n:, t:] = False  # the queries' pad keys
+        out = self(torch.cat([support_q, query]), kv, mask)  # [S+Q, T, D]
+        return out[:s_n], out[s_n:]
 
 
 class TPCM(nn.Module):
@@ -171,6 +195,12 @@ class TPCM(nn.Module):
     def query(self, feats: Tensor) -> Tensor:
         """feats ``[Q, T, D]`` -> ``[Q, T, D]`` (self-attention, no text)."""
         return self.layer(feats, feats)
+
+    def both(self, support: Tensor, text: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`support` and :meth:`query` in one call of the layer (``PrototypeAttention.joint``)."""
+        q = support + text[:, None]  # [S, T, D]  Eq. 9
+        kv = torch.cat([support, text[:, None]], dim=1)  # [S, T+1, D]  Eq. 10
+        return self.layer.joint(q, kv, query)  # Eqs. 11-12, both branches
 
 
 def pick_templates(text: Tensor, videos: int, training: bool) -> Tensor:
@@ -261,8 +291,8 @@ class TPCMHead(nn.Module):
         s_text = pick_templates(text, s_n, self.training)  # [E, S, W, D]
         q_text = pick_templates(text, q_n, self.training)  # [E, Q, W, D]
         own = s_text.gather(2, support_labels[:, :, None, None].expand(-1, -1, 1, dim))[:, :, 0]  # [E, S, D]
-        s_feat = self.tpcm.support(support.flatten(0, 1), own.flatten(0, 1)).view_as(support)  # [E, S, T, D]
-        q_feat = self.tpcm.query(query.flatten(0, 1)).view_as(query)  # [E, Q, T, D]
+        s_feat, q_feat = self.tpcm.both(support.flatten(0, 1), own.flatten(0, 1), query.flatten(0, 1))
+        s_feat, q_feat = s_feat.view_as(support), q_feat.view_as(query)  # [E, S, T, D], [E, Q, T, D]
         q2s = self.q2s_logits(s_feat, support_labels, q_feat, ways)  # [E, Q, W]
         q2t = text_logits(query.flatten(0, 1), q_text.flatten(0, 1), self.text_scale)  # [E*Q, W]
         log_p = fuse_prediction(q2t, q2s.flatten(0, 1), self.alpha).view(e_n, q_n, ways)  # [E, Q, W]
