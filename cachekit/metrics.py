@@ -133,39 +133,93 @@ def _logaddexp(a: Tensor, b: Tensor) -> Tensor:
 def _otam_columns(flat: Tensor, n_q: int, n_s: int, lbda: float) -> Tensor:
     """Column sweep of :func:`otam_from_dists` on one block: flat ``[N, Lq*Ls]`` -> ``[N]``.
 
-    Works on g = -C/λ (negated, in units of λ), so every softmin is a plain logaddexp.
+    With gradients it runs as :class:`_OTAMSweep`, whose backward is the DP's own reverse sweep.
+    """
+    if torch.is_grad_enabled() and flat.requires_grad:
+        return _OTAMSweep.apply(flat, n_q, n_s, lbda)
+    return _otam_sweep(flat, n_q, n_s, lbda)[0]
+
+
+def _otam_sweep(flat: Tensor, n_q: int, n_s: int, lbda: float):
+    """The forward DP: ``(out [N], g [Ls, Lq, N], lae [Ls, Lq, N], weights [Lq, N])``.
+
+    Works on ``g = -C/λ`` (negated, in units of λ), so every softmin is a plain logaddexp;
+    ``g[m]`` is padded column m + 1, contiguous in pairs. ``lae = g - (-P/λ)`` holds each cell's
+    merge of its predecessors and ``weights`` the right pad column's softmax, for the backward.
     """
     n = flat.shape[0]
     # one fused kernel per merge on a GPU (launches dominate there); the cheaper formula on CPU
     lae = torch.logaddexp if flat.device.type == "cuda" else _logaddexp
-    # neg_p[:, j] is padded column j + 1; a 2-D transpose takes PyTorch's blocked fast path.
-    neg_p = flat.t().contiguous().view(n_q, n_s, n) * (-1.0 / lbda)  # [Lq, Ls, N]
-    top = torch.cumsum(neg_p[0], dim=0)  # [Ls, N]: hard cumulative sum of the top row
-    log2 = flat.new_tensor(math.log(2.0))
-    # Column 1: g[0,1] = -P[0,1]; g[l,1] = -P[l,1] + log(2 + exp(g[l-1,1])).
-    col1 = [neg_p[0, 0]]
+    neg_p = flat.view(n, n_q, n_s).permute(2, 1, 0) * (-1.0 / lbda)  # [Ls, Lq, N], -P/λ of the real columns
+    g = torch.empty_like(neg_p)  # [Ls, Lq, N]
+    top = torch.cumsum(neg_p[:, 0], dim=0)  # [Ls, N]: hard cumulative sum of the top row
+    log2 = flat.new_full((), math.log(2.0))
+    # Column 1: g[0,1] = -P[0,1]; g[l,1] = -P[l,1] + log(2 + exp(g[l-1,1])) (two zero-pad inputs).
+    g[0, 0] = neg_p[0, 0]
     for l in range(1, n_q):
-        col1.append(neg_p[l, 0] + lae(col1[-1], log2))
-    col = torch.stack(col1)  # [Lq, N]
-    # Columns 2..Ls: diagonal (row above, previous column) and left (same row) moves.
+        torch.add(neg_p[0, l], lae(g[0, l - 1], log2), out=g[0, l])
+    # Columns 2..Ls: the top row is the cumulative sum; below it, diagonal and left moves.
     for m in range(1, n_s):
-        below_top = neg_p[1:, m] + lae(col[:-1], col[1:])  # [Lq-1, N]
-        col = torch.cat([top[m : m + 1], below_top])  # [Lq, N]
+        g[m, 0] = top[m]
+        if n_q > 1:
+            torch.add(neg_p[m, 1:], lae(g[m - 1, :-1], g[m - 1, 1:]), out=g[m, 1:])
     # Right pad column: merge of column Ls with multiplicities 2, ..., 2, 1. Summed row by row
     # rather than by torch.logsumexp / sum(dim=0), whose reduction order depends on N: this way
     # every pair's value and gradient is the same whatever else shares the call (a batch of
     # episodes equals its episodes one by one, bit for bit).
     log_mult = torch.full((n_q, 1), math.log(2.0), dtype=flat.dtype, device=flat.device)
     log_mult[-1] = 0.0
-    merged = col + log_mult  # [Lq, N]
-    # The shift is a constant of the gradient (it cancels); detached, its broadcast has no
-    # backward, which would be another reduction over the rows.
-    shift = merged.amax(dim=0).detach()  # [N]
-    terms = torch.exp(merged - shift).unbind(0)  # Lq x [N]
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return (shift + torch.log(total)) * (-lbda)  # [N]
+    merged = g[n_s - 1] + log_mult  # [Lq, N]
+    shift = merged.amax(dim=0)  # [N]
+    terms = torch.exp(merged - shift)  # [Lq, N]
+    total = terms[0].clone()
+    for l in range(1, n_q):
+        total += terms[l]
+    out = (shift + torch.log(total)) * (-lbda)  # [N]
+    return out, g, g - neg_p, terms / total
+
+
+class _OTAMSweep(torch.autograd.Function):
+    """The OTAM DP with its gradient by the reverse sweep (as in soft-DTW): the adjoint of a cell
+    flows to its predecessors weighted by ``exp(g_pred - lae_cell)``, column by column from the
+    right, then down-to-up along column 1 and back along the top row's cumulative sum. The same
+    numbers as autograd through the forward, with a third of its kernel launches and no
+    slice-backward buffers: the sweep is most of a from-cache step's overhead. Elementwise across
+    pairs, like the forward."""
+
+    @staticmethod
+    def forward(ctx, flat: Tensor, n_q: int, n_s: int, lbda: float) -> Tensor:
+        out, g, lae, weights = _otam_sweep(flat, n_q, n_s, lbda)
+        ctx.save_for_backward(g, lae, weights)
+        ctx.sizes = (n_q, n_s, lbda)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        g, lae, weights = ctx.saved_tensors
+        n_q, n_s, lbda = ctx.sizes
+        n = grad_out.shape[0]
+        d_neg = torch.empty_like(g)  # [Ls, Lq, N]: d out / d(-P/λ)
+        d_top = torch.zeros_like(g[:, 0])  # [Ls, N]: d out / d top[m] (top[0] is not read)
+        col = weights * (grad_out * -lbda)  # [Lq, N]: adjoint of column Ls (merge into the pad)
+        for m in range(n_s - 1, 0, -1):
+            d_top[m] = col[0]
+            prev = torch.zeros_like(col)
+            if n_q > 1:
+                d_neg[m, 1:] = col[1:]
+                cell = lae[m, 1:]  # [Lq-1, N]
+                prev[:-1] += col[1:] * torch.exp(g[m - 1, :-1] - cell)  # diagonal move
+                prev[1:] += col[1:] * torch.exp(g[m - 1, 1:] - cell)  # left move
+            col = prev
+        for l in range(n_q - 1, 0, -1):  # column 1: a chain down the rows
+            d_neg[0, l] = col[l]
+            col[l - 1] += col[l] * torch.exp(g[0, l - 1] - lae[0, l])
+        # the top row: d(-P[0, j]/λ) = Σ_{m >= j} d top[m], plus column 1's own cell for j = 0
+        from_top = torch.flip(torch.cumsum(torch.flip(d_top, [0]), dim=0), [0])  # [Ls, N]
+        d_neg[:, 0] = from_top
+        d_neg[0, 0] += col[0]
+        grad = (d_neg * (-1.0 / lbda)).permute(2, 1, 0).reshape(n, n_q * n_s)  # [N, Lq*Ls]
+        return grad, None, None, None
 
 
 def otam_distance(
