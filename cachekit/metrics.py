@@ -150,7 +150,9 @@ def _otam_sweep(flat: Tensor, n_q: int, n_s: int, lbda: float):
     n = flat.shape[0]
     # one fused kernel per merge on a GPU (launches dominate there); the cheaper formula on CPU
     lae = torch.logaddexp if flat.device.type == "cuda" else _logaddexp
-    neg_p = flat.view(n, n_q, n_s).permute(2, 1, 0) * (-1.0 / lbda)  # [Ls, Lq, N], -P/λ of the real columns
+    # -P/λ of the real columns, [Ls, Lq, N] with pairs innermost (not in place: contiguous()
+    # may return the caller's tensor itself)
+    neg_p = flat.view(n, n_q, n_s).permute(2, 1, 0).contiguous() * (-1.0 / lbda)
     g = torch.empty_like(neg_p)  # [Ls, Lq, N]
     top = torch.cumsum(neg_p[:, 0], dim=0)  # [Ls, N]: hard cumulative sum of the top row
     log2 = flat.new_full((), math.log(2.0))

@@ -195,13 +195,14 @@ def episode_batch(feats: ResidentFeatures, index: EpisodeIndex) -> EpisodeBatch:
     cols = packed.split(sizes, dim=1)
     s_idx, q_idx, class_ids = cols[:3]
     s_views, q_views = (cols[3], cols[4]) if has_views else (None, None)
-    classes = torch.arange(w_n, device=feats.device)
     class_ids = class_ids.to(feats.device)
+    s_lab = torch.arange(w_n * k_n, device=feats.device) // max(k_n, 1)  # [W*K] class-major: 0..0, 1..1, ...
+    q_lab = torch.arange(w_n * q_n, device=feats.device) // q_n  # [W*Q]
     return EpisodeBatch(
         support=feats.gather(s_idx, s_views),  # [E, W*K, ...]
         query=feats.gather(q_idx, q_views),  # [E, W*Q, ...]
-        support_labels=classes.repeat_interleave(k_n).expand(e_n, -1),  # [E, W*K]
-        query_labels=classes.repeat_interleave(q_n).expand(e_n, -1),  # [E, W*Q]
+        support_labels=s_lab.expand(e_n, -1),  # [E, W*K]
+        query_labels=q_lab.expand(e_n, -1),  # [E, W*Q]
         class_ids=class_ids,  # [E, W]
         text=None if feats.text is None else feats.text[class_ids],  # [E, W, P, D']
     )
