@@ -154,17 +154,19 @@ def _otam_sweep(flat: Tensor, n_q: int, n_s: int, lbda: float):
     # may return the caller's tensor itself)
     neg_p = flat.view(n, n_q, n_s).permute(2, 1, 0).contiguous() * (-1.0 / lbda)
     g = torch.empty_like(neg_p)  # [Ls, Lq, N]
-    top = torch.cumsum(neg_p[:, 0], dim=0)  # [Ls, N]: hard cumulative sum of the top row
+    neg_cols, g_cols = neg_p.unbind(0), g.unbind(0)  # Ls x [Lq, N]: the loops index lists, not tensors
+    # The top row is the hard cumulative sum: g[0, m] for every column at once.
+    torch.cumsum(neg_p[:, 0], dim=0, out=g[:, 0])
     log2 = flat.new_full((), math.log(2.0))
     # Column 1: g[0,1] = -P[0,1]; g[l,1] = -P[l,1] + log(2 + exp(g[l-1,1])) (two zero-pad inputs).
-    g[0, 0] = neg_p[0, 0]
+    g_rows, neg_rows = g_cols[0].unbind(0), neg_cols[0].unbind(0)  # Lq x [N]
     for l in range(1, n_q):
-        torch.add(neg_p[0, l], lae(g[0, l - 1], log2), out=g[0, l])
-    # Columns 2..Ls: the top row is the cumulative sum; below it, diagonal and left moves.
-    for m in range(1, n_s):
-        g[m, 0] = top[m]
-        if n_q > 1:
-            torch.add(neg_p[m, 1:], lae(g[m - 1, :-1], g[m - 1, 1:]), out=g[m, 1:])
+        torch.add(neg_rows[l], lae(g_rows[l - 1], log2), out=g_rows[l])
+    # Columns 2..Ls below the top row: diagonal and left moves from the previous column.
+    if n_q > 1:
+        for m in range(1, n_s):
+            prev = g_cols[m - 1]
+            torch.add(neg_cols[m][1:], lae(prev[:-1], prev[1:]), out=g_cols[m][1:])
     # Right pad column: merge of column Ls with multiplicities 2, ..., 2, 1. Summed row by row
     # rather than by torch.logsumexp / sum(dim=0), whose reduction order depends on N: this way
     # every pair's value and gradient is the same whatever else shares the call (a batch of
@@ -185,7 +187,7 @@ class _OTAMSweep(torch.autograd.Function):
     """The OTAM DP with its gradient by the reverse sweep (as in soft-DTW): the adjoint of a cell
     flows to its predecessors weighted by ``exp(g_pred - lae_cell)``, column by column from the
     right, then down-to-up along column 1 and back along the top row's cumulative sum. The same
-    numbers as autograd through the forward, with a third of its kernel launches and no
+    numbers as autograd through the forward, with about half its kernel launches and no
     slice-backward buffers: the sweep is most of a from-cache step's overhead. Elementwise across
     pairs, like the forward."""
 
@@ -201,26 +203,24 @@ class _OTAMSweep(torch.autograd.Function):
         g, lae, weights = ctx.saved_tensors
         n_q, n_s, lbda = ctx.sizes
         n = grad_out.shape[0]
-        d_neg = torch.empty_like(g)  # [Ls, Lq, N]: d out / d(-P/λ)
-        d_top = torch.zeros_like(g[:, 0])  # [Ls, N]: d out / d top[m] (top[0] is not read)
+        adj = torch.empty_like(g)  # [Ls, Lq, N]: d out / d g, column by column
+        adj_cols = adj.unbind(0)
+        # weight of each move into a cell: exp(g_pred - lae_cell), for every column at once
+        diag = torch.exp(g[:-1, :-1] - lae[1:, 1:]).unbind(0)  # (Ls-1) x [Lq-1, N]
+        left = torch.exp(g[:-1, 1:] - lae[1:, 1:]).unbind(0)
         col = weights * (grad_out * -lbda)  # [Lq, N]: adjoint of column Ls (merge into the pad)
         for m in range(n_s - 1, 0, -1):
-            d_top[m] = col[0]
-            prev = torch.zeros_like(col)
-            if n_q > 1:
-                d_neg[m, 1:] = col[1:]
-                cell = lae[m, 1:]  # [Lq-1, N]
-                prev[:-1] += col[1:] * torch.exp(g[m - 1, :-1] - cell)  # diagonal move
-                prev[1:] += col[1:] * torch.exp(g[m - 1, 1:] - cell)  # left move
-            col = prev
-        for l in range(n_q - 1, 0, -1):  # column 1: a chain down the rows
-            d_neg[0, l] = col[l]
-            col[l - 1] += col[l] * torch.exp(g[0, l - 1] - lae[0, l])
-        # the top row: d(-P[0, j]/λ) = Σ_{m >= j} d top[m], plus column 1's own cell for j = 0
-        from_top = torch.flip(torch.cumsum(torch.flip(d_top, [0]), dim=0), [0])  # [Ls, N]
-        d_neg[:, 0] = from_top
-        d_neg[0, 0] += col[0]
-        grad = (d_neg * (-1.0 / lbda)).permute(2, 1, 0).reshape(n, n_q * n_s)  # [N, Lq*Ls]
+            adj_cols[m].copy_(col)
+            below = col[1:]  # rows 1.. read the previous column; the top row reads the cumsum
+            col = F.pad(below * diag[m - 1], (0, 0, 0, 1)) + F.pad(below * left[m - 1], (0, 0, 1, 0))
+        rows = list(col.unbind(0))  # column 1: a chain down the rows
+        chain = torch.exp(g[0, :-1] - lae[0, 1:]).unbind(0)  # (Lq-1) x [N]
+        for l in range(n_q - 1, 0, -1):
+            rows[l - 1] = rows[l - 1] + rows[l] * chain[l - 1]
+        adj_cols[0].copy_(torch.stack(rows))
+        # top row: g[0, m] = Σ_{j <= m} -P[0, j]/λ, so d(-P[0, j]/λ) = Σ_{m >= j} adj[0, m]
+        adj[:, 0] = torch.flip(torch.cumsum(torch.flip(adj[:, 0], [0]), dim=0), [0])
+        grad = (adj * (-1.0 / lbda)).permute(2, 1, 0).reshape(n, n_q * n_s)  # [N, Lq*Ls]
         return grad, None, None, None
 
 
