@@ -137,26 +137,26 @@ def _otam_columns(flat: Tensor, n_q: int, n_s: int, lbda: float) -> Tensor:
     """
     if torch.is_grad_enabled() and flat.requires_grad:
         return _OTAMSweep.apply(flat, n_q, n_s, lbda)
-    return _otam_sweep(flat, n_q, n_s, lbda)[0]
+    return _otam_sweep(flat, n_q, n_s, lbda, for_backward=False)[0]
 
 
-def _otam_sweep(flat: Tensor, n_q: int, n_s: int, lbda: float):
-    """The forward DP: ``(out [N], g [Ls, Lq, N], lae [Ls, Lq, N], weights [Lq, N])``.
+def _otam_sweep(flat: Tensor, n_q: int, n_s: int, lbda: float, for_backward: bool = True):
+    """The forward DP: ``(out [N], g [Lq, Ls, N], lae [Lq, Ls, N], weights [Lq, N])``.
 
     Works on ``g = -C/λ`` (negated, in units of λ), so every softmin is a plain logaddexp;
-    ``g[m]`` is padded column m + 1, contiguous in pairs. ``lae = g - (-P/λ)`` holds each cell's
-    merge of its predecessors and ``weights`` the right pad column's softmax, for the backward.
+    ``g[:, m]`` is padded column m + 1 (pairs innermost: each column's rows are contiguous runs
+    of pairs). With ``for_backward``: ``lae = g - (-P/λ)``, each cell's merge of its
+    predecessors, and ``weights``, the right pad column's softmax; else None.
     """
     n = flat.shape[0]
     # one fused kernel per merge on a GPU (launches dominate there); the cheaper formula on CPU
     lae = torch.logaddexp if flat.device.type == "cuda" else _logaddexp
-    # -P/λ of the real columns, [Ls, Lq, N] with pairs innermost (not in place: contiguous()
-    # may return the caller's tensor itself)
-    neg_p = flat.view(n, n_q, n_s).permute(2, 1, 0).contiguous() * (-1.0 / lbda)
-    g = torch.empty_like(neg_p)  # [Ls, Lq, N]
-    neg_cols, g_cols = neg_p.unbind(0), g.unbind(0)  # Ls x [Lq, N]: the loops index lists, not tensors
+    # -P/λ of the real columns; a 2-D transpose takes PyTorch's blocked fast path
+    neg_p = (flat.t().contiguous() * (-1.0 / lbda)).view(n_q, n_s, n)  # [Lq, Ls, N]
+    g = torch.empty_like(neg_p)  # [Lq, Ls, N]
+    neg_cols, g_cols = neg_p.unbind(1), g.unbind(1)  # Ls x [Lq, N]: the loops index lists, not tensors
     # The top row is the hard cumulative sum: g[0, m] for every column at once.
-    torch.cumsum(neg_p[:, 0], dim=0, out=g[:, 0])
+    torch.cumsum(neg_p[0], dim=0, out=g[0])
     log2 = flat.new_full((), math.log(2.0))
     # Column 1: g[0,1] = -P[0,1]; g[l,1] = -P[l,1] + log(2 + exp(g[l-1,1])) (two zero-pad inputs).
     g_rows, neg_rows = g_cols[0].unbind(0), neg_cols[0].unbind(0)  # Lq x [N]
@@ -173,13 +173,15 @@ def _otam_sweep(flat: Tensor, n_q: int, n_s: int, lbda: float):
     # episodes equals its episodes one by one, bit for bit).
     log_mult = torch.full((n_q, 1), math.log(2.0), dtype=flat.dtype, device=flat.device)
     log_mult[-1] = 0.0
-    merged = g[n_s - 1] + log_mult  # [Lq, N]
+    merged = g_cols[n_s - 1] + log_mult  # [Lq, N]
     shift = merged.amax(dim=0)  # [N]
     terms = torch.exp(merged - shift)  # [Lq, N]
     total = terms[0].clone()
     for l in range(1, n_q):
         total += terms[l]
     out = (shift + torch.log(total)) * (-lbda)  # [N]
+    if not for_backward:
+        return out, None, None, None
     return out, g, g - neg_p, terms / total
 
 
@@ -203,24 +205,24 @@ class _OTAMSweep(torch.autograd.Function):
         g, lae, weights = ctx.saved_tensors
         n_q, n_s, lbda = ctx.sizes
         n = grad_out.shape[0]
-        adj = torch.empty_like(g)  # [Ls, Lq, N]: d out / d g, column by column
-        adj_cols = adj.unbind(0)
+        adj = torch.empty_like(g)  # [Lq, Ls, N]: d out / d g
+        adj_cols = adj.unbind(1)  # Ls x [Lq, N]
         # weight of each move into a cell: exp(g_pred - lae_cell), for every column at once
-        diag = torch.exp(g[:-1, :-1] - lae[1:, 1:]).unbind(0)  # (Ls-1) x [Lq-1, N]
-        left = torch.exp(g[:-1, 1:] - lae[1:, 1:]).unbind(0)
+        diag = torch.exp(g[:-1, :-1] - lae[1:, 1:]).unbind(1)  # (Ls-1) x [Lq-1, N]
+        left = torch.exp(g[1:, :-1] - lae[1:, 1:]).unbind(1)
         col = weights * (grad_out * -lbda)  # [Lq, N]: adjoint of column Ls (merge into the pad)
         for m in range(n_s - 1, 0, -1):
             adj_cols[m].copy_(col)
             below = col[1:]  # rows 1.. read the previous column; the top row reads the cumsum
             col = F.pad(below * diag[m - 1], (0, 0, 0, 1)) + F.pad(below * left[m - 1], (0, 0, 1, 0))
         rows = list(col.unbind(0))  # column 1: a chain down the rows
-        chain = torch.exp(g[0, :-1] - lae[0, 1:]).unbind(0)  # (Lq-1) x [N]
+        chain = torch.exp(g[:-1, 0] - lae[1:, 0]).unbind(0)  # (Lq-1) x [N]
         for l in range(n_q - 1, 0, -1):
             rows[l - 1] = rows[l - 1] + rows[l] * chain[l - 1]
         adj_cols[0].copy_(torch.stack(rows))
         # top row: g[0, m] = Σ_{j <= m} -P[0, j]/λ, so d(-P[0, j]/λ) = Σ_{m >= j} adj[0, m]
-        adj[:, 0] = torch.flip(torch.cumsum(torch.flip(adj[:, 0], [0]), dim=0), [0])
-        grad = (adj * (-1.0 / lbda)).permute(2, 1, 0).reshape(n, n_q * n_s)  # [N, Lq*Ls]
+        adj[0] = torch.flip(torch.cumsum(torch.flip(adj[0], [0]), dim=0), [0])
+        grad = (adj * (-1.0 / lbda)).view(n_q * n_s, n).t().contiguous()  # [N, Lq*Ls]
         return grad, None, None, None
 
 
