@@ -10,8 +10,9 @@ in ``last.safetensors`` + ``resume.pt``, and describe the run in ``run.json`` (:
 Splits come from the store's split files (``FeatureCache.splits()``). A store without them gets a
 seeded split that the run records in ``splits.json`` and its notes: class-disjoint for episodic
 training, per-class over videos for all-way. A run is deterministic given its seed: the episodes
-of step ``s`` and batch ``j`` are functions of (seed, s / j), and the torch RNG (dropout, template draws) is
-saved with each checkpoint, so ``resume`` continues to the same weights a straight run reaches.
+of step ``s`` and batch ``j`` are functions of (seed, s / j), and the torch RNG (dropout, template
+draws) is saved with each checkpoint, so ``resume`` continues to the same weights a straight run
+reaches.
 
 A method whose ``needs.backbone`` is set is given the frozen encoder of the store's cache key;
 every other method gets a :class:`~cachekit.runs.DeferredEncoder` that is never loaded.
