@@ -86,12 +86,13 @@ class ResidentFeatures:
 
     @classmethod
     def load(cls, data, videos: np.ndarray, device: torch.device | str | None = None,
-             budget: int | None = None) -> "ResidentFeatures":
+             budget: int | None = None, host_budget: int | None = None) -> "ResidentFeatures":
         """The features ``data.needs`` names for cache videos ``videos``, from ``data`` (a
         :class:`~cachekit.batches.CacheData`: its in-memory arrays, its cache for tokens).
 
         ``budget``: bytes the features may take on the device (default: :data:`FREE_FRACTION`
-        of its free memory; unknown free memory counts as enough).
+        of its free memory; unknown free memory counts as enough). ``host_budget``: bytes that
+        tokens which do not fit the device may take in host memory (default: likewise).
         """
         device = torch.device(device if device is not None else data.device)
         needs, cache = data.needs, data.cache
@@ -137,11 +138,13 @@ class ResidentFeatures:
             table = getattr(data, name)
             if table is not None:
                 setattr(out, name, table if in_place else table.index_select(0, idx).to(store_dev))
-        host_left = free_bytes(torch.device("cpu"))
+        if host_budget is None:
+            host_left = free_bytes(torch.device("cpu"))
+            host_budget = None if host_left is None else int(FREE_FRACTION * host_left)
         streamed = []
         for blk, shape in token_shapes.items():
             size = int(np.prod(shape)) * 2 * videos.size
-            if not fits and host_left is not None and size > FREE_FRACTION * host_left:
+            if not fits and host_budget is not None and size > host_budget:
                 streamed.append(blk)
                 continue
             out.tokens[blk] = torch.from_numpy(cache.tokens(blk, videos, view=None)).to(store_dev)
