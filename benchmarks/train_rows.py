@@ -10,7 +10,9 @@ prints them; a GPU script imports ``ROWS`` (or single functions) and calls each 
   runs: episode indices drawn, features gathered on the device, forward, backward, AdamW) against
   - its FLOP floor: forward+backward FLOPs (``torch.utils.flop_counter``) divided by the GEMM rate
     measured here at the same thread count (the faster of the step's FFN product and a 1024³
-    product), so ``step / floor`` is how far the step sits above pure matrix arithmetic;
+    product), so ``step / floor`` is how far the step sits above pure matrix arithmetic. On the
+    CPU also in process CPU seconds (step's CPU time / (FLOPs / GEMM FLOPs per CPU second)), at 1
+    and 8 episodes per step: on a shared machine wall time mostly measures the other jobs;
   - the encoder-in-the-loop step: the same step after a frozen ViT forward over the episode's
     frames (random, already preprocessed pixels: no decoding, which favours the reference);
   - the per-episode cost at 1, 8 and 32 episodes per step, and the encoder-in-the-loop ratio
@@ -80,29 +82,37 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_time(fn, device, steps: int, warmup: int = 2) -> float:
+def _median_times(fn, device, steps: int, warmup: int = 2) -> tuple[float, float]:
+    """Median (wall seconds, process CPU seconds) of ``steps`` calls after ``warmup``."""
     for _ in range(warmup):
         fn()
     _sync(device)
-    times = []
+    wall, cpu = [], []
     for _ in range(steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), statistics.median(cpu)
 
 
-def gemm_rate(device, shapes: list[tuple[int, int, int]], reps: int = 20) -> float:
-    """FLOP/s of the fastest of the ``(m, k, n)`` float32 products, timed on ``device`` now."""
+def _median_time(fn, device, steps: int, warmup: int = 2) -> float:
+    return _median_times(fn, device, steps, warmup)[0]
+
+
+def gemm_rate(device, shapes: list[tuple[int, int, int]], reps: int = 20) -> tuple[float, float]:
+    """FLOP/s of the fastest of the ``(m, k, n)`` float32 products, timed on ``device`` now:
+    (per wall second, per process CPU second: all threads' time, less sensitive to other load)."""
     import torch
 
-    best = 0.0
+    best = best_cpu = 0.0
     for m, k, n in shapes:
         a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
-        s = _median_time(lambda: a @ b, device, reps, warmup=3)
-        best = max(best, 2.0 * m * k * n / s)
-    return best
+        wall, cpu = _median_times(lambda: a @ b, device, reps, warmup=3)
+        best = max(best, 2.0 * m * k * n / wall)
+        best_cpu = max(best_cpu, 2.0 * m * k * n / max(cpu, 1e-9))
+    return best, best_cpu
 
 
 def _info(tiny: bool):
@@ -201,15 +211,17 @@ def method_rows(device: str = "auto", tiny: bool = False, steps: int = 10, ways:
         tr = _Trainer(name, info, dev, frames, ways, shots, queries, overrides)
         tokens = ways * (shots + queries) * frames  # rows of the FFN product in a 1-episode step
         ffn = getattr(tr.method.cfg, "ffn_dim", 2048)
-        rate = gemm_rate(dev, [(tokens, info.embed_dim, ffn), (1024, 1024, 1024)])
+        rate, rate_cpu = gemm_rate(dev, [(tokens, info.embed_dim, ffn), (1024, 1024, 1024)])
         flops = tr.flops()
         row = {"method": label, "device": str(dev), "threads": _threads(), "flops": flops, "gemm_flops_s": rate,
                "floor_s": flops / rate}
         counter = iter(range(10**9))
         for e in per_step:
-            t = _median_time(lambda: tr.step(e, next(counter)), dev, max(3, steps if e == 1 else steps // 2))
+            t, c = _median_times(lambda: tr.step(e, next(counter)), dev, max(3, steps if e == 1 else steps // 2))
             row[f"step_s@{e}"] = t
             row[f"per_episode_s@{e}"] = t / e
+            if dev.type == "cpu":  # CPU seconds against CPU seconds: robust to a shared machine
+                row[f"cpu_over_floor@{e}"] = c / (e * flops / rate_cpu)
         row["step_s"] = row.get("step_s@1")
         row["step_over_floor"] = row["step_s"] / row["floor_s"] if row["step_s"] else None
         ref = _median_time(lambda: tr.step(1, next(counter), encoder=enc), dev, ref_steps, warmup=1)
@@ -325,7 +337,8 @@ def markdown(rows: list[dict], columns: list[tuple[str, str, float]] | None = No
 METHOD_COLUMNS = [("method", "method", 1.0), ("device", "device", 1.0), ("threads", "threads", 1.0),
                   ("step_s", "step ms (1 ep)", 1e3), ("flops", "fwd+bwd GFLOP", 1e-9),
                   ("gemm_flops_s", "GEMM GFLOP/s", 1e-9), ("floor_s", "FLOP floor ms", 1e3),
-                  ("step_over_floor", "step / floor", 1.0), ("encoder_step_s", "encoder-in-loop ms", 1e3),
+                  ("step_over_floor", "step / floor", 1.0), ("cpu_over_floor@1", "CPU s / floor @1", 1.0),
+                  ("cpu_over_floor@8", "CPU s / floor @8", 1.0), ("encoder_step_s", "encoder-in-loop ms", 1e3),
                   ("encoder_ratio", "ratio (1 ep)", 1.0)] + [
     (f"per_episode_s@{e}", f"ms/episode @{e}", 1e3) for e in PER_STEP] + [
     (f"encoder_ratio_per_episode@{PER_STEP[-1]}", f"ratio/episode @{PER_STEP[-1]}", 1.0)]
