@@ -233,6 +233,104 @@ class EpisodeSampler:
         return self.stream(0)
 
 
+@dataclass(frozen=True)
+class EpisodeIndex:
+    """E episodes of one shape as index arrays (int64), class-major, ready to gather features.
+
+    Episode-local label ``i`` of episode ``e`` is the class ``class_ids[e, i]``; support video
+    ``support[e, i, k]`` is shot k of that class. ``*_views`` pick the cached view of each video
+    (None: view 0).
+    """
+
+    class_ids: np.ndarray  # [E, W] global class ids
+    support: np.ndarray  # [E, W, K] video indices
+    query: np.ndarray  # [E, W, Q] video indices
+    support_views: np.ndarray | None = None  # [E, W*K]
+    query_views: np.ndarray | None = None  # [E, W*Q]
+
+    def __len__(self) -> int:
+        return int(self.class_ids.shape[0])
+
+    @classmethod
+    def of(cls, episodes: Sequence[EpisodeSpec]) -> "EpisodeIndex":
+        """Episodes of one shape (view 0), e.g. a fixed validation set."""
+        return cls(*episode_arrays(episodes))
+
+    def specs(self) -> list[EpisodeSpec]:
+        """The same episodes as :class:`EpisodeSpec` s (for the per-episode path)."""
+        return [EpisodeSpec(class_ids=tuple(c.tolist()), support=tuple(map(tuple, s.tolist())),
+                            query=tuple(map(tuple, q.tolist())))
+                for c, s, q in zip(self.class_ids, self.support, self.query)]
+
+    def __getitem__(self, sl: slice) -> "EpisodeIndex":
+        """Episodes ``sl`` (a slice) of the batch."""
+        pick = (lambda a: None if a is None else a[sl])
+        return EpisodeIndex(self.class_ids[sl], self.support[sl], self.query[sl],
+                            pick(self.support_views), pick(self.query_views))
+
+
+class EpisodeBatcher:
+    """The training episodes of each optimiser step, drawn together as index arrays.
+
+    Step ``s`` holds ``episodes_per_step`` N-way K-shot episodes drawn from the generator
+    ``SeedSequence((seed, 0xE915, s))``, all at once with array operations (no Python loop over
+    episodes or classes): per episode, W distinct classes (uniform, in random order: label i is
+    the i-th drawn), and per class K + Q distinct videos, the first K the shots. Classes and
+    videos are the :class:`EpisodeSampler`'s (classes with fewer than K + Q videos are never
+    drawn; same errors and notes). With ``views > 1`` each video's cached view is drawn too.
+    A step's episodes depend only on (seed, step), so a resumed run draws what a straight one does.
+
+    This replaces drawing episode ``i`` of the step from ``SeedSequence((seed, i))`` one by one
+    (:meth:`EpisodeSampler.episode`, still used for fixed evaluation sets): the distribution is the
+    same, the draws are not.
+    """
+
+    def __init__(self, labels: np.ndarray, pool: np.ndarray, ways: int, shots: int, queries: int,
+                 episodes_per_step: int = 1, seed: int = 0, views: int = 1,
+                 split_name: str | None = None) -> None:
+        self.sampler = EpisodeSampler(labels, pool, ways, shots, queries, seed, split_name)
+        self.episodes_per_step = _check_count("episodes_per_step", episodes_per_step, 1)
+        self.views = _check_count("views", views, 1)
+        s = self.sampler
+        counts = np.array([v.size for v in s._videos], dtype=np.int64)  # [C]
+        self._counts = counts
+        self._table = np.zeros((counts.size, int(counts.max())), dtype=np.int64)  # [C, max n] padded
+        for c, videos in enumerate(s._videos):
+            self._table[c, : videos.size] = videos
+        self._pad = np.arange(self._table.shape[1])[None, None, :]  # [1, 1, max n]
+
+    @property
+    def notes(self) -> list[str]:
+        return self.sampler.notes
+
+    def sample(self, step: int, episodes: int | None = None) -> EpisodeIndex:
+        """The episodes of optimiser step ``step`` (``episodes``: fewer, for a last partial step;
+        episode e of a step is the same whatever the count)."""
+        step = _check_count("step", step, 0)
+        e_n = self.episodes_per_step if episodes is None else _check_count("episodes", episodes, 1)
+        s = self.sampler
+        w_n, k_n, need = s.ways, s.shots, s.shots + s.queries
+        rng = np.random.default_rng(np.random.SeedSequence((s.seed, 0xE915, step)))
+        # per episode: W classes = the W smallest of C uniform keys, in key order
+        keys = rng.random((self.episodes_per_step, self._counts.size))[:e_n]  # [E, C]
+        picked = np.argsort(keys, axis=1)[:, :w_n]  # [E, W] class positions
+        # per class: K + Q videos = the smallest keys among its n videos (padding keys = 2 > any)
+        vkeys = rng.random((self.episodes_per_step, w_n, self._table.shape[1]))[:e_n]  # [E, W, max n]
+        vkeys = np.where(self._pad < self._counts[picked][:, :, None], vkeys, 2.0)
+        if need < vkeys.shape[2]:
+            part = np.argpartition(vkeys, need - 1, axis=2)[:, :, :need]  # [E, W, K+Q] unordered
+            order = np.argsort(np.take_along_axis(vkeys, part, axis=2), axis=2)
+            pos = np.take_along_axis(part, order, axis=2)  # [E, W, K+Q] by key
+        else:
+            pos = np.argsort(vkeys, axis=2)[:, :, :need]
+        videos = self._table[picked[:, :, None], pos]  # [E, W, K+Q]
+        views = None, None
+        if self.views > 1:
+            drawn = rng.integers(0, self.views, size=(self.episodes_per_step, w_n * need))[:e_n]
+            views = drawn[:, : w_n * k_n], drawn[:, w_n * k_n:]  # [E, W*K], [E, W*Q]
+        return EpisodeIndex(s._class_array[picked], videos[:, :, :k_n], videos[:, :, k_n:], *views)
+
+
 def _json_default(obj):
     if isinstance(obj, np.integer):
         return int(obj)
@@ -483,6 +581,8 @@ def harmonic_mean(a: float, b: float) -> float:
 
 
 __all__ = [
+    "EpisodeBatcher",
+    "EpisodeIndex",
     "EpisodeSpec",
     "EpisodeSampler",
     "save_episodes",

@@ -110,6 +110,10 @@ def otam_from_dists(dists: Tensor, lbda: float = OTAM_LAMBDA) -> Tensor:
     adds 0 and only merges, so its last cell is one logsumexp over column Ls with multiplicities
     2, ..., 2, 1 (each ``C[l,Ls]`` enters the merges of rows l and l+1, the last row only once).
     The DP runs in units of λ on a ``[Lq, Ls, N]`` layout so each column is contiguous in pairs.
+
+    Leading dims are free (e.g. ``[2, E, Q, W, Lq, Ls]``: both directions of E episodes in one
+    call, the loop still over the T frames only), and no step reduces across pairs, so each
+    pair's value and gradient are bit-identical to a call on that pair alone.
     """
     _check_lambda(lbda)
     *batch, n_q, n_s = dists.shape
@@ -129,26 +133,97 @@ def _logaddexp(a: Tensor, b: Tensor) -> Tensor:
 def _otam_columns(flat: Tensor, n_q: int, n_s: int, lbda: float) -> Tensor:
     """Column sweep of :func:`otam_from_dists` on one block: flat ``[N, Lq*Ls]`` -> ``[N]``.
 
-    Works on g = -C/λ (negated, in units of λ), so every softmin is a plain logaddexp.
+    With gradients it runs as :class:`_OTAMSweep`, whose backward is the DP's own reverse sweep.
+    """
+    if torch.is_grad_enabled() and flat.requires_grad:
+        return _OTAMSweep.apply(flat, n_q, n_s, lbda)
+    return _otam_sweep(flat, n_q, n_s, lbda, for_backward=False)[0]
+
+
+def _otam_sweep(flat: Tensor, n_q: int, n_s: int, lbda: float, for_backward: bool = True):
+    """The forward DP: ``(out [N], g [Lq, Ls, N], lae [Lq, Ls, N], weights [Lq, N])``.
+
+    Works on ``g = -C/λ`` (negated, in units of λ), so every softmin is a plain logaddexp;
+    ``g[:, m]`` is padded column m + 1 (pairs innermost: each column's rows are contiguous runs
+    of pairs). With ``for_backward``: ``lae = g - (-P/λ)``, each cell's merge of its
+    predecessors, and ``weights``, the right pad column's softmax; else None.
     """
     n = flat.shape[0]
-    # neg_p[:, j] is padded column j + 1; a 2-D transpose takes PyTorch's blocked fast path.
-    neg_p = flat.t().contiguous().view(n_q, n_s, n) * (-1.0 / lbda)  # [Lq, Ls, N]
-    top = torch.cumsum(neg_p[0], dim=0)  # [Ls, N]: hard cumulative sum of the top row
-    log2 = flat.new_tensor(math.log(2.0))
-    # Column 1: g[0,1] = -P[0,1]; g[l,1] = -P[l,1] + log(2 + exp(g[l-1,1])).
-    col1 = [neg_p[0, 0]]
+    # one fused kernel per merge on a GPU (launches dominate there); the cheaper formula on CPU
+    lae = torch.logaddexp if flat.device.type == "cuda" else _logaddexp
+    # -P/λ of the real columns; a 2-D transpose takes PyTorch's blocked fast path
+    neg_p = (flat.t().contiguous() * (-1.0 / lbda)).view(n_q, n_s, n)  # [Lq, Ls, N]
+    g = torch.empty_like(neg_p)  # [Lq, Ls, N]
+    neg_cols, g_cols = neg_p.unbind(1), g.unbind(1)  # Ls x [Lq, N]: the loops index lists, not tensors
+    # The top row is the hard cumulative sum: g[0, m] for every column at once.
+    torch.cumsum(neg_p[0], dim=0, out=g[0])
+    log2 = flat.new_full((), math.log(2.0))
+    # Column 1: g[0,1] = -P[0,1]; g[l,1] = -P[l,1] + log(2 + exp(g[l-1,1])) (two zero-pad inputs).
+    g_rows, neg_rows = g_cols[0].unbind(0), neg_cols[0].unbind(0)  # Lq x [N]
     for l in range(1, n_q):
-        col1.append(neg_p[l, 0] + _logaddexp(col1[-1], log2))
-    col = torch.stack(col1)  # [Lq, N]
-    # Columns 2..Ls: diagonal (row above, previous column) and left (same row) moves.
-    for m in range(1, n_s):
-        below_top = neg_p[1:, m] + _logaddexp(col[:-1], col[1:])  # [Lq-1, N]
-        col = torch.cat([top[m : m + 1], below_top])  # [Lq, N]
-    # Right pad column: merge of column Ls with multiplicities 2, ..., 2, 1.
+        torch.add(neg_rows[l], lae(g_rows[l - 1], log2), out=g_rows[l])
+    # Columns 2..Ls below the top row: diagonal and left moves from the previous column.
+    if n_q > 1:
+        for m in range(1, n_s):
+            prev = g_cols[m - 1]
+            torch.add(neg_cols[m][1:], lae(prev[:-1], prev[1:]), out=g_cols[m][1:])
+    # Right pad column: merge of column Ls with multiplicities 2, ..., 2, 1. Summed row by row
+    # rather than by torch.logsumexp / sum(dim=0), whose reduction order depends on N: this way
+    # every pair's value and gradient is the same whatever else shares the call (a batch of
+    # episodes equals its episodes one by one, bit for bit).
     log_mult = torch.full((n_q, 1), math.log(2.0), dtype=flat.dtype, device=flat.device)
     log_mult[-1] = 0.0
-    return torch.logsumexp(col + log_mult, dim=0) * (-lbda)  # [N]
+    merged = g_cols[n_s - 1] + log_mult  # [Lq, N]
+    shift = merged.amax(dim=0)  # [N]
+    terms = torch.exp(merged - shift)  # [Lq, N]
+    total = terms[0].clone()
+    for l in range(1, n_q):
+        total += terms[l]
+    out = (shift + torch.log(total)) * (-lbda)  # [N]
+    if not for_backward:
+        return out, None, None, None
+    return out, g, g - neg_p, terms / total
+
+
+class _OTAMSweep(torch.autograd.Function):
+    """The OTAM DP with its gradient by the reverse sweep (as in soft-DTW): the adjoint of a cell
+    flows to its predecessors weighted by ``exp(g_pred - lae_cell)``, column by column from the
+    right, then down-to-up along column 1 and back along the top row's cumulative sum. The same
+    numbers as autograd through the forward, with about half its kernel launches and no
+    slice-backward buffers: the sweep is most of a from-cache step's overhead. Elementwise across
+    pairs, like the forward."""
+
+    @staticmethod
+    def forward(ctx, flat: Tensor, n_q: int, n_s: int, lbda: float) -> Tensor:
+        out, g, lae, weights = _otam_sweep(flat, n_q, n_s, lbda)
+        ctx.save_for_backward(g, lae, weights)
+        ctx.sizes = (n_q, n_s, lbda)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        g, lae, weights = ctx.saved_tensors
+        n_q, n_s, lbda = ctx.sizes
+        n = grad_out.shape[0]
+        adj = torch.empty_like(g)  # [Lq, Ls, N]: d out / d g
+        adj_cols = adj.unbind(1)  # Ls x [Lq, N]
+        # weight of each move into a cell: exp(g_pred - lae_cell), for every column at once
+        diag = torch.exp(g[:-1, :-1] - lae[1:, 1:]).unbind(1)  # (Ls-1) x [Lq-1, N]
+        left = torch.exp(g[1:, :-1] - lae[1:, 1:]).unbind(1)
+        col = weights * (grad_out * -lbda)  # [Lq, N]: adjoint of column Ls (merge into the pad)
+        for m in range(n_s - 1, 0, -1):
+            adj_cols[m].copy_(col)
+            below = col[1:]  # rows 1.. read the previous column; the top row reads the cumsum
+            col = F.pad(below * diag[m - 1], (0, 0, 0, 1)) + F.pad(below * left[m - 1], (0, 0, 1, 0))
+        rows = list(col.unbind(0))  # column 1: a chain down the rows
+        chain = torch.exp(g[:-1, 0] - lae[1:, 0]).unbind(0)  # (Lq-1) x [N]
+        for l in range(n_q - 1, 0, -1):
+            rows[l - 1] = rows[l - 1] + rows[l] * chain[l - 1]
+        adj_cols[0].copy_(torch.stack(rows))
+        # top row: g[0, m] = Σ_{j <= m} -P[0, j]/λ, so d(-P[0, j]/λ) = Σ_{m >= j} adj[0, m]
+        adj[0] = torch.flip(torch.cumsum(torch.flip(adj[0], [0]), dim=0), [0])
+        grad = (adj * (-1.0 / lbda)).view(n_q * n_s, n).t().contiguous()  # [N, Lq*Ls]
+        return grad, None, None, None
 
 
 def otam_distance(
@@ -202,11 +277,19 @@ SIMILARITIES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 def class_prototypes(support: Tensor, support_labels: Tensor, ways: int) -> Tensor:
     """Per-frame mean of the shots of each class (CLIP-FSAR convention).
 
-    support ``[S, T, D]``, support_labels ``[S]`` in 0..ways-1 -> ``[W, T, D]``.
+    support ``[S, T, D]``, support_labels ``[S]`` in 0..ways-1 -> ``[W, T, D]``; or a batch of
+    episodes: ``[E, S, T, D]``, ``[E, S]`` -> ``[E, W, T, D]``. One episode's labels are checked
+    (every class needs a shot); a batch's are not (the trainer builds them, class-major and
+    complete), which keeps a training step free of device-to-host syncs.
     """
-    one_hot = _class_one_hot(support_labels, ways).to(support.dtype)  # [W, S]
-    sums = torch.einsum("ws,std->wtd", one_hot, support)
-    return sums / one_hot.sum(dim=1)[:, None, None]  # [W, T, D]
+    if support_labels.dim() == 1:
+        one_hot = _class_one_hot(support_labels, ways).to(support.dtype)  # [W, S]
+        sums = torch.einsum("ws,std->wtd", one_hot, support)
+        return sums / one_hot.sum(dim=1)[:, None, None]  # [W, T, D]
+    classes = torch.arange(ways, device=support_labels.device)
+    one_hot = (support_labels[..., None, :] == classes[:, None]).to(support.dtype)  # [E, W, S]
+    sums = torch.einsum("...ws,...std->...wtd", one_hot, support)
+    return sums / one_hot.sum(dim=-1)[..., None, None]  # [E, W, T, D]
 
 
 def prototype_scores(
@@ -221,6 +304,11 @@ def prototype_scores(
     if metric not in SIMILARITIES:
         raise InputError(f"unknown metric {metric!r}; choose one of {sorted(SIMILARITIES)}")
     return SIMILARITIES[metric](query, class_prototypes(support, support_labels, ways))
+
+
+def check_support_labels(support_labels: Tensor, ways: int) -> None:
+    """Raise :class:`InputError` unless ``support_labels [S]`` lie in 0..ways-1 and cover every class."""
+    _class_one_hot(support_labels, ways)
 
 
 def _class_one_hot(labels: Tensor, ways: int) -> Tensor:
@@ -334,6 +422,7 @@ __all__ = [
     "SIMILARITIES",
     "TRX",
     "bimhm_distance",
+    "check_support_labels",
     "class_prototypes",
     "frame_cosine",
     "mean_pool_similarity",

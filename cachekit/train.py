@@ -13,9 +13,9 @@ describe the run in ``run.json`` (:mod:`.runs`). ``splits.json`` records the res
 video key and class, so that ``eval --run`` scores the run on its own test split and refuses
 evaluation sets it trained or selected on.
 
-A run is deterministic given its seed: episode ``i`` and batch ``j`` are functions of (seed,
-i / j), and the torch RNG (dropout, template draws) is saved with each checkpoint, so ``resume``
-continues to the same weights a straight run reaches.
+A run is deterministic given its seed: the episodes of step ``s`` and batch ``j`` are functions
+of (seed, s / j), and the torch RNG (dropout, template draws) is saved with each checkpoint, so
+``resume`` continues to the same weights a straight run reaches.
 
 A method whose ``needs.backbone`` is set is given the frozen encoder of the store's cache key;
 every other method gets a :class:`~cachekit.runs.DeferredEncoder` that is never loaded.

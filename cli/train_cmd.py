@@ -20,7 +20,8 @@ import click
               help="Episodic: support videos per class [1]. All-way: training videos per class [all].")
 @click.option("--queries", default=5, show_default=True, help="Episodic: training queries per class.")
 @click.option("--episodes", default=10000, show_default=True, help="Episodic: training episodes.")
-@click.option("--episodes-per-step", default=1, show_default=True, help="Episodic: episodes per optimiser step.")
+@click.option("--episodes-per-step", default=1, show_default=True, help="Episodic: episodes per optimiser step, drawn together and run "
+              "through the method as one batch (8-32: several times the episodes per second).")
 @click.option("--epochs", default=10, show_default=True, help="All-way: passes over the training videos.")
 @click.option("--batch-size", default=32, show_default=True, help="All-way: videos per step.")
 @click.option("--lr", default=1e-4, show_default=True, help="AdamW peak learning rate.")

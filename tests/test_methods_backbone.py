@@ -405,6 +405,28 @@ def test_store_tokens_and_decoded_frames_agree_and_train(tiny_store, tiny_encode
     check_frozen_untouched(tiny_encoder, lambda: train_step(mask, lambda: mask.video_loss(batch, text)))
 
 
+def test_resident_tokens_equal_the_cached_ones(tiny_store, tiny_encoder):
+    """Tokens a from-block method reads stay resident for training, in host memory when the
+    device budget is exceeded, or are read from the store per step when the host's is too:
+    each way a batch holds the cached tokens of its videos (as CacheData reads them)."""
+    from cachekit.batches import CacheData
+    from cachekit.cache import FeatureCache
+    from cachekit.resident import ResidentFeatures
+
+    m = build_method("ez_clip", {"from_block": 2}, tiny_encoder.info, T, tiny_encoder)
+    with FeatureCache(tiny_store) as cache:
+        data = CacheData(cache, m.needs, encoder=tiny_encoder)
+        want = data.batch([1, 0, 1]).tokens[2]  # [3, T, N+1, W]
+        idx = torch.tensor([[1, 0, 1]])  # [E=1, 3]
+        for budget, host_budget, streamed in ((None, None, ()), (0, None, ()), (0, 0, (2,))):
+            feats = ResidentFeatures.load(data, [0, 1], budget=budget, host_budget=host_budget)
+            assert feats.streamed_tokens == streamed and feats.resident is (budget is None)
+            got = feats.gather(idx).tokens[2]  # [1, 3, T, N+1, W]
+            torch.testing.assert_close(got[0], want, rtol=0, atol=0)
+            if streamed:
+                assert any("read" in n and "from the store" in n for n in feats.notes)
+
+
 # --------------------------------------------------------------------------- paper counts (real shapes)
 def vit_b(name: str):
     import open_clip

@@ -139,9 +139,19 @@ def test_tpcm_support_and_query_branches_follow_eqs_9_to_12():
 def test_clip_fsar_support_attends_over_frames_and_class_text():
     """Supports: the class text appended as token T+1, self-attention over T+1 tokens, first T kept."""
     m = build_method("clip_fsar", {"ffn_dim": 64}, SMALL, 8).eval()
-    feats, text = torch.randn(3, 8, 32), torch.randn(3, 32)
+    feats, text, query = torch.randn(3, 8, 32), torch.randn(3, 32), torch.randn(4, 8, 32)
     x = torch.cat([feats, text[:, None]], 1)
-    torch.testing.assert_close(m._support(feats, text), m.transformer(x, x)[:, :8])
+    support, q = m.transformer.joint(feats, x, query)  # both branches in one call (padded, masked keys)
+    torch.testing.assert_close(support, m.transformer(x, x)[:, :8])
+    torch.testing.assert_close(q, m.transformer(query, query))
+
+
+def test_tpcm_both_branches_in_one_call_equal_two_calls():
+    tpcm = TPCM(32, heads=4, ffn_dim=64).eval()
+    feats, text, query = torch.randn(3, 8, 32), torch.randn(3, 32), torch.randn(5, 8, 32)
+    support, q = tpcm.both(feats, text, query)
+    torch.testing.assert_close(support, tpcm.support(feats, text))
+    torch.testing.assert_close(q, tpcm.query(query))
 
 
 def test_templates_random_per_video_in_training_mean_at_test():

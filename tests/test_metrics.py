@@ -138,6 +138,17 @@ def test_fast_otam_gradient_equals_cell_by_cell():
     torch.testing.assert_close(g_fast, g_cells, atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("n_q,n_s", [(1, 1), (1, 5), (5, 1), (2, 2), (3, 7), (8, 8)])
+def test_otam_reverse_sweep_gradient_equals_autograd_cell_by_cell(n_q, n_s):
+    """The DP's hand-written backward (reverse sweep) against autograd through the cell-by-cell
+    recursion, on every edge shape (one query frame, one support frame)."""
+    dists = _rand_dists(4, n_q, n_s, seed=n_q * 10 + n_s, dtype=torch.float64).requires_grad_()
+    weights = _rand_dists(4, seed=5, dtype=torch.float64)
+    (g_fast,) = torch.autograd.grad((otam_from_dists(dists, 0.3) * weights).sum(), dists)
+    (g_cells,) = torch.autograd.grad((otam_reference(dists, 0.3) * weights).sum(), dists)
+    torch.testing.assert_close(g_fast, g_cells, atol=1e-12, rtol=1e-10)
+
+
 def test_otam_blocks_and_leading_dims(monkeypatch):
     dists = _rand_dists(3, 7, 6, 5, seed=11)
     whole = otam_from_dists(dists)
@@ -235,6 +246,39 @@ def test_symmetric_otam_is_mean_of_both_directions():
         otam_distance(q_short, s, symmetric=False) + otam_distance(s, q_short, symmetric=False).T
     ) / 2
     torch.testing.assert_close(otam_distance(q_short, s), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_otam_over_a_batch_of_episodes_equals_episode_by_episode(dtype):
+    """Training sends E episodes through one DP call, [2, E, Q, W, T, T] (both directions): values
+    and gradients equal E separate calls exactly (the DP is elementwise across pairs)."""
+    e_n, q_n, w_n, t = 6, 5, 5, 8
+    dists = _rand_dists(2, e_n, q_n, w_n * t, t, seed=21, dtype=dtype).reshape(2, e_n, q_n, w_n, t, t)
+    weights = _rand_dists(e_n, q_n, w_n, 1, 1, seed=22, dtype=dtype)[..., 0, 0]  # a loss that mixes pairs
+    batched = dists.clone().requires_grad_()
+    value = otam_from_dists(batched, 0.5).sum(dim=0)  # [E, Q, W]
+    (grad,) = torch.autograd.grad((value * weights).sum(), batched)
+    for e in range(e_n):
+        one = dists[:, e].clone().requires_grad_()
+        v = otam_from_dists(one, 0.5).sum(dim=0)  # [Q, W]
+        (g,) = torch.autograd.grad((v * weights[e]).sum(), one)
+        torch.testing.assert_close(value[e].detach(), v, atol=0, rtol=0)
+        torch.testing.assert_close(grad[:, e], g, atol=0, rtol=0)
+
+
+def test_otam_distance_over_a_batch_of_episodes():
+    """otam_distance on [E, Q, T, D] x [E, W, T, D] equals the per-episode calls, gradients too."""
+    q = _frames(4, 5, 8, 16, seed=23).requires_grad_()  # [E, Q, T, D]
+    s = _frames(4, 5, 8, 16, seed=24).requires_grad_()  # [E, W, T, D]
+    batched = otam_distance(q, s)  # [E, Q, W]
+    gq, gs = torch.autograd.grad(batched.sum(), (q, s))
+    for e in range(4):
+        qe, se = q[e].detach().requires_grad_(), s[e].detach().requires_grad_()
+        one = otam_distance(qe, se)
+        gqe, gse = torch.autograd.grad(one.sum(), (qe, se))
+        torch.testing.assert_close(batched[e].detach(), one.detach())
+        torch.testing.assert_close(gq[e], gqe)
+        torch.testing.assert_close(gs[e], gse)
 
 
 def test_otam_distance_gradients_flow():

@@ -185,6 +185,59 @@ def test_resume_reaches_the_same_weights(motion_store, tmp_path):
     assert [h["val_accuracy"] for h in straight.history] == [h["val_accuracy"] for h in resumed.history]
 
 
+def test_resume_with_several_episodes_per_step_reaches_the_same_weights(motion_store, tmp_path):
+    """Episodes drawn per step from (seed, step) and run as one batch: a resumed run still lands on
+    the straight run's weights bit for bit."""
+    from safetensors.torch import load_file
+
+    cfg = TrainConfig(ways=3, episodes=22, episodes_per_step=4, val_episodes=10, val_every=2, lr=1e-3, seed=2)
+    opts = {"ffn_dim": 64}
+    straight = train(motion_store, tmp_path / "a", "clip_fsar", opts, cfg, progress=False)
+    assert straight.steps == 6  # the last step holds the 2 remaining episodes
+    train(motion_store, tmp_path / "b", "clip_fsar", opts, cfg, progress=False, stop_after=3)
+    resumed = train(motion_store, tmp_path / "b", "clip_fsar", opts, cfg, resume=True, progress=False)
+    a, b = load_file(str(tmp_path / "a" / "last.safetensors")), load_file(str(tmp_path / "b" / "last.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert [h["val_accuracy"] for h in straight.history] == [h["val_accuracy"] for h in resumed.history]
+
+
+def test_ma_fsar_learns_with_a_batch_of_episodes_per_step(motion_store, tmp_path):
+    cfg = TrainConfig(**{**QUICK, "episodes": 160, "episodes_per_step": 4})
+    r = train(motion_store, tmp_path / "run", "ma_fsar", {"alpha": 0.0, "ffn_dim": 256}, cfg, progress=False)
+    assert r.steps == 40 and losses(r)[-1] < 0.9 * losses(r)[0]
+    assert r.best_val_accuracy > 70.0
+
+
+def test_resident_features_gather_what_the_cache_holds(motion_store):
+    """Resident (on the device) or not (budget 0: host memory, copied per step), the features of
+    an episode batch are the cached arrays of its videos."""
+    from cachekit.batches import CacheData
+    from cachekit.cache import FeatureCache
+    from cachekit.episodes import EpisodeBatcher
+    from cachekit.methods.base import CacheNeeds
+    from cachekit.resident import ResidentFeatures, episode_batch
+
+    with FeatureCache(motion_store) as cache:
+        data = CacheData(cache, CacheNeeds(emb=True, cls=True, text=True))
+        train_idx = cache.splits()["train"].indices
+        index = EpisodeBatcher(cache.labels, train_idx, 3, 2, 2, episodes_per_step=5, seed=1).sample(3)
+        for budget, resident in ((None, True), (0, False)):
+            feats = ResidentFeatures.load(data, train_idx, budget=budget)
+            assert feats.resident is resident and bool(feats.notes) is not resident
+            if not resident:
+                assert "do not fit" in feats.notes[0]
+            batch = episode_batch(feats, index)
+            want = data.batch(index.support.reshape(-1))  # view 0, one video after another
+            torch.testing.assert_close(batch.support.emb.flatten(0, 1), want.emb, rtol=0, atol=0)
+            torch.testing.assert_close(batch.support.cls.flatten(0, 1), want.cls, rtol=0, atol=0)
+            assert batch.query.emb.shape == (5, 6, FRAMES, cache.model_info.embed_dim)
+            assert torch.equal(batch.class_ids, torch.from_numpy(index.class_ids))
+            torch.testing.assert_close(batch.text, data.text[batch.class_ids], rtol=0, atol=0)
+            assert torch.equal(batch.query.labels, torch.from_numpy(index.class_ids).repeat_interleave(2, dim=1))
+            assert batch.support_labels.tolist() == [[0, 0, 1, 1, 2, 2]] * 5
+
+
 def test_run_directory_rebuilds_the_method_and_guards_it(motion_store, tmp_path):
     from cachekit.cache import FeatureCache
     from cachekit.runs import load_run, read_run

@@ -63,6 +63,56 @@ class Episode:
         return int(self.class_ids.shape[0])
 
 
+@dataclass
+class EpisodeBatch:
+    """E episodes of one shape (W ways, K shots, Q queries per class) stacked on a leading axis.
+
+    ``support`` and ``query`` are :class:`VideoBatch` es whose tensors carry the episode axis
+    first: ``index``/``labels`` ``[E, W*K]``, ``emb`` ``[E, W*K, T, D']``, ``cls``
+    ``[E, W*K, T, W']``, ``tokens`` ``{L: [E, W*K, T, N+1, W']}`` (queries: ``W*Q``). Supports
+    and queries are class-major in every episode, as in :class:`Episode`.
+    """
+
+    support: VideoBatch  # [E, W*K, ...]
+    query: VideoBatch  # [E, W*Q, ...]
+    support_labels: torch.Tensor  # [E, W*K] episode-local labels 0..W-1
+    query_labels: torch.Tensor  # [E, W*Q]
+    class_ids: torch.Tensor  # [E, W] global class ids
+    text: torch.Tensor | None = None  # [E, W, P, D']
+
+    def __len__(self) -> int:
+        return int(self.class_ids.shape[0])
+
+    @property
+    def ways(self) -> int:
+        return int(self.class_ids.shape[1])
+
+    @staticmethod
+    def _slice(b: VideoBatch, e: int) -> VideoBatch:
+        return VideoBatch(index=b.index[e], labels=b.labels[e],
+                          emb=None if b.emb is None else b.emb[e], cls=None if b.cls is None else b.cls[e],
+                          tokens={k: v[e] for k, v in b.tokens.items()},
+                          pixels=None if b.pixels is None else b.pixels[e])
+
+    def episode(self, e: int) -> Episode:
+        """Episode ``e`` alone (views into the batch's tensors)."""
+        return Episode(support=self._slice(self.support, e), query=self._slice(self.query, e),
+                       support_labels=self.support_labels[e], query_labels=self.query_labels[e],
+                       class_ids=self.class_ids[e], text=None if self.text is None else self.text[e])
+
+    @classmethod
+    def of(cls, ep: Episode) -> "EpisodeBatch":
+        """One episode as a batch of E = 1 (views, no copies)."""
+        def one(b: VideoBatch) -> VideoBatch:
+            return VideoBatch(index=b.index[None], labels=b.labels[None],
+                              emb=None if b.emb is None else b.emb[None], cls=None if b.cls is None else b.cls[None],
+                              tokens={k: v[None] for k, v in b.tokens.items()},
+                              pixels=None if b.pixels is None else b.pixels[None])
+        return cls(support=one(ep.support), query=one(ep.query), support_labels=ep.support_labels[None],
+                   query_labels=ep.query_labels[None], class_ids=ep.class_ids[None],
+                   text=None if ep.text is None else ep.text[None])
+
+
 class Method(nn.Module):
     """Base class. Subclasses set ``needs`` and implement the protocol(s) they support.
 
@@ -80,7 +130,8 @@ class Method(nn.Module):
       a head over the fixed class set it was trained on; ``"episode"``: queries against an
       episode's supports.
     - ``batched_episodes``: :meth:`episodes_logits` scores a chunk of episodes from the whole
-      embedding table at once. ``uses_support``: episodic scores depend on the support videos
+      embedding table at once (evaluation). ``batched_training``: :meth:`episode_batch_loss` runs a
+      training step's episodes as one batch (:mod:`cachekit.resident`). ``uses_support``: episodic scores depend on the support videos
       (False: 5-way zero-shot). ``can_index``: :meth:`support_features` / :meth:`query_features`
       give features a prototype index (``clipcache index``) can hold.
     """
@@ -91,6 +142,10 @@ class Method(nn.Module):
     batched_episodes: ClassVar[bool] = False
     uses_support: ClassVar[bool] = True
     can_index: ClassVar[bool] = True
+    batched_training: ClassVar[bool] = False
+    """True: :meth:`episode_batch_loss` runs E episodes through one forward (the trainer sends a
+    step's episodes at once). False: the defaults loop over :meth:`episode_loss`, and the trainer
+    calls it episode by episode with a backward after each (memory of one episode)."""
 
     def __init__(self, info: ModelInfo, frames: int, needs: CacheNeeds, display_name: str):
         super().__init__()
@@ -144,6 +199,16 @@ class Method(nn.Module):
         """Many episodes at once (``batched_episodes``): emb ``[V, T, D']``, text ``[C, P, D']`` or
         None, class_ids ``[E, W]``, support ``[E, W, K]``, query ``[E, W, Q]`` -> ``[E, W*Q, W]``."""
         raise NotImplementedError(f"{self.name} scores one episode at a time (batched_episodes is False)")
+
+    def episode_batch_logits(self, batch: EpisodeBatch) -> torch.Tensor:  # [E, W*Q, W]
+        """Logits of E episodes at once; default: :meth:`episode_logits` episode by episode."""
+        return torch.stack([self.episode_logits(batch.episode(e)) for e in range(len(batch))])
+
+    def episode_batch_loss(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean of the E episodes' losses, logits ``[E, W*Q, W]``); default: :meth:`episode_loss`
+        episode by episode. With E = 1 it equals :meth:`episode_loss` of that episode."""
+        losses, logits = zip(*(self.episode_loss(batch.episode(e)) for e in range(len(batch))))
+        return torch.stack(losses).mean(), torch.stack(logits)
 
     # all-way / zero-shot protocol
     def fit_support(self, emb: torch.Tensor, labels: torch.Tensor, class_ids) -> None:

@@ -38,8 +38,8 @@ from torch import Tensor, nn
 
 from ..encoder import ModelInfo
 from ..errors import InputError
-from ..metrics import class_prototypes, frame_cosine, otam_from_dists
-from .base import CacheNeeds, Episode, Method
+from ..metrics import check_support_labels, class_prototypes, frame_cosine, otam_from_dists
+from .base import CacheNeeds, Episode, EpisodeBatch, Method
 from .ma_fsar import CLIP_LOGIT_SCALE, PrototypeAttention
 
 DESCRIPTION = "CLIP-FSAR head: temporal transformer with text-token prototypes, bidirectional OTAM, class-text CE"
@@ -76,15 +76,21 @@ class Config:
 
 
 def _cos_eps(a: Tensor, b: Tensor, eps: float = 0.01) -> Tensor:
-    """``a·b / (|a||b| + eps)``: a ``[B, D]``, b ``[W, D]`` -> ``[B, W]`` (CLIP-FSAR's cos_sim)."""
-    return (a @ b.t()) / (a.norm(dim=-1)[:, None] * b.norm(dim=-1)[None, :] + eps)
+    """``a·b / (|a||b| + eps)``: a ``[..., B, D]``, b ``[..., W, D]`` -> ``[..., B, W]`` (CLIP-FSAR's cos_sim)."""
+    return (a @ b.transpose(-1, -2)) / (a.norm(dim=-1)[..., :, None] * b.norm(dim=-1)[..., None, :] + eps)
 
 
 class CLIPFSARHead(Method):
-    """CLIP-FSAR's few-shot head on cached frame and class-text embeddings."""
+    """CLIP-FSAR's few-shot head on cached frame and class-text embeddings.
+
+    Every path runs on a batch of E episodes (one episode is E = 1): the videos of all episodes
+    go through the transformer together and OTAM runs on all (query, prototype) pairs and both
+    directions in one call.
+    """
 
     name = "clip_fsar"
     protocols = ("episodic",)
+    batched_training = True
 
     def __init__(self, cfg: Config, info: ModelInfo, frames: int):
         super().__init__(info, frames, CacheNeeds(emb=True, text=True), DISPLAY_NAME)
@@ -94,56 +100,72 @@ class CLIPFSARHead(Method):
                                               attn_dropout=cfg.attn_dropout)
         self.class_scale = nn.Parameter(torch.tensor(1.0))
 
-    def _support(self, feats: Tensor, text: Tensor) -> Tensor:
-        """feats ``[S, T, D]``, own-class text ``[S, D]`` -> ``[S, T, D]`` (text as token T+1)."""
-        x = torch.cat([feats, text[:, None]], dim=1)  # [S, T+1, D]
-        return self.transformer(feats, x)  # the first T outputs of self-attention over T+1 tokens
-
-    def _forward(self, ep: Episode) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """-> distances ``[Q, W]``, class text ``[W, D]``, transformed supports ``[S, T, D]`` and queries."""
-        if ep.text is None:
+    def _forward(self, batch: EpisodeBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """-> distances ``[E, Q, W]``, class text ``[E, W, D]``, transformed supports
+        ``[E, S, T, D]`` (``[E, W, T, D]`` with ``merge_before``) and queries ``[E, Q, T, D]``."""
+        if batch.text is None:
             raise InputError("clip_fsar needs class text embeddings in the store (re-run extract)")
-        text = ep.text.mean(dim=1)  # [W, D]
-        ways = ep.ways
-        query = self.transformer(ep.query.emb, ep.query.emb)  # [Q, T, D]
+        text = batch.text.mean(dim=2)  # [E, W, D]
+        ways = batch.ways
+        s_emb, q_emb = batch.support.emb, batch.query.emb  # [E, S, T, D], [E, Q, T, D]
         if self.cfg.merge_before:
-            merged = class_prototypes(ep.support.emb, ep.support_labels, ways)  # [W, T, D]
-            support = protos = self._support(merged, text)  # [W, T, D]
+            feats = class_prototypes(s_emb, batch.support_labels, ways)  # [E, W, T, D]
+            own = text  # [E, W, D]
         else:
-            support = self._support(ep.support.emb, text[ep.support_labels])  # [S, T, D]
-            protos = class_prototypes(support, ep.support_labels, ways)  # [W, T, D]
-        dists = 1.0 - frame_cosine(query, protos)  # [Q, W, T, T]
-        both = torch.stack([dists, dists.transpose(-1, -2)])  # [2, Q, W, T, T]
-        d = otam_from_dists(both, self.cfg.otam_lambda).sum(dim=0)  # [Q, W]
+            feats = s_emb  # [E, S, T, D]
+            own = text.gather(1, batch.support_labels[..., None].expand(-1, -1, text.shape[-1]))  # [E, S, D]
+        # supports: self-attention over T frames + the class text token (first T kept); queries:
+        # over their T frames; both in one call of the shared transformer
+        kv = torch.cat([feats, own[:, :, None]], dim=2).flatten(0, 1)  # [E*S, T+1, D]
+        support, query = self.transformer.joint(feats.flatten(0, 1), kv, q_emb.flatten(0, 1))
+        support, query = support.view_as(feats), query.view_as(q_emb)  # [E, S|W, T, D], [E, Q, T, D]
+        protos = support if self.cfg.merge_before else class_prototypes(support, batch.support_labels, ways)
+        dists = 1.0 - frame_cosine(query, protos)  # [E, Q, W, T, T]
+        both = torch.stack([dists, dists.transpose(-1, -2)])  # [2, E, Q, W, T, T]
+        d = otam_from_dists(both, self.cfg.otam_lambda).sum(dim=0)  # [E, Q, W]
         return d, text, support, query
 
-    def episode_logits(self, ep: Episode) -> Tensor:  # [W*Q, W]
-        d, text, _, _ = self._forward(ep)
+    def _one(self, ep: Episode) -> EpisodeBatch:
+        if ep.support.emb is not None and ep.support_labels.numel():
+            check_support_labels(ep.support_labels, ep.ways)
+        return EpisodeBatch.of(ep)
+
+    def episode_batch_logits(self, batch: EpisodeBatch) -> Tensor:  # [E, W*Q, W]
+        d, text, _, _ = self._forward(batch)
         if not self.cfg.combine:
             return -d
-        q = F.normalize(ep.query.emb.mean(dim=1), dim=-1)  # [Q, D]
-        p_text = F.log_softmax(CLIP_LOGIT_SCALE * q @ F.normalize(text, dim=-1).t(), dim=-1)
+        q = F.normalize(batch.query.emb.mean(dim=2), dim=-1)  # [E, Q, D]
+        p_text = F.log_softmax(CLIP_LOGIT_SCALE * q @ F.normalize(text, dim=-1).transpose(-1, -2), dim=-1)
         return 0.9 * p_text + 0.1 * F.log_softmax((8.0 - d) / 8.0, dim=-1)
+
+    def episode_logits(self, ep: Episode) -> Tensor:  # [W*Q, W]
+        return self.episode_batch_logits(self._one(ep))[0]
 
     def prototype_metric(self) -> None:
         """Scores are the head's own (transformer, text token, OTAM): see ``score_supports``."""
         return None
 
-    def episode_loss(self, ep: Episode) -> tuple[Tensor, Tensor]:
-        d, text, support, query = self._forward(ep)
-        logits = -d
-        loss = F.cross_entropy(logits, ep.query_labels)
+    def episode_batch_loss(self, batch: EpisodeBatch) -> tuple[Tensor, Tensor]:
+        """(loss averaged over the E episodes, logits ``[E, W*Q, W]``)."""
+        d, text, support, query = self._forward(batch)
+        logits = -d  # [E, Q, W]
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.query_labels.flatten())
         if self.cfg.class_weight > 0:
             if self.cfg.class_loss_on == "head":
-                feats = torch.cat([support, query]).mean(dim=1)  # [S+Q, D] (or [W+Q] merged)
-                s_labels = torch.arange(ep.ways, device=d.device) if self.cfg.merge_before else ep.support_labels
+                feats = torch.cat([support, query], dim=1).mean(dim=2)  # [E, S+Q, D] (or [E, W+Q] merged)
+                s_labels = (torch.arange(batch.ways, device=d.device).expand(len(batch), -1)
+                            if self.cfg.merge_before else batch.support_labels)
             else:
-                feats = torch.cat([ep.support.emb, ep.query.emb]).mean(dim=1)
-                s_labels = ep.support_labels
-            labels = torch.cat([s_labels, ep.query_labels])
-            class_logits = self.class_scale * _cos_eps(feats, text)  # [S+Q, W]
-            loss = loss + self.cfg.class_weight * F.cross_entropy(class_logits, labels)
+                feats = torch.cat([batch.support.emb, batch.query.emb], dim=1).mean(dim=2)
+                s_labels = batch.support_labels
+            labels = torch.cat([s_labels, batch.query_labels], dim=1)  # [E, S+Q]
+            class_logits = self.class_scale * _cos_eps(feats, text)  # [E, S+Q, W]
+            loss = loss + self.cfg.class_weight * F.cross_entropy(class_logits.flatten(0, 1), labels.flatten())
         return loss, logits
+
+    def episode_loss(self, ep: Episode) -> tuple[Tensor, Tensor]:
+        loss, logits = self.episode_batch_loss(self._one(ep))
+        return loss, logits[0]
 
 
 def build(cfg: Config, info: ModelInfo, frames: int, backbone=None) -> Method:

@@ -75,7 +75,8 @@ class LinearProbe(Method):
             self.bias.zero_()
 
     def video_logits(self, batch: VideoBatch, text: Tensor) -> Tensor:
-        """batch.emb ``[B, T, D']``, text ``[C, P, D']`` -> ``[B, C]``."""
+        """batch.emb ``[B, T, D']``, text ``[C, P, D']`` -> ``[B, C]``; leading axes pass through
+        (``[E, B, T, D']`` -> ``[E, B, C]``: the videos of E episodes at once)."""
         classes = text.shape[0]
         if is_lazy(self.weight):
             self._materialise(classes, text.device)
@@ -87,7 +88,7 @@ class LinearProbe(Method):
                 f"the linear probe was trained on {self.weight.shape[0]} classes; got text for {classes} "
                 "(a probe classifies its own class set only)"
             )
-        v = F.normalize(batch.emb.mean(dim=1), dim=-1)  # [B, D']
+        v = F.normalize(batch.emb.mean(dim=-2), dim=-1)  # [..., B, D']
         return self.cfg.scale * v @ self.weight.t() + self.bias
 
 

@@ -52,8 +52,8 @@ from torch import Tensor, nn
 
 from ..encoder import ModelInfo
 from ..errors import InputError
-from ..metrics import SIMILARITIES, TRX, class_prototypes
-from .base import CacheNeeds, Episode, Method
+from ..metrics import SIMILARITIES, TRX, check_support_labels, class_prototypes
+from .base import CacheNeeds, Episode, EpisodeBatch, Method
 
 DESCRIPTION = "MA-FSAR: text-guided prototypes (TPCM) + OTAM + video-text losses; tpcm trains from the cache"
 DISPLAY_NAME = "MA-FSAR (TPCM only, frozen encoder)"
@@ -142,16 +142,40 @@ class PrototypeAttention(nn.Module):
         b, t, d = x.shape
         return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)
 
-    def forward(self, q: Tensor, kv: Tensor) -> Tensor:
-        """q ``[B, Tq, D]``, kv ``[B, Tk, D]`` -> ``[B, Tq, D]``."""
+    def forward(self, q: Tensor, kv: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        """q ``[B, Tq, D]``, kv ``[B, Tk, D]`` -> ``[B, Tq, D]``; ``key_mask`` ``[B, Tk]``
+        (True = a real key; None: all are) keeps padding keys out of the attention."""
         nq, nkv = self.norm(q), self.norm(kv)
         att = F.scaled_dot_product_attention(
             self._split(self.q_proj(nq)), self._split(self.k_proj(nkv)), self._split(self.v_proj(nkv)),
+            attn_mask=None if key_mask is None else key_mask[:, None, None, :],
             dropout_p=self.attn_dropout if self.training else 0.0,
         )  # [B, h, Tq, D/h]
         att = att.transpose(1, 2).reshape(q.shape)  # [B, Tq, D]
         x = q + self.drop(self.out_proj(att))
         return x + self.ffn(self.ffn_norm(x))
+
+
+    def joint(self, support_q: Tensor, support_kv: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
+        """Both branches in one call of the shared layer: supports ``[S, T, D]`` attending over
+        ``support_kv [S, T+e, D]`` (T frames and e extra tokens, e.g. the class text) and queries
+        ``[Q, T, D]`` attending over themselves -> ``([S, T, D], [Q, T, D])``.
+
+        The queries' keys are padded with e masked tokens, so the numbers are those of two calls;
+        one call means one set of larger matrix products and no summing of two weight gradients
+        in the backward (the two calls of a shared layer cost both, on the step's critical path).
+        """
+        s_n, t = support_q.shape[:2]
+        extra = support_kv.shape[1] - t
+        if extra == 0:
+            out = self(torch.cat([support_q, query]), torch.cat([support_kv, query]))
+            return out[:s_n], out[s_n:]
+        pad = query.new_zeros(query.shape[0], extra, query.shape[2])  # [Q, e, D]
+        kv = torch.cat([support_kv, torch.cat([query, pad], dim=1)])  # [S+Q, T+e, D]
+        mask = torch.ones(kv.shape[:2], dtype=torch.bool, device=kv.device)  # [S+Q, T+e]
+        mask[s_n:, t:] = False  # the queries' pad keys
+        out = self(torch.cat([support_q, query]), kv, mask)  # [S+Q, T, D]
+        return out[:s_n], out[s_n:]
 
 
 class TPCM(nn.Module):
@@ -172,17 +196,29 @@ class TPCM(nn.Module):
         """feats ``[Q, T, D]`` -> ``[Q, T, D]`` (self-attention, no text)."""
         return self.layer(feats, feats)
 
+    def both(self, support: Tensor, text: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`support` and :meth:`query` in one call of the layer (``PrototypeAttention.joint``)."""
+        q = support + text[:, None]  # [S, T, D]  Eq. 9
+        kv = torch.cat([support, text[:, None]], dim=1)  # [S, T+1, D]  Eq. 10
+        return self.layer.joint(q, kv, query)  # Eqs. 11-12, both branches
+
 
 def pick_templates(text: Tensor, videos: int, training: bool) -> Tensor:
-    """Class text each video is compared with: ``text [W, P, D]`` -> ``[videos, W, D]``.
+    """Class text each video is compared with: ``text [W, P, D]`` -> ``[videos, W, D]``, or per
+    episode of a batch: ``[E, W, P, D]`` -> ``[E, videos, W, D]``.
 
     Training: one of the P templates at random per video (the same template for all W classes
-    of that video); evaluation: the mean of the P template embeddings (§4.5).
+    of that video); evaluation: the mean of the P template embeddings (§4.5). A batch draws its
+    E·videos templates in one call, so E = 1 draws what one episode does.
     """
-    if training and text.shape[1] > 1:
-        pick = torch.randint(text.shape[1], (videos,), device=text.device)  # [videos]
-        return text[:, pick].transpose(0, 1)  # [videos, W, D]
-    return text.mean(dim=1).expand(videos, -1, -1)  # [videos, W, D]
+    if text.dim() == 3:
+        return pick_templates(text[None], videos, training)[0]
+    e_n, p_n = text.shape[0], text.shape[2]
+    if training and p_n > 1:
+        pick = torch.randint(p_n, (e_n * videos,), device=text.device).view(e_n, videos)  # [E, videos]
+        episode = torch.arange(e_n, device=text.device)[:, None]  # [E, 1]
+        return text.transpose(1, 2)[episode, pick]  # [E, videos, W, D]
+    return text.mean(dim=2)[:, None].expand(-1, videos, -1, -1)  # [E, videos, W, D]
 
 
 def text_logits(video: Tensor, text: Tensor, scale: float) -> Tensor:
@@ -217,9 +253,12 @@ def fuse_prediction(q2t: Tensor, q2s: Tensor, alpha: float) -> Tensor:
 class TPCMHead(nn.Module):
     """TPCM + metric + text branch on per-frame features, for any encoder (frozen or adapted).
 
-    :meth:`forward` takes the frame features of an episode's supports ``[W*K, T, D]`` and queries
-    ``[W*Q, T, D]``, the episode-local labels and the class text ``[W, P, D]``, and returns
-    ``(loss, log p)`` with ``log p [W*Q, W]`` (Eq. 17).
+    :meth:`forward` takes the frame features of E episodes' supports ``[E, W*K, T, D]`` and
+    queries ``[E, W*Q, T, D]``, the episode-local labels ``[E, W*K]``, ``[E, W*Q]`` and the
+    class text ``[E, W, P, D]``, and returns ``(loss, log p)`` with ``log p [E, W*Q, W]``
+    (Eq. 17) and the loss averaged over episodes. One episode (no E axis) gives ``[W*Q, W]``.
+    Videos of all episodes go through TPCM together, and the metric runs on all (query,
+    prototype) pairs of the batch in one call.
     """
 
     def __init__(self, cfg: Config, dim: int, frames: int):
@@ -232,25 +271,38 @@ class TPCMHead(nn.Module):
         self.trx = TRX(dim, frames) if cfg.metric == "trx" else None
 
     def q2s_logits(self, support: Tensor, support_labels: Tensor, query: Tensor, ways: int) -> Tensor:
-        """Visual branch on TPCM outputs: support ``[S, T, D]``, query ``[Q, T, D]`` -> ``[Q, W]``."""
-        if self.trx is not None:
-            return self.q2s_scale * self.trx(support, support_labels, query, ways)
-        protos = class_prototypes(support, support_labels, ways)  # [W, T, D]
+        """Visual branch on TPCM outputs: support ``[E, S, T, D]``, labels ``[E, S]``, query
+        ``[E, Q, T, D]`` -> ``[E, Q, W]``."""
+        if self.trx is not None:  # TRX masks by class per episode
+            return self.q2s_scale * torch.stack([self.trx(s, lab, q, ways)
+                                                 for s, lab, q in zip(support, support_labels, query)])
+        protos = class_prototypes(support, support_labels, ways)  # [E, W, T, D]
         return self.q2s_scale * SIMILARITIES[self.metric](query, protos)
 
     def forward(self, support: Tensor, query: Tensor, support_labels: Tensor,
                 query_labels: Tensor | None, text: Tensor) -> tuple[Tensor | None, Tensor]:
-        ways = text.shape[0]
-        s_text = pick_templates(text, support.shape[0], self.training)  # [S, W, D]
-        q_text = pick_templates(text, query.shape[0], self.training)  # [Q, W, D]
-        own = s_text[torch.arange(support.shape[0], device=support.device), support_labels]  # [S, D]
-        q2s = self.q2s_logits(self.tpcm.support(support, own), support_labels, self.tpcm.query(query), ways)
-        q2t = text_logits(query, q_text, self.text_scale)  # [Q, W]
-        log_p = fuse_prediction(q2t, q2s, self.alpha)
+        if support.dim() == 3:  # one episode
+            check_support_labels(support_labels, text.shape[0])
+            loss, log_p = self(support[None], query[None], support_labels[None],
+                               None if query_labels is None else query_labels[None], text[None])
+            return loss, log_p[0]
+        e_n, s_n, _, dim = support.shape
+        q_n, ways = query.shape[1], text.shape[1]
+        s_text = pick_templates(text, s_n, self.training)  # [E, S, W, D]
+        q_text = pick_templates(text, q_n, self.training)  # [E, Q, W, D]
+        own = s_text.gather(2, support_labels[:, :, None, None].expand(-1, -1, 1, dim))[:, :, 0]  # [E, S, D]
+        s_feat, q_feat = self.tpcm.both(support.flatten(0, 1), own.flatten(0, 1), query.flatten(0, 1))
+        s_feat, q_feat = s_feat.view_as(support), q_feat.view_as(query)  # [E, S, T, D], [E, Q, T, D]
+        q2s = self.q2s_logits(s_feat, support_labels, q_feat, ways)  # [E, Q, W]
+        q2t = text_logits(query.flatten(0, 1), q_text.flatten(0, 1), self.text_scale)  # [E*Q, W]
+        log_p = fuse_prediction(q2t, q2s.flatten(0, 1), self.alpha).view(e_n, q_n, ways)  # [E, Q, W]
         if query_labels is None:
             return None, log_p
-        s2t = text_logits(support, s_text, self.text_scale)  # [S, W]
-        return ma_fsar_loss(s2t, support_labels, q2t, q2s, query_labels, self.alpha), log_p
+        s2t = text_logits(support.flatten(0, 1), s_text.flatten(0, 1), self.text_scale)  # [E*S, W]
+        # cross-entropy means over E*S and E*Q rows = the mean over episodes of each one's loss
+        loss = ma_fsar_loss(s2t, support_labels.flatten(), q2t, q2s.flatten(0, 1), query_labels.flatten(),
+                            self.alpha)
+        return loss, log_p
 
 
 class MAFSARFrozen(Method):
@@ -258,6 +310,7 @@ class MAFSARFrozen(Method):
 
     name = "ma_fsar"
     protocols = ("episodic",)
+    batched_training = True
 
     def __init__(self, cfg: Config, info: ModelInfo, frames: int):
         super().__init__(info, frames, CacheNeeds(emb=True, text=True), DISPLAY_NAME)
@@ -279,6 +332,18 @@ class MAFSARFrozen(Method):
     @property
     def metric_name(self) -> str:
         return self.cfg.metric
+
+    def _run_batch(self, batch: EpisodeBatch, labels: Tensor | None) -> tuple[Tensor | None, Tensor]:
+        if batch.text is None:
+            raise InputError("ma_fsar needs class text embeddings in the store (extract with --templates ma_fsar16)")
+        return self.head(batch.support.emb, batch.query.emb, batch.support_labels, labels, batch.text)
+
+    def episode_batch_logits(self, batch: EpisodeBatch) -> Tensor:  # [E, W*Q, W] log p
+        return self._run_batch(batch, None)[1]
+
+    def episode_batch_loss(self, batch: EpisodeBatch) -> tuple[Tensor, Tensor]:
+        loss, log_p = self._run_batch(batch, batch.query_labels)
+        return loss, log_p
 
     def prototype_metric(self) -> None:
         """Scores are the method's own (TPCM, metric and text branch): see ``score_supports``."""

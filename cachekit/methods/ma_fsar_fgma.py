@@ -114,6 +114,9 @@ class NoTPCM(nn.Module):
     def query(self, feats: torch.Tensor) -> torch.Tensor:
         return feats
 
+    def both(self, support: torch.Tensor, text: torch.Tensor, query: torch.Tensor):
+        return support, query
+
 
 class MAFSARFgMA(Method):
     """MA-FSAR with FgMA in the visual tower (``modules`` fgma or all); episodic protocol."""

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from .. import metrics
 from ..encoder import ModelInfo
 from ..errors import InputError
-from .base import CacheNeeds, Episode, Method, VideoBatch
+from .base import CacheNeeds, Episode, EpisodeBatch, Method, VideoBatch
 
 DESCRIPTION = "Support prototypes: mean of the K shots matched with mean-pool cosine, OTAM or Bi-MHM (no training)"
 
@@ -51,6 +51,7 @@ class Proto(Method):
     name = "proto"
     protocols = ("episodic", "allway")
     predicts = "support"
+    batched_training = True  # episode_batch_loss/logits run E episodes in one forward
     batched_episodes = True
 
     def __init__(self, cfg: Config, info: ModelInfo, frames: int):
@@ -111,6 +112,19 @@ class Proto(Method):
         order = torch.argsort(ep.support_labels, stable=True)
         support = s[order].reshape(ways, int(counts[0]), *s.shape[1:])  # [W, K, T, D']
         return self.scores(ep.query.emb, support)
+
+    def episode_batch_logits(self, batch: EpisodeBatch) -> torch.Tensor:
+        """``[E, W*Q, W]`` for E class-major episodes of one shape (the same numbers as
+        :meth:`episode_logits`, episode by episode)."""
+        s = batch.support.emb  # [E, W*K, T, D']
+        if s is None or s.shape[1] == 0:
+            raise InputError("support prototypes need at least one shot per class (shots >= 1)")
+        support = s.unflatten(1, (batch.ways, s.shape[1] // batch.ways))  # [E, W, K, T, D']
+        return self.scores(batch.query.emb, support)
+
+    def episode_batch_loss(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.episode_batch_logits(batch)  # [E, W*Q, W]
+        return F.cross_entropy(logits.flatten(0, 1), batch.query_labels.flatten()), logits
 
     def episodes_logits(self, emb: torch.Tensor, text: torch.Tensor | None, class_ids: torch.Tensor,
                         support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:

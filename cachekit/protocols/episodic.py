@@ -29,37 +29,51 @@ class Episodic:
     """Episodic training feed and validation (protocols.md §2)."""
 
     def __init__(self, data, labels: np.ndarray, plan: SplitPlan, cfg):
-        from ..episodes import EpisodeSampler
+        from ..episodes import EpisodeBatcher, EpisodeIndex, EpisodeSampler
+        from ..resident import ResidentFeatures
 
         self.data, self.cfg = data, cfg
-        self.sampler = EpisodeSampler(labels, plan.train, cfg.ways, cfg.shots, cfg.queries, cfg.seed, "train")
+        self.batcher = EpisodeBatcher(labels, plan.train, cfg.ways, cfg.shots, cfg.queries, cfg.episodes_per_step,
+                                      cfg.seed, data.views, "train")  # a step's episodes as index arrays
+        self.sampler = self.batcher.sampler
         self.val_specs = []
         if cfg.val_episodes:
             val = EpisodeSampler(labels, plan.val, cfg.ways, cfg.shots, cfg.val_queries, cfg.seed, "val")
             self.val_specs = val.sample(cfg.val_episodes)
+        self.val_index = EpisodeIndex.of(self.val_specs)
+        # features stay resident on the device (no store I/O in a step); pixels are decoded per episode
+        self.feats = None if data.needs.pixels else ResidentFeatures.load(data, np.union1d(plan.train, plan.val))
         self.steps = math.ceil(cfg.episodes / cfg.episodes_per_step)
         self.steps_per_epoch = self.steps
-        self.notes = self.sampler.notes
+        self.notes = self.sampler.notes + (self.feats.notes if self.feats is not None else [])
 
     def first(self, method):
         return method.episode_logits(self.data.episode(self.sampler.episode(0)))
 
     def step_loss(self, method, step: int) -> float:
         """Forward and backward one optimiser step's episodes; returns the mean loss."""
+        from ..resident import episodic_step_loss
+
         k = self.cfg.episodes_per_step
-        ids = [i for i in range(step * k, (step + 1) * k) if i < self.cfg.episodes]
+        index = self.batcher.sample(step, max(1, min(k, self.cfg.episodes - step * k)))
+        if self.feats is not None:
+            return episodic_step_loss(method, self.feats, index)
         rng = _rng(self.cfg.seed, step)
         total = 0.0
-        for i in ids:
-            ep = self.data.episode(self.sampler.episode(i), view=None, rng=rng)
+        for spec in index.specs():
+            ep = self.data.episode(spec, view=None, rng=rng)
             loss, _ = method.episode_loss(ep)
-            (loss / len(ids)).backward()
+            (loss / len(index)).backward()
             total += float(loss.detach())
-        return total / len(ids)
+        return total / len(index)
 
     def validate(self, method) -> tuple[float, float]:
         from ..episodes import accuracy_ci
+        from ..resident import episodic_accuracy
 
+        if self.feats is not None:
+            chunk = max(32, self.cfg.episodes_per_step)
+            return accuracy_ci(episodic_accuracy(method, self.feats, self.val_index, chunk))
         per = []
         for spec in self.val_specs:
             ep = self.data.episode(spec)

@@ -1,0 +1,356 @@
+"""Rows of the from-cache training benchmark, as functions a driver script can call.
+
+Every function takes ``device`` ("auto", "cpu", "cuda", ...; CUDA paths are chosen at run time)
+and ``tiny`` (the 4-block test model's sizes, for a quick check) and returns a list of dicts,
+one per row; :func:`markdown` prints them. ``ROWS`` lists them in the order ``benchmarks/train.py``
+prints them; a GPU script imports ``ROWS`` (or single functions) and calls each with its device.
+
+- :func:`method_rows`: per from-cache episodic method (MA-FSAR TPCM, CLIP-FSAR), 5-way 1-shot,
+  1 query per class, T = 8: the training step from resident features (what ``clipcache train``
+  runs: episode indices drawn, features gathered on the device, forward, backward, AdamW) against
+  - its FLOP floor: forward+backward FLOPs (``torch.utils.flop_counter``) divided by the GEMM rate
+    measured here at the same thread count (the faster of the step's FFN product and a 1024³
+    product), so ``step / floor`` is how far the step sits above pure matrix arithmetic. On the
+    CPU also in process CPU seconds (step's CPU time / (FLOPs / GEMM FLOPs per CPU second)), at 1
+    and 8 episodes per step: on a shared machine wall time mostly measures the other jobs;
+  - the encoder-in-the-loop step: the same step after a frozen ViT forward over the episode's
+    frames (random, already preprocessed pixels: no decoding, which favours the reference);
+  - the per-episode cost at 1, 8 and 32 episodes per step, and the encoder-in-the-loop ratio
+    per episode at 32.
+- :func:`probe_rows`: the all-way linear probe's step on the same videos (ratio only).
+- :func:`backbone_rows`: the fetch share of the backbone methods' steps (``benchmarks/backbone.py``).
+
+Timings: median of ``steps`` timed steps after warm-up; wall time (CUDA synchronised). Sizes:
+ViT-B-32 (D' = 512, 3.15M-parameter heads) with random weights, or the test model with ``tiny``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+TINY = ROOT / "tests" / "assets" / "tiny-clip.json"
+PER_STEP = (1, 8, 32)
+
+
+@dataclass
+class SyntheticData:
+    """What :class:`cachekit.resident.ResidentFeatures` reads from ``CacheData``, random, in memory:
+    ``classes`` x ``per_class`` videos of T frames, one view, P templates per class."""
+
+    needs: object
+    device: object
+    labels: object = None
+    emb: object = None
+    cls: object = None
+    text: object = None
+    views: int = 1
+    cache: object = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, needs, device, classes: int, per_class: int, frames: int, dim: int, templates: int = 16):
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+        n = classes * per_class
+        return cls(needs=needs, device=device, labels=torch.arange(classes).repeat_interleave(per_class),
+                   emb=torch.randn(n, 1, frames, dim, generator=g),
+                   text=torch.randn(classes, templates, dim, generator=g).to(device))
+
+
+def _device(device: str):
+    import torch
+
+    from cachekit.encoder import pick_device
+
+    return torch.device(pick_device(device))
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_times(fn, device, steps: int, warmup: int = 2) -> tuple[float, float]:
+    """Median (wall seconds, process CPU seconds) of ``steps`` calls after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    wall, cpu = [], []
+    for _ in range(steps):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        _sync(device)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def _median_time(fn, device, steps: int, warmup: int = 2) -> float:
+    return _median_times(fn, device, steps, warmup)[0]
+
+
+def gemm_rate(device, shapes: list[tuple[int, int, int]], reps: int = 20) -> tuple[float, float]:
+    """FLOP/s of the fastest of the ``(m, k, n)`` float32 products, timed on ``device`` now:
+    (per wall second, per process CPU second: all threads' time, less sensitive to other load)."""
+    import torch
+
+    best = best_cpu = 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+        wall, cpu = _median_times(lambda: a @ b, device, reps, warmup=3)
+        best = max(best, 2.0 * m * k * n / wall)
+        best_cpu = max(best_cpu, 2.0 * m * k * n / max(cpu, 1e-9))
+    return best, best_cpu
+
+
+def _info(tiny: bool):
+    from cachekit.train import model_info_for
+
+    return model_info_for(str(TINY) if tiny else "ViT-B-32")
+
+
+def _encoder(tiny: bool, device):
+    from cachekit.encoder import EncoderConfig, load_clip
+
+    logging.disable(logging.WARNING)  # "random weights" is the point here
+    try:
+        return load_clip(EncoderConfig(model=str(TINY) if tiny else "ViT-B-32", pretrained="random",
+                                       device=str(device)))
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+class _Trainer:
+    """One method trained the way ``clipcache train`` does: resident features, batched episodes."""
+
+    def __init__(self, name: str, info, device, frames: int, ways: int, shots: int, queries: int,
+                 overrides: dict | None = None):
+        import torch
+
+        from cachekit.methods import build_method
+        from cachekit.resident import ResidentFeatures
+        from cachekit.train import make_optimizer
+
+        torch.manual_seed(0)
+        self.device = device
+        self.method = build_method(name, overrides or {}, info, frames).to(device).train()
+        self.data = SyntheticData.make(self.method.needs, device, classes=64, per_class=10, frames=frames,
+                                       dim=info.embed_dim)
+        self.feats = ResidentFeatures.load(self.data, list(range(640)), device)
+        self.opt = make_optimizer(self.method.trainable_parameters(), 1e-4, 0.01)
+        self.frames, self.ways, self.shots, self.queries = frames, ways, shots, queries
+        self._batchers = {}
+
+    def batcher(self, per_step: int):
+        from cachekit.episodes import EpisodeBatcher
+
+        if per_step not in self._batchers:
+            self._batchers[per_step] = EpisodeBatcher(self.data.labels.numpy(), list(range(640)), self.ways,
+                                                      self.shots, self.queries, per_step, seed=0)
+        return self._batchers[per_step]
+
+    def step(self, per_step: int, i: int, encoder=None) -> None:
+        """One optimiser step of ``per_step`` episodes; with ``encoder``, its frames go through
+        the frozen encoder first (the reference loop)."""
+        import torch
+
+        from cachekit.resident import episode_batch
+
+        index = self.batcher(per_step).sample(i)
+        batch = episode_batch(self.feats, index)
+        if encoder is not None:
+            size = encoder.info.image_size
+            for videos in (batch.support, batch.query):
+                n = videos.emb.shape[0] * videos.emb.shape[1]
+                with torch.no_grad():
+                    pixels = torch.randn(n * self.frames, 3, size, size, device=self.device)
+                    videos.emb = encoder.encode_frames(pixels).emb.float().view_as(videos.emb)
+        loss, _ = self.method.episode_batch_loss(batch)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def flops(self) -> int:
+        """Forward + backward FLOPs of a 1-episode step."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from cachekit.resident import episode_batch
+
+        batch = episode_batch(self.feats, self.batcher(1).sample(0))
+        with FlopCounterMode(display=False) as counter:
+            loss, _ = self.method.episode_batch_loss(batch)
+            loss.backward()
+        self.opt.zero_grad(set_to_none=True)
+        return counter.get_total_flops()
+
+
+EPISODIC = (("ma_fsar", "MA-FSAR TPCM + OTAM", {}), ("clip_fsar", "CLIP-FSAR head", {}))
+
+
+def method_rows(device: str = "auto", tiny: bool = False, steps: int = 10, ways: int = 5, shots: int = 1,
+                queries: int = 1, frames: int = 8, per_step: tuple[int, ...] = PER_STEP,
+                ref_steps: int = 3) -> list[dict]:
+    """Step vs FLOP floor, vs the encoder in the loop, and per-episode cost at ``per_step``."""
+    dev = _device(device)
+    info = _info(tiny)
+    enc = _encoder(tiny, dev)
+    rows = []
+    for name, label, overrides in EPISODIC:
+        tr = _Trainer(name, info, dev, frames, ways, shots, queries, overrides)
+        tokens = ways * (shots + queries) * frames  # rows of the FFN product in a 1-episode step
+        ffn = getattr(tr.method.cfg, "ffn_dim", 2048)
+        rate, rate_cpu = gemm_rate(dev, [(tokens, info.embed_dim, ffn), (1024, 1024, 1024)])
+        flops = tr.flops()
+        row = {"method": label, "device": str(dev), "threads": _threads(), "flops": flops, "gemm_flops_s": rate,
+               "floor_s": flops / rate}
+        counter = iter(range(10**9))
+        for e in per_step:
+            t, c = _median_times(lambda: tr.step(e, next(counter)), dev, max(3, steps if e == 1 else steps // 2))
+            row[f"step_s@{e}"] = t
+            row[f"per_episode_s@{e}"] = t / e
+            if dev.type == "cpu":  # CPU seconds against CPU seconds: robust to a shared machine
+                row[f"cpu_over_floor@{e}"] = c / (e * flops / rate_cpu)
+        row["step_s"] = row.get("step_s@1")
+        row["step_over_floor"] = row["step_s"] / row["floor_s"] if row["step_s"] else None
+        ref = _median_time(lambda: tr.step(1, next(counter), encoder=enc), dev, ref_steps, warmup=1)
+        row["encoder_step_s"] = ref
+        row["encoder_ratio"] = ref / row["step_s"] if row["step_s"] else None
+        big = max(per_step)
+        row[f"encoder_ratio_per_episode@{big}"] = ref / row[f"per_episode_s@{big}"]
+        rows.append(row)
+    return rows
+
+
+def probe_rows(device: str = "auto", tiny: bool = False, steps: int = 10, videos: int = 10,
+               frames: int = 8, ref_steps: int = 3) -> list[dict]:
+    """The all-way linear probe: a batch of ``videos`` cached videos vs the encoder in the loop."""
+    import torch
+
+    from cachekit.methods import build_method
+    from cachekit.train import make_optimizer
+
+    dev = _device(device)
+    info = _info(tiny)
+    enc = _encoder(tiny, dev)
+    torch.manual_seed(0)
+    m = build_method("linear_probe", {}, info, frames).to(dev).train()
+    data = SyntheticData.make(m.needs, dev, classes=64, per_class=10, frames=frames, dim=info.embed_dim)
+    emb = data.emb[:, 0].to(dev)  # [V, T, D'] resident
+    labels = data.labels.to(dev)
+    from cachekit.methods.base import VideoBatch
+
+    def batch(i):
+        idx = (torch.arange(videos, device=dev) * 7 + i) % emb.shape[0]
+        return VideoBatch(index=idx, labels=labels[idx], emb=emb[idx])
+
+    with torch.no_grad():
+        m.video_logits(batch(0), data.text)  # materialise the lazy classifier
+    opt = make_optimizer(m.trainable_parameters(), 1e-4, 0.01)
+
+    def step(i, encode=False):
+        b = batch(i)
+        if encode:
+            size = enc.info.image_size
+            with torch.no_grad():
+                px = torch.randn(videos * frames, 3, size, size, device=dev)
+                b.emb = enc.encode_frames(px).emb.float().view_as(b.emb)
+        loss, _ = m.video_loss(b, data.text)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    counter = iter(range(10**9))
+    t = _median_time(lambda: step(next(counter)), dev, steps)
+    ref = _median_time(lambda: step(next(counter), True), dev, ref_steps, warmup=1)
+    return [{"method": "linear probe (all-way)", "device": str(dev), "threads": _threads(), "step_s": t,
+             "encoder_step_s": ref, "encoder_ratio": ref / t}]
+
+
+def backbone_rows(device: str = "auto", tiny: bool = False, steps: int = 2) -> list[dict]:
+    """Fetch share of the backbone methods' steps (``benchmarks/backbone.py``, full backbone and
+    cached-token rows): fetch = reading the batch (tokens from the store, or frames decoded again)."""
+    bench_dir = str(Path(__file__).resolve().parent)
+    if bench_dir not in sys.path:
+        sys.path.insert(0, bench_dir)
+    import backbone
+
+    rows, _ = backbone.run(quick=tiny, steps=steps, device=device, threads=1 if tiny else None)
+    out = []
+    for r in rows:
+        if "error" in r:
+            out.append({"method": r["case"], "error": r["error"]})
+            continue
+        step = r["fetch_s"] + r["compute_s"]
+        out.append({"method": r["case"], "device": device, "fetch_s": r["fetch_s"], "compute_s": r["compute_s"],
+                    "step_s": step, "fetch_share": r["fetch_s"] / step})
+    return out
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+ROWS = [method_rows, probe_rows, backbone_rows]
+"""Row functions ``fn(device="auto", tiny=False) -> list[dict]`` in print order."""
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def markdown(rows: list[dict], columns: list[tuple[str, str, float]] | None = None) -> str:
+    """A markdown table of ``rows``: ``columns`` = (key, header, scale) (default: every key as is)."""
+    if not rows:
+        return "(no rows)"
+    if columns is None:
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        columns = [(k, k, 1.0) for k in keys]
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = []
+        for key, _, scale in columns:
+            v = r.get(key)
+            cells.append(_fmt(v * scale if isinstance(v, (int, float)) and not isinstance(v, bool) and scale != 1.0
+                              else v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+METHOD_COLUMNS = [("method", "method", 1.0), ("device", "device", 1.0), ("threads", "threads", 1.0),
+                  ("step_s", "step ms (1 ep)", 1e3), ("flops", "fwd+bwd GFLOP", 1e-9),
+                  ("gemm_flops_s", "GEMM GFLOP/s", 1e-9), ("floor_s", "FLOP floor ms", 1e3),
+                  ("step_over_floor", "step / floor", 1.0), ("cpu_over_floor@1", "CPU s / floor @1", 1.0),
+                  ("cpu_over_floor@8", "CPU s / floor @8", 1.0), ("encoder_step_s", "encoder-in-loop ms", 1e3),
+                  ("encoder_ratio", "ratio (1 ep)", 1.0)] + [
+    (f"per_episode_s@{e}", f"ms/episode @{e}", 1e3) for e in PER_STEP] + [
+    (f"encoder_ratio_per_episode@{PER_STEP[-1]}", f"ratio/episode @{PER_STEP[-1]}", 1.0)]
+PROBE_COLUMNS = [("method", "method", 1.0), ("device", "device", 1.0), ("step_s", "step ms", 1e3),
+                 ("encoder_step_s", "encoder-in-loop ms", 1e3), ("encoder_ratio", "ratio", 1.0)]
+BACKBONE_COLUMNS = [("method", "case", 1.0), ("fetch_s", "fetch ms", 1e3), ("compute_s", "compute ms", 1e3),
+                    ("step_s", "step ms", 1e3), ("fetch_share", "fetch share", 1.0)]
+
+
+if __name__ == "__main__":  # a quick look: python benchmarks/train_rows.py [device] [--tiny]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    dev = next((a for a in sys.argv[1:] if not a.startswith("--")), "auto")
+    tiny = "--tiny" in sys.argv
+    print(markdown(method_rows(dev, tiny), METHOD_COLUMNS))
+    print(markdown(probe_rows(dev, tiny), PROBE_COLUMNS))
