@@ -1,13 +1,16 @@
 """The GPU rows of the benchmarks, in one short script (about 7 minutes at most on one GPU).
 
-Rows (each a function in ``ROWS``; a later issue appends its own, e.g. training rows):
+Rows (each a function in ``ROWS``):
 
 * ``encoder``: the image tower alone on preprocessed frames, fp16 autocast, batch 256, frames/s;
 * ``decode``: decode + resize/crop + normalise alone with N worker threads (N = cores), frames/s;
 * ``pipeline``: the whole ``extract`` call (decode, host-to-device copy, encode, batch commits
   into a fresh Zarr store), frames/s, and its ratio to decode alone and to the encoder;
 * ``write``: the Zarr store's write cost per video (T = 8, no tokens; with tokens, MB/s against
-  a plain write + fsync to the same disk) and files per video.
+  a plain write + fsync to the same disk) and files per video;
+* ``train``: ``benchmarks/train_rows.py``: from-cache steps (MA-FSAR TPCM, CLIP-FSAR, linear
+  probe) against the encoder in the loop, per-episode cost at 32 episodes per step, and the fetch
+  share of the backbone methods' steps (frames cached as pixels).
 
 Videos are synthetic H.264 clips (``cachekit.synth``), byte-distinct copies of a few rendered
 ones, so no data is needed; the model is any open_clip name or JSON config with
@@ -129,8 +132,37 @@ def row_write(ctx: Context) -> list[dict]:
     ]
 
 
+def row_train(ctx: Context) -> list[dict]:
+    """Issue 13's rows (``benchmarks/train_rows.py``): from-cache steps against the encoder in the
+    loop, per-episode cost at 32 episodes per step, and the fetch share of backbone steps."""
+    import train_rows as tr
+
+    dev, tiny = ctx.args.device, ctx.args.tiny
+    big = max(tr.PER_STEP)
+    out = []
+    for r in tr.method_rows(device=dev, tiny=tiny):
+        ctx.results.setdefault("train", []).append(r)
+        out += [{"row": f"train: {r['method']} step, 1 episode", "value": 1e3 * r["step_s"], "unit": "ms",
+                 "note": f"encoder in the loop {1e3 * r['encoder_step_s']:.2f} ms: x{r['encoder_ratio']:.1f}"},
+                {"row": f"train: {r['method']} per episode at {big}/step", "value": 1e3 * r[f"per_episode_s@{big}"],
+                 "unit": "ms", "note": f"x{r[f'encoder_ratio_per_episode@{big}']:.1f} vs the encoder in the loop "
+                                       "(goals <= 0.3 ms, >= 20x)"}]
+    for r in tr.probe_rows(device=dev, tiny=tiny):
+        ctx.results.setdefault("train", []).append(r)
+        out.append({"row": f"train: {r['method']} step", "value": 1e3 * r["step_s"], "unit": "ms",
+                    "note": f"x{r['encoder_ratio']:.1f} vs the encoder in the loop"})
+    for r in tr.backbone_rows(device=dev, tiny=tiny):
+        ctx.results.setdefault("backbone", []).append(r)
+        if "error" in r:
+            out.append({"row": f"backbone: {r['method']}", "value": None, "unit": "", "note": r["error"]})
+        else:
+            out.append({"row": f"backbone: {r['method']} fetch share", "value": r["fetch_share"], "unit": "",
+                        "note": f"step {1e3 * r['step_s']:.1f} ms, fetch from cached pixels/tokens (goal <= 0.10)"})
+    return out
+
+
 #: the rows, in order; later issues append theirs (a function taking the Context, returning rows)
-ROWS: list[Row] = [row_encoder, row_decode, row_pipeline, row_write]
+ROWS: list[Row] = [row_encoder, row_decode, row_pipeline, row_write, row_train]
 
 
 def device_name() -> str:
