@@ -109,21 +109,33 @@ def cache_key(enc: FrozenCLIP, sampler: SamplerConfig, tokens_at: tuple[int, ...
 # Fields that may differ without changing a single cached value.
 _KEY_IGNORED = ("open_clip", "torch", "weights")
 # Fields that say which optional arrays exist: a store is extended to the union, never refused.
-KEY_EXTENSIBLE = ("tokens_at", "pixels")
+KEY_EXTENSIBLE = ("tokens_at", "pixels", "views")
+
+
+def _comparable(key: dict, f: str):
+    v = key.get(f)
+    if f == "sampler" and isinstance(v, dict):  # its view count is extensible too
+        return {k: x for k, x in v.items() if k != "views"}
+    return v
 
 
 def key_differences(have: dict, want: dict) -> list[str]:
     """Key fields that differ in a way that changes cached values (extensible fields aside)."""
     fields = sorted(set(have) | set(want))
     return [f for f in fields if f not in _KEY_IGNORED and f not in KEY_EXTENSIBLE
-            and have.get(f) != want.get(f)]
+            and _comparable(have, f) != _comparable(want, f)]
 
 
 def merged_key(have: dict, want: dict) -> dict:
-    """The key of a store ``have`` extended with what ``want`` asks: the union of the arrays."""
+    """The key of a store ``have`` extended with what ``want`` asks: the union of the arrays
+    and the larger number of views (views are seeded per view, so the first ones never change)."""
     out = dict(have)
     out["tokens_at"] = sorted(set(have.get("tokens_at") or ()) | set(want.get("tokens_at") or ()))
     out["pixels"] = bool(have.get("pixels")) or bool(want.get("pixels"))
+    views = max(int(have.get("views") or 1), int(want.get("views") or 1))
+    out["views"] = views
+    if isinstance(have.get("sampler"), dict):
+        out["sampler"] = {**have["sampler"], "views": views}
     return out
 
 
@@ -508,7 +520,8 @@ class Extractor:
         todo = []
         for key, rec in self.store.records("videos").items():
             missing = sorted(want - set(rec["arrays"]))
-            if missing and dist.owns(key):
+            more_views = rec["arrays"]["frame_idx"]["shape"][0] < self.cfg.sampler.views
+            if (missing or more_views) and dist.owns(key):
                 todo.append((key, rec, missing))
         if not todo:
             return
@@ -534,7 +547,7 @@ class Extractor:
                 item = VideoItem(rec["path"], rec.get("label"))
                 t1 = time.perf_counter()
                 try:
-                    pixels, u8 = fut.result()
+                    video, pixels, u8 = fut.result()
                 except DecodeError as err:
                     self._fail(s, item, None, f"cannot extend: {err}")
                     s.extend_failed += 1
@@ -542,7 +555,7 @@ class Extractor:
                     continue
                 finally:
                     s.seconds["decode"] += time.perf_counter() - t1
-                arrays = self._extension_arrays(rec, missing, pixels, u8, s)
+                arrays = self._extension_arrays(key, rec, missing, video, pixels, u8, s)
                 batch.append((key, arrays, {}))
                 s.extended += 1
                 bar.update(1)
@@ -555,8 +568,8 @@ class Extractor:
             bar.close()
 
     def _prepare_extension(self, key: str, rec: dict, missing: list[str]):
-        """Decode a committed video again (checking its bytes and frame indices are the ones
-        cached) -> (normalised pixels or None, uint8 pixels)."""
+        """Decode a committed video again, with every view the key now asks for (checking its
+        bytes and the cached views' frame indices) -> (video, normalised pixels, uint8 pixels)."""
         path = rec["path"]
         try:
             if file_key(path) != key:
@@ -564,41 +577,67 @@ class Extractor:
         except OSError as err:
             raise DecodeError(f"{path}: cannot read ({err.strerror})") from err
         video = decode_video(path, self.cfg.sampler, key, rec.get("backend", self.cfg.backend))
-        stored = self.store.read("videos", key, ["frame_idx"])["frame_idx"]
-        if not np.array_equal(stored, video.indices.astype(np.int32)):
+        stored = self.store.read("videos", key, ["frame_idx"])["frame_idx"]  # [V_old, T]
+        if not np.array_equal(stored, video.indices[:len(stored)].astype(np.int32)):
             raise DecodeError(f"{path}: sampled frames differ from the cached ones")
         v, t = video.frames.shape[:2]
         u8 = self.enc.resize_crop(video.frames.reshape(v * t, *video.frames.shape[2:]))  # [V*T, 3, S, S]
-        needs_encoder = any(m.startswith("tokens_") for m in missing)
-        return (self.enc.normalize(u8) if needs_encoder else None), u8
+        video.frames = None
+        needs_encoder = v > len(stored) or any(m.startswith("tokens_") for m in missing)
+        return video, (self.enc.normalize(u8) if needs_encoder else None), u8
 
-    def _extension_arrays(self, rec: dict, missing: list[str], pixels, u8, s: ExtractSummary) -> dict:
+    def _encode_rows(self, pixels, blocks: list[int], full: bool, s: ExtractSummary) -> dict:
+        """Forward ``pixels [n, 3, S, S]`` in groups of ``min(batch_size, n)`` rows (the last one
+        padded), as the per-video pass does -> host arrays: everything (``full``), or only the
+        tokens of ``blocks`` from a forward that stops before the last of them."""
         import torch
 
-        v, t = rec["arrays"]["frame_idx"]["shape"]
-        out: dict[str, np.ndarray] = {}
-        if "pixels" in missing:
-            out["pixels"] = u8.numpy().reshape(v, t, *u8.shape[1:])  # [V, T, 3, S, S] uint8
-        blocks = [int(m.split("_", 1)[1]) for m in missing if m.startswith("tokens_")]
-        if blocks:
-            n = pixels.shape[0]
-            g = min(self.cfg.batch_size, n)  # the row groups of the original per-video pass
-            parts: dict[int, list] = {b: [] for b in blocks}
-            t1 = time.perf_counter()
-            for start in range(0, n, g):
-                rows = pixels[start:start + g]
-                m = rows.shape[0]
+        n = pixels.shape[0]
+        g = min(self.cfg.batch_size, n)
+        parts: dict[str, list] = {}
+        t1 = time.perf_counter()
+        for start in range(0, n, g):
+            rows = pixels[start:start + g]
+            m = rows.shape[0]
+            if full:
+                res = self._forward(rows, g)
+            else:
                 if m < g:
                     rows = torch.cat([rows, rows.new_zeros((g - m, *rows.shape[1:]))])
-                rows = rows.to(self.enc.device)
                 with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self._autocast):
-                    toks = self.enc.encode_tokens(rows, blocks)
-                for b in blocks:
-                    parts[b].append(toks[b][:m].to(torch.float16).cpu().numpy())
-            s.seconds["encode"] += time.perf_counter() - t1
-            for b in blocks:
-                a = np.concatenate(parts[b])
-                out[f"tokens_{b}"] = a.reshape(v, t, *a.shape[1:])  # [V, T, N+1, W] fp16
+                    toks = self.enc.encode_tokens(rows.to(self.enc.device), blocks)
+                res = {f"tokens_{b}": toks[b][:m].to(torch.float16) for b in blocks}
+            for k, a in res.items():
+                parts.setdefault(k, []).append(a.cpu().numpy())
+        s.seconds["encode"] += time.perf_counter() - t1
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+    def _extension_arrays(self, key: str, rec: dict, missing: list[str], video: DecodedVideo, pixels, u8,
+                          s: ExtractSummary) -> dict:
+        """The arrays to add to a committed video: the missing ones for its cached views (in that
+        pass's row groups: bit-for-bit a fresh extraction's on CPU), and, when the key asks for
+        more views, every array for the new views (their own forwards, appended after the cached
+        views, whose bytes stay as they are)."""
+        v_old, t = rec["arrays"]["frame_idx"]["shape"]
+        v_new = int(video.indices.shape[0])
+        n_old = v_old * t
+        out: dict[str, np.ndarray] = {}
+        if "pixels" in missing:
+            out["pixels"] = u8[:n_old].numpy().reshape(v_old, t, *u8.shape[1:])  # [V, T, 3, S, S] uint8
+        blocks = [int(m.split("_", 1)[1]) for m in missing if m.startswith("tokens_")]
+        if blocks:
+            for k, a in self._encode_rows(pixels[:n_old], blocks, False, s).items():
+                out[k] = a.reshape(v_old, t, *a.shape[1:])  # [V, T, N+1, W] fp16
+        if v_new > v_old:
+            new = self._encode_rows(pixels[n_old:], list(self.cfg.tokens_at), True, s)
+            new = {k: a.reshape(v_new - v_old, t, *a.shape[1:]) for k, a in new.items()}
+            new["frame_idx"] = video.indices[v_old:].astype(np.int32)
+            new["timestamps"] = video.timestamps[v_old:].astype(np.float32)
+            if self.cfg.pixels:
+                new["pixels"] = u8[n_old:].numpy().reshape(v_new - v_old, t, *u8.shape[1:])
+            old = self.store.read("videos", key, [n for n in new if n in rec["arrays"]])
+            old.update(out)  # arrays just computed for the cached views
+            out = {k: np.concatenate([old[k], a]) for k, a in new.items()}  # [V_new, T, ...]
         return out
 
     def _commit_extension(self, batch: list, s: ExtractSummary) -> None:
@@ -701,7 +740,8 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
         store = open_store(store_path, "a", shared=True)
     have = store.attrs.get("cache_key", {})
     merged = merged_key(have, key)  # every video ends with the union of the arrays
-    cfg = replace(cfg, tokens_at=tuple(merged["tokens_at"]), pixels=merged["pixels"])
+    cfg = replace(cfg, tokens_at=tuple(merged["tokens_at"]), pixels=merged["pixels"],
+                  sampler=replace(cfg.sampler, views=merged["views"]))
     extractor = Extractor(enc, store, cfg)
     try:
         try:
@@ -716,7 +756,8 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
                 if summary.extend_failed:
                     summary.notes.append(
                         f"{summary.extend_failed} cached videos could not be extended, so the store's key "
-                        f"still lists tokens_at={have.get('tokens_at')} pixels={bool(have.get('pixels'))}")
+                        f"still lists tokens_at={have.get('tokens_at')} pixels={bool(have.get('pixels'))} "
+                        f"views={have.get('views')}")
                 else:  # every video has the new arrays: the key says so (one atomic write)
                     store.update_attrs({**{k: v for k, v in store.attrs.items() if k != "layout_version"},
                                         "cache_key": merged})

@@ -152,3 +152,33 @@ def test_a_damaged_extension_is_repaired_by_redoing_the_whole_video(videos, mode
     out = run(videos, "--store", store, *model, "--tokens-at", "1,2")
     assert "1 extracted, 2 already cached" in out
     assert record_hashes(store) == want
+
+
+def test_more_views_are_appended_and_the_cached_views_stay(videos, model, tmp_path):
+    """--views 2 on a 1-view store: view 0 keeps its bytes; view 1 is what a fresh 2-view
+    extraction samples (same frames, pixels equal) and encodes (to float rounding: its rows
+    share forwards with other rows there)."""
+    ext, ref = tmp_path / "ext.zarr", tmp_path / "ref.zarr"
+    run(videos, "--store", ext, *model, "--views", "1", "--tokens-at", "1")
+    with open_store(ext) as s:
+        before = {k: s.read("videos", k) for k in s.keys("videos")}
+    out = run("--store", ext, *model, "--views", "2", "--tokens-at", "1", "--pixels")
+    assert "3 extended" in out
+    key = key_of(ext)
+    assert key["views"] == 2 and key["sampler"]["views"] == 2 and key["pixels"] is True
+    run(videos, "--store", ref, *model, "--views", "2", "--tokens-at", "1", "--pixels")
+    assert key == key_of(ref)
+    with open_store(ext) as a, open_store(ref) as b:
+        assert a.verify("videos") == (3, [])
+        for k, old in before.items():
+            got, want = a.read("videos", k), b.read("videos", k)
+            assert sorted(got) == sorted(want)
+            for n, arr in old.items():
+                assert np.array_equal(got[n][:1], arr), n  # the cached view, byte for byte
+            for n in ("frame_idx", "timestamps", "pixels"):
+                assert np.array_equal(got[n], want[n]), n
+            for n, tol in (("emb", 1e-4), ("cls", 1e-4), ("tokens_1", 4e-3)):
+                assert got[n].shape == want[n].shape
+                assert np.abs(got[n].astype(np.float32) - want[n].astype(np.float32)).max() <= tol, n
+    with FeatureCache(str(ext)) as c:
+        assert c.emb(view=None).shape[:2] == (3, 2)
