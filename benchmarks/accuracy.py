@@ -83,10 +83,16 @@ def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, 
                           pretrained=None if pretrained == "random" else pretrained)
                     r = evaluate(store, EvalConfig(protocol=protocol, run_dir=run_dir, ways=5, shots=1,
                                                    episodes=episodes, seed=seed))
-                results[protocol].setdefault(label, {})[ch] = [round(r.accuracy, 1), round(r.ci95, 1)]
+                results[protocol].setdefault(label, {})[ch] = [round(r.accuracy, 1), round(r.ci95, 1),
+                                                              round(r.video_ci95, 1)]
         results.setdefault("seconds", {})[ch] = round(time.perf_counter() - t0, 1)
         results.setdefault("classes", len(syn.classes))
     return results
+
+
+def _cell(v: list) -> str:
+    """accuracy ± episode interval (the papers' 1.96·s/√E) [± video-level interval]."""
+    return f"{v[0]:.1f} ± {v[1]:.1f}" + (f" [± {v[2]:.1f}]" if len(v) > 2 else "")
 
 
 def markdown(res: dict) -> str:
@@ -99,7 +105,7 @@ def markdown(res: dict) -> str:
         out.append("| method | " + " | ".join(chs) + " |")
         out.append("|---|" + "---|" * len(chs))
         for label, row in res[protocol].items():
-            out.append(f"| {label} | " + " | ".join(f"{row[c][0]:.1f} ± {row[c][1]:.1f}" for c in chs) + " |")
+            out.append(f"| {label} | " + " | ".join(_cell(row[c]) for c in chs) + " |")
         out.append("")
     return "\n".join(out)
 
