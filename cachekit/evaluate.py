@@ -134,7 +134,7 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else (plural or word + 's')}"
 
 
-def _split_from_file(cache: FeatureCache, split_file: str | os.PathLike,
+def split_from_file(cache: FeatureCache, split_file: str | os.PathLike,
                      video_root: str | None) -> dict[str, Split]:
     """Read a CLIP-FSAR / ViFi-CLIP split file (or a plain list) and map it onto the store.
 
@@ -184,7 +184,7 @@ def _resolve_pools(cache: FeatureCache, split: str | None, split_file, video_roo
     splits = dict(cache.splits())
     from_file: set[str] = set()
     if split_file is not None:
-        file_splits = _split_from_file(cache, split_file, video_root)
+        file_splits = split_from_file(cache, split_file, video_root)
         from_file = set(file_splits)
         splits.update(file_splits)
         if split is None and len(file_splits) == 1:

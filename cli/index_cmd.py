@@ -47,8 +47,8 @@ def _build_options(f):
 def _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json,
            no_progress=False):
     from cachekit.errors import InputError
-    from cachekit.prototypes import IndexBuildConfig, build_index
-    from stores.faiss_index import IndexConfig
+    from cachekit.index.build import IndexBuildConfig, build_index
+    from cachekit.index.faiss_index import IndexConfig
 
     if store is None:
         raise InputError("index needs --store STORE (the support videos); to add a class to an index use "
@@ -109,7 +109,7 @@ def index_build(run_dir, store, split, out, metric, shots, shortlist, video_root
 def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_json, no_progress):
     """Add a class to INDEX_DIR from a few VIDEOs of it, without retraining."""
     from cachekit.progress import wanted
-    from cachekit.prototypes import add_class
+    from cachekit.index.build import add_class
 
     s = add_class(index_dir, class_name, list(videos), run_dir, pretrained, backend, progress=wanted(no_progress))
     if as_json:
@@ -148,7 +148,7 @@ def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, ba
     """
     if index_dir is None and run_dir is not None:
         from cachekit.progress import wanted
-        from cachekit.prototypes import ensure_run_index
+        from cachekit.index.build import ensure_run_index
 
         index_dir, how, built = ensure_run_index(run_dir, pretrained, progress=wanted())
         if how == "existing":  # the usual case: said with -v only
@@ -157,7 +157,7 @@ def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, ba
             click.echo(f"index: {'built' if how == 'built' else 'rebuilt (the run was retrained)'} {index_dir} "
                        f"from store {built.store}: {built.classes} classes, {built.support_videos} support videos "
                        f"({built.seconds.get('total', 0.0):.1f}s)", err=True)
-    from cachekit.query import Classifier, QueryConfig, query_videos
+    from cachekit.index.query import Classifier, QueryConfig, query_videos
 
     cfg = QueryConfig(top_k=top_k, shortlist=shortlist, backend=backend, explain_dir=explain_dir, engine=engine)
     clf = Classifier(index_dir, run_dir, shortlist, engine=engine)
