@@ -8,12 +8,14 @@ import sys
 
 import click
 
+from . import _params
+
 
 @click.command("train")
-@click.option("--method", required=True, help="Method name (see `clipcache methods`).")
+@click.option("--method", type=_params.methods(), required=True, help="Method name (see `clipcache methods`).")
 @click.option("--store", required=True, help="Feature store to train from.")
 @click.option("--out", required=True, help="Run directory to create (or continue with --resume).")
-@click.option("--protocol", type=click.Choice(["episodic", "allway", "zeroshot", "base2novel"]), default=None,
+@click.option("--protocol", type=_params.protocols(), default=None,
               help="Protocol to train under [the method's natural one: see `clipcache methods`].")
 @click.option("--ways", default=5, show_default=True, help="Episodic: classes per episode.")
 @click.option("--shots", type=int, default=None,
@@ -38,7 +40,7 @@ import click
 @click.option("--pretrained", default=None,
               help="Encoder weights (file or local-dir:DIR) for methods that run the backbone, when the "
                    "store's key names a file.")
-@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Method option (repeatable).")
+@_params.method_options("Method option (repeatable), e.g. -o ffn_dim=64 (see `clipcache methods`).")
 @click.option("--modules", default=None, help="Method option modules (ma_fsar: tpcm, fgma, all).")
 @click.option("--metric", default=None, help="Method option metric (e.g. otam, bimhm, mean, trx).")
 @click.option("--prompts", default=None, help="Method option prompts (ev_clip: context, mask, both).")
@@ -48,12 +50,13 @@ import click
 @click.option("--log-every", default=10, show_default=True,
               help="Steps between points of the TensorBoard curves written in --out (loss, lr, throughput).")
 def train(method, store, out, protocol, ways, shots, queries, episodes, episodes_per_step, epochs, batch_size,
-          lr, weight_decay, warmup, grad_clip, val_every, val_episodes, seed, device, threads, resume, pretrained, opts,
+          lr, weight_decay, warmup, grad_clip, val_every, val_episodes, seed, device, threads, resume, pretrained, options,
           modules, metric, prompts, alpha, as_json, no_progress, log_every):
     """Train a method from a feature store into a run directory (best-on-validation weights)."""
-    from cachekit.train import TrainConfig, parse_options, train as run_train
+    from cachekit.options import parse_options
+    from cachekit.train import TrainConfig, train as run_train
 
-    overrides = parse_options(method, opts)
+    overrides = parse_options(method, options)
     flags = {"modules": modules, "metric": metric, "prompts": prompts, "alpha": alpha}
     overrides.update({k: v for k, v in flags.items() if v is not None})
     cfg = TrainConfig(protocol=protocol, ways=ways, shots=shots, queries=queries, episodes=episodes,

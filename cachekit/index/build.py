@@ -34,8 +34,6 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
-
 import numpy as np
 
 from ..errors import CacheKeyMismatch, InputError, InputNotFound, RunError
@@ -47,14 +45,11 @@ log = logging.getLogger(__name__)
 INDEX_FORMAT = "clipcache-prototypes"
 INDEX_VERSION = 1
 
-Metric = Literal["mean", "otam", "bimhm"]
-
-
 @dataclass(frozen=True)
 class IndexBuildConfig:
     """How ``clipcache index`` builds an index directory."""
 
-    metric: Metric = "mean"  # score of the no-run baseline (proto); a run's method decides its own
+    metric: str = "mean"  # a key of metrics.SIMILARITIES: the no-run baseline's (proto) score
     split: str | None = None  # store split name or a split / list / CSV file; None: every labelled video
     shots: int | None = None  # at most K videos per class (first by content key); None: all
     shortlist: int = 64  # classes FAISS passes to re-ranking (temporal or method scores)
