@@ -42,6 +42,8 @@ from typing import Callable, Literal, get_args
 
 import numpy as np
 
+from stores.base import atomic_write_bytes
+
 from cachekit.errors import InputError
 
 FORMAT_VERSION = 1
@@ -854,34 +856,29 @@ def _render_forward(class_name: str, index: int, cfg: SynthConfig) -> RenderedCl
 
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int) -> Path:
     """Write [T, H, W, 3] uint8 RGB as H.264 (libx264, yuv420p, crf 18, one thread: the same
-    frames give the same bytes). Written to a temporary name, then renamed into place."""
+    frames give the same bytes). Written atomically and durably (:func:`stores.base.atomic_write_bytes`)."""
     import av  # lazy: heavy
 
     path = Path(path)
     t_len, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise InputError(f"yuv420p needs even frame sizes, got {w}x{h}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with av.open(str(tmp), "w", format="mp4") as container:
-            stream = container.add_stream(
-                "libx264", rate=fps, options={"crf": "18", "preset": "veryfast"}
-            )
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            stream.codec_context.thread_count = 1
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(stream.encode(None))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buf = io.BytesIO()  # a clip is small: muxed in memory, then written durably in one step
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream(
+            "libx264", rate=fps, options={"crf": "18", "preset": "veryfast"}
+        )
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.thread_count = 1
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def split_classes(
