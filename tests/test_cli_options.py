@@ -57,3 +57,23 @@ def test_bad_choices_and_options_are_one_line_user_errors(args, message):
     code, out, err = invoke(args)
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert message in err
+
+
+def test_train_options_are_config_fields_method_flags_or_arguments():
+    """Every ``train`` option lands somewhere: a TrainConfig field (built by one helper), a method
+    option flag, or a named argument of the command function; none is dropped."""
+    import dataclasses
+    import inspect
+
+    from cachekit.train import TrainConfig
+    from cli.train_cmd import METHOD_FLAGS, _dataclass_from_params, train
+
+    named = set(inspect.signature(train.callback).parameters) - {"params"}
+    config = {f.name for f in dataclasses.fields(TrainConfig)}
+    params = {p.name for p in train.params}
+    assert params == (params & config) | set(METHOD_FLAGS) | named
+    assert not named & config and "val_queries" not in params  # validation queries: the default, 1
+    flags = {"ways": 3, "seed": 2, "alpha": 0.5}
+    assert _dataclass_from_params(TrainConfig, flags) == TrainConfig(ways=3, seed=2) and flags == {"alpha": 0.5}
+    with pytest.raises(TypeError, match="neither"):
+        _dataclass_from_params(TrainConfig, {"ways": 3, "typo": 1})
