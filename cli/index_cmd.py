@@ -57,8 +57,10 @@ def _build(run_dir, store, split, out, metric, options, shots, shortlist, video_
     if store is None:
         raise InputError("index needs --store STORE (the support videos); to add a class to an index use "
                          "`clipcache index add INDEX_DIR --class NAME VIDEO...`")
-    if run_dir is not None and (metric is not None or options):
-        raise InputError("--metric and --opt are the proto baseline's (no --run); a run's method scores with its own")
+    if run_dir is not None and metric is not None:
+        raise InputError("--metric is the proto baseline's (no --run); a run's method scores with its own metric")
+    if run_dir is not None and options:
+        raise InputError("--opt is the proto baseline's (no --run); a run's method keeps the options it trained with")
     opts = parse_options("proto", options)
     if "metric" in opts and metric is not None and opts["metric"] != metric:
         raise InputError(f"--metric {metric} and --opt metric={opts['metric']} disagree; give one")
