@@ -14,7 +14,7 @@ Part 1, the query pipeline (one video, proto-baseline index of a store extracted
 
 The torch-free engine (``--engine onnx``: numpy preprocessing, the index's ``encoder.onnx`` in
 onnxruntime, numpy search of an exact index) is timed the same way beside it, where the
-``[export]`` extra is installed: start-up split into importing ``cachekit.query`` + loading the
+``[export]`` extra is installed: start-up split into importing ``cachekit.index.query`` + loading the
 index and the ONNX session + the first decode, the stages after start-up, the modules it imported
 among torch / faiss / open_clip, and the largest score difference from the torch engine over the
 top-5 of the query video. Both engines are also timed end to end as the ``clipcache query ... --json``
@@ -55,7 +55,8 @@ t_launch = float(sys.argv[1])
 t0 = time.time()
 import torch
 t_torch = time.time()
-from cachekit.query import Classifier, decode_frames, preprocess_frames
+from cachekit.index.pixels import decode_frames, preprocess_frames
+from cachekit.index.query import Classifier
 clf = Classifier(sys.argv[2], engine="torch")
 t_ready = time.time()
 frames = decode_frames(sys.argv[3], clf.meta)
@@ -85,7 +86,8 @@ _CHILD_ONNX = """
 import json, sys, time
 t_launch = float(sys.argv[1])
 t0 = time.time()
-from cachekit.query import Classifier, decode_frames
+from cachekit.index.pixels import decode_frames
+from cachekit.index.query import Classifier
 t_import = time.time()
 clf = Classifier(sys.argv[2], engine="onnx")
 t_ready = time.time()
@@ -140,7 +142,7 @@ def bench_query(work: Path, model: str, frames: int, repeats: int) -> dict:
     from cachekit.encoder import EncoderConfig
     from cachekit.extract import ExtractConfig, extract
     from cachekit.inputs import collect_inputs
-    from cachekit.prototypes import IndexBuildConfig, build_index
+    from cachekit.index.build import IndexBuildConfig, build_index
     from cachekit.synth import write_mp4
     from cachekit.video import SamplerConfig
 
@@ -182,7 +184,7 @@ def bench_query(work: Path, model: str, frames: int, repeats: int) -> dict:
                                 str(repeats)], check=True, cwd=ROOT, capture_output=True, text=True,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
         o = json.loads(child.stdout.strip().splitlines()[-1])
-        from cachekit.query import Classifier
+        from cachekit.index.query import Classifier
 
         want = Classifier(work / "index", engine="torch").classify(str(video), top_k=5).top
         cmd = ["query", str(video), "--index", str(work / "index"), "--json"]
@@ -245,7 +247,7 @@ def query_table(r: dict) -> str:
         "|---|---|---|",
         f"| **start-up: process launch -> first decoded frames** | **{ms(r['startup'])}** | **{ms(o['startup'])}** |",
         f"| &nbsp; interpreter | {ms(r['interpreter'])} | {ms(o['interpreter'])} |",
-        f"| &nbsp; imports (torch / cachekit.query) | {ms(r['child_torch'])} | {ms(o['import'])} |",
+        f"| &nbsp; imports (torch / cachekit.index.query) | {ms(r['child_torch'])} | {ms(o['import'])} |",
         f"| &nbsp; index + encoder load | {ms(r['load'])} | {ms(o['load'])} |",
         f"| &nbsp; first decode | {ms(r['first_decode'])} | {ms(o['first_decode'])} |",
         f"| after start-up: decode | {ms(s['decode'])} | {ms(so['decode'])} |",
@@ -274,7 +276,7 @@ def _latency(index, queries: np.ndarray, k: int = 10) -> float:
 
 
 def bench_faiss(sizes: list[int], dim: int, hnsw_budget: float, n_queries: int = 200, seed: int = 0) -> list[dict]:
-    from stores.faiss_index import IndexConfig, PrototypeIndex
+    from cachekit.index.faiss_index import IndexConfig, PrototypeIndex
 
     rng = np.random.default_rng(seed)
     queries = rng.standard_normal((n_queries, dim), dtype=np.float32)

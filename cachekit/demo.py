@@ -61,8 +61,8 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     from .extract import ExtractConfig, extract
     from .inputs import collect_inputs
     from .progress import scope
-    from .prototypes import IndexBuildConfig, build_index
-    from .query import query_videos
+    from .index.build import IndexBuildConfig, build_index
+    from .index.query import query_videos
     from .synth import SynthConfig, slugify, synth_dataset
     from .train import TrainConfig, train
     from .video import SamplerConfig

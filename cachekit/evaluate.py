@@ -42,7 +42,8 @@ from .report import EvalResult, write_report
 from .runs import SPLITS_FILE as SPLITS
 
 PROTOCOLS = tuple(_REGISTRY)
-DEFAULT_METHOD = {"episodic": "proto", "allway": "zeroshot", "zeroshot": "zeroshot", "base2novel": "zeroshot"}
+# without --method: support prototypes for episodes, class text for every other protocol
+DEFAULT_METHOD = {p: "proto" if p == "episodic" else "zeroshot" for p in PROTOCOLS}
 BASE_SPLIT, NOVEL_SPLIT = "base_val", "novel_val"  # ViFi-CLIP base-to-novel list names (§5)
 
 
@@ -50,11 +51,12 @@ BASE_SPLIT, NOVEL_SPLIT = "base_val", "novel_val"  # ViFi-CLIP base-to-novel lis
 class EvalConfig:
     """What one ``clipcache eval`` computes; validated on construction (one-line errors).
 
-    protocol: ``episodic``, ``allway``, ``zeroshot`` or ``base2novel``; None with ``run_dir``:
-        the protocol the run was trained under.
+    protocol: a name in :data:`cachekit.protocols.PROTOCOLS`; None with ``run_dir``: the protocol
+        the run was trained under.
     method: a registered no-training method (``proto``, ``zeroshot``), or None: the run's method
         with ``run_dir``, else ``proto`` for episodic and ``zeroshot`` otherwise.
-    method_options: Config overrides of a method built by name (e.g. ``{"template": 0}``).
+    method_options: Config overrides of a method built by name (e.g. ``{"template": 0}``); string
+        values are typed by its Config (:func:`cachekit.options.typed_options`).
     run_dir: a trained run (:func:`cachekit.runs.load_run`); its cache key must match.
     ways, queries, episodes: episodic W, Q per class, number of episodes.
     shots: K, or a tuple of several K (one result per K: an accuracy-vs-shots curve). Episodic:
@@ -134,7 +136,7 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else (plural or word + 's')}"
 
 
-def _split_from_file(cache: FeatureCache, split_file: str | os.PathLike,
+def split_from_file(cache: FeatureCache, split_file: str | os.PathLike,
                      video_root: str | None) -> dict[str, Split]:
     """Read a CLIP-FSAR / ViFi-CLIP split file (or a plain list) and map it onto the store.
 
@@ -184,7 +186,7 @@ def _resolve_pools(cache: FeatureCache, split: str | None, split_file, video_roo
     splits = dict(cache.splits())
     from_file: set[str] = set()
     if split_file is not None:
-        file_splits = _split_from_file(cache, split_file, video_root)
+        file_splits = split_from_file(cache, split_file, video_root)
         from_file = set(file_splits)
         splits.update(file_splits)
         if split is None and len(file_splits) == 1:
@@ -247,12 +249,13 @@ def _load_run(run_dir, cache: FeatureCache, device: torch.device) -> tuple[Metho
 
 def _build(name: str, options: dict | None, metric: str | None, cache: FeatureCache, frames: int) -> Method:
     from .methods import build_method, method_module
+    from .options import typed_options
 
     try:
         mod = method_module(name)
     except ModuleNotFoundError as err:
         raise InputError(f"method {name} is not available in this installation ({err})") from err
-    overrides = dict(options or {})
+    overrides = typed_options(name, options or {})
     if metric is not None and "metric" in {f.name for f in dataclasses.fields(mod.Config)}:
         overrides.setdefault("metric", metric)
     method = build_method(name, overrides, cache.model_info, frames)

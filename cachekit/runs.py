@@ -17,15 +17,15 @@ whose cache key differs and any checkpoint whose hash does not match ``run.json`
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 from stores import file_sha256
+from stores.base import atomic_write_bytes
 
 from .encoder import EncoderConfig, FrozenCLIP, ModelInfo, load_clip
 from .errors import CacheKeyMismatch, RunError
@@ -40,22 +40,10 @@ SPLITS_FILE = "splits.json"
 
 
 # --------------------------------------------------------------------------- files
-@contextmanager
-def _atomic(path: Path):
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
+# Every file of a run is written whole, atomically and durably (fsync of the file and of its
+# directory): stores.base.atomic_write_bytes.
 def write_json(path: str | os.PathLike, doc: dict) -> None:
-    path = Path(path)
-    with _atomic(path) as tmp:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    atomic_write_bytes(Path(path), (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
 
 
 PENDING = ".pending"
@@ -82,11 +70,10 @@ def publish_pending(run_dir: str | os.PathLike, meta: dict) -> None:
 
 def save_weights(path: str | os.PathLike, state: dict) -> str:
     """Write a state dict as safetensors (atomically); returns the file's sha256."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
-    with _atomic(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
+    atomic_write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in state.items()}))
     return file_sha256(path)
 
 
@@ -95,8 +82,9 @@ def save_state(path: str | os.PathLike, state: dict) -> str:
     import torch
 
     path = Path(path)
-    with _atomic(path) as tmp:
-        torch.save(state, tmp)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
     return file_sha256(path)
 
 

@@ -20,8 +20,7 @@ of (seed, s / j), and the torch RNG (dropout, template draws) is saved with each
 A method whose ``needs.backbone`` is set is given the frozen encoder of the store's cache key;
 every other method gets a :class:`~cachekit.runs.DeferredEncoder` that is never loaded.
 
-Also here: :func:`parse_options` (``key=value`` method options typed by the method's Config),
-:func:`model_info_for` (sizes of a model from its config, no weights) and :func:`list_methods`.
+Also here: :func:`model_info_for` (sizes of a model from its config, no weights) and :func:`list_methods`.
 """
 
 from __future__ import annotations
@@ -32,19 +31,17 @@ import logging
 import math
 import platform
 import time
-import types
-import typing
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable
 
 import numpy as np
 
 from .errors import ClipcacheError, InputError, ModelError, RunError
 from .distributed import dist_from_env, rank_device
 from .interrupt import DeferredSigint, Interrupted
-from .protocols import get_protocol, natural_protocol
+from .protocols import PROTOCOLS, get_protocol, natural_protocol
 from .protocols.base import training_data
 from .tblog import DEFAULT_LOG_EVERY, TrainCurves
 from .runs import (LAST_FILE, MODEL_FILE, RUN_FORMAT, RUN_JSON, RUN_VERSION, SPLITS_FILE, STATE_FILE,
@@ -77,7 +74,7 @@ class TrainConfig:
         validation, the final weights are the model.
     """
 
-    protocol: Literal["episodic", "allway", "zeroshot", "base2novel"] | None = None
+    protocol: str | None = None  # a name in cachekit.protocols.PROTOCOLS
     ways: int = 5
     shots: int | None = None
     queries: int = 5
@@ -96,8 +93,8 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        if self.protocol not in (None, "episodic", "allway", "zeroshot", "base2novel"):
-            raise InputError(f"--protocol must be episodic, allway, zeroshot or base2novel, not {self.protocol!r}")
+        if self.protocol is not None and self.protocol not in PROTOCOLS:
+            raise InputError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}")
         if self.shots is None and self.protocol is not None:
             object.__setattr__(self, "shots", 1 if self.protocol == "episodic" else 0)
         low = {"ways": 1, "shots": 1 if self.protocol == "episodic" else 0, "queries": 1, "episodes": 1,
@@ -434,66 +431,6 @@ def _result_from_meta(out: Path, meta: dict) -> TrainResult:
                        trainable_params=meta["method"]["trainable_params"], seconds=meta["seconds"],
                        history=meta["history"], notes=meta["notes"],
                        protocol=meta["train"]["config"]["protocol"], split=meta.get("splits", {}))
-
-
-# --------------------------------------------------------------------------- options
-def _coerce(text: str, tp, what: str):
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if text.lower() in ("none", "null") and type(None) in args:
-            return None
-        for a in args:
-            if a is not type(None):
-                try:
-                    return _coerce(text, a, what)
-                except InputError:
-                    continue
-        raise InputError(f"{what}: cannot read {text!r} as {tp}")
-    if origin is Literal:
-        for a in args:
-            if str(a) == text:
-                return a
-        raise InputError(f"{what} must be one of {', '.join(map(str, args))}, not {text!r}")
-    if tp is bool:
-        low = text.lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise InputError(f"{what} must be true or false, not {text!r}")
-    if tp in (int, float):
-        try:
-            return tp(text)
-        except ValueError as err:
-            raise InputError(f"{what} must be {'an integer' if tp is int else 'a number'}, not {text!r}") from err
-    if tp is str:
-        return text
-    if origin is tuple:
-        elem = args[0] if args else str
-        return tuple(_coerce(s.strip(), elem, what) for s in text.split(",") if s.strip())
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_options(method: str, pairs: Iterable[str]) -> dict:
-    """``["alpha=0.25", "metric=otam"]`` -> Config overrides typed by method ``method``'s Config."""
-    from .methods import method_module
-
-    config = method_module(method).Config
-    hints = typing.get_type_hints(config)
-    fields = {f.name for f in dataclasses.fields(config)}
-    out = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        name = name.strip().replace("-", "_")
-        if not sep or not name:
-            raise InputError(f"--opt takes key=value, got {pair!r}")
-        if name not in fields:
-            raise InputError(f"method {method} has no option {name} (options: {', '.join(sorted(fields))})")
-        out[name] = _coerce(text.strip(), hints[name], f"--opt {name}")
-    return out
 
 
 # --------------------------------------------------------------------------- listing

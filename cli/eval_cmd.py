@@ -9,8 +9,8 @@ import json
 
 import click
 
-PROTOCOLS = ("episodic", "allway", "zeroshot", "base2novel")
-METRICS = ("mean", "otam", "bimhm")
+from . import _params
+
 _JSON_DROP = ("confusion", "class_names")
 
 
@@ -28,22 +28,6 @@ def _parse_shots(values: tuple[str, ...]) -> list[int]:
             except ValueError as err:
                 raise InputError(f"--shots must be integers like 1 or 1,5, not {v!r}") from err
     return out or [1]
-
-
-def _parse_options(values: tuple[str, ...]) -> dict:
-    """``KEY=VALUE`` pairs; VALUE is read as JSON when it parses (numbers, null, true), else a string."""
-    from cachekit.errors import InputError
-
-    out = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--option must look like KEY=VALUE (e.g. template=0), not {item!r}")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
 
 
 def _line(r) -> str:
@@ -69,11 +53,10 @@ def _line(r) -> str:
 @click.command("eval")
 @click.option("--store", required=True, help="Store made by `clipcache extract`.")
 @click.option("--run", "run_dir", default=None, help="Trained run directory (its cache key must match the store).")
-@click.option("--method", default=None,
+@click.option("--method", type=_params.methods(), default=None,
               help="No-training method: proto or zeroshot (default: proto for episodic, zeroshot otherwise).")
-@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Method option, e.g. -o template=0 (zeroshot: one template instead of the mean).")
-@click.option("--protocol", type=click.Choice(PROTOCOLS), default=None,
+@_params.method_options("Method option, e.g. -o template=0 (zeroshot: one template instead of the mean).")
+@click.option("--protocol", type=_params.protocols(), default=None,
               help="Protocol (required unless --run gives one).")
 @click.option("--ways", default=5, show_default=True, help="Episodic: classes per episode (W).")
 @click.option("--shots", multiple=True, default=("1",), show_default=True,
@@ -81,7 +64,7 @@ def _line(r) -> str:
                    "0 = query-only; allway: the K-shot list of proto).")
 @click.option("--queries", default=1, show_default=True, help="Episodic: queries per class (Q).")
 @click.option("--episodes", default=10_000, show_default=True, help="Episodic: number of episodes.")
-@click.option("--metric", type=click.Choice(METRICS), default="otam", show_default=True,
+@click.option("--metric", type=_params.metrics(), default="otam", show_default=True,
               help="Prototype matching metric (methods with a metric option).")
 @click.option("--seed", default=0, show_default=True, help="Seed of episodes, K-shot lists, base/novel split.")
 @click.option("--split", default=None, help="Split to evaluate (default: test, else val, else all videos).")
@@ -104,15 +87,17 @@ def eval_cmd(store, run_dir, method, options, protocol, ways, shots, queries, ep
     from cachekit.cache import FeatureCache
     from cachekit.errors import InputError
     from cachekit.evaluate import EvalConfig, evaluate
+    from cachekit.options import parse_pairs
     from cachekit.progress import scope, wanted
+    from cachekit.protocols import PROTOCOLS
 
     shot_list = _parse_shots(shots)
-    opts = _parse_options(options)
+    opts = parse_pairs(options)  # typed by the method's Config once the method is known
     if run_dir is not None and (method is not None or opts):
         raise InputError("--run evaluates a trained run; --method and --option apply without --run")
     with FeatureCache(store) as cache, scope(wanted(no_progress)):
         if protocol is None and run_dir is None:
-            raise InputError("--protocol is required (episodic, allway, zeroshot or base2novel)")
+            raise InputError(f"--protocol is required ({', '.join(PROTOCOLS)})")
         cfg = EvalConfig(protocol=protocol, method=method, method_options=opts or None, run_dir=run_dir, ways=ways,
                          shots=tuple(shot_list), queries=queries, episodes=episodes, metric=metric, seed=seed,
                          split=split, split_file=split_file, video_root=video_root, episodes_file=episodes_file,

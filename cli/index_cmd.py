@@ -13,9 +13,10 @@ import sys
 
 import click
 
+from . import _params
+
 log = logging.getLogger("clipcache.query")
 
-METRICS = ("mean", "otam", "bimhm")
 KINDS = ("auto", "flat", "ivf", "hnsw")
 
 
@@ -31,7 +32,9 @@ def _build_options(f):
     f = click.option("--shortlist", default=64, show_default=True,
                      help="Classes FAISS passes to a temporal / method re-ranking at query time.")(f)
     f = click.option("--shots", type=int, default=None, help="At most K support videos per class (default: all).")(f)
-    f = click.option("--metric", type=click.Choice(METRICS), default=None,
+    f = _params.method_options("Without --run: an option of the proto baseline; only metric changes an index "
+                               "(-o metric=otam is --metric otam).")(f)
+    f = click.option("--metric", type=_params.metrics(), default=None,
                      help="Without --run: the proto baseline's score (mean, the default: FAISS cosine; otam / "
                           "bimhm re-rank FAISS's shortlist on temporal prototypes). A run's method picks its own.")(f)
     f = click.option("--out", default=None, help="Index directory (default with --run: RUN_DIR/index).")(f)
@@ -44,17 +47,26 @@ def _build_options(f):
     return f
 
 
-def _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json,
-           no_progress=False):
+def _build(run_dir, store, split, out, metric, options, shots, shortlist, video_root, pretrained, kind, no_onnx,
+           as_json, no_progress=False):
     from cachekit.errors import InputError
-    from cachekit.prototypes import IndexBuildConfig, build_index
-    from stores.faiss_index import IndexConfig
+    from cachekit.index.build import IndexBuildConfig, build_index
+    from cachekit.index.faiss_index import IndexConfig
+    from cachekit.options import parse_options
 
     if store is None:
         raise InputError("index needs --store STORE (the support videos); to add a class to an index use "
                          "`clipcache index add INDEX_DIR --class NAME VIDEO...`")
     if run_dir is not None and metric is not None:
         raise InputError("--metric is the proto baseline's (no --run); a run's method scores with its own metric")
+    if run_dir is not None and options:
+        raise InputError("--opt is the proto baseline's (no --run); a run's method keeps the options it trained with")
+    opts = parse_options("proto", options)
+    if "metric" in opts and metric is not None and opts["metric"] != metric:
+        raise InputError(f"--metric {metric} and --opt metric={opts['metric']} disagree; give one")
+    metric = opts.pop("metric", metric)
+    if opts:
+        raise InputError(f"--opt {', '.join(sorted(opts))}: does not change a prototype index (only metric does)")
     cfg = IndexBuildConfig(metric=metric or "mean", split=split, shots=shots, shortlist=shortlist, pretrained=pretrained,
                            video_root=video_root, onnx=not no_onnx, index=IndexConfig(kind=kind))
     from cachekit.progress import wanted
@@ -74,8 +86,7 @@ def _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pre
 @click.group("index", invoke_without_command=True)
 @_build_options
 @click.pass_context
-def index(ctx, run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx,
-          as_json, no_progress):
+def index(ctx, **params):
     """Build the class-prototype index of STORE's support videos (or: `index add`).
 
     With --run, prototypes come from the trained method's support path and the index is written
@@ -84,17 +95,14 @@ def index(ctx, run_dir, store, split, out, metric, shots, shortlist, video_root,
     """
     if ctx.invoked_subcommand is not None:
         return
-    _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json,
-           no_progress)
+    _build(**params)
 
 
 @index.command("build")
 @_build_options
-def index_build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx,
-                as_json, no_progress):
+def index_build(**params):
     """Same as `clipcache index` with options: build an index from a store."""
-    _build(run_dir, store, split, out, metric, shots, shortlist, video_root, pretrained, kind, no_onnx, as_json,
-           no_progress)
+    _build(**params)
 
 
 @index.command("add")
@@ -109,7 +117,7 @@ def index_build(run_dir, store, split, out, metric, shots, shortlist, video_root
 def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_json, no_progress):
     """Add a class to INDEX_DIR from a few VIDEOs of it, without retraining."""
     from cachekit.progress import wanted
-    from cachekit.prototypes import add_class
+    from cachekit.index.build import add_class
 
     s = add_class(index_dir, class_name, list(videos), run_dir, pretrained, backend, progress=wanted(no_progress))
     if as_json:
@@ -148,7 +156,7 @@ def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, ba
     """
     if index_dir is None and run_dir is not None:
         from cachekit.progress import wanted
-        from cachekit.prototypes import ensure_run_index
+        from cachekit.index.build import ensure_run_index
 
         index_dir, how, built = ensure_run_index(run_dir, pretrained, progress=wanted())
         if how == "existing":  # the usual case: said with -v only
@@ -157,7 +165,7 @@ def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, ba
             click.echo(f"index: {'built' if how == 'built' else 'rebuilt (the run was retrained)'} {index_dir} "
                        f"from store {built.store}: {built.classes} classes, {built.support_videos} support videos "
                        f"({built.seconds.get('total', 0.0):.1f}s)", err=True)
-    from cachekit.query import Classifier, QueryConfig, query_videos
+    from cachekit.index.query import Classifier, QueryConfig, query_videos
 
     cfg = QueryConfig(top_k=top_k, shortlist=shortlist, backend=backend, explain_dir=explain_dir, engine=engine)
     clf = Classifier(index_dir, run_dir, shortlist, engine=engine)

@@ -8,12 +8,14 @@ import sys
 
 import click
 
+from . import _params
+
 
 @click.command("train")
-@click.option("--method", required=True, help="Method name (see `clipcache methods`).")
+@click.option("--method", type=_params.methods(), required=True, help="Method name (see `clipcache methods`).")
 @click.option("--store", required=True, help="Feature store to train from.")
 @click.option("--out", required=True, help="Run directory to create (or continue with --resume).")
-@click.option("--protocol", type=click.Choice(["episodic", "allway", "zeroshot", "base2novel"]), default=None,
+@click.option("--protocol", type=_params.protocols(), default=None,
               help="Protocol to train under [the method's natural one: see `clipcache methods`].")
 @click.option("--ways", default=5, show_default=True, help="Episodic: classes per episode.")
 @click.option("--shots", type=int, default=None,
@@ -39,7 +41,7 @@ import click
 @click.option("--pretrained", default=None,
               help="Encoder weights (file or local-dir:DIR) for methods that run the backbone, when the "
                    "store's key names a file.")
-@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Method option (repeatable).")
+@_params.method_options("Method option (repeatable), e.g. -o ffn_dim=64 (see `clipcache methods`).")
 @click.option("--modules", default=None, help="Method option modules (ma_fsar: tpcm, fgma, all).")
 @click.option("--metric", default=None, help="Method option metric (e.g. otam, bimhm, mean, trx).")
 @click.option("--prompts", default=None, help="Method option prompts (ev_clip: context, mask, both).")
@@ -48,19 +50,12 @@ import click
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--log-every", default=10, show_default=True,
               help="Steps between points of the TensorBoard curves written in --out (loss, lr, throughput).")
-def train(method, store, out, protocol, ways, shots, queries, episodes, episodes_per_step, epochs, batch_size,
-          lr, weight_decay, warmup, grad_clip, val_every, val_episodes, seed, device, threads, resume, pretrained, opts,
-          modules, metric, prompts, alpha, as_json, no_progress, log_every):
+def train(method, store, out, options, resume, pretrained, threads, as_json, no_progress, log_every, **params):
     """Train a method from a feature store into a run directory (best-on-validation weights)."""
-    from cachekit.train import TrainConfig, parse_options, train as run_train
+    from cachekit.train import TrainConfig, train as run_train
 
-    overrides = parse_options(method, opts)
-    flags = {"modules": modules, "metric": metric, "prompts": prompts, "alpha": alpha}
-    overrides.update({k: v for k, v in flags.items() if v is not None})
-    cfg = TrainConfig(protocol=protocol, ways=ways, shots=shots, queries=queries, episodes=episodes,
-                      episodes_per_step=episodes_per_step, epochs=epochs, batch_size=batch_size, lr=lr,
-                      weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, val_every=val_every,
-                      val_episodes=val_episodes, seed=seed, device=device)
+    overrides = _method_overrides(method, options, params)  # -o KEY=VALUE and the shortcut flags
+    cfg = _dataclass_from_params(TrainConfig, params)  # --protocol .. --device
     r = run_train(store, out, method, overrides, cfg, resume=resume, pretrained=pretrained,
                   progress=not no_progress and sys.stderr.isatty(), threads=threads, log_every=log_every)
     if int(os.environ.get("RANK", "0")) > 0:
@@ -79,6 +74,32 @@ def train(method, store, out, protocol, ways, shots, queries, episodes, episodes
         click.echo(f"split ({sp.get('source')}; recorded in {sp.get('file')}): {parts} (val selects the checkpoint)")
     for note in r.notes:
         click.echo(f"note: {note}")
+
+
+# method options that have a flag of their own (the others: -o KEY=VALUE)
+METHOD_FLAGS = ("modules", "metric", "prompts", "alpha")
+
+
+def _dataclass_from_params(cls, params: dict):
+    """``cls(**...)`` from the click parameters named like its fields; those are taken out of
+    ``params``, and every parameter left must be a method-option flag."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: params.pop(k) for k in list(params) if k in names}
+    left = sorted(set(params) - set(METHOD_FLAGS))
+    if left:  # a new option that reaches neither the config nor the method: a programming error
+        raise TypeError(f"train options {left} are neither {cls.__name__} fields nor method flags")
+    return cls(**values)
+
+
+def _method_overrides(method: str, options: tuple[str, ...], flags: dict) -> dict:
+    """Config overrides of ``method``: ``-o KEY=VALUE`` typed by its Config, then the flags given."""
+    from cachekit.options import parse_options
+
+    overrides = parse_options(method, options)
+    overrides.update({k: flags[k] for k in METHOD_FLAGS if flags.get(k) is not None})
+    return overrides
 
 
 @click.command("methods")

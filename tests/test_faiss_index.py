@@ -16,7 +16,7 @@ import pytest
 from helpers import ROOT, tree_digest
 from stores import StoreError, StoreFormatError, StoreLocked, StoreNotFound
 from stores.base import WriteLock
-from stores.faiss_index import META_FILE, IndexConfig, PrototypeIndex, gpu_available, publish_dir, resolve_dir
+from cachekit.index.faiss_index import META_FILE, IndexConfig, PrototypeIndex, gpu_available, publish_dir, resolve_dir
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -183,7 +183,7 @@ def test_save_replaces_an_existing_index_and_refuses_a_second_writer(tmp_path):
 _KILL = textwrap.dedent("""
     import os, shutil, sys
     import numpy as np
-    import stores.faiss_index as fi
+    import cachekit.index.faiss_index as fi
     where = sys.argv[2]
     def extra(d):
         if where == "mid-write":
@@ -230,7 +230,7 @@ def test_a_kill_while_saving_leaves_the_old_or_the_new_index(tmp_path, where):
 def test_exact_numpy_search_equals_the_flat_faiss_index_and_loads_without_faiss(tmp_path):
     """ExactVectors (query's FAISS-free start) gives IndexFlatIP's ids and scores; load_exact reads
     a flat index saved with its vectors, in a process that never imports faiss."""
-    from stores.faiss_index import ExactVectors, load_exact
+    from cachekit.index.faiss_index import ExactVectors, load_exact
 
     vecs = _clustered(300, 24, 12, seed=4)
     flat = PrototypeIndex.build(vecs, IndexConfig(kind="flat"))
@@ -245,7 +245,7 @@ def test_exact_numpy_search_equals_the_flat_faiss_index_and_loads_without_faiss(
     PrototypeIndex.build(vecs, IndexConfig(kind="ivf", nlist=4)).save(tmp_path / "ivf", {"pooled": vecs})
     code = textwrap.dedent(f"""
         import sys
-        from stores.faiss_index import load_exact
+        from cachekit.index.faiss_index import load_exact
         index, arrays, meta = load_exact({str(tmp_path / 'idx')!r}, "pooled", ["other"])
         assert len(index) == 300 and list(arrays) == ["other"] and meta == {{"note": "x"}}
         assert load_exact({str(tmp_path / 'ivf')!r}, "pooled", []) is None  # approximate: FAISS it is

@@ -18,7 +18,8 @@ from cachekit.methods.base import Episode, VideoBatch
 from cachekit.methods.ma_fsar import (TPCM, MAFSARFrozen, fuse_prediction, ma_fsar_loss, pick_templates,
                                       text_logits)
 from cachekit.runs import DeferredEncoder
-from cachekit.train import list_methods, model_info_for, parse_options
+from cachekit.options import parse_options
+from cachekit.train import list_methods, model_info_for
 
 VIT_B32 = ModelInfo(embed_dim=512, width=768, layers=12, heads=12, grid=(7, 7), image_size=224, text_width=512)
 SMALL = ModelInfo(embed_dim=32, width=48, layers=2, heads=2, grid=(7, 7), image_size=224, text_width=32)

@@ -94,7 +94,7 @@ def encoder(data):
 # ----------------------------------------------------------------------------- the index
 def test_index_directory_holds_index_labels_prototypes_and_encoder(data):
     from cachekit.cache import FeatureCache
-    from cachekit.prototypes import load_index, support_prototypes
+    from cachekit.index.build import load_index, support_prototypes
 
     idx = load_index(data["index"])
     files = set(os.listdir(data["index"]))
@@ -120,7 +120,7 @@ def test_index_directory_holds_index_labels_prototypes_and_encoder(data):
 
 
 def test_preprocessing_without_open_clip_equals_the_encoders(encoder):
-    from cachekit.query import preprocess_frames
+    from cachekit.index.pixels import preprocess_frames
 
     rng = np.random.default_rng(0)
     for h, w in ((64, 80), (300, 224), (224, 224), (97, 131)):
@@ -141,8 +141,9 @@ def test_preprocessing_without_open_clip_equals_the_encoders(encoder):
 def test_exported_encoder_equals_the_open_clip_path(data, encoder):
     """The fast graph (and encoder.pt2) give the open_clip embeddings within 1e-5, and the cached ones."""
     from cachekit.cache import FeatureCache
-    from cachekit.prototypes import ENCODER_PT2, load_index
-    from cachekit.query import decode_frames, load_query_encoder, preprocess_frames
+    from cachekit.index.build import load_index
+    from cachekit.index.export import ENCODER_PT2, load_query_encoder
+    from cachekit.index.pixels import decode_frames, preprocess_frames
 
     idx = load_index(data["index"])
     run = load_query_encoder(idx.path, idx.meta)
@@ -165,8 +166,8 @@ def test_exported_encoder_equals_the_open_clip_path(data, encoder):
 @pytest.mark.slow
 def test_encoder_pt2_gives_the_same_features(data):
     """The deployable torch.export artefact (slow to load: the export deserialiser) agrees too."""
-    from cachekit.prototypes import load_index
-    from cachekit.query import load_query_encoder
+    from cachekit.index.build import load_index
+    from cachekit.index.export import load_query_encoder
 
     idx = load_index(data["index"])
     fast = load_query_encoder(idx.path, idx.meta)
@@ -178,8 +179,8 @@ def test_encoder_pt2_gives_the_same_features(data):
 # ----------------------------------------------------------------------------- ranking
 def _synthetic_index(metric: str, n_classes=40, shots=3, frames=5, dim=16, seed=0):
     """A LoadedIndex over random support features (no encoder), scored by ``metric``."""
-    from cachekit.prototypes import LoadedIndex, support_prototypes
-    from stores.faiss_index import PrototypeIndex
+    from cachekit.index.build import LoadedIndex, support_prototypes
+    from cachekit.index.faiss_index import PrototypeIndex
 
     rng = np.random.default_rng(seed)
     support = rng.standard_normal((n_classes * shots, frames, dim)).astype(np.float32)
@@ -196,7 +197,7 @@ def _synthetic_index(metric: str, n_classes=40, shots=3, frames=5, dim=16, seed=
 @pytest.mark.parametrize("metric", ["mean", "otam", "bimhm"])
 def test_shortlist_as_large_as_the_index_gives_the_brute_force_ranking(metric):
     from cachekit.metrics import SIMILARITIES
-    from cachekit.query import rank
+    from cachekit.index.query import rank
 
     idx, queries, _, _ = _synthetic_index(metric)
     n = len(idx.classes)
@@ -222,7 +223,7 @@ def test_method_scored_index_reranks_like_the_methods_episode_logits():
     from cachekit.encoder import ModelInfo
     from cachekit.methods.base import Episode, VideoBatch
     from cachekit.methods.proto import Config, Proto
-    from cachekit.query import rank
+    from cachekit.index.query import rank
 
     idx, queries, support, labels = _synthetic_index("method")
     n = len(idx.classes)
@@ -242,7 +243,7 @@ def test_method_scored_index_reranks_like_the_methods_episode_logits():
 
 # ----------------------------------------------------------------------------- query
 def test_a_support_clip_finds_its_own_class_first(data):
-    from cachekit.query import QueryConfig, query_videos
+    from cachekit.index.query import QueryConfig, query_videos
 
     paths = [data["clips"][c][0] for c in CLASSES]
     results = list(query_videos(paths, data["index"], cfg=QueryConfig(top_k=3)))
@@ -282,7 +283,7 @@ def test_query_prints_a_table_and_explains(data, tmp_path):
 def test_explain_overlays_the_methods_mask(data, tmp_path):
     """A method with an explain mask (EV-CLIP-like): the mask is taken from the method's hook."""
     from cachekit.methods.base import CacheNeeds, Method
-    from cachekit.query import Classifier
+    from cachekit.index.query import Classifier
 
     seen = {}
 
@@ -305,7 +306,7 @@ def test_index_add_adds_a_class_that_queries_then_find(data, tmp_path):
     code, out, err = _invoke(["index", "add", index, "--class", "wave", data["new"]])
     assert code == 0, err
     assert "added class 'wave'" in out
-    from cachekit.prototypes import load_index
+    from cachekit.index.build import load_index
 
     idx = load_index(index)
     assert idx.classes == [*CLASSES, "wave"] and idx.meta["shots"]["wave"] == 1 and len(idx.index) == 4
@@ -352,7 +353,7 @@ def run(data, tmp_path_factory):
 
 def test_index_from_a_run_and_query_with_it(data, run):
     """``index --run`` (default out RUN/index) and ``query --run`` without --index."""
-    from cachekit.prototypes import load_index
+    from cachekit.index.build import load_index
 
     idx = load_index(run / "index")
     assert idx.meta["run"] == str(run) and idx.meta["method"]["name"] == "zeroshot"
@@ -375,7 +376,7 @@ def test_index_add_through_a_runs_method(data, run, tmp_path):
 def test_index_and_query_with_a_trained_run(data, tmp_path):
     """A run the trainer made (CLIP-FSAR head, 2 episodes): its own score (prototype_metric None)
     re-ranks FAISS's shortlist from the kept shots and class text, through its episode_logits."""
-    from cachekit.prototypes import load_index
+    from cachekit.index.build import load_index
     from cachekit.train import TrainConfig, train
 
     run = tmp_path / "clip_fsar"
@@ -424,7 +425,7 @@ def test_user_errors_are_one_line(data, tmp_path):
 @pytest.mark.slow
 def test_split_file_shots_and_a_temporal_metric(data, tmp_path):
     """--split FILE, --shots 1 and --metric otam: the index has the listed classes' first shots."""
-    from cachekit.prototypes import load_index
+    from cachekit.index.build import load_index
 
     listed = data["root"] / "two.csv"
     listed.write_text("path,label\n" + "".join(f"{p},{c}\n" for c in ("bounce", "spin") for p in data["clips"][c]))
@@ -470,7 +471,7 @@ def test_kill_during_index_then_rerun_gives_the_same_index(data, tmp_path):
 
 def test_cli_modules_import_nothing_heavy():
     code = ("import sys, cli.main, cli.index_cmd; "
-            "print([m for m in ('torch', 'faiss', 'open_clip', 'cachekit.query') if m in sys.modules])")
+            "print([m for m in ('torch', 'faiss', 'open_clip', 'cachekit.index.query') if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], env=cli_env(), cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
 
@@ -493,7 +494,7 @@ def test_query_with_a_run_alone_builds_its_index_on_first_use(data, tmp_path, ca
     """The third of the three commands: ``query clip --run R`` with no ``clipcache index`` before.
     First use builds RUN/index from the run's store and says so on stderr (stdout: the JSON alone);
     later uses say so with -v; a retrained run's stale index is rebuilt."""
-    from cachekit.prototypes import load_index
+    from cachekit.index.build import load_index
     from cachekit.runs import MODEL_FILE, RUN_JSON, load_weights, read_run, save_weights, write_json
     from cachekit.train import TrainConfig, train
 
@@ -542,8 +543,8 @@ onnx_installed = pytest.mark.skipif(
 def test_numpy_resize_equals_torchs_uint8_kernel_bit_for_bit():
     """query_onnx.resize_crop reproduces torch's antialiased uint8 resize (int16 fixed-point
     weights, horizontal pass first) exactly, down and up, for both interpolations and modes."""
-    from cachekit import query_onnx
-    from cachekit.query import normalise_pixels, resize_crop
+    from cachekit.index import query_onnx
+    from cachekit.index.pixels import normalise_pixels, resize_crop
 
     rng = np.random.default_rng(1)
     sizes = ((64, 80), (300, 224), (224, 224), (97, 131), (240, 320), (100, 50), (500, 333), (720, 1280))
@@ -562,7 +563,7 @@ def test_numpy_resize_equals_torchs_uint8_kernel_bit_for_bit():
 
 @pytest.mark.parametrize("metric", ["otam", "bimhm", "mean"])
 def test_numpy_metrics_equal_the_torch_ones(metric):
-    from cachekit import query_onnx
+    from cachekit.index import query_onnx
     from cachekit.metrics import SIMILARITIES
 
     rng = np.random.default_rng(2)
@@ -577,7 +578,8 @@ def test_onnx_engine_answers_as_the_torch_engine(data, run, tmp_path):
     """For every index here (proto baseline with mean / OTAM / Bi-MHM, a run's index): the ONNX
     encoder's features equal the torch graph's within 1e-4 and the onnx engine's top-k equals
     the torch engine's (labels, and scores within 1e-4)."""
-    from cachekit.query import Classifier, decode_frames
+    from cachekit.index.pixels import decode_frames
+    from cachekit.index.query import Classifier
 
     indexes = {"mean": data["index"], "run": run / "index"}
     for metric in ("otam", "bimhm"):
@@ -603,7 +605,7 @@ def test_onnx_engine_answers_as_the_torch_engine(data, run, tmp_path):
 
 @onnx_installed
 def test_a_method_scored_index_falls_back_to_torch_and_onnx_is_refused_with_one_line(data, tmp_path):
-    from cachekit.query import Classifier
+    from cachekit.index.query import Classifier
     from cachekit.train import TrainConfig, train
 
     run = tmp_path / "clip_fsar"
@@ -642,9 +644,10 @@ def test_onnx_query_process_imports_no_torch(data, run):
 def test_every_trained_methods_onnx_encoder_equals_its_torch_graph(data, tmp_path, method, cfg):
     """A trained run's exported query encoder: encoder.onnx (onnxruntime) gives the torch graph's
     features within 1e-4; where the index's score allows the onnx engine, the same top-k too."""
-    from cachekit.prototypes import load_index
-    from cachekit.query import Classifier, decode_frames
-    from cachekit.query_onnx import OnnxEncoder
+    from cachekit.index.build import load_index
+    from cachekit.index.pixels import decode_frames
+    from cachekit.index.query import Classifier
+    from cachekit.index.query_onnx import OnnxEncoder
     from cachekit.train import TrainConfig, train
 
     run = tmp_path / method

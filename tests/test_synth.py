@@ -147,7 +147,7 @@ def test_mp4_bytes_and_decoded_frames_are_deterministic(tmp_path):
     # crf 18 (and yuv420p chroma at 64 px): close to the rendered frames
     mse = ((first.astype(np.float64) - frames) ** 2).mean()
     assert 10 * np.log10(255**2 / mse) > 22
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []  # no temporary left
 
 
 class _FailingFrames:
@@ -474,7 +474,7 @@ def test_rerun_resumes_and_other_settings_are_refused(tmp_path):
     assert [p.stat().st_mtime_ns for p in again.videos[1:]] == stamps[1:]
     with pytest.raises(InputError, match="seed"):
         synth_dataset(tmp_path, SynthConfig(**{**asdict(cfg), "seed": 5}))
-    assert not list(tmp_path.rglob("*.part"))
+    assert not list(tmp_path.rglob("*.partial"))  # no temporary left
 
 
 @pytest.mark.slow

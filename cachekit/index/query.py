@@ -9,7 +9,7 @@ temporal or the method's own -> top-k ``(label, score)``.
 Nothing here imports open_clip: the encoder runs from the graph ``clipcache index`` exported.
 Two engines: ``onnx`` (the default where the index has ``encoder.onnx``, onnxruntime is installed
 and the index is scored by FAISS or a temporal metric) runs the whole query without importing
-torch (:mod:`cachekit.query_onnx`: numpy preprocessing bit-equal to torch's, onnxruntime, numpy
+torch (:mod:`cachekit.index.query_onnx`: numpy preprocessing bit-equal to torch's, onnxruntime, numpy
 scores), so start-up is the index and the ONNX session; ``torch`` runs ``encoder_graph.py`` +
 weights (or ``encoder.pt2``), start-up ``import torch`` + the index. Only a method-scored index (e.g. TRX) or ``--explain`` of a run with an explain mask loads
 the run's method, and a method that runs the encoder loads open_clip then.
@@ -21,19 +21,22 @@ the OTAM / Bi-MHM distance for those, the method's logit for method-scored index
 
 from __future__ import annotations
 
-import math
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
-from .errors import ClipcacheError, DecodeError, InputError, InputNotFound, RunError
-from .prototypes import LoadedIndex, check_run_matches, load_index
-from .video import Backend, SamplerConfig, decode_video
+from ..errors import ClipcacheError, DecodeError, InputError, InputNotFound, RunError
+from ..video import Backend
+from .build import LoadedIndex, check_run_matches, load_index
+from .export import load_query_encoder
+from .pixels import decode_frames, normalise_pixels, resize_crop
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -72,124 +75,6 @@ class QueryResult:
         return {"video": self.video, "top": [{"label": h.label, "score": h.score} for h in self.top]}
 
 
-# --------------------------------------------------------------------------- decode + preprocess
-def sampler_of(meta: dict) -> SamplerConfig:
-    """The extraction sampler of the index's cache key, one view (view 0: segment centres)."""
-    s = dict(meta["cache_key"].get("sampler") or {"frames": meta["frames"]})
-    s["views"] = 1
-    return SamplerConfig(**s)
-
-
-def decode_frames(path: str | os.PathLike, meta: dict, backend: Backend = "auto") -> np.ndarray:
-    """The sampled frames of view 0, ``[T, H, W, 3]`` uint8 RGB; :class:`DecodeError` naming the file."""
-    # view 0 never reads the content key (only extra views are seeded by it): no need to hash the file
-    return decode_video(path, sampler_of(meta), "0" * 64, backend).frames[0]
-
-
-def _resize_uint8(x: torch.Tensor, size: list[int], mode: str) -> torch.Tensor:
-    """torchvision's ``resize`` of a uint8 batch ``[F, 3, H, W]`` with antialiasing, bit for bit."""
-    import torch
-    import torch.nn.functional as F
-
-    native = mode == "bicubic" or (torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-                                   or platform.machine() in ("aarch64", "arm64"))
-    if native and x.device.type == "cpu":
-        return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True)
-    y = F.interpolate(x.float(), size=size, mode=mode, align_corners=False, antialias=True)
-    if mode == "bicubic":
-        y = y.clamp_(0, 255)
-    return y.round_().to(torch.uint8)
-
-
-def resize_crop(frames: np.ndarray, pre: dict) -> torch.Tensor:
-    """uint8 ``[F, H, W, 3]`` -> uint8 ``[F, 3, S, S]``: the resize and centre crop of the encoder's
-    preprocessing (:meth:`FrozenCLIP.preprocess`), without torchvision."""
-    import torch
-    import torch.nn.functional as F
-
-    s = int(pre["size"])
-    mode = pre["interpolation"]
-    if mode not in ("bicubic", "bilinear"):
-        raise InputError(f"interpolation {mode!r} is not supported")
-    x = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2)  # [F, 3, H, W] uint8
-    h, w = x.shape[-2:]
-    if pre.get("resize_mode", "shortest") == "squash":
-        return _resize_uint8(x, [s, s], mode) if (h, w) != (s, s) else x
-    if min(h, w) != s:
-        short, long = (w, h) if w <= h else (h, w)
-        new_long = int(s * long / short)
-        size = [new_long, s] if w <= h else [s, new_long]
-        x = _resize_uint8(x, size, mode)
-        h, w = x.shape[-2:]
-    if h < s or w < s:
-        pad_w, pad_h = max(s - w, 0), max(s - h, 0)
-        x = F.pad(x, [pad_w // 2, (pad_w + 1) // 2, pad_h // 2, (pad_h + 1) // 2])
-        h, w = x.shape[-2:]
-    top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
-    return x[..., top:top + s, left:left + s]
-
-
-def normalise_pixels(x: torch.Tensor, pre: dict) -> torch.Tensor:
-    """uint8 ``[F, 3, S, S]`` -> float32, scaled to [0, 1] and normalised with the model's mean/std."""
-    import torch
-
-    x = x.to(torch.float32).div_(255.0)
-    mean = torch.tensor(pre["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(pre["std"], dtype=torch.float32).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
-def preprocess_frames(frames: np.ndarray, pre: dict) -> torch.Tensor:
-    """uint8 RGB ``[F, H, W, 3]`` -> ``[F, 3, S, S]`` float32, equal to the encoder's preprocessing."""
-    return normalise_pixels(resize_crop(frames, pre), pre)
-
-
-# --------------------------------------------------------------------------- encoder artefact
-def load_query_encoder(root: str | os.PathLike, meta: dict) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The exported query encoder of an index: ``pixels [T, 3, S, S] -> features [T, D]``.
-
-    Runs the graph's Python code with its weights when the index has it and was written by this
-    torch version; else deserialises ``encoder.pt2`` with ``torch.export.load`` (slower to start).
-    """
-    import torch
-
-    root = Path(root)
-    info = meta["encoder"]
-    if info.get("graph") and info.get("torch") == torch.__version__:
-        import torch.fx._pytree as fx_pytree
-        import torch.utils._pytree as pytree
-
-        namespace = {"torch": torch, "device": torch.device, "inf": math.inf, "nan": math.nan,
-                     "NoneType": type(None), "fx_pytree": fx_pytree, "pytree": pytree}
-        code = (root / info["graph"]).read_text()
-        exec(compile(code, str(root / info["graph"]), "exec"), namespace)  # noqa: S102 - our own export
-        forward = namespace["forward"]
-        weights = torch.load(root / info["weights"], weights_only=True, mmap=True)
-
-        def run(pixels: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode():
-                return forward(None, *weights, pixels.contiguous())[0]
-
-        return run
-    if info.get("pt2"):
-        program = torch.export.load(str(root / info["pt2"])).module()
-    else:  # the method's query path could not be exported: run it eagerly (loads open_clip)
-        from .prototypes import _query_encoder_module
-        from .runs import load_run, load_store_encoder
-
-        enc = load_store_encoder(meta["cache_key"], meta.get("pretrained"), device="cpu")
-        method = None if meta.get("run") is None else load_run(
-            meta["run"], cache_key=meta["cache_key"], backbone=enc, device="cpu",
-            pretrained=meta.get("pretrained"))[0]
-        program = _query_encoder_module(enc, method)
-
-    def run_program(pixels: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return program(pixels.contiguous())
-
-    return run_program
-
-
 # --------------------------------------------------------------------------- ranking
 def rank(idx: LoadedIndex, feats: torch.Tensor, top_k: int, shortlist: int, method=None) -> list[Hit]:
     """Top-``top_k`` classes of ``idx`` for one video's query features ``[T, D]``, best first.
@@ -214,7 +99,7 @@ def rank(idx: LoadedIndex, feats: torch.Tensor, top_k: int, shortlist: int, meth
         return [Hit(idx.classes[c], float(s)) for c, s in zip(cand[:top_k], sims[:top_k])]
     cand = np.sort(cand)  # the re-ranking decides the order
     if scorer == "metric":
-        from .metrics import SIMILARITIES
+        from ..metrics import SIMILARITIES
 
         s = SIMILARITIES[idx.meta["metric"]](q[None], torch.from_numpy(idx.temporal[cand]))[0]  # [n]
     elif scorer == "method":
@@ -240,7 +125,7 @@ Engine = str  # "auto", "onnx" or "torch"
 def _index_meta(index_dir: str | os.PathLike) -> tuple[Path, dict]:
     """The index's directory and ``index.json`` meta, read without loading FAISS or arrays."""
     from stores import StoreNotFound
-    from stores.faiss_index import read_manifest, resolve_dir
+    from .faiss_index import read_manifest, resolve_dir
 
     try:
         root = resolve_dir(index_dir)
@@ -308,7 +193,7 @@ class Classifier:
         if self._method is None:
             if self.run_dir is None:
                 raise RunError("this index needs its run's method, and it was built without a run")
-            from .runs import load_run
+            from ..runs import load_run
 
             self._method, _ = load_run(self.run_dir, cache_key=self.idx.cache_key, device="cpu",
                                        pretrained=self.meta.get("pretrained"))
@@ -370,7 +255,7 @@ class Classifier:
             return None
         import torch
 
-        from .methods.base import Method, VideoBatch
+        from ..methods.base import Method, VideoBatch
 
         method = self.method()
         if type(method).explain_mask is Method.explain_mask:  # the default hook: no mask, no encoder load
@@ -380,7 +265,7 @@ class Classifier:
         batch = VideoBatch(index=one, labels=one - 1, pixels=pixels[None] if needs.pixels else None)
         if needs.emb or needs.cls or needs.tokens_at:
             if self._encoder is None:
-                from .runs import load_store_encoder
+                from ..runs import load_store_encoder
 
                 self._encoder = load_store_encoder(self.idx.cache_key, self.meta.get("pretrained"), device="cpu")
             with torch.no_grad():
@@ -468,11 +353,6 @@ __all__ = [
     "Hit",
     "QueryConfig",
     "QueryResult",
-    "decode_frames",
-    "load_query_encoder",
-    "normalise_pixels",
-    "preprocess_frames",
     "query_videos",
     "rank",
-    "resize_crop",
 ]

@@ -8,7 +8,7 @@
 - a *temporal* prototype ``[T, D]`` per class (the per-frame mean of its shots, CLIP-FSAR's
   convention) and a *pooled* vector ``[D]`` (methods.md §6.4: each shot mean-pooled over T and
   L2-normalised, the shots averaged and re-normalised) go into the index; FAISS searches the
-  pooled vectors by cosine (:class:`stores.faiss_index.PrototypeIndex`);
+  pooled vectors by cosine (:class:`cachekit.index.faiss_index.PrototypeIndex`);
 - the ranking: metric ``mean`` is the FAISS cosine itself; a temporal metric (``otam``,
   ``bimhm``) re-ranks FAISS's shortlist on the temporal prototypes; a method whose score is its
   own (:meth:`Method.prototype_metric` is None, e.g. TRX) re-ranks it with
@@ -29,40 +29,27 @@ installed.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import time
-from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
-
 import numpy as np
 
-from stores.faiss_index import IndexConfig, PrototypeIndex, index_lock, load_exact, resolve_dir
-
-from .errors import CacheKeyMismatch, InputError, InputNotFound, RunError
+from ..errors import CacheKeyMismatch, InputError, InputNotFound, RunError
+from .export import export_encoder
+from .faiss_index import IndexConfig, PrototypeIndex, index_lock, load_exact, resolve_dir
 
 log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "clipcache-prototypes"
 INDEX_VERSION = 1
-ENCODER_PT2 = "encoder.pt2"
-ENCODER_GRAPH = "encoder_graph.py"
-ENCODER_WEIGHTS = "encoder_weights.pt"
-ENCODER_ONNX = "encoder.onnx"
-# names the exported graph's Python code may use; anything else: no fast path (encoder.pt2 only)
-GRAPH_GLOBALS = ("torch", "device", "inf", "nan", "NoneType", "fx_pytree", "pytree")
-
-Metric = Literal["mean", "otam", "bimhm"]
-
 
 @dataclass(frozen=True)
 class IndexBuildConfig:
     """How ``clipcache index`` builds an index directory."""
 
-    metric: Metric = "mean"  # score of the no-run baseline (proto); a run's method decides its own
+    metric: str = "mean"  # a key of metrics.SIMILARITIES: the no-run baseline's (proto) score
     split: str | None = None  # store split name or a split / list / CSV file; None: every labelled video
     shots: int | None = None  # at most K videos per class (first by content key); None: all
     shortlist: int = 64  # classes FAISS passes to re-ranking (temporal or method scores)
@@ -73,7 +60,7 @@ class IndexBuildConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def __post_init__(self):
-        from .metrics import SIMILARITIES
+        from ..metrics import SIMILARITIES
 
         if self.metric not in SIMILARITIES:
             raise InputError(f"--metric must be one of {', '.join(SIMILARITIES)}, not {self.metric!r}")
@@ -116,7 +103,7 @@ def support_prototypes(feats: np.ndarray, labels: np.ndarray, n_classes: int) ->
     import torch
     import torch.nn.functional as F
 
-    from .metrics import class_prototypes
+    from ..metrics import class_prototypes
 
     f = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))  # [S, T, D]
     lab = torch.from_numpy(np.asarray(labels, dtype=np.int64))
@@ -124,144 +111,6 @@ def support_prototypes(feats: np.ndarray, labels: np.ndarray, n_classes: int) ->
     shots = F.normalize(f.mean(dim=1), dim=-1)[:, None]  # [S, 1, D] video vectors
     pooled = F.normalize(class_prototypes(shots, lab, n_classes)[:, 0], dim=-1)  # [C, D]
     return temporal.numpy(), pooled.numpy()
-
-
-# --------------------------------------------------------------------------- query encoder
-def _query_encoder_module(enc, method):
-    """``pixels [T, 3, S, S] -> query features [T, D]``: frozen encoder, then the method's query path."""
-    import torch
-    from torch import nn
-
-    from .methods.base import CacheNeeds, VideoBatch
-
-    class QueryEncoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.visual = enc.model.visual  # the weights the graph uses (not the text tower)
-            self.method = method
-            self._enc = (enc,)  # not a submodule: its model's text tower stays out of the export
-
-        def forward(self, pixels):
-            needs = self.method.needs if self.method is not None else CacheNeeds(emb=True)
-            one = torch.zeros(1, dtype=torch.long, device=pixels.device)
-            batch = VideoBatch(index=one, labels=one - 1)
-            if needs.emb or needs.cls or needs.tokens_at:
-                out = self._enc[0].encode_frames(pixels, tuple(needs.tokens_at))
-                batch.emb = out.emb[None].float()  # [1, T, D']
-                batch.cls = out.cls[None].float()  # [1, T, W]
-                batch.tokens = {b: t[None].float() for b, t in out.tokens.items()}  # {L: [1, T, N+1, W]}
-            if needs.pixels:
-                batch.pixels = pixels[None]  # [1, T, 3, S, S]
-            feats = batch.emb if self.method is None else self.method.query_features(batch)
-            return feats[0]  # [T, D]
-
-    return QueryEncoder().eval()
-
-
-def export_encoder(enc, method, frames: int, out_dir: Path, onnx: bool = True) -> dict:
-    """Write the query encoder to ``out_dir``; returns what ``index.json`` records about it."""
-    import torch
-
-    size = int(enc.preprocess_cfg["size"])
-    module = _query_encoder_module(enc, method)
-    example = torch.zeros(frames, 3, size, size)
-    with torch.no_grad():
-        try:
-            feats = module(example)
-        except NotImplementedError as err:  # a method without the index hooks it needs
-            raise RunError(f"cannot index with this run: {err}") from err
-    info = {"pt2": None, "input": [frames, 3, size, size], "dim": int(feats.shape[-1]),
-            "torch": torch.__version__, "graph": None, "weights": None, "onnx": None, "notes": []}
-    try:
-        with torch.no_grad(), _printed_to_log("torch.export"):
-            ep = torch.export.export(module, (example,))
-    except Exception as err:  # noqa: BLE001 - the exporter raises many types; query then runs eagerly
-        info["notes"].append(f"torch.export failed ({str(err).splitlines()[0][:200]}); query will load "
-                             "open_clip and the run's method to encode (slow start)")
-        return info
-    torch.export.save(ep, str(out_dir / ENCODER_PT2))
-    info["pt2"] = ENCODER_PT2
-    try:
-        code, weights = _graph_code(ep)
-    except ValueError as err:
-        info["notes"].append(f"no fast-start graph ({err}); query loads {ENCODER_PT2}")
-    else:
-        (out_dir / ENCODER_GRAPH).write_text(code)
-        torch.save(weights, str(out_dir / ENCODER_WEIGHTS))
-        info["graph"], info["weights"] = ENCODER_GRAPH, ENCODER_WEIGHTS
-    if onnx:
-        info["onnx"], note = _export_onnx(module, example, out_dir)
-        # the graph and its external weights file(s) (encoder.onnx.data), which travel together
-        info["onnx_files"] = sorted(p.name for p in out_dir.glob(ENCODER_ONNX + "*")) if info["onnx"] else []
-        if note:
-            info["notes"].append(note)
-    return info
-
-
-def _graph_code(ep) -> tuple[str, list]:
-    """The exported program as Python code over ATen ops + its weights in argument order."""
-    from torch.export.graph_signature import InputKind, OutputKind
-
-    sig = ep.graph_signature
-    weights, users = [], 0
-    for spec in sig.input_specs:
-        if spec.kind == InputKind.USER_INPUT:
-            users += 1
-            continue
-        if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
-            t = ep.state_dict.get(spec.target)
-            if t is None:
-                t = ep.constants.get(spec.target)
-            if t is None:
-                raise ValueError(f"no value for {spec.target}")
-            weights.append(t.detach().contiguous())
-        else:
-            raise ValueError(f"input kind {spec.kind.name} is not supported")
-    if users != 1 or [s.arg.name for s in sig.input_specs].index(sig.user_inputs[0]) != len(sig.input_specs) - 1:
-        raise ValueError("the graph must take the pixels as its one, last input")
-    if any(s.kind != OutputKind.USER_OUTPUT for s in sig.output_specs):
-        raise ValueError("the graph mutates buffers")
-    pc = ep.graph_module.graph.python_code(root_module="self")
-    unknown = sorted(set(pc.globals) - set(GRAPH_GLOBALS))
-    if unknown:
-        raise ValueError(f"the graph code uses {', '.join(unknown)}")
-    if any(n.op in ("call_module", "get_attr") for n in ep.graph_module.graph.nodes):
-        raise ValueError("the graph calls submodules")
-    header = ('"""The exported query encoder as Python over ATen ops (torch.export graph, written by\n'
-              '`clipcache index`). forward(self, *weights, pixels) -> (features,)."""\n')
-    return header + pc.src, weights
-
-
-@contextmanager
-def _printed_to_log(who: str):
-    """What a library ``print``s meanwhile goes to the debug log, never to the caller's stdout
-    (torch.onnx announces its steps there, which would break ``--json`` output)."""
-    buf = io.StringIO()
-    try:
-        with redirect_stdout(buf):
-            yield
-    finally:
-        for line in buf.getvalue().splitlines():
-            if line.strip():
-                log.debug("%s: %s", who, line)
-
-
-def _export_onnx(module, example, out_dir: Path) -> tuple[str | None, str | None]:
-    import importlib.util
-
-    if importlib.util.find_spec("onnx") is None:
-        return None, "ONNX export skipped: the onnx package is not installed (pip install onnx onnxscript)"
-    import torch
-
-    try:
-        with torch.no_grad(), _printed_to_log("torch.onnx"):
-            torch.onnx.export(module, (example,), str(out_dir / ENCODER_ONNX), input_names=["pixels"],
-                              output_names=["features"], dynamo=True)
-    except Exception as err:  # noqa: BLE001 - optional artefact: any exporter failure is a note
-        for p in out_dir.glob("encoder.onnx*"):
-            p.unlink()
-        return None, f"ONNX export failed ({str(err).splitlines()[0][:200]})"
-    return ENCODER_ONNX, None
 
 
 # --------------------------------------------------------------------------- support set
@@ -275,10 +124,10 @@ def _support_pool(cache, split: str | None, video_root: str | None) -> tuple[np.
     if split in splits:
         chosen = splits[split]
     elif os.path.isfile(split):
-        from .cache import Split
-        from .evaluate import _split_from_file
+        from ..cache import Split
+        from ..evaluate import split_from_file
 
-        found = _split_from_file(cache, split, video_root)  # {split name in the file: Split}
+        found = split_from_file(cache, split, video_root)  # {split name in the file: Split}
         idx = np.unique(np.concatenate([s.indices for s in found.values()])) if found else np.zeros(0, np.int64)
         chosen = Split(Path(split).name, idx, sum(s.missing for s in found.values()))
     else:
@@ -304,7 +153,7 @@ def _method_support(method, cache, idx: np.ndarray, class_of: np.ndarray, classe
     """Support features ``[S, T, D]`` from the method's support path, and the class text if it reads it."""
     import torch
 
-    from .batches import CacheData
+    from ..batches import CacheData
 
     needs = method.needs
     data = CacheData(cache, needs, device="cpu", encoder=enc if needs.pixels else None)
@@ -327,7 +176,7 @@ def _method_support(method, cache, idx: np.ndarray, class_of: np.ndarray, classe
 # --------------------------------------------------------------------------- build
 def _resolve_metric(method, cfg_metric: str) -> tuple[str | None, str]:
     """(metric, scorer): scorer ``faiss`` (cosine = the score), ``metric`` (temporal re-rank) or ``method``."""
-    from .metrics import SIMILARITIES
+    from ..metrics import SIMILARITIES
 
     metric = cfg_metric if method is None else method.prototype_metric()
     if metric is None:
@@ -346,11 +195,11 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
     baseline with ``cfg.metric`` on the cached embeddings. ``progress``: a bar over the support
     batches, the FAISS build and the encoder export.
     """
-    from .progress import bar
     import torch
 
-    from .cache import FeatureCache
-    from .runs import load_run, load_store_encoder, read_run
+    from ..cache import FeatureCache
+    from ..progress import bar
+    from ..runs import load_run, load_store_encoder, read_run
 
     cfg = cfg or IndexBuildConfig()
     t0 = time.perf_counter()
@@ -362,7 +211,7 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
     with FeatureCache(store) as cache:
         key = cache.key
         if run_dir is not None:
-            from .runs import check_cache_key
+            from ..runs import check_cache_key
 
             check_cache_key(read_run(run_dir), key, run_dir)  # before any slow loading
         idx, notes = _support_pool(cache, cfg.split, cfg.video_root)
@@ -464,7 +313,7 @@ def ensure_run_index(run_dir: str | os.PathLike, pretrained: str | None = None,
 
     from stores import StoreError
 
-    from .runs import MODEL_FILE, read_run
+    from ..runs import MODEL_FILE, read_run
 
     run = read_run(run_dir)
     out = Path(run_dir) / RUN_INDEX
@@ -532,8 +381,8 @@ def load_index(path: str | os.PathLike, gpu: bool | None = None, exact_numpy: bo
 def check_run_matches(idx: LoadedIndex, run_dir: str | os.PathLike) -> dict:
     """Refuse a run whose cache key differs from the index's, or (for an index built from a run)
     whose selected weights are not the ones the index was built with; returns ``run.json``."""
-    from .extract import key_differences
-    from .runs import MODEL_FILE, read_run
+    from ..extract import key_differences
+    from ..runs import MODEL_FILE, read_run
 
     meta = read_run(run_dir)
     diff = key_differences(meta.get("store", {}).get("cache_key", {}), idx.cache_key)
@@ -582,10 +431,10 @@ def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, bac
         raise InputError(f"index {index_dir} was built without a run (proto baseline); leave --run out")
     if run is not None:
         check_run_matches(idx, run)
-    from .query import decode_frames, load_query_encoder, preprocess_frames
-    from .video import file_key
-
-    from .progress import bar
+    from ..progress import bar
+    from ..video import file_key
+    from .export import load_query_encoder
+    from .pixels import decode_frames, preprocess_frames
 
     frames = [decode_frames(v, idx.meta, backend)  # each [T, H, W, 3]
               for v in bar(videos, desc=f"index add {name}", unit="video", on=progress)]
@@ -637,9 +486,9 @@ def _run_support_from_pixels(idx: LoadedIndex, run, pixels: list, name: str,
     """Support features ``[K, T, D]`` of new videos through a run's method on the frozen encoder."""
     import torch
 
-    from .methods.base import VideoBatch
-    from .runs import load_run, load_store_encoder
-    from .templates import SINGLE, fill
+    from ..methods.base import VideoBatch
+    from ..runs import load_run, load_store_encoder
+    from ..templates import SINGLE, fill
 
     key = idx.cache_key
     enc = load_store_encoder(key, pretrained or idx.meta.get("pretrained"), device="cpu")
@@ -669,7 +518,6 @@ __all__ = [
     "build_index",
     "check_run_matches",
     "ensure_run_index",
-    "export_encoder",
     "load_index",
     "support_prototypes",
 ]

@@ -5,7 +5,7 @@ index holds ``encoder.onnx`` (written by ``clipcache index`` when the ``[export]
 installed), this module answers the query with numpy, PyAV and onnxruntime alone:
 
 - resize and centre crop equal torch's antialiased ``uint8`` resize (the kernel the encoder's
-  preprocessing and :func:`cachekit.query.resize_crop` use: separable, horizontal pass first, each
+  preprocessing and :func:`cachekit.index.pixels.resize_crop` use: separable, horizontal pass first, each
   pass with int16 fixed-point weights and a rounding shift), bit for bit;
 - the ONNX graph is the same query encoder as ``encoder.pt2`` (``pixels [T, 3, S, S] -> [T, D]``);
 - ranking: the pooled cosine search (numpy over the stored class vectors for an exact index, FAISS
@@ -13,7 +13,7 @@ installed), this module answers the query with numpy, PyAV and onnxruntime alone
   :mod:`cachekit.metrics`.
 
 A method-scored index (the run's own score) and ``--explain`` still need torch; the caller
-(:class:`cachekit.query.Classifier`) uses the torch path for those. Nothing here imports torch.
+(:class:`cachekit.index.query.Classifier`) uses the torch path for those. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 OTAM_LAMBDA = 0.1  # as cachekit.metrics.OTAM_LAMBDA (that module imports torch)
 
@@ -115,7 +115,7 @@ def resize_uint8(frames: np.ndarray, size: tuple[int, int], mode: str) -> np.nda
 
 
 def resize_crop(frames: np.ndarray, pre: dict) -> np.ndarray:
-    """uint8 ``[F, H, W, 3]`` -> uint8 ``[F, 3, S, S]``: :func:`cachekit.query.resize_crop` in numpy."""
+    """uint8 ``[F, H, W, 3]`` -> uint8 ``[F, 3, S, S]``: :func:`cachekit.index.pixels.resize_crop` in numpy."""
     s = int(pre["size"])
     mode = pre["interpolation"]
     if mode not in ("bicubic", "bilinear"):
@@ -226,7 +226,7 @@ def similarity(metric: str, q: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 
 def rank(idx, feats: np.ndarray, top_k: int, shortlist: int) -> list[tuple[int, float]]:
-    """``(class id, score)`` of the top ``top_k`` classes, best first: :func:`cachekit.query.rank`
+    """``(class id, score)`` of the top ``top_k`` classes, best first: :func:`cachekit.index.query.rank`
     for the ``faiss`` and ``metric`` scorers, in numpy."""
     scorer = idx.meta["scorer"]
     q = np.asarray(feats, np.float32)

@@ -1,0 +1,175 @@
+"""Writing the data set: mp4 files, ``videos.csv``, the CLIP-FSAR and ViFi-CLIP split files and
+``synth.json`` (layout in :mod:`cachekit.synth`), resumable."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stores.base import atomic_write_bytes
+
+from ..errors import InputError
+from .classes import CLASSES, REVERSAL_PAIRS, SPLITS, SynthConfig, slugify
+from .render import clip_challenge, render_clip
+from .splits import split_classes
+
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SynthResult:
+    """What :func:`synth_dataset` wrote. ``splits`` maps split name -> class names."""
+
+    out_dir: Path
+    csv: Path
+    videos: list[Path]
+    classes: list[str]
+    splits: dict[str, list[str]]
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int) -> Path:
+    """Write [T, H, W, 3] uint8 RGB as H.264 (libx264, yuv420p, crf 18, one thread: the same
+    frames give the same bytes). Written atomically and durably (:func:`stores.base.atomic_write_bytes`)."""
+    import av  # lazy: heavy
+
+    path = Path(path)
+    t_len, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        raise InputError(f"yuv420p needs even frame sizes, got {w}x{h}")
+    buf = io.BytesIO()  # a clip is small: muxed in memory, then written durably in one step
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream(
+            "libx264", rate=fps, options={"crf": "18", "preset": "veryfast"}
+        )
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.thread_count = 1
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _config_dict(cfg: SynthConfig) -> dict:
+    d = asdict(cfg)
+    d["classes"] = None if cfg.classes is None else list(cfg.classes)
+    d["splits"] = list(cfg.splits)
+    return d
+
+
+def synth_dataset(
+    out_dir: str | os.PathLike, cfg: SynthConfig, progress: bool = False
+) -> SynthResult:
+    """Render and write the benchmark under ``out_dir`` (layout in the module docstring).
+
+    Resumable: ``synth.json`` is written first with ``"complete": false`` and last with
+    ``true``; a rerun with the same config keeps the mp4s already there (each is renamed into
+    place only once complete), and a rerun with a different config is refused.
+    """
+    out_dir = Path(out_dir)
+    meta_path = out_dir / "synth.json"
+    config = _config_dict(cfg)
+    resume = False
+    if meta_path.exists():
+        try:
+            old = json.loads(meta_path.read_text(encoding="utf-8"))["config"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise InputError(f"{meta_path} is not a synth.json; choose another out_dir") from err
+        differ = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        if differ:
+            raise InputError(
+                f"{out_dir} holds a synthetic data set made with other settings "
+                f"({', '.join(differ)}); choose another out_dir or delete it"
+            )
+        resume = True
+
+    classes = list(cfg.class_names)
+    splits = split_classes(classes, cfg.splits, cfg.seed, cfg.keep_pairs_together)
+    label = {c: i for i, c in enumerate(classes)}
+    slugs = {c: slugify(c) for c in classes}
+    if len(set(slugs.values())) != len(slugs):
+        raise InputError(f"class names collide as file names: {slugs}")
+
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "generator": "cachekit.synth",
+        "complete": False,
+        "config": config,
+        "classes": classes,
+        "descriptions": {c: CLASSES[c].description for c in classes},
+        "reversal_pairs": [[a, b] for a, b in REVERSAL_PAIRS if a in label and b in label],
+        "splits": splits,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        _write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+
+    jobs = [(c, i) for c in classes for i in range(cfg.videos_per_class)]
+    rel = {job: f"videos/{slugs[job[0]]}/{slugs[job[0]]}_{job[1]:03d}.mp4" for job in jobs}
+    bar = None
+    if progress:
+        from tqdm import tqdm  # lazy
+
+        bar = tqdm(total=len(jobs), desc="synth", unit="video")
+    videos = []
+    for c, i in jobs:
+        path = out_dir / rel[(c, i)]
+        if not (resume and path.exists()):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_mp4(path, render_clip(c, i, cfg), cfg.fps)
+        videos.append(path)
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "label"])
+    writer.writerows([rel[job], job[0]] for job in jobs)
+    csv_path = out_dir / "videos.csv"
+    _write_text(csv_path, buf.getvalue())
+
+    fsar, vifi = out_dir / "splits" / "clip_fsar", out_dir / "splits" / "vifi"
+    fsar.mkdir(parents=True, exist_ok=True)
+    vifi.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        names = splits[split]
+        few_shot = [
+            f"{split}{k}//{rel[(c, i)]}"
+            for k, c in enumerate(names)
+            for i in range(cfg.videos_per_class)
+        ]
+        _write_text(fsar / f"{split}_few_shot.txt", "".join(line + "\n" for line in few_shot))
+        _write_text(fsar / f"{split}_classes.txt", "".join(c + "\n" for c in names))
+        vifi_lines = [
+            f"{rel[(c, i)]} {label[c]}" for c in names for i in range(cfg.videos_per_class)
+        ]
+        _write_text(vifi / f"{split}.txt", "".join(line + "\n" for line in vifi_lines))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["id", "name"])
+    writer.writerows([i, c] for i, c in enumerate(classes))
+    _write_text(vifi / "labels.csv", buf.getvalue())
+
+    meta["complete"] = True
+    meta["videos"] = len(jobs)
+    if cfg.challenge == "mixed":
+        meta["clip_challenges"] = {rel[(c, i)]: clip_challenge(c, i, cfg) for c, i in jobs}
+    _write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+    return SynthResult(out_dir, csv_path, videos, classes, splits)
