@@ -135,12 +135,12 @@ def test_ctrl_c_during_extract_keeps_what_is_cached_and_the_same_command_resumes
     for i in range(n):
         write_h264(tmp_path / "videos" / f"c{i % 3}" / f"v{i}.mp4", synth_frames(1000 + i, frames=8, height=32, width=32))
     common = ["--model", str(TINY_CFG), "--pretrained", "random", "--frames", "4", "--device", "cpu",
-              "--workers", "1", "--no-progress"]
+              "--workers", "1", "--no-progress", "--commit-every", "4"]
     args = ["extract", str(tmp_path / "videos"), "--store", str(tmp_path / "s.zarr"), *common]
     proc = subprocess.Popen(cli_command(args), env=cli_env(), cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    videos = tmp_path / "s.zarr" / "videos"  # one group per video entry: extraction is under way
-    _sigint_when(proc, lambda: videos.is_dir() and sum(1 for _ in videos.iterdir()) >= 5, settle=0.0)
+    commits = tmp_path / "s.zarr" / "meta" / "commits" / "videos"  # one record per committed batch
+    _sigint_when(proc, lambda: commits.is_dir() and any(commits.glob("*.json")), settle=0.0)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("WARNING")]
