@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .base import (EvalJob, Protocol, SplitPlan, class_names, class_text, disjoint_videos, finish,
-                   held_out_names, plural, split_videos, store_lists, video_predictions, video_result)
+from .base import (EvalJob, NO_TEST_LIST, Protocol, SplitPlan, class_names, class_text, disjoint_videos, finish,
+                   labelled_videos, listed_plan, plural, split_videos, store_lists,
+                   video_predictions, video_result)
 
 TRAIN_SPLIT = "train"
 
@@ -69,25 +70,16 @@ class AllWayProtocol(Protocol):
         seed = cfg.seed
         sel = sel_name = None
         if not lists:
-            labelled = np.flatnonzero(labels >= 0)
-            if labelled.size == 0:
-                raise InputError(f"store {cache.store.path} holds no labelled videos; training needs class labels")
+            labelled = labelled_videos(cache)
             tr, va, te = split_videos(labels, labelled, (0.2, 0.2), seed)
             plan = SplitPlan(self.name, tr, np.zeros(0, np.int64), te, "generated", seed, True)
             plan.notes.append(f"the store has no split files: split every class's videos 60/20/20 into "
                               f"train/val/test (seed {seed})")
             sel, sel_name = va, "val"
         else:
-            if TRAIN_SPLIT not in lists:
-                raise InputError(f"store {cache.store.path} has split files but no 'train' split "
-                                 f"({', '.join(sorted(lists))}); training needs one")
-            test_name, sel_name = held_out_names(lists)
-            plan = SplitPlan(self.name, lists[TRAIN_SPLIT], np.zeros(0, np.int64), np.zeros(0, np.int64),
-                             f"store split files ({', '.join(sorted(lists))})", seed)
+            plan, test_name, sel_name = listed_plan(self.name, cache, lists, seed)
             if test_name is None:
-                plan.notes.append("the store has no test list: the run has no test split (score it with --split / "
-                                  "--split-file on videos it never saw, or on another store; eval checks them for "
-                                  "overlap)")
+                plan.notes.append(NO_TEST_LIST)
             else:
                 plan.test = lists[test_name]
                 sel = lists[sel_name] if sel_name else None

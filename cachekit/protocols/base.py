@@ -153,6 +153,31 @@ def held_out_names(names) -> tuple[str | None, str | None]:
     return None, None
 
 
+def labelled_videos(cache: FeatureCache) -> np.ndarray:
+    """Every labelled video of a store without split files; an error when there is none."""
+    labelled = np.flatnonzero(cache.labels >= 0)
+    if labelled.size == 0:
+        raise InputError(f"store {cache.store.path} holds no labelled videos; training needs class labels")
+    return labelled
+
+
+NO_TEST_LIST = ("the store has no test list: the run has no test split (score it with --split / --split-file on "
+                "videos it never saw, or on another store; eval checks them for overlap)")
+
+
+def listed_plan(protocol: str, cache: FeatureCache, lists: dict[str, np.ndarray],
+                seed: int) -> tuple["SplitPlan", str | None, str | None]:
+    """A plan that trains on the store's ``train`` list, and the (test, selection) list names
+    (:func:`held_out_names`); the caller decides what tests and what selects."""
+    if "train" not in lists:
+        raise InputError(f"store {cache.store.path} has split files but no 'train' split "
+                         f"({', '.join(sorted(lists))}); training needs one")
+    test_name, sel_name = held_out_names(lists)
+    plan = SplitPlan(protocol, lists["train"], np.zeros(0, np.int64), np.zeros(0, np.int64),
+                     f"store split files ({', '.join(sorted(lists))})", seed)
+    return plan, test_name, sel_name
+
+
 def rng(*keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(keys))
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InputError
 from .allway import kshot_and_selection
 from .base import (EvalJob, Pools, Protocol, SplitPlan, class_names, class_text, disjoint_videos, finish,
-                   split_videos, store_lists, video_predictions, video_result)
+                   labelled_videos, split_videos, store_lists, video_predictions, video_result)
 
 BASE_SPLIT, NOVEL_SPLIT = "base_val", "novel_val"  # ViFi-CLIP base-to-novel list names (§5)
 TRAIN_SPLIT = "train"
@@ -36,9 +36,7 @@ class Base2NovelProtocol(Protocol):
         lists = store_lists(cache)
         seed = cfg.seed
         if not lists:
-            labelled = np.flatnonzero(labels >= 0)
-            if labelled.size == 0:
-                raise InputError(f"store {cache.store.path} holds no labelled videos; training needs class labels")
+            labelled = labelled_videos(cache)
             base_c, novel_c = base_novel_split(np.unique(labels[labelled]), seed=seed)
             base_pool = labelled[np.isin(labels[labelled], base_c)]
             tr, va, te = split_videos(labels, base_pool, (0.2, 0.2), seed)

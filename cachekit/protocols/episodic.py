@@ -21,8 +21,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..progress import bar
-from .base import (EvalJob, Protocol, SplitPlan, class_names, confusion, disjoint_classes, disjoint_videos,
-                   finish, held_out_names, per_class, rng as _rng, split_classes, store_lists)
+from .base import (EvalJob, NO_TEST_LIST, Protocol, SplitPlan, class_names, confusion, disjoint_classes,
+                   disjoint_videos, finish, labelled_videos, listed_plan, per_class, rng as _rng,
+                   split_classes, store_lists)
 
 
 class Episodic:
@@ -175,25 +176,16 @@ class EpisodicProtocol(Protocol):
         seed, ways = cfg.seed, cfg.ways
         select = bool(cfg.val_episodes)
         if not lists:
-            labelled = np.flatnonzero(labels >= 0)
-            if labelled.size == 0:
-                raise InputError(f"store {cache.store.path} holds no labelled videos; training needs class labels")
+            labelled = labelled_videos(cache)
             tr, va, te = split_classes(labels, labelled, (0.2, 0.2), seed, ways)
             plan = SplitPlan(self.name, tr, va, te, "generated", seed, True, class_disjoint=True)
             plan.notes.append(f"the store has no split files: made a seeded class-disjoint split (seed {seed}) of its "
                               f"classes: {np.unique(labels[tr]).size} train, {np.unique(labels[va]).size} val, "
                               f"{np.unique(labels[te]).size} test")
             return finish(plan, cache)
-        if "train" not in lists:
-            raise InputError(f"store {cache.store.path} has split files but no 'train' split "
-                             f"({', '.join(sorted(lists))}); training needs one")
-        test_name, sel_name = held_out_names(lists)
-        plan = SplitPlan(self.name, lists["train"], np.zeros(0, np.int64), np.zeros(0, np.int64),
-                         f"store split files ({', '.join(sorted(lists))})", seed)
+        plan, test_name, sel_name = listed_plan(self.name, cache, lists, seed)
         if test_name is None:
-            plan.notes.append("the store has no test list: the run has no test split (score it with --split / "
-                              "--split-file on videos it never saw, or on another store; eval checks them for "
-                              "overlap)")
+            plan.notes.append(NO_TEST_LIST)
         else:
             plan.test = lists[test_name]
             if test_name == "val":

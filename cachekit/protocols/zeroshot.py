@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
 from .base import (EvalJob, Protocol, SplitPlan, class_names, class_text, disjoint_classes, disjoint_videos,
-                   finish, held_out_names, plural, split_classes, store_lists, video_predictions, video_result)
+                   finish, labelled_videos, listed_plan, plural, split_classes, store_lists,
+                   video_predictions, video_result)
 
 TRAIN_SPLIT = "train"
 
@@ -32,21 +32,14 @@ class ZeroShotProtocol(Protocol):
         lists = store_lists(cache)
         seed = cfg.seed
         if not lists:
-            labelled = np.flatnonzero(labels >= 0)
-            if labelled.size == 0:
-                raise InputError(f"store {cache.store.path} holds no labelled videos; training needs class labels")
+            labelled = labelled_videos(cache)
             tr, va, te = split_classes(labels, labelled, (0.2, 0.2), seed, 1)
             plan = SplitPlan(self.name, tr, va, te, "generated", seed, True, class_disjoint=True)
             plan.notes.append(f"the store has no split files: made a seeded class-disjoint split (seed {seed}) of its "
                               f"classes: {np.unique(labels[tr]).size} train, {np.unique(labels[va]).size} val, "
                               f"{np.unique(labels[te]).size} test")
         else:
-            if TRAIN_SPLIT not in lists:
-                raise InputError(f"store {cache.store.path} has split files but no 'train' split "
-                                 f"({', '.join(sorted(lists))}); training needs one")
-            test_name, sel_name = held_out_names(lists)
-            plan = SplitPlan(self.name, lists[TRAIN_SPLIT], np.zeros(0, np.int64), np.zeros(0, np.int64),
-                             f"store split files ({', '.join(sorted(lists))})", seed)
+            plan, test_name, sel_name = listed_plan(self.name, cache, lists, seed)
             train_c = np.unique(labels[plan.train])
             if test_name is not None:
                 test = lists[test_name]
