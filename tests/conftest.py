@@ -93,3 +93,15 @@ def video_factory(tmp_path) -> Callable[..., Path]:
         return write_h264(p, frames, fps=fps)
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors on a shared 2-core machine: more threads only add contention. Modules of tiny
+    heads use it for every test (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -16,12 +16,7 @@ from cachekit.methods.base import Episode, EpisodeBatch, VideoBatch
 SMALL = ModelInfo(embed_dim=32, width=48, layers=2, heads=2, grid=(7, 7), image_size=224, text_width=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny heads: one thread (conftest)
 
 
 # ------------------------------------------------------------------ the batcher

@@ -25,13 +25,7 @@ VIT_B32 = ModelInfo(embed_dim=512, width=768, layers=12, heads=12, grid=(7, 7), 
 SMALL = ModelInfo(embed_dim=32, width=48, layers=2, heads=2, grid=(7, 7), image_size=224, text_width=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: more threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny heads: one thread (conftest)
 
 
 def episode(ways=3, shots=1, queries=2, frames=8, dim=32, templates=4, seed=0) -> Episode:

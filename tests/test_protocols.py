@@ -15,7 +15,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from cachekit.cache import FeatureCache
@@ -31,12 +30,7 @@ from stores import open_store
 T, D, W, BLOCK = 4, 16, 8, 1  # frames, embedding dim, token width, the cached block
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny heads: one thread (conftest)
 
 
 def direction(c: int) -> np.ndarray:

@@ -31,13 +31,7 @@ FRAMES = 8
 SIZE = 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny heads on a shared 2-core machine: more threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny heads: one thread (conftest)
 
 
 def motion_clip(motion: str, i: int) -> np.ndarray:
