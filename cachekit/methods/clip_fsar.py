@@ -38,9 +38,9 @@ from torch import Tensor, nn
 
 from ..encoder import ModelInfo
 from ..errors import InputError
+from ..layers.attention import CLIP_LOGIT_SCALE, PrototypeAttention
 from ..metrics import check_support_labels, class_prototypes, frame_cosine, otam_from_dists
 from .base import CacheNeeds, Episode, EpisodeBatch, Method
-from .ma_fsar import CLIP_LOGIT_SCALE, PrototypeAttention
 
 DESCRIPTION = "CLIP-FSAR head: temporal transformer with text-token prototypes, bidirectional OTAM, class-text CE"
 DISPLAY_NAME = "CLIP-FSAR head (frozen encoder)"
