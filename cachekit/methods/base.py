@@ -171,10 +171,13 @@ class Method(nn.Module):
         return sum(p.numel() for p in self.trainable_parameters())
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """What a checkpoint holds: trainable parameters and buffers, never frozen CLIP weights."""
+        """What a checkpoint holds: trainable parameters and persistent buffers, never frozen CLIP
+        weights nor non-persistent buffers (derived at build time, e.g. Swin's window masks)."""
         keep = {id(p) for p in self.trainable_parameters()}
         out = {n: p.detach() for n, p in self.named_parameters() if id(p) in keep}
-        out.update({n: b.detach() for n, b in self.named_buffers() if not n.startswith("backbone.")})
+        persistent = set(self.state_dict(keep_vars=True))
+        out.update({n: b.detach() for n, b in self.named_buffers()
+                    if n in persistent and not n.startswith("backbone.")})
         return out
 
     def bind_classes(self, names: list[str]) -> None:
