@@ -14,6 +14,22 @@ import torch
 from torch import nn
 
 from ..encoder import ModelInfo
+from ..errors import InputError
+
+
+
+def require_positive(method: str, **values: float) -> None:
+    """Config validation shared by the methods: each ``option=value`` must be a number > 0
+    (NaN is not); else one :class:`InputError` line naming the method, option and value."""
+    for option, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise InputError(f"{method} {option} must be > 0, got {value!r}")
+
+
+def require_choice(method: str, option: str, value, choices) -> None:
+    """Config validation shared by the methods: ``value`` must be one of ``choices``."""
+    if value not in choices:
+        raise InputError(f"{method} {option} {value!r} unknown; choose one of {', '.join(map(str, choices))}")
 
 
 @dataclass(frozen=True)
