@@ -224,6 +224,21 @@ class MAFSARFrozen(Method):
         return None
 
 
+def _fgma_layers(cfg: Config):
+    """``(FgMABlock, NoTPCM)``; the FgMA block needs the backbone module (imported lazily: the
+    cache-only variant never loads it)."""
+    try:
+        from ..layers.fgma import FgMABlock, NoTPCM
+    except ModuleNotFoundError as err:
+        if err.name not in ("cachekit.backbone", "cachekit.layers.fgma"):
+            raise
+        raise InputError(
+            f"ma_fsar modules={cfg.modules} puts adapters inside the encoder and needs the backbone "
+            f"({err.name}), which is not installed; use modules=tpcm"
+        ) from err
+    return FgMABlock, NoTPCM
+
+
 class MAFSARFgMA(Method):
     """MA-FSAR with FgMA in the visual tower (``modules`` fgma or all); episodic protocol."""
 
@@ -232,8 +247,7 @@ class MAFSARFgMA(Method):
     can_index = False  # adapted features exist only inside an episode (FgMA reads the support text)
 
     def __init__(self, cfg: Config, backbone: Backbone, frames: int):
-        from ..layers.fgma import FgMABlock, NoTPCM  # imports the backbone module
-
+        block, no_tpcm = _fgma_layers(cfg)
         info = backbone.info
         start = backbone.check_block(cfg.from_block, "from_block")
         needs = CacheNeeds(emb=False, tokens_at=(start,) if start > 0 else (), text=True,
@@ -243,13 +257,13 @@ class MAFSARFgMA(Method):
         self.cfg = cfg
         self.start = start
         self.backbone = backbone
-        self.blocks = nn.ModuleDict({str(i): FgMABlock(info.width, cfg.adapter_ratio, cfg.adapter_r)
+        self.blocks = nn.ModuleDict({str(i): block(info.width, cfg.adapter_ratio, cfg.adapter_r)
                                      for i in range(start, info.layers)})
         self.fc_text = nn.Linear(info.embed_dim, info.width)  # FC_text, shared across blocks
         # the frozen variant's head: TPCM (all) or the identity (fgma), metric, text branch, Eqs. 16-17
         self.head = make_head(cfg, info.embed_dim, frames)
         if cfg.modules == "fgma":
-            self.head.tpcm = NoTPCM()
+            self.head.tpcm = no_tpcm()
 
     @property
     def metric_name(self) -> str:
@@ -296,16 +310,9 @@ def build(cfg: Config, info: ModelInfo, frames: int, backbone: FrozenCLIP | None
     """``modules`` tpcm: TPCM on the cache; fgma (FgMA, no TPCM) or all (FgMA + TPCM): through the backbone."""
     if cfg.modules == "tpcm":
         return MAFSARFrozen(cfg, info, frames)
-    try:
-        from ..backbone import require_backbone
-        from ..layers import fgma  # noqa: F401  (the adapted block; checked here, used by MAFSARFgMA)
-    except ModuleNotFoundError as err:
-        if err.name not in ("cachekit.backbone", "cachekit.layers.fgma"):
-            raise
-        raise InputError(
-            f"ma_fsar modules={cfg.modules} puts adapters inside the encoder and needs the backbone "
-            f"({err.name}), which is not installed; use modules=tpcm"
-        ) from err
+    _fgma_layers(cfg)  # a missing backbone module fails here, before the encoder is asked for
+    from ..backbone import require_backbone
+
     bb = require_backbone(backbone, f"ma_fsar modules={cfg.modules}")
     if bb.info.width != info.width or bb.info.layers != info.layers:
         raise InputError(f"ma_fsar: the encoder ({bb.info.width} wide, {bb.info.layers} blocks) is not the "
