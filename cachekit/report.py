@@ -158,6 +158,11 @@ def _slug(*parts) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-") or "result"
 
 
+def _plot_name(kind: str, n: int, total: int, *parts) -> str:
+    """``<kind>.png`` when it is the only plot of its kind, else ``<kind>_<nn>_<slug of parts>.png``."""
+    return f"{kind}.png" if total == 1 else f"{kind}_{n:02d}_{_slug(*parts)}.png"
+
+
 def _plot_confusion(path: Path, r: EvalResult) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -259,24 +264,15 @@ def write_report(out_dir: str | Path, results: Sequence[EvalResult]) -> list[Pat
 
     with_conf = [(i, r) for i, r in enumerate(results, start=1) if r.confusion is not None]
     for i, r in with_conf:
-        name = (
-            "confusion.png"
-            if len(with_conf) == 1
-            else f"confusion_{i:02d}_{_slug(r.protocol, r.method, None if r.shots is None else f'{r.shots}shot')}.png"
-        )
-        path = out / name
+        path = out / _plot_name("confusion", i, len(with_conf), r.protocol, r.method,
+                                None if r.shots is None else f"{r.shots}shot")
         _plot_confusion(path, r)
         written.append(path)
 
     groups = _shot_groups(results)
     for n, g in enumerate(groups, start=1):
         ways = "all" if g[0].ways is None else f"{g[0].ways}way"
-        name = (
-            "accuracy_vs_shots.png"
-            if len(groups) == 1
-            else f"accuracy_vs_shots_{n:02d}_{_slug(g[0].protocol, ways)}.png"
-        )
-        path = out / name
+        path = out / _plot_name("accuracy_vs_shots", n, len(groups), g[0].protocol, ways)
         _plot_vs_shots(path, g)
         written.append(path)
     return written

@@ -238,7 +238,13 @@ def build_from_meta(meta: dict, backbone=None, device: str = "cpu", pretrained: 
 
 
 def load_into(method, state: dict, what: str) -> None:
-    """Load a trainable state dict; it must hold exactly the method's trainable entries."""
+    """Load a trainable state dict; it must hold exactly the method's trainable entries.
+
+    Entries named like the method's non-persistent buffers (derived at build time; checkpoints
+    written before ``trainable_state_dict`` left them out hold them) are dropped, not loaded.
+    """
+    transient = {n for n, _ in method.named_buffers()} - set(method.state_dict(keep_vars=True))
+    state = {k: v for k, v in state.items() if k not in transient}
     result = method.load_state_dict(state, strict=False)
     expected = set(method.trainable_state_dict())
     missing = sorted(expected - set(state))

@@ -39,9 +39,20 @@ def _is_h5(path: str | os.PathLike) -> bool:
 
 
 def store_exists(path: str | os.PathLike) -> bool:
+    """Whether a store was created at ``path`` (a local path, or a Zarr store at an fsspec URL)."""
     p = str(path)
+    if p.startswith("file://"):
+        p = p[len("file://"):]
     if _is_h5(p):
         return os.path.exists(p) or os.path.exists(f"{p}.parts/meta/attrs.json")
+    if "://" in p:  # s3://, gs://, memory://...: the same file system the store opens with
+        try:
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(p)
+        except (ImportError, ValueError) as err:
+            raise StoreError(f"{p}: {err} (remote stores: pip install 'clipcache[remote]')") from err
+        return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
     return os.path.exists(os.path.join(p, "zarr.json"))
 
 

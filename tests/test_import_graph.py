@@ -26,17 +26,8 @@ METHOD_SHARED = {"base", "__init__"}
 
 # Violations in files other branches are editing now; the lead removes them after merging. The
 # test fails when one of these no longer occurs, so an entry is deleted the moment it is fixed.
-KNOWN_CYCLES: set[frozenset[str]] = {
-    # ma_fsar builds its FGMA variant from ma_fsar_fgma, which imports ma_fsar's layers back
-    frozenset({"cachekit.methods.ma_fsar", "cachekit.methods.ma_fsar_fgma"}),
-}
-KNOWN_METHOD_IMPORTS: set[tuple[str, str]] = {
-    # the same FGMA pair, both ways
-    ("cachekit.methods.ma_fsar", "cachekit.methods.ma_fsar_fgma"),
-    ("cachekit.methods.ma_fsar_fgma", "cachekit.methods.ma_fsar"),
-    # clip_fsar reuses a layer of ma_fsar (it belongs in a shared layers module)
-    ("cachekit.methods.clip_fsar", "cachekit.methods.ma_fsar"),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
+KNOWN_METHOD_IMPORTS: set[tuple[str, str]] = set()
 KNOWN_LAYER_IMPORTS: set[tuple[str, str]] = set()
 
 

@@ -316,7 +316,7 @@ def test_ma_fsar_fgma_trains_only_its_modules(tiny_encoder, pixels, cached, over
 
 @pytest.mark.skipif(not HAVE_MA_FSAR, reason="cachekit.methods.ma_fsar not written yet")
 def test_ma_fsar_joint_and_temporal_adapters_are_identity_at_init(tiny_encoder, pixels, cached):
-    from cachekit.methods.ma_fsar_fgma import FgMABlock
+    from cachekit.layers.fgma import FgMABlock
 
     m = build_method("ma_fsar", {"modules": "fgma"}, tiny_encoder.info, T, tiny_encoder).eval()
     blocks = {i: FgMABlock(64, 0.25, 0.5, local=False) for i in range(4)}

@@ -15,8 +15,8 @@ from cachekit.encoder import ModelInfo
 from cachekit.errors import InputError
 from cachekit.methods import METHODS, build_method, make_config
 from cachekit.methods.base import Episode, VideoBatch
-from cachekit.methods.ma_fsar import (TPCM, MAFSARFrozen, fuse_prediction, ma_fsar_loss, pick_templates,
-                                      text_logits)
+from cachekit.layers.tpcm import TPCM, fuse_prediction, ma_fsar_loss, pick_templates, text_logits
+from cachekit.methods.ma_fsar import MAFSARFrozen
 from cachekit.runs import DeferredEncoder
 from cachekit.options import parse_options
 from cachekit.train import list_methods, model_info_for
@@ -216,7 +216,7 @@ def test_ma_fsar_config_fields_for_the_backbone_variant():
 
 
 def test_ma_fsar_fgma_without_the_backbone_module(monkeypatch):
-    monkeypatch.setitem(sys.modules, "cachekit.methods.ma_fsar_fgma", None)
+    monkeypatch.setitem(sys.modules, "cachekit.layers.fgma", None)
     with pytest.raises(InputError, match="needs the backbone"):
         build_method("ma_fsar", {"modules": "fgma"}, SMALL, 8)
 

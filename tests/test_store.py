@@ -1,6 +1,7 @@
 """The feature-store contract (reliability.md §7, style.md practice 8), run against both backends.
 
-One test class, subclassed per backend: Zarr (``x.zarr``) and HDF5 (``x.h5``). Real files, real
+One test class, subclassed per backend: Zarr (``x.zarr``), HDF5 (``x.h5``) and Zarr at an fsspec URL
+(``memory://``, the in-memory file system that stands in for s3:// or gs://). Real files, real
 zarr and h5py, real processes for locking and crashes; nothing is mocked except, inside a child
 process only, the commit-record write that the child dies at.
 """
@@ -60,9 +61,20 @@ def run_child(code: str, *args: str, timeout: float = 60) -> tuple[int, str, str
 
 
 class StoreContract:
-    """Every backend must pass these. Subclasses set ``suffix`` and how to corrupt bytes on disk."""
+    """Every backend must pass these. Subclasses set ``suffix`` and how to corrupt bytes on disk.
+
+    ``not_applicable`` maps a contract test that cannot apply to a backend to the reason; that
+    test is skipped for that backend alone, with the reason, and every other one runs.
+    """
 
     suffix = ""
+    not_applicable: dict[str, str] = {}
+
+    @pytest.fixture(autouse=True)
+    def _applicable(self, request):
+        reason = self.not_applicable.get(request.node.originalname)
+        if reason:
+            pytest.skip(reason)
 
     @pytest.fixture
     def path(self, tmp_path) -> str:
@@ -484,3 +496,66 @@ class TestHDF5Store(StoreContract):
         self.write(path, 2)
         names = sorted(p.name for p in Path(path).parent.iterdir())
         assert names == ["x.h5", "x.h5.lock"]
+
+
+MEMORY_ONE_PROCESS = ("fsspec's memory:// file system lives inside one process: a child process cannot "
+                      "write into (or lock) this store")
+
+
+class TestMemoryZarrStore(StoreContract):
+    """The Zarr store at an fsspec URL (``memory://``): the code path of s3:// and gs:// stores
+    (zarr's FsspecStore, records and lease through the same fs). The memory file system is
+    process-global, so every test gets its own bucket, removed afterwards."""
+
+    suffix = ".zarr"
+    not_applicable = {
+        "test_uncommitted_data_is_invisible": MEMORY_ONE_PROCESS,
+        "test_second_writer_from_another_process_is_refused": MEMORY_ONE_PROCESS
+        + " (the URL store's lease against a second writer: tests/test_remote_store.py)",
+        "test_kill_9_mid_write_leaves_only_complete_entries": MEMORY_ONE_PROCESS,
+    }
+
+    @pytest.fixture
+    def path(self):
+        import uuid
+
+        import fsspec
+
+        url = f"memory://contract-{uuid.uuid4().hex}/x{self.suffix}"
+        yield url
+        fs, root = fsspec.core.url_to_fs(url)
+        bucket = root.rsplit("/", 1)[0]
+        if fs.exists(bucket):
+            fs.rm(bucket, recursive=True)
+
+    def corrupt(self, path, key, name):
+        """Flip the bytes of the entry's row inside its chunk object (chunks are stored uncompressed)."""
+        import json
+
+        import fsspec
+
+        with open_store(path, "r") as s:
+            apath, row = s.locate("videos", key, name)
+        fs, root = fsspec.core.url_to_fs(path)
+        base = f"{root}/seg/videos/{apath}"
+        meta = json.loads(fs.cat_file(f"{base}/zarr.json"))
+        shape, chunk0 = meta["shape"], meta["chunk_grid"]["configuration"]["chunk_shape"][0]
+        chunk = "/".join([base, "c", str(row // chunk0), *["0"] * (len(shape) - 1)])
+        assert fs.exists(chunk), chunk
+        data = bytearray(fs.cat_file(chunk))
+        row_bytes = int(np.prod(shape[1:])) * np.dtype(meta["data_type"]).itemsize
+        start = (row % chunk0) * row_bytes
+        for i in range(start, start + row_bytes, 7):
+            data[i] ^= 0xA5
+        fs.pipe_file(chunk, bytes(data))
+
+    def test_store_is_in_memory_not_on_disk(self, path, tmp_path):
+        """The URL really reaches the memory file system (no local directory named like it)."""
+        import fsspec
+
+        self.write(path, 1)
+        fs, root = fsspec.core.url_to_fs(path)
+        assert type(fs).__name__ == "MemoryFileSystem" and fs.exists(f"{root}/zarr.json")
+        assert not Path(root).exists() and not Path(path).exists()
+        with open_store(path, "r") as s:
+            assert s.keys("videos") == [key(0)]

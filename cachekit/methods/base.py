@@ -14,6 +14,22 @@ import torch
 from torch import nn
 
 from ..encoder import ModelInfo
+from ..errors import InputError
+
+
+
+def require_positive(method: str, **values: float) -> None:
+    """Config validation shared by the methods: each ``option=value`` must be a number > 0
+    (NaN is not); else one :class:`InputError` line naming the method, option and value."""
+    for option, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise InputError(f"{method} {option} must be > 0, got {value!r}")
+
+
+def require_choice(method: str, option: str, value, choices) -> None:
+    """Config validation shared by the methods: ``value`` must be one of ``choices``."""
+    if value not in choices:
+        raise InputError(f"{method} {option} {value!r} unknown; choose one of {', '.join(map(str, choices))}")
 
 
 @dataclass(frozen=True)
@@ -171,10 +187,13 @@ class Method(nn.Module):
         return sum(p.numel() for p in self.trainable_parameters())
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """What a checkpoint holds: trainable parameters and buffers, never frozen CLIP weights."""
+        """What a checkpoint holds: trainable parameters and persistent buffers, never frozen CLIP
+        weights nor non-persistent buffers (derived at build time, e.g. Swin's window masks)."""
         keep = {id(p) for p in self.trainable_parameters()}
         out = {n: p.detach() for n, p in self.named_parameters() if id(p) in keep}
-        out.update({n: b.detach() for n, b in self.named_buffers() if not n.startswith("backbone.")})
+        persistent = set(self.state_dict(keep_vars=True))
+        out.update({n: b.detach() for n, b in self.named_buffers()
+                    if n in persistent and not n.startswith("backbone.")})
         return out
 
     def bind_classes(self, names: list[str]) -> None:

@@ -38,9 +38,9 @@ from torch import Tensor, nn
 
 from ..encoder import ModelInfo
 from ..errors import InputError
+from ..layers.attention import CLIP_LOGIT_SCALE, PrototypeAttention
 from ..metrics import check_support_labels, class_prototypes, frame_cosine, otam_from_dists
-from .base import CacheNeeds, Episode, EpisodeBatch, Method
-from .ma_fsar import CLIP_LOGIT_SCALE, PrototypeAttention
+from .base import CacheNeeds, Episode, EpisodeBatch, Method, require_positive
 
 DESCRIPTION = "CLIP-FSAR head: temporal transformer with text-token prototypes, bidirectional OTAM, class-text CE"
 DISPLAY_NAME = "CLIP-FSAR head (frozen encoder)"
@@ -69,8 +69,7 @@ class Config:
     def __post_init__(self):
         if self.class_loss_on not in ("head", "encoder"):
             raise InputError(f"clip_fsar class_loss_on must be head or encoder, not {self.class_loss_on!r}")
-        if self.otam_lambda <= 0:
-            raise InputError(f"clip_fsar otam_lambda must be > 0, got {self.otam_lambda}")
+        require_positive("clip_fsar", otam_lambda=self.otam_lambda)
         if self.class_weight < 0:
             raise InputError(f"clip_fsar class_weight must be >= 0, got {self.class_weight}")
 

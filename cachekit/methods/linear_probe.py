@@ -27,7 +27,7 @@ from torch.nn.parameter import UninitializedParameter, is_lazy
 
 from ..encoder import ModelInfo
 from ..errors import InputError
-from .base import CacheNeeds, Method, VideoBatch
+from .base import CacheNeeds, Method, VideoBatch, require_positive
 
 DESCRIPTION = "Linear probe over mean-pooled normalised embeddings, initialised from class text (all-way floor)"
 DISPLAY_NAME = "Linear probe (frozen encoder)"
@@ -45,8 +45,7 @@ class Config:
     def __post_init__(self):
         if self.init not in ("text", "zeros"):
             raise InputError(f"linear_probe init must be text or zeros, not {self.init!r}")
-        if self.scale <= 0:
-            raise InputError(f"linear_probe scale must be > 0, got {self.scale}")
+        require_positive("linear_probe", scale=self.scale)
 
 
 class LinearProbe(Method):

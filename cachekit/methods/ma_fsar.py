@@ -4,8 +4,9 @@
 "Frozen", 3.2M tunable; 42.3 SSv2-Small / 46.5 SSv2-Full 5-way 1-shot with ViT-B/32): frozen CLIP
 frame embeddings ``F`` [T, D'] and frozen class-text embeddings ``F_T`` [P, D'] are read from the
 cache, and only the Text-guided Prototype Construction Module (TPCM) trains. ``modules="fgma"``
-and ``"all"`` put adapters inside the encoder; they are built by :mod:`.ma_fsar_fgma`, which reuses
-:class:`TPCM`, :class:`TPCMHead` and the loss / prediction functions below.
+and ``"all"`` put adapters inside the encoder (:class:`MAFSARFgMA`, section "FgMA" below). Both
+builds share the head :class:`cachekit.layers.tpcm.TPCMHead` (TPCM, metric, text branch, loss and
+prediction).
 
 Per episode (W ways, K shots, Q queries per class, T frames; methods.md §4.3–4.5):
 
@@ -24,7 +25,7 @@ Per episode (W ways, K shots, Q queries per class, T frames; methods.md §4.3–
   the W class texts, times CLIP's frozen logit scale (100) [inferred]; softmax over the episode's
   classes. The ActionCLIP KL with a one-hot target (the W classes are distinct) is cross-entropy.
 - Loss (Eq. 16): ``α·½(L_S2T + L_Q2T) + (1 − α)·L_Q2S``; prediction (Eq. 17):
-  ``p = α·p_Q2T + (1 − α)·p_Q2S``; :meth:`episode_logits` returns ``log p``.
+  ``p = α·p_Q2T + (1 − α)·p_Q2S``; :meth:`MAFSARFrozen.episode_logits` returns ``log p``.
   α = 0.75 for spatial data sets (Kinetics, HMDB51, UCF101), 0.25 for temporal ones (SSv2).
 
 In this frozen-feature variant ``F_S``, ``F_Q`` and ``F_T`` are constants, so the text losses
@@ -38,28 +39,87 @@ the paper's Eqs. 11–12 show no normalisation, so their placement is [inferred]
 ``4·(262,144 + 512) + (2,097,152 + 2,048 + 512) + 2,048 = 1,050,624 + 2,099,712 + 2,048 =
 3,152,384`` — the paper's "3.15M" (Table 4 text; "3.2M" in the table). With ``metric="trx"``
 the TRX head adds 5,907,456 parameters (metrics.TRX).
+
+FgMA
+----
+
+``modules="fgma"|"all"``: Fine-grained Multimodal Adaptation inside the frozen visual tower
+(:class:`MAFSARFgMA`, blocks :class:`cachekit.layers.fgma.FgMABlock`). Spec methods.md §4.2, seed
+MA-FSAR Eqs. 4-8. Per adapted block l, on ``z [B, T, N+1, W]`` entering the block (the frozen
+block's own ``ln_1``/``attn``/``ln_2``/``mlp`` throughout; GT-MSA, LST-MSA, LM-MSA are the same
+frozen attention on different inputs):
+
+1. GTA (Eq. 4): CLS tokens ``x_TA [B, T, W]``; ``x_TA <- x_TA + Adapter_G(attn(ln_1(x_TA)))``,
+   attention over T; Adapter_G has no internal skip.
+2. LSTA, queries (Eq. 5): ``[z; x_TA]`` ``[B*T, N+2, W]``; LMA, supports (Eqs. 6-7):
+   ``[z; x_TA; FC_text(F_T)]`` ``[B*T, N+3, W]``, FC_text ``D' -> W`` shared by all blocks, the
+   text token repeated over T; ``seq <- seq + Adapter_S(attn(ln_1(seq)))`` with Adapter_S's
+   internal skip (AIM style: seq + attn + adapter(attn)); LSTA and LMA share Adapter_S.
+3. JA (Eq. 8): keep the leading N+1 tokens; ``z <- z + mlp(ln_2(z)) + r * Adapter_J(ln_2(z))``,
+   r = 0.5, Adapter_J without internal skip.
+
+Adapters: ratio 0.25 (AIM), GELU, up-projection zero-initialised. Choices the paper leaves open
+(recorded, spec §4.2 [inferred]): LN of steps 1-2 = ``ln_1``, of step 3 = ``ln_2``; x_TA is
+recomputed from the current CLS tokens at every block; every block >= ``from_block`` adapted.
+At initialisation GTA and JA are the identity (tested), but LSTA/LMA are not: the inserted
+temporal (and text) tokens are attended by every patch token, as the paper builds it.
+
+``--modules fgma`` = FgMA with plain OTAM on the adapted frame features (Table 3 row "FgMA ✓
+TPCM ✗", 45.7 SSv2-Small); ``--modules all`` = FgMA + TPCM (the full model, 56.5). Both keep the
+text losses L_S2T, L_Q2T and the alpha fusion of ``ma_fsar``; the head (TPCM, OTAM, losses,
+prediction) is the same ``TPCMHead``, fed with the adapted features (for ``fgma`` its
+TPCM is replaced by the identity). Text: the cached frozen class
+embeddings ``[W, P, D']`` (16 templates with ``--templates ma_fsar16``): FC_text reads one
+template drawn at random per support video while training, their mean at evaluation.
+
+Trainable parameters, ViT-B/32 (W = 768, D' = 512, 12 blocks), against the paper (Table 4 / 8):
+
+=================================  =========================  ==========  ==========
+row                                 this build                 count       paper
+=================================  =========================  ==========  ==========
+Frozen (TPCM only, ``tpcm``)         TPCM                      3,152,384    3.2M / 3.15M
++ LMA/LSTA                          + 12 Adapter_S + FC_text   7,096,832    7.9M / 7.94M
++ GTA                               + 12 Adapter_G            10,647,296   15.1M
++ JA (``all``, full MA-FSAR)        + 12 Adapter_J            14,197,760   18.5M / 18.54M
+``fgma`` (no TPCM)                   36 adapters + FC_text     11,045,376   not reported
+=================================  =========================  ==========  ==========
+
+One 0.25 adapter at W = 768 has 295,872 parameters; FC_text 512*768 + 768 = 393,984. The
+paper's increments do not reconcile with one adapter per sub-module: LMA/LSTA adds 4.79M
+(12 adapters + FC_text = 3.94M), GTA adds 7.2M (12 adapters = 3.55M, about two adapters per
+block), JA adds 3.4M (12 adapters = 3.55M, the only increment that roughly matches). The seed gives no structure that accounts for the 4.35M gap;
+this build follows the equations (one Adapter_G, one shared Adapter_S, one Adapter_J per block).
+Totals: CLIP B/32 151,277,313 + 14,197,760 = 165,475,073 (paper 169.8M). (TPCM is
+the frozen variant's layer with q/k/v biases and two LayerNorms, 3,152,384; the bias-free CLIP-FSAR
+form would be 3,149,824, both "3.15M".)
+
+Partial caching (``from_block = L``): adapters in blocks L.. only; L > 0 reads the cached
+tokens entering block L (``extract --tokens-at L``), L = 0 decodes frames again.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..encoder import ModelInfo
 from ..errors import InputError
-from ..metrics import SIMILARITIES, TRX, check_support_labels, class_prototypes
-from .base import CacheNeeds, Episode, EpisodeBatch, Method
+from ..layers.attention import CLIP_LOGIT_SCALE
+from ..layers.tpcm import TPCMHead, pick_templates
+from ..metrics import SIMILARITIES
+from .base import CacheNeeds, Episode, EpisodeBatch, Method, VideoBatch
+
+if TYPE_CHECKING:
+    from ..backbone import Backbone, BlockOverride
+    from ..encoder import FrozenCLIP
 
 DESCRIPTION = "MA-FSAR: text-guided prototypes (TPCM) + OTAM + video-text losses; tpcm trains from the cache"
 DISPLAY_NAME = "MA-FSAR (TPCM only, frozen encoder)"
 
 METRICS: tuple[str, ...] = (*SIMILARITIES, "trx")
-CLIP_LOGIT_SCALE = 100.0  # exp(4.6052), CLIP's frozen temperature
 
 VARIANTS: list[dict] = [{"modules": "tpcm"}, {"modules": "fgma"}, {"modules": "all"}]
 
@@ -69,7 +129,7 @@ class Config:
     """MA-FSAR options; defaults are the paper's where it gives them.
 
     modules: "tpcm" trains TPCM on cached features (this module); "fgma" / "all" add the
-        encoder adapters (built by :mod:`.ma_fsar_fgma`, needs the backbone).
+        encoder adapters (:class:`MAFSARFgMA`, needs the backbone).
     metric: temporal alignment metric: one of :data:`METRICS` ("otam" in the paper).
     alpha: weight of the text branch in the loss (Eq. 16) and prediction (Eq. 17): 0.75 for
         spatial data sets, 0.25 for temporal ones (SSv2).
@@ -113,196 +173,10 @@ class Config:
         return self.text_scale if self.metric == "mean" else 1.0
 
 
-class PrototypeAttention(nn.Module):
-    """One attention + FFN layer over frame sequences, pre-norm, residual onto the query.
-
-    ``out = q + Drop(Out(Attn(Wq·LN(q), Wk·LN(kv), Wv·LN(kv))))``; ``out = out + FFN(LN'(out))``
-    with one LayerNorm shared by q, k and v. ``qkv_bias`` and ``ffn_norm`` (LN' or identity)
-    select the TPCM (True, True) or CLIP-FSAR (False, False) form.
-    """
-
-    def __init__(self, dim: int, heads: int = 8, ffn_dim: int = 2048, qkv_bias: bool = True,
-                 ffn_norm: bool = True, dropout: float = 0.1, attn_dropout: float = 0.1):
-        super().__init__()
-        if dim % heads:
-            raise InputError(f"width {dim} is not divisible by {heads} heads")
-        self.heads = heads
-        self.attn_dropout = attn_dropout
-        self.norm = nn.LayerNorm(dim)
-        self.q_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.k_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.out_proj = nn.Linear(dim, dim)
-        self.drop = nn.Dropout(dropout)
-        self.ffn_norm = nn.LayerNorm(dim) if ffn_norm else nn.Identity()
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(ffn_dim, dim), nn.Dropout(dropout))
-
-    def _split(self, x: Tensor) -> Tensor:  # [B, T, D] -> [B, h, T, D/h]
-        b, t, d = x.shape
-        return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)
-
-    def forward(self, q: Tensor, kv: Tensor, key_mask: Tensor | None = None) -> Tensor:
-        """q ``[B, Tq, D]``, kv ``[B, Tk, D]`` -> ``[B, Tq, D]``; ``key_mask`` ``[B, Tk]``
-        (True = a real key; None: all are) keeps padding keys out of the attention."""
-        nq, nkv = self.norm(q), self.norm(kv)
-        att = F.scaled_dot_product_attention(
-            self._split(self.q_proj(nq)), self._split(self.k_proj(nkv)), self._split(self.v_proj(nkv)),
-            attn_mask=None if key_mask is None else key_mask[:, None, None, :],
-            dropout_p=self.attn_dropout if self.training else 0.0,
-        )  # [B, h, Tq, D/h]
-        att = att.transpose(1, 2).reshape(q.shape)  # [B, Tq, D]
-        x = q + self.drop(self.out_proj(att))
-        return x + self.ffn(self.ffn_norm(x))
-
-
-    def joint(self, support_q: Tensor, support_kv: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
-        """Both branches in one call of the shared layer: supports ``[S, T, D]`` attending over
-        ``support_kv [S, T+e, D]`` (T frames and e extra tokens, e.g. the class text) and queries
-        ``[Q, T, D]`` attending over themselves -> ``([S, T, D], [Q, T, D])``.
-
-        The queries' keys are padded with e masked tokens, so the numbers are those of two calls;
-        one call means one set of larger matrix products and no summing of two weight gradients
-        in the backward (the two calls of a shared layer cost both, on the step's critical path).
-        """
-        s_n, t = support_q.shape[:2]
-        extra = support_kv.shape[1] - t
-        if extra == 0:
-            out = self(torch.cat([support_q, query]), torch.cat([support_kv, query]))
-            return out[:s_n], out[s_n:]
-        pad = query.new_zeros(query.shape[0], extra, query.shape[2])  # [Q, e, D]
-        kv = torch.cat([support_kv, torch.cat([query, pad], dim=1)])  # [S+Q, T+e, D]
-        mask = torch.ones(kv.shape[:2], dtype=torch.bool, device=kv.device)  # [S+Q, T+e]
-        mask[s_n:, t:] = False  # the queries' pad keys
-        out = self(torch.cat([support_q, query]), kv, mask)  # [S+Q, T, D]
-        return out[:s_n], out[s_n:]
-
-
-class TPCM(nn.Module):
-    """Text-guided Prototype Construction Module (Eqs. 9–12): one layer shared by both branches."""
-
-    def __init__(self, dim: int, heads: int = 8, ffn_dim: int = 2048, dropout: float = 0.1):
-        super().__init__()
-        self.layer = PrototypeAttention(dim, heads, ffn_dim, qkv_bias=True, ffn_norm=True,
-                                        dropout=dropout, attn_dropout=dropout)
-
-    def support(self, feats: Tensor, text: Tensor) -> Tensor:
-        """feats ``[S, T, D]``, own-class text ``[S, D]`` -> ``[S, T, D]``."""
-        q = feats + text[:, None]  # [S, T, D]  Eq. 9
-        kv = torch.cat([feats, text[:, None]], dim=1)  # [S, T+1, D]  Eq. 10
-        return self.layer(q, kv)  # Eqs. 11-12
-
-    def query(self, feats: Tensor) -> Tensor:
-        """feats ``[Q, T, D]`` -> ``[Q, T, D]`` (self-attention, no text)."""
-        return self.layer(feats, feats)
-
-    def both(self, support: Tensor, text: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
-        """:meth:`support` and :meth:`query` in one call of the layer (``PrototypeAttention.joint``)."""
-        q = support + text[:, None]  # [S, T, D]  Eq. 9
-        kv = torch.cat([support, text[:, None]], dim=1)  # [S, T+1, D]  Eq. 10
-        return self.layer.joint(q, kv, query)  # Eqs. 11-12, both branches
-
-
-def pick_templates(text: Tensor, videos: int, training: bool) -> Tensor:
-    """Class text each video is compared with: ``text [W, P, D]`` -> ``[videos, W, D]``, or per
-    episode of a batch: ``[E, W, P, D]`` -> ``[E, videos, W, D]``.
-
-    Training: one of the P templates at random per video (the same template for all W classes
-    of that video); evaluation: the mean of the P template embeddings (§4.5). A batch draws its
-    E·videos templates in one call, so E = 1 draws what one episode does.
-    """
-    if text.dim() == 3:
-        return pick_templates(text[None], videos, training)[0]
-    e_n, p_n = text.shape[0], text.shape[2]
-    if training and p_n > 1:
-        pick = torch.randint(p_n, (e_n * videos,), device=text.device).view(e_n, videos)  # [E, videos]
-        episode = torch.arange(e_n, device=text.device)[:, None]  # [E, 1]
-        return text.transpose(1, 2)[episode, pick]  # [E, videos, W, D]
-    return text.mean(dim=2)[:, None].expand(-1, videos, -1, -1)  # [E, videos, W, D]
-
-
-def text_logits(video: Tensor, text: Tensor, scale: float) -> Tensor:
-    """Eqs. 14–15: ``scale · cos(mean_T video, text)``; video ``[B, T, D]``, text ``[B, W, D]`` -> ``[B, W]``."""
-    v = F.normalize(video.mean(dim=1), dim=-1)  # [B, D]
-    return scale * torch.einsum("bd,bwd->bw", v, F.normalize(text, dim=-1))
-
-
-def ma_fsar_loss(s2t: Tensor, support_labels: Tensor, q2t: Tensor, q2s: Tensor,
-                 query_labels: Tensor, alpha: float) -> Tensor:
-    """Eq. 16: ``α·½(L_S2T + L_Q2T) + (1 − α)·L_Q2S`` from logits ``[S, W]``, ``[Q, W]``, ``[Q, W]``.
-
-    The video-text KL losses have one-hot targets (distinct episode classes), i.e. cross-entropy.
-    """
-    l_s2t = F.cross_entropy(s2t, support_labels)
-    l_q2t = F.cross_entropy(q2t, query_labels)
-    l_q2s = F.cross_entropy(q2s, query_labels)
-    return alpha * 0.5 * (l_s2t + l_q2t) + (1.0 - alpha) * l_q2s
-
-
-def fuse_prediction(q2t: Tensor, q2s: Tensor, alpha: float) -> Tensor:
-    """Eq. 17: ``log(α·softmax(q2t) + (1 − α)·softmax(q2s))``, logits ``[Q, W]`` -> ``[Q, W]``."""
-    if alpha == 0.0:
-        return F.log_softmax(q2s, dim=-1)
-    if alpha == 1.0:
-        return F.log_softmax(q2t, dim=-1)
-    both = torch.stack([F.log_softmax(q2t, dim=-1) + math.log(alpha),
-                        F.log_softmax(q2s, dim=-1) + math.log(1.0 - alpha)])
-    return torch.logsumexp(both, dim=0)
-
-
-class TPCMHead(nn.Module):
-    """TPCM + metric + text branch on per-frame features, for any encoder (frozen or adapted).
-
-    :meth:`forward` takes the frame features of E episodes' supports ``[E, W*K, T, D]`` and
-    queries ``[E, W*Q, T, D]``, the episode-local labels ``[E, W*K]``, ``[E, W*Q]`` and the
-    class text ``[E, W, P, D]``, and returns ``(loss, log p)`` with ``log p [E, W*Q, W]``
-    (Eq. 17) and the loss averaged over episodes. One episode (no E axis) gives ``[W*Q, W]``.
-    Videos of all episodes go through TPCM together, and the metric runs on all (query,
-    prototype) pairs of the batch in one call.
-    """
-
-    def __init__(self, cfg: Config, dim: int, frames: int):
-        super().__init__()
-        self.alpha = cfg.alpha
-        self.metric = cfg.metric
-        self.text_scale = cfg.text_scale
-        self.q2s_scale = cfg.resolved_q2s_scale
-        self.tpcm = TPCM(dim, cfg.heads, cfg.ffn_dim, cfg.dropout)
-        self.trx = TRX(dim, frames) if cfg.metric == "trx" else None
-
-    def q2s_logits(self, support: Tensor, support_labels: Tensor, query: Tensor, ways: int) -> Tensor:
-        """Visual branch on TPCM outputs: support ``[E, S, T, D]``, labels ``[E, S]``, query
-        ``[E, Q, T, D]`` -> ``[E, Q, W]``."""
-        if self.trx is not None:  # TRX masks by class per episode
-            return self.q2s_scale * torch.stack([self.trx(s, lab, q, ways)
-                                                 for s, lab, q in zip(support, support_labels, query)])
-        protos = class_prototypes(support, support_labels, ways)  # [E, W, T, D]
-        return self.q2s_scale * SIMILARITIES[self.metric](query, protos)
-
-    def forward(self, support: Tensor, query: Tensor, support_labels: Tensor,
-                query_labels: Tensor | None, text: Tensor) -> tuple[Tensor | None, Tensor]:
-        if support.dim() == 3:  # one episode
-            check_support_labels(support_labels, text.shape[0])
-            loss, log_p = self(support[None], query[None], support_labels[None],
-                               None if query_labels is None else query_labels[None], text[None])
-            return loss, log_p[0]
-        e_n, s_n, _, dim = support.shape
-        q_n, ways = query.shape[1], text.shape[1]
-        s_text = pick_templates(text, s_n, self.training)  # [E, S, W, D]
-        q_text = pick_templates(text, q_n, self.training)  # [E, Q, W, D]
-        own = s_text.gather(2, support_labels[:, :, None, None].expand(-1, -1, 1, dim))[:, :, 0]  # [E, S, D]
-        s_feat, q_feat = self.tpcm.both(support.flatten(0, 1), own.flatten(0, 1), query.flatten(0, 1))
-        s_feat, q_feat = s_feat.view_as(support), q_feat.view_as(query)  # [E, S, T, D], [E, Q, T, D]
-        q2s = self.q2s_logits(s_feat, support_labels, q_feat, ways)  # [E, Q, W]
-        q2t = text_logits(query.flatten(0, 1), q_text.flatten(0, 1), self.text_scale)  # [E*Q, W]
-        log_p = fuse_prediction(q2t, q2s.flatten(0, 1), self.alpha).view(e_n, q_n, ways)  # [E, Q, W]
-        if query_labels is None:
-            return None, log_p
-        s2t = text_logits(support.flatten(0, 1), s_text.flatten(0, 1), self.text_scale)  # [E*S, W]
-        # cross-entropy means over E*S and E*Q rows = the mean over episodes of each one's loss
-        loss = ma_fsar_loss(s2t, support_labels.flatten(), q2t, q2s.flatten(0, 1), query_labels.flatten(),
-                            self.alpha)
-        return loss, log_p
+def make_head(cfg: Config, dim: int, frames: int) -> TPCMHead:
+    """The TPCM head with this Config's options, at width ``dim`` for T = ``frames``."""
+    return TPCMHead(dim, frames, metric=cfg.metric, alpha=cfg.alpha, text_scale=cfg.text_scale,
+                    q2s_scale=cfg.resolved_q2s_scale, heads=cfg.heads, ffn_dim=cfg.ffn_dim, dropout=cfg.dropout)
 
 
 class MAFSARFrozen(Method):
@@ -315,7 +189,7 @@ class MAFSARFrozen(Method):
     def __init__(self, cfg: Config, info: ModelInfo, frames: int):
         super().__init__(info, frames, CacheNeeds(emb=True, text=True), DISPLAY_NAME)
         self.cfg = cfg
-        self.head = TPCMHead(cfg, info.embed_dim, frames)
+        self.head = make_head(cfg, info.embed_dim, frames)
 
     def _run(self, ep: Episode, labels: Tensor | None) -> tuple[Tensor | None, Tensor]:
         if ep.text is None:
@@ -350,16 +224,97 @@ class MAFSARFrozen(Method):
         return None
 
 
-def build(cfg: Config, info: ModelInfo, frames: int, backbone=None) -> Method:
-    if cfg.modules != "tpcm":
-        try:
-            from .ma_fsar_fgma import build as build_fgma
-        except ModuleNotFoundError as err:
-            if err.name != f"{__package__}.ma_fsar_fgma":
-                raise
-            raise InputError(
-                f"ma_fsar modules={cfg.modules} puts adapters inside the encoder and needs the backbone "
-                "variant (cachekit.methods.ma_fsar_fgma), which is not installed; use modules=tpcm"
-            ) from err
-        return build_fgma(cfg, info, frames, backbone)
-    return MAFSARFrozen(cfg, info, frames)
+def _fgma_layers(cfg: Config):
+    """``(FgMABlock, NoTPCM)``; the FgMA block needs the backbone module (imported lazily: the
+    cache-only variant never loads it)."""
+    try:
+        from ..layers.fgma import FgMABlock, NoTPCM
+    except ModuleNotFoundError as err:
+        if err.name not in ("cachekit.backbone", "cachekit.layers.fgma"):
+            raise
+        raise InputError(
+            f"ma_fsar modules={cfg.modules} puts adapters inside the encoder and needs the backbone "
+            f"({err.name}), which is not installed; use modules=tpcm"
+        ) from err
+    return FgMABlock, NoTPCM
+
+
+class MAFSARFgMA(Method):
+    """MA-FSAR with FgMA in the visual tower (``modules`` fgma or all); episodic protocol."""
+
+    name = "ma_fsar"
+    protocols = ("episodic",)
+    can_index = False  # adapted features exist only inside an episode (FgMA reads the support text)
+
+    def __init__(self, cfg: Config, backbone: Backbone, frames: int):
+        block, no_tpcm = _fgma_layers(cfg)
+        info = backbone.info
+        start = backbone.check_block(cfg.from_block, "from_block")
+        needs = CacheNeeds(emb=False, tokens_at=(start,) if start > 0 else (), text=True,
+                           pixels=start == 0, backbone=True)
+        label = "FgMA + TPCM" if cfg.modules == "all" else "FgMA, no TPCM"
+        super().__init__(info, frames, needs, f"MA-FSAR ({label}" + (f", from block {start})" if start else ")"))
+        self.cfg = cfg
+        self.start = start
+        self.backbone = backbone
+        self.blocks = nn.ModuleDict({str(i): block(info.width, cfg.adapter_ratio, cfg.adapter_r)
+                                     for i in range(start, info.layers)})
+        self.fc_text = nn.Linear(info.embed_dim, info.width)  # FC_text, shared across blocks
+        # the frozen variant's head: TPCM (all) or the identity (fgma), metric, text branch, Eqs. 16-17
+        self.head = make_head(cfg, info.embed_dim, frames)
+        if cfg.modules == "fgma":
+            self.head.tpcm = no_tpcm()
+
+    @property
+    def metric_name(self) -> str:
+        return self.cfg.metric
+
+    def _overrides(self) -> dict[int, BlockOverride]:
+        return {int(k): m for k, m in self.blocks.items()}
+
+    def encode(self, videos: VideoBatch, text: torch.Tensor | None) -> torch.Tensor:
+        """Adapted frame embeddings ``[B, T, D']``; ``text [B, W]`` (FC_text output) makes the
+        support branch (LMA), ``None`` the query branch (LSTA)."""
+        ov = self._overrides()
+        ctx = {} if text is None else {"text": text}
+        if self.start in videos.tokens:
+            return self.backbone.encode_video(tokens=videos.tokens[self.start], start=self.start, overrides=ov, **ctx)
+        if videos.pixels is not None:
+            return self.backbone.encode_video(pixels=videos.pixels, start=self.start, overrides=ov, **ctx)
+        raise InputError(f"ma_fsar FgMA (from_block {self.start}) needs "
+                         + (f"the cached tokens at block {self.start}" if self.start else "the decoded frames"))
+
+    def support_text(self, ep: Episode) -> torch.Tensor:
+        """FC_text of each support video's class text ``[W*K, W_vis]``: a random template per
+        video while training, the template mean otherwise (as the head picks templates)."""
+        s = ep.support_labels.shape[0]
+        own = pick_templates(ep.text.float(), s, self.training)[torch.arange(s, device=ep.text.device),
+                                                                ep.support_labels]  # [W*K, D']
+        return self.fc_text(own)
+
+    def _run(self, ep: Episode, labels: torch.Tensor | None):
+        if ep.text is None:
+            raise InputError("ma_fsar FgMA needs the class text embeddings (LMA's text tokens and the text branch)")
+        support = self.encode(ep.support, self.support_text(ep))  # [W*K, T, D']
+        query = self.encode(ep.query, None)  # [W*Q, T, D']
+        return self.head(support, query, ep.support_labels, labels, ep.text.float())
+
+    def episode_logits(self, ep: Episode) -> torch.Tensor:  # [W*Q, W] log p (Eq. 17)
+        return self._run(ep, None)[1]
+
+    def episode_loss(self, ep: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._run(ep, ep.query_labels)
+
+
+def build(cfg: Config, info: ModelInfo, frames: int, backbone: FrozenCLIP | None = None) -> Method:
+    """``modules`` tpcm: TPCM on the cache; fgma (FgMA, no TPCM) or all (FgMA + TPCM): through the backbone."""
+    if cfg.modules == "tpcm":
+        return MAFSARFrozen(cfg, info, frames)
+    _fgma_layers(cfg)  # a missing backbone module fails here, before the encoder is asked for
+    from ..backbone import require_backbone
+
+    bb = require_backbone(backbone, f"ma_fsar modules={cfg.modules}")
+    if bb.info.width != info.width or bb.info.layers != info.layers:
+        raise InputError(f"ma_fsar: the encoder ({bb.info.width} wide, {bb.info.layers} blocks) is not the "
+                         f"cache's model ({info.width} wide, {info.layers} blocks)")
+    return MAFSARFgMA(cfg, bb, frames)

@@ -28,11 +28,12 @@ import torch.nn.functional as F
 from .. import metrics
 from ..encoder import ModelInfo
 from ..errors import InputError
-from .base import CacheNeeds, Episode, EpisodeBatch, Method, VideoBatch
+from .base import CacheNeeds, Episode, EpisodeBatch, Method, VideoBatch, require_choice, require_positive
 
 DESCRIPTION = "Support prototypes: mean of the K shots matched with mean-pool cosine, OTAM or Bi-MHM (no training)"
 
-Metric = Literal["mean", "otam", "bimhm"]
+# the registry's similarities (metrics.SIMILARITIES), as the Literal the -o parser reads its choices from
+Metric = Literal[tuple(metrics.SIMILARITIES)]  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,8 @@ class Config:
     logit_scale: float = 100.0  # multiplies the cosine of metric "mean"; accuracy does not depend on it
 
     def __post_init__(self) -> None:
-        if self.metric not in get_args(Metric):
-            raise InputError(f"proto metric {self.metric!r} unknown; choose one of {', '.join(get_args(Metric))}")
-        if not self.logit_scale > 0:
-            raise InputError(f"proto logit_scale must be > 0, got {self.logit_scale!r}")
+        require_choice("proto", "metric", self.metric, get_args(Metric))
+        require_positive("proto", logit_scale=self.logit_scale)
 
 
 class Proto(Method):
@@ -67,16 +66,17 @@ class Proto(Method):
     # ------------------------------------------------------------------ scoring
     def _match(self, qn: torch.Tensor, pn: torch.Tensor) -> torch.Tensor:
         """Temporal metric on unit-norm frames: qn ``[..., M, T, D']``, pn ``[..., W, T, D']``
-        -> logits ``[..., M, W]`` = minus the distance of :func:`metrics.otam_distance` (symmetric,
-        λ = 0.1) or :func:`metrics.bimhm_distance`, computed from one matmul per batch entry."""
+        -> logits ``[..., M, W]``. OTAM (symmetric, λ = 0.1): minus :func:`metrics.otam_distance`,
+        its frame distances from one matmul per batch entry; any other metric (Bi-MHM) is the
+        registry's own :data:`metrics.SIMILARITIES` function."""
+        if self.cfg.metric != "otam":
+            return metrics.SIMILARITIES[self.cfg.metric](qn, pn)
         m, t = qn.shape[-3], qn.shape[-2]
         w, ts = pn.shape[-3], pn.shape[-2]
         cos = qn.flatten(-3, -2) @ pn.flatten(-3, -2).transpose(-1, -2)  # [..., M*T, W*T]
         d = 1.0 - cos.unflatten(-1, (w, ts)).unflatten(-3, (m, t)).transpose(-3, -2)  # [..., M, W, T, T]
-        if self.cfg.metric == "otam":
-            both = torch.stack([d, d.transpose(-1, -2)])  # [2, ..., M, W, T, T] both directions
-            return -metrics.otam_from_dists(both, metrics.OTAM_LAMBDA).mean(dim=0)
-        return -(d.amin(dim=-1).sum(dim=-1) + d.amin(dim=-2).sum(dim=-1))  # Bi-MHM
+        both = torch.stack([d, d.transpose(-1, -2)])  # [2, ..., M, W, T, T] both directions
+        return -metrics.otam_from_dists(both, metrics.OTAM_LAMBDA).mean(dim=0)
 
     def scores(self, query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
         """query ``[..., M, T, D']``, support ``[..., W, K, T, D']`` (K shots of each of W classes)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..encoder import ModelInfo
 from ..errors import InputError
-from .base import CacheNeeds, Episode, Method, VideoBatch
+from .base import CacheNeeds, Episode, Method, VideoBatch, require_positive
 
 DESCRIPTION = "Frozen CLIP zero-shot: cosine of the mean-pooled video to the class text (no training)"
 
@@ -34,8 +34,7 @@ class Config:
         if self.template is not None and (isinstance(self.template, bool) or not isinstance(self.template, int)
                                           or self.template < 0):
             raise InputError(f"zeroshot template must be a template index >= 0 or None, got {self.template!r}")
-        if not self.logit_scale > 0:
-            raise InputError(f"zeroshot logit_scale must be > 0, got {self.logit_scale!r}")
+        require_positive("zeroshot", logit_scale=self.logit_scale)
 
 
 class ZeroShot(Method):
