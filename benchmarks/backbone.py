@@ -13,7 +13,7 @@ Setting: ViT-B-32 with random weights (``open_clip.create_model(..., pretrained=
 and memory do not depend on the weight values), T = 8 frames, B = 2 videos per step (all-way
 methods; MA-FSAR: a 2-way 1-shot 1-query episode = 4 videos), synthetic H.264 clips extracted
 into a real Zarr store with tokens at blocks 6 and 9. A step = fetch the batch from the store
-(``CacheData``: cached tokens, or frames decoded again at the cached indices) + forward + loss
+(``CacheData``: cached tokens, or the cached uint8 pixels) + forward + loss
 + backward + AdamW step; "compute" excludes the fetch. One warm-up step, then ``--steps`` timed
 steps (the fastest: the machine may be shared); "CPU s" is the process CPU time of a step (all
 threads), less sensitive to other load than the wall time. ``--quick`` uses the 4-block test model (``tests/assets/tiny-clip.json``), with
@@ -339,9 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     rows, where = run(args.quick, steps, args.videos, args.frames, args.device, args.only, threads)
     print(f"Machine: {where}\n")
     print(table(rows))
-    print("\nstep = fetch from the store (cached tokens, or frames decoded again) + compute "
-          "(forward, loss, backward, AdamW); fetch share = fetch / step (goal <= 10% once frames are "
-          "cached as pixels); ratios against the same method's full-backbone row; "
+    print("\nstep = fetch from the store (cached tokens, or frames cached as uint8 pixels) + compute "
+          "(forward, loss, backward, AdamW); fetch share = fetch / step (goal <= 10%); ratios against the same method's full-backbone row; "
           "goal: from block 6 <= 0.45, from block 9 <= 0.25 (ViT-B-32).")
     return 0
 
