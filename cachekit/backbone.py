@@ -31,7 +31,6 @@ from typing import Literal, Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .encoder import FrozenCLIP, ModelInfo
 from .errors import InputError, ModelError
@@ -211,39 +210,32 @@ class Backbone(nn.Module):
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
         """Patch embedding, class token, positions, ``ln_pre``: ``[F, 3, S, S] -> [F, N+1, W]``
         (the tokens entering block 0)."""
-        return self.model.visual._embeds(pixels)
+        return self.clip.embed(pixels)
 
     def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None,
                    overrides: Mapping[int, BlockOverride] | None = None, frames: int = 1,
                    **ctx) -> torch.Tensor:
-        """Blocks ``start..stop-1`` on the tokens entering ``start``: ``[F, N+1, W] -> [F, N+1, W]``.
+        """Blocks ``start..stop-1`` on the tokens entering ``start``: ``[F, N+1, W] -> [F, N+1, W]``
+        (:meth:`FrozenCLIP.run_blocks`).
 
         ``overrides[l]`` replaces block l's forward; an override for a block outside the range
         is an error (it would silently not run). ``frames`` (T) and ``ctx`` go to overrides.
         """
-        blocks = self.visual_blocks
-        stop = len(blocks) if stop is None else stop
+        stop = len(self.visual_blocks) if stop is None else stop
         overrides = overrides or {}
         outside = sorted(k for k in overrides if not start <= int(k) < stop)
         if outside:
             raise ValueError(f"overrides for blocks {outside} lie outside the blocks run ({start}..{stop - 1})")
-        ckpt = self.run_cfg.checkpointing and torch.is_grad_enabled()
-        for i in range(start, stop):
-            blk = blocks[i]
-            ov = overrides.get(i)
-            if ov is None:
-                x = checkpoint(blk, x, use_reentrant=False) if ckpt else blk(x)
-            else:
-                fb = FrozenBlock(blk, i)
-                x = (checkpoint(ov, fb, x, frames, use_reentrant=False, **ctx) if ckpt
-                     else ov(fb, x, frames, **ctx))
-        return x
+        calls = {int(i): (lambda blk, x, _ov=ov, _i=int(i): _ov(FrozenBlock(blk, _i), x, frames, **ctx))
+                 for i, ov in overrides.items()}
+        return self.clip.run_blocks(x, start, stop, calls, self._checkpointing())
+
+    def _checkpointing(self) -> bool:
+        return self.run_cfg.checkpointing and torch.is_grad_enabled()
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """``ln_post`` + pooling + projection: ``[F, N+1, W] -> [F, D']`` (open_clip's own ``_pool``)."""
-        v = self.model.visual
-        pooled, _ = v._pool(x)
-        return pooled @ v.proj if v.proj is not None else pooled
+        return self.clip.head(x)
 
     def encode_video(self, pixels: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
                      start: int = 0, overrides: Mapping[int, BlockOverride] | None = None,
@@ -276,42 +268,23 @@ class Backbone(nn.Module):
 
     def encode_text(self, tokens: torch.Tensor,
                     overrides: Mapping[int, BlockOverride] | None = None) -> torch.Tensor:
-        """Text embeddings ``[P, D']`` (float32, not normalised) of token ids ``[P, n_ctx]``.
+        """Text embeddings ``[P, D']`` (float32, not normalised) of token ids ``[P, n_ctx]``
+        (:meth:`FrozenCLIP.text_tower`, under this backbone's precision).
 
         Runs the causal text tower only up to the longest prompt (positions after a prompt's end
         never influence its end-of-text token), with ``overrides[l]`` in place of text block l;
         an override gets ``frames=1`` and ``attn_mask=`` the causal mask ``[n, n]``.
         """
-        from open_clip.transformer import text_global_pool
-
-        m = self.model
-        if getattr(m, "attn_mask", None) is None or getattr(m, "text_pool_type", None) != "argmax":
+        if not self.clip.causal_text:
             raise ModelError(f"{self.clip.name}: text adapters need a causal CLIP text tower with argmax pooling")
         overrides = overrides or {}
         bad = sorted(k for k in overrides if not 0 <= int(k) < self.text_layers)
         if bad:
             raise ValueError(f"text overrides for blocks {bad}: the text tower has blocks 0..{self.text_layers - 1}")
-        n = int(tokens.argmax(dim=-1).max()) + 1
-        tokens = tokens[:, :n]  # [P, n]
-        mask = m.attn_mask[:n, :n]
-        ckpt = self.run_cfg.checkpointing and torch.is_grad_enabled()
+        calls = {int(i): (lambda blk, x, mask, _ov=ov, _i=int(i): _ov(FrozenBlock(blk, _i), x, 1, attn_mask=mask))
+                 for i, ov in overrides.items()}
         with self.autocast():
-            cast = m.transformer.get_cast_dtype()
-            x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:n].to(cast)  # [P, n, W_text]
-            for i, blk in enumerate(m.transformer.resblocks):
-                ov = overrides.get(i)
-                if ov is None:
-                    x = (checkpoint(blk, x, None, None, mask, use_reentrant=False) if ckpt
-                         else blk(x, attn_mask=mask))
-                else:
-                    fb = FrozenBlock(blk, i)
-                    x = (checkpoint(ov, fb, x, 1, use_reentrant=False, attn_mask=mask) if ckpt
-                         else ov(fb, x, 1, attn_mask=mask))
-            x = m.ln_final(x)
-            x = text_global_pool(x, tokens, "argmax")  # [P, W_text]
-            proj = m.text_projection
-            if proj is not None:
-                x = proj(x) if hasattr(proj, "weight") else x @ proj
+            x = self.clip.text_tower(tokens, calls, self._checkpointing())
         return x.float()
 
 

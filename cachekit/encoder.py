@@ -240,33 +240,17 @@ class FrozenCLIP:
 
     def resize_crop(self, frames):
         """uint8 RGB ``[F, H, W, 3]`` -> uint8 ``[F, 3, S, S]``: the geometric half of
-        :meth:`preprocess` (what the pixel cache stores)."""
-        import torch
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms.v2 import functional as TF
+        :meth:`preprocess` (what the pixel cache stores; :func:`cachekit.pixels.resize_crop`)."""
+        from .pixels import resize_crop
 
-        c = self.preprocess_cfg
-        s = c["size"]
-        x = torch.as_tensor(frames).permute(0, 3, 1, 2)  # [F, 3, H, W] uint8
-        interp = InterpolationMode.BICUBIC if c["interpolation"] == "bicubic" else InterpolationMode.BILINEAR
-        if c["resize_mode"] == "squash":
-            x = TF.resize(x, [s, s], interpolation=interp, antialias=True)
-        else:
-            if min(x.shape[-2:]) != s:
-                x = TF.resize(x, s, interpolation=interp, antialias=True)
-            x = TF.center_crop(x, [s, s])
-        return x.contiguous()
+        return resize_crop(frames, self.preprocess_cfg).contiguous()
 
     def normalize(self, pixels):
         """uint8 ``[..., 3, S, S]`` -> float32 scaled to [0, 1] and normalised with the model's
         mean and std (the second half of :meth:`preprocess`)."""
-        import torch
+        from .pixels import normalise_pixels
 
-        c = self.preprocess_cfg
-        x = torch.as_tensor(pixels).to(torch.float32).div_(255.0)
-        mean = torch.tensor(c["mean"]).view(3, 1, 1)
-        std = torch.tensor(c["std"]).view(3, 1, 1)
-        return (x - mean) / std
+        return normalise_pixels(pixels, self.preprocess_cfg)
 
     def encode_tokens(self, pixels, token_blocks: Sequence[int]) -> dict:
         """Tokens entering ``token_blocks`` only: the forward stops before the last block asked
@@ -321,18 +305,42 @@ class FrozenCLIP:
         cls = post if post.ndim == 2 else v._global_pool(post)[0]
         return FrameOutputs(emb=emb, cls=cls, tokens=captured)
 
+    def embed(self, pixels):
+        """Patch embedding, class token, positions, ``ln_pre``: ``[F, 3, S, S] -> [F, N+1, W]``
+        (the tokens entering block 0)."""
+        return self.visual._embeds(pixels)
+
+    def run_blocks(self, x, start: int = 0, stop: int | None = None, overrides=None, checkpointing: bool = False):
+        """Visual blocks ``start..stop-1`` on the tokens entering ``start``: ``[F, N+1, W] -> [F, N+1, W]``.
+
+        ``overrides[l](block, x)`` runs in place of block l (open_clip's own module is passed in);
+        ``checkpointing``: per block, non-reentrant (recompute instead of keeping activations).
+        """
+        from torch.utils.checkpoint import checkpoint
+
+        blocks = self.visual.transformer.resblocks
+        overrides = overrides or {}
+        for i in range(start, len(blocks) if stop is None else stop):
+            blk, ov = blocks[i], overrides.get(i)
+            if ov is None:
+                x = checkpoint(blk, x, use_reentrant=False) if checkpointing else blk(x)
+            else:
+                x = checkpoint(ov, blk, x, use_reentrant=False) if checkpointing else ov(blk, x)
+        return x
+
+    def head(self, x):
+        """``ln_post`` + pooling + projection: ``[F, N+1, W] -> [F, D']`` (open_clip's own ``_pool``)."""
+        v = self.visual
+        pooled, _ = v._pool(x)
+        return pooled @ v.proj if v.proj is not None else pooled
+
     def forward_from_block(self, tokens, block: int):
         """Run blocks ``block..L-1``, pooling and projection on tokens entering ``block``.
 
         ``tokens [F, N+1, W]`` -> ``emb [F, D']``; equals :meth:`encode_frames` on the pixels
         those tokens came from. Differentiable (used by methods that sit inside the encoder).
         """
-        v = self.visual
-        x = tokens
-        for blk in v.transformer.resblocks[block:]:
-            x = blk(x)
-        pooled, _ = v._pool(x)
-        return pooled @ v.proj if v.proj is not None else pooled
+        return self.head(self.run_blocks(tokens, block))
 
     # ----------------------------------------------------------------- text
     def tokenize(self, texts: Sequence[str]):
@@ -352,19 +360,42 @@ class FrozenCLIP:
             outs.append(self._encode_text_truncated(tok))
         return torch.cat(outs) if outs else torch.empty(0, self.info.embed_dim)
 
+    @property
+    def causal_text(self) -> bool:
+        """A causal CLIP text tower with end-of-text (argmax) pooling: it can be run truncated."""
+        m = self.model
+        return getattr(m, "attn_mask", None) is not None and getattr(m, "text_pool_type", None) == "argmax"
+
     def _encode_text_truncated(self, tok):
+        if not self.causal_text:
+            return self.model.encode_text(tok)  # not a causal CLIP text tower: no safe truncation
+        return self.text_tower(tok)
+
+    def text_tower(self, tokens, overrides=None, checkpointing: bool = False):
+        """Projected text embeddings ``[P, D']`` of token ids ``[P, n_ctx]``, the causal tower run
+        only up to the longest prompt (later positions never reach an end-of-text token).
+
+        ``overrides[l](block, x, mask)`` runs in place of text block l (mask: the causal ``[n, n]``).
+        """
         from open_clip.transformer import text_global_pool
+        from torch.utils.checkpoint import checkpoint
 
         m = self.model
-        if getattr(m, "attn_mask", None) is None or getattr(m, "text_pool_type", None) != "argmax":
-            return m.encode_text(tok)  # not a causal CLIP text tower: no safe truncation
-        n = int(tok.argmax(dim=-1).max()) + 1
-        tok = tok[:, :n]  # [P, n]
+        overrides = overrides or {}
+        n = int(tokens.argmax(dim=-1).max()) + 1
+        tokens = tokens[:, :n]  # [P, n]
+        mask = m.attn_mask[:n, :n]
         cast = m.transformer.get_cast_dtype()
-        x = m.token_embedding(tok).to(cast) + m.positional_embedding[:n].to(cast)  # [P, n, W_text]
-        x = m.transformer(x, attn_mask=m.attn_mask[:n, :n])
+        x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:n].to(cast)  # [P, n, W_text]
+        for i, blk in enumerate(m.transformer.resblocks):
+            ov = overrides.get(i)
+            if ov is None:
+                x = (checkpoint(blk, x, None, None, mask, use_reentrant=False) if checkpointing
+                     else blk(x, attn_mask=mask))
+            else:
+                x = checkpoint(ov, blk, x, mask, use_reentrant=False) if checkpointing else ov(blk, x, mask)
         x = m.ln_final(x)
-        x = text_global_pool(x, tok, "argmax")  # [P, W_text]
+        x = text_global_pool(x, tokens, "argmax")  # [P, W_text]
         proj = m.text_projection
         if proj is None:
             return x
