@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cachekit.errors import InputError, InputNotFound
+from stores.base import atomic_write_bytes
 
 EPISODES_FORMAT = "clipcache-episodes"
 EPISODES_VERSION = 1
@@ -364,9 +365,7 @@ def save_episodes(path: str | os.PathLike, episodes: Sequence[EpisodeSpec], meta
         text = json.dumps(doc, separators=(",", ":"), default=_json_default)
     except TypeError as err:
         raise InputError(f"episode meta cannot be written as JSON: {err}") from err
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _as_int_tuple(x, what: str, path: Path) -> tuple[int, ...]:
