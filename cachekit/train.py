@@ -201,6 +201,53 @@ def _same_run(old: dict, new: dict, out: Path) -> None:
                        "repeat the original options or choose another --out")
 
 
+def _resolve_protocol(m, method: str, cache, cfg: TrainConfig, dist, device_note: str | None):
+    """(cfg with its protocol set, the protocol, its split plan, the run's first notes), or None on
+    a rank that has nothing to do (a from-cache method trains on rank 0 alone)."""
+    notes = [device_note] if device_note else []
+    if cfg.protocol is None:
+        cfg = dataclasses.replace(cfg, protocol=natural_protocol(m, cache))
+        notes.append(f"protocol {cfg.protocol}: the natural protocol of {method} on this store "
+                     f"({method} trains under {', '.join(m.protocols)})")
+    if cfg.protocol not in m.protocols:
+        raise InputError(f"method {method} trains under {' and '.join(m.protocols) or 'no protocol'}, "
+                         f"not --protocol {cfg.protocol}")
+    proto = get_protocol(cfg.protocol)
+    plan = proto.plan(cache, cfg)
+    notes += plan.notes
+    if str(cache.key.get("weights", "")).startswith("random:"):
+        notes.append("the store's encoder has RANDOM weights: accuracies carry no CLIP knowledge")
+    if dist.world > 1 and not m.needs.backbone:
+        log.warning("%s trains from the cache, fast enough on one process: rank 0 trains, the other "
+                    "%d ranks have nothing to do", method, dist.world - 1)
+        if not dist.is_main:
+            return None
+        notes.append(f"launched on {dist.world} ranks: a from-cache method trains on rank 0 alone")
+    if dist.world > 1 and m.needs.backbone:
+        notes.append(f"data-parallel over {dist.world} ranks: each rank computes its own batch or episode, "
+                     "gradients are averaged across ranks before every step (as DistributedDataParallel "
+                     "does); the effective batch is world x batch")
+    return cfg, proto, plan, notes
+
+
+def _run_meta(method: str, m, mcfg, cfg: TrainConfig, cache, plan, notes: list[str], device, steps: int,
+              val_every: int, warmup: int) -> dict:
+    """``run.json`` of a run about to start (step 0, nothing measured yet)."""
+    return {
+        "format": RUN_FORMAT, "version": RUN_VERSION, "status": "running",
+        "method": {"name": method, "display_name": m.display_name, "config": asdict(mcfg),
+                   "needs": m.needs.to_dict(), "protocols": list(m.protocols), "trainable_params": None},
+        "train": {"config": asdict(cfg), "steps": steps, "val_every": val_every, "warmup_steps": warmup},
+        "store": {"path": str(Path(cache.store.path).resolve()) if "://" not in str(cache.store.path)
+                  else str(cache.store.path), "cache_key": cache.key},
+        "model_info": cache.model_info.to_dict(), "frames": cache.frames, "classes": list(cache.classes),
+        "splits": plan.summary(cache.labels),
+        "step": 0, "best": {"val_accuracy": None, "val_ci": None, "step": None},
+        "history": [], "checkpoints": {}, "notes": notes, "seconds": 0.0,
+        "environment": _environment(device),
+    }
+
+
 def train(store: str, out: str, method: str, overrides: dict | None = None, cfg: TrainConfig | None = None,
           *, resume: bool = False, pretrained: str | None = None, progress: bool = True,
           stop_after: int | None = None, threads: int = 0, log_every: int = DEFAULT_LOG_EVERY) -> TrainResult:
@@ -240,30 +287,11 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         torch.manual_seed(cfg.seed)
         backbone = DeferredEncoder(lambda: load_store_encoder(key, pretrained, str(device)))
         m = mod.build(mcfg, info, frames, backbone)
-        notes = [device_note] if device_note else []
-        if cfg.protocol is None:
-            cfg = dataclasses.replace(cfg, protocol=natural_protocol(m, cache))
-            notes.append(f"protocol {cfg.protocol}: the natural protocol of {method} on this store "
-                         f"({method} trains under {', '.join(m.protocols)})")
-        if cfg.protocol not in m.protocols:
-            raise InputError(f"method {method} trains under {' and '.join(m.protocols) or 'no protocol'}, "
-                             f"not --protocol {cfg.protocol}")
-        proto = get_protocol(cfg.protocol)
-        plan = proto.plan(cache, cfg)
-        notes += plan.notes
-        if str(key.get("weights", "")).startswith("random:"):
-            notes.append("the store's encoder has RANDOM weights: accuracies carry no CLIP knowledge")
-        if dist.world > 1 and not m.needs.backbone:
-            log.warning("%s trains from the cache, fast enough on one process: rank 0 trains, the other "
-                        "%d ranks have nothing to do", method, dist.world - 1)
-            if not dist.is_main:
-                return TrainResult(str(out), f"idle (rank {dist.rank})", 0, 0, None, None, 0, 0.0, [], [])
-            notes.append(f"launched on {dist.world} ranks: a from-cache method trains on rank 0 alone")
+        resolved = _resolve_protocol(m, method, cache, cfg, dist, device_note)
+        if resolved is None:  # a from-cache method under torchrun: ranks other than 0 have nothing to do
+            return TrainResult(str(out), f"idle (rank {dist.rank})", 0, 0, None, None, 0, 0.0, [], [])
+        cfg, proto, plan, notes = resolved
         parallel = dist.world > 1 and m.needs.backbone  # data-parallel: each rank its own batch
-        if parallel:
-            notes.append(f"data-parallel over {dist.world} ranks: each rank computes its own batch or episode, "
-                         "gradients are averaged across ranks before every step (as DistributedDataParallel "
-                         "does); the effective batch is world x batch")
         if m.needs.backbone:
             backbone.load()
         needs = dataclasses.replace(m.needs, text=True) if cfg.protocol != "episodic" else m.needs
@@ -275,19 +303,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         steps = feed.steps
         val_every = cfg.val_every or (feed.steps_per_epoch if cfg.protocol != "episodic" else max(1, steps // 10))
         warmup = round(cfg.warmup * steps)
-        meta = {
-            "format": RUN_FORMAT, "version": RUN_VERSION, "status": "running",
-            "method": {"name": method, "display_name": m.display_name, "config": asdict(mcfg),
-                       "needs": m.needs.to_dict(), "protocols": list(m.protocols), "trainable_params": None},
-            "train": {"config": asdict(cfg), "steps": steps, "val_every": val_every, "warmup_steps": warmup},
-            "store": {"path": str(Path(cache.store.path).resolve()) if "://" not in str(cache.store.path)
-                      else str(cache.store.path), "cache_key": key},
-            "model_info": info.to_dict(), "frames": frames, "classes": list(cache.classes),
-            "splits": plan.summary(cache.labels),
-            "step": 0, "best": {"val_accuracy": None, "val_ci": None, "step": None},
-            "history": [], "checkpoints": {}, "notes": notes, "seconds": 0.0,
-            "environment": _environment(device),
-        }
+        meta = _run_meta(method, m, mcfg, cfg, cache, plan, notes, device, steps, val_every, warmup)
         if old is not None:
             _same_run(old, meta, out)
         out.mkdir(parents=True, exist_ok=True)
