@@ -22,10 +22,15 @@ from .video import decode_at
 
 
 class CacheData:
-    """The tensors a method reads, on ``device``; ``view`` picks the cached view (None: random)."""
+    """The tensors a method reads, on ``device``; ``view`` picks the cached view (None: random).
+
+    ``text_classes``: read the text of these class ids only; the table keeps global row ids
+    ``[C_all, P, D']`` and other classes' rows are NaN (never read from the store), so a method
+    that touched one would turn its loss NaN. None: every class's text.
+    """
 
     def __init__(self, cache: FeatureCache, needs: CacheNeeds, device: str | torch.device = "cpu",
-                 encoder=None):
+                 encoder=None, text_classes: np.ndarray | None = None):
         self.cache = cache
         self.needs = needs
         self.device = torch.device(device)
@@ -41,11 +46,20 @@ class CacheData:
         self.labels = torch.from_numpy(cache.labels)  # [V]
         self.emb = torch.from_numpy(cache.emb(view=None)) if needs.emb else None  # [V, views, T, D']
         self.cls = torch.from_numpy(cache.cls(view=None)) if needs.cls else None  # [V, views, T, W]
-        self.text = torch.from_numpy(cache.text()).to(self.device) if needs.text else None  # [C, P, D']
+        self.text = self._text(text_classes) if needs.text else None  # [C, P, D']
         self.cached_pixels = bool(needs.pixels and cache.has_pixels)
         self._frame_idx = (cache.frame_indices(view=None) if needs.pixels and not self.cached_pixels
                            else None)  # [V, views, T]
         self.views = int(cache.key.get("views", 1))
+
+    def _text(self, classes: np.ndarray | None) -> torch.Tensor:
+        cache = self.cache
+        if classes is None:
+            return torch.from_numpy(cache.text()).to(self.device)
+        rows = torch.from_numpy(cache.text([cache.classes[int(c)] for c in classes]))  # [c, P, D']
+        table = torch.full((len(cache.classes), *rows.shape[1:]), float("nan"))
+        table[torch.from_numpy(np.asarray(classes, dtype=np.int64))] = rows
+        return table.to(self.device)
 
     def _views(self, n: int, view: int | None, rng: np.random.Generator | None) -> np.ndarray:
         if view is not None or self.views == 1 or rng is None:

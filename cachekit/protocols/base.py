@@ -287,26 +287,12 @@ def overlap_problems(run: RunSplit, cache: FeatureCache, eval_idx: np.ndarray,
 
 # --------------------------------------------------------------------------- training data
 def training_data(cache: FeatureCache, needs, device, classes: np.ndarray, encoder=None):
-    """:class:`~cachekit.batches.CacheData` whose text table holds only ``classes``' rows.
-
-    The table keeps global row ids ``[C_all, P, D']`` (episodes index it by class id); rows of
-    other classes are NaN and never read from the store, so no other class's text can enter
-    training, and a method that touched one would turn its loss NaN (the trainer stops).
-    """
-    import dataclasses
-
-    import torch
-
+    """:class:`~cachekit.batches.CacheData` whose text table holds only ``classes``' rows (the
+    training and selection classes): no other class's text is read, and a method that touched a
+    NaN row of one would turn its loss NaN (the trainer stops)."""
     from ..batches import CacheData
 
-    data = CacheData(cache, dataclasses.replace(needs, text=False), device, encoder=encoder)
-    data.needs = needs
-    if needs.text:
-        rows = torch.from_numpy(cache.text([cache.classes[int(c)] for c in classes]))  # [c, P, D']
-        table = torch.full((len(cache.classes), *rows.shape[1:]), float("nan"))
-        table[torch.from_numpy(np.asarray(classes, dtype=np.int64))] = rows
-        data.text = table.to(data.device)
-    return data
+    return CacheData(cache, needs, device, encoder=encoder, text_classes=classes)
 
 
 class VideoFeed:
