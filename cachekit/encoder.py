@@ -155,6 +155,10 @@ def _cached_tag_file(model: str, tag: str) -> str | None:
     return None
 
 
+class _StopForward(Exception):
+    """Raised by a hook to end a forward once the last tokens asked for are captured."""
+
+
 class FrozenCLIP:
     """open_clip CLIP in eval mode with every weight frozen, plus what the cache needs from it."""
 
@@ -252,30 +256,32 @@ class FrozenCLIP:
 
         return normalise_pixels(pixels, self.preprocess_cfg)
 
+    def _tokens_hooks(self, token_blocks: Sequence[int], captured: dict, stop: bool) -> list:
+        """Pre-hooks that store the tokens entering each of ``token_blocks`` in ``captured``;
+        ``stop``: the last one raises :class:`_StopForward` (nothing after it needs to run)."""
+        last = max(token_blocks, default=None)
+        handles = []
+        for blk_idx in token_blocks:
+            def pre_hook(_mod, args, kwargs, _i=blk_idx):
+                captured[_i] = (args[0] if args else kwargs["x"]).detach()
+                if stop and _i == last:
+                    raise _StopForward
+
+            handles.append(self.visual.transformer.resblocks[blk_idx].register_forward_pre_hook(
+                pre_hook, with_kwargs=True))
+        return handles
+
     def encode_tokens(self, pixels, token_blocks: Sequence[int]) -> dict:
         """Tokens entering ``token_blocks`` only: the forward stops before the last block asked
         for, so extending a store with early blocks costs a fraction of a full pass.
 
         ``pixels`` ``[F, 3, S, S]``; returns ``{L: [F, N+1, W]}``, equal to :meth:`encode_frames`'s.
         """
-        v = self.visual
-        last = max(token_blocks)
         captured: dict = {}
-        handles = []
-
-        class _Stop(Exception):
-            pass
-
-        for blk_idx in token_blocks:
-            def pre_hook(_mod, args, kwargs, _i=blk_idx):
-                captured[_i] = (args[0] if args else kwargs["x"]).detach()
-                if _i == last:
-                    raise _Stop
-
-            handles.append(v.transformer.resblocks[blk_idx].register_forward_pre_hook(pre_hook, with_kwargs=True))
+        handles = self._tokens_hooks(token_blocks, captured, stop=True)
         try:
             self.model.encode_image(pixels)
-        except _Stop:
+        except _StopForward:
             pass
         finally:
             for h in handles:
@@ -289,12 +295,7 @@ class FrozenCLIP:
         """
         v = self.visual
         captured: dict = {}
-        handles = []
-        for blk_idx in token_blocks:
-            def pre_hook(_mod, args, kwargs, _i=blk_idx):
-                captured[_i] = (args[0] if args else kwargs["x"]).detach()
-
-            handles.append(v.transformer.resblocks[blk_idx].register_forward_pre_hook(pre_hook, with_kwargs=True))
+        handles = self._tokens_hooks(token_blocks, captured, stop=False)
         handles.append(v.ln_post.register_forward_hook(lambda _m, _a, out: captured.__setitem__("post", out)))
         try:
             emb = self.model.encode_image(pixels)
