@@ -19,11 +19,15 @@ def _interp_matrix(n: int, g: int) -> np.ndarray:
     return a
 
 
+BACKGROUND_KINDS = ("noisy", "striped", "gradient")  # what ``kind`` picks, by index
+
+
 def background(
-    rng: np.random.Generator, size: int, xx: np.ndarray, yy: np.ndarray
+    rng: np.random.Generator, size: int, xx: np.ndarray, yy: np.ndarray, kind: int | None = None
 ) -> np.ndarray:
-    """[H, W, 3] float32 textured background: smooth noise, stripes or a gradient, plus grain."""
-    kind = rng.integers(3)
+    """[H, W, 3] float32 textured background: smooth noise, stripes or a gradient
+    (:data:`BACKGROUND_KINDS`; drawn from rng unless ``kind`` is given), plus grain."""
+    kind = rng.integers(3) if kind is None else kind
     c1, c2 = rng.uniform(0.15, 0.85, 3), rng.uniform(0.15, 0.85, 3)
     if kind == 0:  # smooth noise
         g = int(rng.integers(3, 8))

@@ -1,0 +1,210 @@
+"""Contrastive pretraining of the toy CLIP on drawn, captioned still images (:mod:`.scenes`).
+
+The recipe is CLIP's: symmetric InfoNCE between image and caption embeddings with a learnt
+temperature, AdamW, linear warm-up then cosine decay. Captions that repeat inside a batch
+("a red square" twice) are positives of each other rather than false negatives. Every batch is
+drawn from ``SeedSequence([seed, step])``, torch is seeded and runs deterministic kernels on a
+fixed number of threads, so one command rebuilds the same weights on the same machine.
+The weights are written as float16 safetensors (open_clip loads them into its float32 model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .scenes import scene_batch
+
+log = logging.getLogger(__name__)
+
+TOY_TAG = "toy"
+
+
+def toy_model_config() -> Path:
+    """Path of the toy CLIP's open_clip model config in the package."""
+    return Path(str(resources.files("cachekit") / "data" / "toy-clip.json"))
+
+
+def toy_weights() -> Path:
+    """Path of the shipped toy CLIP weights (float16 safetensors)."""
+    return Path(str(resources.files("cachekit") / "data" / "toy-clip.safetensors"))
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """How the toy CLIP is pretrained; saved in the weights' metadata and the report."""
+
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup: int = 150
+    weight_decay: float = 0.1
+    seed: int = 0
+    threads: int = 2  # torch intra-op threads: fixed, so the float sums are always the same
+    device: str = "cpu"
+    probe_images: int = 600
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "threads", "probe_images"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InputError(f"{name} must be an integer >= 1, got {v!r}")
+        if not (0 <= self.warmup < self.steps):
+            raise InputError(f"warmup must be in [0, steps), got {self.warmup}")
+        if not (self.lr > 0 and self.weight_decay >= 0):
+            raise InputError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+
+
+class _Prefetch:
+    """Draws batch ``step + 1`` on a thread while the model trains on batch ``step`` (numpy drawing
+    releases the GIL for most of its work)."""
+
+    def __init__(self, seed: int, batch: int, size: int, start: int):
+        self.seed, self.batch, self.size = seed, batch, size
+        self._next = start
+        self._thread: threading.Thread | None = None
+        self._result = None
+        self._launch()
+
+    def _launch(self) -> None:
+        step = self._next
+
+        def work():
+            self._result = scene_batch(self.seed, step, self.batch, self.size)
+
+        self._thread = threading.Thread(target=work, daemon=True)
+        self._thread.start()
+
+    def get(self):
+        self._thread.join()
+        out = self._result
+        self._next += 1
+        self._launch()
+        return out
+
+
+def _clip_loss(img, txt, logit_scale, captions: list[str]):
+    """Symmetric InfoNCE; identical captions in the batch share the probability mass."""
+    import torch
+    import torch.nn.functional as F
+
+    img = F.normalize(img, dim=-1)  # [B, D']
+    txt = F.normalize(txt, dim=-1)  # [B, D']
+    logits = logit_scale.exp().clamp(max=100) * img @ txt.T  # [B, B]
+    ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    cid = torch.tensor([ids[c] for c in captions], device=img.device)
+    same = (cid[:, None] == cid[None, :]).float()  # [B, B]
+    target = same / same.sum(1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def probe(clip, seed: int, n: int) -> dict:
+    """Zero-shot accuracy on held-out drawn images (a stream the training never draws): the
+    subject's colour x shape among all such phrases, and colour and shape alone."""
+    import torch
+
+    from ..synth.vocab import COLOURS, SHAPES, object_phrase
+
+    pairs = [(c, s) for c in COLOURS for s in SHAPES]
+    with torch.no_grad():
+        text = clip.encode_text([object_phrase(c, s) for c, s in pairs])  # [P, D'] normalised
+        images, _, scenes = scene_batch(seed + 1_000_003, 0, n, clip.preprocess_cfg["size"])
+        single = [i for i, sc in enumerate(scenes) if len(sc.objects) == 1]
+        emb = clip.encode_frames(clip.preprocess(images[single]).to(clip.device)).emb
+        emb = torch.nn.functional.normalize(emb.float(), dim=-1)
+        pred = (emb @ text.T.to(emb.device)).argmax(1).cpu().numpy()
+    truth = [(scenes[i].objects[0].colour, scenes[i].objects[0].shape) for i in single]
+    got = [pairs[p] for p in pred]
+    return {
+        "images": len(single),
+        "colour_and_shape": round(100 * float(np.mean([g == t for g, t in zip(got, truth)])), 1),
+        "colour": round(100 * float(np.mean([g[0] == t[0] for g, t in zip(got, truth)])), 1),
+        "shape": round(100 * float(np.mean([g[1] == t[1] for g, t in zip(got, truth)])), 1),
+        "chance": round(100 / len(pairs), 1),
+    }
+
+
+def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(), progress: bool = False) -> dict:
+    """Pretrain the toy CLIP and write ``out`` (safetensors) and ``<stem>-pretrain.json`` beside it (report)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from ..encoder import EncoderConfig, load_clip
+
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise InputError(f"the toy weights are written as .safetensors, not {out.name}")
+    torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(cfg.seed)
+    clip = load_clip(EncoderConfig(model=str(toy_model_config()), pretrained="random", seed=cfg.seed,
+                                   device=cfg.device))
+    model = clip.model.train().requires_grad_(True)
+    size = clip.preprocess_cfg["size"]
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * frac))
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, desc="toy pretrain", unit="step")
+    feed = _Prefetch(cfg.seed, cfg.batch_size, size, 0)
+    curve, t0 = [], time.perf_counter()
+    for step in range(cfg.steps):
+        images, captions, _ = feed.get()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        pixels = clip.preprocess(images).to(clip.device)  # [B, 3, S, S]
+        tokens = clip.tokenize(captions).to(clip.device)  # [B, ctx]
+        img = model.encode_image(pixels)
+        txt = model.encode_text(tokens)
+        loss = _clip_loss(img, txt, model.logit_scale, captions)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == cfg.steps - 1:
+            curve.append([step, round(loss.item(), 4)])
+            log.info("step %d loss %.4f", step, curve[-1][1])
+        if bar is not None:
+            bar.update()
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    model.eval().requires_grad_(False)
+    report = {
+        "config": asdict(cfg),
+        "model_config": json.loads(toy_model_config().read_text()),
+        "seconds": round(seconds, 1),
+        "loss_curve": curve,
+        "probe": probe(clip, cfg.seed, cfg.probe_images),
+        "torch": torch.__version__,
+        "note": "toy encoder pretrained on drawn still images; says nothing about real CLIP on real videos",
+    }
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(state, str(tmp), metadata={"clipcache": json.dumps({"toy": True, "pretrain": asdict(cfg)})})
+    tmp.replace(out)
+    from stores.base import atomic_write_bytes
+
+    atomic_write_bytes(out.with_name(out.stem + "-pretrain.json"), (json.dumps(report, indent=1) + "\n").encode())
+    return report

@@ -1,0 +1,102 @@
+"""Captioned still images for pretraining the toy CLIP: one to three objects (colour, shape, size,
+position, count) on a plain or textured background, drawn with :mod:`cachekit.synth.drawing` in
+the words of :mod:`cachekit.synth.vocab`. Still images only: no image shows motion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..synth.drawing import BACKGROUND_KINDS, background, draw
+from ..synth.motions import Item, make_track
+from ..synth.vocab import BACKGROUNDS, COLOURS, COUNTS, POSITIONS, SHAPES, SIZES, colour_rgb, object_phrase
+
+PLURAL = {"disc": "discs", "square": "squares", "triangle": "triangles", "ring": "rings"}
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    colour: str
+    shape: str
+    size: str
+    position: str
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What one image shows: its objects (the first is the subject) and background word."""
+
+    objects: tuple[SceneObject, ...]
+    background: str
+
+    def caption(self, rng: np.random.Generator) -> str:
+        """One of several captions of this scene, from the bare subject (``"a red square"``) to
+        every object with size, place and background, so short class-name-like phrases and long
+        descriptions both land near the image."""
+        first = self.objects[0]
+        same = [o for o in self.objects if (o.colour, o.shape) == (first.colour, first.shape)]
+        if len(same) > 1:
+            subject = f"{COUNTS[len(same)]} {first.colour} {PLURAL[first.shape]}"
+            others = [o for o in self.objects if (o.colour, o.shape) != (first.colour, first.shape)]
+        else:
+            others = list(self.objects[1:])
+            sized = rng.uniform() < 0.4
+            subject = object_phrase(first.colour, first.shape, first.size if sized else None)
+            if rng.uniform() < 0.4:
+                subject += " in the centre" if first.position == "centre" else f" at the {first.position}"
+        parts = [subject]
+        if others and rng.uniform() < 0.6:
+            parts += [object_phrase(o.colour, o.shape) for o in others]
+        text = " and ".join(parts)
+        if rng.uniform() < 0.35:
+            text += f" on a {self.background} background"
+        if rng.uniform() < 0.3:
+            text = f"a picture of {text}"
+        return text
+
+
+def draw_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, Scene]:
+    """[H, W, 3] uint8 RGB of one random scene, and the scene."""
+    s = float(size)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    bg_word = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    if bg_word == "plain":
+        grey = rng.uniform(0.25, 0.75)
+        bg = np.full((size, size, 3), grey, np.float32) + rng.uniform(-0.04, 0.04, 3).astype(np.float32)
+    else:
+        bg = background(rng, size, xx, yy, kind=BACKGROUND_KINDS.index(bg_word))
+    colours, shapes, positions = list(COLOURS), list(SHAPES), list(POSITIONS)
+    n = int(rng.choice([1, 1, 1, 2, 2, 3]))
+    repeat = n > 1 and rng.uniform() < 0.3  # "two red squares"
+    cells = rng.permutation(len(positions))[:n]
+    objects = []
+    for k in range(n):
+        if k == 0 or not repeat:
+            colour, shape = colours[int(rng.integers(len(colours)))], shapes[int(rng.integers(len(shapes)))]
+        size_word = list(SIZES)[int(rng.integers(len(SIZES)))]
+        objects.append(SceneObject(colour, shape, size_word, positions[int(cells[k])]))
+    frames = np.moveaxis(np.clip(bg, 0, 1), -1, 0)[:, None].copy()  # [3, 1, H, W]
+    t = np.zeros(1)
+    for obj in objects:
+        cx, cy = POSITIONS[obj.position]
+        jitter = rng.uniform(-0.06, 0.06, 2)
+        radius = rng.uniform(*SIZES[obj.size]) * s
+        track = make_track(t, (cx + jitter[0]) * s, (cy + jitter[1]) * s, angle=rng.uniform(0, 2 * np.pi))
+        item = Item(SHAPES[obj.shape], colour_rgb(obj.colour, rng), radius, track,
+                    marker=rng.uniform() < 0.5, outline=rng.uniform() < 0.7)
+        draw(frames, item)
+    img = (np.clip(frames[:, 0], 0, 1) * 255 + 0.5).astype(np.uint8)  # [3, H, W]
+    return np.ascontiguousarray(np.moveaxis(img, 0, -1)), Scene(tuple(objects), bg_word)
+
+
+def scene_batch(seed: int, step: int, batch: int, size: int) -> tuple[np.ndarray, list[str], list[Scene]]:
+    """Batch ``step`` of the seeded stream: [B, H, W, 3] uint8 images, one caption each, scenes."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, step, 0x70C]))
+    images, captions, scenes = [], [], []
+    for _ in range(batch):
+        img, scene = draw_scene(rng, size)
+        images.append(img)
+        captions.append(scene.caption(rng))
+        scenes.append(scene)
+    return np.stack(images), captions, scenes
