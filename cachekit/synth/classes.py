@@ -1,13 +1,16 @@
-"""The benchmark's classes (:data:`CLASSES`: a motion each, :data:`REVERSAL_PAIRS`), its challenges
-and :class:`SynthConfig`."""
+"""The benchmark's classes (:data:`CLASSES`: a motion each, :data:`REVERSAL_PAIRS`), their
+compositional form (an object of :mod:`.vocab` x a motion: :func:`compose`, :func:`parse_composition`),
+its challenges and :class:`SynthConfig`."""
 
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 from ..errors import InputError
+from . import vocab
 
 
 Challenge = Literal["none", "dark", "shake", "blur", "occlusion", "mixed"]
@@ -123,6 +126,76 @@ REVERSAL_PAIRS: tuple[tuple[str, str], ...] = tuple(
 )
 
 
+# --------------------------------------------------------------------------------------------
+# Compositional classes: an object x a motion, named like Something-Something templates.
+
+# The objects of :data:`vocab.ACTION_OBJECTS` as "colour shape" strings: what
+# ``SynthConfig(objects=("default",))`` (``--objects default``) selects.
+DEFAULT_OBJECTS: tuple[str, ...] = tuple(f"{colour} {shape}" for colour, shape in vocab.ACTION_OBJECTS)
+# Colour words without a hue: distractors are drawn in these, so no class object may use one.
+ACHROMATIC: tuple[str, ...] = tuple(c for c, (hue, _, _) in vocab.COLOURS.items() if hue is None)
+
+
+def split_object(obj: str) -> tuple[str, str]:
+    """``"red square"`` -> ``("red", "square")``; an InputError unless it is a chromatic colour and
+    a shape of :mod:`.vocab`."""
+    parts = obj.split() if isinstance(obj, str) else []
+    chromatic = [c for c in vocab.COLOURS if c not in ACHROMATIC]
+    if len(parts) != 2 or parts[0] not in chromatic or parts[1] not in vocab.SHAPES:
+        raise InputError(
+            f"object {obj!r} is not 'colour shape' with a colour of {chromatic} and a shape of "
+            f"{list(vocab.SHAPES)}"
+        )
+    return parts[0], parts[1]
+
+
+def compose(obj: str, motion_class: str) -> str:
+    """Name of the class where ``obj`` ("red square") does ``motion_class`` (a key of
+    :data:`CLASSES`): "something" becomes the object phrase, e.g. "moving a red square from left
+    to right", "an orange disc falling"."""
+    if motion_class not in CLASSES:
+        raise InputError(f"unknown synthetic class {motion_class!r}; known: {sorted(CLASSES)}")
+    return motion_class.replace("something", vocab.object_phrase(*split_object(obj)), 1)
+
+
+def composition_classes(objects: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Every class of ``objects`` x :data:`CLASSES`, object-major: all motions of the first object,
+    then all of the second, ..."""
+    return tuple(compose(obj, motion) for obj in objects for motion in CLASSES)
+
+
+_OBJECT_RE = re.compile(
+    r"\b(?:a|an) (" + "|".join(vocab.COLOURS) + r") (" + "|".join(vocab.SHAPES) + r")\b"
+)
+
+
+def parse_composition(name: str) -> tuple[str, str]:
+    """``"moving a red square from left to right"`` -> ``("red square", "moving something from left
+    to right")``: the object and the motion class of a compositional class name (InputError if
+    ``name`` is not one)."""
+    for m in _OBJECT_RE.finditer(name):
+        obj = f"{m.group(1)} {m.group(2)}"
+        motion = name[: m.start()] + "something" + name[m.end() :]
+        if motion in CLASSES and m.group(1) not in ACHROMATIC and compose(obj, motion) == name:
+            return obj, motion
+    raise InputError(f"{name!r} is not a compositional synthetic class ('<motion> of a <colour> <shape>')")
+
+
+def object_key(obj: str) -> int:
+    """A stable number of ``obj`` for per-clip seeds: independent of which objects a data set
+    uses and of their order."""
+    return zlib.crc32(obj.encode("utf-8"))
+
+
+def describe(obj: str, motion_class: str) -> str:
+    """The class description of :data:`CLASSES` with "an object" replaced by the object phrase."""
+    phrase = vocab.object_phrase(*split_object(obj))
+    text = CLASSES[motion_class].description
+    if text.startswith("An object"):
+        return phrase[0].upper() + phrase[1:] + text[len("An object") :]
+    return text.replace("an object", phrase, 1)
+
+
 def slugify(name: str) -> str:
     """File-system name of a class: lower case, runs of other characters become one ``_``."""
     slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
@@ -135,8 +208,15 @@ def slugify(name: str) -> str:
 class SynthConfig:
     """What :func:`synth_dataset` draws.
 
-    classes: class names (keys of :data:`CLASSES`) in label order; None = all, in
-        :data:`CLASSES` order.
+    objects: None (the default) draws the motion-only benchmark: classes are :data:`CLASSES`
+        and each clip's acting object has a random shape and colour. A tuple of "colour shape"
+        strings of :mod:`.vocab` (a chromatic colour: "red square", "orange disc") makes it
+        compositional: the classes are every object x every class of :data:`CLASSES`
+        (:func:`composition_classes`, object-major), the acting object is the class's object,
+        and distractors are grey, white or black. ``("default",)`` selects
+        :data:`DEFAULT_OBJECTS` (vocab.ACTION_OBJECTS) and is stored expanded.
+    classes: class names in label order; None = all (:data:`CLASSES`, or with ``objects`` every
+        composition, in product order). With ``objects``, names of compositions of those objects.
     videos_per_class: clips per class.
     frames, size, fps: clip length T, frame side H = W (even, for yuv420p), frame rate.
     challenge: degradation applied to every clip; "mixed" draws one of
@@ -160,16 +240,31 @@ class SynthConfig:
     splits: tuple[float, float, float] = (0.6, 0.2, 0.2)
     keep_pairs_together: bool = True
     clutter: Literal["full", "low"] = "full"
+    objects: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and equal to the original.
+        if self.objects is not None:
+            if isinstance(self.objects, str):
+                raise InputError(f"objects must be a list of 'colour shape' strings, not {self.objects!r}")
+            objects = tuple(self.objects)
+            if objects == ("default",):
+                objects = DEFAULT_OBJECTS
+            if not objects:
+                raise InputError("objects must name at least one object (or be None: motion only)")
+            for obj in objects:
+                split_object(obj)
+            if len(set(objects)) != len(objects):
+                raise InputError(f"objects listed twice in {list(objects)}")
+            object.__setattr__(self, "objects", objects)
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(self.classes))
-            unknown = [c for c in self.classes if c not in CLASSES]
+            known = self.all_classes
+            unknown = [c for c in self.classes if c not in known]
             if unknown:
-                raise InputError(
-                    f"unknown synthetic class(es) {unknown}; known: {sorted(CLASSES)}"
-                )
+                hint = (f"known: {sorted(CLASSES)}" if self.objects is None else
+                        f"classes are compositions of the objects {list(self.objects)}, e.g. {known[0]!r}")
+                raise InputError(f"unknown synthetic class(es) {unknown}; {hint}")
             if len(set(self.classes)) != len(self.classes):
                 raise InputError(f"classes listed twice in {list(self.classes)}")
             if not self.classes:
@@ -192,6 +287,42 @@ class SynthConfig:
             raise InputError(f"size must be even (yuv420p), got {self.size}")
 
     @property
+    def compositional(self) -> bool:
+        """Classes are object x motion (``objects`` is set)."""
+        return self.objects is not None
+
+    @property
+    def all_classes(self) -> tuple[str, ...]:
+        """Every class this config can draw: :data:`CLASSES`, or every composition of ``objects``."""
+        return tuple(CLASSES) if self.objects is None else composition_classes(self.objects)
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         """The data set's classes in label order."""
-        return tuple(CLASSES) if self.classes is None else self.classes
+        return self.all_classes if self.classes is None else self.classes
+
+    def resolve(self, class_name: str) -> tuple[str | None, str]:
+        """(object or None, motion class) of one of this config's classes; InputError otherwise."""
+        if self.objects is None:
+            if class_name not in CLASSES:
+                raise InputError(f"unknown synthetic class {class_name!r}; known: {sorted(CLASSES)}")
+            return None, class_name
+        try:
+            obj, motion = parse_composition(class_name)
+        except InputError:
+            obj = None
+        if obj not in self.objects:
+            raise InputError(
+                f"unknown synthetic class {class_name!r}: classes are compositions of the objects "
+                f"{list(self.objects)}, e.g. {compose(self.objects[0], next(iter(CLASSES)))!r}"
+            )
+        return obj, motion
+
+    def reversal_pairs(self) -> list[tuple[str, str]]:
+        """(forward, reversed) pairs among :attr:`class_names`: :data:`REVERSAL_PAIRS`, per object
+        when compositional."""
+        chosen = set(self.class_names)
+        objects = (None,) if self.objects is None else self.objects
+        pairs = [(a, b) if obj is None else (compose(obj, a), compose(obj, b))
+                 for obj in objects for a, b in REVERSAL_PAIRS]
+        return [(a, b) for a, b in pairs if a in chosen and b in chosen]

@@ -1,5 +1,6 @@
-"""Writing the data set: mp4 files, ``videos.csv``, the CLIP-FSAR and ViFi-CLIP split files and
-``synth.json`` (layout in :mod:`cachekit.synth`), resumable."""
+"""Writing the data set: mp4 files, ``videos.csv``, the CLIP-FSAR and ViFi-CLIP split files, for
+compositional classes also the base-to-novel lists and the probe groups, and ``synth.json``
+(layout in :mod:`cachekit.synth`), resumable."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import numpy as np
 from stores.base import atomic_write_bytes
 
 from ..errors import InputError
-from .classes import CLASSES, REVERSAL_PAIRS, SPLITS, SynthConfig, slugify
+from .classes import CLASSES, SPLITS, SynthConfig, describe, slugify
 from .render import clip_challenge, render_clip
-from .splits import split_classes
+from .splits import (BASE_VAL_FRACTION, MOTION_FAMILIES, NOVEL_PERIOD, base_novel_compositions, base_novel_videos,
+                     composition_groups, split_classes)
 
 
 FORMAT_VERSION = 1
@@ -25,13 +27,20 @@ FORMAT_VERSION = 1
 
 @dataclass
 class SynthResult:
-    """What :func:`synth_dataset` wrote. ``splits`` maps split name -> class names."""
+    """What :func:`synth_dataset` wrote. ``splits`` maps split name -> class names (class-disjoint).
+
+    Compositional data sets only (else None): ``b2n`` maps "base" / "novel" -> class names (None
+    too when no composition could be held out); ``groups`` maps "motion" / "object" -> group name
+    -> class names, each group's list written as ``splits/groups/<kind>_<slug>.txt``.
+    """
 
     out_dir: Path
     csv: Path
     videos: list[Path]
     classes: list[str]
     splits: dict[str, list[str]]
+    b2n: dict[str, list[str]] | None = None
+    groups: dict[str, dict[str, list[str]]] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,7 +78,21 @@ def _config_dict(cfg: SynthConfig) -> dict:
     d = asdict(cfg)
     d["classes"] = None if cfg.classes is None else list(cfg.classes)
     d["splits"] = list(cfg.splits)
+    d["objects"] = None if cfg.objects is None else list(cfg.objects)
     return d
+
+
+def _vifi_list(lines: list[tuple[str, int]]) -> str:
+    """ViFi-CLIP list text: ``relpath label`` per line."""
+    return "".join(f"{rel} {label}\n" for rel, label in lines)
+
+
+def _labels_csv(classes: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["id", "name"])
+    writer.writerows([i, c] for i, c in enumerate(classes))
+    return buf.getvalue()
 
 
 def synth_dataset(
@@ -99,7 +122,8 @@ def synth_dataset(
         resume = True
 
     classes = list(cfg.class_names)
-    splits = split_classes(classes, cfg.splits, cfg.seed, cfg.keep_pairs_together)
+    pairs = cfg.reversal_pairs()
+    splits = split_classes(classes, cfg.splits, cfg.seed, cfg.keep_pairs_together, pairs)
     label = {c: i for i, c in enumerate(classes)}
     slugs = {c: slugify(c) for c in classes}
     if len(set(slugs.values())) != len(slugs):
@@ -111,10 +135,29 @@ def synth_dataset(
         "complete": False,
         "config": config,
         "classes": classes,
-        "descriptions": {c: CLASSES[c].description for c in classes},
-        "reversal_pairs": [[a, b] for a, b in REVERSAL_PAIRS if a in label and b in label],
+        "descriptions": {c: CLASSES[c].description if obj is None else describe(obj, motion)
+                         for c, (obj, motion) in ((c, cfg.resolve(c)) for c in classes)},
+        "reversal_pairs": [[a, b] for a, b in pairs],
         "splits": splits,
     }
+    b2n = groups = None
+    if cfg.compositional:
+        b2n = base_novel_compositions(classes, cfg.objects)
+        groups = composition_groups(classes)
+        meta["objects"] = list(cfg.objects)
+        meta["compositions"] = {c: list(cfg.resolve(c)) for c in classes}
+        meta["b2n"] = None if b2n is None else {
+            **b2n,
+            "rule": f"object i x motion family j is novel when (i + j) % {NOVEL_PERIOD} == 0, unless "
+                    "that leaves its object or its motion family without a base composition",
+            "motion_families": [list(f) for f in MOTION_FAMILIES],
+            "base_val_fraction": BASE_VAL_FRACTION,
+        }
+        meta["groups"] = {
+            kind: {name: {"file": f"splits/groups/{kind}_{slugify(name)}.txt", "classes": members}
+                   for name, members in by_name.items()}
+            for kind, by_name in groups.items()
+        }
     out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         _write_text(meta_path, json.dumps(meta, indent=2) + "\n")
@@ -161,15 +204,25 @@ def synth_dataset(
             f"{rel[(c, i)]} {label[c]}" for c in names for i in range(cfg.videos_per_class)
         ]
         _write_text(vifi / f"{split}.txt", "".join(line + "\n" for line in vifi_lines))
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["id", "name"])
-    writer.writerows([i, c] for i, c in enumerate(classes))
-    _write_text(vifi / "labels.csv", buf.getvalue())
+    _write_text(vifi / "labels.csv", _labels_csv(classes))
+    if b2n is not None:  # ViFi-CLIP base-to-novel lists: train, base_val, novel_val
+        b2n_dir = out_dir / "splits" / "b2n"
+        b2n_dir.mkdir(parents=True, exist_ok=True)
+        for name, clips in base_novel_videos(b2n, cfg.videos_per_class, cfg.seed).items():
+            _write_text(b2n_dir / f"{name}.txt", _vifi_list([(rel[job], label[job[0]]) for job in clips]))
+        _write_text(b2n_dir / "labels.csv", _labels_csv(classes))
+    if groups is not None:
+        group_dir = out_dir / "splits" / "groups"
+        group_dir.mkdir(parents=True, exist_ok=True)
+        for kind, by_name in groups.items():
+            for name, members in by_name.items():
+                lines = [(rel[(c, i)], label[c]) for c in members for i in range(cfg.videos_per_class)]
+                _write_text(group_dir / f"{kind}_{slugify(name)}.txt", _vifi_list(lines))
+        _write_text(group_dir / "labels.csv", _labels_csv(classes))
 
     meta["complete"] = True
     meta["videos"] = len(jobs)
     if cfg.challenge == "mixed":
         meta["clip_challenges"] = {rel[(c, i)]: clip_challenge(c, i, cfg) for c, i in jobs}
     _write_text(meta_path, json.dumps(meta, indent=2) + "\n")
-    return SynthResult(out_dir, csv_path, videos, classes, splits)
+    return SynthResult(out_dir, csv_path, videos, classes, splits, b2n, groups)
