@@ -8,6 +8,9 @@ import click
 @click.command("synth")
 @click.argument("out_dir", required=False)
 @click.option("--classes", default="all", show_default=True, help="'all' or comma-separated class names.")
+@click.option("--objects", default=None,
+              help="Compositional classes (object x motion): 'default' (the vocabulary's action objects) or "
+                   "comma-separated 'colour shape' objects, e.g. 'red square,blue disc'. Without it: motion only.")
 @click.option("--videos-per-class", default=20, show_default=True)
 @click.option("--frames", default=32, show_default=True)
 @click.option("--size", default=224, show_default=True, help="Frame side in pixels (even).")
@@ -18,30 +21,40 @@ import click
 @click.option("--seed", default=0, show_default=True)
 @click.option("--list-classes", is_flag=True, help="Print the class names and exit.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")
-def synth(out_dir, classes, videos_per_class, frames, size, challenge, clutter, seed, list_classes, no_progress):
+def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, clutter, seed, list_classes, no_progress):
     """Write procedurally drawn action clips to OUT_DIR, with a CSV and CLIP-FSAR / ViFi-CLIP splits.
 
-    Classes differ by motion (some are exact time-reversals of each other); challenges add low
-    light, camera shake, blur or occlusion. Same seed, same frames.
+    Classes differ by motion (some are exact time-reversals of each other); with --objects each is
+    one per object ("moving a red square from left to right"), with base-to-novel lists over unseen
+    compositions. Challenges add low light, camera shake, blur or occlusion. Same seed, same frames.
     """
     from cachekit.progress import wanted
-    from cachekit.synth import CLASSES, REVERSAL_PAIRS, SynthConfig, synth_dataset
+    from cachekit.synth import SynthConfig, synth_dataset
 
+    object_list = None if objects is None else tuple(o.strip() for o in objects.split(",") if o.strip())
     if list_classes:
-        reversed_of = {a: b for a, b in REVERSAL_PAIRS} | {b: a for a, b in REVERSAL_PAIRS}
-        for name in CLASSES:
+        lister = SynthConfig(objects=object_list)
+        reversed_of = dict(lister.reversal_pairs())
+        reversed_of |= {b: a for a, b in reversed_of.items()}
+        for name in lister.all_classes:
             click.echo(name + (f"    (time-reversal of: {reversed_of[name]})" if name in reversed_of else ""))
         return
     if not out_dir:
         raise click.UsageError("missing OUT_DIR")
     names = None if classes == "all" else tuple(c.strip() for c in classes.split(",") if c.strip())
     cfg = SynthConfig(classes=names, videos_per_class=videos_per_class, frames=frames, size=size,
-                      challenge=challenge, seed=seed, clutter=clutter)
+                      challenge=challenge, seed=seed, clutter=clutter, objects=object_list)
     res = synth_dataset(out_dir, cfg, progress=wanted(no_progress))
     click.echo(f"wrote {len(res.videos)} clips of {len(res.classes)} classes to {res.out_dir}")
     click.echo(f"labels: {res.csv}")
     for split, names_ in res.splits.items():
         click.echo(f"split {split}: {len(names_)} classes")
+    if res.b2n is not None:
+        click.echo(f"base-to-novel (splits/b2n): {len(res.b2n['base'])} base, {len(res.b2n['novel'])} novel "
+                   "compositions")
+    if res.groups is not None:
+        click.echo(f"probe groups (splits/groups): {len(res.groups['motion'])} motion_*, "
+                   f"{len(res.groups['object'])} object_*")
 
 
 @click.command("demo")
