@@ -21,7 +21,8 @@ import click
 @click.option("--seed", default=0, show_default=True)
 @click.option("--list-classes", is_flag=True, help="Print the class names and exit.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")
-def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, clutter, seed, list_classes, no_progress):
+def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, clutter, seed, list_classes,
+          no_progress):
     """Write procedurally drawn action clips to OUT_DIR, with a CSV and CLIP-FSAR / ViFi-CLIP splits.
 
     Classes differ by motion (some are exact time-reversals of each other); with --objects each is

@@ -1,4 +1,5 @@
-"""The synthetic action benchmark: determinism, time reversal, files, challenges, real motion."""
+"""The synthetic action benchmark: determinism, time reversal, files, challenges, real motion, and
+its compositional mode (object x motion classes, base-to-novel lists, probe groups)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,24 @@ from cachekit.synth import (
     CHALLENGES,
     CLASSES,
     CLIP_CHALLENGES,
+    DEFAULT_OBJECTS,
+    MOTION_FAMILIES,
     REVERSAL_PAIRS,
     SynthConfig,
+    base_novel_compositions,
+    base_novel_videos,
     clip_challenge,
+    compose,
+    composition_classes,
+    composition_groups,
+    parse_composition,
     render,
     render_clip,
+    scene,
     slugify,
     split_classes,
     synth_dataset,
+    vocab,
     write_mp4,
 )
 
@@ -498,3 +509,343 @@ def test_low_clutter_keeps_the_actor_and_drops_background_and_distractors():
     outside = low.object_mask.max(axis=0) == 0
     # a plain grey background outside the actor's path; the full one is textured
     assert np.ptp(low.frames[:, outside]) <= 2 and np.ptp(full.frames[:, outside]) > 20
+
+
+# ------------------------------------------------------------------ compositional classes
+
+THREE = ("red square", "blue disc", "green triangle")
+
+
+def test_compositional_names_are_object_x_motion_in_object_major_order():
+    cfg = SynthConfig(objects=("default",))
+    assert cfg.objects == DEFAULT_OBJECTS == tuple(f"{c} {s}" for c, s in vocab.ACTION_OBJECTS)
+    names = cfg.class_names
+    assert len(names) == len(DEFAULT_OBJECTS) * len(CLASSES) and len(set(names)) == len(names)
+    motions = list(CLASSES)
+    for k, name in enumerate(names):  # object-major: all motions of an object, then the next
+        obj, motion = DEFAULT_OBJECTS[k // len(motions)], motions[k % len(motions)]
+        assert name == compose(obj, motion)
+        assert parse_composition(name) == (obj, motion) == cfg.resolve(name)
+        assert "something" not in name
+    for name in ("moving a red square from left to right", "an orange disc falling",
+                 "pushing a red square so it slides", "rotating a yellow ring counterclockwise"):
+        assert name in names
+    assert names.index("an orange disc falling") == 5 * len(motions) + motions.index("something falling")
+    assert len({slugify(c) for c in names}) == len(names)
+    assert composition_classes(THREE) == SynthConfig(objects=THREE).class_names
+    for bad in ("something falling", "a grey disc falling", "a red cube falling", "a red square juggling"):
+        with pytest.raises(InputError):
+            parse_composition(bad)
+
+
+def test_compositional_classes_filter_and_validation():
+    picked = ("a blue disc falling", "moving a red square up", "moving a red square down")
+    cfg = SynthConfig(objects=THREE, classes=picked)
+    assert cfg.class_names == picked  # label order as given, as in motion-only mode
+    assert cfg.reversal_pairs() == [("moving a red square up", "moving a red square down")]
+    assert SynthConfig(**json.loads(json.dumps(asdict(cfg)))) == cfg
+    with pytest.raises(InputError, match="compositions of the objects"):
+        SynthConfig(objects=THREE, classes=("something falling",))  # a motion-only name
+    with pytest.raises(InputError, match="compositions of the objects"):
+        SynthConfig(objects=THREE, classes=("an orange disc falling",))  # not one of its objects
+    with pytest.raises(InputError, match="unknown synthetic class"):
+        render_clip("something falling", 0, SynthConfig(objects=THREE, size=32, frames=2))
+    for bad in (("grey disc",), ("red cube",), ("square red",), ("red square", "red square"), (), "red square"):
+        with pytest.raises(InputError):
+            SynthConfig(objects=bad)
+
+
+def _hue(rgb: np.ndarray) -> float:
+    r, g, b = rgb
+    mx, mn = max(rgb), min(rgb)
+    if mx == r:
+        h = ((g - b) / (mx - mn)) % 6
+    elif mx == g:
+        h = (b - r) / (mx - mn) + 2
+    else:
+        h = (r - g) / (mx - mn) + 4
+    return h / 6
+
+
+def _shape_of(mask: np.ndarray) -> str:
+    """disc / square / triangle / ring from one frame's coverage [H, W]: a ring's centre is empty;
+    the others by area over the circumscribed circle (disc ~1, square 0.64, triangle 0.41)."""
+    ys, xs = np.nonzero(mask > 0.5)
+    cy, cx = ys.mean(), xs.mean()
+    if mask[int(round(cy)), int(round(cx))] < 0.5:
+        return "ring"
+    r_max = np.hypot(ys - cy, xs - cx).max() + 0.5
+    fill = mask.sum() / (np.pi * r_max**2)
+    return "disc" if fill > 0.8 else "square" if fill > 0.52 else "triangle"
+
+
+def test_actor_is_drawn_in_its_class_colour_and_shape():
+    chromatic = {c: h for c, (h, _, _) in vocab.COLOURS.items() if h is not None}
+    cfg = SynthConfig(objects=("default",), size=128, frames=2)
+    colours_seen = {}
+    for obj in DEFAULT_OBJECTS:
+        colour, shape = obj.split()
+        for index in (0, 1):
+            clip = render(compose(obj, "something staying still"), index, cfg)
+            inside = clip.object_mask[0] > 0.99  # [H, W]
+            for _ in range(2):  # erode past the dark outline
+                inside[1:-1, 1:-1] &= inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
+            mean = clip.frames[0][inside].astype(np.float64).mean(axis=0) / 255  # [3]
+            hue = _hue(mean)
+            dist = {c: min(abs(hue - h), 1 - abs(hue - h)) for c, h in chromatic.items()}
+            assert min(dist, key=dist.get) == colour, (obj, index, hue)
+            assert _shape_of(clip.object_mask[0]) == shape, (obj, index)
+            colours_seen.setdefault(obj, []).append(mean)
+    # each clip draws its own shade of the colour word
+    assert all(not np.allclose(a, b) for a, b in colours_seen.values())
+    # and motion-only clips keep drawing random shapes (the classifier can fail)
+    shapes = {_shape_of(render("something staying still", i, SynthConfig(size=128, frames=2)).object_mask[0])
+              for i in range(12)}
+    assert len(shapes) >= 3
+
+
+def test_compositional_reversal_pairs_and_per_clip_seeds():
+    cfg = SynthConfig(objects=THREE[:2], size=48, frames=8, challenge="mixed")
+    pairs = cfg.reversal_pairs()
+    assert len(pairs) == 2 * len(REVERSAL_PAIRS)
+    for forward, backward in pairs:
+        assert parse_composition(forward)[0] == parse_composition(backward)[0]  # same object
+        assert (parse_composition(forward)[1], parse_composition(backward)[1]) in REVERSAL_PAIRS
+        f, b = render(forward, 1, cfg), render(backward, 1, cfg)
+        assert np.array_equal(b.frames, f.frames[::-1]) and np.array_equal(b.object_mask, f.object_mask[::-1])
+        assert b.challenge == f.challenge == clip_challenge(backward, 1, cfg)
+    # every (object, motion, index) has its own clip; the motion is the class's
+    up = [render(compose(o, "moving something up"), i, cfg) for o in THREE[:2] for i in (0, 1)]
+    for k, a in enumerate(up):
+        for other in up[k + 1 :]:
+            assert not np.array_equal(a.object_mask, other.object_mask)
+        y = a.centroids()[:, 1]
+        assert np.all(np.diff(y) < 0)
+    assert not np.array_equal(render_clip("a red square falling", 0, cfg), render_clip("something falling", 0, SMALL))
+
+
+def _saturation(rgb: np.ndarray) -> float:
+    return float((rgb.max() - rgb.min()) / max(rgb.max(), 1e-6))
+
+
+def test_compositional_distractors_are_colourless_and_the_background_stays_textured():
+    cfg = SynthConfig(objects=THREE, size=64, frames=4)
+    motion_only = SynthConfig(size=64, frames=4)
+    sat, sat_motion_only, count = [], [], 0
+    for name in ("a red square falling", "moving a blue disc up", "a green triangle staying still"):
+        for index in range(4):
+            sc = scene(name, index, cfg)
+            assert _saturation(sc.actor.colour) > 0.5
+            sat += [_saturation(d.colour) for d in sc.distractors]
+            count += len(sc.distractors)
+            sat_motion_only += [_saturation(d.colour) for d in scene(parse_composition(name)[1], index,
+                                                                     motion_only).distractors]
+            clip = render(name, index, cfg)
+            outside = clip.object_mask.max(axis=0) == 0
+            assert np.ptp(clip.frames[:, outside]) > 20  # textured, not plain
+    assert count >= 12 and max(sat) <= 0.1
+    assert max(sat_motion_only) > 0.2  # motion-only distractors may be coloured: the check can fail
+    # the scene is what render draws: same actor coverage
+    clip = render("a red square falling", 0, cfg)
+    assert clip.object_mask.shape == (4, 64, 64) and scene("a red square falling", 0, cfg).actor.shape == "square"
+
+
+def test_base_to_novel_holds_out_compositions_whose_parts_are_seen():
+    cfg = SynthConfig(objects=("default",))
+    split = base_novel_compositions(cfg.class_names, cfg.objects)
+    base, novel = split["base"], split["novel"]
+    assert sorted(base + novel) == sorted(cfg.class_names) and not set(base) & set(novel)
+    assert 0.25 <= len(novel) / len(cfg.class_names) <= 0.4
+    family = {m: j for j, fam in enumerate(MOTION_FAMILIES) for m in fam}
+    assert sorted(family) == sorted(CLASSES)
+
+    def check(base, novel, pairs):
+        base_objects = {parse_composition(c)[0] for c in base}
+        base_families = {family[parse_composition(c)[1]] for c in base}
+        for c in novel:
+            obj, motion = parse_composition(c)
+            assert obj in base_objects and family[motion] in base_families, c
+        side = {c: "base" for c in base} | {c: "novel" for c in novel}
+        for a, b in pairs:
+            assert side[a] == side[b], (a, b)
+
+    check(base, novel, cfg.reversal_pairs())
+    # every object and every motion class has novel and base compositions
+    for obj in cfg.objects:
+        assert any(parse_composition(c)[0] == obj for c in novel)
+    for motion in CLASSES:
+        assert any(parse_composition(c)[1] == motion for c in base)
+    # narrower selections keep the guarantees (or hold out nothing)
+    rng = np.random.default_rng(0)
+    for k in range(20):
+        objects = tuple(rng.choice(DEFAULT_OBJECTS, size=int(rng.integers(1, 4)), replace=False))
+        all_names = composition_classes(objects)
+        chosen = [all_names[i] for i in sorted(rng.choice(len(all_names), size=int(rng.integers(3, len(all_names) + 1)),
+                                                          replace=False))]
+        got = base_novel_compositions(chosen, objects)
+        if got is None:
+            continue
+        assert got["novel"] and sorted(got["base"] + got["novel"]) == sorted(chosen)
+        sub = SynthConfig(objects=objects, classes=tuple(chosen))
+        check(got["base"], got["novel"], sub.reversal_pairs())
+    assert base_novel_compositions(composition_classes(("red square",)), ("red square",)) is None
+    # probe groups keep groups of two classes or more
+    picked = ["a red square falling", "a blue disc falling", "moving a red square up", "moving a blue disc down"]
+    assert composition_groups(picked) == {
+        "motion": {"something falling": ["a red square falling", "a blue disc falling"]},
+        "object": {"red square": ["a red square falling", "moving a red square up"],
+                   "blue disc": ["a blue disc falling", "moving a blue disc down"]},
+    }
+
+    lists = base_novel_videos(split, 5, seed=0)
+    assert lists == base_novel_videos(split, 5, seed=0) and lists != base_novel_videos(split, 5, seed=1)
+    for c in base:
+        train_i = {i for cc, i in lists["train"] if cc == c}
+        val_i = {i for cc, i in lists["base_val"] if cc == c}
+        assert len(train_i) == 4 and len(val_i) == 1 and train_i | val_i == set(range(5))
+    assert {c for c, _ in lists["novel_val"]} == set(novel) and len(lists["novel_val"]) == 5 * len(novel)
+
+
+@pytest.fixture(scope="module")
+def comp_dataset(tmp_path_factory):
+    cfg = SynthConfig(objects=THREE, size=32, frames=4, videos_per_class=3)
+    out = tmp_path_factory.mktemp("synth_comp")
+    return cfg, synth_dataset(out, cfg)
+
+
+def _vifi(path: Path) -> list[tuple[str, int]]:
+    return [(rel, int(label)) for rel, label in (line.split(" ") for line in path.read_text().splitlines())]
+
+
+def test_compositional_dataset_writes_b2n_lists_groups_and_metadata(comp_dataset):
+    cfg, res = comp_dataset
+    root = res.out_dir
+    with res.csv.open(newline="") as fh:
+        label_of = {r["path"]: r["label"] for r in csv.DictReader(fh)}
+    assert res.classes == list(composition_classes(THREE)) and set(label_of.values()) == set(res.classes)
+
+    # class-disjoint CLIP-FSAR split keeps each object's reversal pairs together
+    side = {c: s for s, names in res.splits.items() for c in names}
+    assert sorted(side) == sorted(res.classes)
+    for a, b in cfg.reversal_pairs():
+        assert side[a] == side[b]
+
+    b2n = root / "splits" / "b2n"
+    with (b2n / "labels.csv").open(newline="") as fh:
+        names = [r["name"] for r in csv.DictReader(fh)]
+    assert names == res.classes
+    lists = {s: _vifi(b2n / f"{s}.txt") for s in ("train", "base_val", "novel_val")}
+    classes = {}
+    for s, lines in lists.items():
+        for rel, label in lines:
+            assert names[label] == label_of[rel] and (root / rel).is_file()
+        classes[s] = {names[label] for _, label in lines}
+    assert sorted(r for lines in lists.values() for r, _ in lines) == sorted(label_of)  # each clip once
+    assert classes["novel_val"] == set(res.b2n["novel"]) and classes["train"] == set(res.b2n["base"])
+    assert not classes["novel_val"] & classes["train"]  # novel compositions unseen in training
+    assert classes["base_val"] == classes["train"]
+    seen_objects = {parse_composition(c)[0] for c in classes["train"]}
+    seen_motions = {parse_composition(c)[1] for c in classes["train"]}
+    for c in classes["novel_val"]:
+        obj, motion = parse_composition(c)
+        assert obj in seen_objects and motion in seen_motions
+    for a, b in cfg.reversal_pairs():
+        assert (a in classes["novel_val"]) == (b in classes["novel_val"])
+
+    groups = root / "splits" / "groups"
+    files = sorted(p.name for p in groups.glob("*.txt"))
+    assert files == sorted([f"motion_{slugify(m)}.txt" for m in CLASSES] + [f"object_{slugify(o)}.txt" for o in THREE])
+    for motion in CLASSES:
+        got = {rel for rel, _ in _vifi(groups / f"motion_{slugify(motion)}.txt")}
+        want = {rel for rel, label in label_of.items() if parse_composition(label)[1] == motion}
+        assert got == want and len(got) == len(THREE) * cfg.videos_per_class
+    for obj in THREE:
+        lines = _vifi(groups / f"object_{slugify(obj)}.txt")
+        assert {names[label] for _, label in lines} == {compose(obj, m) for m in CLASSES}
+        assert all(label_of[rel] == names[label] for rel, label in lines)
+        assert len(lines) == len(CLASSES) * cfg.videos_per_class
+
+    meta = json.loads((root / "synth.json").read_text())
+    assert SynthConfig(**meta["config"]) == cfg and meta["objects"] == list(THREE)
+    assert meta["compositions"]["a blue disc falling"] == ["blue disc", "something falling"]
+    assert meta["b2n"]["base"] == res.b2n["base"] and meta["b2n"]["novel"] == res.b2n["novel"]
+    assert meta["groups"] == {kind: {name: {"file": f"splits/groups/{kind}_{slugify(name)}.txt", "classes": members}
+                                     for name, members in by_name.items()} for kind, by_name in res.groups.items()}
+    assert meta["descriptions"]["a blue disc falling"].startswith("A blue disc drops")
+    assert [tuple(p) for p in meta["reversal_pairs"]] == cfg.reversal_pairs()
+
+
+def test_compositional_dataset_bytes_are_deterministic(tmp_path):
+    from helpers import tree_digest
+
+    picked = ("a red square falling", "a blue disc falling", "moving a red square up", "moving a red square down")
+    cfg = SynthConfig(objects=THREE[:2], classes=picked, size=32, frames=4, videos_per_class=2, challenge="mixed")
+    a, b = synth_dataset(tmp_path / "a", cfg), synth_dataset(tmp_path / "b", cfg)
+    assert a.splits == b.splits and a.b2n == b.b2n
+    da, db = tree_digest(tmp_path / "a"), tree_digest(tmp_path / "b")
+    assert da == db and any(k.startswith("splits/b2n/") for k in da) and any(k.startswith("splits/groups/") for k in da)
+    other = synth_dataset(tmp_path / "c", SynthConfig(**{**asdict(cfg), "seed": 1}))
+    assert tree_digest(tmp_path / "c")[next(k for k in da if k.endswith(".mp4"))] != da[next(k for k in da
+                                                                                          if k.endswith(".mp4"))]
+    assert other.classes == a.classes
+
+
+def test_motion_only_data_set_has_no_compositional_files(dataset):
+    _, result = dataset
+    assert result.b2n is None and result.groups is None
+    assert not (result.out_dir / "splits" / "b2n").exists() and not (result.out_dir / "splits" / "groups").exists()
+    meta = json.loads((result.out_dir / "synth.json").read_text())
+    assert "objects" not in meta and meta["config"]["objects"] is None
+
+
+def test_b2n_and_group_lists_evaluate_end_to_end(comp_dataset, tiny_cfg, tmp_path):
+    """Real extraction of the lists, then the base2novel protocol and a --split-file probe."""
+    from cachekit.encoder import EncoderConfig
+    from cachekit.evaluate import EvalConfig, evaluate
+    from cachekit.extract import ExtractConfig, extract
+    from cachekit.inputs import collect_inputs
+    from cachekit.video import SamplerConfig
+
+    cfg, res = comp_dataset
+    root = res.out_dir
+    ecfg = ExtractConfig(encoder=EncoderConfig(model=tiny_cfg, pretrained="random", device="cpu"),
+                         sampler=SamplerConfig(frames=4), workers=1)
+    b2n = root / "splits" / "b2n"
+    store = str(tmp_path / "b2n.zarr")
+    extract(collect_inputs([str(b2n / f"{s}.txt") for s in ("train", "base_val", "novel_val")],
+                           video_root=str(root), class_names=str(b2n / "labels.csv")), store, ecfg, progress=False)
+    r = evaluate(store, EvalConfig(protocol="base2novel", method="zeroshot"))
+    assert r.extra["base_classes"] == len(res.b2n["base"]) and r.extra["novel_classes"] == len(res.b2n["novel"])
+    assert r.extra["novel_videos"] == len(res.b2n["novel"]) * cfg.videos_per_class
+
+    fsar = root / "splits" / "clip_fsar"
+    store = str(tmp_path / "fsar.zarr")
+    extract(collect_inputs([str(fsar / f"{s}_few_shot.txt") for s in ("train", "val", "test")],
+                           video_root=str(root), class_names=str(fsar)), store, ecfg, progress=False)
+    for kind, name in (("motion", "something falling"), ("object", "blue disc")):
+        group = root / "splits" / "groups" / f"{kind}_{slugify(name)}.txt"
+        r = evaluate(store, EvalConfig(protocol="zeroshot", method="zeroshot", split_file=str(group),
+                                       video_root=str(root)))
+        assert set(r.class_names) == set(res.groups[kind][name])
+        assert r.videos == len(res.groups[kind][name]) * cfg.videos_per_class
+
+
+def test_synth_cli_objects(tmp_path):
+    from helpers import invoke
+
+    code, out, _ = invoke(["synth", "--objects", "red square,blue disc", "--list-classes"])
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 2 * len(CLASSES) and lines[0].startswith("moving a red square from left to right")
+    assert "time-reversal of: moving a red square from left to right" in lines[1]
+    code, out, _ = invoke(["synth", "--list-classes"])
+    assert code == 0 and out.splitlines()[0].startswith("moving something from left to right")
+    code, out, err = invoke(["synth", str(tmp_path / "x"), "--objects", "grey disc"])
+    assert code == 2 and (out + err).count("\n") == 1 and "grey disc" in out + err
+    assert not (tmp_path / "x").exists()
+    code, out, _ = invoke(["synth", str(tmp_path / "d"), "--objects", "default", "--classes",
+                           "a red square falling,an orange disc falling,moving a blue disc up", "--size", "32",
+                           "--frames", "2", "--videos-per-class", "1", "--no-progress"])
+    assert code == 0 and "wrote 3 clips of 3 classes" in out
+    meta = json.loads((tmp_path / "d" / "synth.json").read_text())
+    assert meta["config"]["objects"] == list(DEFAULT_OBJECTS)
