@@ -849,3 +849,15 @@ def test_synth_cli_objects(tmp_path):
     assert code == 0 and "wrote 3 clips of 3 classes" in out
     meta = json.loads((tmp_path / "d" / "synth.json").read_text())
     assert meta["config"]["objects"] == list(DEFAULT_OBJECTS)
+
+
+def test_one_object_has_no_novel_compositions(tmp_path, caplog):
+    picked = ("a red square falling", "a red square rising", "a red square bouncing")
+    cfg = SynthConfig(objects=("red square",), classes=picked, size=32, frames=2, videos_per_class=1)
+    with caplog.at_level("WARNING", logger="cachekit.synth.dataset"):
+        res = synth_dataset(tmp_path, cfg)
+    assert res.b2n is None and not (tmp_path / "splits" / "b2n").exists()
+    assert "no splits/b2n" in caplog.text
+    assert res.groups == {"motion": {}, "object": {"red square": list(picked)}}
+    assert json.loads((tmp_path / "synth.json").read_text())["b2n"] is None
+    assert sorted(p.name for p in (tmp_path / "splits" / "groups").iterdir()) == ["labels.csv", "object_red_square.txt"]

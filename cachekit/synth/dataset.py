@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from .splits import (BASE_VAL_FRACTION, MOTION_FAMILIES, NOVEL_PERIOD, base_nove
 
 
 FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -95,6 +97,52 @@ def _labels_csv(classes: list[str]) -> str:
     return buf.getvalue()
 
 
+def _compositional_meta(
+    cfg: SynthConfig, classes: list[str], b2n: dict[str, list[str]] | None, groups: dict[str, dict[str, list[str]]]
+) -> dict:
+    """What ``synth.json`` adds for compositional classes: objects, each class's (object, motion
+    class), the base-to-novel split and its rule, the probe groups and their files."""
+    return {
+        "objects": list(cfg.objects),
+        "compositions": {c: list(cfg.resolve(c)) for c in classes},
+        "b2n": None if b2n is None else {
+            **b2n,
+            "rule": f"object i x motion family j is novel when (i + j) % {NOVEL_PERIOD} == 0, unless "
+                    "that leaves its object or its motion family without a base composition",
+            "motion_families": [list(f) for f in MOTION_FAMILIES],
+            "base_val_fraction": BASE_VAL_FRACTION,
+            "files": {name: f"splits/b2n/{name}.txt" for name in ("train", "base_val", "novel_val")},
+        },
+        "groups": {
+            kind: {name: {"file": f"splits/groups/{kind}_{slugify(name)}.txt", "classes": members}
+                   for name, members in by_name.items()}
+            for kind, by_name in groups.items()
+        },
+    }
+
+
+def _write_compositional_lists(
+    out_dir: Path, cfg: SynthConfig, classes: list[str], rel: dict[tuple[str, int], str],
+    b2n: dict[str, list[str]] | None, groups: dict[str, dict[str, list[str]]],
+) -> None:
+    """ViFi-CLIP lists of a compositional data set, labels indexing ``classes`` (a labels.csv
+    beside them): ``splits/b2n/{train,base_val,novel_val}.txt`` and ``splits/groups/*.txt``."""
+    label = {c: i for i, c in enumerate(classes)}
+    if b2n is not None:
+        b2n_dir = out_dir / "splits" / "b2n"
+        b2n_dir.mkdir(parents=True, exist_ok=True)
+        for name, clips in base_novel_videos(b2n, cfg.videos_per_class, cfg.seed).items():
+            _write_text(b2n_dir / f"{name}.txt", _vifi_list([(rel[job], label[job[0]]) for job in clips]))
+        _write_text(b2n_dir / "labels.csv", _labels_csv(classes))
+    group_dir = out_dir / "splits" / "groups"
+    group_dir.mkdir(parents=True, exist_ok=True)
+    for kind, by_name in groups.items():
+        for name, members in by_name.items():
+            lines = [(rel[(c, i)], label[c]) for c in members for i in range(cfg.videos_per_class)]
+            _write_text(group_dir / f"{kind}_{slugify(name)}.txt", _vifi_list(lines))
+    _write_text(group_dir / "labels.csv", _labels_csv(classes))
+
+
 def synth_dataset(
     out_dir: str | os.PathLike, cfg: SynthConfig, progress: bool = False
 ) -> SynthResult:
@@ -144,20 +192,12 @@ def synth_dataset(
     if cfg.compositional:
         b2n = base_novel_compositions(classes, cfg.objects)
         groups = composition_groups(classes)
-        meta["objects"] = list(cfg.objects)
-        meta["compositions"] = {c: list(cfg.resolve(c)) for c in classes}
-        meta["b2n"] = None if b2n is None else {
-            **b2n,
-            "rule": f"object i x motion family j is novel when (i + j) % {NOVEL_PERIOD} == 0, unless "
-                    "that leaves its object or its motion family without a base composition",
-            "motion_families": [list(f) for f in MOTION_FAMILIES],
-            "base_val_fraction": BASE_VAL_FRACTION,
-        }
-        meta["groups"] = {
-            kind: {name: {"file": f"splits/groups/{kind}_{slugify(name)}.txt", "classes": members}
-                   for name, members in by_name.items()}
-            for kind, by_name in groups.items()
-        }
+        if b2n is None:
+            log.warning("no composition can be held out (every held-out one would leave its object or motion "
+                        "unseen): no splits/b2n lists written; use two objects or more")
+        elif cfg.videos_per_class < 2:
+            log.warning("one video per class: splits/b2n/base_val.txt is empty (base classes' clips all train)")
+        meta.update(_compositional_meta(cfg, classes, b2n, groups))
     out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         _write_text(meta_path, json.dumps(meta, indent=2) + "\n")
@@ -205,20 +245,8 @@ def synth_dataset(
         ]
         _write_text(vifi / f"{split}.txt", "".join(line + "\n" for line in vifi_lines))
     _write_text(vifi / "labels.csv", _labels_csv(classes))
-    if b2n is not None:  # ViFi-CLIP base-to-novel lists: train, base_val, novel_val
-        b2n_dir = out_dir / "splits" / "b2n"
-        b2n_dir.mkdir(parents=True, exist_ok=True)
-        for name, clips in base_novel_videos(b2n, cfg.videos_per_class, cfg.seed).items():
-            _write_text(b2n_dir / f"{name}.txt", _vifi_list([(rel[job], label[job[0]]) for job in clips]))
-        _write_text(b2n_dir / "labels.csv", _labels_csv(classes))
     if groups is not None:
-        group_dir = out_dir / "splits" / "groups"
-        group_dir.mkdir(parents=True, exist_ok=True)
-        for kind, by_name in groups.items():
-            for name, members in by_name.items():
-                lines = [(rel[(c, i)], label[c]) for c in members for i in range(cfg.videos_per_class)]
-                _write_text(group_dir / f"{kind}_{slugify(name)}.txt", _vifi_list(lines))
-        _write_text(group_dir / "labels.csv", _labels_csv(classes))
+        _write_compositional_lists(out_dir, cfg, classes, rel, b2n, groups)
 
     meta["complete"] = True
     meta["videos"] = len(jobs)
