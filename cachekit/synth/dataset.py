@@ -80,7 +80,10 @@ def _config_dict(cfg: SynthConfig) -> dict:
     d = asdict(cfg)
     d["classes"] = None if cfg.classes is None else list(cfg.classes)
     d["splits"] = list(cfg.splits)
-    d["objects"] = None if cfg.objects is None else list(cfg.objects)
+    if cfg.objects is None:  # motion only: synth.json stays as it was before compositions existed
+        del d["objects"]
+    else:
+        d["objects"] = list(cfg.objects)
     return d
 
 
