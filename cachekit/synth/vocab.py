@@ -22,7 +22,7 @@ COLOURS: dict[str, tuple[float | None, tuple[float, float], tuple[float, float]]
 }
 # Shape word -> the drawing's shape (:func:`cachekit.synth.drawing.draw`).
 SHAPES: dict[str, str] = {"disc": "disc", "square": "square", "triangle": "triangle", "ring": "ring"}
-SIZES: dict[str, tuple[float, float]] = {"small": (0.05, 0.075), "large": (0.12, 0.17)}  # radius / side
+SIZES: dict[str, tuple[float, float]] = {"small": (0.06, 0.09), "large": (0.11, 0.16)}  # radius / side
 # Position word -> centre (x, y) as fractions of the side; "the centre" is the middle third.
 POSITIONS: dict[str, tuple[float, float]] = {
     "top left": (1 / 6, 1 / 6), "top": (0.5, 1 / 6), "top right": (5 / 6, 1 / 6),

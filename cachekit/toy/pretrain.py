@@ -46,7 +46,7 @@ class PretrainConfig:
     steps: int = 2000
     batch_size: int = 128
     lr: float = 1e-3
-    warmup: int = 150
+    warmup: int = 100
     weight_decay: float = 0.1
     seed: int = 0
     threads: int = 2  # torch intra-op threads: fixed, so the float sums are always the same
