@@ -1,10 +1,13 @@
 """``clipcache demo``: the main job end to end on an embedded default, for a first-time user.
 
 It first prints the three commands that do the job on the user's own videos (:data:`THREE_COMMANDS`),
-then, on its own clips: synth a small motion benchmark -> extract it once -> train a from-cache method (MA-FSAR's TPCM)
-and a backbone method (EZ-CLIP from a cached block) -> evaluate episodes against the
-no-training baseline -> build the FAISS index -> query one clip. Uses a small random-weight
-model unless real weights are given, and says so.
+then, on its own clips of the compositional benchmark (an object x a motion): synth -> extract ->
+frozen zero-shot on classes that differ only by object, and only by motion -> prototypes with
+mean pooling against OTAM on time-reversed pairs -> train a from-cache method (MA-FSAR's TPCM)
+against its no-training baseline -> train a backbone method (EZ-CLIP from a cached block) on base
+compositions against frozen zero-shot on novel ones -> build the FAISS index -> query a clip that
+was never cached. The encoder is the toy CLIP (pretrained by clipcache on drawn still images)
+unless other weights are given; every line says which.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-DEMO_CLASSES = None  # all synthetic classes: 10 train / 5 val / 5 test with the splits below
+DEMO_MOTIONS = None  # every motion of the benchmark
+BLOCK = 4  # EZ-CLIP starts from the cached tokens entering this block of the toy CLIP (6 blocks)
 
 THREE_COMMANDS = (
     ("clipcache extract VIDEOS --store S", "decode and encode your videos once (a folder of class sub-folders, "
@@ -30,12 +34,14 @@ THREE_COMMANDS = (
 @dataclass(frozen=True)
 class DemoConfig:
     out: str = "demo-out"
-    model: str | None = None  # default: the embedded small config (random weights)
-    pretrained: str = "random"
-    videos_per_class: int = 6
+    model: str | None = None  # default: the toy config (toy weights) or the small demo config (random)
+    pretrained: str = "toy"
+    objects: int = 4  # the first objects of the benchmark's list (colour x shape)
+    videos_per_class: int = 4
     frames: int = 8
-    episodes: int = 300  # training episodes of the from-cache method
-    eval_episodes: int = 1000
+    episodes: int = 400  # training episodes of the from-cache method
+    eval_episodes: int = 600
+    epochs: int = 3  # EZ-CLIP epochs over the base compositions
     seed: int = 0
     progress: bool = False  # progress bars of the long steps (stderr)
 
@@ -51,25 +57,28 @@ class DemoResult:
 
 
 def demo_model_config() -> str:
-    """Path of the embedded small open_clip config (random weights unless --pretrained is given)."""
+    """Path of the embedded small open_clip config, for random weights (the toy CLIP has its own)."""
     return str(resources.files("cachekit") / "data" / "demo-clip.json")
 
 
 def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult:
-    from .encoder import EncoderConfig
+    from .encoder import EncoderConfig, encoder_caveat
     from .evaluate import EvalConfig, evaluate
     from .extract import ExtractConfig, extract
-    from .inputs import collect_inputs
-    from .progress import scope
     from .index.build import IndexBuildConfig, build_index
     from .index.query import query_videos
-    from .synth import SynthConfig, slugify, synth_dataset
+    from .inputs import collect_inputs
+    from .probes import reversal_episodes, zeroshot_groups
+    from .progress import scope
+    from .synth import DEFAULT_OBJECTS, SynthConfig, render_clip, synth_dataset, write_mp4
     from .train import TrainConfig, train
     from .video import SamplerConfig
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = cfg.model or demo_model_config()
+    random_weights = cfg.pretrained == "random"
+    model = cfg.model or (demo_model_config() if random_weights else "ViT-B-32")
+    weights = None if random_weights else cfg.pretrained
     res = DemoResult()
     echo("On your own videos, the whole job is three commands:")
     width = max(len(c) for c, _ in THREE_COMMANDS)
@@ -77,91 +86,143 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
         echo(f"  {command:<{width}}   # {what}")
     echo("This demo runs the same steps (and a few more) on synthetic clips, with real output under "
          f"{out}/; each step says where.")
-    if cfg.pretrained == "random":
-        echo("NOTE: the encoder has RANDOM weights (no pretrained CLIP here). Accuracies show what the "
-             "pipeline learns from these clips, not what CLIP knows; pass --model/--pretrained for real weights.")
+    enc = EncoderConfig(model=model, pretrained=cfg.pretrained, seed=cfg.seed)
+    caveat = encoder_caveat({"weights": "toy" if cfg.pretrained == "toy" else
+                             (f"random:{cfg.seed}" if random_weights else cfg.pretrained)})
+    if caveat:
+        echo(f"NOTE: {caveat}")
+    steps = 9
+
+    def say(i: int, text: str, row: dict) -> None:
+        echo(f"[{i}/{steps}] {text} ({row['seconds']}s)")
 
     t = time.perf_counter()
     data = out / "synth"
-    syn = synth_dataset(data, SynthConfig(classes=DEMO_CLASSES, videos_per_class=cfg.videos_per_class,
-                                          frames=16, size=112, seed=cfg.seed, splits=(0.5, 0.25, 0.25),
-                                          clutter="low" if cfg.pretrained == "random" else "full"),
-                        progress=cfg.progress)
-    row = res.add("synth", time.perf_counter() - t, videos=len(syn.videos), classes=len(syn.classes),
-                  output=str(data))
-    echo(f"[1/7] synth: {row['videos']} clips of {row['classes']} motion classes -> {data} ({row['seconds']}s)")
+    scfg = SynthConfig(objects=DEFAULT_OBJECTS[:cfg.objects], videos_per_class=cfg.videos_per_class, frames=16,
+                       size=112, seed=cfg.seed, splits=(0.5, 0.25, 0.25))
+    syn = synth_dataset(data, scfg, progress=cfg.progress)
+    meta = json.loads((data / "synth.json").read_text())
+    row = res.add("synth", time.perf_counter() - t, videos=len(syn.videos), classes=len(syn.classes), output=str(data))
+    say(1, f"synth: {row['videos']} clips of {row['classes']} classes, each an object x a motion "
+           f"(e.g. {syn.classes[0]!r}) -> {data}", row)
 
     t = time.perf_counter()
     store = str(out / "cache.zarr")
-    splits = data / "splits" / "clip_fsar"
-    inputs = collect_inputs([str(splits / f"{s}_few_shot.txt") for s in ("train", "val", "test")],
-                            video_root=str(data), class_names=str(splits))
-    ecfg = ExtractConfig(encoder=EncoderConfig(model=model, pretrained=cfg.pretrained, seed=cfg.seed),
-                         sampler=SamplerConfig(frames=cfg.frames, seed=cfg.seed), tokens_at=(6,),
-                         templates="ma_fsar16")
-    s = extract(inputs, store, ecfg, progress=cfg.progress)
+    fsar = data / "splits" / "clip_fsar"
+    sampler = SamplerConfig(frames=cfg.frames, seed=cfg.seed)
+    inputs = collect_inputs([str(fsar / f"{s}_few_shot.txt") for s in ("train", "val", "test")],
+                            video_root=str(data), class_names=str(fsar))
+    s = extract(inputs, store, ExtractConfig(encoder=enc, sampler=sampler, tokens_at=(BLOCK,), templates="ma_fsar16"),
+                progress=cfg.progress)
     row = res.add("extract", time.perf_counter() - t, extracted=s.extracted, cached_before=s.already_done,
                   failed=len(s.failed), output=store)
-    echo(f"[2/7] extract: {s.extracted} videos encoded once ({s.already_done} already cached) -> {store} "
-         f"({row['seconds']}s)")
+    say(2, f"extract: {s.extracted} videos encoded once ({s.already_done} already cached) -> {store}", row)
 
     t = time.perf_counter()
-    run_cache = str(out / "runs" / "ma_fsar")
-    # alpha: the paper's 0.25 for temporal data sets; 0 with random weights, whose text is noise
-    alpha = 0.0 if cfg.pretrained == "random" else 0.25
-    tr = train(store, run_cache, "ma_fsar", {"modules": "tpcm", "alpha": alpha},
-               TrainConfig(protocol="episodic", ways=5, shots=1, episodes=cfg.episodes, val_episodes=100,
-                           val_every=max(1, cfg.episodes // 3), lr=1e-3, seed=cfg.seed), resume=True,
-               progress=cfg.progress)
-    row = res.add("train ma_fsar (from cache)", time.perf_counter() - t, steps=tr.step,
-                  params=tr.trainable_params, best_val=tr.best_val_accuracy, output=run_cache)
-    echo(f"[3/7] train MA-FSAR (TPCM only, frozen encoder) from the cache: {tr.step} episodes, "
-         f"{tr.trainable_params:,} trainable parameters, best val {tr.best_val_accuracy or 0:.1f}% -> "
-         f"{run_cache} ({row['seconds']}s)")
-
-    t = time.perf_counter()
-    run_bb = str(out / "runs" / "ez_clip")
-    tb = train(store, run_bb, "ez_clip", {"from_block": 6},
-               TrainConfig(protocol="zeroshot", epochs=2, batch_size=8, lr=1e-3, seed=cfg.seed),
-               resume=True, pretrained=None if cfg.pretrained == "random" else cfg.pretrained, progress=cfg.progress)
-    row = res.add("train ez_clip (backbone from block 6)", time.perf_counter() - t, steps=tb.step,
-                  params=tb.trainable_params, output=run_bb)
-    echo(f"[4/7] train EZ-CLIP through the backbone, from the cached tokens entering block 6, for zero-shot "
-         f"transfer: {tb.step} steps, {tb.trainable_params:,} trainable parameters, unseen-class val "
-         f"{tb.best_val_accuracy or 0:.1f}% -> {run_bb} ({row['seconds']}s)")
+    groups = data / "splits" / "groups"
+    with scope(cfg.progress):
+        by_object = zeroshot_groups(store, sorted(groups.glob("motion_*.txt")), data, cfg.seed)
+        by_motion = zeroshot_groups(store, sorted(groups.glob("object_*.txt")), data, cfg.seed)
+    row = res.add("zero-shot probes", time.perf_counter() - t, only_object=by_object.cell(),
+                  only_motion=by_motion.cell())
+    say(3, f"frozen zero-shot, no training: classes that differ only by object {by_object.accuracy:.1f}"
+           f"±{by_object.ci95:.1f}% (chance {by_object.chance:.0f}%), only by motion {by_motion.accuracy:.1f}"
+           f"±{by_motion.ci95:.1f}% (chance {by_motion.chance:.0f}%): the encoder knows looks and words, not motion",
+        row)
 
     t = time.perf_counter()
     report_dir = out / "eval"
-    with scope(cfg.progress):  # evaluation's bars
-        base = evaluate(store, EvalConfig(protocol="episodic", method="proto", metric="otam", ways=5, shots=1,
-                                          episodes=cfg.eval_episodes, seed=cfg.seed, out_dir=report_dir / "proto_otam"))
-        mean = evaluate(store, EvalConfig(protocol="episodic", method="proto", metric="mean", ways=5, shots=1,
-                                          episodes=cfg.eval_episodes, seed=cfg.seed, out_dir=report_dir / "proto_mean"))
-        trained = evaluate(store, EvalConfig(protocol="episodic", run_dir=run_cache, ways=5, shots=1,
-                                             episodes=cfg.eval_episodes, seed=cfg.seed, out_dir=report_dir / "ma_fsar"))
-    row = res.add("evaluate", time.perf_counter() - t, output=str(report_dir),
-                  proto_mean=[mean.accuracy, mean.ci95], proto_otam=[base.accuracy, base.ci95],
-                  ma_fsar=[trained.accuracy, trained.ci95])
-    echo(f"[5/7] evaluate 5-way 1-shot on {cfg.eval_episodes} test episodes (chance 20%): "
-         f"prototypes+mean {mean.accuracy:.1f}±{mean.ci95:.1f}%, prototypes+OTAM {base.accuracy:.1f}"
-         f"±{base.ci95:.1f}%, MA-FSAR (TPCM) {trained.accuracy:.1f}±{trained.ci95:.1f}% -> {report_dir} "
-         f"({row['seconds']}s)")
+    pairs_file = report_dir / "reversal_pairs.json"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    n_pairs = reversal_episodes(store, meta["reversal_pairs"], cfg.eval_episodes, cfg.seed, pairs_file)
+    with scope(cfg.progress):
+        pm = evaluate(store, EvalConfig(protocol="episodic", method="proto", metric="mean", episodes_file=str(pairs_file),
+                                        out_dir=report_dir / "pairs_mean"))
+        po = evaluate(store, EvalConfig(protocol="episodic", method="proto", metric="otam", episodes_file=str(pairs_file),
+                                        out_dir=report_dir / "pairs_otam"))
+    row = res.add("time-reversed pairs", time.perf_counter() - t, pairs=n_pairs, mean=[pm.accuracy, pm.ci95],
+                  otam=[po.accuracy, po.ci95], output=str(report_dir))
+    say(4, f"2-way 1-shot episodes of {n_pairs} time-reversed pairs (chance 50%), no training: prototypes+mean "
+           f"{pm.accuracy:.1f}±{pm.ci95:.1f}%, prototypes+OTAM {po.accuracy:.1f}±{po.ci95:.1f}%", row)
+
+    t = time.perf_counter()
+    run_cache = str(out / "runs" / "ma_fsar")
+    tr = train(store, run_cache, "ma_fsar", {"modules": "tpcm"},
+               TrainConfig(protocol="episodic", ways=5, shots=1, queries=min(5, cfg.videos_per_class - 1),
+                           episodes=cfg.episodes, val_episodes=100,
+                           val_every=max(1, cfg.episodes // 4), lr=1e-3, seed=cfg.seed), resume=True,
+               progress=cfg.progress, pretrained=weights)
+    with scope(cfg.progress):
+        ep = dict(protocol="episodic", ways=5, shots=1, episodes=cfg.eval_episodes, seed=cfg.seed)
+        mean = evaluate(store, EvalConfig(method="proto", metric="mean", out_dir=report_dir / "proto_mean", **ep))
+        base = evaluate(store, EvalConfig(method="proto", metric="otam", out_dir=report_dir / "proto_otam", **ep))
+        trained = evaluate(store, EvalConfig(run_dir=run_cache, out_dir=report_dir / "ma_fsar", **ep))
+    row = res.add("train ma_fsar (from cache) + evaluate", time.perf_counter() - t, steps=tr.step,
+                  params=tr.trainable_params, proto_mean=[mean.accuracy, mean.ci95, mean.video_ci95],
+                  proto_otam=[base.accuracy, base.ci95, base.video_ci95],
+                  ma_fsar=[trained.accuracy, trained.ci95, trained.video_ci95], output=run_cache)
+    say(5, f"MA-FSAR's TPCM trained from the cache ({tr.step} episodes, {tr.trainable_params:,} parameters, frozen "
+           f"encoder), then 5-way 1-shot on {cfg.eval_episodes} test episodes (chance 20%): prototypes+mean "
+           f"{mean.accuracy:.1f}±{mean.ci95:.1f}, prototypes+OTAM {base.accuracy:.1f}±{base.ci95:.1f}, MA-FSAR "
+           f"{trained.accuracy:.1f}±{trained.ci95:.1f} (video-level ±{trained.video_ci95 or 0:.1f}) -> {run_cache}", row)
+
+    t = time.perf_counter()
+    b2n_store = str(out / "cache-b2n.zarr")
+    b2n = data / "splits" / "b2n"
+    s2 = extract(collect_inputs([str(b2n / f"{s}.txt") for s in ("train", "base_val", "novel_val")],
+                                video_root=str(data), class_names=str(b2n / "labels.csv")),
+                 b2n_store, ExtractConfig(encoder=enc, sampler=sampler, tokens_at=(BLOCK,), templates="ma_fsar16"),
+                 progress=cfg.progress)
+    row = res.add("extract base-to-novel", time.perf_counter() - t, extracted=s2.extracted, output=b2n_store)
+    say(6, f"extract the base-to-novel split (novel = object x motion compositions never trained on, whose "
+           f"object and motion both appear in base): {s2.extracted} videos -> {b2n_store}", row)
+
+    t = time.perf_counter()
+    run_bb = str(out / "runs" / "ez_clip")
+    tb = train(b2n_store, run_bb, "ez_clip", {"from_block": BLOCK},
+               TrainConfig(protocol="base2novel", epochs=cfg.epochs, batch_size=16, lr=1e-3, val_episodes=0,
+                           seed=cfg.seed), resume=True, pretrained=weights, progress=cfg.progress)
+    with scope(cfg.progress):
+        zs = evaluate(b2n_store, EvalConfig(protocol="base2novel", method="zeroshot", seed=cfg.seed,
+                                            out_dir=report_dir / "b2n_zeroshot"))
+        ez = evaluate(b2n_store, EvalConfig(protocol="base2novel", run_dir=run_bb, seed=cfg.seed,
+                                            out_dir=report_dir / "b2n_ez_clip"))
+    row = res.add(f"train ez_clip (backbone from block {BLOCK}) + evaluate", time.perf_counter() - t, steps=tb.step,
+                  params=tb.trainable_params, zeroshot=ez_cells(zs), ez_clip=ez_cells(ez), output=run_bb)
+    say(7, f"EZ-CLIP trained through the backbone from the cached tokens entering block {BLOCK} on the base "
+           f"compositions ({tb.step} steps, {tb.trainable_params:,} parameters); novel compositions: frozen zero-shot "
+           f"{zs.extra['novel']:.1f}±{zs.extra['novel_ci95']:.1f}%, EZ-CLIP {ez.extra['novel']:.1f}"
+           f"±{ez.extra['novel_ci95']:.1f}% (base {zs.extra['base']:.1f} -> {ez.extra['base']:.1f}) -> {run_bb}", row)
 
     t = time.perf_counter()
     index_dir = Path(run_cache) / "index"  # the run's own index: what `clipcache query --run` uses
-    build_index(store, index_dir, run_dir=run_cache, cfg=IndexBuildConfig(split="test"), progress=cfg.progress)
+    build_index(store, index_dir, run_dir=run_cache, cfg=IndexBuildConfig(split="test", pretrained=weights),
+                progress=cfg.progress)
     row = res.add("index", time.perf_counter() - t, output=str(index_dir))
-    echo(f"[6/7] index: test-class prototypes of the MA-FSAR run in FAISS -> {index_dir} ({row['seconds']}s)")
+    say(8, f"index: test-class prototypes of the MA-FSAR run in FAISS -> {index_dir}", row)
 
     t = time.perf_counter()
-    test_names = syn.splits["test"]
-    clip = next(p for p in syn.videos if p.parent.name == slugify(test_names[0]))
+    truth = syn.splits["test"][0]
+    clip = out / "query" / "new_clip.mp4"  # a clip of a test class that no store has seen
+    write_mp4(clip, render_clip(truth, cfg.videos_per_class, scfg), 16)
     result = next(iter(query_videos([str(clip)], run_dir=run_cache)))
     top = [(h.label, round(h.score, 3)) for h in result.top[:3]]
-    row = res.add("query", time.perf_counter() - t, video=str(clip), truth=test_names[0], top=top)
-    echo(f"[7/7] query {clip.name} (true class: {test_names[0]}): "
-         + ", ".join(f"{lab} {sc:.3f}" for lab, sc in top) + f" ({row['seconds']}s)")
+    row = res.add("query", time.perf_counter() - t, video=str(clip), truth=truth, top=top,
+                  right=bool(top and top[0][0] == truth))
+    say(9, f"query a new clip of {truth!r}: " + ", ".join(f"{lab} {sc:.3f}" for lab, sc in top)
+        + (" (top class right)" if row["right"] else " (top class WRONG)"), row)
     echo(f"try the third command on this run: clipcache query {clip} --run {run_cache}")
-    (out / "demo.json").write_text(json.dumps(res.steps, indent=1, default=str))
+    if caveat:
+        echo(f"NOTE: {caveat}")
+    from stores.base import atomic_write_bytes
+
+    atomic_write_bytes(out / "demo.json", json.dumps({"encoder": caveat or model, "steps": res.steps}, indent=1,
+                                                     default=str).encode())
     echo(f"done: every step's output is under {out}/ (summary: {out / 'demo.json'})")
     return res
+
+
+def ez_cells(r) -> dict:
+    """Base, novel and harmonic mean of a base-to-novel result, each with its interval."""
+    x = r.extra
+    return {"base": [x["base"], x["base_ci95"]], "novel": [x["novel"], x["novel_ci95"]], "hm": [r.accuracy, r.ci95]}
