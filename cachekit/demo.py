@@ -16,6 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
+from .caveat import TOY_CAVEAT
+from .toy.files import TOY_TAG, toy_model_config
+
 DEMO_CLASSES = None  # all synthetic classes: 10 train / 5 val / 5 test with the splits below
 
 THREE_COMMANDS = (
@@ -69,7 +72,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = cfg.model or demo_model_config()
+    model = cfg.model or (str(toy_model_config()) if cfg.pretrained == TOY_TAG else demo_model_config())
     res = DemoResult()
     echo("On your own videos, the whole job is three commands:")
     width = max(len(c) for c, _ in THREE_COMMANDS)
@@ -80,6 +83,8 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     if cfg.pretrained == "random":
         echo("NOTE: the encoder has RANDOM weights (no pretrained CLIP here). Accuracies show what the "
              "pipeline learns from these clips, not what CLIP knows; pass --model/--pretrained for real weights.")
+    elif cfg.pretrained == TOY_TAG:
+        echo(f"NOTE: {TOY_CAVEAT}.")
 
     t = time.perf_counter()
     data = out / "synth"
