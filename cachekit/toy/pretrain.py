@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .files import METADATA_KEY, TOY_TAG, toy_model_config, toy_weights  # noqa: F401 (re-exported)
+from .files import METADATA_KEY, TOY_TAG, toy_model_config, toy_weights  # paths re-exported
 from .scenes import scene_batch
 
 log = logging.getLogger(__name__)
@@ -196,3 +196,6 @@ def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(), progress: 
 
     atomic_write_bytes(out.with_name(out.stem + "-pretrain.json"), (json.dumps(report, indent=1) + "\n").encode())
     return report
+
+
+__all__ = ["TOY_TAG", "PretrainConfig", "pretrain", "probe", "toy_model_config", "toy_weights"]
