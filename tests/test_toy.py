@@ -125,6 +125,16 @@ def test_toy_weights_with_another_model_or_missing_are_one_line_errors(toy_file,
     assert "\n" not in str(err.value)
 
 
+def test_toy_weights_are_the_packaged_file_unless_the_env_names_another(tmp_path, monkeypatch):
+    import cachekit
+    from cachekit.toy.files import packaged_toy_weights, toy_weights
+
+    monkeypatch.delenv(TOY_WEIGHTS_ENV, raising=False)
+    assert toy_weights() == packaged_toy_weights() == Path(cachekit.__file__).parent / "data" / "toy-clip.safetensors"
+    monkeypatch.setenv(TOY_WEIGHTS_ENV, str(tmp_path / "mine.safetensors"))
+    assert toy_weights() == tmp_path / "mine.safetensors"
+
+
 def test_the_caveat_of_each_kind_of_weights():
     assert weights_kind("random:3") == "random" and encoder_caveat({"weights": "random:0"}) == RANDOM_CAVEAT
     assert encoder_caveat({"weights": "toy"}) == encoder_caveat({"weights": "toy:x.safetensors"}) == TOY_CAVEAT
