@@ -15,6 +15,7 @@ import numpy as np
 
 from stores import FeatureStore, open_store
 
+from .caveat import encoder_caveat
 from .encoder import ModelInfo
 from .errors import InputError
 
@@ -207,6 +208,7 @@ class FeatureCache:
             "splits": {n: {"videos": int(len(s.indices)), "missing": s.missing} for n, s in self.splits().items()},
             "decode_backends": backends,
             "cache_key": self.key,
+            "encoder": encoder_caveat(self.key),  # random / toy weights say so (None: real CLIP)
             "model_info": self.model_info.to_dict(),
             "arrays": arrays,
         }

@@ -62,7 +62,8 @@ def demo_model_config() -> str:
 
 
 def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult:
-    from .encoder import EncoderConfig, encoder_caveat
+    from .caveat import encoder_caveat
+    from .encoder import DEFAULT_MODEL, EncoderConfig
     from .evaluate import EvalConfig, evaluate
     from .extract import ExtractConfig, extract
     from .index.build import IndexBuildConfig, build_index
@@ -77,7 +78,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     random_weights = cfg.pretrained == "random"
-    model = cfg.model or (demo_model_config() if random_weights else "ViT-B-32")
+    model = cfg.model or (demo_model_config() if random_weights else DEFAULT_MODEL)
     weights = None if random_weights else cfg.pretrained
     res = DemoResult()
     echo("On your own videos, the whole job is three commands:")

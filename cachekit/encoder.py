@@ -24,22 +24,25 @@ from typing import Sequence
 from stores import file_sha256
 
 from .errors import InputError, ModelError, WeightsNotFound
+from .toy.files import TOY_TAG, is_toy_weights_file, toy_model_cfg, toy_model_config, toy_weights
 
 log = logging.getLogger(__name__)
 
 WEIGHT_SOURCES_HELP = (
     "supply weights one of three ways: --pretrained /path/to/weights.safetensors (or a state-dict "
     ".bin/.pt), --pretrained local-dir:DIR (a folder with open_clip_config.json and the weights), "
-    "or the Hugging Face cache (HF_HOME) holding the tag's files; --pretrained random runs without "
-    "weights (random features, for smoke tests only)"
+    "or the Hugging Face cache (HF_HOME) holding the tag's files; --pretrained toy loads clipcache's own "
+    "small toy CLIP; --pretrained random runs without weights (random features, for smoke tests only)"
 )
+DEFAULT_MODEL = "ViT-B-32"
+TOY_MODEL_NAMES = ("toy", "clipcache-toy-clip")  # --model spellings of the toy config besides its JSON path
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
     """Which model and weights to load; resolved fields end up in the store's cache key."""
 
-    model: str = "ViT-B-32"
+    model: str = DEFAULT_MODEL  # with pretrained="toy": the toy config (cachekit/data/toy-clip.json)
     pretrained: str = "openai"
     quick_gelu: bool | None = None  # None: from the tag, or the model name's -quickgelu suffix
     seed: int = 0  # for pretrained="random"
@@ -415,14 +418,59 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+def _is_toy_config(model: str) -> bool:
+    """Whether ``--model`` names the toy CLIP's config: ``toy``, its registered name, or a JSON
+    file with the same model_cfg (a run's cache key written back to a file is one)."""
+    if model in TOY_MODEL_NAMES:
+        return True
+    if not model.lower().endswith(".json"):
+        return False
+    path = Path(model)
+    try:
+        if path.resolve() == toy_model_config().resolve():
+            return True
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("model_cfg", cfg) == toy_model_cfg()
+
+
+def resolve_toy(cfg: EncoderConfig) -> tuple[str, str, str | None]:
+    """``(model, weights file, cache-key weights name)`` to load, with the toy CLIP resolved.
+
+    ``pretrained="toy"``: the toy config and :func:`cachekit.toy.files.toy_weights` (the packaged
+    file, or ``$CLIPCACHE_TOY_WEIGHTS``), named ``toy`` in the key; the model must be the default
+    or the toy config. A weights file whose safetensors metadata says it is the toy CLIP: named
+    ``toy:FILE``, loaded into the toy config when ``--model`` is left at its default. Anything else
+    is returned as given, with no key name.
+    """
+    pre = cfg.pretrained
+    if pre == TOY_TAG:
+        if cfg.model != DEFAULT_MODEL and not _is_toy_config(cfg.model):
+            raise ModelError(f"--pretrained toy: the toy weights go with the toy model config, not --model "
+                             f"{cfg.model}; leave --model out (or pass --model toy)")
+        path = toy_weights()
+        if not path.is_file():
+            raise WeightsNotFound(f"--pretrained toy: the toy CLIP weights {path} are not there; build them "
+                                  f"with `clipcache pretrain-toy` (or `make toy`), or point CLIPCACHE_TOY_WEIGHTS "
+                                  f"at a copy")
+        return str(toy_model_config()), str(path), TOY_TAG
+    if pre not in ("random",) and not pre.startswith("local-dir:") and is_toy_weights_file(pre):
+        model = str(toy_model_config()) if cfg.model == DEFAULT_MODEL or _is_toy_config(cfg.model) else cfg.model
+        return model, pre, f"{TOY_TAG}:{Path(pre).name}"
+    if _is_toy_config(cfg.model) and not cfg.model.lower().endswith(".json"):
+        return str(toy_model_config()), pre, None  # --model toy with other weights (random, a file)
+    return cfg.model, pre, None
+
+
 def load_clip(cfg: EncoderConfig) -> FrozenCLIP:
     """Build the frozen encoder from a name/config and a weights source; fail fast offline."""
     import open_clip
     import torch
 
     device = pick_device(cfg.device)
-    name, model_cfg = resolve_model_name(cfg.model)
-    pre = cfg.pretrained
+    model_arg, pre, toy_name = resolve_toy(cfg)
+    name, model_cfg = resolve_model_name(model_arg)
     quick = cfg.quick_gelu
     if quick is None:
         quick = name.endswith("-quickgelu") or bool((model_cfg or {}).get("quick_gelu", False))
@@ -476,7 +524,7 @@ def load_clip(cfg: EncoderConfig) -> FrozenCLIP:
             model = open_clip.create_model(name, pretrained=str(path), force_quick_gelu=quick, **kwargs)
         except Exception as err:  # noqa: BLE001
             raise WeightsNotFound(f"cannot load weights {pre} into {name}: {str(err).splitlines()[0]}") from err
-        weights, sha = str(path.name), file_sha256(path)
+        weights, sha = toy_name or str(path.name), file_sha256(path)
     else:
         tags = open_clip.list_pretrained_tags_by_model(name)
         if pre not in tags:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .cache import FeatureCache, Split
+from .caveat import encoder_caveat
 from .errors import InputError, InputNotFound, RunError
 from .methods.base import Method
 from .protocols import PROTOCOLS as _REGISTRY, get_protocol
@@ -463,8 +464,10 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
         for r in results:
             r.notes.append(f"trained run {Path(cfg.run_dir).name} (trained under the "
                            f"{_run_protocol(meta_run) or '?'} protocol)")
+    caveat = encoder_caveat(cache.key)
     for r in results:
         r.overlap = overlap
+        r.encoder = caveat
     if cfg.out_dir is not None:
         write_report(cfg.out_dir, results)
     return results if cfg.many else results[0]

@@ -27,6 +27,7 @@ import numpy as np
 
 from stores import LAYOUT_VERSION, FeatureStore, StoreError, open_store
 
+from .caveat import encoder_caveat
 from .encoder import EncoderConfig, FrozenCLIP, load_clip
 from .errors import CacheKeyMismatch, ClipcacheError, DecodeError, InputError
 from .inputs import InputSet, VideoItem
@@ -179,6 +180,7 @@ class ExtractSummary:
     wall: float = 0.0
     store: str = ""
     notes: list[str] = field(default_factory=list)
+    encoder: str | None = None  # the encoder's caveat (random or toy weights; cachekit.caveat), None for real CLIP
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -763,6 +765,7 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
                                         "cache_key": merged})
             record_splits(store, inputs, extractor.keys_by_path)
             summary.notes.extend(inputs.notes)
+            summary.encoder = encoder_caveat(key)
             store.finalize()
     finally:
         store.close()  # also on errors: the writer lock goes with it (closing twice is harmless)

@@ -39,6 +39,7 @@ class EvalResult:
     videos: int | None = None  # distinct test videos behind the number
     classes: int | None = None  # distinct test classes behind the number
     overlap: str | None = None  # set when --allow-overlap let training or selection data be evaluated
+    encoder: str | None = None  # the encoder's caveat (random / toy weights: cachekit.caveat); None: real CLIP
     per_class: dict[str, float] = field(default_factory=dict)  # class name -> accuracy percent
     confusion: np.ndarray | None = None  # [C, C] counts, rows = true class
     class_names: list[str] = field(default_factory=list)  # [C], order of confusion rows
@@ -118,6 +119,9 @@ def markdown_table(results: Sequence[EvalResult]) -> str:
     overlaps = list(dict.fromkeys(r.overlap for r in results if r.overlap))
     if overlaps:
         lines += ["**NOT A HELD-OUT RESULT (--allow-overlap):** " + "; ".join(overlaps), ""]
+    encoders = list(dict.fromkeys(r.encoder for r in results if r.encoder))
+    if encoders:
+        lines += ["**Encoder:** " + "; ".join(encoders) + ".", ""]
     if len(protocols) > 1:
         lines += ["Numbers from different protocols are not comparable.", ""]
     for proto in protocols:
@@ -244,7 +248,8 @@ def write_report(out_dir: str | Path, results: Sequence[EvalResult]) -> list[Pat
     written: list[Path] = []
 
     path = out / "results.json"
-    doc = {"results": [r.to_dict() for r in results]}
+    encoders = list(dict.fromkeys(r.encoder for r in results if r.encoder))
+    doc = {"encoder": "; ".join(encoders) or None, "results": [r.to_dict() for r in results]}
     path.write_text(json.dumps(doc, indent=2, allow_nan=True) + "\n", encoding="utf-8")
     written.append(path)
 

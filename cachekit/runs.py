@@ -29,6 +29,7 @@ from stores.base import atomic_write_bytes
 
 from .encoder import EncoderConfig, FrozenCLIP, ModelInfo, load_clip
 from .errors import CacheKeyMismatch, RunError
+from .toy.files import TOY_TAG, toy_weights
 
 RUN_FORMAT = "clipcache-run"
 RUN_VERSION = 1
@@ -180,10 +181,16 @@ class DeferredEncoder(FrozenCLIP):
 _KEY_CHECKED = ("model_cfg", "weights_sha256", "quick_gelu", "preprocess")
 
 
+def _toy_file_is(cache_key: dict) -> bool:
+    """Whether ``--pretrained toy`` would load the very file a store's key names as ``toy:FILE``."""
+    path = toy_weights()
+    return path.is_file() and file_sha256(path) == cache_key.get("weights_sha256")
+
+
 def load_store_encoder(cache_key: dict, pretrained: str | None = None, device: str = "auto") -> FrozenCLIP:
     """Load the frozen encoder a store was extracted with (model and weights from its cache key).
 
-    Random and tag weights are found from the key; weights from a file or ``local-dir:`` must be
+    Random, tag and toy weights are found from the key; weights from a file or ``local-dir:`` must be
     passed as ``pretrained``. The loaded encoder must reproduce the key's weights hash.
     """
     model = cache_key.get("model")
@@ -196,6 +203,8 @@ def load_store_encoder(cache_key: dict, pretrained: str | None = None, device: s
             pretrained, seed = "random", int(weights.split(":", 1)[1])
         elif weights.startswith("tag:"):
             pretrained = weights[4:]
+        elif weights == TOY_TAG or (weights.startswith(f"{TOY_TAG}:") and _toy_file_is(cache_key)):
+            pretrained = TOY_TAG  # the packaged toy CLIP (or $CLIPCACHE_TOY_WEIGHTS); its hash is checked below
         else:
             raise RunError(
                 f"the store was extracted with weights {weights!r}; pass --pretrained with that file or "

@@ -38,6 +38,7 @@ from typing import Iterable
 
 import numpy as np
 
+from .caveat import encoder_caveat
 from .errors import ClipcacheError, InputError, ModelError, RunError
 from .distributed import dist_from_env, rank_device
 from .interrupt import DeferredSigint, Interrupted
@@ -215,8 +216,9 @@ def _resolve_protocol(m, method: str, cache, cfg: TrainConfig, dist, device_note
     proto = get_protocol(cfg.protocol)
     plan = proto.plan(cache, cfg)
     notes += plan.notes
-    if str(cache.key.get("weights", "")).startswith("random:"):
-        notes.append("the store's encoder has RANDOM weights: accuracies carry no CLIP knowledge")
+    caveat = encoder_caveat(cache.key)
+    if caveat is not None:
+        notes.append(caveat)
     if dist.world > 1 and not m.needs.backbone:
         log.warning("%s trains from the cache, fast enough on one process: rank 0 trains, the other "
                     "%d ranks have nothing to do", method, dist.world - 1)

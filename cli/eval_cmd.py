@@ -106,6 +106,9 @@ def eval_cmd(store, run_dir, method, options, protocol, ways, shots, queries, ep
     overlap = next((r.overlap for r in results if r.overlap), None)
     if overlap and not as_json:
         click.echo(f"NOT A HELD-OUT RESULT (--allow-overlap): {overlap}")
+    caveat = next((r.encoder for r in results if r.encoder), None)
+    if caveat and not as_json:
+        click.echo(f"encoder: {caveat}")
     for r in results:
         if as_json:
             d = {k: v for k, v in r.to_dict().items() if k not in _JSON_DROP}

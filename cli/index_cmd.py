@@ -170,6 +170,8 @@ def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, ba
     cfg = QueryConfig(top_k=top_k, shortlist=shortlist, backend=backend, explain_dir=explain_dir, engine=engine)
     clf = Classifier(index_dir, run_dir, shortlist, engine=engine)
     log.info("query engine: %s%s", clf.engine, f" ({clf.engine_note})" if clf.engine_note else "")
+    if clf.caveat is not None:  # stderr: stdout keeps one answer per video (one JSON object with --json)
+        click.echo(f"note: {clf.caveat}", err=True)
     failed = 0
     for res in query_videos(videos, cfg=cfg, classifier=clf):
         if res.error is not None:

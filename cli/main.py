@@ -68,16 +68,22 @@ def _model_options(f):
     f = click.option("--quick-gelu/--no-quick-gelu", default=None,
                      help="Force QuickGELU on/off (default: from the tag or model name).")(f)
     f = click.option("--pretrained", default="openai", show_default=True,
-                     help="open_clip tag, weights file, local-dir:DIR, or 'random'.")(f)
+                     help="open_clip tag, weights file, local-dir:DIR, 'toy' (clipcache's own small CLIP "
+                          "pretrained on drawn still images, with its model config) or 'random'.")(f)
     f = click.option("--model", default="ViT-B-32", show_default=True,
-                     help="open_clip model name or a JSON file with a model_cfg.")(f)
+                     help="open_clip model name or a JSON file with a model_cfg (with --pretrained toy: "
+                          "the toy config).")(f)
     return f
 
 
-def _warn_random(pretrained: str) -> None:
-    if pretrained == "random":
-        click.secho("WARNING: --pretrained random: the encoder has RANDOM weights; features and "
-                    "accuracies carry no CLIP knowledge.", fg="yellow", err=True, bold=True)
+def warn_encoder(caveat: str | None) -> None:
+    """The encoder's caveat (:func:`cachekit.caveat.encoder_caveat`: random or toy weights), one
+    bold line on stderr; nothing for real CLIP weights."""
+    if caveat is None:
+        return
+    from cachekit.caveat import RANDOM_CAVEAT
+
+    click.secho(f"{'WARNING' if caveat == RANDOM_CAVEAT else 'NOTE'}: {caveat}.", fg="yellow", err=True, bold=True)
 
 
 @cli.command()
@@ -157,7 +163,7 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
             click.echo(f"note: {note}")
         for path, reason in s.failed:
             click.echo(f"failed: {reason}", err=True)
-    _warn_random(pretrained)
+    warn_encoder(s.encoder)
     if s.failed or s.skipped_failed:  # inputs that failed before still have no features
         sys.exit(1)
 
@@ -182,6 +188,8 @@ def info(store, as_json):
                    f"quick_gelu={k.get('quick_gelu')})")
         click.echo(f"sampling   T={k.get('frames')} views={k.get('views')} tokens_at={k.get('tokens_at')} "
                    f"pixels={bool(k.get('pixels'))}")
+        if d.get("encoder"):
+            click.echo(f"encoder    {d['encoder']}")
         for name, s in d["splits"].items():
             click.echo(f"split      {name}: {s['videos']} videos" + (f", {s['missing']} missing" if s["missing"] else ""))
         for name, shape in d["arrays"].items():
@@ -211,9 +219,10 @@ def _register() -> None:
     from cli.index_cmd import index, query
     from cli.store_cmd import convert
     from cli.synth_cmd import demo, synth
+    from cli.toy_cmd import pretrain_toy
     from cli.train_cmd import methods, train
 
-    for cmd in (synth, train, methods, eval_cmd, index, query, demo, convert):
+    for cmd in (synth, train, methods, eval_cmd, index, query, demo, convert, pretrain_toy):
         cli.add_command(cmd)
 
 

@@ -60,9 +60,12 @@ def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, 
 
 @click.command("demo")
 @click.option("--out", default="demo-out", show_default=True, help="Where every step writes its output.")
-@click.option("--model", default=None, help="open_clip model name or JSON config (default: a small embedded one).")
+@click.option("--model", default=None,
+              help="open_clip model name or JSON config (default: a small embedded one; with --pretrained toy "
+                   "the toy config).")
 @click.option("--pretrained", default="random", show_default=True,
-              help="Weights: 'random', an open_clip tag, a weights file or local-dir:DIR.")
+              help="Weights: 'random', 'toy' (clipcache's own small CLIP pretrained on drawn still images), "
+                   "an open_clip tag, a weights file or local-dir:DIR.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--no-progress", is_flag=True, help="No progress bars (none either when stderr is not a terminal).")
 def demo(out, model, pretrained, seed, no_progress):

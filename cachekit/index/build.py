@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import numpy as np
 
+from ..caveat import encoder_caveat
 from ..errors import CacheKeyMismatch, InputError, InputNotFound, RunError
 from .export import export_encoder
 from .faiss_index import IndexConfig, PrototypeIndex, index_lock, load_exact, resolve_dir
@@ -282,6 +283,9 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
             steps.update(1)
             seconds["export_and_save"] = time.perf_counter() - t1
     notes.extend(meta["encoder"]["notes"])
+    caveat = encoder_caveat(key)
+    if caveat is not None:
+        notes.insert(0, caveat)
     seconds["total"] = time.perf_counter() - t0
     return IndexSummary(path=str(out), classes=len(classes), support_videos=int(idx.size),
                         method=meta["method"]["name"], metric=metric, scorer=scorer, kind=index.kind,

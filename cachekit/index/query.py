@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
+from ..caveat import encoder_caveat
 from ..errors import ClipcacheError, DecodeError, InputError, InputNotFound, RunError
 from ..video import Backend
 from .build import LoadedIndex, check_run_matches, load_index
@@ -171,6 +172,7 @@ class Classifier:
                                  "leave --run out")
         self.run_dir = run_dir if run_dir is not None else meta.get("run")
         self.meta = meta
+        self.caveat = encoder_caveat(meta["cache_key"])  # random / toy weights: every answer says so
         self.pre = meta["cache_key"]["preprocess"]
         self.shortlist = shortlist or int(meta.get("shortlist", 64))
         if engine == "onnx":

@@ -16,27 +16,15 @@ import math
 import threading
 import time
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from .files import METADATA_KEY, TOY_TAG, toy_model_config, toy_weights  # paths re-exported
 from .scenes import scene_batch
 
 log = logging.getLogger(__name__)
-
-TOY_TAG = "toy"
-
-
-def toy_model_config() -> Path:
-    """Path of the toy CLIP's open_clip model config in the package."""
-    return Path(str(resources.files("cachekit") / "data" / "toy-clip.json"))
-
-
-def toy_weights() -> Path:
-    """Path of the shipped toy CLIP weights (float16 safetensors)."""
-    return Path(str(resources.files("cachekit") / "data" / "toy-clip.safetensors"))
 
 
 @dataclass(frozen=True)
@@ -202,9 +190,12 @@ def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(), progress: 
     state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    save_file(state, str(tmp), metadata={"clipcache": json.dumps({"toy": True, "pretrain": asdict(cfg)})})
+    save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps({"toy": True, "pretrain": asdict(cfg)})})
     tmp.replace(out)
     from stores.base import atomic_write_bytes
 
     atomic_write_bytes(out.with_name(out.stem + "-pretrain.json"), (json.dumps(report, indent=1) + "\n").encode())
     return report
+
+
+__all__ = ["TOY_TAG", "PretrainConfig", "pretrain", "probe", "toy_model_config", "toy_weights"]

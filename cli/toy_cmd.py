@@ -1,0 +1,49 @@
+"""``clipcache pretrain-toy``: rebuild the toy CLIP's weights (:mod:`cachekit.toy.pretrain`).
+
+Registered in :mod:`cli.main` with ``cli.add_command(pretrain_toy)``.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("pretrain-toy")
+@click.option("--out", default=None,
+              help="Weights file to write (.safetensors; default: the one `--pretrained toy` loads, the "
+                   "package's cachekit/data/toy-clip.safetensors unless CLIPCACHE_TOY_WEIGHTS names another).")
+@click.option("--steps", type=int, default=None, help="Optimiser steps (default: the recipe's).")
+@click.option("--batch-size", type=int, default=None, help="Captioned images per step (default: the recipe's).")
+@click.option("--seed", type=int, default=None, help="Seed of the drawn images and the init (default: 0).")
+@click.option("--threads", type=int, default=None,
+              help="torch threads; part of what makes a rebuild byte-identical (default: the recipe's).")
+@click.option("--probe-images", type=int, default=None,
+              help="Held-out drawn images of the zero-shot probe (default: the recipe's).")
+@click.option("--device", default=None, help="cpu or cuda[:N] (default: cpu).")
+@click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")
+def pretrain_toy(out, steps, batch_size, seed, threads, probe_images, device, no_progress):
+    """Pretrain the toy CLIP contrastively on drawn, captioned still images and write its weights.
+
+    Deterministic: the same options on the same machine give the same file. The toy encoder
+    knows colours, shapes, places and words, not motion; what it measures says nothing about
+    real CLIP on real videos.
+    """
+    from dataclasses import replace
+
+    from cachekit.encoder import pick_device
+    from cachekit.progress import wanted
+    from cachekit.toy.files import toy_weights
+    from cachekit.toy.pretrain import PretrainConfig, pretrain
+
+    given = {"steps": steps, "batch_size": batch_size, "seed": seed, "threads": threads,
+             "probe_images": probe_images, "device": None if device is None else pick_device(device)}
+    recipe = PretrainConfig()
+    if steps is not None and steps <= recipe.warmup:  # a short run warms up for a tenth of its steps
+        given["warmup"] = steps // 10
+    cfg = replace(recipe, **{k: v for k, v in given.items() if v is not None})
+    path = toy_weights() if out is None else out
+    report = pretrain(path, cfg, progress=wanted(no_progress))
+    p = report["probe"]
+    click.echo(f"wrote {path} ({report['seconds']:.1f}s, {cfg.steps} steps of {cfg.batch_size} images)")
+    click.echo(f"probe on {p['images']} held-out drawn images, zero-shot: colour+shape {p['colour_and_shape']:.1f}%, "
+               f"colour {p['colour']:.1f}%, shape {p['shape']:.1f}% (chance for colour+shape {p['chance']:.1f}%)")

@@ -1,0 +1,239 @@
+"""The toy CLIP end to end, at toy sizes: its pretraining is deterministic, its weights load through
+the ordinary weights path (``--pretrained toy``, or the file itself), the cache key names them,
+and every output made with them says it is the toy encoder.
+
+``--pretrained toy`` reads ``$CLIPCACHE_TOY_WEIGHTS`` when it is set (:func:`cachekit.toy.files.toy_weights`);
+the tests point it at weights they pretrain themselves (a few steps), so they never need the
+packaged file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import TINY_CFG, cli_env, invoke, run_cli, synth_frames, write_h264
+
+from cachekit.caveat import RANDOM_CAVEAT, TOY_CAVEAT, encoder_caveat, weights_kind
+from cachekit.toy.files import TOY_WEIGHTS_ENV, is_toy_weights_file, toy_model_cfg, toy_model_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = dict(steps=3, warmup=1, batch_size=8, probe_images=20, threads=1)
+CLASSES = ("bounce", "drift", "spin")
+
+
+def _pretrain(out: Path) -> dict:
+    """:func:`pretrain` at toy sizes, leaving torch's global settings as they were."""
+    import torch
+
+    from cachekit.toy.pretrain import PretrainConfig, pretrain
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        return pretrain(out, PretrainConfig(**TINY))
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+@pytest.fixture(scope="module")
+def toy_pair(tmp_path_factory) -> tuple[Path, Path]:
+    """Two pretraining runs with the same settings, into two folders."""
+    root = tmp_path_factory.mktemp("toy")
+    a, b = root / "a" / "toy-clip.safetensors", root / "b" / "toy-clip.safetensors"
+    _pretrain(a)
+    _pretrain(b)
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def toy_file(toy_pair) -> Path:
+    return toy_pair[0]
+
+
+@pytest.fixture
+def toy_env(toy_file, monkeypatch) -> Path:
+    """``--pretrained toy`` loads the test's own toy weights."""
+    monkeypatch.setenv(TOY_WEIGHTS_ENV, str(toy_file))
+    return toy_file
+
+
+# ------------------------------------------------------------------------------------- pretraining
+def test_pretraining_is_deterministic(toy_pair):
+    a, b = toy_pair
+    assert a.read_bytes() == b.read_bytes()
+    assert is_toy_weights_file(a)
+    report = json.loads((a.parent / "toy-clip-pretrain.json").read_text())
+    assert report["config"]["steps"] == 3 and set(report["probe"]) >= {"colour_and_shape", "colour", "shape"}
+    assert "says nothing about real CLIP" in report["note"]
+
+
+# ------------------------------------------------------------------------------------- loading
+def test_the_file_path_loads_into_the_toy_config_and_the_key_names_it(toy_file):
+    import torch
+    from safetensors.torch import load_file
+
+    from cachekit.encoder import EncoderConfig, load_clip
+    from stores import file_sha256
+
+    enc = load_clip(EncoderConfig(pretrained=str(toy_file), device="cpu"))  # --model left at its default
+    assert enc.name == "clipcache-toy-clip" and enc.model_cfg == toy_model_cfg()
+    key = enc.key_fields()
+    assert key["weights"] == f"toy:{toy_file.name}" and key["weights_sha256"] == file_sha256(toy_file)
+    assert encoder_caveat(key) == TOY_CAVEAT
+    saved = load_file(str(toy_file))  # float16 on disk, float32 in the model, the same values
+    state = enc.model.state_dict()
+    assert saved.keys() <= state.keys()
+    for name, t in saved.items():
+        assert state[name].dtype == torch.float32
+        assert torch.equal(state[name].half(), t), name
+
+
+def test_pretrained_toy_uses_the_toy_config_and_its_weights(toy_env):
+    from cachekit.encoder import EncoderConfig, load_clip
+    from cachekit.runs import load_store_encoder
+    from stores import file_sha256
+
+    enc = load_clip(EncoderConfig(pretrained="toy", device="cpu"))
+    assert enc.name == "clipcache-toy-clip" and enc.weights == "toy"
+    assert enc.weights_sha256 == file_sha256(toy_env)
+    for model in ("toy", str(toy_model_config())):
+        assert load_clip(EncoderConfig(model=model, pretrained="toy", device="cpu")).key_fields() == enc.key_fields()
+    # a store's key names the encoder well enough to load it again (train, index)
+    again = load_store_encoder(enc.key_fields(), device="cpu")
+    assert again.weights_sha256 == enc.weights_sha256 and again.name == enc.name
+    # a toy weights file passed by path is found again when it is the one --pretrained toy loads
+    by_path = load_clip(EncoderConfig(pretrained=str(toy_env), device="cpu")).key_fields()
+    assert load_store_encoder(by_path, device="cpu").weights_sha256 == enc.weights_sha256
+
+
+def test_toy_weights_with_another_model_or_missing_are_one_line_errors(toy_file, tmp_path, monkeypatch):
+    from cachekit.encoder import EncoderConfig, load_clip
+    from cachekit.errors import ModelError, WeightsNotFound
+
+    with pytest.raises(ModelError, match="toy weights go with the toy model config"):
+        load_clip(EncoderConfig(model="ViT-B-16", pretrained="toy", device="cpu"))
+    with pytest.raises(WeightsNotFound, match="cannot load weights"):  # an explicit other JSON: any file
+        load_clip(EncoderConfig(model=str(TINY_CFG), pretrained=str(toy_file), device="cpu"))
+    monkeypatch.setenv(TOY_WEIGHTS_ENV, str(tmp_path / "absent.safetensors"))
+    with pytest.raises(WeightsNotFound, match="clipcache pretrain-toy") as err:
+        load_clip(EncoderConfig(pretrained="toy", device="cpu"))
+    assert "\n" not in str(err.value)
+
+
+def test_toy_weights_are_the_packaged_file_unless_the_env_names_another(tmp_path, monkeypatch):
+    import cachekit
+    from cachekit.toy.files import packaged_toy_weights, toy_weights
+
+    monkeypatch.delenv(TOY_WEIGHTS_ENV, raising=False)
+    assert toy_weights() == packaged_toy_weights() == Path(cachekit.__file__).parent / "data" / "toy-clip.safetensors"
+    monkeypatch.setenv(TOY_WEIGHTS_ENV, str(tmp_path / "mine.safetensors"))
+    assert toy_weights() == tmp_path / "mine.safetensors"
+
+
+def test_the_caveat_of_each_kind_of_weights():
+    assert weights_kind("random:3") == "random" and encoder_caveat({"weights": "random:0"}) == RANDOM_CAVEAT
+    assert encoder_caveat({"weights": "toy"}) == encoder_caveat({"weights": "toy:x.safetensors"}) == TOY_CAVEAT
+    assert encoder_caveat({"weights": "tag:openai"}) is None
+    assert encoder_caveat({"weights": "open_clip_model.safetensors"}) is None
+    assert encoder_caveat({}) is None
+
+
+# ------------------------------------------------------------------------------------- CLI
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("toy-videos")
+    for c, name in enumerate(CLASSES):
+        for k in range(4):
+            write_h264(root / name / f"{name}_{k}.mp4", synth_frames(10 * c + k, frames=10, height=48, width=64))
+    return root
+
+
+def test_every_output_of_a_toy_store_says_toy(toy_env, videos, tmp_path):
+    store, run, out = tmp_path / "s.zarr", tmp_path / "run", tmp_path / "report"
+    code, stdout, stderr = invoke(["extract", videos, "--store", store, "--pretrained", "toy", "--frames", "4",
+                                   "--device", "cpu", "--workers", "1", "--no-progress"])
+    assert code == 0, stderr
+    assert "TOY encoder" in stderr and "RANDOM" not in stderr
+    from cachekit.cache import FeatureCache
+
+    with FeatureCache(str(store)) as cache:
+        assert cache.key["weights"] == "toy" and cache.key["model"] == "clipcache-toy-clip"
+
+    code, stdout, _ = invoke(["info", store])
+    assert code == 0 and "TOY encoder" in stdout
+    code, stdout, _ = invoke(["info", store, "--json"])
+    assert json.loads(stdout)["encoder"] == TOY_CAVEAT
+
+    code, stdout, stderr = invoke(["eval", "--store", store, "--protocol", "episodic", "--ways", "2",
+                                   "--episodes", "5", "--out", out, "--no-progress"])
+    assert code == 0, stderr
+    assert f"encoder: {TOY_CAVEAT}" in stdout
+    assert TOY_CAVEAT in (out / "results.md").read_text()
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["encoder"] == TOY_CAVEAT and all(r["encoder"] == TOY_CAVEAT for r in doc["results"])
+    code, stdout, _ = invoke(["eval", "--store", store, "--protocol", "episodic", "--ways", "2",
+                              "--episodes", "5", "--json", "--no-progress"])
+    assert code == 0 and json.loads(stdout.splitlines()[0])["encoder"] == TOY_CAVEAT
+
+    code, stdout, stderr = invoke(["train", "--method", "linear_probe", "--protocol", "allway", "--store", store,
+                                   "--out", run, "--epochs", "1", "--batch-size", "4", "--val-episodes", "0",
+                                   "--device", "cpu", "--no-progress"])
+    assert code == 0, stderr
+    assert TOY_CAVEAT in stdout
+    assert TOY_CAVEAT in json.loads((run / "run.json").read_text())["notes"]
+
+    code, stdout, stderr = invoke(["index", "--store", store, "--out", tmp_path / "idx", "--no-onnx",
+                                   "--no-progress"])
+    assert code == 0, stderr
+    assert f"note: {TOY_CAVEAT}" in stdout
+    code, stdout, stderr = invoke(["query", videos / "spin" / "spin_0.mp4", "--index", tmp_path / "idx",
+                                   "--json", "--top-k", "2"])
+    assert code == 0, stderr
+    assert set(json.loads(stdout)) == {"video", "top"}  # stdout: the answer alone; the label on stderr
+    assert f"note: {TOY_CAVEAT}" in stderr
+
+
+def test_random_weights_keep_their_warning(videos, tmp_path):
+    code, _, stderr = invoke(["extract", videos / "spin", "--store", tmp_path / "r.zarr", "--model", TINY_CFG,
+                              "--pretrained", "random", "--frames", "4", "--device", "cpu", "--workers", "1",
+                              "--no-progress"])
+    assert code == 0, stderr
+    assert "WARNING: the encoder has RANDOM weights" in stderr and "TOY" not in stderr
+
+
+def test_toy_with_another_model_fails_in_one_line(toy_env, videos, tmp_path):
+    code, _, stderr = invoke(["extract", videos / "spin", "--store", tmp_path / "x.zarr", "--pretrained", "toy",
+                              "--model", "ViT-B-16", "--device", "cpu"])
+    assert code == 2 and stderr.startswith("error: ") and len(stderr.strip().splitlines()) == 1, stderr
+    assert "toy weights go with the toy model config" in stderr
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_cli_pretrain_toy_writes_the_weights_and_prints_the_probe(tmp_path):
+    out = tmp_path / "w" / "toy.safetensors"
+    code, stdout, stderr = run_cli(["pretrain-toy", "--out", out, "--steps", "2", "--batch-size", "8",
+                                    "--probe-images", "12", "--threads", "1", "--seed", "1", "--no-progress"],
+                                   env=cli_env())
+    assert code == 0, stderr
+    assert is_toy_weights_file(out) and (out.parent / "toy-pretrain.json").is_file()
+    assert f"wrote {out}" in stdout and "probe on" in stdout and "colour+shape" in stdout
+    probe = json.loads((out.parent / "toy-pretrain.json").read_text())["probe"]
+    assert f"colour+shape {probe['colour_and_shape']:.1f}%" in stdout
+    assert np.isfinite(probe["colour"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "0"], "steps must be an integer >= 1"),
+    (["--out", "toy.bin", "--steps", "2"], "written as .safetensors"),
+    (["--device", "tpu"], "--device must be auto, cpu or cuda"),
+])
+def test_cli_pretrain_toy_bad_input_is_one_line(args, message, tmp_path):
+    out = [] if "--out" in args else ["--out", tmp_path / "t.safetensors"]
+    code, _, stderr = invoke(["pretrain-toy", *out, *args])
+    assert code == 2 and stderr.startswith("error: ") and len(stderr.strip().splitlines()) == 1, stderr
+    assert message in stderr
