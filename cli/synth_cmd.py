@@ -63,7 +63,7 @@ def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, 
 @click.option("--model", default=None,
               help="open_clip model name or JSON config (default: a small embedded one; with --pretrained toy "
                    "the toy config).")
-@click.option("--pretrained", default="random", show_default=True,
+@click.option("--pretrained", default="toy", show_default=True,
               help="Weights: 'random', 'toy' (clipcache's own small CLIP pretrained on drawn still images), "
                    "an open_clip tag, a weights file or local-dir:DIR.")
 @click.option("--seed", default=0, show_default=True)

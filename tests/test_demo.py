@@ -1,0 +1,43 @@
+"""`clipcache demo` end to end at a small size, with the shipped toy CLIP (real weights file)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+
+def test_demo_runs_every_step_labels_the_toy_encoder_and_queries_a_new_clip(tmp_path):
+    from cachekit.demo import DemoConfig, run_demo
+    from cachekit.toy.files import toy_weights
+
+    if not toy_weights().is_file():
+        pytest.fail(f"the toy CLIP weights {toy_weights()} are not in the package (make toy)")
+    lines: list[str] = []
+    out = tmp_path / "demo"
+    res = run_demo(DemoConfig(out=str(out), objects=2, videos_per_class=4, frames=4, episodes=20,
+                              eval_episodes=40, epochs=1), echo=lines.append)
+    text = "\n".join(lines)
+    assert lines[0].startswith("On your own videos")
+    assert "TOY encoder" in text and text.count("TOY encoder") >= 2  # first and last word
+    for i in range(1, 10):
+        assert f"[{i}/9]" in text
+    steps = {s["step"]: s for s in res.steps}
+    assert steps["synth"]["classes"] == 2 * 20
+    probes = steps["zero-shot probes"]
+    assert len(probes["only_object"]) == 3 and len(probes["only_motion"]) == 3
+    pairs = steps["time-reversed pairs"]
+    assert pairs["pairs"] == 2 * 6  # six reversal pairs per object
+    query = steps["query"]
+    assert query["truth"] in json.loads((out / "synth" / "synth.json").read_text())["splits"]["test"]
+    assert query["top"] and isinstance(query["right"], bool)
+    assert (out / "query" / "new_clip.mp4").is_file()
+    summary = json.loads((out / "demo.json").read_text())
+    assert "TOY encoder" in summary["encoder"] and len(summary["steps"]) == len(res.steps)
+    # every step's output exists
+    for s in res.steps:
+        if "output" in s:
+            assert Path(s["output"]).exists(), s
