@@ -21,6 +21,13 @@ from .methods.base import CacheNeeds, Episode, VideoBatch
 from .video import decode_at
 
 
+def method_data(cache: FeatureCache, method, device: str | torch.device = "cpu") -> "CacheData":
+    """The :class:`CacheData` an evaluation of ``method`` reads; a method that reads pixels gets its
+    own frozen encoder (``method.backbone.clip``) for their preprocessing."""
+    encoder = method.backbone.clip if method.needs.pixels else None
+    return CacheData(cache, method.needs, device, encoder=encoder)
+
+
 class CacheData:
     """The tensors a method reads, on ``device``; ``view`` picks the cached view (None: random).
 

@@ -451,9 +451,9 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
                 name = "episodes.json" if len(shot_list) == 1 else f"episodes_{k}shot.json"
                 results += proto.evaluate(EvalJob(shots=k, file_name=name, **base))
         else:
-            from .batches import CacheData
+            from .batches import method_data
 
-            data = CacheData(cache, method.needs, device)
+            data = method_data(cache, method, device)
             fits = method.predicts == "support" and run is None and cfg.run_dir is None
             if protocol == "allway" and not fits and len(shot_list) > 1:
                 raise InputError(f"{method.display_name} does not draw K-shot lists, so several --shots "

@@ -406,6 +406,33 @@ def test_zeroshot_protocol_trains_on_train_classes_and_validates_on_unseen(tmp_p
     assert set(seen[0]) == train_names and set(seen[1]) == val_names and set(seen[-1]) == train_names
 
 
+def test_a_run_that_reads_pixels_evaluates_under_zeroshot(tmp_path, tiny_cfg):
+    """EV-CLIP mask prompts read the cached pixels: evaluating its run hands the run's own frozen
+    encoder to the data reader (it crashed with a ValueError outside the training path)."""
+    from cachekit.encoder import EncoderConfig
+    from cachekit.evaluate import EvalConfig, evaluate
+    from cachekit.extract import ExtractConfig, extract
+    from cachekit.inputs import collect_inputs
+    from cachekit.synth import SynthConfig, synth_dataset
+    from cachekit.video import SamplerConfig
+
+    names = ("moving something up", "moving something down", "something falling", "something rising",
+             "something bouncing", "something shaking")
+    res = synth_dataset(tmp_path / "data", SynthConfig(classes=names, videos_per_class=2, frames=4, size=32,
+                                                       splits=(0.5, 0.25, 0.25), clutter="low"))
+    splits = res.out_dir / "splits" / "clip_fsar"
+    store = str(tmp_path / "store.zarr")
+    extract(collect_inputs([str(splits / f"{s}_few_shot.txt") for s in ("train", "val", "test")],
+                           video_root=str(res.out_dir), class_names=str(splits)), store,
+            ExtractConfig(encoder=EncoderConfig(model=tiny_cfg, pretrained="random", device="cpu"),
+                          sampler=SamplerConfig(frames=4), tokens_at=(2,), pixels=True, workers=1), progress=False)
+    run = tmp_path / "run"
+    train(store, run, "ev_clip", {"prompts": "mask", "z_block": 2},
+          TrainConfig(protocol="zeroshot", epochs=1, batch_size=4, lr=1e-3, val_episodes=0), progress=False)
+    r = evaluate(store, EvalConfig(protocol="zeroshot", run_dir=str(run)))
+    assert r.videos == 2 * len(res.splits["test"]) and 0 <= r.accuracy <= 100
+
+
 @pytest.mark.slow
 def test_kill_9_during_training_then_resume_equals_an_uninterrupted_run(motion_store, tmp_path):
     """SIGKILL `clipcache train` at random moments (between or inside checkpoint writes), then

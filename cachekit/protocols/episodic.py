@@ -156,9 +156,9 @@ def _score_episodes(job: EvalJob, eps) -> np.ndarray:
             logits = method.episodes_logits(emb, text, *chunk)  # [e, W*Q, W]
             pred[a:b] = logits.argmax(dim=-1).cpu().numpy()
         return pred
-    from ..batches import CacheData
+    from ..batches import method_data
 
-    data = CacheData(cache, method.needs, device)
+    data = method_data(cache, method, device)
     rows = []
     for spec in bar(eps, desc="eval", unit="episode"):  # on in a progress scope
         ep = data.episode(spec, view=0)
