@@ -278,6 +278,29 @@ def test_ev_clip_z_pools_other_grids_to_7x7():
     torch.testing.assert_close(z, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_ev_clip_trend_z_pools_to_the_tokens_slope_and_flips_with_time():
+    """clip-trend: the level half is clip-mid's z; the trend half's mean over time is each token's
+    least-squares slope per frame, which a time-reversed clip negates (clip-mid pools it away)."""
+    from cachekit.encoder import ModelInfo
+    from cachekit.methods.ev_clip import ClipMidTokens, ClipTrendTokens
+
+    info = ModelInfo(embed_dim=16, width=8, layers=4, heads=2, grid=(7, 7), image_size=224, text_width=8)
+    tok = torch.randn(2, 5, 50, 8)
+    batch = lambda t: VideoBatch(index=torch.arange(2), labels=torch.zeros(2), tokens={2: t})  # noqa: E731
+    trend = ClipTrendTokens(info, 2)
+    assert trend.z_dim == 16 and trend.needs.tokens_at == (2,)
+    z, z_rev = trend.encode(batch(tok)), trend.encode(batch(tok.flip(1)))
+    mid = ClipMidTokens(info, 2).encode(batch(tok))
+    assert z.shape == (2, 16, 5, 7, 7)
+    torch.testing.assert_close(z[:, :8], mid)
+    grid = tok[:, :, 1:].reshape(2, 5, 7, 7, 8).permute(0, 4, 1, 2, 3)  # [B, W, T, 7, 7]
+    t = torch.arange(5, dtype=torch.float32)
+    slope = ((t - t.mean())[None, None, :, None, None] * grid).sum(2) / ((t - t.mean()) ** 2).sum()
+    torch.testing.assert_close(z[:, 8:].mean(dim=2), slope)
+    torch.testing.assert_close(z_rev[:, 8:].mean(dim=2), -slope)  # time reversal flips the trend
+    torch.testing.assert_close(ClipMidTokens(info, 2).encode(batch(tok.flip(1))).mean(dim=2), mid.mean(dim=2))
+
+
 def test_consistency_loss_is_zero_for_identical_frames():
     e = torch.randn(2, 1, 8).expand(2, 5, 8)
     assert consistency_loss(e).item() == pytest.approx(0.0, abs=1e-5)

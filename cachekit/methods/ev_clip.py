@@ -31,7 +31,8 @@ shifts the loss value); it acts on the generator in ``mask`` / ``both``.
 Auxiliary encoder hook: ``aux_encoder`` names an entry of :data:`AUX_ENCODERS`; an
 :class:`AuxEncoder` says what it reads from the cache (``needs``), its ``z_dim`` and slot count
 ``t_slots(T)``, and maps a :class:`VideoBatch` to ``z [B, z_dim, t, 7, 7]`` without gradients.
-``clip-mid`` (cached CLIP tokens) is built in; another frozen video model (e.g. Omnivore) plugs
+``clip-mid`` (cached CLIP tokens) and ``clip-trend`` (the same tokens and their slope over time:
+motion-aware after the context prompt's pooling) are built in; another frozen video model (e.g. Omnivore) plugs
 in with :func:`register_aux_encoder` and reads whatever its ``needs`` ask for (e.g. its own
 features cached under ``tokens_at`` or the decoded ``pixels``). Its identity belongs in the store
 key of whatever caches its output.
@@ -135,8 +136,35 @@ class ClipMidTokens(AuxEncoder):
         return z
 
 
+class ClipTrendTokens(ClipMidTokens):
+    """``clip-mid`` plus its linear trend over time: ``z = [tok_t ; c_t · tok_t]`` with
+    ``c_t = 12 (t − t̄) / (T² − 1)`` (least-squares slope weights), ``[B, 2W, t, 7, 7]``.
+
+    EV-CLIP's z comes from a video model (Omnivore), so the context prompt's pooling over time
+    and space keeps what moves and where to. Frame-wise CLIP tokens lose that under the same
+    pooling (a clip and its time reversal pool to the same z); the trend half's pooled mean is
+    the per-channel slope of the tokens, which flips sign when the clip is reversed and, through
+    the patches' positional content, says which way the object went. Frozen and free: no new
+    encoder, only the cached tokens."""
+
+    name = "clip-trend"
+
+    def __init__(self, info: ModelInfo, block: int, slots: str = "frames"):
+        super().__init__(info, block, slots)
+        self.z_dim = 2 * info.width
+
+    @torch.no_grad()
+    def encode(self, batch: VideoBatch) -> torch.Tensor:
+        z = super().encode(batch)  # [B, W, t, 7, 7]
+        t = z.shape[2]
+        pos = torch.arange(t, dtype=z.dtype, device=z.device)
+        slope = 12 * (pos - pos.mean()) / max(t * t - 1, 1)  # [t]: mean_t(slope_t * x_t) = the LSQ slope of x
+        return torch.cat([z, z * slope[None, None, :, None, None]], dim=1)  # [B, 2W, t, 7, 7]
+
+
 AUX_ENCODERS: dict[str, Callable[[Config, ModelInfo], AuxEncoder]] = {
     "clip-mid": lambda cfg, info: ClipMidTokens(info, cfg.z_block, cfg.z_slots),
+    "clip-trend": lambda cfg, info: ClipTrendTokens(info, cfg.z_block, cfg.z_slots),
 }
 
 
