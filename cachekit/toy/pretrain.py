@@ -122,17 +122,30 @@ def probe(clip, seed: int, n: int) -> dict:
 
 
 def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(), progress: bool = False) -> dict:
-    """Pretrain the toy CLIP and write ``out`` (safetensors) and ``<stem>-pretrain.json`` beside it (report)."""
+    """Pretrain the toy CLIP and write ``out`` (safetensors) and ``<stem>-pretrain.json`` beside it
+    (report). torch's thread count and deterministic mode are set for the run and restored after."""
+    import torch
+
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise InputError(f"the toy weights are written as .safetensors, not {out.name}")
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _pretrain(out, cfg, progress)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
     import torch
     from safetensors.torch import save_file
 
     from ..encoder import EncoderConfig, load_clip
 
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise InputError(f"the toy weights are written as .safetensors, not {out.name}")
-    torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed)
     clip = load_clip(EncoderConfig(model=str(toy_model_config()), pretrained="random", seed=cfg.seed,
                                    device=cfg.device))

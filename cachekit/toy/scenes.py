@@ -33,7 +33,9 @@ class Scene:
     def caption(self, rng: np.random.Generator) -> str:
         """One of several captions of this scene, from the bare subject (``"a red square"``) to
         every object with size, place and background, so short class-name-like phrases and long
-        descriptions both land near the image."""
+        descriptions both land near the image. Places are named often and backgrounds seldom:
+        an encoder that knows *where* things are (and looks past the background) is one whose
+        frame features can follow a trajectory, which is what temporal alignment needs."""
         first = self.objects[0]
         same = [o for o in self.objects if (o.colour, o.shape) == (first.colour, first.shape)]
         if len(same) > 1:
@@ -43,17 +45,25 @@ class Scene:
             others = list(self.objects[1:])
             sized = rng.uniform() < 0.4
             subject = object_phrase(first.colour, first.shape, first.size if sized else None)
-            if rng.uniform() < 0.4:
-                subject += " in the centre" if first.position == "centre" else f" at the {first.position}"
+            if rng.uniform() < 0.8:
+                subject += _place(first.position)
         parts = [subject]
         if others and rng.uniform() < 0.6:
-            parts += [object_phrase(o.colour, o.shape) for o in others]
+            parts += [object_phrase(o.colour, o.shape) + (_place(o.position) if rng.uniform() < 0.5 else "")
+                      for o in others]
         text = " and ".join(parts)
-        if rng.uniform() < 0.35:
+        if rng.uniform() < 0.2:
             text += f" on a {self.background} background"
         if rng.uniform() < 0.3:
             text = f"a picture of {text}"
         return text
+
+
+def _place(position: str) -> str:
+    """`` in the centre``, `` on the left``, `` at the top left``: where an object is."""
+    if position == "centre":
+        return " in the centre"
+    return f" on the {position}" if position in ("left", "right") else f" at the {position}"
 
 
 def draw_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, Scene]:
