@@ -34,32 +34,41 @@ EPISODIC_ROWS = [
     ("Prototypes + mean pooling (no training)", ("eval", "proto", "mean")),
     ("Prototypes + OTAM (no training)", ("eval", "proto", "otam")),
     ("Frozen CLIP zero-shot, 5-way (no training)", ("eval", "zeroshot", None)),
-    ("MA-FSAR (TPCM only, frozen encoder)", ("train", "ma_fsar", {"modules": "tpcm"})),
+    ("MA-FSAR TPCM, α = 0.75 (frozen encoder; paper: spatial data sets)", ("train", "ma_fsar", {"modules": "tpcm"})),
+    ("MA-FSAR TPCM, α = 0.25 (paper: temporal data sets)", ("train", "ma_fsar", {"modules": "tpcm", "alpha": 0.25})),
+    ("MA-FSAR TPCM, α = 0 (no text branch)", ("train", "ma_fsar", {"modules": "tpcm", "alpha": 0.0})),
     ("CLIP-FSAR head (frozen encoder)", ("train", "clip_fsar", {})),
 ]
-# Base-to-novel rows; trained rows run ``epochs`` times the --epochs budget over the base videos
-# (a from-cache step costs milliseconds, a backbone step a forward and backward of the encoder).
-CACHE_EPOCHS = 8  # x --epochs for the from-cache rows
+# Base-to-novel rows: (label, how, epochs). From-cache steps cost milliseconds, so those rows get
+# many epochs; backbone rows run the encoder forward and backward every step.
 B2N_ROWS = [
-    ("Frozen CLIP zero-shot (no training)", ("eval", "zeroshot", None)),
-    ("EV-CLIP context prompts (from cache)", ("train", "ev_clip", {"prompts": "context", "z_block": BLOCK})),
-    ("EV-CLIP mask prompts (through the backbone)", ("train", "ev_clip", {"prompts": "mask", "z_block": BLOCK})),
-    (f"EZ-CLIP from block {BLOCK} (through the backbone)", ("train", "ez_clip", {"from_block": BLOCK})),
-    (f"EZ-CLIP from block {BLOCK}, no motion loss", ("train", "ez_clip", {"from_block": BLOCK,
-                                                                           "motion_weight": 0.0})),
+    ("Frozen CLIP zero-shot (no training)", ("eval", "zeroshot", None), 0),
+    ("EV-CLIP context prompts, clip-mid z (from cache)",
+     ("train", "ev_clip", {"prompts": "context", "z_block": BLOCK}), 100),
+    ("EV-CLIP context prompts, clip-trend z (from cache)",
+     ("train", "ev_clip", {"prompts": "context", "z_block": BLOCK, "aux_encoder": "clip-trend"}), 100),
+    ("EV-CLIP mask prompts (through the backbone)", ("train", "ev_clip", {"prompts": "mask", "z_block": BLOCK}), 4),
+    (f"EZ-CLIP from block {BLOCK} (through the backbone)", ("train", "ez_clip", {"from_block": BLOCK}), 12),
+    (f"EZ-CLIP from block {BLOCK}, no motion loss", ("train", "ez_clip", {"from_block": BLOCK, "motion_weight": 0.0}),
+     12),
 ]
+B2N_LR = 3e-3
 # Rows run under every challenge; the others only on clean clips (the goals are stated there).
 CHALLENGE_ROWS = {"Prototypes + mean pooling (no training)", "Prototypes + OTAM (no training)",
-                  "MA-FSAR (TPCM only, frozen encoder)", "CLIP-FSAR head (frozen encoder)"}
+                  "MA-FSAR TPCM, α = 0.75 (frozen encoder; paper: spatial data sets)", "CLIP-FSAR head (frozen encoder)"}
+
+
+def run_name(method: str, overrides: dict) -> str:
+    return "-".join([method] + [f"{k}{v}" for k, v in overrides.items()])
 
 
 def cell(r) -> list:
     return [round(r.accuracy, 1), round(r.ci95, 1), round(r.video_ci95 if r.video_ci95 is not None else r.ci95, 1)]
 
 
-def run(challenges=CHALLENGES, videos_per_class: int = 6, episodes: int = 1000, train_episodes: int = 600,
+def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, train_episodes: int = 600,
         model: str | None = None, pretrained: str = "toy", work: str | None = None, seed: int = 0,
-        epochs: int = 4) -> dict:
+        epoch_scale: float = 1.0) -> dict:
     from cachekit.demo import demo_model_config
     from cachekit.encoder import EncoderConfig
     from cachekit.evaluate import EvalConfig, evaluate
@@ -100,15 +109,26 @@ def run(challenges=CHALLENGES, videos_per_class: int = 6, episodes: int = 1000, 
                 p = zeroshot_groups(ep_store, sorted((data / "splits" / "groups").glob(f"{prefix}*.txt")), data, seed)
                 res["probes"][kind] = p.cell() + [p.groups, round(p.chance, 1)]
                 print(f"zero-shot, differ only by {kind}: {res['probes'][kind]}", file=sys.stderr, flush=True)
-            ep_file = root / f"{ch}-pairs.json"
-            n_pairs = reversal_episodes(ep_store, meta["reversal_pairs"], episodes, seed, ep_file)
-            res["pairs_count"] = n_pairs
-            for metric in ("mean", "otam"):
-                r = evaluate(ep_store, EvalConfig(protocol="episodic", method="proto", metric=metric,
-                                                  episodes_file=str(ep_file)))
-                res["pairs"].setdefault(f"Prototypes + {metric.upper() if metric == 'otam' else 'mean pooling'}",
-                                        {})[ch] = cell(r)
-                print(f"reversal pairs, proto {metric}: {cell(r)}", file=sys.stderr, flush=True)
+            # time-reversed pairs: on the benchmark's cluttered clips, and on the same pairs drawn on a
+            # plain background without distractors (what the scene costs temporal alignment)
+            pair_classes = tuple(c for p in meta["reversal_pairs"] for c in p)
+            plain = root / f"{ch}-plain"
+            synth_dataset(plain, SynthConfig(objects=DEFAULT_OBJECTS, classes=pair_classes,
+                                             videos_per_class=videos_per_class, frames=16, size=112, challenge=ch,
+                                             seed=seed, clutter="low"))
+            plain_store = str(root / f"{ch}-plain.zarr")
+            extract(collect_inputs([str(plain / "videos.csv")], video_root=str(plain)), plain_store,
+                    ExtractConfig(encoder=enc, sampler=sampler), progress=False)
+            for scene, store in (("cluttered scenes (the benchmark's clips)", ep_store),
+                                 ("plain background, no distractors", plain_store)):
+                ep_file = root / f"{ch}-{'plain' if store == plain_store else 'full'}-pairs.json"
+                res["pairs_count"] = reversal_episodes(store, meta["reversal_pairs"], episodes, seed, ep_file)
+                for metric in ("mean", "otam"):
+                    r = evaluate(store, EvalConfig(protocol="episodic", method="proto", metric=metric,
+                                                   episodes_file=str(ep_file)))
+                    label = f"Prototypes + {'OTAM' if metric == 'otam' else 'mean pooling'}"
+                    res["pairs"].setdefault(label, {})[scene] = cell(r)
+                    print(f"reversal pairs, {scene}, proto {metric}: {cell(r)}", file=sys.stderr, flush=True)
 
         for label, how in EPISODIC_ROWS:
             if not clean and label not in CHALLENGE_ROWS:
@@ -117,7 +137,7 @@ def run(challenges=CHALLENGES, videos_per_class: int = 6, episodes: int = 1000, 
                 r = evaluate(ep_store, EvalConfig(protocol="episodic", method=how[1], metric=how[2], ways=5,
                                                   shots=1, episodes=episodes, seed=seed))
             else:
-                run_dir = str(root / "runs" / ch / how[1])
+                run_dir = str(root / "runs" / ch / run_name(how[1], how[2]))
                 train(ep_store, run_dir, how[1], dict(how[2]),
                       TrainConfig(protocol="episodic", episodes=train_episodes, val_episodes=200, lr=1e-3, seed=seed,
                                   queries=min(5, videos_per_class - 1)),
@@ -132,16 +152,14 @@ def run(challenges=CHALLENGES, videos_per_class: int = 6, episodes: int = 1000, 
                                    video_root=str(data), class_names=str(b2n / "labels.csv")),
                     b2n_store, ExtractConfig(encoder=enc, sampler=sampler, tokens_at=(BLOCK,), pixels=True,
                                              templates="ma_fsar16"), progress=False)
-            for label, how in B2N_ROWS:
+            for label, how, row_epochs in B2N_ROWS:
                 if how[0] == "eval":
                     r = evaluate(b2n_store, EvalConfig(protocol="base2novel", method=how[1], seed=seed))
                 else:
-                    run_dir = str(root / "runs" / ch / ("b2n-" + "-".join([how[1]] + [f"{k}{v}" for k, v in
-                                                                                    how[2].items()])))
-                    from_cache = how[1] == "ev_clip" and how[2].get("prompts") == "context"
+                    run_dir = str(root / "runs" / ch / ("b2n-" + run_name(how[1], how[2])))
                     train(b2n_store, run_dir, how[1], dict(how[2]),
-                          TrainConfig(protocol="base2novel", epochs=epochs * (CACHE_EPOCHS if from_cache else 1),
-                                      batch_size=16, lr=1e-3, seed=seed,
+                          TrainConfig(protocol="base2novel", epochs=max(1, round(row_epochs * epoch_scale)),
+                                      batch_size=16, lr=B2N_LR, seed=seed,
                                       val_episodes=0), resume=True, progress=False, pretrained=weights)
                     r = evaluate(b2n_store, EvalConfig(protocol="base2novel", run_dir=run_dir, seed=seed))
                 x = r.extra
@@ -158,6 +176,15 @@ def _cell(v: list) -> str:
     return f"{v[0]:.1f} ± {v[1]:.1f}" + (f" [± {v[2]:.1f}]" if len(v) > 2 else "")
 
 
+def _table(title: str, rows: dict) -> list[str]:
+    """A markdown table of ``rows`` (label -> column -> cell), columns in first-seen order."""
+    cols = list(dict.fromkeys(c for row in rows.values() for c in row))
+    out = [title + "\n", "| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    out += [f"| {label} | " + " | ".join(_cell(row[c]) if c in row else "–" for c in cols) + " |"
+            for label, row in rows.items()]
+    return out + [""]
+
+
 def markdown(res: dict) -> str:
     out = []
     enc = "the toy CLIP (pretrained by clipcache on drawn still images; not real CLIP)" \
@@ -171,21 +198,11 @@ def markdown(res: dict) -> str:
             out.append(f"| {kind} | {v[3]} | {v[4]:.1f} | {_cell(v[:3])} |")
         out.append("")
     if res["pairs"]:
-        out.append(f"**2-way 1-shot episodes of time-reversed pairs ({res.get('pairs_count')} pairs, same "
-                   "episodes, chance 50%)**\n")
-        out.append("| method | accuracy |")
-        out.append("|---|---|")
-        for label, row in res["pairs"].items():
-            out.append(f"| {label} | {_cell(row['none'])} |")
-        out.append("")
-    chs = list(next(iter(res["episodic"].values())).keys()) if res["episodic"] else []
-    if chs:
-        out.append("**5-way 1-shot episodes on the test classes (chance 20%; same episodes per column)**\n")
-        out.append("| method | " + " | ".join(chs) + " |")
-        out.append("|---|" + "---|" * len(chs))
-        for label, row in res["episodic"].items():
-            out.append(f"| {label} | " + " | ".join(_cell(row[c]) if c in row else "–" for c in chs) + " |")
-        out.append("")
+        out += _table(f"**2-way 1-shot episodes of time-reversed pairs ({res.get('pairs_count')} pairs, same "
+                      "episodes, chance 50%)**", res["pairs"])
+    if res["episodic"]:
+        out += _table("**5-way 1-shot episodes on the test classes (chance 20%; same episodes per column)**",
+                      res["episodic"])
     if res["b2n"]:
         out.append("**Base-to-novel over unseen compositions (trained on base compositions; clean clips)**\n")
         out.append("| method | base | novel | harmonic mean |")
@@ -199,10 +216,10 @@ def markdown(res: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--challenges", default=",".join(CHALLENGES))
-    ap.add_argument("--videos-per-class", type=int, default=6)
+    ap.add_argument("--videos-per-class", type=int, default=8)
     ap.add_argument("--episodes", type=int, default=1000)
     ap.add_argument("--train-episodes", type=int, default=600)
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epoch-scale", type=float, default=1.0, help="scale every base-to-novel row's epochs")
     ap.add_argument("--model", default=None)
     ap.add_argument("--pretrained", default="toy")
     ap.add_argument("--work", default=None)
@@ -211,9 +228,9 @@ def main() -> None:
     a = ap.parse_args()
     chs = tuple(c for c in a.challenges.split(",") if c)
     if a.quick:
-        chs, a.episodes, a.train_episodes, a.videos_per_class = ("none",), 300, 200, 4
+        chs, a.episodes, a.train_episodes, a.videos_per_class, a.epoch_scale = ("none",), 300, 200, 4, 0.1
     res = run(chs, a.videos_per_class, a.episodes, a.train_episodes, a.model, a.pretrained, a.work,
-              epochs=a.epochs)
+              epoch_scale=a.epoch_scale)
     print(json.dumps(res) if a.json else markdown(res))
 
 

@@ -354,27 +354,37 @@ def test_train_cli_on_a_store_without_splits(synth_store, tmp_path):
     assert "split every class's videos" in res.output
 
 
-def test_zeroshot_protocol_trains_on_train_classes_and_validates_on_unseen(tmp_path, tiny_cfg):
-    """--protocol zeroshot: class-disjoint split files; the method sees only the training classes'
-    text while training and only the unseen val classes' text while validating."""
-    from cachekit.cache import FeatureCache
+def six_class_store(tmp_path, tiny_cfg, videos_per_class: int, frames: int, pixels: bool = False):
+    """Six motion classes split 3 / 1 / 2 class-disjointly by their CLIP-FSAR lists, extracted with
+    tokens at block 2 (and pixels when asked): (synth result, store path)."""
     from cachekit.encoder import EncoderConfig
     from cachekit.extract import ExtractConfig, extract
     from cachekit.inputs import collect_inputs
-    from cachekit.methods import build_method
     from cachekit.synth import SynthConfig, synth_dataset
     from cachekit.video import SamplerConfig
 
     names = ("moving something up", "moving something down", "something falling", "something rising",
              "something bouncing", "something shaking")
-    res = synth_dataset(tmp_path / "data", SynthConfig(classes=names, videos_per_class=3, frames=8, size=32,
-                                                       splits=(0.5, 0.25, 0.25), clutter="low"))
+    res = synth_dataset(tmp_path / "data", SynthConfig(classes=names, videos_per_class=videos_per_class,
+                                                       frames=frames, size=32, splits=(0.5, 0.25, 0.25),
+                                                       clutter="low"))
     splits = res.out_dir / "splits" / "clip_fsar"
     store = str(tmp_path / "store.zarr")
     extract(collect_inputs([str(splits / f"{s}_few_shot.txt") for s in ("train", "val", "test")],
                            video_root=str(res.out_dir), class_names=str(splits)), store,
             ExtractConfig(encoder=EncoderConfig(model=tiny_cfg, pretrained="random", device="cpu"),
-                          sampler=SamplerConfig(frames=4), tokens_at=(2,), workers=1), progress=False)
+                          sampler=SamplerConfig(frames=4), tokens_at=(2,), pixels=pixels, workers=1),
+            progress=False)
+    return res, store
+
+
+def test_zeroshot_protocol_trains_on_train_classes_and_validates_on_unseen(tmp_path, tiny_cfg):
+    """--protocol zeroshot: class-disjoint split files; the method sees only the training classes'
+    text while training and only the unseen val classes' text while validating."""
+    from cachekit.cache import FeatureCache
+    from cachekit.methods import build_method
+
+    res, store = six_class_store(tmp_path, tiny_cfg, videos_per_class=3, frames=8)
     seen: list[list[str]] = []
 
     def spy(names):  # records the class names bound before every scoring pass
@@ -409,23 +419,9 @@ def test_zeroshot_protocol_trains_on_train_classes_and_validates_on_unseen(tmp_p
 def test_a_run_that_reads_pixels_evaluates_under_zeroshot(tmp_path, tiny_cfg):
     """EV-CLIP mask prompts read the cached pixels: evaluating its run hands the run's own frozen
     encoder to the data reader (it crashed with a ValueError outside the training path)."""
-    from cachekit.encoder import EncoderConfig
     from cachekit.evaluate import EvalConfig, evaluate
-    from cachekit.extract import ExtractConfig, extract
-    from cachekit.inputs import collect_inputs
-    from cachekit.synth import SynthConfig, synth_dataset
-    from cachekit.video import SamplerConfig
 
-    names = ("moving something up", "moving something down", "something falling", "something rising",
-             "something bouncing", "something shaking")
-    res = synth_dataset(tmp_path / "data", SynthConfig(classes=names, videos_per_class=2, frames=4, size=32,
-                                                       splits=(0.5, 0.25, 0.25), clutter="low"))
-    splits = res.out_dir / "splits" / "clip_fsar"
-    store = str(tmp_path / "store.zarr")
-    extract(collect_inputs([str(splits / f"{s}_few_shot.txt") for s in ("train", "val", "test")],
-                           video_root=str(res.out_dir), class_names=str(splits)), store,
-            ExtractConfig(encoder=EncoderConfig(model=tiny_cfg, pretrained="random", device="cpu"),
-                          sampler=SamplerConfig(frames=4), tokens_at=(2,), pixels=True, workers=1), progress=False)
+    res, store = six_class_store(tmp_path, tiny_cfg, videos_per_class=2, frames=4, pixels=True)
     run = tmp_path / "run"
     train(store, run, "ev_clip", {"prompts": "mask", "z_block": 2},
           TrainConfig(protocol="zeroshot", epochs=1, batch_size=4, lr=1e-3, val_episodes=0), progress=False)
