@@ -32,9 +32,11 @@ def test_demo_runs_every_step_labels_the_toy_encoder_and_queries_a_new_clip(tmp_
     pairs = steps["time-reversed pairs"]
     assert pairs["pairs"] == 2 * 6  # six reversal pairs per object
     query = steps["query"]
-    assert query["truth"] in json.loads((out / "synth" / "synth.json").read_text())["splits"]["test"]
-    assert query["top"] and isinstance(query["right"], bool)
-    assert (out / "query" / "new_clip.mp4").is_file()
+    test_classes = json.loads((out / "synth" / "synth.json").read_text())["splits"]["test"]
+    assert query["truth"] in test_classes and query["videos"] == len(test_classes)
+    assert query["top"] and isinstance(query["right"], bool) and 0 <= query["top1_right"] <= len(test_classes)
+    assert query["right"] == (query["top1_right"] > 0)  # a right one is shown when there is one
+    assert len(list((out / "query").glob("new_*.mp4"))) == len(test_classes)
     summary = json.loads((out / "demo.json").read_text())
     assert "TOY encoder" in summary["encoder"] and len(summary["steps"]) == len(res.steps)
     # every step's output exists
