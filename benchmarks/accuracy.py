@@ -176,11 +176,13 @@ def _cell(v: list) -> str:
     return f"{v[0]:.1f} ± {v[1]:.1f}" + (f" [± {v[2]:.1f}]" if len(v) > 2 else "")
 
 
-def _table(title: str, rows: dict) -> list[str]:
-    """A markdown table of ``rows`` (label -> column -> cell), columns in first-seen order."""
+def _table(title: str, rows: dict, first: str = "method") -> list[str]:
+    """A markdown table of ``rows`` (label -> column -> cell: a measured list or a plain value),
+    columns in first-seen order."""
     cols = list(dict.fromkeys(c for row in rows.values() for c in row))
-    out = [title + "\n", "| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    out += [f"| {label} | " + " | ".join(_cell(row[c]) if c in row else "–" for c in cols) + " |"
+    fmt = lambda v: _cell(v) if isinstance(v, list) else str(v)  # noqa: E731
+    out = [title + "\n", f"| {first} | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    out += [f"| {label} | " + " | ".join(fmt(row[c]) if c in row else "–" for c in cols) + " |"
             for label, row in rows.items()]
     return out + [""]
 
@@ -191,12 +193,9 @@ def markdown(res: dict) -> str:
         if res["pretrained"] == "toy" else f"{res['model']} / {res['pretrained']}"
     out.append(f"Encoder: {enc}. {res.get('classes', '?')} classes (object x motion).\n")
     if res["probes"]:
-        out.append("**Frozen zero-shot probes (clean clips)**\n")
-        out.append("| classes in a group differ only by | groups | chance | accuracy |")
-        out.append("|---|---|---|---|")
-        for kind, v in res["probes"].items():
-            out.append(f"| {kind} | {v[3]} | {v[4]:.1f} | {_cell(v[:3])} |")
-        out.append("")
+        out += _table("**Frozen zero-shot probes (clean clips)**",
+                      {kind: {"groups": v[3], "chance": f"{v[4]:.1f}", "accuracy": v[:3]}
+                       for kind, v in res["probes"].items()}, first="classes in a group differ only by")
     if res["pairs"]:
         out += _table(f"**2-way 1-shot episodes of time-reversed pairs ({res.get('pairs_count')} pairs, same "
                       "episodes, chance 50%)**", res["pairs"])
@@ -204,12 +203,9 @@ def markdown(res: dict) -> str:
         out += _table("**5-way 1-shot episodes on the test classes (chance 20%; same episodes per column)**",
                       res["episodic"])
     if res["b2n"]:
-        out.append("**Base-to-novel over unseen compositions (trained on base compositions; clean clips)**\n")
-        out.append("| method | base | novel | harmonic mean |")
-        out.append("|---|---|---|---|")
-        for label, v in res["b2n"].items():
-            out.append(f"| {label} | {_cell(v['base'])} | {_cell(v['novel'])} | {_cell(v['hm'])} |")
-        out.append("")
+        out += _table("**Base-to-novel over unseen compositions (trained on base compositions; clean clips)**",
+                      {label: {"base": v["base"], "novel": v["novel"], "harmonic mean": v["hm"]}
+                       for label, v in res["b2n"].items()})
     return "\n".join(out)
 
 
