@@ -26,7 +26,7 @@ SCRIPTS = [
     ("backbone.py", "Backbone methods: full vs. partial caching", [], ["--quick"]),
     ("query.py", "Query latency and FAISS", [], ["--quick"]),
     ("accuracy.py", "Accuracy on the synthetic benchmark per challenge",
-     ["--episodes", "300", "--train-episodes", "300"], ["--quick"]),
+     [], ["--quick"]),
 ]
 
 
