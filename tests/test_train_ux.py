@@ -77,6 +77,14 @@ def test_log_every_must_be_positive(store, tmp_path):
         TrainCurves(tmp_path, log_every=0)
 
 
+def _foreground_sigint() -> None:
+    """Popen's preexec_fn: SIGINT back to its default in the child. A test suite started in the
+    background (``pytest &``, nohup, some CI runners) ignores SIGINT, children inherit an ignored
+    signal through exec, and Python then never raises KeyboardInterrupt: the Ctrl-C tests would
+    test nothing (the command runs to the end with exit 0)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _sigint_when(proc: subprocess.Popen, ready, timeout: float = 180.0, settle: float = 1.0) -> None:
     """Send SIGINT to ``proc`` once ``ready()`` holds (and ``settle`` seconds more)."""
     deadline = time.time() + timeout
@@ -102,7 +110,7 @@ def test_ctrl_c_during_train_checkpoints_the_step_and_prints_the_resume_command(
             "--epochs", "100000", "--batch-size", "4", "--val-episodes", "0", "--lr", "1e-3", "--device", "cpu",
             "--threads", "1", "--no-progress"]
     proc = subprocess.Popen(cli_command(args), env=cli_env(), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_foreground_sigint)
     _sigint_when(proc, lambda: any(run.glob("events.out.tfevents.*")))  # the writer opens just before the loop
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -138,7 +146,7 @@ def test_ctrl_c_during_extract_keeps_what_is_cached_and_the_same_command_resumes
               "--workers", "1", "--no-progress", "--commit-every", "4"]
     args = ["extract", str(tmp_path / "videos"), "--store", str(tmp_path / "s.zarr"), *common]
     proc = subprocess.Popen(cli_command(args), env=cli_env(), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_foreground_sigint)
     commits = tmp_path / "s.zarr" / "meta" / "commits" / "videos"  # one record per committed batch
     _sigint_when(proc, lambda: commits.is_dir() and any(commits.glob("*.json")), settle=0.0)
     out, err = proc.communicate(timeout=120)
