@@ -125,6 +125,8 @@ def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_js
     else:
         click.echo(f"index {s.path}: added class {class_name!r} from {s.support_videos} videos "
                    f"({s.classes} classes now)")
+        for note in s.notes:
+            click.echo(f"note: {note}")
 
 
 @click.command("query")

@@ -307,6 +307,7 @@ def test_index_add_adds_a_class_that_queries_then_find(data, tmp_path):
     code, out, err = _invoke(["index", "add", index, "--class", "wave", data["new"]])
     assert code == 0, err
     assert "added class 'wave'" in out
+    assert "note: the encoder has RANDOM weights" in out  # the index's encoder, labelled like every output
     from cachekit.index.build import load_index
 
     idx = load_index(index)

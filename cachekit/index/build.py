@@ -480,9 +480,11 @@ def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, bac
                 shutil.copy2(idx.path / f, tmp / f)
 
     index.save(index_dir, arrays, meta, extra=extra)
+    caveat = encoder_caveat(idx.cache_key)
     return IndexSummary(path=str(index_dir), classes=len(meta["classes"]), support_videos=len(videos),
                         method=meta["method"]["name"], metric=meta.get("metric"), scorer=meta["scorer"],
-                        kind=index.kind, added=[name], seconds={"total": time.perf_counter() - t0})
+                        kind=index.kind, added=[name], notes=[caveat] if caveat else [],
+                        seconds={"total": time.perf_counter() - t0})
 
 
 def _run_support_from_pixels(idx: LoadedIndex, run, pixels: list, name: str,
