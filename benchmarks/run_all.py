@@ -27,6 +27,7 @@ SCRIPTS = [
     ("query.py", "Query latency and FAISS", [], ["--quick"]),
     ("accuracy.py", "Accuracy on the synthetic benchmark per challenge",
      [], ["--quick"]),
+    ("b2n_clips.py", "Base-to-novel as the clips per class grow", [], ["--videos-per-class", "4"]),
 ]
 
 
