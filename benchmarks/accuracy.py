@@ -100,7 +100,7 @@ def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, 
         sampler = SamplerConfig(frames=8, seed=seed)
         extract(collect_inputs([str(fsar / f"{s}_few_shot.txt") for s in ("train", "val", "test")],
                                video_root=str(data), class_names=str(fsar)),
-                ep_store, ExtractConfig(encoder=enc, sampler=sampler, tokens_at=(BLOCK,), templates="ma_fsar16"),
+                ep_store, ExtractConfig(encoder=enc, sampler=sampler, templates="ma_fsar16"),
                 progress=False)
         clean = ch == "none"
 
@@ -162,10 +162,7 @@ def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, 
                                       batch_size=16, lr=B2N_LR, seed=seed,
                                       val_episodes=0), resume=True, progress=False, pretrained=weights)
                     r = evaluate(b2n_store, EvalConfig(protocol="base2novel", run_dir=run_dir, seed=seed))
-                x = r.extra
-                res["b2n"][label] = {"base": [round(x["base"], 1), round(x["base_ci95"], 1)],
-                                     "novel": [round(x["novel"], 1), round(x["novel_ci95"], 1)],
-                                     "hm": [round(r.accuracy, 1), round(r.ci95, 1)]}
+                res["b2n"][label] = r.base_novel(1)
                 print(f"b2n {label}: {res['b2n'][label]}", file=sys.stderr, flush=True)
         res["seconds"][ch] = round(time.perf_counter() - t0, 1)
     return res

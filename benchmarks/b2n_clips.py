@@ -44,16 +44,14 @@ def run(videos_per_class: int, work: Path, pretrained: str = "toy", seed: int = 
                            class_names=str(b2n / "labels.csv")), store,
             ExtractConfig(encoder=EncoderConfig(pretrained=pretrained, seed=seed), sampler=SamplerConfig(frames=8, seed=seed),
                           tokens_at=(4,), templates="ma_fsar16"), progress=False)
-    cells = lambda r: {"base": [round(r.extra["base"], 1), round(r.extra["base_ci95"], 1)],  # noqa: E731
-                       "novel": [round(r.extra["novel"], 1), round(r.extra["novel_ci95"], 1)]}
-    out = {"Frozen CLIP zero-shot (no training)": cells(evaluate(store, EvalConfig(protocol="base2novel",
-                                                                                     method="zeroshot", seed=seed)))}
+    out = {"Frozen CLIP zero-shot (no training)": evaluate(store, EvalConfig(protocol="base2novel", method="zeroshot",
+                                                                             seed=seed)).base_novel(1)}
     for label, method, options, epochs in ROWS:
         run_dir = work / f"run-{method}-{len(out)}"
         train(store, run_dir, method, dict(options),
               TrainConfig(protocol="base2novel", epochs=epochs, batch_size=16, lr=3e-3, val_episodes=0, seed=seed),
               resume=True, progress=False, pretrained=None if pretrained == "random" else pretrained)
-        out[label] = cells(evaluate(store, EvalConfig(protocol="base2novel", run_dir=str(run_dir), seed=seed)))
+        out[label] = evaluate(store, EvalConfig(protocol="base2novel", run_dir=str(run_dir), seed=seed)).base_novel(1)
         print(f"{videos_per_class} clips/class {label}: {out[label]}", file=sys.stderr, flush=True)
     return {"videos_per_class": videos_per_class, "rows": out, "seconds": round(time.perf_counter() - t0, 1)}
 

@@ -114,7 +114,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     sampler = SamplerConfig(frames=cfg.frames, seed=cfg.seed)
     inputs = collect_inputs([str(fsar / f"{s}_few_shot.txt") for s in ("train", "val", "test")],
                             video_root=str(data), class_names=str(fsar))
-    s = extract(inputs, store, ExtractConfig(encoder=enc, sampler=sampler, tokens_at=(BLOCK,), templates="ma_fsar16"),
+    s = extract(inputs, store, ExtractConfig(encoder=enc, sampler=sampler, templates="ma_fsar16"),
                 progress=cfg.progress)
     row = res.add("extract", time.perf_counter() - t, extracted=s.extracted, cached_before=s.already_done,
                   failed=len(s.failed), output=store)
@@ -190,7 +190,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
         ez = evaluate(b2n_store, EvalConfig(protocol="base2novel", run_dir=run_bb, seed=cfg.seed,
                                             out_dir=report_dir / "b2n_ez_clip"))
     row = res.add(f"train ez_clip (backbone from block {BLOCK}) + evaluate", time.perf_counter() - t, steps=tb.step,
-                  params=tb.trainable_params, zeroshot=ez_cells(zs), ez_clip=ez_cells(ez), output=run_bb)
+                  params=tb.trainable_params, zeroshot=zs.base_novel(), ez_clip=ez.base_novel(), output=run_bb)
     say(7, f"EZ-CLIP trained through the backbone from the cached tokens entering block {BLOCK} on the base "
            f"compositions ({tb.step} steps, {tb.trainable_params:,} parameters); novel compositions: frozen zero-shot "
            f"{zs.extra['novel']:.1f}±{zs.extra['novel_ci95']:.1f}%, EZ-CLIP {ez.extra['novel']:.1f}"
@@ -229,8 +229,3 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     echo(f"done: every step's output is under {out}/ (summary: {out / 'demo.json'})")
     return res
 
-
-def ez_cells(r) -> dict:
-    """Base, novel and harmonic mean of a base-to-novel result, each with its interval."""
-    x = r.extra
-    return {"base": [x["base"], x["base_ci95"]], "novel": [x["novel"], x["novel_ci95"]], "hm": [r.accuracy, r.ci95]}

@@ -58,6 +58,16 @@ class EvalResult:
                     f"{len(self.class_names)}"
                 )
 
+    def base_novel(self, digits: int | None = None) -> dict:
+        """A base-to-novel result's parts, each ``[accuracy, ci95]``: ``base``, ``novel`` and ``hm``
+        (their harmonic mean); rounded to ``digits`` when given."""
+        x = self.extra
+        if "novel" not in x:
+            raise InputError(f"a {self.protocol} result has no base and novel parts")
+        r = (lambda v: float(v)) if digits is None else (lambda v: round(float(v), digits))
+        return {"base": [r(x["base"]), r(x["base_ci95"])], "novel": [r(x["novel"]), r(x["novel_ci95"])],
+                "hm": [r(self.accuracy), r(self.ci95)]}
+
     def to_dict(self) -> dict:
         """Plain-JSON dict (numpy values converted; confusion as nested lists or None)."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
