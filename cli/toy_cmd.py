@@ -46,4 +46,5 @@ def pretrain_toy(out, steps, batch_size, seed, threads, probe_images, device, no
     p = report["probe"]
     click.echo(f"wrote {path} ({report['seconds']:.1f}s, {cfg.steps} steps of {cfg.batch_size} images)")
     click.echo(f"probe on {p['images']} held-out drawn images, zero-shot: colour+shape {p['colour_and_shape']:.1f}%, "
-               f"colour {p['colour']:.1f}%, shape {p['shape']:.1f}% (chance for colour+shape {p['chance']:.1f}%)")
+               f"colour {p['colour']:.1f}%, shape {p['shape']:.1f}% (chance for colour+shape {p['chance']:.1f}%), "
+               f"place {p['place']:.1f}% (chance {p['place_chance']:.1f}%)")

@@ -68,8 +68,32 @@ def test_pretraining_is_deterministic(toy_pair):
     assert a.read_bytes() == b.read_bytes()
     assert is_toy_weights_file(a)
     report = json.loads((a.parent / "toy-clip-pretrain.json").read_text())
-    assert report["config"]["steps"] == 3 and set(report["probe"]) >= {"colour_and_shape", "colour", "shape"}
+    assert report["config"]["steps"] == 3 and set(report["probe"]) >= {"colour_and_shape", "colour", "shape", "place", "place_chance"}
     assert "says nothing about real CLIP" in report["note"]
+
+
+def test_pretraining_keeps_the_sin_cos_positions_fixed_and_uses_the_place_head(toy_file):
+    """The toy's vision tower uses open_clip's fixed 2-D sin-cos positional embedding (a learnable
+    one never learnt place here, benchmarks/toy_limits.py); pretraining must not move it."""
+    import torch
+    from open_clip.pos_embed import get_2d_sincos_pos_embed
+    from safetensors.torch import load_file
+
+    cfg = toy_model_cfg()["vision_cfg"]
+    assert cfg["pos_embed_type"] == "sin_cos_2d"
+    grid = cfg["image_size"] // cfg["patch_size"]
+    want = torch.from_numpy(get_2d_sincos_pos_embed(cfg["width"], grid, cls_token=True)).to(torch.float16)
+    assert torch.equal(load_file(toy_file)["visual.positional_embedding"], want)
+    report = json.loads((toy_file.parent / "toy-clip-pretrain.json").read_text())
+    assert report["config"]["place_loss"] > 0 and not any(k.startswith("place_head") for k in load_file(toy_file))
+
+
+def test_a_negative_place_loss_is_refused():
+    from cachekit.errors import InputError
+    from cachekit.toy.pretrain import PretrainConfig
+
+    with pytest.raises(InputError, match="place_loss must be >= 0"):
+        PretrainConfig(place_loss=-1.0)
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -224,6 +248,7 @@ def test_cli_pretrain_toy_writes_the_weights_and_prints_the_probe(tmp_path):
     assert f"wrote {out}" in stdout and "probe on" in stdout and "colour+shape" in stdout
     probe = json.loads((out.parent / "toy-pretrain.json").read_text())["probe"]
     assert f"colour+shape {probe['colour_and_shape']:.1f}%" in stdout
+    assert f"place {probe['place']:.1f}% (chance 11.1%)" in stdout
     assert np.isfinite(probe["colour"])
 
 

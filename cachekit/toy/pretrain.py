@@ -2,7 +2,11 @@
 
 The recipe is CLIP's: symmetric InfoNCE between image and caption embeddings with a learnt
 temperature, AdamW, linear warm-up then cosine decay. Captions that repeat inside a batch
-("a red square" twice) are positives of each other rather than false negatives. Every batch is
+("a red square" twice) are positives of each other rather than false negatives. One addition: an
+auxiliary linear head names the subject's place (one of nine) from the image embedding, weighted
+``place_loss``, and is thrown away afterwards. Without it the encoder never learnt place (image
+and text tower start blind to it and each can learn it only through the other; see
+``benchmarks/toy_limits.py``), and place is what temporal alignment follows along a trajectory. Every batch is
 drawn from ``SeedSequence([seed, step])``, torch is seeded and runs deterministic kernels on a
 fixed number of threads, so one command rebuilds the same weights on the same machine.
 The weights are written as float16 safetensors (open_clip loads them into its float32 model).
@@ -21,8 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .files import METADATA_KEY, TOY_TAG, toy_model_config, toy_weights  # paths re-exported
+from ..synth.vocab import POSITIONS
+from .files import METADATA_KEY, TOY_TAG, toy_model_cfg, toy_model_config, toy_weights  # paths re-exported
 from .scenes import scene_batch
+
+PLACES = list(POSITIONS)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,7 @@ class PretrainConfig:
     threads: int = 2  # torch intra-op threads: fixed, so the float sums are always the same
     device: str = "cpu"
     probe_images: int = 600
+    place_loss: float = 1.0  # weight of the auxiliary place head on the image embedding (see _pretrain)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "threads", "probe_images"):
@@ -48,6 +56,8 @@ class PretrainConfig:
                 raise InputError(f"{name} must be an integer >= 1, got {v!r}")
         if not (0 <= self.warmup < self.steps):
             raise InputError(f"warmup must be in [0, steps), got {self.warmup}")
+        if not self.place_loss >= 0:
+            raise InputError(f"place_loss must be >= 0, got {self.place_loss}")
         if not (self.lr > 0 and self.weight_decay >= 0):
             raise InputError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
 
@@ -96,21 +106,28 @@ def _clip_loss(img, txt, logit_scale, captions: list[str]):
 
 
 def probe(clip, seed: int, n: int) -> dict:
-    """Zero-shot accuracy on held-out drawn images (a stream the training never draws): the
-    subject's colour x shape among all such phrases, and colour and shape alone."""
+    """Zero-shot accuracy on held-out drawn images (a stream the training never draws), single
+    objects only: the subject's colour x shape among all such phrases, colour and shape alone,
+    and its place among the nine (``"a red square on the left"``, ... with its own colour and shape)."""
     import torch
 
     from ..synth.vocab import COLOURS, SHAPES, object_phrase
+    from .scenes import place_phrase
 
     pairs = [(c, s) for c in COLOURS for s in SHAPES]
+    places = PLACES
     with torch.no_grad():
         text = clip.encode_text([object_phrase(c, s) for c, s in pairs])  # [P, D'] normalised
+        placed = clip.encode_text([object_phrase(c, s) + place_phrase(p) for c, s in pairs for p in places])
+        placed = placed.reshape(len(pairs), len(places), -1)  # [P, 9, D']
         images, _, scenes = scene_batch(seed + 1_000_003, 0, n, clip.preprocess_cfg["size"])
         single = [i for i, sc in enumerate(scenes) if len(sc.objects) == 1]
         emb = clip.encode_frames(clip.preprocess(images[single]).to(clip.device)).emb
-        emb = torch.nn.functional.normalize(emb.float(), dim=-1)
+        emb = torch.nn.functional.normalize(emb.float(), dim=-1)  # [I, D']
         pred = (emb @ text.T.to(emb.device)).argmax(1).cpu().numpy()
-    truth = [(scenes[i].objects[0].colour, scenes[i].objects[0].shape) for i in single]
+        truth = [(scenes[i].objects[0].colour, scenes[i].objects[0].shape) for i in single]
+        own = placed[[pairs.index(t) for t in truth]].to(emb.device)  # [I, 9, D']
+        where = torch.einsum("id,ipd->ip", emb, own).argmax(1).cpu().numpy()
     got = [pairs[p] for p in pred]
     return {
         "images": len(single),
@@ -118,6 +135,9 @@ def probe(clip, seed: int, n: int) -> dict:
         "colour": round(100 * float(np.mean([g[0] == t[0] for g, t in zip(got, truth)])), 1),
         "shape": round(100 * float(np.mean([g[1] == t[1] for g, t in zip(got, truth)])), 1),
         "chance": round(100 / len(pairs), 1),
+        "place": round(100 * float(np.mean([places[w] == scenes[i].objects[0].position
+                                             for w, i in zip(where, single)])), 1),
+        "place_chance": round(100 / len(places), 1),
     }
 
 
@@ -150,9 +170,17 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
     clip = load_clip(EncoderConfig(model=str(toy_model_config()), pretrained="random", seed=cfg.seed,
                                    device=cfg.device))
     model = clip.model.train().requires_grad_(True)
+    if toy_model_cfg()["vision_cfg"].get("pos_embed_type") == "sin_cos_2d":  # fixed, as open_clip (and MAE) mean it
+        model.visual.positional_embedding.requires_grad_(False)
     size = clip.preprocess_cfg["size"]
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    # The auxiliary place head (a linear 9-way classifier of the subject's place from the image
+    # embedding, thrown away after pretraining): contrastive learning alone leaves place unlearnt
+    # (image and text tower both start blind to it and each learns it only through the other).
+    head = torch.nn.Linear(model.visual.output_dim, len(PLACES)).to(clip.device) if cfg.place_loss > 0 else None
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params += [] if head is None else [(f"place_head.{n}", p) for n, p in head.named_parameters()]
+    decay = [p for n, p in params if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in params if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
 
@@ -170,7 +198,7 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
     feed = _Prefetch(cfg.seed, cfg.batch_size, size, 0)
     curve, t0 = [], time.perf_counter()
     for step in range(cfg.steps):
-        images, captions, _ = feed.get()
+        images, captions, scenes = feed.get()
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         pixels = clip.preprocess(images).to(clip.device)  # [B, 3, S, S]
@@ -178,6 +206,9 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
         img = model.encode_image(pixels)
         txt = model.encode_text(tokens)
         loss = _clip_loss(img, txt, model.logit_scale, captions)
+        if head is not None:
+            where = torch.tensor([PLACES.index(sc.objects[0].position) for sc in scenes], device=clip.device)
+            loss = loss + cfg.place_loss * torch.nn.functional.cross_entropy(head(img), where)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -46,10 +46,10 @@ class Scene:
             sized = rng.uniform() < 0.4
             subject = object_phrase(first.colour, first.shape, first.size if sized else None)
             if rng.uniform() < 0.8:
-                subject += _place(first.position)
+                subject += place_phrase(first.position)
         parts = [subject]
         if others and rng.uniform() < 0.6:
-            parts += [object_phrase(o.colour, o.shape) + (_place(o.position) if rng.uniform() < 0.5 else "")
+            parts += [object_phrase(o.colour, o.shape) + (place_phrase(o.position) if rng.uniform() < 0.5 else "")
                       for o in others]
         text = " and ".join(parts)
         if rng.uniform() < 0.2:
@@ -59,7 +59,7 @@ class Scene:
         return text
 
 
-def _place(position: str) -> str:
+def place_phrase(position: str) -> str:
     """`` in the centre``, `` on the left``, `` at the top left``: where an object is."""
     if position == "centre":
         return " in the centre"
