@@ -1,0 +1,201 @@
+"""What the toy CLIP does not know, and why: the evidence behind the two unmet accuracy goals.
+
+* **Place.** Zero-shot (the pretraining probe's place among nine) and a linear probe of the image
+  embedding, for the shipped weights and for the same model at random init. OTAM can only order
+  the frames of "left to right" and "right to left" if frame features say where the object is.
+* **Can this vision tower learn place at all?** The same ViT, from random init, trained
+  *supervised* for a few hundred steps to name the place of the drawn subject: with open_clip's
+  learnable positional embedding (the toy's) and with its fixed 2-D sin-cos one
+  (``pos_embed_type: sin_cos_2d``, as MAE uses). The contrastive pretraining sees this task only
+  through captions that must first learn place words themselves.
+* **Does contrastive pretraining learn place?** Two short pretrainings of the toy recipe
+  (``--pretrain-steps`` of 64 images): contrastive alone, and with the auxiliary place head the
+  shipped recipe adds (``place_loss``). Zero-shot place needs both towers to know place words.
+* **Text.** Cosine between the toy text tower's embeddings of class names that differ only by
+  motion ("moving a red square up" / "... down") and only by object. Base-to-novel methods that
+  classify against these embeddings start from names the text tower barely tells apart.
+
+Everything is drawn on the fly (:mod:`cachekit.toy.scenes`); nothing is downloaded.
+Run: ``python benchmarks/toy_limits.py [--steps 600] [--pretrain-steps 600] [--json]`` (about 15 minutes
+on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _single_object_images(clip, seed: int, batches: int, batch: int = 256):
+    """Normalised image embeddings [N, D'] and place labels [N] of drawn single-object scenes."""
+    import torch
+
+    from cachekit.synth.vocab import POSITIONS
+    from cachekit.toy.scenes import scene_batch
+
+    places, X, Y = list(POSITIONS), [], []
+    for step in range(batches):
+        imgs, _, scenes = scene_batch(seed, step, batch, clip.preprocess_cfg["size"])
+        single = [i for i, s in enumerate(scenes) if len(s.objects) == 1]
+        with torch.no_grad():
+            X.append(torch.nn.functional.normalize(clip.encode_frames(clip.preprocess(imgs[single])).emb.float(), dim=-1))
+        Y += [places.index(scenes[i].objects[0].position) for i in single]
+    return torch.cat(X), torch.tensor(Y)
+
+
+def linear_place_probe(clip, seed: int = 777) -> float:
+    """Held-out accuracy (%) of a linear classifier of place on frozen image embeddings."""
+    import torch
+
+    X, Y = _single_object_images(clip, seed, 12)  # [N, D'], [N]
+    n = int(0.75 * len(Y))
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(X.shape[1], 9)
+    opt = torch.optim.Adam(lin.parameters(), 1e-2)
+    for _ in range(1500):
+        loss = torch.nn.functional.cross_entropy(lin(10 * X[:n]), Y[:n])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return 100 * (lin(10 * X[n:]).argmax(1) == Y[n:]).float().mean().item()
+
+
+def supervised_place(pos_embed_type: str, steps: int, batch: int = 64, seed: int = 0) -> dict:
+    """Train the toy vision tower from random init to classify the subject's place (9-way) and
+    return the held-out accuracy on single-object images and the loss curve."""
+    import torch
+
+    from cachekit.encoder import EncoderConfig, load_clip
+    from cachekit.synth.vocab import POSITIONS
+    from cachekit.toy.files import toy_model_cfg
+    from cachekit.toy.scenes import scene_batch
+
+    cfg = toy_model_cfg()
+    cfg["vision_cfg"] = dict(cfg["vision_cfg"], pos_embed_type=pos_embed_type)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"toy-{pos_embed_type}.json"  # an open_clip model config file
+        path.write_text(json.dumps(cfg))
+        torch.manual_seed(seed)
+        clip = load_clip(EncoderConfig(model=str(path), pretrained="random", seed=seed))
+    tower = clip.model.visual.train().requires_grad_(True)
+    if pos_embed_type == "sin_cos_2d":
+        tower.positional_embedding.requires_grad_(False)  # fixed, as open_clip and MAE mean it
+    head = torch.nn.Linear(tower.output_dim, len(POSITIONS))
+    opt = torch.optim.AdamW([p for p in tower.parameters() if p.requires_grad] + list(head.parameters()), 1e-3)
+    places, curve = list(POSITIONS), []
+    for step in range(steps):
+        imgs, _, scenes = scene_batch(seed, step, batch, clip.preprocess_cfg["size"])
+        y = torch.tensor([places.index(s.objects[0].position) for s in scenes])
+        loss = torch.nn.functional.cross_entropy(head(tower(clip.preprocess(imgs))), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == steps - 1:
+            curve.append([step, round(loss.item(), 3)])
+    imgs, _, scenes = scene_batch(seed + 99, 0, 512, clip.preprocess_cfg["size"])
+    single = torch.tensor([len(s.objects) == 1 for s in scenes])
+    y = torch.tensor([places.index(s.objects[0].position) for s in scenes])
+    with torch.no_grad():
+        pred = head(tower.eval()(clip.preprocess(imgs))).argmax(1)
+    return {"accuracy": round(100 * (pred == y)[single].float().mean().item(), 1), "loss_curve": curve}
+
+
+def short_pretraining(place_loss: float, steps: int) -> dict:
+    """The toy recipe for ``steps`` of 64 images with the given ``place_loss``; its probe."""
+    from cachekit.toy.pretrain import PretrainConfig, pretrain
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = pretrain(Path(tmp) / "toy.safetensors", PretrainConfig(
+            steps=steps, batch_size=64, warmup=max(0, min(100, steps // 10)), place_loss=place_loss))
+    return {k: report["probe"][k] for k in ("colour", "shape", "colour_and_shape", "place")}
+
+
+def text_similarity(clip) -> dict:
+    """Mean cosine between the text embeddings of compositional class names that share their
+    object (differ only by motion; and the time-reversed pairs among them), and that differ in object."""
+    import torch
+
+    from cachekit.synth import DEFAULT_OBJECTS, SynthConfig
+    from cachekit.synth.classes import composition_classes, parse_composition
+
+    names = list(composition_classes(DEFAULT_OBJECTS))
+    with torch.no_grad():
+        t = torch.nn.functional.normalize(clip.encode_text(names).float(), dim=-1)  # [C, D']
+    objs = [parse_composition(n)[0] for n in names]
+    same = torch.tensor([[a == b for b in objs] for a in objs]) & ~torch.eye(len(names), dtype=torch.bool)
+    other = torch.tensor([[a != b for b in objs] for a in objs])
+    sim = t @ t.T  # [C, C]
+    pairs = SynthConfig(objects=DEFAULT_OBJECTS).reversal_pairs()
+    reversed_ = torch.stack([sim[names.index(a), names.index(b)] for a, b in pairs])
+    return {"motion_only": round(sim[same].mean().item(), 4), "reversed_pairs": round(reversed_.mean().item(), 4),
+            "object": round(sim[other].mean().item(), 4), "classes": len(names), "pairs": len(pairs)}
+
+
+def run(steps: int = 600, pretrain_steps: int = 600) -> dict:
+    import torch
+
+    from cachekit.encoder import EncoderConfig, load_clip
+    from cachekit.toy.files import toy_model_config
+    from cachekit.toy.pretrain import probe
+
+    torch.set_num_threads(2)
+    t0 = time.perf_counter()
+    toy = load_clip(EncoderConfig(model="toy", pretrained="toy"))
+    rnd = load_clip(EncoderConfig(model=str(toy_model_config()), pretrained="random", seed=0))
+    res = {"place": {}, "supervised": {}, "pretraining": {}, "text": {}}
+    for name, clip in (("toy CLIP (shipped weights)", toy), ("same model, random init", rnd)):
+        p = probe(clip, 0, 600)
+        res["place"][name] = {"zero-shot": p["place"], "linear probe": round(linear_place_probe(clip), 1),
+                              "chance": p["place_chance"]}
+        res["text"][name] = text_similarity(clip)
+        print(name, res["place"][name], res["text"][name], file=sys.stderr, flush=True)
+    for kind in ("learnable", "sin_cos_2d"):
+        res["supervised"][kind] = supervised_place(kind, steps)
+        print("supervised", kind, res["supervised"][kind], file=sys.stderr, flush=True)
+    for w in (0.0, 1.0):
+        res["pretraining"][w] = short_pretraining(w, pretrain_steps)
+        print("pretraining, place_loss", w, res["pretraining"][w], file=sys.stderr, flush=True)
+    res["steps"], res["pretrain_steps"] = steps, pretrain_steps
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    return res
+
+
+def markdown(res: dict) -> str:
+    out = ["**Place of a single drawn object (held-out images, chance 11.1%)**\n",
+           "| encoder | zero-shot | linear probe of the image embedding |", "|---|---|---|"]
+    out += [f"| {k} | {v['zero-shot']:.1f} | {v['linear probe']:.1f} |" for k, v in res["place"].items()]
+    out += ["", f"**The toy vision tower trained supervised to name the place ({res['steps']} steps of 64 images, "
+            "from random init)**\n", "| positional embedding | held-out accuracy | loss, first → last |", "|---|---|---|"]
+    out += [f"| {k} | {v['accuracy']:.1f} | {v['loss_curve'][0][1]} → {v['loss_curve'][-1][1]} |"
+            for k, v in res["supervised"].items()]
+    out += ["", f"**Short pretrainings of the toy recipe ({res['pretrain_steps']} steps of 64 images), zero-shot "
+            "probe on held-out drawn images**\n", "| recipe | colour | shape | place (chance 11.1) |", "|---|---|---|---|"]
+    out += [f"| {'contrastive alone' if float(w) == 0 else f'contrastive + place head (place_loss {float(w):g})'} | "
+            f"{v['colour']:.1f} | {v['shape']:.1f} | {v['place']:.1f} |" for w, v in res["pretraining"].items()]
+    out += ["", "**Text tower: mean cosine between class names**\n",
+            "| encoder | differ only by motion | time-reversed pairs | differ by object |", "|---|---|---|---|"]
+    out += [f"| {k} | {v['motion_only']:.3f} | {v['reversed_pairs']:.3f} | {v['object']:.3f} |"
+            for k, v in res["text"].items()]
+    return "\n".join(out + ["", f"{res['seconds']:.0f} s in all."])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=600, help="supervised steps per positional embedding")
+    ap.add_argument("--pretrain-steps", type=int, default=600, help="steps of each short pretraining")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    res = run(a.steps, a.pretrain_steps)
+    print(json.dumps(res) if a.json else markdown(res))
+
+
+if __name__ == "__main__":
+    main()
