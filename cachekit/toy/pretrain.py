@@ -3,8 +3,8 @@
 The recipe is CLIP's: symmetric InfoNCE between image and caption embeddings with a learnt
 temperature, AdamW, linear warm-up then cosine decay. Captions that repeat inside a batch
 ("a red square" twice) are positives of each other rather than false negatives. One addition: an
-auxiliary linear head names the subject's place (one of nine) from the image embedding, weighted
-``place_loss``, and is thrown away afterwards. Without it the encoder never learnt place (image
+auxiliary linear head names a single object's place (one of nine) from the image embedding,
+weighted ``place_loss`` falling to 0 by ``place_until`` of the run, and is thrown away afterwards. Without it the encoder never learnt place (image
 and text tower start blind to it and each can learn it only through the other; see
 ``benchmarks/toy_limits.py``), and place is what temporal alignment follows along a trajectory. Every batch is
 drawn from ``SeedSequence([seed, step])``, torch is seeded and runs deterministic kernels on a
@@ -47,7 +47,8 @@ class PretrainConfig:
     threads: int = 2  # torch intra-op threads: fixed, so the float sums are always the same
     device: str = "cpu"
     probe_images: int = 600
-    place_loss: float = 1.0  # weight of the auxiliary place head on the image embedding (see _pretrain)
+    place_loss: float = 1.0  # weight of the auxiliary place head on the image embedding (see _pretrain) ...
+    place_until: float = 0.5  # ... falling linearly to 0 over this fraction of the steps
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "threads", "probe_images"):
@@ -56,8 +57,9 @@ class PretrainConfig:
                 raise InputError(f"{name} must be an integer >= 1, got {v!r}")
         if not (0 <= self.warmup < self.steps):
             raise InputError(f"warmup must be in [0, steps), got {self.warmup}")
-        if not self.place_loss >= 0:
-            raise InputError(f"place_loss must be >= 0, got {self.place_loss}")
+        if not (self.place_loss >= 0 and 0 < self.place_until <= 1):
+            raise InputError(f"place_loss must be >= 0 and place_until in (0, 1], got {self.place_loss}, "
+                             f"{self.place_until}")
         if not (self.lr > 0 and self.weight_decay >= 0):
             raise InputError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
 
@@ -173,9 +175,12 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
     if toy_model_cfg()["vision_cfg"].get("pos_embed_type") == "sin_cos_2d":  # fixed, as open_clip (and MAE) mean it
         model.visual.positional_embedding.requires_grad_(False)
     size = clip.preprocess_cfg["size"]
-    # The auxiliary place head (a linear 9-way classifier of the subject's place from the image
+    # The auxiliary place head (a linear 9-way classifier of a single object's place from the image
     # embedding, thrown away after pretraining): contrastive learning alone leaves place unlearnt
     # (image and text tower both start blind to it and each learns it only through the other).
+    # Its weight falls to 0 by ``place_until``: once both towers know place words, the contrastive
+    # loss keeps them, and the rest of the run serves every word (a constant weight cost size and
+    # shape: the approach / grow reversals fell from ~100% to ~60%).
     head = torch.nn.Linear(model.visual.output_dim, len(PLACES)).to(clip.device) if cfg.place_loss > 0 else None
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params += [] if head is None else [(f"place_head.{n}", p) for n, p in head.named_parameters()]
@@ -206,9 +211,11 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
         img = model.encode_image(pixels)
         txt = model.encode_text(tokens)
         loss = _clip_loss(img, txt, model.logit_scale, captions)
-        if head is not None:
-            where = torch.tensor([PLACES.index(sc.objects[0].position) for sc in scenes], device=clip.device)
-            loss = loss + cfg.place_loss * torch.nn.functional.cross_entropy(head(img), where)
+        weight = cfg.place_loss * max(0.0, 1.0 - step / (cfg.place_until * cfg.steps))
+        single = [i for i, sc in enumerate(scenes) if len(sc.objects) == 1]  # one object: one place
+        if head is not None and weight > 0 and single:
+            where = torch.tensor([PLACES.index(scenes[i].objects[0].position) for i in single], device=clip.device)
+            loss = loss + weight * torch.nn.functional.cross_entropy(head(img[single]), where)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
