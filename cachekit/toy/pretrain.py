@@ -4,10 +4,10 @@ The recipe is CLIP's: symmetric InfoNCE between image and caption embeddings wit
 temperature, AdamW, linear warm-up then cosine decay. Captions that repeat inside a batch
 ("a red square" twice) are positives of each other rather than false negatives. One addition: an
 auxiliary linear head names a single object's place (one of nine) from the image embedding,
-weighted ``place_loss`` falling to 0 by ``place_until`` of the run, and is thrown away afterwards. Without it the encoder never learnt place (image
-and text tower start blind to it and each can learn it only through the other; see
-``benchmarks/toy_limits.py``), and place is what temporal alignment follows along a trajectory. Every batch is
-drawn from ``SeedSequence([seed, step])``, torch is seeded and runs deterministic kernels on a
+weighted ``place_loss`` falling to 0 by ``place_until`` of the run, and is thrown away afterwards.
+Without it the encoder never learnt place (image and text tower start blind to it and each can
+learn it only through the other; see ``benchmarks/toy_limits.py``), and place is what temporal
+alignment follows along a trajectory. Every batch is drawn from ``SeedSequence([seed, step])``, torch is seeded and runs deterministic kernels on a
 fixed number of threads, so one command rebuilds the same weights on the same machine.
 The weights are written as float16 safetensors (open_clip loads them into its float32 model).
 """
