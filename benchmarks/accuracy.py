@@ -95,8 +95,7 @@ def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, 
                                               splits=(0.5, 0.25, 0.25), clutter="full"))
         meta = json.loads((data / "synth.json").read_text())
         res["classes"] = len(syn.classes)
-        ep_store, b2n_store = str(root / f"{ch}.zarr"), str(root / f"{ch}-b2n.zarr")
-        fsar, b2n = data / "splits" / "clip_fsar", data / "splits" / "b2n"
+        ep_store, fsar = str(root / f"{ch}.zarr"), data / "splits" / "clip_fsar"
         sampler = SamplerConfig(frames=8, seed=seed)
         extract(collect_inputs([str(fsar / f"{s}_few_shot.txt") for s in ("train", "val", "test")],
                                video_root=str(data), class_names=str(fsar)),
@@ -148,24 +147,41 @@ def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, 
             print(f"{ch} {label}: {cell(r)}", file=sys.stderr, flush=True)
 
         if clean:  # base-to-novel over unseen compositions
-            extract(collect_inputs([str(b2n / f"{s}.txt") for s in ("train", "base_val", "novel_val")],
-                                   video_root=str(data), class_names=str(b2n / "labels.csv")),
-                    b2n_store, ExtractConfig(encoder=enc, sampler=sampler, tokens_at=(BLOCK,), pixels=True,
-                                             templates="ma_fsar16"), progress=False)
-            for label, how, row_epochs in B2N_ROWS:
-                if how[0] == "eval":
-                    r = evaluate(b2n_store, EvalConfig(protocol="base2novel", method=how[1], seed=seed))
-                else:
-                    run_dir = str(root / "runs" / ch / ("b2n-" + run_name(how[1], how[2])))
-                    train(b2n_store, run_dir, how[1], dict(how[2]),
-                          TrainConfig(protocol="base2novel", epochs=max(1, round(row_epochs * epoch_scale)),
-                                      batch_size=16, lr=B2N_LR, seed=seed,
-                                      val_episodes=0), resume=True, progress=False, pretrained=weights)
-                    r = evaluate(b2n_store, EvalConfig(protocol="base2novel", run_dir=run_dir, seed=seed))
-                res["b2n"][label] = r.base_novel(1)
-                print(f"b2n {label}: {res['b2n'][label]}", file=sys.stderr, flush=True)
+            res["b2n"] = base_to_novel(data, str(root / f"{ch}-b2n.zarr"), enc, sampler, B2N_ROWS,
+                                       root / "runs" / ch, seed, weights, epoch_scale, pixels=True)
         res["seconds"][ch] = round(time.perf_counter() - t0, 1)
     return res
+
+
+def base_to_novel(data: Path, store: str, enc, sampler, rows, run_root: Path, seed: int, weights: str | None,
+                  epoch_scale: float = 1.0, pixels: bool = False, prefix: str = "b2n ") -> dict:
+    """Extract the base-to-novel split of the synthetic data set ``data`` into ``store`` and measure
+    ``rows`` (:data:`B2N_ROWS` or some of them): label -> :meth:`EvalResult.base_novel` cells.
+    ``pixels``: cache frames as pixels too (the rows that train through the backbone from pixels)."""
+    from cachekit.evaluate import EvalConfig, evaluate
+    from cachekit.extract import ExtractConfig, extract
+    from cachekit.inputs import collect_inputs
+    from cachekit.train import TrainConfig, train
+
+    b2n = data / "splits" / "b2n"
+    extract(collect_inputs([str(b2n / f"{s}.txt") for s in ("train", "base_val", "novel_val")],
+                           video_root=str(data), class_names=str(b2n / "labels.csv")),
+            store, ExtractConfig(encoder=enc, sampler=sampler, tokens_at=(BLOCK,), pixels=pixels,
+                                 templates="ma_fsar16"), progress=False)
+    out = {}
+    for label, how, row_epochs in rows:
+        if how[0] == "eval":
+            r = evaluate(store, EvalConfig(protocol="base2novel", method=how[1], seed=seed))
+        else:
+            run_dir = str(run_root / ("b2n-" + run_name(how[1], how[2])))
+            train(store, run_dir, how[1], dict(how[2]),
+                  TrainConfig(protocol="base2novel", epochs=max(1, round(row_epochs * epoch_scale)),
+                              batch_size=16, lr=B2N_LR, seed=seed, val_episodes=0),
+                  resume=True, progress=False, pretrained=weights)
+            r = evaluate(store, EvalConfig(protocol="base2novel", run_dir=run_dir, seed=seed))
+        out[label] = r.base_novel(1)
+        print(f"{prefix}{label}: {out[label]}", file=sys.stderr, flush=True)
+    return out
 
 
 def _cell(v: list) -> str:

@@ -19,41 +19,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ROWS = [
-    ("EZ-CLIP from block 4, no motion loss", "ez_clip", {"from_block": 4, "motion_weight": 0.0}, 12),
-    ("EV-CLIP context prompts, clip-trend z", "ev_clip", {"prompts": "context", "z_block": 4,
-                                                          "aux_encoder": "clip-trend"}, 100),
-]
+from accuracy import B2N_ROWS, BLOCK, base_to_novel  # noqa: E402  (benchmarks/ is the script's folder)
+
+# Rows of accuracy.py's B2N_ROWS (same recipes) -> the label this script prints.
+ROWS = {
+    "Frozen CLIP zero-shot (no training)": "Frozen CLIP zero-shot (no training)",
+    f"EZ-CLIP from block {BLOCK}, no motion loss": f"EZ-CLIP from block {BLOCK}, no motion loss",
+    "EV-CLIP context prompts, clip-trend z (from cache)": "EV-CLIP context prompts, clip-trend z",
+}
 
 
 def run(videos_per_class: int, work: Path, pretrained: str = "toy", seed: int = 0) -> dict:
     from cachekit.encoder import EncoderConfig
-    from cachekit.evaluate import EvalConfig, evaluate
-    from cachekit.extract import ExtractConfig, extract
-    from cachekit.inputs import collect_inputs
     from cachekit.synth import DEFAULT_OBJECTS, SynthConfig, synth_dataset
-    from cachekit.train import TrainConfig, train
     from cachekit.video import SamplerConfig
 
     t0 = time.perf_counter()
     data = work / "data"
     synth_dataset(data, SynthConfig(objects=DEFAULT_OBJECTS, videos_per_class=videos_per_class, frames=16, size=112,
                                     seed=seed, splits=(0.5, 0.25, 0.25)))
-    b2n, store = data / "splits" / "b2n", str(work / "b2n.zarr")
-    extract(collect_inputs([str(b2n / f"{s}.txt") for s in ("train", "base_val", "novel_val")], video_root=str(data),
-                           class_names=str(b2n / "labels.csv")), store,
-            ExtractConfig(encoder=EncoderConfig(pretrained=pretrained, seed=seed), sampler=SamplerConfig(frames=8, seed=seed),
-                          tokens_at=(4,), templates="ma_fsar16"), progress=False)
-    out = {"Frozen CLIP zero-shot (no training)": evaluate(store, EvalConfig(protocol="base2novel", method="zeroshot",
-                                                                             seed=seed)).base_novel(1)}
-    for label, method, options, epochs in ROWS:
-        run_dir = work / f"run-{method}-{len(out)}"
-        train(store, run_dir, method, dict(options),
-              TrainConfig(protocol="base2novel", epochs=epochs, batch_size=16, lr=3e-3, val_episodes=0, seed=seed),
-              resume=True, progress=False, pretrained=None if pretrained == "random" else pretrained)
-        out[label] = evaluate(store, EvalConfig(protocol="base2novel", run_dir=str(run_dir), seed=seed)).base_novel(1)
-        print(f"{videos_per_class} clips/class {label}: {out[label]}", file=sys.stderr, flush=True)
-    return {"videos_per_class": videos_per_class, "rows": out, "seconds": round(time.perf_counter() - t0, 1)}
+    by_label = {row[0]: row for row in B2N_ROWS}
+    rows = [by_label[label] for label in ROWS]
+    cells = base_to_novel(data, str(work / "b2n.zarr"), EncoderConfig(pretrained=pretrained, seed=seed),
+                          SamplerConfig(frames=8, seed=seed), rows, work, seed,
+                          None if pretrained == "random" else pretrained, prefix=f"{videos_per_class} clips/class ")
+    return {"videos_per_class": videos_per_class, "rows": {ROWS[k]: v for k, v in cells.items()},
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def main() -> None:

@@ -212,10 +212,12 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
         txt = model.encode_text(tokens)
         loss = _clip_loss(img, txt, model.logit_scale, captions)
         weight = cfg.place_loss * max(0.0, 1.0 - step / (cfg.place_until * cfg.steps))
-        single = [i for i, sc in enumerate(scenes) if len(sc.objects) == 1]  # one object: one place
-        if head is not None and weight > 0 and single:
-            where = torch.tensor([PLACES.index(scenes[i].objects[0].position) for i in single], device=clip.device)
-            loss = loss + weight * torch.nn.functional.cross_entropy(head(img[single]), where)
+        if head is not None and weight > 0:
+            single = [i for i, sc in enumerate(scenes) if len(sc.objects) == 1]  # one object: one place
+            if single:
+                where = torch.tensor([PLACES.index(scenes[i].objects[0].position) for i in single],
+                                     device=clip.device)
+                loss = loss + weight * torch.nn.functional.cross_entropy(head(img[single]), where)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
