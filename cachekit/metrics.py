@@ -8,6 +8,8 @@ distances ``[..., Q, S]``. Frame distance is ``1 - cos`` throughout (§6).
 - :func:`otam_distance` / :func:`otam_from_dists` — OTAM with the exact padded recursion of the
   public code lineage (§6.1); CLIP-FSAR's head calls :func:`otam_from_dists` with λ = 0.5.
 - :func:`bimhm_distance` — Bi-MHM of HyRSM (§6.2).
+- :func:`centred_frames` — unit frames minus their clip's mean: OTAM on them (``otam_centred``)
+  aligns only what changes along a clip (clipcache's variant, not in the papers).
 - :class:`TRX` — trainable tuple cross-attention head (§6.3).
 - :func:`prototype_scores` — per-frame class prototypes, then one of :data:`SIMILARITIES`.
 """
@@ -256,9 +258,25 @@ def bimhm_distance(q: Tensor, s: Tensor) -> Tensor:
     return dists.amin(dim=-1).sum(dim=-1) + dists.amin(dim=-2).sum(dim=-1)
 
 
+def centred_frames(x: Tensor) -> Tensor:
+    """Unit frames minus the mean unit frame of their clip: ``[..., T, D]`` -> same shape.
+
+    What a whole clip shares (its scene, its object) cancels and what changes along it stays, so
+    a frame distance on these compares motion, not scenes. Normalised first, so raw embeddings and
+    unit frames give the same result."""
+    u = F.normalize(x, dim=-1)
+    return u - u.mean(dim=-2, keepdim=True)
+
+
 def _neg_otam(q: Tensor, s: Tensor) -> Tensor:
     """OTAM as a score: ``-otam_distance`` (symmetric, λ = 0.1)."""
     return -otam_distance(q, s)
+
+
+def _neg_otam_centred(q: Tensor, s: Tensor) -> Tensor:
+    """OTAM on :func:`centred_frames` as a score (symmetric, λ = 0.1). Blind to what stays the
+    same along a clip: for classes that share their appearance (time-reversed pairs)."""
+    return -otam_distance(centred_frames(q), centred_frames(s))
 
 
 def _neg_bimhm(q: Tensor, s: Tensor) -> Tensor:
@@ -270,6 +288,7 @@ SIMILARITIES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "mean": mean_pool_similarity,
     "otam": _neg_otam,
     "bimhm": _neg_bimhm,
+    "otam_centred": _neg_otam_centred,
 }
 """Parameter-free scores ``(q [Q, T, D], s [S, T, D]) -> [Q, S]``, higher = better."""
 

@@ -118,7 +118,7 @@ def test_zeroshot_episodes_text_equals_class_direction_gives_100_percent():
 
 
 # ------------------------------------------------------------------------------ prototypes
-@pytest.mark.parametrize("metric", ["mean", "otam", "bimhm"])
+@pytest.mark.parametrize("metric", ["mean", "otam", "bimhm"])  # static classes: not otam_centred
 def test_one_hot_classes_plus_noise_are_solved(metric):
     g = torch.Generator().manual_seed(2)
     p = Proto(ProtoConfig(metric=metric), INFO, T)
@@ -153,7 +153,7 @@ def test_temporal_prototype_is_the_per_frame_mean_of_the_shots(metric):
     torch.testing.assert_close(one, -dist(query.flatten(0, 1), support[:, 0]))
 
 
-@pytest.mark.parametrize("metric", ["mean", "otam", "bimhm"])
+@pytest.mark.parametrize("metric", ["mean", "otam", "bimhm", "otam_centred"])
 @pytest.mark.parametrize("shots", [1, 3])
 def test_batched_episodes_equal_episode_by_episode(metric, shots):
     g = torch.Generator().manual_seed(5)
@@ -169,8 +169,8 @@ def test_batched_episodes_equal_episode_by_episode(metric, shots):
         one = p.episode_logits(episode(emb[support[e]], emb[query[e]], w))
         torch.testing.assert_close(batched[e], one)
         if metric != "mean":  # and the metric module's own function
-            dist = metrics.otam_distance if metric == "otam" else metrics.bimhm_distance
-            torch.testing.assert_close(one, -dist(emb[query[e]].flatten(0, 1), emb[support[e]].mean(1)))
+            want = metrics.SIMILARITIES[metric](emb[query[e]].flatten(0, 1), emb[support[e]].mean(1))
+            torch.testing.assert_close(one, want)
 
 
 @pytest.mark.parametrize("metric", ["mean", "otam"])

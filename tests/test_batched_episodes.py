@@ -104,7 +104,7 @@ CASES = [("ma_fsar", {}), ("ma_fsar", {"metric": "mean"}), ("ma_fsar", {"metric"
          ("ma_fsar", {"metric": "trx"}), ("ma_fsar", {"alpha": 0.0}),
          ("clip_fsar", {}), ("clip_fsar", {"merge_before": True}), ("clip_fsar", {"combine": True}),
          ("clip_fsar", {"class_loss_on": "encoder"}), ("proto", {"metric": "otam"}), ("proto", {"metric": "mean"}),
-         ("proto", {"metric": "bimhm"})]
+         ("proto", {"metric": "bimhm"}), ("proto", {"metric": "otam_centred"})]
 
 
 def _build(name, opts):

@@ -48,7 +48,7 @@ def test_one_parser_types_by_the_config():
 @pytest.mark.parametrize("args, message", [
     (["train", "--method", "nope", "--store", "s", "--out", "o"], "--method must be one of"),
     (["train", "--method", "proto", "--store", "s", "--out", "o", "--protocol", "nope"], "--protocol must be one of"),
-    (["eval", "--store", "s", "--metric", "cosine"], "--metric must be one of mean, otam, bimhm, not 'cosine'"),
+    (["eval", "--store", "s", "--metric", "cosine"], "--metric must be one of mean, otam, bimhm, otam_centred, not 'cosine'"),
     (["index", "--store", "s", "--out", "o", "-o", "logit_scale=2"], "does not change a prototype index"),
     (["index", "--store", "s", "--out", "o", "--metric", "mean", "--opt", "metric=otam"], "disagree"),
     (["index", "--store", "s", "--run", "r", "-o", "metric=otam"], "proto baseline's"),

@@ -31,6 +31,7 @@ def test_demo_runs_every_step_labels_the_toy_encoder_and_queries_a_new_clip(tmp_
     assert len(probes["only_object"]) == 3 and len(probes["only_motion"]) == 3
     pairs = steps["time-reversed pairs"]
     assert pairs["pairs"] == 2 * 6  # six reversal pairs per object
+    assert all(len(pairs[m]) == 2 for m in ("mean", "otam", "otam_centred"))
     query = steps["query"]
     test_classes = json.loads((out / "synth" / "synth.json").read_text())["splits"]["test"]
     assert query["truth"] in test_classes and query["videos"] == len(test_classes)

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -231,6 +232,30 @@ def test_otam_tells_time_reversal_mean_pool_cannot():
     assert d_reverse - d_noisy > 1.0  # several frames forced onto wrong partners
 
 
+def test_centred_frames_are_unit_frames_minus_their_clip_mean():
+    x = _frames(3, 5, 16, seed=20) * torch.rand(3, 5, 1) * 4  # varied frame norms
+    c = metrics.centred_frames(x)
+    unit = F.normalize(x, dim=-1)
+    torch.testing.assert_close(c, unit - unit.mean(dim=-2, keepdim=True))
+    torch.testing.assert_close(c.sum(dim=-2), torch.zeros(3, 16), atol=1e-5, rtol=0)
+    torch.testing.assert_close(metrics.centred_frames(unit), c)  # raw and unit frames agree
+
+
+def test_centred_otam_sees_the_order_where_the_scene_swamps_raw_otam():
+    """Query and support share a motion (a path through 8 orthonormal directions) but not their
+    scene (a large constant vector per clip); the reversed support's scene is the query's near
+    twin. Raw OTAM and mean pooling follow the scene; OTAM on clip-centred frames follows the order."""
+    path = torch.linalg.qr(_frames(64, 8, seed=0)).Q.T  # [T, D] orthonormal
+    scene = _frames(3, 1, 64, seed=21)[:, 0]  # [3, D]: query, forward support, reversed support
+    scene = 3.0 * F.normalize(scene, dim=-1)
+    scene[2] = scene[0] + 0.3 * F.normalize(scene[2], dim=-1)  # the reversal's scene ~ the query's
+    query = (scene[0] + path)[None]  # [1, T, D]
+    support = torch.stack([scene[1] + path, scene[2] + path.flip(0)])  # [2, T, D]: forward, reversed
+    assert SIMILARITIES["mean"](query, support).argmax().item() == 1
+    assert SIMILARITIES["otam"](query, support).argmax().item() == 1
+    assert SIMILARITIES["otam_centred"](query, support).argmax().item() == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # otam_distance / frame_cosine / mean pooling
 
@@ -393,10 +418,12 @@ def test_trx_rejects_bad_inputs():
 
 def test_similarities_signs():
     q, s = _frames(2, 4, 8, seed=14), _frames(3, 4, 8, seed=15)
-    assert set(SIMILARITIES) == {"mean", "otam", "bimhm"}
+    assert set(SIMILARITIES) == {"mean", "otam", "bimhm", "otam_centred"}
     torch.testing.assert_close(SIMILARITIES["mean"](q, s), mean_pool_similarity(q, s))
     torch.testing.assert_close(SIMILARITIES["otam"](q, s), -otam_distance(q, s))
     torch.testing.assert_close(SIMILARITIES["bimhm"](q, s), -bimhm_distance(q, s))
+    torch.testing.assert_close(SIMILARITIES["otam_centred"](q, s),
+                               -otam_distance(metrics.centred_frames(q), metrics.centred_frames(s)))
 
 
 @pytest.mark.parametrize("metric", sorted(SIMILARITIES))

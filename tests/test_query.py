@@ -194,7 +194,7 @@ def _synthetic_index(metric: str, n_classes=40, shots=3, frames=5, dim=16, seed=
     return idx, queries, torch.from_numpy(support), torch.from_numpy(labels)
 
 
-@pytest.mark.parametrize("metric", ["mean", "otam", "bimhm"])
+@pytest.mark.parametrize("metric", ["mean", "otam", "bimhm", "otam_centred"])
 def test_shortlist_as_large_as_the_index_gives_the_brute_force_ranking(metric):
     from cachekit.metrics import SIMILARITIES
     from cachekit.index.query import rank
@@ -563,7 +563,7 @@ def test_numpy_resize_equals_torchs_uint8_kernel_bit_for_bit():
                 np.testing.assert_array_equal(query_onnx.normalise_pixels(got, pre), normalise_pixels(want, pre).numpy())
 
 
-@pytest.mark.parametrize("metric", ["otam", "bimhm", "mean"])
+@pytest.mark.parametrize("metric", ["otam", "bimhm", "mean", "otam_centred"])
 def test_numpy_metrics_equal_the_torch_ones(metric):
     from cachekit.index import query_onnx
     from cachekit.metrics import SIMILARITIES

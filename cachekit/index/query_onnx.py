@@ -217,6 +217,9 @@ def similarity(metric: str, q: np.ndarray, s: np.ndarray) -> np.ndarray:
     as :data:`cachekit.metrics.SIMILARITIES`."""
     if metric == "mean":
         return _normalise(s.mean(axis=1)) @ _normalise(q.mean(axis=0))
+    if metric == "otam_centred":  # unit frames minus their clip's mean, then OTAM
+        q, s = (u - u.mean(axis=-2, keepdims=True) for u in (_normalise(q), _normalise(s)))
+        metric = "otam"
     dists = 1.0 - np.einsum("id,cjd->cij", _normalise(q), _normalise(s))  # [C, Tq, Ts]
     if metric == "otam":  # symmetric: both directions averaged
         return -0.5 * (otam_from_dists(dists) + otam_from_dists(dists.transpose(0, 2, 1)))

@@ -8,6 +8,9 @@ No trainable parameters; reads only the per-frame embeddings ``[T, D']``.
 - ``metric="otam"`` / ``"bimhm"`` (§6.1, §6.2): class prototype = per-frame mean of the K shots'
   raw frame embeddings ``[T, D']`` (CLIP-FSAR's 5-shot convention, protocols.md §2.1); logit =
   minus the distance (OTAM symmetric, λ = 0.1; Bi-MHM with the code lineage's sums).
+- ``metric="otam_centred"``: OTAM on :func:`metrics.centred_frames` (each clip's unit frames minus
+  their mean), blind to what a clip keeps throughout: for classes that differ only in the order
+  of the same appearances (time-reversed pairs), where scene differences swamp raw OTAM.
 
 With K = 1 every metric compares the query with the one shot. Episodic: ``episode_logits`` (one
 episode) and ``episodes_logits`` (a chunk of episodes gathered from the embedding table at once;
@@ -30,7 +33,8 @@ from ..encoder import ModelInfo
 from ..errors import InputError
 from .base import CacheNeeds, Episode, EpisodeBatch, Method, VideoBatch, require_choice, require_positive
 
-DESCRIPTION = "Support prototypes: mean of the K shots matched with mean-pool cosine, OTAM or Bi-MHM (no training)"
+DESCRIPTION = ("Support prototypes: mean of the K shots matched with mean-pool cosine, OTAM, Bi-MHM or OTAM on "
+               "clip-centred frames (no training)")
 
 # the registry's similarities (metrics.SIMILARITIES), as the Literal the -o parser reads its choices from
 Metric = Literal[tuple(metrics.SIMILARITIES)]  # type: ignore[valid-type]
