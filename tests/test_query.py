@@ -577,14 +577,14 @@ def test_numpy_metrics_equal_the_torch_ones(metric):
 
 @onnx_installed
 def test_onnx_engine_answers_as_the_torch_engine(data, run, tmp_path):
-    """For every index here (proto baseline with mean / OTAM / Bi-MHM, a run's index): the ONNX
+    """For every index here (proto baseline with each metric, a run's index): the ONNX
     encoder's features equal the torch graph's within 1e-4 and the onnx engine's top-k equals
     the torch engine's (labels, and scores within 1e-4)."""
     from cachekit.index.pixels import decode_frames
     from cachekit.index.query import Classifier
 
     indexes = {"mean": data["index"], "run": run / "index"}
-    for metric in ("otam", "bimhm"):
+    for metric in ("otam", "bimhm", "otam_centred"):
         out = tmp_path / metric
         code, _, err = _invoke(["index", "--store", data["store"], "--out", out, "--metric", metric])
         assert code == 0, err

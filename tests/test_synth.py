@@ -4,6 +4,7 @@ its compositional mode (object x motion classes, base-to-novel lists, probe grou
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -145,6 +146,21 @@ def test_clips_do_not_depend_on_the_chosen_class_subset():
     )
     name = "something rising"
     assert np.array_equal(render_clip(name, 1, subset), render_clip(name, 1, SMALL))
+
+
+def test_mp4_bytes_do_not_depend_on_what_the_process_encoded_before(tmp_path):
+    """At the benchmark's 112 px, x264's assembly gave the same 16 frames several different
+    encodings within one process, depending on the clips and allocations before them (the
+    benchmark's numbers moved by points between two runs of one config). Same frames, same bytes."""
+    cfg = SynthConfig(objects=DEFAULT_OBJECTS, size=112, frames=16, seed=0)
+    clip = render_clip("a green triangle swinging like a pendulum", 12, cfg)  # 6 encodings in 16 before
+    other = render_clip("moving a blue disc from left to right", 4, cfg)
+    digests, junk = set(), []
+    for k in range(16):
+        junk = (junk + [np.random.default_rng(k).bytes(1 << 16)])[-8:]  # churn the heap
+        write_mp4(tmp_path / f"other{k}.mp4", other, fps=16)
+        digests.add(hashlib.sha256(write_mp4(tmp_path / f"clip{k}.mp4", clip, fps=16).read_bytes()).hexdigest())
+    assert len(digests) == 1
 
 
 def test_mp4_bytes_and_decoded_frames_are_deterministic(tmp_path):

@@ -25,8 +25,8 @@ The scene of clip ``i`` is the same under every challenge; only the degradation 
 
 Everything is drawn with vectorised numpy and seeded per clip from
 ``SeedSequence([seed, class_id, index])`` (a composition adds a stream tag and its object's key),
-so the same config gives the same frame bytes, and libx264 runs single-threaded so the same
-frames give the same mp4 bytes.
+so the same config gives the same frame bytes, and libx264 runs single-threaded on its C code
+(:func:`write_mp4`) so the same frames give the same mp4 bytes.
 
 Layout written by :func:`synth_dataset` (paths relative to ``out_dir``)::
 

@@ -50,8 +50,10 @@ class SynthResult:
 
 
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int) -> Path:
-    """Write [T, H, W, 3] uint8 RGB as H.264 (libx264, yuv420p, crf 18, one thread: the same
-    frames give the same bytes). Written atomically and durably (:func:`stores.base.atomic_write_bytes`)."""
+    """Write [T, H, W, 3] uint8 RGB as H.264 (libx264, yuv420p, crf 18). The same frames give the
+    same bytes: one thread, and x264's C code instead of its assembly (``asm=0``; at 112 px the
+    assembly's output varied with what the process had done before, a few grey levels per pixel).
+    Written atomically and durably (:func:`stores.base.atomic_write_bytes`)."""
     import av  # lazy: heavy
 
     path = Path(path)
@@ -61,7 +63,7 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int) -> Path:
     buf = io.BytesIO()  # a clip is small: muxed in memory, then written durably in one step
     with av.open(buf, "w", format="mp4") as container:
         stream = container.add_stream(
-            "libx264", rate=fps, options={"crf": "18", "preset": "veryfast"}
+            "libx264", rate=fps, options={"crf": "18", "preset": "veryfast", "x264-params": "asm=0"}
         )
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.codec_context.thread_count = 1
