@@ -36,6 +36,7 @@ BLOCK = 4  # cached tokens entering this block feed EV-CLIP's z and EZ-CLIP's st
 EPISODIC_ROWS = [
     ("Prototypes + mean pooling (no training)", ("eval", "proto", "mean")),
     ("Prototypes + OTAM (no training)", ("eval", "proto", "otam")),
+    ("Prototypes + OTAM on clip-centred frames (no training)", ("eval", "proto", "otam_centred")),
     ("Frozen CLIP zero-shot, 5-way (no training)", ("eval", "zeroshot", None)),
     ("MA-FSAR TPCM, α = 0.75 (frozen encoder; paper: spatial data sets)", ("train", "ma_fsar", {"modules": "tpcm"})),
     ("MA-FSAR TPCM, α = 0.25 (paper: temporal data sets)", ("train", "ma_fsar", {"modules": "tpcm", "alpha": 0.25})),
