@@ -276,6 +276,8 @@ def _neg_otam(q: Tensor, s: Tensor) -> Tensor:
 def _neg_otam_centred(q: Tensor, s: Tensor) -> Tensor:
     """OTAM on :func:`centred_frames` as a score (symmetric, λ = 0.1). Blind to what stays the
     same along a clip: for classes that share their appearance (time-reversed pairs)."""
+    if min(q.shape[-2], s.shape[-2]) < 2:
+        raise InputError("otam_centred needs at least 2 frames per clip: one frame minus its clip's mean is zero")
     return -otam_distance(centred_frames(q), centred_frames(s))
 
 

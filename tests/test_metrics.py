@@ -241,6 +241,11 @@ def test_centred_frames_are_unit_frames_minus_their_clip_mean():
     torch.testing.assert_close(metrics.centred_frames(unit), c)  # raw and unit frames agree
 
 
+def test_centred_otam_refuses_single_frame_clips():
+    with pytest.raises(InputError, match="at least 2 frames"):
+        SIMILARITIES["otam_centred"](_frames(2, 1, 8, seed=0), _frames(3, 1, 8, seed=1))
+
+
 def test_centred_otam_sees_the_order_where_the_scene_swamps_raw_otam():
     """Query and support share a motion (a path through 8 orthonormal directions) but not their
     scene (a large constant vector per clip); the reversed support's scene is the query's near

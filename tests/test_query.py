@@ -575,6 +575,14 @@ def test_numpy_metrics_equal_the_torch_ones(metric):
     np.testing.assert_allclose(query_onnx.similarity(metric, q, s), want, rtol=0, atol=1e-5)
 
 
+def test_numpy_centred_otam_refuses_single_frame_clips():
+    from cachekit.errors import InputError
+    from cachekit.index import query_onnx
+
+    with pytest.raises(InputError, match="at least 2 frames"):
+        query_onnx.similarity("otam_centred", np.ones((1, 8), np.float32), np.ones((3, 1, 8), np.float32))
+
+
 @onnx_installed
 def test_onnx_engine_answers_as_the_torch_engine(data, run, tmp_path):
     """For every index here (proto baseline with each metric, a run's index): the ONNX

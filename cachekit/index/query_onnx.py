@@ -218,6 +218,8 @@ def similarity(metric: str, q: np.ndarray, s: np.ndarray) -> np.ndarray:
     if metric == "mean":
         return _normalise(s.mean(axis=1)) @ _normalise(q.mean(axis=0))
     if metric == "otam_centred":  # unit frames minus their clip's mean, then OTAM
+        if min(q.shape[-2], s.shape[-2]) < 2:
+            raise InputError("otam_centred needs at least 2 frames per clip: one frame minus its clip's mean is zero")
         q, s = (u - u.mean(axis=-2, keepdims=True) for u in (_normalise(q), _normalise(s)))
         metric = "otam"
     dists = 1.0 - np.einsum("id,cjd->cij", _normalise(q), _normalise(s))  # [C, Tq, Ts]
