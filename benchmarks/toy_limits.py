@@ -16,7 +16,7 @@
   classify against these embeddings start from names the text tower barely tells apart.
 
 Everything is drawn on the fly (:mod:`cachekit.toy.scenes`); nothing is downloaded.
-Run: ``python benchmarks/toy_limits.py [--steps 600] [--pretrain-steps 600] [--json]`` (about 15 minutes
+Run: ``python benchmarks/toy_limits.py [--steps 600] [--pretrain-steps 600] [--json]`` (about 12 minutes
 on 2 cores).
 """
 
