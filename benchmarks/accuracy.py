@@ -74,6 +74,15 @@ def cell(r) -> list:
     return [round(r.accuracy, 1), round(r.ci95, 1), round(r.video_ci95 if r.video_ci95 is not None else r.ci95, 1)]
 
 
+def benchmark_config(videos_per_class: int, challenge: str = "none", seed: int = 0):
+    """The benchmark's :class:`SynthConfig`: every object x motion, 16 frames at 112 px, cluttered
+    scenes, 50/25/25 class splits. accuracy.py and b2n_clips.py draw their sets from it."""
+    from cachekit.synth import DEFAULT_OBJECTS, SynthConfig
+
+    return SynthConfig(objects=DEFAULT_OBJECTS, videos_per_class=videos_per_class, frames=16, size=112,
+                       challenge=challenge, seed=seed, splits=(0.5, 0.25, 0.25), clutter="full")
+
+
 def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, train_episodes: int = 600,
         model: str | None = None, pretrained: str = "toy", work: str | None = None, seed: int = 0,
         epoch_scale: float = 1.0, b2n_videos_per_class: int | None = 16) -> dict:
@@ -101,9 +110,7 @@ def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, 
     for ch in challenges:
         t0 = time.perf_counter()
         data = root / ch
-        syn = synth_dataset(data, SynthConfig(objects=DEFAULT_OBJECTS, videos_per_class=videos_per_class,
-                                              frames=16, size=112, challenge=ch, seed=seed,
-                                              splits=(0.5, 0.25, 0.25), clutter="full"))
+        syn = synth_dataset(data, benchmark_config(videos_per_class, ch, seed))
         meta = json.loads((data / "synth.json").read_text())
         res["classes"] = len(syn.classes)
         ep_store, fsar = str(root / f"{ch}.zarr"), data / "splits" / "clip_fsar"
@@ -161,9 +168,7 @@ def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, 
             b2n_data = data
             if b2n_vpc != videos_per_class:
                 b2n_data = root / f"{ch}-b2n"
-                synth_dataset(b2n_data, SynthConfig(objects=DEFAULT_OBJECTS, videos_per_class=b2n_vpc, frames=16,
-                                                    size=112, challenge=ch, seed=seed, splits=(0.5, 0.25, 0.25),
-                                                    clutter="full"))
+                synth_dataset(b2n_data, benchmark_config(b2n_vpc, ch, seed))
             res["b2n_videos_per_class"] = b2n_vpc
             b2n_meta = json.loads((b2n_data / "synth.json").read_text())
             res["b2n_chance"] = factor_chance(b2n_meta["compositions"], b2n_meta["b2n"]["novel"])
@@ -212,7 +217,8 @@ def factor_hits(r, compositions: dict, classes: list[str]) -> dict:
     names = list(r.class_names)
     obj = np.array([compositions[n][0] for n in names])
     motion = np.array([compositions[n][1] for n in names])
-    rows = [i for i, n in enumerate(names) if n in set(classes)]
+    wanted = set(classes)
+    rows = [i for i, n in enumerate(names) if n in wanted]
     total = max(int(r.confusion[rows].sum()), 1)
     hits = {"right object": sum(int(r.confusion[i][obj == obj[i]].sum()) for i in rows),
             "right motion": sum(int(r.confusion[i][motion == motion[i]].sum()) for i in rows)}

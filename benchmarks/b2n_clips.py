@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from accuracy import B2N_ROWS, BLOCK, base_to_novel  # noqa: E402  (benchmarks/ is the script's folder)
+from accuracy import B2N_ROWS, BLOCK, base_to_novel, benchmark_config  # noqa: E402  (benchmarks/ is the script's folder)
 
 # Rows of accuracy.py's B2N_ROWS (same recipes) -> the label this script prints.
 ROWS = {
@@ -31,13 +31,12 @@ ROWS = {
 
 def run(videos_per_class: int, work: Path, pretrained: str = "toy", seed: int = 0) -> dict:
     from cachekit.encoder import EncoderConfig
-    from cachekit.synth import DEFAULT_OBJECTS, SynthConfig, synth_dataset
+    from cachekit.synth import synth_dataset
     from cachekit.video import SamplerConfig
 
     t0 = time.perf_counter()
     data = work / "data"
-    synth_dataset(data, SynthConfig(objects=DEFAULT_OBJECTS, videos_per_class=videos_per_class, frames=16, size=112,
-                                    seed=seed, splits=(0.5, 0.25, 0.25)))
+    synth_dataset(data, benchmark_config(videos_per_class, seed=seed))
     by_label = {row[0]: row for row in B2N_ROWS}
     rows = [by_label[label] for label in ROWS]
     cells = base_to_novel(data, str(work / "b2n.zarr"), EncoderConfig(pretrained=pretrained, seed=seed),
