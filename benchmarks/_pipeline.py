@@ -80,7 +80,7 @@ def write_cost(folder: Path, videos: int = 500, t: int = 8, d: int = 512, w: int
                tokens: tuple[int, ...] = (), grid: int = 49, batch: int = 32, suffix: str = ".zarr") -> dict:
     """Commit ``videos`` extraction-shaped entries in batches of ``batch``; amortised ms per
     video, files per video, and MB/s of array bytes."""
-    from stores import open_store
+    from clipcache.stores import open_store
 
     rng = np.random.default_rng(0)
     entries = [(f"{i:064x}", _video_arrays(rng, t, d, w, tokens, grid), {"path": f"/v/{i}.mp4"})
@@ -103,7 +103,7 @@ def column_read(folder: Path, videos: int = 10000, t: int = 8, d: int = 512, bat
     """Read ``emb`` of every video through the store against a plain sequential read of a file
     holding the same bytes (both warm in the page cache, best of 3). Opening the store and
     loading its index (what ``FeatureCache`` does once) is timed apart, as ``index_s``."""
-    from stores import open_store
+    from clipcache.stores import open_store
 
     rng = np.random.default_rng(1)
     path = folder / f"column-{videos}.zarr"

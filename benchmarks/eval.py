@@ -43,7 +43,7 @@ def write_store(path: str | os.PathLike, videos: int = 1000, classes: int = 64, 
                 dim: int = 512, seed: int = 0) -> str:
     """A store of random embeddings laid out like cachekit.extract's output, all videos in 'test'."""
     from cachekit.extract import text_key
-    from stores import open_store
+    from clipcache.stores import open_store
 
     rng = np.random.default_rng(seed)
     emb = rng.standard_normal((videos, 1, frames, dim), dtype=np.float32)  # [V, views, T, D']

@@ -103,11 +103,11 @@ print(json.dumps({"interpreter": t0 - t_launch, "import": t_import - t0, "load":
 
 
 def _command_wall(args: list[str], tries: int = 3) -> float:
-    """Best launch-to-exit wall time of ``python -m cli.main ARGS`` (stdout checked to be JSON)."""
+    """Best launch-to-exit wall time of ``python -m clipcache.cli.main ARGS`` (stdout checked to be JSON)."""
     best = float("inf")
     for _ in range(tries):
         tic = time.time()
-        out = subprocess.run([sys.executable, "-m", "cli.main", *args], check=True, cwd=ROOT, capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "clipcache.cli.main", *args], check=True, cwd=ROOT, capture_output=True,
                              text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}).stdout
         best = min(best, time.time() - tic)
         json.loads(out.splitlines()[0])

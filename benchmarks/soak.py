@@ -60,7 +60,7 @@ def make_clips(out: Path, n: int, broken_frac: float, seed: int) -> tuple[list[P
 
 
 def extract_cmd(listing: Path, store: Path) -> list[str]:
-    return [sys.executable, "-m", "cli.main", "extract", str(listing), "--store", str(store), "--model", TINY,
+    return [sys.executable, "-m", "clipcache.cli.main", "extract", str(listing), "--store", str(store), "--model", TINY,
             "--pretrained", "random", "--frames", "4", "--tokens-at", "1", "--batch-size", "16",
             "--commit-every", "4", "--no-progress"]
 
@@ -123,7 +123,7 @@ def run(n: int = 500, kills: int = 5, seed: int = 0, keep: str | None = None) ->
     if final.returncode not in (0, 1):
         raise SystemExit(f"resume failed: {final.stderr[-2000:]}")
 
-    from stores import open_store
+    from clipcache.stores import open_store
 
     with open_store(ref) as a, open_store(soak, "a") as b:
         ra, rb = a.records("videos"), b.records("videos")

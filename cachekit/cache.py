@@ -13,7 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
-from stores import FeatureStore, open_store
+from clipcache.stores import FeatureStore, open_store
 
 from .caveat import encoder_caveat
 from .encoder import ModelInfo

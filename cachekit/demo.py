@@ -228,7 +228,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
     echo(f"try the third command on this run: clipcache query {clip} --run {run_cache}")
     if caveat:
         echo(f"NOTE: {caveat}")
-    from stores.base import atomic_write_bytes
+    from clipcache.stores.base import atomic_write_bytes
 
     atomic_write_bytes(out / "demo.json", json.dumps({"encoder": caveat or model, "steps": res.steps}, indent=1,
                                                      default=str).encode())

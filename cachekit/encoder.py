@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 
-from stores import file_sha256
+from clipcache.stores import file_sha256
 
 from .errors import InputError, ModelError, WeightsNotFound
 from .toy.files import TOY_TAG, is_toy_weights_file, toy_model_cfg, toy_model_config, toy_weights

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cachekit.errors import InputError, InputNotFound
-from stores.base import atomic_write_bytes
+from clipcache.stores.base import atomic_write_bytes
 
 EPISODES_FORMAT = "clipcache-episodes"
 EPISODES_VERSION = 1

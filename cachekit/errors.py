@@ -6,7 +6,7 @@ Subclasses mix in the standard exception type they refine, so library users can 
 
 from __future__ import annotations
 
-from stores import StoreError
+from clipcache.stores import StoreError
 
 
 class ClipcacheError(Exception):

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from stores import LAYOUT_VERSION, FeatureStore, StoreError, open_store
+from clipcache.stores import LAYOUT_VERSION, FeatureStore, StoreError, open_store
 
 from .caveat import encoder_caveat
 from .encoder import EncoderConfig, FrozenCLIP, load_clip

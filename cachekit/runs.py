@@ -24,8 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from stores import file_sha256
-from stores.base import atomic_write_bytes
+from clipcache.stores import file_sha256
+from clipcache.stores.base import atomic_write_bytes
 
 from .encoder import EncoderConfig, FrozenCLIP, ModelInfo, load_clip
 from .errors import CacheKeyMismatch, RunError
@@ -42,7 +42,7 @@ SPLITS_FILE = "splits.json"
 
 # --------------------------------------------------------------------------- files
 # Every file of a run is written whole, atomically and durably (fsync of the file and of its
-# directory): stores.base.atomic_write_bytes.
+# directory): clipcache.stores.base.atomic_write_bytes.
 def write_json(path: str | os.PathLike, doc: dict) -> None:
     atomic_write_bytes(Path(path), (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
 

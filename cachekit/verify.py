@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from stores import open_store
+from clipcache.stores import open_store
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from stores import file_sha256
+from clipcache.stores import file_sha256
 
 from .errors import DecodeError, InputError
 

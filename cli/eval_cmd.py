@@ -1,6 +1,6 @@
 """``clipcache eval``: score a method from the cache under one protocol and print accuracy ± CI.
 
-Registered in :mod:`cli.main` with ``cli.add_command(eval_cmd)``.
+Registered in :mod:`clipcache.cli.main` with ``cli.add_command(eval_cmd)``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``clipcache index`` (build, add) and ``clipcache query``: support prototypes in FAISS, and
 classifying new videos against them.
 
-Registered in :mod:`cli.main` with ``cli.add_command(index)`` and ``cli.add_command(query)``.
+Registered in :mod:`clipcache.cli.main` with ``cli.add_command(index)`` and ``cli.add_command(query)``.
 Imports of torch, faiss and cachekit stay inside the commands; ``query`` never imports open_clip.
 """
 

@@ -14,12 +14,12 @@ import sys
 import click
 
 from cachekit.errors import ClipcacheError
-from stores import StoreError
+from clipcache.stores import StoreError
 
 
 class _Group(click.Group):
     def invoke(self, ctx):
-        from cli._output import json_stdout, wants_json
+        from clipcache.cli._output import json_stdout, wants_json
 
         args = [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
@@ -139,7 +139,7 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
         items = collect_inputs(list(inputs), video_root=video_root, class_names=class_names)
     else:
         from cachekit.inputs import InputSet
-        from stores import store_exists
+        from clipcache.stores import store_exists
 
         if not store_exists(store):
             from cachekit.errors import InputError
@@ -215,12 +215,12 @@ def verify(store, repair, gc_, as_json):
 
 def _register() -> None:
     """Commands defined in their own modules (imports there stay lazy)."""
-    from cli.eval_cmd import eval_cmd
-    from cli.index_cmd import index, query
-    from cli.store_cmd import convert
-    from cli.synth_cmd import demo, synth
-    from cli.toy_cmd import pretrain_toy
-    from cli.train_cmd import methods, train
+    from clipcache.cli.eval_cmd import eval_cmd
+    from clipcache.cli.index_cmd import index, query
+    from clipcache.cli.store_cmd import convert
+    from clipcache.cli.synth_cmd import demo, synth
+    from clipcache.cli.toy_cmd import pretrain_toy
+    from clipcache.cli.train_cmd import methods, train
 
     for cmd in (synth, train, methods, eval_cmd, index, query, demo, convert, pretrain_toy):
         cli.add_command(cmd)

@@ -12,7 +12,7 @@ import click
 def convert(old, new, batch):
     """Copy every committed entry and document of store OLD (layout 1: one array per video) into
     a new store NEW in the packed-segment layout. OLD is only read."""
-    from stores.convert import convert_store
+    from clipcache.stores.convert import convert_store
 
     rep = convert_store(old, new, batch=batch)
     click.echo(rep.line())

@@ -1,6 +1,6 @@
 """``clipcache pretrain-toy``: rebuild the toy CLIP's weights (:mod:`cachekit.toy.pretrain`).
 
-Registered in :mod:`cli.main` with ``cli.add_command(pretrain_toy)``.
+Registered in :mod:`clipcache.cli.main` with ``cli.add_command(pretrain_toy)``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``clipcache train`` and ``clipcache methods``; registered in :mod:`cli.main` with ``cli.add_command``."""
+"""``clipcache train`` and ``clipcache methods``; registered in :mod:`clipcache.cli.main` with ``cli.add_command``."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ is the union of the commit records. The number of files grows with chunks of row
 videos x arrays, and reading one array for many videos is a few sequential chunk reads.
 
 Stores of layout version 1 (one array per video) are refused with the command that converts them
-(:func:`stores.convert.convert_store`).
+(:func:`clipcache.stores.convert.convert_store`).
 """
 
 from __future__ import annotations

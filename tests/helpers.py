@@ -127,7 +127,7 @@ def tree_digest(root: str | os.PathLike, ignore_suffix: str = ".lock") -> dict[s
 
 def record_hashes(store_path: str | os.PathLike, group: str = "videos") -> dict[str, dict[str, str]]:
     """key -> {array name -> sha256} from the commit records of a store."""
-    from stores import open_store
+    from clipcache.stores import open_store
 
     with open_store(store_path, "r") as s:
         return {k: {n: m["sha256"] for n, m in r["arrays"].items()} for k, r in s.records(group).items()}
@@ -143,12 +143,12 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def cli_command(args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "cli.main", *map(str, args)]
+    return [sys.executable, "-m", "clipcache.cli.main", *map(str, args)]
 
 
 def run_cli(args: Sequence[str], cwd: str | os.PathLike | None = None, timeout: float = 300,
             env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run ``python -m cli.main ARGS`` in a subprocess; returns (exit code, stdout, stderr)."""
+    """Run ``python -m clipcache.cli.main ARGS`` in a subprocess; returns (exit code, stdout, stderr)."""
     proc = subprocess.run(cli_command(args), cwd=cwd or ROOT, env=env or cli_env(),
                           capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr
@@ -162,7 +162,7 @@ def invoke(args: Sequence[str]) -> tuple[int, str, str]:
     """
     from click.testing import CliRunner
 
-    from cli.main import cli
+    from clipcache.cli.main import cli
 
     result = CliRunner().invoke(cli, [str(a) for a in args], prog_name="clipcache")
     if result.exception is not None and not isinstance(result.exception, SystemExit):

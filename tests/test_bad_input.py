@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from cachekit.errors import InputError
 from cachekit.inputs import collect_inputs, read_class_names
 from helpers import invoke, synth_frames, write_h264
-from stores import open_store
+from clipcache.stores import open_store
 
 
 def _extract(tiny_cfg, store, *inputs, extra=()):

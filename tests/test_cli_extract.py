@@ -35,7 +35,7 @@ from helpers import (
     tree_digest,
     write_h264,
 )
-from stores import open_store
+from clipcache.stores import open_store
 
 
 @pytest.fixture(scope="module")

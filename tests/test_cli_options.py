@@ -19,9 +19,9 @@ def _option(command: click.Command, flag: str) -> click.Option:
 
 
 def test_choices_are_the_registries():
-    from cli.eval_cmd import eval_cmd
-    from cli.index_cmd import index
-    from cli.train_cmd import train
+    from clipcache.cli.eval_cmd import eval_cmd
+    from clipcache.cli.index_cmd import index
+    from clipcache.cli.train_cmd import train
 
     assert tuple(_option(eval_cmd, "--metric").type.choices) == tuple(SIMILARITIES)
     assert tuple(_option(index, "--metric").type.choices) == tuple(SIMILARITIES)
@@ -66,7 +66,7 @@ def test_train_options_are_config_fields_method_flags_or_arguments():
     import inspect
 
     from cachekit.train import TrainConfig
-    from cli.train_cmd import METHOD_FLAGS, _dataclass_from_params, train
+    from clipcache.cli.train_cmd import METHOD_FLAGS, _dataclass_from_params, train
 
     named = set(inspect.signature(train.callback).parameters) - {"params"}
     config = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -16,8 +16,8 @@ import zarr
 
 from cachekit.cache import FeatureCache
 from helpers import invoke, record_hashes, synth_frames, tree_digest, write_h264
-from stores import StoreFormatError, open_store
-from stores.base import JsonDir
+from clipcache.stores import StoreFormatError, open_store
+from clipcache.stores.base import JsonDir
 
 
 def one_error_line(err: str) -> str:

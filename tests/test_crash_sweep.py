@@ -13,12 +13,12 @@ import errno
 import pytest
 import zarr
 
-import stores.base
+import clipcache.stores.base
 from cachekit.extract import ExtractConfig, extract
 from cachekit.inputs import InputSet, VideoItem
 from cachekit.video import SamplerConfig
 from helpers import invoke, record_hashes, synth_frames, write_h264
-from stores import open_store
+from clipcache.stores import open_store
 
 
 class Crash(BaseException):
@@ -31,7 +31,7 @@ class WriteCounter:
     def __init__(self, monkeypatch, fail_at: int | None = None, error: type | None = None):
         self.n, self.fail_at, self.error = 0, fail_at, error
         orig_set = zarr.storage.LocalStore.set
-        orig_atomic = stores.base.atomic_write_bytes
+        orig_atomic = clipcache.stores.base.atomic_write_bytes
 
         async def set_(store, key, value, *a, **kw):
             self.hit(key)
@@ -42,7 +42,7 @@ class WriteCounter:
             return orig_atomic(path, data, durable)
 
         monkeypatch.setattr(zarr.storage.LocalStore, "set", set_)
-        monkeypatch.setattr(stores.base, "atomic_write_bytes", atomic)
+        monkeypatch.setattr(clipcache.stores.base, "atomic_write_bytes", atomic)
 
     def hit(self, what: str) -> None:
         self.n += 1
@@ -108,7 +108,7 @@ def test_hdf5_crash_during_merge_loses_nothing(tmp_path, monkeypatch, where):
     publishes everything and removes the stale temp file (reliability.md T9)."""
     import numpy as np
 
-    import stores.hdf5_store as h5s
+    import clipcache.stores.hdf5_store as h5s
 
     path = tmp_path / "s.h5"
     attrs = {"cache_key": {"k": 1}}

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cachekit.synth import SynthConfig, synth_dataset
-from stores import open_store
+from clipcache.stores import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "assets" / "tiny-clip.json")
@@ -24,9 +24,9 @@ def _extract(args: list[str], cwd: Path, torchrun: int = 0) -> subprocess.Comple
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-               str(torchrun), "-m", "cli.main", "extract", *args]
+               str(torchrun), "-m", "clipcache.cli.main", "extract", *args]
     else:
-        cmd = [sys.executable, "-m", "cli.main", "extract", *args]
+        cmd = [sys.executable, "-m", "clipcache.cli.main", "extract", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -73,7 +73,7 @@ def test_torchrun_two_ranks_equal_single_process(clips: Path, tmp_path: Path, su
 def _train(args: list[str], cwd: Path, torchrun: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(torchrun)]
-    cmd = [*(launch if torchrun else [sys.executable]), "-m", "cli.main", "train", *args]
+    cmd = [*(launch if torchrun else [sys.executable]), "-m", "clipcache.cli.main", "train", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 

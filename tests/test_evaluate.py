@@ -22,7 +22,7 @@ from cachekit.extract import text_key
 from cachekit.methods.base import CacheNeeds, Method
 from cachekit.methods.proto import Config as ProtoConfig, Proto
 from cachekit.video import file_key
-from stores import open_store
+from clipcache.stores import open_store
 
 T, D = 4, 16
 
@@ -118,8 +118,8 @@ def stores(tmp_path_factory):
 
 
 def register_eval():
-    from cli.eval_cmd import eval_cmd
-    from cli.main import cli
+    from clipcache.cli.eval_cmd import eval_cmd
+    from clipcache.cli.main import cli
 
     if "eval" not in cli.commands:
         cli.add_command(eval_cmd)

@@ -15,7 +15,7 @@ from cachekit.cache import FeatureCache
 from cachekit.errors import InputError
 from cachekit.methods.base import CacheNeeds
 from helpers import invoke, record_hashes, synth_frames, write_h264
-from stores import open_store
+from clipcache.stores import open_store
 
 
 @pytest.fixture(scope="module")

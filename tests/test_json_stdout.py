@@ -22,7 +22,7 @@ CLASSES = ("bounce", "drift", "spin")
 
 def json_commands() -> set[tuple[str, ...]]:
     """Every command path (``("index", "add")``) whose options include ``--json``."""
-    from cli.main import cli
+    from clipcache.cli.main import cli
 
     found = set()
 
@@ -94,7 +94,7 @@ def test_a_library_print_in_json_mode_goes_to_stderr():
     JSON lines (also one written in two pieces) pass; stdout is whole again afterwards."""
     import subprocess
 
-    code = ("import os, json, click; from cli._output import json_stdout\n"
+    code = ("import os, json, click; from clipcache.cli._output import json_stdout\n"
             "with json_stdout():\n"
             "    print('[torch.onnx] Obtain model graph ...')\n"
             "    os.write(1, b'from C\\n')\n"

@@ -28,7 +28,7 @@ import torch
 
 from cachekit.methods import METHODS
 from helpers import ROOT, build_tiny_model, synth_frames, write_h264
-from stores.zarr_store import ZarrStore
+from clipcache.stores.zarr_store import ZarrStore
 
 DEEP_CFG = ROOT / "tests" / "assets" / "tiny-clip-deep.json"
 T = 4

@@ -248,8 +248,8 @@ def test_parse_options_types_values_by_the_config():
 
 # ------------------------------------------------------------------ listing
 def _cli():
-    from cli.main import cli
-    from cli.train_cmd import methods, train
+    from clipcache.cli.main import cli
+    from clipcache.cli.train_cmd import methods, train
 
     for cmd in (methods, train):
         if cmd.name not in cli.commands:

@@ -25,7 +25,7 @@ from cachekit.extract import text_key
 from cachekit.protocols import PROTOCOLS, get_protocol
 from cachekit.protocols.base import load_run_split
 from cachekit.train import TrainConfig, train
-from stores import open_store
+from clipcache.stores import open_store
 
 T, D, W, BLOCK = 4, 16, 8, 1  # frames, embedding dim, token width, the cached block
 

@@ -27,8 +27,8 @@ def _invoke(args):
     """Run the CLI in this process with the index / query commands registered."""
     from click.testing import CliRunner
 
-    from cli.index_cmd import index, query
-    from cli.main import cli
+    from clipcache.cli.index_cmd import index, query
+    from clipcache.cli.main import cli
 
     for cmd in (index, query):
         if cli.commands.get(cmd.name) is not cmd:
@@ -39,7 +39,7 @@ def _invoke(args):
     return r.exit_code, r.stdout, r.stderr
 
 
-_SUBPROCESS = ("import sys; from cli.main import cli; from cli.index_cmd import index, query; "
+_SUBPROCESS = ("import sys; from clipcache.cli.main import cli; from clipcache.cli.index_cmd import index, query; "
                "cli.add_command(index); cli.add_command(query); "
                "cli(sys.argv[1:], prog_name='clipcache', standalone_mode=True)")
 
@@ -472,7 +472,7 @@ def test_kill_during_index_then_rerun_gives_the_same_index(data, tmp_path):
 
 
 def test_cli_modules_import_nothing_heavy():
-    code = ("import sys, cli.main, cli.index_cmd; "
+    code = ("import sys, clipcache.cli.main, clipcache.cli.index_cmd; "
             "print([m for m in ('torch', 'faiss', 'open_clip', 'cachekit.index.query') if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], env=cli_env(), cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr

@@ -14,8 +14,8 @@ from cachekit.extract import ExtractConfig, extract
 from cachekit.inputs import collect_inputs
 from cachekit.synth import SynthConfig, synth_dataset
 from cachekit.video import SamplerConfig
-from stores import StoreLocked, open_store
-from stores.zarr_store import ZarrStore
+from clipcache.stores import StoreLocked, open_store
+from clipcache.stores.zarr_store import ZarrStore
 
 TINY = str(Path(__file__).resolve().parent / "assets" / "tiny-clip.json")
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, entry_arrays
-from stores import (
+from clipcache.stores import (
     LAYOUT_VERSION,
     StoreError,
     StoreLocked,
@@ -225,8 +225,8 @@ class StoreContract:
         code = """
             import os, sys
             from helpers import entry_arrays
-            from stores import open_store
-            from stores.base import JsonDir
+            from clipcache.stores import open_store
+            from clipcache.stores.base import JsonDir
             s = open_store(sys.argv[1], "a", attrs={"cache_key": {"model": "tiny", "frames": 4},
                                                     "model_info": {"width": 8}})
             s.commit("videos", "0000", entry_arrays(0), {"i": 0})
@@ -263,7 +263,7 @@ class StoreContract:
     def test_second_writer_from_another_process_is_refused(self, path):
         code = """
             import sys
-            from stores import StoreLocked, open_store
+            from clipcache.stores import StoreLocked, open_store
             try:
                 open_store(sys.argv[1], "a", attrs={"cache_key": {}})
             except StoreLocked as err:
@@ -292,7 +292,7 @@ class StoreContract:
         code = """
             import sys
             from helpers import entry_arrays
-            from stores import open_store
+            from clipcache.stores import open_store
             s = open_store(sys.argv[1], "a", attrs={"cache_key": {"model": "tiny", "frames": 4},
                                                     "model_info": {"width": 8}})
             i = int(sys.argv[2])
@@ -428,8 +428,8 @@ class TestZarrStore(StoreContract):
         code = """
             import os, sys
             from helpers import entry_arrays
-            from stores import open_store
-            from stores.base import JsonDir
+            from clipcache.stores import open_store
+            from clipcache.stores.base import JsonDir
             s = open_store(sys.argv[1], "a", attrs={"cache_key": {}})
             s.commit_many("videos", [(f"{i:04d}", entry_arrays(i), {}) for i in range(3)])
             put = JsonDir.put

@@ -102,7 +102,7 @@ def test_the_file_path_loads_into_the_toy_config_and_the_key_names_it(toy_file):
     from safetensors.torch import load_file
 
     from cachekit.encoder import EncoderConfig, load_clip
-    from stores import file_sha256
+    from clipcache.stores import file_sha256
 
     enc = load_clip(EncoderConfig(pretrained=str(toy_file), device="cpu"))  # --model left at its default
     assert enc.name == "clipcache-toy-clip" and enc.model_cfg == toy_model_cfg()
@@ -120,7 +120,7 @@ def test_the_file_path_loads_into_the_toy_config_and_the_key_names_it(toy_file):
 def test_pretrained_toy_uses_the_toy_config_and_its_weights(toy_env):
     from cachekit.encoder import EncoderConfig, load_clip
     from cachekit.runs import load_store_encoder
-    from stores import file_sha256
+    from clipcache.stores import file_sha256
 
     enc = load_clip(EncoderConfig(pretrained="toy", device="cpu"))
     assert enc.name == "clipcache-toy-clip" and enc.weights == "toy"

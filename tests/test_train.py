@@ -443,7 +443,7 @@ def test_kill_9_during_training_then_resume_equals_an_uninterrupted_run(motion_s
     from helpers import ROOT, cli_env
 
     def cmd(out, *extra):
-        return [sys.executable, "-m", "cli.main", "train", "--method", "ma_fsar", "--store", motion_store,
+        return [sys.executable, "-m", "clipcache.cli.main", "train", "--method", "ma_fsar", "--store", motion_store,
                 "--out", str(out), "--ways", "3", "--episodes", "40", "--val-episodes", "6", "--val-every", "2",
                 "--lr", "1e-3", "--seed", "3", "--opt", "ffn_dim=64", "--threads", "1", "--no-progress", *extra]
 

@@ -315,7 +315,7 @@ def ensure_run_index(run_dir: str | os.PathLike, pretrained: str | None = None,
     """
     import json
 
-    from stores import StoreError
+    from clipcache.stores import StoreError
 
     from ..runs import MODEL_FILE, read_run
 
@@ -364,7 +364,7 @@ def load_index(path: str | os.PathLike, gpu: bool | None = None, exact_numpy: bo
     ``exact_numpy``: search an exact (flat) index with numpy over its saved class vectors instead of
     loading FAISS (same scores; a faster start); approximate or older indexes load FAISS anyway.
     """
-    from stores import StoreNotFound
+    from clipcache.stores import StoreNotFound
 
     try:
         root = resolve_dir(path)
@@ -391,7 +391,7 @@ def check_run_matches(idx: LoadedIndex, run_dir: str | os.PathLike) -> dict:
     meta = read_run(run_dir)
     diff = key_differences(meta.get("store", {}).get("cache_key", {}), idx.cache_key)
     if diff:
-        raise CacheKeyMismatch(f"run {run_dir} and index {idx.path} were built from stores with different "
+        raise CacheKeyMismatch(f"run {run_dir} and index {idx.path} were built from clipcache.stores with different "
                                f"cache keys ({', '.join(diff)}); rebuild the index with this run")
     built_with = idx.meta.get("run_weights_sha256")
     if built_with is not None and meta.get("checkpoints", {}).get(MODEL_FILE) != built_with:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
-from stores.base import StoreError, StoreFormatError, StoreNotFound, WriteLock, file_sha256, fsync_path
+from clipcache.stores.base import StoreError, StoreFormatError, StoreNotFound, WriteLock, file_sha256, fsync_path
 
 log = logging.getLogger(__name__)
 

@@ -125,7 +125,7 @@ Engine = str  # "auto", "onnx" or "torch"
 
 def _index_meta(index_dir: str | os.PathLike) -> tuple[Path, dict]:
     """The index's directory and ``index.json`` meta, read without loading FAISS or arrays."""
-    from stores import StoreNotFound
+    from clipcache.stores import StoreNotFound
     from .faiss_index import read_manifest, resolve_dir
 
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stores.base import atomic_write_bytes
+from clipcache.stores.base import atomic_write_bytes
 
 from ..errors import InputError
 from .classes import CLASSES, SPLITS, SynthConfig, describe, slugify
@@ -53,7 +53,7 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int) -> Path:
     """Write [T, H, W, 3] uint8 RGB as H.264 (libx264, yuv420p, crf 18). The same frames give the
     same bytes: one thread, and x264's C code instead of its assembly (``asm=0``; at 112 px the
     assembly's output varied with what the process had done before, a few grey levels per pixel).
-    Written atomically and durably (:func:`stores.base.atomic_write_bytes`)."""
+    Written atomically and durably (:func:`clipcache.stores.base.atomic_write_bytes`)."""
     import av  # lazy: heavy
 
     path = Path(path)

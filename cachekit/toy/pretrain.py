@@ -245,7 +245,7 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
     tmp = out.with_name(out.name + ".tmp")
     save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps({"toy": True, "pretrain": asdict(cfg)})})
     tmp.replace(out)
-    from stores.base import atomic_write_bytes
+    from clipcache.stores.base import atomic_write_bytes
 
     atomic_write_bytes(out.with_name(out.stem + "-pretrain.json"), (json.dumps(report, indent=1) + "\n").encode())
     return report
