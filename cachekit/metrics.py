@@ -11,20 +11,25 @@ distances ``[..., Q, S]``. Frame distance is ``1 - cos`` throughout (§6).
 - :func:`centred_frames` — unit frames minus their clip's mean: OTAM on them (``otam_centred``)
   aligns only what changes along a clip (clipcache's variant, not in the papers).
 - :class:`TRX` — trainable tuple cross-attention head (§6.3).
-- :func:`prototype_scores` — per-frame class prototypes, then one of :data:`SIMILARITIES`.
+- the torch forms of the metric registry's entries (:mod:`cachekit.similarity`, which imports this
+  module when a tensor first arrives): :func:`similarity_scores`, :func:`unit_frame_scores` (frames
+  normalised once per table), :func:`shot_prototypes`.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cachekit.errors import InputError
+
+if TYPE_CHECKING:  # the registry imports this module for its torch forms, not the other way
+    from cachekit.similarity import Similarity
 
 OTAM_LAMBDA = 0.1
 """λ of the OTAM code lineage (§6.1). CLIP-FSAR uses 0.5 and passes it explicitly."""
@@ -268,31 +273,59 @@ def centred_frames(x: Tensor) -> Tensor:
     return u - u.mean(dim=-2, keepdim=True)
 
 
-def _neg_otam(q: Tensor, s: Tensor) -> Tensor:
-    """OTAM as a score: ``-otam_distance`` (symmetric, λ = 0.1)."""
-    return -otam_distance(q, s)
+def _unit_frames(x: Tensor, centred: bool) -> Tensor:
+    """Unit frames, or (centred) unit frames minus their clip's mean, re-normalised."""
+    u = F.normalize(x, dim=-1)
+    return F.normalize(u - u.mean(dim=-2, keepdim=True), dim=-1) if centred else u
 
 
-def _neg_otam_centred(q: Tensor, s: Tensor) -> Tensor:
-    """OTAM on :func:`centred_frames` as a score (symmetric, λ = 0.1). Blind to what stays the
-    same along a clip: for classes that share their appearance (time-reversed pairs)."""
-    if min(q.shape[-2], s.shape[-2]) < 2:
-        raise InputError("otam_centred needs at least 2 frames per clip: one frame minus its clip's mean is zero")
-    return -otam_distance(centred_frames(q), centred_frames(s))
+def _align(sim: Similarity, dists: Tensor) -> Tensor:
+    """A frame-distance kernel as a score: dists ``[..., Q, S, Tq, Ts]`` -> ``[..., Q, S]``."""
+    if sim.kernel == "otam":  # symmetric, the entry's λ
+        if dists.shape[-1] == dists.shape[-2]:  # one DP call over both directions
+            return -otam_from_dists(torch.stack([dists, dists.transpose(-1, -2)]), sim.lbda).mean(dim=0)
+        return -0.5 * (otam_from_dists(dists, sim.lbda) + otam_from_dists(dists.transpose(-1, -2), sim.lbda))
+    if sim.kernel == "bimhm":
+        return -(dists.amin(dim=-1).sum(dim=-1) + dists.amin(dim=-2).sum(dim=-1))
+    raise InputError(f"metric {sim.name!r} has no frame-alignment kernel {sim.kernel!r}")
 
 
-def _neg_bimhm(q: Tensor, s: Tensor) -> Tensor:
-    """Bi-MHM as a score: ``-bimhm_distance``."""
-    return -bimhm_distance(q, s)
+def similarity_scores(sim: Similarity, q: Tensor, s: Tensor) -> Tensor:
+    """The torch form of a registry entry: q ``[..., Q, T, D]``, s ``[..., S, T, D]`` raw frames
+    -> ``[..., Q, S]``, higher = better (:meth:`Similarity.__call__`)."""
+    if sim.pooled:
+        return mean_pool_similarity(q, s)
+    sim.check_frames(q.shape[-2], s.shape[-2])
+    if sim.centred:
+        q, s = centred_frames(q), centred_frames(s)
+    return _align(sim, 1.0 - frame_cosine(q, s))
 
 
-SIMILARITIES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "mean": mean_pool_similarity,
-    "otam": _neg_otam,
-    "bimhm": _neg_bimhm,
-    "otam_centred": _neg_otam_centred,
-}
-"""Parameter-free scores ``(q [Q, T, D], s [S, T, D]) -> [Q, S]``, higher = better."""
+def unit_frame_scores(sim: Similarity, qn: Tensor, pn: Tensor) -> Tensor:
+    """A temporal entry on frames normalised once per table: qn ``[..., M, T, D]``, pn
+    ``[..., W, T, D]`` unit frames -> ``[..., M, W]``; frame cosines by one matmul per batch entry
+    (:meth:`Similarity.on_unit_frames`)."""
+    if sim.pooled:
+        raise InputError(f"metric {sim.name!r} compares pooled clips, not unit frames")
+    sim.check_frames(qn.shape[-2], pn.shape[-2])
+    if sim.centred:
+        qn, pn = _unit_frames(qn, True), _unit_frames(pn, True)
+    m, t = qn.shape[-3], qn.shape[-2]
+    w, ts = pn.shape[-3], pn.shape[-2]
+    cos = qn.flatten(-3, -2) @ pn.flatten(-3, -2).transpose(-1, -2)  # [..., M*T, W*Ts]
+    return _align(sim, 1.0 - cos.unflatten(-1, (w, ts)).unflatten(-3, (m, t)).transpose(-3, -2))  # [..., M, W, T, Ts]
+
+
+def shot_prototypes(sim: Similarity, support: Tensor) -> Tensor:
+    """Class prototypes from shots ``[..., W, K, T, D]`` -> ``[..., W, T', D]``
+    (:meth:`Similarity.prototypes`): pooled, the re-normalised mean of the shots' unit video
+    vectors as a one-frame sequence; temporal, the per-frame mean of the raw shots."""
+    if support.shape[-3] == 0:
+        raise InputError("support prototypes need at least one shot per class (shots >= 1)")
+    if sim.pooled:
+        sv = F.normalize(support.mean(dim=-2), dim=-1)  # [..., W, K, D] shot video vectors
+        return F.normalize(sv.mean(dim=-2), dim=-1).unsqueeze(-2)  # [..., W, 1, D]
+    return support.mean(dim=-3)  # [..., W, T, D]
 
 
 def class_prototypes(support: Tensor, support_labels: Tensor, ways: int) -> Tensor:
@@ -311,20 +344,6 @@ def class_prototypes(support: Tensor, support_labels: Tensor, ways: int) -> Tens
     one_hot = (support_labels[..., None, :] == classes[:, None]).to(support.dtype)  # [E, W, S]
     sums = torch.einsum("...ws,...std->...wtd", one_hot, support)
     return sums / one_hot.sum(dim=-1)[..., None, None]  # [E, W, T, D]
-
-
-def prototype_scores(
-    query: Tensor, support: Tensor, support_labels: Tensor, ways: int, metric: str = "otam"
-) -> Tensor:
-    """Score each query against each class prototype with one of :data:`SIMILARITIES`.
-
-    query ``[Q, T, D]``, support ``[S, T, D]``, support_labels ``[S]`` in 0..ways-1
-    -> ``[Q, W]`` (higher = better). Prototype = per-frame mean of the class's K shots, then the
-    metric; for "mean" this is the cosine to the pooled mean of the raw shots.
-    """
-    if metric not in SIMILARITIES:
-        raise InputError(f"unknown metric {metric!r}; choose one of {sorted(SIMILARITIES)}")
-    return SIMILARITIES[metric](query, class_prototypes(support, support_labels, ways))
 
 
 def check_support_labels(support_labels: Tensor, ways: int) -> None:

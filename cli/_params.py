@@ -1,9 +1,9 @@
 """Click parameters shared by the commands, with choices read from the library's registries.
 
 The registries are the one place a name is listed: ``cachekit.methods.METHODS``,
-``cachekit.metrics.SIMILARITIES`` and ``cachekit.protocols.PROTOCOLS``. A :class:`RegistryChoice`
+``cachekit.similarity.SIMILARITIES`` and ``cachekit.protocols.PROTOCOLS``. A :class:`RegistryChoice`
 reads its registry the first time a value is checked or the help is shown, so importing a command
-module stays light (``cachekit.metrics`` imports torch).
+module stays light (the method registry imports torch).
 """
 
 from __future__ import annotations
@@ -44,7 +44,15 @@ def methods() -> RegistryChoice:
 
 
 def metrics() -> RegistryChoice:
-    return RegistryChoice("cachekit.metrics", "SIMILARITIES")
+    return RegistryChoice("cachekit.similarity", "SIMILARITIES")
+
+
+def metrics_help(what: str) -> str:
+    """``what``, then each metric of the registry with where it comes from (the papers, or
+    clipcache's own variant); torch-free, so building the help imports nothing heavy."""
+    from cachekit.similarity import SIMILARITIES
+
+    return " ".join([what, *(f"{s.help}." for s in SIMILARITIES.values())])
 
 
 def protocols() -> RegistryChoice:

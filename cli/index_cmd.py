@@ -35,8 +35,9 @@ def _build_options(f):
     f = _params.method_options("Without --run: an option of the proto baseline; only metric changes an index "
                                "(-o metric=otam is --metric otam).")(f)
     f = click.option("--metric", type=_params.metrics(), default=None,
-                     help="Without --run: the proto baseline's score (mean, the default: FAISS cosine; otam / "
-                          "bimhm re-rank FAISS's shortlist on temporal prototypes). A run's method picks its own.")(f)
+                     help=_params.metrics_help(
+                         "Without --run: the proto baseline's score (default mean: FAISS cosine; a temporal metric "
+                         "re-ranks FAISS's shortlist on temporal prototypes). A run's method picks its own."))(f)
     f = click.option("--out", default=None, help="Index directory (default with --run: RUN_DIR/index).")(f)
     f = click.option("--split", default=None,
                      help="Support videos: a split of the store (train, test, ...) or a split / list / CSV "

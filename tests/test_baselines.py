@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cachekit import metrics
+from cachekit.similarity import SIMILARITIES
 from cachekit.encoder import ModelInfo
 from cachekit.errors import InputError
 from cachekit.methods import build_method, make_config, method_module
@@ -118,7 +118,7 @@ def test_zeroshot_episodes_text_equals_class_direction_gives_100_percent():
 
 
 # ------------------------------------------------------------------------------ prototypes
-@pytest.mark.parametrize("metric", ["mean", "otam", "bimhm"])  # static classes: not otam_centred
+@pytest.mark.parametrize("metric", [n for n, e in SIMILARITIES.items() if not e.centred])  # static classes
 def test_one_hot_classes_plus_noise_are_solved(metric):
     g = torch.Generator().manual_seed(2)
     p = Proto(ProtoConfig(metric=metric), INFO, T)
@@ -140,20 +140,21 @@ def test_mean_prototype_follows_the_pooled_normalised_recipe():
     torch.testing.assert_close(logits, qv @ proto.t())
 
 
-@pytest.mark.parametrize("metric", ["otam", "bimhm"])
+@pytest.mark.parametrize("metric", [n for n, e in SIMILARITIES.items() if not e.pooled])
 def test_temporal_prototype_is_the_per_frame_mean_of_the_shots(metric):
+    """Proto's unit-frame path (one matmul per table) equals the registry's plain torch form on
+    the per-frame mean of the shots."""
     g = torch.Generator().manual_seed(4)
     support, query = torch.randn(4, 3, T, D, generator=g), torch.randn(4, 2, T, D, generator=g)
     logits = Proto(ProtoConfig(metric=metric), INFO, T).episode_logits(episode(support, query, 4))
-    dist = metrics.otam_distance if metric == "otam" else metrics.bimhm_distance
     proto = support.mean(1)  # [W, T, D]
-    torch.testing.assert_close(logits, -dist(query.flatten(0, 1), proto))
+    torch.testing.assert_close(logits, SIMILARITIES[metric](query.flatten(0, 1), proto))
     # K = 1: the prototype is the shot
     one = Proto(ProtoConfig(metric=metric), INFO, T).episode_logits(episode(support[:, :1], query, 4))
-    torch.testing.assert_close(one, -dist(query.flatten(0, 1), support[:, 0]))
+    torch.testing.assert_close(one, SIMILARITIES[metric](query.flatten(0, 1), support[:, 0]))
 
 
-@pytest.mark.parametrize("metric", ["mean", "otam", "bimhm", "otam_centred"])
+@pytest.mark.parametrize("metric", list(SIMILARITIES))
 @pytest.mark.parametrize("shots", [1, 3])
 def test_batched_episodes_equal_episode_by_episode(metric, shots):
     g = torch.Generator().manual_seed(5)
@@ -168,12 +169,12 @@ def test_batched_episodes_equal_episode_by_episode(metric, shots):
     for e in range(e_n):
         one = p.episode_logits(episode(emb[support[e]], emb[query[e]], w))
         torch.testing.assert_close(batched[e], one)
-        if metric != "mean":  # and the metric module's own function
-            want = metrics.SIMILARITIES[metric](emb[query[e]].flatten(0, 1), emb[support[e]].mean(1))
+        if not SIMILARITIES[metric].pooled:  # and the registry's plain torch form
+            want = SIMILARITIES[metric](emb[query[e]].flatten(0, 1), emb[support[e]].mean(1))
             torch.testing.assert_close(one, want)
 
 
-@pytest.mark.parametrize("metric", ["mean", "otam"])
+@pytest.mark.parametrize("metric", list(SIMILARITIES))
 def test_fit_support_then_video_logits_matches_episode_scoring(metric):
     g = torch.Generator().manual_seed(6)
     p = Proto(ProtoConfig(metric=metric), INFO, T)

@@ -12,6 +12,7 @@ from cachekit.episodes import EpisodeBatcher, EpisodeIndex, EpisodeSampler
 from cachekit.errors import InputError
 from cachekit.methods import build_method
 from cachekit.methods.base import Episode, EpisodeBatch, VideoBatch
+from cachekit.similarity import SIMILARITIES
 
 SMALL = ModelInfo(embed_dim=32, width=48, layers=2, heads=2, grid=(7, 7), image_size=224, text_width=32)
 
@@ -100,11 +101,10 @@ def _batch(e_n=4, ways=3, shots=2, queries=2, frames=8, dim=32, templates=4, see
                         text=torch.randn(e_n, ways, templates, dim, generator=g))
 
 
-CASES = [("ma_fsar", {}), ("ma_fsar", {"metric": "mean"}), ("ma_fsar", {"metric": "bimhm"}),
-         ("ma_fsar", {"metric": "trx"}), ("ma_fsar", {"alpha": 0.0}),
+# every metric of the registry, for each method that takes one (ma_fsar also its trainable TRX)
+CASES = [*(("ma_fsar", {"metric": m}) for m in (*SIMILARITIES, "trx")), ("ma_fsar", {"alpha": 0.0}),
          ("clip_fsar", {}), ("clip_fsar", {"merge_before": True}), ("clip_fsar", {"combine": True}),
-         ("clip_fsar", {"class_loss_on": "encoder"}), ("proto", {"metric": "otam"}), ("proto", {"metric": "mean"}),
-         ("proto", {"metric": "bimhm"}), ("proto", {"metric": "otam_centred"})]
+         ("clip_fsar", {"class_loss_on": "encoder"}), *(("proto", {"metric": m}) for m in SIMILARITIES)]
 
 
 def _build(name, opts):

@@ -9,7 +9,7 @@ from helpers import invoke
 
 from cachekit.errors import InputError
 from cachekit.methods import METHODS
-from cachekit.metrics import SIMILARITIES
+from cachekit.similarity import SIMILARITIES
 from cachekit.options import parse_options, parse_pairs, typed_options
 from cachekit.protocols import PROTOCOLS
 
@@ -48,7 +48,7 @@ def test_one_parser_types_by_the_config():
 @pytest.mark.parametrize("args, message", [
     (["train", "--method", "nope", "--store", "s", "--out", "o"], "--method must be one of"),
     (["train", "--method", "proto", "--store", "s", "--out", "o", "--protocol", "nope"], "--protocol must be one of"),
-    (["eval", "--store", "s", "--metric", "cosine"], "--metric must be one of mean, otam, bimhm, otam_centred, not 'cosine'"),
+    (["eval", "--store", "s", "--metric", "cosine"], f"--metric must be one of {', '.join(SIMILARITIES)}, not 'cosine'"),
     (["index", "--store", "s", "--out", "o", "-o", "logit_scale=2"], "does not change a prototype index"),
     (["index", "--store", "s", "--out", "o", "--metric", "mean", "--opt", "metric=otam"], "disagree"),
     (["index", "--store", "s", "--run", "r", "-o", "metric=otam"], "proto baseline's"),

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from cachekit import metrics
 from cachekit.errors import InputError
+from cachekit import similarity
 from cachekit.metrics import (
-    SIMILARITIES,
     TRX,
     bimhm_distance,
     frame_cosine,
@@ -23,8 +23,8 @@ from cachekit.metrics import (
     otam_distance,
     otam_from_dists,
     otam_reference,
-    prototype_scores,
 )
+from cachekit.similarity import SIMILARITIES
 
 LAMBDAS = (0.05, 0.1, 0.5, 1.0)
 
@@ -421,34 +421,56 @@ def test_trx_rejects_bad_inputs():
 # Prototype scoring
 
 
-def test_similarities_signs():
+@pytest.mark.parametrize("name", list(SIMILARITIES))
+def test_every_registry_entry_is_its_papers_distance_as_a_score(name):
+    """Each entry's torch form is minus its defining distance (or the pooled cosine), on centred
+    frames when the entry says so; its unit-frame form gives the same numbers."""
+    sim = SIMILARITIES[name]
     q, s = _frames(2, 4, 8, seed=14), _frames(3, 4, 8, seed=15)
-    assert set(SIMILARITIES) == {"mean", "otam", "bimhm", "otam_centred"}
-    torch.testing.assert_close(SIMILARITIES["mean"](q, s), mean_pool_similarity(q, s))
-    torch.testing.assert_close(SIMILARITIES["otam"](q, s), -otam_distance(q, s))
-    torch.testing.assert_close(SIMILARITIES["bimhm"](q, s), -bimhm_distance(q, s))
-    torch.testing.assert_close(SIMILARITIES["otam_centred"](q, s),
-                               -otam_distance(metrics.centred_frames(q), metrics.centred_frames(s)))
+    assert sim.name == name and sim.origin and sim.summary
+    if sim.pooled:
+        torch.testing.assert_close(sim(q, s), mean_pool_similarity(q, s))
+        return
+    fq, fs = (metrics.centred_frames(q), metrics.centred_frames(s)) if sim.centred else (q, s)
+    dist = {"otam": otam_distance, "bimhm": bimhm_distance}[sim.kernel]
+    torch.testing.assert_close(sim(q, s), -dist(fq, fs))
+    torch.testing.assert_close(sim.on_unit_frames(F.normalize(q, dim=-1), F.normalize(s, dim=-1)), sim(q, s))
 
 
-@pytest.mark.parametrize("metric", sorted(SIMILARITIES))
-def test_prototype_scores_average_shots_per_frame(metric):
-    support = _frames(6, 4, 8, seed=16)  # 3 ways x 2 shots, interleaved
-    labels = torch.tensor([1, 0, 2, 1, 0, 2])
+def test_registry_entries_only_from_the_papers_or_named_as_clipcaches():
+    """Help texts name where each metric comes from; clipcache's own variants say so."""
+    for sim in SIMILARITIES.values():
+        assert "methods.md" in sim.origin or "clipcache's variant" in sim.origin, sim
+        assert sim.origin in sim.help
+
+
+@pytest.mark.parametrize("metric", list(SIMILARITIES))
+def test_each_entry_builds_its_prototypes_from_the_shots(metric):
+    """Temporal entries: the per-frame mean of the raw shots (merged before the metric, not the
+    mean of per-shot scores); pooled ones: the re-normalised mean of the shots' unit vectors."""
+    sim = SIMILARITIES[metric]
+    support = _frames(6, 4, 8, seed=16).view(3, 2, 4, 8)  # [W, K, T, D]
+    support[:, 0] *= 7  # shots of different norms
     query = _frames(5, 4, 8, seed=17)
-    protos = torch.stack([support[labels == c].mean(dim=0) for c in range(3)])  # [W, T, D]
-    scores = prototype_scores(query, support, labels, ways=3, metric=metric)
-    assert scores.shape == (5, 3)
-    torch.testing.assert_close(scores, SIMILARITIES[metric](query, protos))
-    # Not the mean of per-shot scores: the shots are merged before the metric.
-    per_shot = SIMILARITIES[metric](query, support)  # [Q, S]
-    per_shot_mean = torch.stack([per_shot[:, labels == c].mean(dim=1) for c in range(3)], dim=1)
-    assert not torch.allclose(scores, per_shot_mean)
+    protos = sim.prototypes(support)
+    if sim.pooled:
+        unit = F.normalize(F.normalize(support.mean(dim=2), dim=-1).mean(dim=1), dim=-1)  # [W, D]
+        torch.testing.assert_close(protos, unit[:, None])
+        return
+    torch.testing.assert_close(protos, support.mean(dim=1))
+    scores = sim(query, protos)  # [Q, W]
+    per_shot = sim(query, support.flatten(0, 1)).view(5, 3, 2).mean(dim=2)  # [Q, W]
+    assert not torch.allclose(scores, per_shot)
 
 
-def test_prototype_scores_rejects_unknown_metric_and_missing_class():
-    support, query = _frames(2, 4, 8, seed=0), _frames(1, 4, 8, seed=1)
+def test_unknown_metric_and_missing_class_are_user_errors():
     with pytest.raises(InputError, match="bimhm"):
-        prototype_scores(query, support, torch.tensor([0, 1]), ways=2, metric="dtw")
+        similarity.get("dtw")
     with pytest.raises(InputError, match="0..1"):
-        prototype_scores(query, support, torch.tensor([0, 2]), ways=2)
+        metrics.check_support_labels(torch.tensor([0, 2]), ways=2)
+    with pytest.raises(InputError, match="at least one shot"):
+        SIMILARITIES["otam"].prototypes(torch.zeros(2, 0, 4, 8))
+
+
+def test_otam_entries_carry_the_papers_lambda():
+    assert {s.lbda for s in SIMILARITIES.values() if s.kernel == "otam"} == {metrics.OTAM_LAMBDA}

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from helpers import ROOT, TINY_CFG, cli_env, synth_frames, tree_digest, write_h264
+from cachekit.similarity import SIMILARITIES
 
 CLASSES = ("bounce", "drift", "spin")
 
@@ -194,16 +195,15 @@ def _synthetic_index(metric: str, n_classes=40, shots=3, frames=5, dim=16, seed=
     return idx, queries, torch.from_numpy(support), torch.from_numpy(labels)
 
 
-@pytest.mark.parametrize("metric", ["mean", "otam", "bimhm", "otam_centred"])
+@pytest.mark.parametrize("metric", list(SIMILARITIES))
 def test_shortlist_as_large_as_the_index_gives_the_brute_force_ranking(metric):
-    from cachekit.metrics import SIMILARITIES
     from cachekit.index.query import rank
 
     idx, queries, _, _ = _synthetic_index(metric)
     n = len(idx.classes)
     pooled = torch.from_numpy(idx.index.vectors())
     for q in queries:
-        if metric == "mean":
+        if SIMILARITIES[metric].pooled:
             brute = (torch.nn.functional.normalize(q.mean(0), dim=-1) @ pooled.t()).numpy()
         else:
             brute = SIMILARITIES[metric](q[None], torch.from_numpy(idx.temporal))[0].numpy()
@@ -563,10 +563,9 @@ def test_numpy_resize_equals_torchs_uint8_kernel_bit_for_bit():
                 np.testing.assert_array_equal(query_onnx.normalise_pixels(got, pre), normalise_pixels(want, pre).numpy())
 
 
-@pytest.mark.parametrize("metric", ["otam", "bimhm", "mean", "otam_centred"])
+@pytest.mark.parametrize("metric", list(SIMILARITIES))
 def test_numpy_metrics_equal_the_torch_ones(metric):
     from cachekit.index import query_onnx
-    from cachekit.metrics import SIMILARITIES
 
     rng = np.random.default_rng(2)
     q = rng.standard_normal((6, 32)).astype(np.float32)
@@ -575,12 +574,13 @@ def test_numpy_metrics_equal_the_torch_ones(metric):
     np.testing.assert_allclose(query_onnx.similarity(metric, q, s), want, rtol=0, atol=1e-5)
 
 
-def test_numpy_centred_otam_refuses_single_frame_clips():
+@pytest.mark.parametrize("metric", [n for n, e in SIMILARITIES.items() if e.min_frames > 1])
+def test_numpy_metrics_refuse_clips_shorter_than_they_need(metric):
     from cachekit.errors import InputError
     from cachekit.index import query_onnx
 
     with pytest.raises(InputError, match="at least 2 frames"):
-        query_onnx.similarity("otam_centred", np.ones((1, 8), np.float32), np.ones((3, 1, 8), np.float32))
+        query_onnx.similarity(metric, np.ones((1, 8), np.float32), np.ones((3, 1, 8), np.float32))
 
 
 @onnx_installed
@@ -592,7 +592,7 @@ def test_onnx_engine_answers_as_the_torch_engine(data, run, tmp_path):
     from cachekit.index.query import Classifier
 
     indexes = {"mean": data["index"], "run": run / "index"}
-    for metric in ("otam", "bimhm", "otam_centred"):
+    for metric in (n for n, e in SIMILARITIES.items() if not e.pooled):
         out = tmp_path / metric
         code, _, err = _invoke(["index", "--store", data["store"], "--out", out, "--metric", metric])
         assert code == 0, err

@@ -50,7 +50,7 @@ INDEX_VERSION = 1
 class IndexBuildConfig:
     """How ``clipcache index`` builds an index directory."""
 
-    metric: str = "mean"  # a key of metrics.SIMILARITIES: the no-run baseline's (proto) score
+    metric: str = "mean"  # a key of similarity.SIMILARITIES: the no-run baseline's (proto) score
     split: str | None = None  # store split name or a split / list / CSV file; None: every labelled video
     shots: int | None = None  # at most K videos per class (first by content key); None: all
     shortlist: int = 64  # classes FAISS passes to re-ranking (temporal or method scores)
@@ -61,7 +61,7 @@ class IndexBuildConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def __post_init__(self):
-        from ..metrics import SIMILARITIES
+        from ..similarity import SIMILARITIES
 
         if self.metric not in SIMILARITIES:
             raise InputError(f"--metric must be one of {', '.join(SIMILARITIES)}, not {self.metric!r}")
@@ -177,14 +177,14 @@ def _method_support(method, cache, idx: np.ndarray, class_of: np.ndarray, classe
 # --------------------------------------------------------------------------- build
 def _resolve_metric(method, cfg_metric: str) -> tuple[str | None, str]:
     """(metric, scorer): scorer ``faiss`` (cosine = the score), ``metric`` (temporal re-rank) or ``method``."""
-    from ..metrics import SIMILARITIES
+    from ..similarity import SIMILARITIES
 
     metric = cfg_metric if method is None else method.prototype_metric()
     if metric is None:
         return None, "method"
     if metric not in SIMILARITIES:
         raise RunError(f"method {method.name} names prototype metric {metric!r}; known: {', '.join(SIMILARITIES)}")
-    return metric, ("faiss" if metric == "mean" else "metric")
+    return metric, ("faiss" if SIMILARITIES[metric].pooled else "metric")
 
 
 def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,

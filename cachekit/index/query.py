@@ -100,7 +100,7 @@ def rank(idx: LoadedIndex, feats: torch.Tensor, top_k: int, shortlist: int, meth
         return [Hit(idx.classes[c], float(s)) for c, s in zip(cand[:top_k], sims[:top_k])]
     cand = np.sort(cand)  # the re-ranking decides the order
     if scorer == "metric":
-        from ..metrics import SIMILARITIES
+        from ..similarity import SIMILARITIES
 
         s = SIMILARITIES[idx.meta["metric"]](q[None], torch.from_numpy(idx.temporal[cand]))[0]  # [n]
     elif scorer == "method":

@@ -9,8 +9,8 @@ installed), this module answers the query with numpy, PyAV and onnxruntime alone
   pass with int16 fixed-point weights and a rounding shift), bit for bit;
 - the ONNX graph is the same query encoder as ``encoder.pt2`` (``pixels [T, 3, S, S] -> [T, D]``);
 - ranking: the pooled cosine search (numpy over the stored class vectors for an exact index, FAISS
-  otherwise) and the temporal re-rankings (OTAM, Bi-MHM) written in numpy after
-  :mod:`cachekit.metrics`.
+  otherwise) and the temporal re-rankings by the numpy form of the metric's registry entry
+  (:mod:`cachekit.similarity`, torch-free like this module).
 
 A method-scored index (the run's own score) and ``--explain`` still need torch; the caller
 (:class:`cachekit.index.query.Classifier`) uses the torch path for those. Nothing here imports torch.
@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-
-OTAM_LAMBDA = 0.1  # as cachekit.metrics.OTAM_LAMBDA (that module imports torch)
+from ..similarity import get as get_similarity
 
 
 # --------------------------------------------------------------------------- resize (torch's uint8 kernel)
@@ -185,49 +184,10 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.float32(1e-12))
 
 
-def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    m = a.max(axis=axis, keepdims=True)
-    return (m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True))).squeeze(axis)
-
-
-def otam_from_dists(d: np.ndarray, lbda: float = OTAM_LAMBDA) -> np.ndarray:
-    """OTAM cumulative distance of ``d [N, Lq, Ls]`` -> ``[N]``: the recursion of
-    :func:`cachekit.metrics.otam_reference` (padded soft-DTW, softmin temperature λ)."""
-    n, n_q, n_s = d.shape
-    pad = np.pad(d.astype(np.float64), ((0, 0), (0, 0), (1, 1)))
-    width = n_s + 2
-
-    def softmin(*a):
-        return -lbda * _logsumexp(np.stack(a, axis=-1) / -lbda, axis=-1)
-
-    cum = np.zeros((n_q, width, n))
-    for m in range(1, width):
-        cum[0, m] = pad[:, 0, m] + cum[0, m - 1]
-    for row in range(1, n_q):
-        cum[row, 1] = pad[:, row, 1] + softmin(cum[row - 1, 0], cum[row - 1, 1], cum[row, 0])
-        for m in range(2, width - 1):
-            cum[row, m] = pad[:, row, m] + softmin(cum[row - 1, m - 1], cum[row, m - 1])
-        last = width - 1
-        cum[row, last] = pad[:, row, last] + softmin(cum[row - 1, last - 1], cum[row - 1, last], cum[row, last - 1])
-    return cum[n_q - 1, width - 1]
-
-
 def similarity(metric: str, q: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Score of one query ``q [T, D]`` against prototypes ``s [C, T, D]`` -> ``[C]``, higher = better,
-    as :data:`cachekit.metrics.SIMILARITIES`."""
-    if metric == "mean":
-        return _normalise(s.mean(axis=1)) @ _normalise(q.mean(axis=0))
-    if metric == "otam_centred":  # unit frames minus their clip's mean, then OTAM
-        if min(q.shape[-2], s.shape[-2]) < 2:
-            raise InputError("otam_centred needs at least 2 frames per clip: one frame minus its clip's mean is zero")
-        q, s = (u - u.mean(axis=-2, keepdims=True) for u in (_normalise(q), _normalise(s)))
-        metric = "otam"
-    dists = 1.0 - np.einsum("id,cjd->cij", _normalise(q), _normalise(s))  # [C, Tq, Ts]
-    if metric == "otam":  # symmetric: both directions averaged
-        return -0.5 * (otam_from_dists(dists) + otam_from_dists(dists.transpose(0, 2, 1)))
-    if metric == "bimhm":
-        return -(dists.min(axis=2).sum(axis=1) + dists.min(axis=1).sum(axis=1))
-    raise InputError(f"unknown metric {metric!r}")
+    """Score of one query ``q [T, D]`` against prototypes ``s [C, T, D]`` -> ``[C]``, higher = better:
+    the numpy form of the registry entry (:meth:`cachekit.similarity.Similarity.numpy`)."""
+    return get_similarity(metric).numpy(q, s)
 
 
 def rank(idx, feats: np.ndarray, top_k: int, shortlist: int) -> list[tuple[int, float]]:
@@ -248,5 +208,5 @@ def rank(idx, feats: np.ndarray, top_k: int, shortlist: int) -> list[tuple[int, 
     return [(int(cand[i]), float(s[i])) for i in order]
 
 
-__all__ = ["OnnxEncoder", "normalise_pixels", "onnx_usable", "otam_from_dists", "rank", "resize_crop",
+__all__ = ["OnnxEncoder", "normalise_pixels", "onnx_usable", "rank", "resize_crop",
            "resize_uint8", "similarity"]

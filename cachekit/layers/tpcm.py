@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..metrics import SIMILARITIES, TRX, check_support_labels, class_prototypes
+from ..metrics import TRX, check_support_labels, class_prototypes
+from ..similarity import SIMILARITIES
 from .attention import CLIP_LOGIT_SCALE, PrototypeAttention
 
 
@@ -100,7 +101,7 @@ class TPCMHead(nn.Module):
     Videos of all episodes go through TPCM together, and the metric runs on all (query,
     prototype) pairs of the batch in one call.
 
-    ``metric``: a name of :data:`cachekit.metrics.SIMILARITIES` or ``"trx"`` (the trainable TRX
+    ``metric``: a name of :data:`cachekit.similarity.SIMILARITIES` or ``"trx"`` (the trainable TRX
     head); ``alpha``: weight of the text branch (Eqs. 16–17); ``text_scale``, ``q2s_scale``: logit
     scales of the text and visual branches; ``heads``, ``ffn_dim``, ``dropout``: the TPCM layer.
     """

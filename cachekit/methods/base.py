@@ -267,7 +267,7 @@ class Method(nn.Module):
         return batch.emb
 
     def prototype_metric(self) -> str | None:
-        """The parameter-free score (a key of ``metrics.SIMILARITIES``) of query features against
+        """The parameter-free score (a key of ``cachekit.similarity.SIMILARITIES``) of query features against
         class prototypes that ranks like this method does; None: :meth:`score_supports` scores."""
         return "mean"
 

@@ -18,7 +18,7 @@ Per episode (W ways, K shots, Q queries per class, T frames; methods.md §4.3–
   with ``q = k = v = F_Q``. One layer, shared by both branches. K > 1: per-frame mean of the K
   transformed shots (CLIP-FSAR practice; the paper does not say) [inferred].
 - Visual branch (Eq. 13): score ``M(F~_q, F~_S)`` with a metric of
-  :data:`cachekit.metrics.SIMILARITIES` (default OTAM, λ = 0.1, symmetric) or the trainable TRX
+  :data:`cachekit.similarity.SIMILARITIES` (default OTAM, λ = 0.1, symmetric) or the trainable TRX
   head; ``p_Q2S = softmax(q2s_scale · score)`` with score = −distance for OTAM / Bi-MHM
   (CLIP-FSAR's logits = −D [inferred]).
 - Text branch (Eqs. 14–15): cosine of the temporal mean of ``F_S`` / ``F_q`` (before TPCM) with
@@ -109,7 +109,7 @@ from ..encoder import ModelInfo
 from ..errors import InputError
 from ..layers.attention import CLIP_LOGIT_SCALE
 from ..layers.tpcm import TPCMHead, pick_templates
-from ..metrics import SIMILARITIES
+from ..similarity import SIMILARITIES
 from .base import CacheNeeds, Episode, EpisodeBatch, Method, VideoBatch
 
 if TYPE_CHECKING:
@@ -170,7 +170,8 @@ class Config:
     def resolved_q2s_scale(self) -> float:
         if self.q2s_scale is not None:
             return float(self.q2s_scale)
-        return self.text_scale if self.metric == "mean" else 1.0
+        pooled = self.metric in SIMILARITIES and SIMILARITIES[self.metric].pooled
+        return self.text_scale if pooled else 1.0
 
 
 def make_head(cfg: Config, dim: int, frames: int) -> TPCMHead:

@@ -8,14 +8,15 @@ No trainable parameters; reads only the per-frame embeddings ``[T, D']``.
 - ``metric="otam"`` / ``"bimhm"`` (§6.1, §6.2): class prototype = per-frame mean of the K shots'
   raw frame embeddings ``[T, D']`` (CLIP-FSAR's 5-shot convention, protocols.md §2.1); logit =
   minus the distance (OTAM symmetric, λ = 0.1; Bi-MHM with the code lineage's sums).
-- ``metric="otam_centred"``: OTAM on :func:`metrics.centred_frames` (each clip's unit frames minus
+- ``metric="otam_centred"``: OTAM on :func:`cachekit.metrics.centred_frames` (each clip's unit frames minus
   their mean), blind to what a clip keeps throughout: for classes that differ only in the order
   of the same appearances (time-reversed pairs), where scene differences swamp raw OTAM.
 
 With K = 1 every metric compares the query with the one shot. Episodic: ``episode_logits`` (one
 episode) and ``episodes_logits`` (a chunk of episodes gathered from the embedding table at once;
 frame cosines by one matmul per episode on frames normalised once per table, then
-:func:`metrics.otam_from_dists`). All-way: :meth:`Proto.fit_support` builds one prototype per
+:func:`cachekit.metrics.otam_from_dists`). The metric is its registry entry
+(:mod:`cachekit.similarity`), which also builds the prototypes. All-way: :meth:`Proto.fit_support` builds one prototype per
 class from a K-shot training list; ``video_logits`` scores against them.
 """
 
@@ -28,22 +29,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import metrics
 from ..encoder import ModelInfo
 from ..errors import InputError
+from ..similarity import SIMILARITIES
 from .base import CacheNeeds, Episode, EpisodeBatch, Method, VideoBatch, require_choice, require_positive
 
 DESCRIPTION = ("Support prototypes: mean of the K shots matched with mean-pool cosine, OTAM, Bi-MHM or OTAM on "
                "clip-centred frames (no training)")
 
-# the registry's similarities (metrics.SIMILARITIES), as the Literal the -o parser reads its choices from
-Metric = Literal[tuple(metrics.SIMILARITIES)]  # type: ignore[valid-type]
+# the registry's similarities (cachekit.similarity), as the Literal the -o parser reads its choices from
+Metric = Literal[tuple(SIMILARITIES)]  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True)
 class Config:
     metric: Metric = "mean"
-    logit_scale: float = 100.0  # multiplies the cosine of metric "mean"; accuracy does not depend on it
+    logit_scale: float = 100.0  # multiplies the cosine of a pooled metric ("mean"); accuracy does not depend on it
 
     def __post_init__(self) -> None:
         require_choice("proto", "metric", self.metric, get_args(Metric))
@@ -60,8 +61,9 @@ class Proto(Method):
     def __init__(self, cfg: Config, info: ModelInfo, frames: int):
         super().__init__(info, frames, CacheNeeds(emb=True), "Support prototypes")
         self.cfg = cfg
+        self.sim = SIMILARITIES[cfg.metric]  # the registry entry: its traits, prototypes and forms
         # set by fit_support; plain tensors, not buffers: fitted state is not part of a checkpoint
-        self.prototypes = torch.zeros(0, max(frames, 1), info.embed_dim)  # [C, T, D'] (or [C, 1, D'] for "mean")
+        self.prototypes = torch.zeros(0, max(frames, 1), info.embed_dim)  # [C, T, D'] (or [C, 1, D'] when pooled)
         self.class_ids = torch.zeros(0, dtype=torch.long)  # [C] global class ids, in fit order
         self._table_key: tuple | None = None  # normalised embedding table of the last episodes_logits call
         self._table_value: torch.Tensor | None = None
@@ -69,18 +71,9 @@ class Proto(Method):
 
     # ------------------------------------------------------------------ scoring
     def _match(self, qn: torch.Tensor, pn: torch.Tensor) -> torch.Tensor:
-        """Temporal metric on unit-norm frames: qn ``[..., M, T, D']``, pn ``[..., W, T, D']``
-        -> logits ``[..., M, W]``. OTAM (symmetric, λ = 0.1): minus :func:`metrics.otam_distance`,
-        its frame distances from one matmul per batch entry; any other metric (Bi-MHM) is the
-        registry's own :data:`metrics.SIMILARITIES` function."""
-        if self.cfg.metric != "otam":
-            return metrics.SIMILARITIES[self.cfg.metric](qn, pn)
-        m, t = qn.shape[-3], qn.shape[-2]
-        w, ts = pn.shape[-3], pn.shape[-2]
-        cos = qn.flatten(-3, -2) @ pn.flatten(-3, -2).transpose(-1, -2)  # [..., M*T, W*T]
-        d = 1.0 - cos.unflatten(-1, (w, ts)).unflatten(-3, (m, t)).transpose(-3, -2)  # [..., M, W, T, T]
-        both = torch.stack([d, d.transpose(-1, -2)])  # [2, ..., M, W, T, T] both directions
-        return -metrics.otam_from_dists(both, metrics.OTAM_LAMBDA).mean(dim=0)
+        """A temporal metric on unit frames: qn ``[..., M, T, D']``, pn ``[..., W, T, D']`` -> logits
+        ``[..., M, W]`` (minus the distance: OTAM symmetric, λ = 0.1), by the registry entry."""
+        return self.sim.on_unit_frames(qn, pn)
 
     def scores(self, query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
         """query ``[..., M, T, D']``, support ``[..., W, K, T, D']`` (K shots of each of W classes)
@@ -88,12 +81,10 @@ class Proto(Method):
         if support.shape[-3] == 0:
             raise InputError("support prototypes need at least one shot per class (shots >= 1)")
         query, support = query.float(), support.float()
-        if self.cfg.metric == "mean":
-            sv = F.normalize(support.mean(dim=-2), dim=-1)  # [..., W, K, D'] shot video vectors
-            proto = F.normalize(sv.mean(dim=-2), dim=-1)  # [..., W, D']
+        proto = self.sim.prototypes(support)  # [..., W, T, D'], or [..., W, 1, D'] unit vectors when pooled
+        if self.sim.pooled:
             qv = F.normalize(query.mean(dim=-2), dim=-1)  # [..., M, D']
-            return self.cfg.logit_scale * qv @ proto.transpose(-1, -2)  # [..., M, W]
-        proto = support.mean(dim=-3)  # [..., W, T, D'] per-frame mean of the shots
+            return self.cfg.logit_scale * qv @ proto[..., 0, :].transpose(-1, -2)  # [..., M, W]
         return self._match(F.normalize(query, dim=-1), F.normalize(proto, dim=-1))
 
     @property
@@ -137,14 +128,14 @@ class Proto(Method):
 
         emb ``[V, T, D']`` all videos; support ``[E, W, K]`` and query ``[E, W, Q]`` video indices
         into it (class-major); ``text`` and ``class_ids`` ``[E, W]`` are not read
-        -> ``[E, W*Q, W]``. The table is normalised once (pooled video vectors for "mean", frames
-        otherwise), so each episode only gathers unit vectors.
+        -> ``[E, W*Q, W]``. The table is normalised once (pooled video vectors for a pooled metric,
+        frames otherwise), so each episode only gathers unit vectors.
         """
         e_n, ways, shots = support.shape
         if shots == 0:
             raise InputError("support prototypes need at least one shot per class (shots >= 1)")
         q_idx = query.reshape(e_n, -1)  # [E, W*Q]
-        if self.cfg.metric == "mean":
+        if self.sim.pooled:
             vec = self._table(emb, "vectors")  # [V, D'] shot/query video vectors
             proto = F.normalize(vec[support].mean(dim=-2), dim=-1)  # [E, W, D']
             return self.cfg.logit_scale * vec[q_idx] @ proto.transpose(-1, -2)  # [E, W*Q, W]
@@ -200,16 +191,9 @@ class Proto(Method):
         if missing:
             raise InputError(f"support prototypes: no training video for {len(missing)} class id(s) {missing[:10]}")
         emb = emb.float()
-        if self.cfg.metric == "mean":
-            rows = []
-            for c in class_ids.tolist():
-                sv = F.normalize(emb[labels == c].mean(dim=-2), dim=-1)  # [K_c, D']
-                rows.append(sv.mean(dim=0))  # [D']
-            # store the pooled prototype as a 1-frame sequence: mean-pooling it is a no-op
-            protos = torch.stack(rows)[:, None, :]  # [C, 1, D']
-        else:
-            protos = torch.stack([emb[labels == c].mean(dim=0) for c in class_ids.tolist()])  # [C, T, D']
-        self.prototypes = protos  # on the device of emb
+        # classes may have different shot counts: one class at a time, [1, K_c, T, D'] -> [T', D']
+        protos = torch.stack([self.sim.prototypes(emb[labels == c][None])[0] for c in class_ids.tolist()])
+        self.prototypes = protos  # [C, T, D'] (pooled: [C, 1, D'] unit vectors), on the device of emb
         self.class_ids = class_ids.to(protos.device)
 
     def video_logits(self, batch: VideoBatch, text: torch.Tensor) -> torch.Tensor:
@@ -224,9 +208,9 @@ class Proto(Method):
             )
         q = batch.emb.float()
         protos = self.prototypes.to(q.device)
-        if self.cfg.metric == "mean":
+        if self.sim.pooled:
             qv = F.normalize(q.mean(dim=-2), dim=-1)  # [B, D']
-            return self.cfg.logit_scale * qv @ F.normalize(protos[:, 0], dim=-1).t()  # [B, C]
+            return self.cfg.logit_scale * qv @ protos[:, 0].t()  # [B, C]
         return self._match(F.normalize(q, dim=-1), F.normalize(protos, dim=-1))  # [B, C]
 
 
