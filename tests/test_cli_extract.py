@@ -104,8 +104,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(model_args, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     commits = killed / "meta" / "commits" / "videos"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
+        while proc.poll() is None:  # a hang is pytest-timeout's to catch, not a wall-clock guess
             if commits.is_dir() and any(n.endswith(".json") for n in os.listdir(commits)):
                 break
             time.sleep(0.005)

@@ -9,7 +9,8 @@ tokens at every block some variant reads and the cached pixels. Each case:
 - builds the method with its variant's options;
 - takes one optimiser step through the trainer's own data path (protocol plan, ``training_data``,
   the protocol's feed, AdamW);
-- leaves every frozen weight (the method's and the encoder's) unchanged, and moves a trainable one;
+- sends a gradient to every trainable parameter and to no frozen one (the method's or the
+  encoder's), leaves every frozen weight unchanged, and moves a trainable one;
 - round-trips save and load: ``trainable_state_dict`` -> safetensors file -> a freshly built
   method -> equal outputs;
 - reads only what its ``CacheNeeds`` declares: the store is a :class:`ReadLogStore`, a real
@@ -168,8 +169,17 @@ def test_method_contract(name, variant, store, deep_encoder, rows, tmp_path):
         before = [p.detach().clone() for p in params]
         m.train()
         if params:
+            for p in (*m.parameters(), *deep_encoder.model.parameters()):
+                p.grad = None
             loss = feed.step_loss(m, 0)  # forward + backward of the step's batch or episodes
             assert np.isfinite(loss)
+            trainable = {id(p) for p in params}
+            no_grad = [n for n, p in m.named_parameters() if id(p) in trainable and p.grad is None]
+            assert not no_grad, f"no gradient reached trainable parameters {no_grad[:5]}"
+            assert all(bool(torch.isfinite(p.grad).all()) for p in params)
+            leaked = [f"method.{n}" for n, p in m.named_parameters() if id(p) not in trainable and p.grad is not None]
+            leaked += [f"encoder.{n}" for n, p in deep_encoder.model.named_parameters() if p.grad is not None]
+            assert not leaked, f"gradients reached frozen parameters {leaked[:5]}"
             opt = make_optimizer(params, 1e-2, 0.01)
             opt.step()
             assert any(not torch.equal(b, p) for b, p in zip(before, params)), "the step moved no trainable weight"

@@ -9,7 +9,6 @@ real ViT-B shapes are ``slow``.
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 import torch
@@ -24,7 +23,6 @@ from cachekit.methods.ez_clip import motion_loss
 
 T = 4
 CLASSES = ["jumping", "riding a bike", "waving hands"]
-HAVE_MA_FSAR = importlib.util.find_spec("cachekit.methods.ma_fsar") is not None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -323,7 +321,6 @@ def episode(pixels, cached, needs, ways=3):
                    query_labels=torch.arange(ways), class_ids=torch.arange(ways), text=cached["text"])
 
 
-@pytest.mark.skipif(not HAVE_MA_FSAR, reason="cachekit.methods.ma_fsar not written yet")
 @pytest.mark.parametrize("overrides", [{"modules": "fgma"}, {"modules": "all"}, {"modules": "all", "from_block": 2}])
 def test_ma_fsar_fgma_trains_only_its_modules(tiny_encoder, pixels, cached, overrides):
     torch.manual_seed(0)
@@ -337,7 +334,6 @@ def test_ma_fsar_fgma_trains_only_its_modules(tiny_encoder, pixels, cached, over
     check_state_dict(m)
 
 
-@pytest.mark.skipif(not HAVE_MA_FSAR, reason="cachekit.methods.ma_fsar not written yet")
 def test_ma_fsar_joint_and_temporal_adapters_are_identity_at_init(tiny_encoder, pixels, cached):
     from cachekit.layers.fgma import FgMABlock
 
@@ -354,7 +350,6 @@ def test_ma_fsar_joint_and_temporal_adapters_are_identity_at_init(tiny_encoder, 
     assert torch.count_nonzero(blk.temporal(x)) == 0 and torch.count_nonzero(blk.joint(x)) == 0
 
 
-@pytest.mark.skipif(not HAVE_MA_FSAR, reason="cachekit.methods.ma_fsar not written yet")
 def test_ma_fsar_fgma_from_cached_tokens_equals_from_pixels(tiny_encoder, pixels, cached):
     torch.manual_seed(0)
     m = build_method("ma_fsar", {"modules": "fgma", "from_block": 2}, tiny_encoder.info, T, tiny_encoder).eval()
@@ -471,9 +466,8 @@ def test_ez_clip_trainable_count_is_the_papers_5_2M(name):
     assert prompts == 73_728  # the paper's "73K"
     if name == "ViT-B-32":
         assert build_method("ev_clip", {"prompts": "both"}, enc.info, 8, enc).num_trainable() == 5_660_897 + 394_241
-        if HAVE_MA_FSAR:
-            fg = build_method("ma_fsar", {"modules": "all"}, enc.info, 8, enc)
-            assert fg.num_trainable() == 3 * 12 * 295_872 + 393_984 + 3_152_384  # 14,197,760 (paper 18.54M)
+        fg = build_method("ma_fsar", {"modules": "all"}, enc.info, 8, enc)
+        assert fg.num_trainable() == 3 * 12 * 295_872 + 393_984 + 3_152_384  # 14,197,760 (paper 18.54M)
 
 
 def test_ev_clip_context_never_loads_a_deferred_encoder(tiny_encoder):

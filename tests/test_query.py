@@ -458,10 +458,8 @@ def test_kill_during_index_then_rerun_gives_the_same_index(data, tmp_path):
     old = tree_digest(out)
     cmd = [sys.executable, "-c", _SUBPROCESS, "index", "--store", str(data["store"]), "--out", str(out)]
     proc = subprocess.Popen(cmd, env=cli_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
     while not any(p.name.startswith(".idx.tmp-") for p in tmp_path.iterdir()) and proc.poll() is None:
-        assert time.time() < deadline
-        time.sleep(0.01)
+        time.sleep(0.01)  # a hang is pytest-timeout's to catch, not a wall-clock guess
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert tree_digest(out) == old  # killed mid-write: the old index, whole

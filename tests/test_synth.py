@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -505,15 +504,19 @@ def test_rerun_resumes_and_other_settings_are_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_size_clip_renders_and_encodes_fast(tmp_path):
-    cfg = SynthConfig()  # 224 x 224, 32 frames
-    render_clip("something bouncing", 0, cfg)  # warm up imports
-    best = float("inf")
-    for i in range(3):
-        start = time.perf_counter()
-        write_mp4(tmp_path / f"{i}.mp4", render_clip("something bouncing", i, cfg), cfg.fps)
-        best = min(best, time.perf_counter() - start)
-    assert best < 1.0  # about 0.15 s on an idle core; the bound leaves room for a busy machine
+def test_full_size_clip_renders_and_encodes(tmp_path):
+    """The default size (224 x 224, 32 frames) writes an H.264 clip that decodes to its frames.
+    How long it takes is the synthetic benchmark's business (benchmarks/), never a test's."""
+    import av
+
+    cfg = SynthConfig()
+    frames = render_clip("something bouncing", 0, cfg)  # [T, H, W, 3]
+    write_mp4(tmp_path / "0.mp4", frames, cfg.fps)
+    with av.open(str(tmp_path / "0.mp4")) as c:
+        stream = c.streams.video[0]
+        got = [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
+        assert stream.codec_context.name == "h264"
+    assert len(got) == cfg.frames and got[0].shape == frames.shape[1:]
 
 
 def test_low_clutter_keeps_the_actor_and_drops_background_and_distractors():

@@ -426,7 +426,10 @@ def test_a_run_that_reads_pixels_evaluates_under_zeroshot(tmp_path, tiny_cfg):
     train(store, run, "ev_clip", {"prompts": "mask", "z_block": 2},
           TrainConfig(protocol="zeroshot", epochs=1, batch_size=4, lr=1e-3, val_episodes=0), progress=False)
     r = evaluate(store, EvalConfig(protocol="zeroshot", run_dir=str(run)))
-    assert r.videos == 2 * len(res.splits["test"]) and 0 <= r.accuracy <= 100
+    assert r.videos == 2 * len(res.splits["test"])
+    correct = r.accuracy * r.videos / 100  # a whole number of test videos right
+    assert abs(correct - round(correct)) < 1e-6
+    assert evaluate(store, EvalConfig(protocol="zeroshot", run_dir=str(run))).accuracy == r.accuracy
 
 
 @pytest.mark.slow
@@ -463,8 +466,7 @@ def test_kill_9_during_training_then_resume_equals_an_uninterrupted_run(motion_s
         start = step_of(run)
         p = subprocess.Popen(cmd(run, *(["--resume"] if (run / "run.json").exists() else [])), cwd=ROOT,
                              env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while p.poll() is None and step_of(run) <= start and time.time() < deadline:
+        while p.poll() is None and step_of(run) <= start:  # a hang is pytest-timeout's to catch
             time.sleep(0.005)  # until this attempt has written a new checkpoint
         time.sleep(float(rng.uniform(0.0, 0.3)))  # then anywhere: mid-step, mid-checkpoint
         if p.poll() is None:

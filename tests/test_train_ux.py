@@ -85,12 +85,11 @@ def _foreground_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _sigint_when(proc: subprocess.Popen, ready, timeout: float = 180.0, settle: float = 1.0) -> None:
-    """Send SIGINT to ``proc`` once ``ready()`` holds (and ``settle`` seconds more)."""
-    deadline = time.time() + timeout
+def _sigint_when(proc: subprocess.Popen, ready, settle: float = 1.0) -> None:
+    """Send SIGINT to ``proc`` once ``ready()`` holds (and ``settle`` seconds more). No wall-clock
+    limit: a slow machine only waits longer; a hang is pytest-timeout's to catch."""
     while not ready():
         assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "the command never got going"
         time.sleep(0.05)
     time.sleep(settle)
     assert proc.poll() is None, "the command finished before it could be interrupted"
