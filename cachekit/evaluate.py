@@ -239,12 +239,8 @@ def _note_unlabelled(notes: list[str], n: int, where: str) -> None:
 
 # --------------------------------------------------------------------------- methods
 def _load_run(run_dir, cache: FeatureCache, device: torch.device) -> tuple[Method, dict]:
-    try:
-        from .runs import load_run
-    except ModuleNotFoundError as err:
-        if err.name not in ("cachekit.runs",):
-            raise
-        raise RunError(f"--run {run_dir}: this installation cannot load runs yet (cachekit.runs is missing)") from err
+    from .runs import load_run
+
     return load_run(run_dir, cache_key=cache.key, device=str(device))
 
 
@@ -252,10 +248,7 @@ def _build(name: str, options: dict | None, metric: str | None, cache: FeatureCa
     from .methods import build_method, method_module
     from .options import typed_options
 
-    try:
-        mod = method_module(name)
-    except ModuleNotFoundError as err:
-        raise InputError(f"method {name} is not available in this installation ({err})") from err
+    mod = method_module(name)
     overrides = typed_options(name, options or {})
     if metric is not None and "metric" in {f.name for f in dataclasses.fields(mod.Config)}:
         overrides.setdefault("metric", metric)

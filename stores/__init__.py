@@ -1,6 +1,6 @@
-"""Feature storage behind one small interface: Zarr v3 (default) and HDF5 (paths ending ``.h5``),
-plus the FAISS prototype index. Knows nothing of CLIP or videos: entries of named arrays,
-committed atomically, and small JSON documents.
+"""Feature storage behind one small interface: Zarr v3 (default) and HDF5 (paths ending ``.h5``).
+Knows nothing of CLIP or videos: entries of named arrays, committed atomically, and small JSON
+documents. (The FAISS prototype index is cachekit's: :mod:`cachekit.index`.)
 """
 
 from __future__ import annotations
