@@ -18,7 +18,7 @@ def store_coverage(store, records: dict | None = None) -> dict[str, dict[str, in
     records = store.records("videos") if records is None else records
     docs = store.json_items("splits")
     if not docs:
-        failed = len(store.json_keys("failed"))
+        failed = sum(1 for d in store.json_items("failed").values() if d.get("vkey") not in records)
         return {ALL: {"listed": len(records) + failed, "present": len(records) + failed, "failed": failed,
                       "used": len(records)}}
     out = {}

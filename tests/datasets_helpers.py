@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers import synth_frames, write_h264
+from helpers import synth_frames, write_h264, write_video
 
 FRAMES, HEIGHT, WIDTH = 10, 32, 48  # per clip: tiny, enough for 4-8 sampled frames
 
@@ -36,32 +36,14 @@ class Layout:
 
 
 # ------------------------------------------------------------------------------------- containers
-def _encode(path: Path, frames: np.ndarray, container: str, codec: str, fps: int, options: dict | None = None) -> Path:
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _, h, w, _ = frames.shape
-    with av.open(str(path), "w", format=container) as out:
-        stream = out.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        if options:
-            stream.options = options
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
-
-
 def write_avi_mpeg4(path, frames: np.ndarray, fps: int = 25) -> Path:
     """MPEG-4 Part 2 (the XviD family UCF101 and HMDB51 ship) in an AVI container."""
-    return _encode(Path(path), frames, "avi", "mpeg4", fps, {"qscale": "3"})
+    return write_video(path, frames, "mpeg4", fps, {"qscale": "3"}, container="avi")
 
 
 def write_webm_vp9(path, frames: np.ndarray, fps: int = 12) -> Path:
     """VP9 in WebM, as Something-Something v2 ships its clips (12 fps)."""
-    return _encode(Path(path), frames, "webm", "libvpx-vp9", fps, {"deadline": "realtime", "cpu-used": "8"})
+    return write_video(path, frames, "libvpx-vp9", fps, {"deadline": "realtime", "cpu-used": "8"}, container="webm")
 
 
 def write_jpeg_folder(folder, frames: np.ndarray, pattern: str = "img_{:05d}.jpg", start: int = 1) -> Path:

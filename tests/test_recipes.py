@@ -92,11 +92,16 @@ def test_ucf101_few_shot_recipe(tmp_path):
     assert "coverage test: 18 listed, 18 present" in by_command(res, "extract")[0]
 
 
+def nine_class_ssv2(root: Path, verb: str):
+    """SSv2 with 9 templates of 6 clips: 3 classes per few-shot split, enough for 5-shot episodes."""
+    templates = [f"{verb} [something] {w}" for w in ("up", "down", "left", "right", "away", "closer", "around",
+                                                     "in circles", "slowly")]
+    return make_ssv2(root, templates=templates, train=6, val=0, test=0)
+
+
 @pytest.mark.slow
 def test_ssv2_small_recipe_on_cmn_lists(tmp_path):
-    templates = [f"Moving [something] {w}" for w in ("up", "down", "left", "right", "away", "closer", "around",
-                                                       "in circles", "slowly")]
-    lay = make_ssv2(tmp_path / "data", templates=templates, train=6, val=0, test=0)
+    lay = nine_class_ssv2(tmp_path / "data", "Moving")
     lists = write_fewshot_lists(tmp_path / "smsm-100", lay, parts=(3, 3, 3), name_of=lay.names)
     for split, path in lists.items():  # CMN's file names
         path.rename(path.with_name(f"{split}.list"))
@@ -106,9 +111,7 @@ def test_ssv2_small_recipe_on_cmn_lists(tmp_path):
 
 @pytest.mark.slow
 def test_ssv2_full_recipe_on_otam_lists(tmp_path):
-    templates = [f"Pushing [something] {w}" for w in ("up", "down", "left", "right", "away", "closer", "around",
-                                                        "in circles", "slowly")]
-    lay = make_ssv2(tmp_path / "data", templates=templates, train=6, val=0, test=0)
+    lay = nine_class_ssv2(tmp_path / "data", "Pushing")
     write_fewshot_lists(tmp_path / "ssv2_OTAM", lay, parts=(3, 3, 3), kind="otam", name_of=lay.names)
     res = run_recipe("ssv2_full.sh", {"SSV2": str(lay.video_root), "SPLITS": str(tmp_path / "ssv2_OTAM"),
                                       "NAMES": str(tmp_path / "ssv2_OTAM" / "names")}, tmp_path)
