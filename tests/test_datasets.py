@@ -281,3 +281,22 @@ def test_a_frame_folders_key_is_its_images_bytes_in_order(tmp_path):
     assert folder_key(b) != folder_key(a)
     got = read_frames(a, np.array([[0, 9]]))
     assert got.shape == (1, 2, 16, 24, 3) and got.dtype == np.uint8
+
+
+def test_any_format_forced_on_any_file_reads_it_or_refuses_in_one_line(lay, tmp_path):
+    """--format skips the content check: a reader then meets files of other layouts (and empty or
+    binary ones) and must refuse them with an input error, never a traceback."""
+    from cachekit.errors import ClipcacheError
+
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "binary.bin").write_bytes(b"\0\1\2garbage")
+    (tmp_path / "tsn.txt").write_text("rawframes/a/v1 75 3\n")
+    samples = [lay["ucf"].lists["train"], lay["ucf"].lists["classInd"], lay["hmdb"].lists["files"][0],
+               lay["ssv2"].lists["train"], lay["ssv2"].lists["labels"], lay["k400"].lists["val"],
+               lay["frames"].lists["folder"], tmp_path / "empty.txt", tmp_path / "binary.bin", tmp_path / "tsn.txt"]
+    for fmt in FORMATS:
+        for sample in samples:
+            try:
+                collect_inputs([str(sample)], fmt=fmt, require_videos=False)
+            except ClipcacheError as err:
+                assert "\n" not in str(err), (fmt, sample, err)

@@ -35,10 +35,13 @@ def read(src: Source, ctx: Context, out: InputSet) -> None:
     if names is not None and per_split is None:
         raise InputError(f"{src.path}: CLIP-FSAR class indices are per split; give --class-names as a folder "
                          "with train/val/test class lists (e.g. train_classes.txt)")
-    for ln in src.lines:
+    for n, ln in enumerate(src.lines, 1):
         if ln.startswith("#"):
             continue
-        split, idx, sep, rest = LINE.match(ln).groups()  # type: ignore[union-attr]
+        m = LINE.match(ln)
+        if m is None:
+            raise InputError(f"{src.path}: line {n}: expected '<split><k>//<path>' or '<split><k>/<id>', got {ln!r}")
+        split, idx, sep, rest = m.groups()
         if sep == "//":
             path = ctx.resolve(rest, src.path.parent)
         else:  # an SSv2 video id: CLIP-FSAR opens <root>/<id>.mp4; the download is <id>.webm

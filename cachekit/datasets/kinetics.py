@@ -48,7 +48,7 @@ def sniff(src: Source) -> int:
 
 def read(src: Source, ctx: Context, out: InputSet) -> None:
     rows = parse_csv_rows(src)
-    head = [c.strip().lower() for c in rows[0]]
+    head = [c.strip().lower() for c in rows[0]] if rows else []
     if not all(c in head for c in NEEDED):
         raise InputError(f"{src.path}: a Kinetics CSV starts with its header (label,youtube_id,time_start,time_end,"
                          "split); this one has none, and its columns are not read by position")

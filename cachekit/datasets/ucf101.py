@@ -74,6 +74,9 @@ def read(src: Source, ctx: Context, out: InputSet) -> None:
     classes = class_index(cls_file)
     ids = {c: i + 1 for i, c in enumerate(classes)}
     rows = [LINE.match(ln) for ln in src.lines]
+    if not rows or not all(rows):
+        n = next((i for i, m in enumerate(rows) if m is None), 0)
+        raise InputError(f"{src.path}: line {n + 1} is not a UCF101 list line ('<Class>/v_<Class>_gNN_cNN.avi[ <id>]')")
     numbered = [m for m in rows if m and m[3] is not None]
     name = LIST_NAME.match(src.name)
     kind = name[1].lower() if name else ("train" if numbered else "test")
