@@ -44,12 +44,12 @@ class CacheData:
         self.encoder = encoder
         if needs.pixels and encoder is None:
             raise ValueError("a method that reads pixels needs the encoder (for its preprocessing)")
-        missing = [b for b in needs.tokens_at if b not in cache.tokens_at]
+        # blocks no video has (a command extends the videos it reads: cachekit.autoextend); a video
+        # read without a block another has is refused when read (FeatureCache.tokens)
+        missing = [b for b in needs.tokens_at if b not in cache.tokens_at
+                   and cache.lacking(f"tokens_{b}").size == len(cache)]
         if missing:  # one line naming the one command that adds them to this same store
-            raise InputError(
-                f"tokens at block {','.join(map(str, missing))} are not cached in {cache.store.path} "
-                f"(cached: {','.join(map(str, cache.tokens_at)) or 'none'}); add them to this store with: "
-                f"{cache.extend_command(tokens_at=tuple(missing))}")
+            raise InputError(cache.missing_tokens_message(tuple(missing)))
         self.labels = torch.from_numpy(cache.labels)  # [V]
         self.emb = torch.from_numpy(cache.emb(view=None)) if needs.emb else None  # [V, views, T, D']
         self.cls = torch.from_numpy(cache.cls(view=None)) if needs.cls else None  # [V, views, T, W]

@@ -45,12 +45,15 @@ class Split:
     name: str
     indices: np.ndarray  # [n] int64
     missing: int  # named in the split file but not (successfully) in the store
+    listed: int | None = None  # a split read from a file at evaluation: how many videos it names
+    absent: int = 0  # of those, neither on disk nor in the store
 
 
 class FeatureCache:
     """Open a store read-only and expose its per-video arrays with named axes."""
 
     def __init__(self, path: str | os.PathLike | FeatureStore):
+        self.owns_store = not isinstance(path, FeatureStore)  # opened here: may be re-opened (reopen)
         self.store = path if isinstance(path, FeatureStore) else open_store(path, "r")
         attrs = self.store.attrs
         self.key: dict = attrs.get("cache_key", {})
@@ -61,6 +64,15 @@ class FeatureCache:
 
     def close(self) -> None:
         self.store.close()
+
+    def reopen(self) -> None:
+        """Read the store again after it was extended (:mod:`cachekit.autoextend`): the same videos,
+        their arrays and the key as they are now."""
+        path = self.store.path
+        self.store.close()
+        self.store = open_store(path, "r")
+        self.key = self.store.attrs.get("cache_key", {})
+        self.records = self.store.records("videos")
 
     def __enter__(self):
         return self
@@ -85,6 +97,12 @@ class FeatureCache:
         idx = {c: i for i, c in enumerate(self.classes)}
         return np.array([idx.get(self.records[k].get("label"), -1) for k in self.video_keys], dtype=np.int64)
 
+    @cached_property
+    def class_ids(self) -> dict[str, str]:
+        """class name -> the data set's own id of it (UCF101's ``ApplyEyeMakeup``, an SSv2 labels.json
+        id), for the classes whose videos came from a data set's own files."""
+        return {r["label"]: r["class_id"] for r in self.records.values() if r.get("label") and r.get("class_id")}
+
     @property
     def frames(self) -> int:
         return int(self.key.get("frames", 0))
@@ -101,6 +119,18 @@ class FeatureCache:
     def extend_command(self, tokens_at: tuple[int, ...] = (), pixels: bool = False) -> str:
         """The one command that adds these arrays to this same store (only they are computed)."""
         return extend_command(str(self.store.path), self.key, tokens_at, pixels)
+
+    def lacking(self, name: str, idx: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """Indices among ``idx`` (default: every video) of the videos without array ``name``."""
+        idx = np.arange(len(self.video_keys)) if idx is None else np.asarray(idx, dtype=np.int64)
+        return np.array([i for i in idx.tolist() if name not in self.records[self.video_keys[i]]["arrays"]],
+                        dtype=np.int64)
+
+    def missing_tokens_message(self, blocks: tuple[int, ...]) -> str:
+        """One line: these token blocks are not cached, and the command that adds them."""
+        return (f"tokens at block {','.join(map(str, blocks))} are not cached in {self.store.path} "
+                f"(cached: {','.join(map(str, self.tokens_at)) or 'none'}); add them to this store with: "
+                f"{self.extend_command(tokens_at=tuple(blocks))}")
 
     # ----------------------------------------------------------------- arrays
     def _column(self, name: str) -> np.ndarray:
@@ -124,12 +154,8 @@ class FeatureCache:
 
     def tokens(self, block: int, idx: np.ndarray | list[int], view: int | None = 0) -> np.ndarray:
         """Tokens entering ``block`` for videos ``idx``: ``[n, T, N+1, W]`` float16 (one view)."""
-        if block not in self.tokens_at:
-            raise InputError(
-                f"tokens at block {block} are not cached in {self.store.path} "
-                f"(cached: {', '.join(map(str, self.tokens_at)) or 'none'}); add them to this store with: "
-                f"{self.extend_command(tokens_at=(block,))}"
-            )
+        if block not in self.tokens_at and self.lacking(f"tokens_{block}", idx).size:
+            raise InputError(self.missing_tokens_message((block,)))
         keys = [self.video_keys[int(i)] for i in idx]
         a = self.store.read_column("videos", f"tokens_{block}", keys)  # [n, views, T, N+1, W]
         return a if view is None else a[:, view]
@@ -199,11 +225,15 @@ class FeatureCache:
         backends: dict[str, int] = {}
         for r in self.records.values():
             backends[r.get("backend", "?")] = backends.get(r.get("backend", "?"), 0) + 1
+        from .coverage import store_coverage
+
         return {
             "store": self.store.path,
+            "coverage": store_coverage(self.store, self.records),
             "videos": len(self.video_keys),
             "failed": len(self.failed()),
             "classes": len(self.classes),
+            "class_ids": self.class_ids,
             "labelled": int((self.labels >= 0).sum()) if self.video_keys else 0,
             "splits": {n: {"videos": int(len(s.indices)), "missing": s.missing} for n, s in self.splits().items()},
             "decode_backends": backends,

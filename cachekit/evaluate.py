@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .autoextend import ensure_cached
 from .cache import FeatureCache, Split
 from .caveat import encoder_caveat
 from .errors import InputError, InputNotFound, RunError
@@ -139,24 +140,23 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
 
 def split_from_file(cache: FeatureCache, split_file: str | os.PathLike,
                      video_root: str | None) -> dict[str, Split]:
-    """Read a CLIP-FSAR / ViFi-CLIP split file (or a plain list) and map it onto the store.
+    """Read a split file of any layout :func:`cachekit.inputs.collect_inputs` knows (a data set's
+    official list, a CLIP-FSAR / ViFi-CLIP split file, a plain list; also a folder or a glob of
+    files, as HMDB51's per-class split files) and map it onto the store.
 
     A listed path is found by its absolute path among the store's records (whether or not the
     file still exists), else, when the file exists, by its content key; anything else counts as
     missing.
     """
-    from .inputs import InputSet, collect_inputs, parse_split_file
+    from .inputs import collect_inputs
     from .video import file_key
 
     path = Path(split_file)
-    if not path.is_file():
+    if not path.exists() and not any(c in str(split_file) for c in "*?["):  # a glob: HMDB51's *_test_split2.txt
         raise InputNotFound(f"--split-file {split_file} not found")
-    root = Path(video_root) if video_root else None
-    if root is not None and not root.is_dir():
+    if video_root is not None and not Path(video_root).is_dir():
         raise InputNotFound(f"--video-root {video_root} is not a directory")
-    parsed = InputSet()
-    if not parse_split_file(path, root, None, parsed):
-        parsed = collect_inputs([str(path)], video_root=video_root)
+    parsed = collect_inputs([str(path)], video_root=video_root, require_videos=False)
     default = path.stem
     listed: dict[str, list[str]] = {}
     for it in parsed.items:
@@ -165,20 +165,22 @@ def split_from_file(cache: FeatureCache, split_file: str | os.PathLike,
     by_key = {k: i for i, k in enumerate(cache.video_keys)}
     out = {}
     for name in sorted(set(listed) | set(parsed.missing)):
-        idx, missing = [], 0
+        idx, missing, absent = [], 0, 0
         # files gone from disk still count when the store holds them (extracted before removal)
-        for p in [*listed.get(name, []), *parsed.missing.get(name, [])]:
+        named = [*listed.get(name, []), *parsed.missing.get(name, [])]
+        for p in named:
             i = by_path.get(os.path.abspath(p))
-            if i is None and os.path.isfile(p):
+            if i is None and os.path.exists(p):
                 try:
                     i = by_key.get(file_key(p))
                 except OSError:
                     i = None
             if i is None:
                 missing += 1
+                absent += not os.path.exists(p)
             else:
                 idx.append(i)
-        out[name] = Split(name, np.array(sorted(set(idx)), dtype=np.int64), missing)
+        out[name] = Split(name, np.array(sorted(set(idx)), dtype=np.int64), missing, len(named), absent)
     return out
 
 
@@ -434,6 +436,10 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
             overlap = "; ".join(problems)
             pools.notes.insert(0, f"--allow-overlap: {overlap}")
 
+    used = np.concatenate([pools.eval_idx, *pools.parts.values(), *(
+        [s.indices for n, s in pools.splits.items() if n in (BASE_SPLIT, NOVEL_SPLIT)] if protocol == "base2novel" else [])])
+    ensure_cached(cache, method.needs, used, command="eval", classes=cache.classes, device=str(device),
+                  encoder=getattr(getattr(method, "backbone", None), "clip", None))  # once, in place
     results: list[EvalResult] = []
     with torch.no_grad():  # not inference_mode: tables keep a version counter (Proto caches on it)
         base = dict(cache=cache, method=method, metric=metric, pools=pools, ways=cfg.ways, queries=cfg.queries,
@@ -458,12 +464,29 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
             r.notes.append(f"trained run {Path(cfg.run_dir).name} (trained under the "
                            f"{_run_protocol(meta_run) or '?'} protocol)")
     caveat = encoder_caveat(cache.key)
+    cov = eval_coverage(cache, pools)
     for r in results:
         r.overlap = overlap
         r.encoder = caveat
+        r.coverage = cov
     if cfg.out_dir is not None:
         write_report(cfg.out_dir, results)
     return results if cfg.many else results[0]
+
+
+def eval_coverage(cache: FeatureCache, pools: _Pools) -> dict:
+    """Per store split: listed, present, failed to decode, and used (scored) by this evaluation."""
+    from .coverage import store_coverage, used_by
+
+    used = np.concatenate([pools.eval_idx, *pools.parts.values()]) if pools.parts else pools.eval_idx
+    if used.size == 0:  # base-to-novel from the store's lists: the protocol reads base_val and novel_val
+        used = np.concatenate([np.zeros(0, np.int64)] + [s.indices for n, s in pools.splits.items()
+                                                         if n in (BASE_SPLIT, NOVEL_SPLIT)])
+    from_file = {n: s for n, s in pools.splits.items() if s.listed is not None}
+    if from_file:  # --split-file: the file's lists are what is covered
+        return {n: {"listed": s.listed, "present": s.listed - s.absent, "failed": s.missing - s.absent,
+                    "used": int(np.intersect1d(s.indices, used).size)} for n, s in from_file.items()}
+    return used_by(store_coverage(cache.store, cache.records), cache, used)
 
 
 __all__ = ["PROTOCOLS", "EvalConfig", "evaluate"]

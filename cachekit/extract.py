@@ -28,11 +28,13 @@ import numpy as np
 from clipcache.stores import LAYOUT_VERSION, FeatureStore, StoreError, open_store
 
 from .caveat import encoder_caveat
+from .coverage import store_coverage
 from .encoder import EncoderConfig, FrozenCLIP, load_clip
 from .errors import CacheKeyMismatch, ClipcacheError, DecodeError, InputError
 from .inputs import InputSet, VideoItem
 from .templates import fill, resolve_templates
 from .distributed import Dist, dist_from_env
+from .frames import is_frame_folder, set_rate
 from .video import Backend, DecodedVideo, SamplerConfig, decode_video, file_key
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class ExtractConfig:
     retry_failed: bool = False
     commit_every: int = 32  # videos per batch commit: the most work a kill can lose
     pixels: bool = False  # also cache the resized, centre-cropped uint8 frames (backbone methods)
+    fps: float | None = None  # frame folders' rate (timestamps only); None: cachekit.frames.DEFAULT_FPS
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -62,6 +65,8 @@ class ExtractConfig:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
         if self.commit_every < 1:
             raise InputError(f"--commit-every must be >= 1, got {self.commit_every}")
+        if self.fps is not None and not self.fps > 0:
+            raise InputError(f"--fps must be > 0, got {self.fps}")
         if len(set(self.tokens_at)) != len(self.tokens_at):
             raise InputError(f"--tokens-at lists a block twice: {self.tokens_at}")
 
@@ -181,6 +186,7 @@ class ExtractSummary:
     store: str = ""
     notes: list[str] = field(default_factory=list)
     encoder: str | None = None  # the encoder's caveat (random or toy weights; cachekit.caveat), None for real CLIP
+    coverage: dict = field(default_factory=dict)  # split -> listed / present / failed / used (cachekit.coverage)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -324,6 +330,8 @@ class Extractor:
 
     def _prepare(self, item: VideoItem, key: str) -> tuple[DecodedVideo, object, object]:
         video = decode_video(item.path, self.cfg.sampler, key, self.cfg.backend)
+        if video.backend == "frames" and self.cfg.fps:  # a frame folder: images carry no rate
+            set_rate(video, self.cfg.fps)
         v, t = video.frames.shape[:2]
         u8 = self.enc.resize_crop(video.frames.reshape(v * t, *video.frames.shape[2:]))  # [V*T, 3, S, S]
         video.frames = None  # the full-size frames are not needed any more: bounded memory
@@ -345,6 +353,7 @@ class Extractor:
             "path": os.path.abspath(p.item.path),
             "size": st.st_size,
             "label": p.item.label,
+            **({"class_id": p.item.class_id} if p.item.class_id is not None else {}),  # the data set's own id
             "n_frames": p.video.n_frames,
             "fps": p.video.fps,
             "duration": p.video.duration,
@@ -365,7 +374,7 @@ class Extractor:
                 out.append((path, None))
                 continue
             try:
-                if os.path.isdir(it.path):
+                if os.path.isdir(it.path) and not is_frame_folder(it.path):
                     raise DecodeError(f"{it.path}: is a directory, not a video file")
                 out.append((path, file_key(it.path)))
             except (OSError, DecodeError) as err:
@@ -508,13 +517,14 @@ class Extractor:
         s.seconds["write"] += time.perf_counter() - t1
 
     # --------------------------------------------------------------- extension
-    def extend(self, s: ExtractSummary, dist: Dist, progress: bool = True) -> None:
+    def extend(self, s: ExtractSummary, dist: Dist, progress: bool = True, only: set[str] | None = None) -> None:
         """Add the arrays this run's key asks for to committed videos that lack them.
 
         Only what is missing is computed: the tokens of new blocks come from a forward that stops
         before the last of them, in the same row groups as the original pass (so they equal a
         fresh extraction bit for bit on CPU); pixels need no encoder at all. Each rank extends
-        the videos it owns; entries are committed in batches with ``extends=True``.
+        the videos it owns; entries are committed in batches with ``extends=True``. ``only``:
+        extend these video keys alone (a command that needs the arrays for some videos).
         """
         from tqdm import tqdm
 
@@ -523,7 +533,7 @@ class Extractor:
         for key, rec in self.store.records("videos").items():
             missing = sorted(want - set(rec["arrays"]))
             more_views = rec["arrays"]["frame_idx"]["shape"][0] < self.cfg.sampler.views
-            if (missing or more_views) and dist.owns(key):
+            if (missing or more_views) and dist.owns(key) and (only is None or key in only):
                 todo.append((key, rec, missing))
         if not todo:
             return
@@ -579,6 +589,8 @@ class Extractor:
         except OSError as err:
             raise DecodeError(f"{path}: cannot read ({err.strerror})") from err
         video = decode_video(path, self.cfg.sampler, key, rec.get("backend", self.cfg.backend))
+        if video.backend == "frames" and rec.get("fps"):
+            set_rate(video, rec["fps"])  # the rate it was extracted at (--fps)
         stored = self.store.read("videos", key, ["frame_idx"])["frame_idx"]  # [V_old, T]
         if not np.array_equal(stored, video.indices[:len(stored)].astype(np.int32)):
             raise DecodeError(f"{path}: sampled frames differ from the cached ones")
@@ -764,6 +776,7 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
                     store.update_attrs({**{k: v for k, v in store.attrs.items() if k != "layout_version"},
                                         "cache_key": merged})
             record_splits(store, inputs, extractor.keys_by_path)
+            summary.coverage = store_coverage(store)
             summary.notes.extend(inputs.notes)
             summary.encoder = encoder_caveat(key)
             store.finalize()

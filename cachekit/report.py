@@ -45,6 +45,7 @@ class EvalResult:
     class_names: list[str] = field(default_factory=list)  # [C], order of confusion rows
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # e.g. base / novel / harmonic for base2novel
+    coverage: dict = field(default_factory=dict)  # split -> listed / present / failed / used (cachekit.coverage)
 
     def __post_init__(self) -> None:
         if self.confusion is not None:
@@ -132,6 +133,10 @@ def markdown_table(results: Sequence[EvalResult]) -> str:
     encoders = list(dict.fromkeys(r.encoder for r in results if r.encoder))
     if encoders:
         lines += ["**Encoder:** " + "; ".join(encoders) + ".", ""]
+    if results[0].coverage:
+        from .coverage import coverage_lines
+
+        lines += ["**Coverage:** " + "; ".join(coverage_lines(results[0].coverage)) + ".", ""]
     if len(protocols) > 1:
         lines += ["Numbers from different protocols are not comparable.", ""]
     for proto in protocols:

@@ -38,6 +38,7 @@ from typing import Iterable
 
 import numpy as np
 
+from .autoextend import ensure_cached
 from .caveat import encoder_caveat
 from .errors import ClipcacheError, InputError, ModelError, RunError
 from .distributed import dist_from_env, rank_device
@@ -127,6 +128,7 @@ class TrainResult:
     notes: list[str]
     protocol: str = ""  # the protocol the run trained under (resolved from the method when not given)
     split: dict = field(default_factory=dict)  # videos and classes per part (run.json "splits")
+    coverage: dict = field(default_factory=dict)  # store split -> listed / present / failed / used by the run
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -299,6 +301,9 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         needs = dataclasses.replace(m.needs, text=True) if cfg.protocol != "episodic" else m.needs
         # text rows of the training and selection classes only: no test class's text is ever read
         known = np.union1d(plan.classes(cache.labels, "train"), plan.classes(cache.labels, "val"))
+        ensure_cached(cache, needs, np.union1d(plan.train, plan.val), command="train", device=str(device),
+                      classes=[cache.classes[c] for c in known], pretrained=pretrained,
+                      encoder=backbone if backbone.loaded else None)  # adds missing arrays to the store, once
         data = training_data(cache, needs, device, known, encoder=backbone if needs.pixels else None)
         feed = proto.feed(data, cache.labels, plan, cfg)
         notes += feed.notes
@@ -306,6 +311,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         val_every = cfg.val_every or (feed.steps_per_epoch if cfg.protocol != "episodic" else max(1, steps // 10))
         warmup = round(cfg.warmup * steps)
         meta = _run_meta(method, m, mcfg, cfg, cache, plan, notes, device, steps, val_every, warmup)
+        meta["coverage"] = run_coverage(cache, plan)
         if old is not None:
             _same_run(old, meta, out)
         out.mkdir(parents=True, exist_ok=True)
@@ -325,6 +331,8 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
                 feed.first(m)  # lazy parameters take their shapes from the first input
         params = m.trainable_parameters()
         meta["method"]["trainable_params"] = sum(p.numel() for p in params)
+        if not params:  # nothing to train (zeroshot, proto): the run is the method as configured
+            return _untrained_run(out, meta, main)
         opt = make_optimizer(params, cfg.lr, cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, steps))
         if state is not None:
@@ -425,6 +433,20 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
     return _result_from_meta(out, meta)
 
 
+def _untrained_run(out: Path, meta: dict, main: bool) -> TrainResult:
+    """A complete run of a method without trainable parameters: its configuration, its split and
+    an empty weights file, so that ``eval --run`` and ``query --run`` use it like any other run."""
+    meta["train"]["steps"] = meta["step"] = 0
+    meta["notes"].append(f"{meta['method']['name']} has no trainable parameters: nothing to train; the run "
+                         "holds the method as configured, for eval --run and query --run")
+    meta["status"] = "complete"
+    if main:
+        meta["checkpoints"][MODEL_FILE] = save_weights(pending(out / MODEL_FILE), {})
+        write_json(out / RUN_JSON, meta)
+        publish_pending(out, meta)
+    return _result_from_meta(out, meta)
+
+
 def _average_gradients(params, loss: float, dist) -> float:
     """All-reduce the trainable gradients (mean over ranks), as DistributedDataParallel does."""
     import torch
@@ -448,7 +470,16 @@ def _result_from_meta(out: Path, meta: dict) -> TrainResult:
                        best_val_accuracy=meta["best"]["val_accuracy"], best_step=meta["best"]["step"],
                        trainable_params=meta["method"]["trainable_params"], seconds=meta["seconds"],
                        history=meta["history"], notes=meta["notes"],
-                       protocol=meta["train"]["config"]["protocol"], split=meta.get("splits", {}))
+                       protocol=meta["train"]["config"]["protocol"], split=meta.get("splits", {}),
+                       coverage=meta.get("coverage", {}))
+
+
+def run_coverage(cache, plan) -> dict:
+    """Per store split: listed, present, failed to decode, and used by the run's split (any part)."""
+    from .coverage import store_coverage, used_by
+
+    used = np.concatenate([plan.train, plan.val, plan.test, *plan.test_parts.values()])
+    return used_by(store_coverage(cache.store, cache.records), cache, used)
 
 
 # --------------------------------------------------------------------------- listing

@@ -16,6 +16,7 @@ import numpy as np
 
 from clipcache.stores import file_sha256
 
+from . import frames as frames_mod
 from .errors import DecodeError, InputError
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,10 @@ class DecodedVideo:
 
 
 def file_key(path: str | os.PathLike) -> str:
-    """sha256 of the file's bytes: the video's identity in the store (same bytes, same video)."""
+    """sha256 of the file's bytes: the video's identity in the store (same bytes, same video);
+    a frame folder's is the hash of its images' bytes in order (:func:`cachekit.frames.folder_key`)."""
+    if os.path.isdir(path) and frames_mod.is_frame_folder(path):
+        return frames_mod.folder_key(path)
     return file_sha256(path)
 
 
@@ -174,6 +178,12 @@ def decode_video(path: str | os.PathLike, cfg: SamplerConfig, key: str,
     :class:`DecodeError` with a one-line reason when no backend can read the file.
     """
     path = str(path)
+    if os.path.isdir(path) and frames_mod.is_frame_folder(path):  # a folder of images: one video
+        n = frames_mod.frame_count(path)
+        if n < cfg.frames:
+            raise _too_short(path, n, cfg)
+        idx, fps = view_indices(n, cfg, key), frames_mod.DEFAULT_FPS
+        return DecodedVideo(frames_mod.read_frames(path, idx), idx, idx / fps, n, fps, n / fps, "frames")
     _check_file(path)
     if backend == "pyav" or (backend == "auto" and not decord_available()):
         return _decode_pyav(path, cfg, key)
@@ -203,6 +213,8 @@ def decode_at(path: str | os.PathLike, indices: np.ndarray, backend: Backend = "
     Used by methods that need pixels again: the same frames the store's ``frame_idx`` names.
     """
     path = str(path)
+    if os.path.isdir(path) and frames_mod.is_frame_folder(path):
+        return frames_mod.read_frames(path, indices)
     _check_file(path)
     idx = np.asarray(indices, dtype=np.int64)
     uniq, inverse = np.unique(idx, return_inverse=True)

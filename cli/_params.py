@@ -59,6 +59,25 @@ def protocols() -> RegistryChoice:
     return RegistryChoice("cachekit.protocols", "PROTOCOLS")
 
 
+def formats() -> RegistryChoice:
+    return RegistryChoice("cachekit.datasets", "FORMATS")
+
+
+def no_extend(f):
+    """``--no-extend``: refuse (one line) instead of adding missing arrays to the store."""
+    return click.option("--no-extend", is_flag=True,
+                        help="Refuse instead of adding arrays the store lacks (tokens at a block, class text) "
+                             "to it; by default they are added once, for the videos this command reads.")(f)
+
+
+def extension(no_extend: bool, progress: bool = False, pretrained: str | None = None):
+    """The :func:`cachekit.autoextend.extension_policy` of a command: its one line goes to stderr."""
+    from cachekit.autoextend import extension_policy
+
+    return extension_policy(allow=not no_extend, notify=lambda line: click.echo(line, err=True),
+                            progress=progress, pretrained=pretrained)
+
+
 def method_options(help: str):
     """``-o / --opt / --option KEY=VALUE`` (repeatable), the same spelling on every command; the
     values are typed by the method's Config (:mod:`cachekit.options`)."""

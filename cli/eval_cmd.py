@@ -80,10 +80,18 @@ def _line(r) -> str:
 @click.option("--out", "out_dir", default=None,
               help="Write results.json/.md, per-class accuracy, confusion and shots plots, episodes here.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")
+@click.option("--pretrained", default=None,
+              help="The store's weights (file or local-dir:DIR) when arrays must be added to it and its cache "
+                   "key names a file.")
+@_params.no_extend
 def eval_cmd(store, run_dir, method, options, protocol, ways, shots, queries, episodes, metric, seed, split,
              split_file, video_root, episodes_file, batch_episodes, device, allow_overlap, as_json, out_dir,
-             no_progress):
-    """Evaluate a method on STORE's cached features: mean accuracy ± 95% CI."""
+             no_progress, pretrained, no_extend):
+    """Evaluate a method on STORE's cached features: mean accuracy ± 95% CI.
+
+    Arrays the method reads that the store lacks (tokens at a block, class text) are added to
+    the store first, once, for the evaluated videos (one line on stderr; --no-extend refuses).
+    """
     from cachekit.cache import FeatureCache
     from cachekit.errors import InputError
     from cachekit.evaluate import EvalConfig, evaluate
@@ -95,7 +103,8 @@ def eval_cmd(store, run_dir, method, options, protocol, ways, shots, queries, ep
     opts = parse_pairs(options)  # typed by the method's Config once the method is known
     if run_dir is not None and (method is not None or opts):
         raise InputError("--run evaluates a trained run; --method and --option apply without --run")
-    with FeatureCache(store) as cache, scope(wanted(no_progress)):
+    with FeatureCache(store) as cache, scope(wanted(no_progress)), \
+            _params.extension(no_extend, wanted(no_progress), pretrained):
         if protocol is None and run_dir is None:
             raise InputError(f"--protocol is required ({', '.join(PROTOCOLS)})")
         cfg = EvalConfig(protocol=protocol, method=method, method_options=opts or None, run_dir=run_dir, ways=ways,
@@ -106,6 +115,11 @@ def eval_cmd(store, run_dir, method, options, protocol, ways, shots, queries, ep
     overlap = next((r.overlap for r in results if r.overlap), None)
     if overlap and not as_json:
         click.echo(f"NOT A HELD-OUT RESULT (--allow-overlap): {overlap}")
+    if results and results[0].coverage and not as_json:
+        from cachekit.coverage import coverage_lines
+
+        for line in coverage_lines(results[0].coverage, "evaluated"):
+            click.echo(line)
     caveat = next((r.encoder for r in results if r.encoder), None)
     if caveat and not as_json:
         click.echo(f"encoder: {caveat}")

@@ -21,6 +21,7 @@ KINDS = ("auto", "flat", "ivf", "hnsw")
 
 
 def _build_options(f):
+    f = _params.no_extend(f)
     f = click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")(f)
     f = click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")(f)
     f = click.option("--no-onnx", is_flag=True, help="Do not also export ONNX (when onnx is installed).")(f)
@@ -49,7 +50,7 @@ def _build_options(f):
 
 
 def _build(run_dir, store, split, out, metric, options, shots, shortlist, video_root, pretrained, kind, no_onnx,
-           as_json, no_progress=False):
+           as_json, no_progress=False, no_extend=False):
     from cachekit.errors import InputError
     from cachekit.index.build import IndexBuildConfig, build_index
     from cachekit.index.faiss_index import IndexConfig
@@ -72,7 +73,8 @@ def _build(run_dir, store, split, out, metric, options, shots, shortlist, video_
                            video_root=video_root, onnx=not no_onnx, index=IndexConfig(kind=kind))
     from cachekit.progress import wanted
 
-    s = build_index(store, out, run_dir, cfg, progress=wanted(no_progress))
+    with _params.extension(no_extend, wanted(no_progress), pretrained):
+        s = build_index(store, out, run_dir, cfg, progress=wanted(no_progress))
     if as_json:
         click.echo(json.dumps(s.to_dict()))
         return
@@ -148,7 +150,8 @@ def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_js
 @click.option("--engine", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
               help="onnx: answer without importing torch (fast start; needs the index's encoder.onnx and "
                    "onnxruntime); torch: the exported torch graph; auto: onnx where the index allows it.")
-def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, backend, pretrained, engine):
+@_params.no_extend
+def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, backend, pretrained, engine, no_extend):
     """Classify VIDEO files: top-k classes of the index with their scores.
 
     With --run alone, the run's index (RUN_DIR/index) is used, and built from the run's store on
@@ -161,7 +164,8 @@ def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, ba
         from cachekit.progress import wanted
         from cachekit.index.build import ensure_run_index
 
-        index_dir, how, built = ensure_run_index(run_dir, pretrained, progress=wanted())
+        with _params.extension(no_extend, wanted(), pretrained):
+            index_dir, how, built = ensure_run_index(run_dir, pretrained, progress=wanted())
         if how == "existing":  # the usual case: said with -v only
             log.info("index: using %s (built before for this run)", index_dir)
         else:

@@ -14,6 +14,7 @@ import sys
 import click
 
 from cachekit.errors import ClipcacheError
+from clipcache.cli import _params
 from clipcache.stores import StoreError
 
 
@@ -97,9 +98,17 @@ def warn_encoder(caveat: str | None) -> None:
 @click.option("--pixels", is_flag=True,
               help="Also cache the resized, centre-cropped uint8 frames (read by backbone methods).")
 @click.option("--templates", default="single", show_default=True, help="single, ma_fsar16, or a file.")
-@click.option("--video-root", default=None, help="Folder that split-file paths are relative to.")
+@click.option("--video-root", default=None,
+              help="Folder the lists' videos are under (UCF-101/, hmdb51_org/, the SSv2 or Kinetics video folder).")
+@click.option("--format", "fmt", type=_params.formats(), default=None,
+              help="Read every list / folder INPUT as this layout instead of the one its content names.")
+@click.option("--fold", type=int, default=None,
+              help="UCF101 / HMDB51 split folder given as INPUT: which fold's lists [1].")
+@click.option("--fps", type=float, default=None,
+              help="Frame folders: their frame rate (timestamps only) [30].")
 @click.option("--class-names", default=None,
-              help="labels.csv / names file, or a folder of {train,val,test}_classes.txt for CLIP-FSAR splits.")
+              help="Names for text: an id,name CSV (ids 0.. in the data set's class order, or its own class ids), "
+                   "a names file, or a folder of {train,val,test}_classes.txt for CLIP-FSAR splits.")
 @click.option("--batch-size", default=32, show_default=True, help="Frames per encoder forward.")
 @click.option("--workers", default=None, type=int, help="Decoding threads (default: the cores available).")
 @click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
@@ -109,15 +118,19 @@ def warn_encoder(caveat: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views, seed, tokens_at,
-            pixels, templates, video_root, class_names, batch_size, workers, backend, retry_failed,
+            pixels, templates, video_root, fmt, fold, fps, class_names, batch_size, workers, backend, retry_failed,
             commit_every, as_json, no_progress):
     """Decode INPUT videos, run the frozen encoder once, and cache its outputs in STORE.
 
-    INPUT: video files or globs, a text file of paths, a CSV path,label, a folder with one
-    sub-folder per class, or a CLIP-FSAR / ViFi-CLIP split file. An existing STORE asked for
-    more arrays (--tokens-at, --pixels, --templates) is extended in place: only what is missing
-    is computed. Without INPUT, only the videos already in STORE are extended.
+    INPUT: video files or globs; a public data set's own lists as downloaded (UCF101
+    ucfTrainTestlist/, HMDB51 testTrainMulti_7030_splits/, Something-Something v2 JSON, Kinetics
+    CSV); CLIP-FSAR / OTAM / CMN / TRX / ViFi-CLIP split files; a CSV path,label; a list of
+    paths; a folder with one sub-folder of videos per class; frame folders. Each is recognised
+    by its content (--format overrides). An existing STORE asked for more arrays (--tokens-at,
+    --pixels, --templates) is extended in place: only what is missing is computed. Without
+    INPUT, only the videos already in STORE are extended.
     """
+    from cachekit.coverage import coverage_lines
     from cachekit.encoder import EncoderConfig
     from cachekit.extract import ExtractConfig, extract as run_extract, parse_blocks
     from cachekit.inputs import collect_inputs
@@ -134,9 +147,10 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
         retry_failed=retry_failed,
         commit_every=commit_every,
         pixels=pixels,
+        fps=fps,
     )
     if inputs:
-        items = collect_inputs(list(inputs), video_root=video_root, class_names=class_names)
+        items = collect_inputs(list(inputs), video_root=video_root, class_names=class_names, fmt=fmt, fold=fold)
     else:
         from cachekit.inputs import InputSet
         from clipcache.stores import store_exists
@@ -154,6 +168,8 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
         click.echo(json.dumps(s.to_dict()))
     else:
         rate = s.frames / s.seconds["encode"] if s.seconds["encode"] else 0.0
+        for line in coverage_lines(s.coverage, "in the store"):
+            click.echo(line)
         click.echo(f"store {s.store}: {s.extracted} extracted, {s.already_done} already cached, "
                    + (f"{s.extended} extended, " if s.extended else "")
                    + f"{len(s.failed)} failed, {s.skipped_failed} skipped (failed before), "
@@ -174,6 +190,7 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
 def info(store, as_json):
     """Summarise STORE: videos, failures, cache key, array shapes."""
     from cachekit.cache import FeatureCache
+    from cachekit.coverage import coverage_lines
 
     with FeatureCache(store) as cache:
         d = cache.info()
@@ -182,8 +199,12 @@ def info(store, as_json):
             click.echo(json.dumps(d, indent=None))
             return
         k = d["cache_key"]
+        for line in coverage_lines(d["coverage"], "in the store"):
+            click.echo(line)
         click.echo(f"store      {d['store']}")
-        click.echo(f"videos     {d['videos']} complete, {d['failed']} failed, {d['classes']} classes")
+        click.echo(f"videos     {d['videos']} complete, {d['failed']} failed, {d['classes']} classes"
+                   + (f" ({len(d['class_ids'])} with the data set's own ids, e.g. {next(iter(d['class_ids'].values()))!r}"
+                      f" -> {next(iter(d['class_ids']))!r})" if d["class_ids"] else ""))
         click.echo(f"model      {k.get('model')} ({k.get('weights')}, sha256 {str(k.get('weights_sha256'))[:12]}, "
                    f"quick_gelu={k.get('quick_gelu')})")
         click.echo(f"sampling   T={k.get('frames')} views={k.get('views')} tokens_at={k.get('tokens_at')} "

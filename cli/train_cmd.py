@@ -48,21 +48,32 @@ from . import _params
 @click.option("--alpha", type=float, default=None, help="Method option alpha (ma_fsar text weight).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_params.no_extend
 @click.option("--log-every", default=10, show_default=True,
               help="Steps between points of the TensorBoard curves written in --out (loss, lr, throughput).")
-def train(method, store, out, options, resume, pretrained, threads, as_json, no_progress, log_every, **params):
-    """Train a method from a feature store into a run directory (best-on-validation weights)."""
+def train(method, store, out, options, resume, pretrained, threads, as_json, no_progress, no_extend, log_every,
+          **params):
+    """Train a method from a feature store into a run directory (best-on-validation weights).
+
+    Arrays the method reads that the store lacks (tokens at a block, class text) are added to
+    the store first, once, for the videos the run reads (one line on stderr; --no-extend refuses).
+    """
+    from cachekit.coverage import coverage_lines
     from cachekit.train import TrainConfig, train as run_train
 
     overrides = _method_overrides(method, options, params)  # -o KEY=VALUE and the shortcut flags
     cfg = _dataclass_from_params(TrainConfig, params)  # --protocol .. --device
-    r = run_train(store, out, method, overrides, cfg, resume=resume, pretrained=pretrained,
-                  progress=not no_progress and sys.stderr.isatty(), threads=threads, log_every=log_every)
+    progress = not no_progress and sys.stderr.isatty()
+    with _params.extension(no_extend, progress, pretrained):
+        r = run_train(store, out, method, overrides, cfg, resume=resume, pretrained=pretrained,
+                      progress=progress, threads=threads, log_every=log_every)
     if int(os.environ.get("RANK", "0")) > 0:
         return  # under torchrun, rank 0 reports for the job
     if as_json:
         click.echo(json.dumps(r.to_dict()))
         return
+    for line in coverage_lines(r.coverage, "used by the run"):
+        click.echo(line)
     best = "no validation" if r.best_val_accuracy is None else (
         f"best val accuracy {r.best_val_accuracy:.2f}% at step {r.best_step}")
     click.echo(f"run {r.run_dir}: {r.status}, {r.protocol} protocol, {r.step}/{r.steps} steps, {best}, "

@@ -19,6 +19,13 @@ TINY_CFG = ROOT / "tests" / "assets" / "tiny-clip.json"
 # ------------------------------------------------------------------------------------- videos
 def write_h264(path: str | os.PathLike, frames: np.ndarray, fps: int = 25, crf: int = 18) -> Path:
     """Write uint8 RGB ``frames [T, H, W, 3]`` as an H.264 (libx264, yuv420p) mp4; H, W even."""
+    return write_video(path, frames, "libx264", fps, {"crf": str(crf), "preset": "ultrafast"})
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, codec: str, fps: int, options: dict | None = None,
+                container: str | None = None) -> Path:
+    """Encode uint8 RGB ``frames [T, H, W, 3]`` with ``codec`` (yuv420p) into ``path`` (the container
+    from its extension, or ``container``)."""
     import av
 
     frames = np.asarray(frames)
@@ -27,15 +34,16 @@ def write_h264(path: str | os.PathLike, frames: np.ndarray, fps: int = 25, crf: 
     _, h, w, _ = frames.shape
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "ultrafast"}
+        if options:
+            stream.options = options
         for f in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                container.mux(packet)
+                out.mux(packet)
         for packet in stream.encode():
-            container.mux(packet)
+            out.mux(packet)
     return path
 
 

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import numpy as np
 
+from ..autoextend import ensure_cached
 from ..caveat import encoder_caveat
 from ..errors import CacheKeyMismatch, InputError, InputNotFound, RunError
 from .export import export_encoder
@@ -236,6 +237,7 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
             if method is None:
                 feats = cache.emb(view=0)[idx].astype(np.float32)  # [S, T, D']
             else:
+                ensure_cached(cache, method.needs, idx, command="index", classes=classes, encoder=enc)  # once, in place
                 feats, text = _method_support(method, cache, idx, class_of, classes, enc, cfg.batch_size,
                                               tick=lambda: steps.update(1))
             seconds["support"] = time.perf_counter() - t1
