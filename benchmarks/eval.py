@@ -40,8 +40,9 @@ from _machine import cpu_model, load_average  # noqa: E402
 
 
 def write_store(path: str | os.PathLike, videos: int = 1000, classes: int = 64, frames: int = 8,
-                dim: int = 512, seed: int = 0) -> str:
-    """A store of random embeddings laid out like cachekit.extract's output, all videos in 'test'."""
+                dim: int = 512, seed: int = 0, test_split: bool = True) -> str:
+    """A store of random embeddings laid out like cachekit.extract's output, all videos in 'test'
+    (``test_split=False``: no split file, so that ``train`` makes a class-disjoint split)."""
     from cachekit.extract import text_key
     from clipcache.stores import open_store
 
@@ -67,8 +68,9 @@ def write_store(path: str | os.PathLike, videos: int = 1000, classes: int = 64, 
             st.commit("text", text_key(name, tuple(templates)),
                       {"emb": rng.standard_normal((1, dim), dtype=np.float32)},
                       {"name": name, "templates": templates})
-        st.put_json("splits", "test", {"videos": {paths[i]: [keys[i], labels[i]] for i in range(videos)},
-                                       "missing": []})
+        if test_split:
+            st.put_json("splits", "test", {"videos": {paths[i]: [keys[i], labels[i]] for i in range(videos)},
+                                           "missing": []})
         st.finalize()
     return str(path)
 
