@@ -6,7 +6,8 @@ order, counting every non-empty packet of its video stream: every backend return
 frame (the cache key and the stored ``frame_idx`` depend on it), which the tests check against a
 PyAV decode of every frame from the start.
 
-- **torchcodec** (``auto``'s first choice): ``get_frames_at`` on the sampled indices in its
+- **torchcodec** (``auto``'s first choice where torch's compiler stack is loaded already, as in
+  extract; a light process such as ``query`` does not import it): ``get_frames_at`` on the sampled indices in its
   *exact* seek mode. Exact mode scans the file's packets once, so index ``i`` is the ``i``-th
   frame by presentation time and every seek starts from a keyframe the scan saw; approximate
   mode would turn ``i`` into the timestamp ``i / fps`` and return the frame shown then, which is
@@ -175,9 +176,19 @@ def available_backends() -> list[str]:
                                                   else decord_available())]
 
 
+def _torchcodec_is_cheap() -> bool:
+    """Whether importing torchcodec costs this process little: it imports torch and torch's
+    compiler stack (``torch._dynamo``, sympy: seconds). Extraction and training have them loaded
+    already (open_clip, torch.optim); a query process does not, and must stay light."""
+    import sys
+
+    return "torchcodec.decoders" in sys.modules or "torch._dynamo" in sys.modules
+
+
 def _chain(backend: Backend) -> list[str]:
     if backend == "auto":
-        return available_backends()
+        return [b for b in BACKENDS if b == "pyav" or (b == "decord" and decord_available())
+                or (b == "torchcodec" and _torchcodec_is_cheap() and torchcodec_available())]
     if backend == "torchcodec" and not torchcodec_available():
         raise DecodeError(f"--backend torchcodec: {torchcodec_problem()}")
     if backend == "decord" and not decord_available():
