@@ -185,7 +185,7 @@ def encoder_alone(enc, n_frames: int, batch: int) -> dict:
 def pipeline(enc, videos: list[Path], folder: Path, frames: int, workers: int | None, batch: int,
              tokens_at: tuple[int, ...] = ()) -> dict:
     """frames/s of the whole :func:`cachekit.extract.extract` call into a fresh Zarr store."""
-    from cachekit.extract import ExtractConfig, extract
+    from cachekit.extract import ExtractConfig, extract, pipeline_plan
     from cachekit.inputs import InputSet, VideoItem
     from cachekit.video import SamplerConfig
 
@@ -199,8 +199,9 @@ def pipeline(enc, videos: list[Path], folder: Path, frames: int, workers: int | 
     shutil.rmtree(store, ignore_errors=True)
     if s.failed:
         raise RuntimeError(f"pipeline failed on {len(s.failed)} videos: {s.failed[:2]}")
+    plan = pipeline_plan(cfg, enc.device.type)
     return {"frames_s": s.frames / dt, "videos": s.extracted, "seconds": dict(s.seconds), "wall": dt,
-            "workers": cfg.n_workers}
+            "workers": plan.workers, "yield_cpu": plan.yield_cpu, "encoder_threads": plan.encoder_threads}
 
 
 _RSS_CHILD = """

@@ -12,7 +12,8 @@ head; 5-way 1-shot, 1 query per class, T = 8, ViT-B-32 sizes, random weights):
   and the ratio. Goal on a GPU: >= 20x;
 - the per-episode cost at 1, 8 and 32 episodes per step. Goal on a GPU: <= 0.3 ms at 32;
 
-then the all-way linear probe's step and ratio, and (``--backbone``) the fetch share of the
+then the all-way linear probe's step and ratio, ``train``'s start-up on a 60-video store in fresh
+processes (``train_rows.startup_rows``), and (``--backbone``) the fetch share of the
 backbone methods' steps from ``benchmarks/backbone.py``. The rows come from
 ``benchmarks/train_rows.py`` (``ROWS``), which a GPU script can import and call with its device.
 
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
           "product, float32, same threads); goals: CPU step / floor <= 1.5; GPU ratio >= 20x and "
           "<= 0.3 ms/episode at 32 episodes per step.\n")
     print(tr.markdown(tr.probe_rows(args.device, args.tiny, steps=args.steps), tr.PROBE_COLUMNS))
+    print()
+    print(tr.markdown(tr.startup_rows(), tr.STARTUP_COLUMNS))
+    print("\ngoal: `train`'s fixed start-up (after `import torch`, to the first step) <= 2 s on a small store; "
+          "the step-0 validation (the untrained baseline) scales with --val-episodes.")
     if args.backbone:
         print()
         print(tr.markdown(tr.backbone_rows(args.device, args.tiny), tr.BACKBONE_COLUMNS))

@@ -298,6 +298,77 @@ def backbone_rows(device: str = "auto", tiny: bool = False, steps: int = 2) -> l
     return out
 
 
+_STARTUP_CHILD = """
+import sys, time
+t_launch = float(sys.argv[1])
+t0 = time.time()
+import torch
+t_torch = time.time()
+import cachekit.tblog as tb
+from clipcache.cli.main import cli
+first = {}
+step = tb.TrainCurves.step
+def timed(self, *a, **k):
+    first.setdefault("t", time.time())
+    return step(self, *a, **k)
+tb.TrainCurves.step = timed
+try:
+    cli(sys.argv[2:], prog_name="clipcache", standalone_mode=False)
+finally:
+    print(t0 - t_launch, t_torch - t0, first["t"] - t_torch)
+"""
+
+
+def startup_rows(videos: int = 60, classes: int = 20, repeats: int = 2) -> list[dict]:
+    """``clipcache train`` start-up on a small store of random embeddings, in fresh processes:
+    launch -> interpreter, ``import torch``, then the rest up to the first optimiser step (store,
+    split, method, optimizer, run directory, the step-0 validation); with the default 1,000
+    validation episodes and with none. Beside it, what importing open_clip costs a fresh process
+    (``train`` imported it to record its version; it now reads the installed metadata).
+    The best of ``repeats`` runs."""
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    bench_dir = str(Path(__file__).resolve().parent)
+    if bench_dir not in sys.path:
+        sys.path.insert(0, bench_dir)
+    from eval import write_store
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="clipcache-startup-") as tmp:
+        store = write_store(Path(tmp) / "s.zarr", videos=videos, classes=classes, test_split=False)
+        for val in (1000, 0):
+            best = None
+            for r in range(repeats):
+                out = Path(tmp) / f"run{val}-{r}"
+                args = ["train", "--method", "ma_fsar", "--store", store, "--out", str(out), "--episodes", "2",
+                        "--queries", "1", "--val-episodes", str(val), "--no-progress", "--threads", "1"]
+                p = subprocess.run([sys.executable, "-c", _STARTUP_CHILD, repr(time.time()), *args], env=env,
+                                   capture_output=True, text=True, cwd=root)
+                if p.returncode != 0:
+                    raise RuntimeError(f"train failed: {p.stderr[-800:]}")
+                launch, torch_s, rest = map(float, p.stdout.split()[-3:])
+                if best is None or rest < best["rest_s"]:
+                    best = {"case": f"ma_fsar, {videos}-video store, {val} validation episodes",
+                            "launch_s": launch, "torch_s": torch_s, "rest_s": rest,
+                            "total_s": launch + torch_s + rest}
+                shutil.rmtree(out, ignore_errors=True)
+            rows.append(best)
+    p = subprocess.run([sys.executable, "-c", "import torch; import time; t = time.time(); import open_clip; "
+                        "print(time.time() - t)"], env=env, capture_output=True, text=True, check=True)
+    rows.append({"case": "(removed from start-up) import open_clip after torch", "rest_s": float(p.stdout.split()[-1]),
+                 "launch_s": None, "torch_s": None, "total_s": None})
+    return rows
+
+
+STARTUP_COLUMNS = [("case", "start-up", 1.0), ("launch_s", "interpreter s", 1.0), ("torch_s", "import torch s", 1.0),
+                   ("rest_s", "then to the first step s", 1.0), ("total_s", "launch to first step s", 1.0)]
+
+
 def _threads() -> int:
     import torch
 

@@ -219,9 +219,25 @@ class EpisodeSampler:
         )
 
     def sample(self, n: int) -> list[EpisodeSpec]:
-        """Episodes ``0..n-1``; ``sample(m)`` is a prefix of ``sample(n)`` for ``m <= n``."""
+        """Episodes ``0..n-1``; ``sample(m)`` is a prefix of ``sample(n)`` for ``m <= n``.
+
+        Equal to ``[episode(i) for i in range(n)]``, drawn for all episodes at once
+        (:func:`_exact_draws`: NumPy's seeding, PCG64 and ``choice`` replayed on arrays)."""
         n = _check_count("number of episodes", n, 0)
-        return [self.episode(i) for i in range(n)]
+        if n == 0:
+            return []
+        drawn = _exact_draws(self, n)
+        if drawn is None:  # outside what the array replay covers (huge seeds, classes or indices)
+            return [self.episode(i) for i in range(n)]
+        picked, pos, redo = drawn  # [E, W], [E, W, K+Q], [E]
+        videos = _padded_table(self._videos)[picked[:, :, None], pos]  # [E, W, K+Q]
+        k = self.shots
+        rows = [EpisodeSpec(tuple(c), tuple(map(tuple, sup)), tuple(map(tuple, qry)))
+                for c, sup, qry in zip(self._class_array[picked].tolist(), videos[:, :, :k].tolist(),
+                                       videos[:, :, k:].tolist())]
+        for i in np.flatnonzero(redo).tolist():
+            rows[i] = self.episode(i)
+        return rows
 
     def stream(self, start: int = 0) -> Iterator[EpisodeSpec]:
         """Endless episodes ``start, start+1, ...`` (training; resume by passing ``start``)."""
@@ -232,6 +248,166 @@ class EpisodeSampler:
 
     def __iter__(self) -> Iterator[EpisodeSpec]:
         return self.stream(0)
+
+
+# ------------------------------------------------------------------------------ exact array draws
+# EpisodeSampler.episode(i) seeds a Generator with SeedSequence((seed, i)) and calls choice()
+# W + 1 times: each call costs microseconds of Python, which made drawing 10,000 evaluation
+# episodes take a second. The functions below replay exactly what NumPy does, for all episodes at
+# once: SeedSequence's hash of (seed, i) (numpy/random/bit_generator.pyx), PCG64's seeding and
+# XSL-RR output (numpy/random/src/pcg64), next_uint32 (low half of a 64-bit output, then the high
+# half), Lemire's bounded draw (distributions.c), and choice(n, k, replace=False)
+# (_generator.pyx; Floyd's algorithm, then a shuffle). A draw Lemire would reject (odds below 1e-7 per episode here) marks the
+# episode, which is then drawn one by one; tests check the equality on many configurations.
+_M32 = np.uint64(0xFFFFFFFF)
+_SS_INIT_A, _SS_MULT_A, _SS_INIT_B, _SS_MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED
+_SS_MIX_L, _SS_MIX_R = 0xCA01F9DD, 0x4973F715
+_PCG_MULT = (2549297995355413924, 4865540595714422341)  # (high, low) 64-bit words
+
+
+def _padded_table(videos: list[np.ndarray]) -> np.ndarray:
+    """Each class's videos in a row ``[C, max n]``, zero-padded."""
+    table = np.zeros((len(videos), max(v.size for v in videos)), dtype=np.int64)
+    for c, v in enumerate(videos):
+        table[c, : v.size] = v
+    return table
+
+
+def _u32(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.uint64) & _M32
+
+
+def _seed_words(x: int) -> list[int]:
+    """NumPy's ``_int_to_uint32_array``: little-endian 32-bit words (0 -> [0])."""
+    words = [x & 0xFFFFFFFF]
+    x >>= 32
+    while x:
+        words.append(x & 0xFFFFFFFF)
+        x >>= 32
+    return words
+
+
+def _seed_pool(seed: int, index: np.ndarray) -> list[np.ndarray]:
+    """The 4-word pool of ``SeedSequence((seed, i))`` for each ``i`` (all ``< 2**32``)."""
+    entropy = [np.full(index.shape, w, np.uint64) for w in _seed_words(seed)] + [index.astype(np.uint64)]
+    hc = _SS_INIT_A
+
+    def hashmix(value):
+        nonlocal hc
+        value = _u32(value ^ np.uint64(hc))
+        hc = (hc * _SS_MULT_A) & 0xFFFFFFFF
+        value = _u32(value * np.uint64(hc))
+        return value ^ (value >> np.uint64(16))
+
+    def mix(x, y):
+        r = _u32(np.uint64(_SS_MIX_L) * x - np.uint64(_SS_MIX_R) * y)  # wraps mod 2**64, then 2**32
+        return r ^ (r >> np.uint64(16))
+
+    zero = np.zeros(index.shape, np.uint64)
+    pool = [hashmix(entropy[i] if i < len(entropy) else zero) for i in range(4)]
+    for src in range(4):
+        for dst in range(4):
+            if src != dst:
+                pool[dst] = mix(pool[dst], hashmix(pool[src]))
+    return pool
+
+
+def _mul128(ah, al, bh: int, bl: int):
+    """(ah, al) * (bh, bl) mod 2**128 on uint64 word arrays."""
+    a0, a1 = al & _M32, al >> np.uint64(32)
+    b0, b1 = np.uint64(bl & 0xFFFFFFFF), np.uint64(bl >> 32)
+    p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
+    mid = (p00 >> np.uint64(32)) + (p01 & _M32) + (p10 & _M32)
+    lo = (p00 & _M32) | (mid << np.uint64(32))
+    hi = p11 + (p01 >> np.uint64(32)) + (p10 >> np.uint64(32)) + (mid >> np.uint64(32))
+    return hi + ah * np.uint64(bl) + al * np.uint64(bh), lo
+
+
+def _add128(ah, al, bh, bl):
+    lo = al + bl
+    return ah + bh + (lo < al).astype(np.uint64), lo
+
+
+def _pcg64_uint32(seed: int, index: np.ndarray, n32: int) -> np.ndarray:
+    """The first ``n32`` ``next_uint32`` values of ``PCG64(SeedSequence((seed, i)))``: ``[E, n32]``."""
+    pool = _seed_pool(seed, index)
+    hc, words = _SS_INIT_B, []
+    for k in range(8):  # generate_state(4, uint64): 8 words, cycling over the pool
+        v = _u32(pool[k % 4] ^ np.uint64(hc))
+        hc = (hc * _SS_MULT_B) & 0xFFFFFFFF
+        v = _u32(v * np.uint64(hc))
+        words.append(v ^ (v >> np.uint64(16)))
+    seed64 = [words[2 * k] | (words[2 * k + 1] << np.uint64(32)) for k in range(4)]
+    init_h, init_l, seq_h, seq_l = seed64  # state = seed[0]:seed[1], inc = seed[2]:seed[3] (high:low)
+    inc_h = (seq_h << np.uint64(1)) | (seq_l >> np.uint64(63))
+    inc_l = (seq_l << np.uint64(1)) | np.uint64(1)
+    zero = np.zeros(index.shape, np.uint64)
+    st_h, st_l = _add128(*_mul128(zero, zero, *_PCG_MULT), inc_h, inc_l)
+    st_h, st_l = _add128(st_h, st_l, init_h, init_l)
+    st_h, st_l = _add128(*_mul128(st_h, st_l, *_PCG_MULT), inc_h, inc_l)
+    out = np.empty((index.size, 2 * ((n32 + 1) // 2)), np.uint64)
+    for k in range(out.shape[1] // 2):
+        st_h, st_l = _add128(*_mul128(st_h, st_l, *_PCG_MULT), inc_h, inc_l)
+        x, rot = st_h ^ st_l, st_h >> np.uint64(58)
+        r = (x >> rot) | (x << ((np.uint64(64) - rot) & np.uint64(63)))  # rotate right by rot
+        out[:, 2 * k], out[:, 2 * k + 1] = r & _M32, r >> np.uint64(32)
+    return out[:, :n32]
+
+
+def _bounded(u: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lemire's draw in ``[0, top]`` from 32-bit ``u`` -> (value, whether NumPy would reject u)."""
+    excl = top.astype(np.uint64) + np.uint64(1)
+    m = u * excl
+    threshold = (np.uint64(0xFFFFFFFF) - top.astype(np.uint64)) % excl
+    return (m >> np.uint64(32)).astype(np.int64), (m & _M32) < threshold
+
+
+def _floyd_choice(stream: np.ndarray, at: np.ndarray, pop: np.ndarray, size: int):
+    """``choice(pop, size, replace=False)`` per row (Floyd's sampling, then a shuffle of the
+    ``size`` picks), reading its draws from ``stream[row, at[row]:]`` -> (chosen ``[R, size]``,
+    the next unread position ``[R]``, rejected ``[R]``: a draw NumPy would have rejected). A
+    bounded draw in ``[0, 0]`` reads nothing (NumPy returns 0 without drawing)."""
+    ar = np.arange(pop.size)
+    at = at.copy()
+    out = np.empty((pop.size, size), np.int64)
+    rejected = np.zeros(pop.size, bool)
+
+    def draw(top):
+        nonlocal rejected
+        val, bad = _bounded(stream[ar, np.minimum(at, stream.shape[1] - 1)], top)
+        live = top > 0
+        rejected |= bad & live
+        at[live] += 1
+        return np.where(live, val, 0)
+
+    for t in range(size):  # Floyd: j = pop - size + t; val in [0, j]; j itself if val was taken
+        j = pop - size + t
+        val = draw(j)
+        taken = (out[:, :t] == val[:, None]).any(axis=1)
+        out[:, t] = np.where(taken, j, val)
+    for i in range(size - 1, 0, -1):  # Fisher-Yates over the picks
+        k = draw(np.full(pop.size, i))
+        a, b = out[ar, i].copy(), out[ar, k].copy()
+        out[ar, i], out[ar, k] = b, a
+    return out, at, rejected
+
+
+def _exact_draws(s: "EpisodeSampler", n: int):
+    """(picked class positions ``[E, W]``, video positions ``[E, W, K+Q]``, redo ``[E]``) of
+    episodes ``0..n-1``, equal to :meth:`EpisodeSampler.episode`'s; None outside its cover."""
+    counts = np.array([v.size for v in s._videos], dtype=np.int64)  # [C]
+    c_n, w_n, need = counts.size, s.ways, s.shots + s.queries
+    # choice() switches to Floyd's algorithm for populations over 10,000: not replayed here
+    if n > 2 ** 32 or len(_seed_words(s.seed)) > 3 or c_n > 10_000 or counts.max() > 10_000:
+        return None
+    index = np.arange(n, dtype=np.int64)
+    stream = _pcg64_uint32(s.seed, index, (2 * w_n - 1) + w_n * (2 * need - 1))  # [E, draws] (at most)
+    picked, at, redo = _floyd_choice(stream, np.zeros(n, np.int64), np.full(n, c_n), w_n)  # [E, W]
+    pos = np.empty((n, w_n, need), np.int64)
+    for w in range(w_n):
+        pos[:, w], at, bad = _floyd_choice(stream, at, counts[picked[:, w]], need)
+        redo |= bad
+    return picked, pos, redo
 
 
 @dataclass(frozen=True)
@@ -293,11 +469,8 @@ class EpisodeBatcher:
         self.episodes_per_step = _check_count("episodes_per_step", episodes_per_step, 1)
         self.views = _check_count("views", views, 1)
         s = self.sampler
-        counts = np.array([v.size for v in s._videos], dtype=np.int64)  # [C]
-        self._counts = counts
-        self._table = np.zeros((counts.size, int(counts.max())), dtype=np.int64)  # [C, max n] padded
-        for c, videos in enumerate(s._videos):
-            self._table[c, : videos.size] = videos
+        self._counts = np.array([v.size for v in s._videos], dtype=np.int64)  # [C]
+        self._table = _padded_table(s._videos)  # [C, max n]
         self._pad = np.arange(self._table.shape[1])[None, None, :]  # [1, 1, max n]
 
     @property

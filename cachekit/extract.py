@@ -1,7 +1,7 @@
 """``clipcache extract``: decode, sample, run the frozen encoder once, cache the outputs.
 
-Stages: hash inputs -> decode + resize/crop (worker threads, default one per core, a bounded
-window ahead) -> encode in fixed-size frame batches (main thread) -> host copy and batch commits
+Stages: hash inputs -> decode + resize/crop (worker threads sized from the cores a CPU encoder
+leaves: :func:`pipeline_plan`; a bounded window ahead) -> encode in fixed-size frame batches (main thread) -> host copy and batch commits
 (a writer thread behind a bounded queue; ``commit_every`` videos per commit record) -> extend
 committed videos that lack arrays the key now asks for -> text. A video's stored values do not
 depend on which other videos were extracted with it (reliability.md I4): each forward holds the
@@ -73,13 +73,70 @@ class ExtractConfig:
 
     @property
     def n_workers(self) -> int:
-        """Decoding threads: ``workers``, or by default every core this process may run on."""
+        """Decoding threads when the encoder runs elsewhere (CUDA): ``workers``, or every core
+        this process may run on. :func:`pipeline_plan` sizes them for a CPU encoder."""
         if self.workers is not None:
             return max(1, self.workers)
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # not Linux
-            return max(1, os.cpu_count() or 1)
+        return usable_cores()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    """How extraction shares the CPU: ``workers`` decode threads; ``yield_cpu``: decoders and
+    the writer run at a lower priority, inside the encoder's gaps."""
+
+    workers: int
+    yield_cpu: bool
+    encoder_threads: int
+
+
+def pipeline_plan(cfg: ExtractConfig, device_type: str) -> PipelinePlan:
+    """Size the decode workers and the writer from the cores the encoder leaves.
+
+    A CPU encoder comes first: its torch threads keep their cores, decoders get the rest (at
+    least one). Where they still share cores (the default: torch takes every core), decoders and
+    the writer lower their priority, so the encoder's threads are never preempted by them and
+    stall each other at a barrier (OpenMP's threads wait for the slowest): they run while the
+    encoder is between forwards or waits for frames. Each decoder keeps one torch thread for
+    the resize. A CUDA encoder leaves the CPU to the decoders. ``--workers`` overrides the count.
+    """
+    import torch
+
+    cores = usable_cores()
+    if device_type == "cuda":
+        return PipelinePlan(cfg.n_workers, False, torch.get_num_threads())
+    threads = torch.get_num_threads()
+    workers = cfg.workers if cfg.workers is not None else cores - threads
+    workers = max(1, workers)
+    return PipelinePlan(workers, workers + threads > cores, threads)
+
+
+def _decoder_thread(yield_cpu: bool) -> None:
+    """Set up a decode (or writer) thread: one torch thread; a lower priority with ``yield_cpu``."""
+    import torch
+
+    torch.set_num_threads(1)
+    if yield_cpu:
+        _lower_priority()
+
+
+def _lower_priority(step: int = 10) -> None:
+    """Raise this thread's nice value (Linux: per thread; elsewhere, or not allowed: nothing)."""
+    import threading
+
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+    except (AttributeError, OSError):
+        pass
 
 
 def parse_blocks(text: str | None) -> tuple[int, ...]:
@@ -223,17 +280,19 @@ class _Writer:
     ones. Its queue holds at most two groups, so memory stays bounded. An error (disk full, a
     crash) stops it; the main thread re-raises that same exception at its next hand-off."""
 
-    def __init__(self, ext: "Extractor", s: "ExtractSummary"):
+    def __init__(self, ext: "Extractor", s: "ExtractSummary", yield_cpu: bool = False):
         import queue
         import threading
 
-        self.ext, self.s = ext, s
+        self.ext, self.s, self.yield_cpu = ext, s, yield_cpu
         self.q: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._loop, name="clipcache-writer", daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
+        if self.yield_cpu:
+            _lower_priority()
         while True:
             job = self.q.get()
             if job is None:
@@ -310,6 +369,11 @@ class Extractor:
         self._pack = enc.device.type == "cuda"
         self._batch: list[tuple[_Pending, dict, dict]] = []  # encoded, waiting for the batch commit
         self._batch_bytes = 0
+        self.plan = pipeline_plan(cfg, enc.device.type)
+
+    def _decode_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self.plan.workers, thread_name_prefix="decode",
+                                  initializer=_decoder_thread, initargs=(self.plan.yield_cpu,))
 
     # --------------------------------------------------------------- encoding
     def _forward(self, pixels, size: int):
@@ -412,14 +476,15 @@ class Extractor:
         s.seconds["hash"] = time.perf_counter() - t0
 
         bar = tqdm(total=len(work), unit="video", disable=not progress, desc="extract", dynamic_ncols=True)
-        workers = self.cfg.n_workers
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+        plan = self.plan
+        workers = plan.workers
+        pool = self._decode_pool()
         prefetch = max(2, 2 * workers)  # decoded videos waiting: bounds memory, keeps the encoder fed
         futures: deque[tuple[str, VideoItem, Future]] = deque()
         todo = iter(work)
         queue: deque[_Pending] = deque()  # decoded videos whose rows are (partly) not encoded yet
         rows_waiting = 0
-        writer = _Writer(self, s)
+        writer = _Writer(self, s, plan.yield_cpu)
 
         def submit_more():
             while len(futures) < prefetch:
@@ -539,9 +604,9 @@ class Extractor:
             return
         bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="extend", dynamic_ncols=True)
         batch: list[tuple[str, dict, dict]] = []
-        pool = ThreadPoolExecutor(max_workers=self.cfg.n_workers, thread_name_prefix="decode")
+        pool = self._decode_pool()
         try:
-            window = max(2, 2 * self.cfg.n_workers)
+            window = max(2, 2 * self.plan.workers)
             futures: deque = deque()
             it = iter(todo)
 

@@ -155,10 +155,11 @@ def lr_lambda(warmup: int, total: int):
 def _environment(device) -> dict:
     import torch
 
-    try:
-        import open_clip
-        oc = open_clip.__version__
-    except ImportError:
+    from importlib import metadata
+
+    try:  # the installed distribution's version: importing open_clip (and torchvision) costs seconds
+        oc = metadata.version("open_clip_torch")
+    except metadata.PackageNotFoundError:
         oc = None
     env = {"python": platform.python_version(), "torch": torch.__version__, "open_clip": oc,
            "machine": f"{platform.system()} {platform.machine()}", "device": str(device)}

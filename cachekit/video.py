@@ -1,11 +1,33 @@
-"""Video decoding (decord, PyAV as fallback) and TSN-style segment sampling.
+"""Video decoding (torchcodec, decord, PyAV) and TSN-style segment sampling.
 
-Only the sampled frames are decoded where the backend allows it. Frames come back as RGB uint8
-``[V, T, H, W, 3]`` (V views of T frames), whatever the backend.
+Only the sampled frames are decoded. Frames come back as RGB uint8 ``[V, T, H, W, 3]`` (V views
+of T frames), whatever the backend. Frame ``i`` of a video is its ``i``-th frame in presentation
+order, counting every non-empty packet of its video stream: every backend returns exactly that
+frame (the cache key and the stored ``frame_idx`` depend on it), which the tests check against a
+PyAV decode of every frame from the start.
+
+- **torchcodec** (``auto``'s first choice where torch's compiler stack is loaded already, as in
+  extract; a light process such as ``query`` does not import it): ``get_frames_at`` on the sampled indices in its
+  *exact* seek mode. Exact mode scans the file's packets once, so index ``i`` is the ``i``-th
+  frame by presentation time and every seek starts from a keyframe the scan saw; approximate
+  mode would turn ``i`` into the timestamp ``i / fps`` and return the frame shown then, which is
+  another frame in variable-rate files, files whose first timestamp is not 0, or files whose
+  header counts frames wrongly. Its CPU frames equal PyAV's bit for bit (same swscale RGB
+  conversion; measured on H.264, MPEG-4 and VP9). ``device="cuda"`` decodes with NVDEC, whose
+  GPU colour conversion gives other RGB values: recorded as backend ``torchcodec-cuda``, and
+  a video NVDEC cannot decode falls back to the CPU (recorded as ``torchcodec``, logged).
+- **decord**: ``get_batch`` (unmaintained since 2021; kept for the stores it wrote).
+- **PyAV**: no full demux when an MP4/MOV header's sample table counts the frames; the decoder
+  starts at the keyframe before each group of sampled frames (the packets in between are
+  demuxed, not decoded), and skips non-reference frames that are not sampled. Every assumption
+  this needs (closed GOPs, unique timestamps, header == packets) is checked on the packets it
+  reads; a video that breaks one is decoded from the start, as :func:`_decode_pyav_full` always
+  did (that path is kept: it is the benchmark's baseline and the definition the tests use).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -21,7 +43,9 @@ from .errors import DecodeError, InputError
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "decord", "pyav"]
+Backend = Literal["auto", "torchcodec", "decord", "pyav"]
+BACKENDS = ("torchcodec", "decord", "pyav")  # auto's order of preference
+DecodeDevice = Literal["cpu", "cuda"]
 
 
 @dataclass(frozen=True)
@@ -101,30 +125,337 @@ def _too_short(path: str, n: int, cfg: SamplerConfig) -> DecodeError:
     return DecodeError(f"{path}: has {n} decodable frames, fewer than the {cfg.frames} asked for")
 
 
-def _decode_decord(path: str, cfg: SamplerConfig, key: str) -> DecodedVideo:
-    import decord
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:200]
+
+
+def _decoded(frames: np.ndarray, idx: np.ndarray, n: int, fps: float, backend: str) -> DecodedVideo:
+    return DecodedVideo(frames, idx, idx / fps if fps > 0 else np.zeros(idx.shape), n, fps,
+                        n / fps if fps > 0 else 0.0, backend)
+
+
+def _expand(uniq_frames: np.ndarray, inverse: np.ndarray, shape: tuple) -> np.ndarray:
+    """Frames of the unique indices ``[U, H, W, 3]`` -> ``[*shape, H, W, 3]``."""
+    return uniq_frames[inverse.reshape(shape)]
+
+
+# ----------------------------------------------------------------------------- availability
+@functools.cache
+def _torchcodec_problem() -> str | None:
+    """Why torchcodec cannot decode here (None when it can): it needs FFmpeg's shared libraries
+    (major 4 to 8) beside the package, and loads them on its first import of the decoders."""
+    try:
+        import torchcodec.decoders  # noqa: F401
+    except ImportError as err:
+        if getattr(err, "name", None) == "torchcodec":
+            return "torchcodec is not installed (pip install 'clipcache[torchcodec]')"
+        return f"torchcodec cannot load FFmpeg's shared libraries ({_one_line(err)})"
+    except (OSError, RuntimeError) as err:  # torchcodec raises these when no FFmpeg 4-8 loads
+        return f"torchcodec cannot load FFmpeg's shared libraries ({_one_line(err)})"
+    return None
+
+
+def torchcodec_available() -> bool:
+    return _torchcodec_problem() is None
+
+
+def torchcodec_problem() -> str | None:
+    """The reason torchcodec is unusable here, or None: what a skipped test or a refusal says."""
+    return _torchcodec_problem()
+
+
+@functools.cache
+def decord_available() -> bool:
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def available_backends() -> list[str]:
+    """The backends that can decode here, in ``auto``'s order of preference."""
+    return [b for b in BACKENDS if b == "pyav" or (torchcodec_available() if b == "torchcodec"
+                                                  else decord_available())]
+
+
+def _torchcodec_is_cheap() -> bool:
+    """Whether importing torchcodec costs this process little: it imports torch and torch's
+    compiler stack (``torch._dynamo``, sympy: seconds). Extraction and training have them loaded
+    already (open_clip, torch.optim); a query process does not, and must stay light."""
+    import sys
+
+    return "torchcodec.decoders" in sys.modules or "torch._dynamo" in sys.modules
+
+
+def _chain(backend: Backend) -> list[str]:
+    if backend == "auto":
+        return [b for b in BACKENDS if b == "pyav" or (b == "decord" and decord_available())
+                or (b == "torchcodec" and _torchcodec_is_cheap() and torchcodec_available())]
+    if backend == "torchcodec" and not torchcodec_available():
+        raise DecodeError(f"--backend torchcodec: {torchcodec_problem()}")
+    if backend == "decord" and not decord_available():
+        raise DecodeError("--backend decord: decord is not installed (pip install 'clipcache[decord]')")
+    if backend not in BACKENDS:
+        raise InputError(f"unknown decoder backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+    return [backend]
+
+
+# ----------------------------------------------------------------------------- torchcodec
+@dataclass(frozen=True)
+class _Probe:
+    """What PyAV's header read says about a file (no packet is read)."""
+
+    fps: float  # PyAV's average frame rate, else its guess: every backend stores this one
+    same_frames: bool  # whether torchcodec and decord return PyAV's frames for this file (below)
+
+
+# Where torchcodec's and decord's frames were measured equal to PyAV's: containers that carry
+# presentation times (AVI does not: with B-frames their numbering differs; MPEG-TS: differs),
+# pixel formats that swscale converts without interpolating chroma, even sizes (odd sizes
+# interpolate, and the two libraries ask swscale for different filters: up to 11 levels apart).
+_SAME_FORMATS = ("mov", "mp4", "matroska", "webm")
+_SAME_PIXELS = ("yuv420p", "yuvj420p", "yuv444p", "yuvj444p")
+
+
+def _probe(path: str) -> _Probe:
+    import av
 
     try:
-        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-        n = len(vr)
-        if n < cfg.frames:
-            raise _too_short(path, n, cfg)
-        fps = float(vr.get_avg_fps() or 0.0)
-        idx = view_indices(n, cfg, key)
-        uniq, inverse = np.unique(idx, return_inverse=True)
-        frames = vr.get_batch(uniq.tolist()).asnumpy()  # [U, H, W, 3] RGB
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise DecodeError(f"{path}: has no video stream")
+            stream = container.streams.video[0]
+            cc = stream.codec_context
+            same = (any(f in container.format.name.split(",") for f in _SAME_FORMATS)
+                    and cc.pix_fmt in _SAME_PIXELS and cc.width % 2 == 0 and cc.height % 2 == 0)
+            return _Probe(float(stream.average_rate or stream.guessed_rate or 0.0), same)
     except DecodeError:
         raise
-    except Exception as err:  # noqa: BLE001 - decord raises bare DECORDError/RuntimeError
-        raise DecodeError(f"{path}: decord could not decode it ({_one_line(err)})") from err
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] != len(uniq):
-        raise DecodeError(f"{path}: decord returned frames of shape {frames.shape}")
-    frames = frames[inverse.reshape(idx.shape)]
-    return DecodedVideo(frames, idx, idx / fps if fps > 0 else np.zeros(idx.shape), n, fps,
-                        n / fps if fps > 0 else 0.0, "decord")
+    except Exception as err:  # noqa: BLE001 - PyAV raises many FFmpeg error types
+        raise DecodeError(f"{path}: PyAV could not read its header ({_one_line(err)})") from err
 
 
-def _decode_pyav(path: str, cfg: SamplerConfig, key: str) -> DecodedVideo:
+class _TorchcodecReader:
+    """One torchcodec ``VideoDecoder`` in exact seek mode (see the module docstring)."""
+
+    def __init__(self, path: str, probe: _Probe, device: DecodeDevice = "cpu"):
+        from torchcodec.decoders import VideoDecoder
+
+        self.path, self.device = path, device
+        self.fallback: str | None = None
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                self.fallback = "no CUDA device"
+                device = "cpu"
+        try:
+            self.dec = VideoDecoder(path, dimension_order="NHWC", seek_mode="exact", num_ffmpeg_threads=1,
+                                    device=device)
+        except (RuntimeError, ValueError) as err:
+            raise DecodeError(f"{path}: torchcodec could not open it ({_one_line(err)})") from err
+        md = self.dec.metadata
+        self.n = int(md.num_frames_from_content or 0)
+        if md.num_frames_from_header not in (None, 0, self.n):
+            raise DecodeError(f"{path}: torchcodec counts {self.n} frames, the header "
+                              f"{md.num_frames_from_header}")
+        self.fps = probe.fps  # torchcodec's header rate is FFmpeg's r_frame_rate, not the average
+        self.backend = "torchcodec-cuda" if device == "cuda" else "torchcodec"
+
+    def frames_at(self, uniq: np.ndarray) -> np.ndarray:
+        """RGB frames ``[U, H, W, 3]`` at the sorted unique indices ``uniq``."""
+        try:
+            batch = self.dec.get_frames_at(uniq.tolist())
+        except (RuntimeError, IndexError, ValueError) as err:
+            raise DecodeError(f"{self.path}: torchcodec could not decode it ({_one_line(err)})") from err
+        if self.device == "cuda":
+            status = self.dec.cpu_fallback
+            if self.fallback is None and bool(status):
+                self.fallback = str(status)
+            if self.fallback is not None:
+                self.backend = "torchcodec"
+                log.info("%s: decoded on the CPU, not with NVDEC (%s)", self.path, self.fallback)
+        return batch.data.cpu().numpy()  # [U, H, W, 3]
+
+
+# ----------------------------------------------------------------------------- decord
+class _DecordReader:
+    def __init__(self, path: str, probe: _Probe):
+        import decord
+
+        self.path = path
+        self.fps = probe.fps
+        try:
+            self.vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+            self.n = len(self.vr)
+        except Exception as err:  # noqa: BLE001 - decord raises bare DECORDError/RuntimeError
+            raise DecodeError(f"{path}: decord could not decode it ({_one_line(err)})") from err
+        self.backend = "decord"
+
+    def frames_at(self, uniq: np.ndarray) -> np.ndarray:
+        try:
+            frames = self.vr.get_batch(uniq.tolist()).asnumpy()  # [U, H, W, 3] RGB
+        except Exception as err:  # noqa: BLE001 - decord raises bare DECORDError/RuntimeError
+            raise DecodeError(f"{self.path}: decord could not decode it ({_one_line(err)})") from err
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] != len(uniq):
+            raise DecodeError(f"{self.path}: decord returned frames of shape {frames.shape}")
+        return frames
+
+
+# ----------------------------------------------------------------------------- PyAV
+class _Inexact(Exception):
+    """The seeking PyAV path cannot vouch for this video's frame numbering: decode from the start."""
+
+
+_MP4_FAMILY = ("mov", "mp4")
+
+
+class _PyAVReader:
+    """PyAV, decoding only the groups of pictures that hold sampled frames.
+
+    The frame count comes from the MP4/MOV sample table when it is complete (as many entries
+    as the header's count, none empty or discarded, decode times increasing); other containers
+    are demuxed once to count non-empty packets, as before. Decoding: for each group of
+    pictures (keyframe to keyframe, in decode order) holding a sampled frame, its packets are
+    demuxed and their timestamps ranked, so frame ``i`` is the packet with the ``i``-th
+    timestamp; the decoder is flushed and fed from the keyframe, skipping non-reference
+    pictures that are not sampled. Checked on every packet read: decode times match the sample
+    table, the keyframe is the group's first picture and later groups show later, timestamps
+    are unique, and the decoder returns the sampled timestamps in order. Any failure raises
+    :class:`_Inexact`.
+    """
+
+    def __init__(self, path: str):
+        import av
+
+        self.path = path
+        self.container = av.open(path)
+        if not self.container.streams.video:
+            self.container.close()
+            raise DecodeError(f"{path}: has no video stream")
+        self.stream = stream = self.container.streams.video[0]
+        self.cc = stream.codec_context
+        self.cc.thread_count = 1  # extract runs one decoder per worker: threads would only contend
+        self.fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+        self.ts = self.keys = None  # per packet in decode order: its dts (sample table) or pts (demuxed)
+        self.ts_name = ""
+        self.demuxed = False
+        self.decoded = 0  # frames the decoder returned (skipped non-reference pictures are not)
+        if any(f in self.container.format.name.split(",") for f in _MP4_FAMILY) and (stream.frames or 0) > 0:
+            self._from_sample_table()
+        if self.ts is None:
+            self._from_packets()
+        self.backend = "pyav"
+
+    def close(self) -> None:
+        self.container.close()
+
+    def _from_sample_table(self) -> None:
+        entries = self.stream.index_entries
+        if len(entries) != self.stream.frames:
+            return
+        dts = np.fromiter((e.timestamp for e in entries), np.int64, len(entries))
+        ok = all(e.size > 0 and not e.is_discard for e in entries) and bool(np.all(np.diff(dts) > 0))
+        if ok:
+            self.n = len(entries)
+            self.ts, self.ts_name = dts, "dts"
+            self.keys = np.flatnonzero(np.fromiter((e.is_keyframe for e in entries), bool, len(entries)))
+
+    def _from_packets(self) -> None:
+        """Demux every packet once (formats whose header does not count frames): today's count.
+        Packets are then known by their timestamps, which must be unique."""
+        pts, keys, usable = [], [], True
+        for p in self.container.demux(self.stream):
+            if p.size == 0:
+                continue
+            usable = usable and p.pts is not None and not p.is_discard
+            if p.is_keyframe:
+                keys.append(len(pts))
+            pts.append(p.pts if p.pts is not None else -1)
+        self.n, self.demuxed = len(pts), True
+        ts = np.asarray(pts, np.int64)
+        if usable and len(np.unique(ts)) == len(ts):
+            self.ts, self.ts_name, self.keys = ts, "pts", np.asarray(keys, np.int64)
+
+    def frames_at(self, uniq: np.ndarray) -> np.ndarray:
+        """RGB frames ``[U, H, W, 3]`` at the sorted unique indices ``uniq``; :class:`_Inexact`
+        when the numbering cannot be vouched for (FFmpeg's own errors pass through)."""
+        if self.ts is None or not len(self.keys) or self.keys[0] != 0:
+            raise _Inexact("no usable keyframe table")
+        return self._frames_at(uniq)
+
+    def _frames_at(self, uniq: np.ndarray) -> np.ndarray:
+        if self.demuxed:
+            self.container.seek(0, stream=self.stream)
+        packets = self.container.demux(self.stream)
+        keys = self.keys
+        starts = keys[np.searchsorted(keys, uniq, side="right") - 1]  # the keyframe before each target
+        got: dict[int, np.ndarray] = {}
+        pos, seen_max, pending = 0, None, None  # next decode position; max pts before it
+
+        def read():
+            nonlocal pos
+            p = pending_or_next()
+            if getattr(p, self.ts_name) != self.ts[pos]:
+                raise _Inexact(f"packet {pos} has {self.ts_name} {getattr(p, self.ts_name)}, "
+                               f"the table {self.ts[pos]}")
+            if p.pts is None:
+                raise _Inexact(f"packet {pos} has no timestamp")
+            pos += 1
+            return p
+
+        def pending_or_next():
+            nonlocal pending
+            if pending is not None:
+                p, pending = pending, None
+                return p
+            for p in packets:
+                if p.size > 0:
+                    return p
+            raise _Inexact(f"the stream ends after {pos} of {self.n} packets")
+
+        for start in np.unique(starts).tolist():
+            while pos < start:  # demux only, up to the group's keyframe
+                p = read()
+                seen_max = p.pts if seen_max is None else max(seen_max, p.pts)
+            end = int(keys[np.searchsorted(keys, start, side="right")]) if start < keys[-1] else self.n
+            group = [read() for _ in range(end - start)]
+            pts = np.array([p.pts for p in group], np.int64)
+            order = np.argsort(pts, kind="stable")
+            if (not group[0].is_keyframe or pts[order[0]] != pts[0] or len(np.unique(pts)) != len(pts)
+                    or (seen_max is not None and seen_max >= pts[0])):
+                raise _Inexact(f"the group of pictures at frame {start} is not closed")
+            if end < self.n:  # the next keyframe must show after every picture of this group
+                pending = read()
+                pos -= 1  # not consumed yet: it is read again as the next group's keyframe
+                if pending.pts <= pts.max():
+                    raise _Inexact(f"the group of pictures at frame {start} overlaps the next one")
+            seen_max = int(pts.max())
+            want = {int(pts[order[i - start]]): i for i in uniq[starts == start].tolist()}
+            last = max(k for k, p in enumerate(group) if p.pts in want)
+            self.cc.flush_buffers()
+            frames = []
+            for p in group[:last + 1]:
+                self.cc.skip_frame = "DEFAULT" if p.pts in want else "NONREF"
+                frames += self.cc.decode(p)
+            self.cc.skip_frame = "DEFAULT"
+            frames += self.cc.decode(None)  # drain: the last sampled picture may wait for reordering
+            self.decoded += len(frames)
+            out = [f for f in frames if f.pts in want]
+            if [f.pts for f in out] != sorted(want):
+                raise _Inexact(f"the decoder returned {[f.pts for f in frames]} for {sorted(want)}")
+            for f in out:
+                got[want[f.pts]] = f.to_ndarray(format="rgb24")
+        return np.stack([got[i] for i in uniq.tolist()])
+
+
+def _decode_pyav_full(path: str, cfg: SamplerConfig, key: str) -> DecodedVideo:
+    """Decode from the first frame to the last sampled one, after demuxing the whole file to
+    count its packets: what the PyAV path did before it could seek. It defines frame ``i`` (the
+    ``i``-th frame the decoder returns) and is where the seeking path goes when it cannot vouch
+    for a video's numbering; ``benchmarks/decode.py`` measures it as the baseline."""
     import av
 
     try:
@@ -153,29 +484,91 @@ def _decode_pyav(path: str, cfg: SamplerConfig, key: str) -> DecodedVideo:
     if len(got) < len(wanted):
         raise DecodeError(f"{path}: only {len(got)} of its {n} frames could be decoded")
     frames = np.stack([np.stack([got[i] for i in row]) for row in idx.tolist()])
-    return DecodedVideo(frames, idx, idx / fps if fps > 0 else np.zeros(idx.shape), n, fps,
-                        n / fps if fps > 0 else 0.0, "pyav")
+    return _decoded(frames, idx, n, fps, "pyav")
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:200]
+def _pyav_sequential_at(path: str, uniq: np.ndarray) -> np.ndarray:
+    """Frames at the sorted unique indices, decoded from the start (``decode_at``'s exact path)."""
+    import av
 
-
-def decord_available() -> bool:
+    wanted = set(uniq.tolist())
+    got: dict[int, np.ndarray] = {}
     try:
-        import decord  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        with av.open(path) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                if i in wanted:
+                    got[i] = frame.to_ndarray(format="rgb24")
+                    if len(got) == len(wanted):
+                        break
+    except Exception as err:  # noqa: BLE001 - PyAV raises many FFmpeg error types
+        raise DecodeError(f"{path}: PyAV could not decode it ({_one_line(err)})") from err
+    if len(got) < len(wanted):
+        raise DecodeError(f"{path}: frames {sorted(wanted - set(got))[:5]} could not be decoded")
+    return np.stack([got[i] for i in uniq.tolist()])
+
+
+def _decode_pyav(path: str, cfg: SamplerConfig, key: str) -> DecodedVideo:
+    """The seeking PyAV path (:class:`_PyAVReader`); :func:`_decode_pyav_full` when it cannot
+    vouch for the numbering (count and indices are then recomputed exactly as that path does)."""
+    try:
+        reader = _PyAVReader(path)
+    except DecodeError:
+        raise
+    except Exception as why:  # noqa: BLE001 - PyAV raises many FFmpeg error types: the full path reports them
+        log.debug("%s: decoding from the start (%s)", path, _one_line(why))
+        return _decode_pyav_full(path, cfg, key)
+    try:
+        n = reader.n
+        if n < cfg.frames:
+            raise _too_short(path, n, cfg)
+        idx = view_indices(n, cfg, key)
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        frames = reader.frames_at(uniq)
+    except DecodeError:
+        raise
+    except Exception as why:  # noqa: BLE001 - _Inexact, or an FFmpeg error the full path reports as it always did
+        log.debug("%s: decoding from the start (%s)", path, _one_line(why))
+        return _decode_pyav_full(path, cfg, key)
+    finally:
+        reader.close()
+    return _decoded(_expand(frames, inverse, idx.shape), idx, n, reader.fps, "pyav")
+
+
+# ----------------------------------------------------------------------------- entry points
+def _open(path: str, backend: str, device: DecodeDevice, auto: bool):
+    """A torchcodec or decord reader; with ``auto``, None for a file whose frames would not be
+    PyAV's (see ``_SAME_FORMATS``): auto reads those with PyAV."""
+    probe = _probe(path)
+    if auto and not probe.same_frames:
+        return None
+    if backend == "torchcodec":
+        return _TorchcodecReader(path, probe, device)
+    return _DecordReader(path, probe)
+
+
+def _decode_with(path: str, cfg: SamplerConfig, key: str, backend: str, device: DecodeDevice,
+                 auto: bool) -> DecodedVideo | None:
+    if backend == "pyav":
+        return _decode_pyav(path, cfg, key)
+    reader = _open(path, backend, device, auto)
+    if reader is None:
+        return None
+    if reader.n < cfg.frames:
+        raise _too_short(path, reader.n, cfg)
+    idx = view_indices(reader.n, cfg, key)
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    frames = reader.frames_at(uniq)
+    return _decoded(_expand(frames, inverse, idx.shape), idx, reader.n, reader.fps, reader.backend)
 
 
 def decode_video(path: str | os.PathLike, cfg: SamplerConfig, key: str,
-                 backend: Backend = "auto") -> DecodedVideo:
-    """Decode the sampled frames of one video; decord first, PyAV when decord fails or is absent.
+                 backend: Backend = "auto", *, device: DecodeDevice = "cpu") -> DecodedVideo:
+    """Decode the sampled frames of one video: ``backend``, or with ``auto`` torchcodec, then
+    decord, then PyAV, each tried when the one before is absent or fails on this file.
 
-    ``key`` is the video's :func:`file_key` (it seeds the extra views). Raises
-    :class:`DecodeError` with a one-line reason when no backend can read the file.
+    ``key`` is the video's :func:`file_key` (it seeds the extra views). ``device="cuda"`` asks
+    torchcodec for NVDEC (see the module docstring). Raises :class:`DecodeError` with a
+    one-line reason when no backend can read the file.
     """
     path = str(path)
     if os.path.isdir(path) and frames_mod.is_frame_folder(path):  # a folder of images: one video
@@ -185,19 +578,22 @@ def decode_video(path: str | os.PathLike, cfg: SamplerConfig, key: str,
         idx, fps = view_indices(n, cfg, key), frames_mod.DEFAULT_FPS
         return DecodedVideo(frames_mod.read_frames(path, idx), idx, idx / fps, n, fps, n / fps, "frames")
     _check_file(path)
-    if backend == "pyav" or (backend == "auto" and not decord_available()):
-        return _decode_pyav(path, cfg, key)
-    try:
-        return _decode_decord(path, cfg, key)
-    except DecodeError as first:
-        if backend == "decord":
-            raise
+    chain = _chain(backend)
+    errors: list[DecodeError] = []
+    for name in chain:
         try:
-            video = _decode_pyav(path, cfg, key)
-        except DecodeError as second:
-            raise second from first
-        log.info("%s: decord failed (%s); read with PyAV", path, first)
+            video = _decode_with(path, cfg, key, name, device, backend == "auto")
+        except DecodeError as err:
+            if errors:
+                err.__cause__ = errors[-1]
+            errors.append(err)
+            continue
+        if video is None:
+            continue
+        if errors:
+            log.info("%s: %s; read with %s", path, errors[-1], name)
         return video
+    raise errors[-1]
 
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
@@ -218,31 +614,38 @@ def decode_at(path: str | os.PathLike, indices: np.ndarray, backend: Backend = "
     _check_file(path)
     idx = np.asarray(indices, dtype=np.int64)
     uniq, inverse = np.unique(idx, return_inverse=True)
-    frames = None
-    if backend != "pyav" and decord_available():
-        import decord
-
+    errors: list[DecodeError] = []
+    for name in _chain(backend):
         try:
-            vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-            frames = vr.get_batch(uniq.tolist()).asnumpy()
-        except Exception as err:  # noqa: BLE001 - decord raises bare DECORDError
-            if backend == "decord":
-                raise DecodeError(f"{path}: decord could not decode it ({_one_line(err)})") from err
-    if frames is None:
-        import av
+            if name == "pyav":
+                frames = _pyav_frames_at(path, uniq)
+            else:
+                reader = _open(path, name, "cpu", backend == "auto")
+                if reader is None:
+                    continue
+                frames = reader.frames_at(uniq)
+        except DecodeError as err:
+            errors.append(err)
+            continue
+        return _expand(frames, inverse, idx.shape)
+    raise errors[-1]
 
-        wanted = set(uniq.tolist())
-        got: dict[int, np.ndarray] = {}
-        try:
-            with av.open(path) as container:
-                for i, frame in enumerate(container.decode(video=0)):
-                    if i in wanted:
-                        got[i] = frame.to_ndarray(format="rgb24")
-                        if len(got) == len(wanted):
-                            break
-        except Exception as err:  # noqa: BLE001
-            raise DecodeError(f"{path}: PyAV could not decode it ({_one_line(err)})") from err
-        if len(got) < len(wanted):
-            raise DecodeError(f"{path}: frames {sorted(wanted - set(got))[:5]} could not be decoded")
-        frames = np.stack([got[i] for i in uniq.tolist()])
-    return frames[inverse.reshape(idx.shape)]
+
+def _pyav_frames_at(path: str, uniq: np.ndarray) -> np.ndarray:
+    try:
+        reader = _PyAVReader(path)
+    except DecodeError:
+        raise
+    except Exception:  # noqa: BLE001 - PyAV raises many FFmpeg error types: the sequential path reports them
+        return _pyav_sequential_at(path, uniq)
+    try:
+        if len(uniq) and (uniq[0] < 0 or uniq[-1] >= reader.n):
+            raise DecodeError(f"{path}: frames {uniq[(uniq < 0) | (uniq >= reader.n)][:5].tolist()} "
+                              f"are outside its {reader.n} frames")
+        return reader.frames_at(uniq)
+    except DecodeError:
+        raise
+    except Exception:  # noqa: BLE001 - _Inexact, or an FFmpeg error the sequential path reports
+        return _pyav_sequential_at(path, uniq)
+    finally:
+        reader.close()

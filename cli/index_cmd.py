@@ -114,7 +114,7 @@ def index_build(**params):
 @click.option("--class", "class_name", required=True, help="Name of the new class.")
 @click.option("--run", "run_dir", default=None, help="The index's run (default: the one it remembers).")
 @click.option("--pretrained", default=None, help="The store's weights, when its cache key names a file.")
-@click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "torchcodec", "decord", "pyav"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")
 def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_json, no_progress):
@@ -143,7 +143,7 @@ def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_js
               help='One JSON object per line and video: {"video": PATH, "top": [{"label", "score"}, ...]}.')
 @click.option("--explain", "explain_dir", default=None,
               help="Write one PNG per video here: its frames (with the method's mask) and per-frame scores.")
-@click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "torchcodec", "decord", "pyav"]), default="auto", show_default=True)
 @click.option("--pretrained", default=None,
               help="The store's weights (file or local-dir:DIR), when --run's index is built on first use "
                    "and the store's cache key names a file.")

@@ -110,8 +110,8 @@ def warn_encoder(caveat: str | None) -> None:
               help="Names for text: an id,name CSV (ids 0.. in the data set's class order, or its own class ids), "
                    "a names file, or a folder of {train,val,test}_classes.txt for CLIP-FSAR splits.")
 @click.option("--batch-size", default=32, show_default=True, help="Frames per encoder forward.")
-@click.option("--workers", default=None, type=int, help="Decoding threads (default: the cores available).")
-@click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@click.option("--workers", default=None, type=int, help="Decoding threads (default: cores a CPU encoder leaves, >= 1; all with CUDA).")
+@click.option("--backend", type=click.Choice(["auto", "torchcodec", "decord", "pyav"]), default="auto", show_default=True)
 @click.option("--retry-failed", is_flag=True, help="Retry videos that failed in an earlier run.")
 @click.option("--commit-every", default=32, show_default=True,
               help="Videos per batch commit (a kill loses at most this many videos' work).")

@@ -365,3 +365,38 @@ def test_ten_thousand_test_episodes():
     c, sup, qry = episode_arrays(s.sample(10_000))
     assert c.shape == (10_000, 5) and sup.shape == (10_000, 5, 5) and qry.shape == (10_000, 5, 1)
     assert np.all(labels[sup] == c[:, :, None])
+
+
+# ------------------------------------------------------------------------------------------
+# sample(n) draws all episodes as arrays: exactly episode(0..n-1)'s draws
+
+
+@pytest.mark.parametrize("seed, classes, per_class, ways, shots, queries", [
+    (0, 100, 60, 5, 1, 1),  # the evaluation benchmark's shape
+    (7, 64, 10, 5, 5, 1),
+    (2**40 + 3, 30, 6, 5, 1, 5),  # a seed of two 32-bit words; K + Q = every video of a class
+    (123, 5, 2, 5, 1, 1),  # W = C: every class, in a drawn order
+    (1, 20, [3, 4, 5, 6] * 5, 5, 2, 1),  # uneven classes, some excluded
+    (5, 12, 9, 1, 0, 3),  # one way, zero-shot
+])
+def test_sample_equals_drawing_episodes_one_by_one(seed, classes, per_class, ways, shots, queries):
+    labels = np.repeat(np.arange(classes), per_class)
+    rng = np.random.default_rng(seed % 1000)
+    pool = rng.permutation(labels.size)  # pool order must not matter
+    s = EpisodeSampler(labels, pool, ways, shots, queries, seed=seed)
+    assert s.sample(700) == [s.episode(i) for i in range(700)]
+    assert s.sample(5) == s.sample(700)[:5]
+
+
+def test_array_draws_replay_numpy_and_flag_what_numpy_would_reject():
+    """PCG64 seeded by SeedSequence((seed, i)), as NumPy draws it; Lemire's draw in [0, 2] rejects
+    the 32-bit value 0 (so an episode that meets it is drawn one by one)."""
+    from cachekit.episodes import _bounded, _pcg64_uint32
+
+    index = np.arange(50)
+    ours = _pcg64_uint32(11, index, 7)
+    for i in (0, 1, 49):
+        g = np.random.Generator(np.random.PCG64(np.random.SeedSequence((11, i))))
+        assert ours[i].tolist() == g.integers(0, 2**32, size=7, dtype=np.uint64).tolist()
+    val, rejected = _bounded(np.array([0, 1 << 31], np.uint64), np.array([2, 2]))
+    assert rejected.tolist() == [True, False] and val.tolist() == [0, 1]
