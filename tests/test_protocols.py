@@ -277,6 +277,79 @@ def test_an_episode_file_is_described_by_its_own_split(tmp_path):
         evaluate(store, EvalConfig(protocol="episodic", episodes_file=eps, split="val"))
 
 
+# ------------------------------------------------------------------------------ resume keeps its split
+def add_videos(path, per_class: dict[int, int], start: int) -> None:
+    """Commit ``per_class[c]`` more videos of class ``c`` (new classes too) to a make_store store,
+    keys and paths numbered from ``start``: what an extract that grew the store leaves."""
+    rng = np.random.default_rng(start)
+    with open_store(str(path), "a") as s:
+        i = start
+        for c, n in per_class.items():
+            name = f"class {c:02d}"
+            for _ in range(n):
+                s.commit("videos", f"{i:064x}", {
+                    "emb": (direction(c)[None].repeat(T, 0) + 0.3 * rng.standard_normal((T, D)))[None].astype(np.float32),
+                    "cls": np.zeros((1, T, W), np.float32), "frame_idx": np.arange(T, dtype=np.int32)[None],
+                    "timestamps": np.arange(T, dtype=np.float32)[None] / 25,
+                    f"tokens_{BLOCK}": rng.standard_normal((1, T, 5, W)).astype(np.float16)},
+                    {"path": os.path.abspath(f"/videos/v{i:04d}.mp4"), "size": 1, "label": name, "n_frames": T,
+                     "fps": 25.0, "duration": T / 25, "backend": "test", "status": "ok"})
+                i += 1
+            if not s.has("text", text_key(name, ("{}", "a video of {}"))):
+                s.commit("text", text_key(name, ("{}", "a video of {}")), {"emb": np.repeat(direction(c)[None], 2, 0)},
+                         {"name": name, "templates": ["{}", "a video of {}"]})
+        s.finalize()
+
+
+def test_resume_trains_on_the_recorded_split_after_videos_were_added(tmp_path):
+    """Issue 23: `train --resume` re-planned the split of a store that had grown (a seeded split of
+    its classes, now more of them), so the resumed run could train on a class its own splits.json
+    lists as test. The record is the split: the resumed run ends where a straight run on the old
+    store ends, bit for bit."""
+    from safetensors.torch import load_file
+
+    per = [4] * 8
+    grown, same = make_store(tmp_path / "grown.h5", per), make_store(tmp_path / "same.h5", per)
+    cfg = fast("episodic", episodes=8, val_episodes=4, val_every=2)
+    run = tmp_path / "run"
+    half = train(grown, str(run), "clip_fsar", None, cfg, progress=False, stop_after=4)
+    assert half.status == "stopped"
+    record = json.loads((run / "splits.json").read_text())
+    first = json.loads((run / "run.json").read_text())["splits"]
+    add_videos(grown, {c: 4 for c in range(8, 20)} | {0: 2}, start=len(per) * 4)
+    with FeatureCache(grown) as cache:  # what re-planning the grown store gives: another split
+        fresh = get_protocol("episodic").plan(cache, cfg).record(cache)
+    assert fresh["classes"]["test"] != record["classes"]["test"]
+
+    resumed = train(grown, str(run), "clip_fsar", None, cfg, resume=True, progress=False)
+    assert resumed.status == "complete"
+    assert json.loads((run / "splits.json").read_text()) == record
+    assert json.loads((run / "run.json").read_text())["splits"] == first
+    straight = train(same, str(tmp_path / "straight"), "clip_fsar", None, cfg, progress=False)
+    a, b = load_file(str(run / "last.safetensors")), load_file(str(tmp_path / "straight" / "last.safetensors"))
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+    assert [h["val_accuracy"] for h in resumed.history] == [h["val_accuracy"] for h in straight.history]
+
+
+def test_resume_refuses_in_one_line_when_the_store_lost_a_recorded_video(tmp_path):
+    from cachekit.errors import RunError
+    from helpers import invoke
+
+    per = [4] * 8
+    store = make_store(tmp_path / "s.h5", per)
+    fewer = make_store(tmp_path / "fewer.h5", per[:-1] + [3])  # the last class's last video is gone
+    cfg = fast("episodic", episodes=8, val_episodes=4, val_every=2)
+    train(store, str(tmp_path / "run"), "clip_fsar", None, cfg, progress=False, stop_after=2)
+    with pytest.raises(RunError, match=r"no longer holds 1 of the \d+ \w+ videos its recorded split"):
+        train(fewer, str(tmp_path / "run"), "clip_fsar", None, cfg, resume=True, progress=False)
+    code, out, err = invoke(["train", "--method", "clip_fsar", "--store", fewer, "--out", tmp_path / "run",
+                             "--protocol", "episodic", "--ways", "2", "--queries", "1", "--episodes", "8",
+                             "--val-episodes", "4", "--val-every", "2", "--epochs", "1", "--batch-size", "8",
+                             "--lr", "1e-3", "--device", "cpu", "--resume"])
+    assert code == 2 and err.strip().startswith("error: cannot resume") and "no longer holds" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 # ------------------------------------------------------------------------------ the video-level interval
 def _episodes_from(pool: int, n_eps: int, m: int, seed: int):
     """``n_eps`` episodes of ``m`` distinct videos from a pool whose videos are easy (1) or hard (0);
