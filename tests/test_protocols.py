@@ -18,7 +18,6 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from cachekit.cache import FeatureCache
-from cachekit.episodes import accuracy_ci, video_ci
 from cachekit.errors import InputError
 from cachekit.evaluate import EvalConfig, evaluate
 from cachekit.extract import text_key
@@ -351,48 +350,7 @@ def test_resume_refuses_in_one_line_when_the_store_lost_a_recorded_video(tmp_pat
 
 
 # ------------------------------------------------------------------------------ the video-level interval
-def _episodes_from(pool: int, n_eps: int, m: int, seed: int):
-    """``n_eps`` episodes of ``m`` distinct videos from a pool whose videos are easy (1) or hard (0);
-    an episode's accuracy is the mean difficulty of its videos."""
-    rng = np.random.default_rng(seed)
-    easy = rng.random(pool) < 0.5
-    vids = np.stack([rng.choice(pool, size=m, replace=False) for _ in range(n_eps)])  # [E, M]
-    return easy[vids].mean(axis=1), vids
-
-
-def test_video_interval_widens_when_the_same_episodes_come_from_fewer_videos():
-    for seed in range(3):
-        acc_few, few = _episodes_from(20, 2000, 10, seed)
-        acc_many, many = _episodes_from(20000, 2000, 10, seed)
-        wide, narrow = video_ci(acc_few, few), video_ci(acc_many, many)
-        assert wide > 3 * narrow
-        # the episode interval does not widen: it is even narrower (10 of 20 videos per episode)
-        assert accuracy_ci(acc_few)[1] < accuracy_ci(acc_many)[1] and wide > 10 * accuracy_ci(acc_few)[1]
-    # no video shared between episodes: the video interval is the episode interval
-    acc, _ = _episodes_from(5000, 500, 10, 0)
-    assert video_ci(acc, np.arange(5000).reshape(500, 10)) == pytest.approx(accuracy_ci(acc)[1])
-    # one video per item (all-way): exactly the per-video interval
-    x = (np.arange(50) % 3 == 0).astype(float)
-    assert video_ci(x, np.arange(50)[:, None]) == pytest.approx(accuracy_ci(x)[1])
-
-
-def test_video_interval_agrees_with_resampling_the_videos():
-    """Monte Carlo check: redraw the pool's videos (bootstrap), redraw the episodes from the
-    resampled pool; the spread of the means matches the closed form within Monte Carlo error."""
-    rng = np.random.default_rng(0)
-    pool, n_eps, m = 30, 400, 4
-    effect = rng.random(pool)
-    acc, vids = np.empty(n_eps), np.stack([rng.choice(pool, size=m, replace=False) for _ in range(n_eps)])
-    acc = effect[vids].mean(axis=1)
-    closed = video_ci(acc, vids) / (100 * 1.96)
-    means = []
-    for _ in range(400):
-        boot = rng.choice(pool, size=pool, replace=True)
-        eps = np.stack([boot[rng.choice(pool, size=m, replace=False)] for _ in range(n_eps)])
-        means.append(effect[eps].mean())
-    assert closed == pytest.approx(np.std(means), rel=0.3)
-
-
+# (the estimator itself, and its coverage simulated through the whole chain: tests/test_episodes.py)
 def test_episodic_reports_name_their_distinct_videos_and_classes(tmp_path):
     per = [3] * 5
     store = make_store(tmp_path / "s.h5", per, {"test": of_classes(per, range(5))}, noise=1.5)

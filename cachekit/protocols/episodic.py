@@ -232,7 +232,7 @@ class EpisodicProtocol(Protocol):
 
         acc, ci = accuracy_ci(correct)
         videos = np.concatenate([sup.reshape(len(eps), -1), qry.reshape(len(eps), -1)], axis=1)  # [E, W*(K+Q)]
-        vci = video_ci(correct.mean(axis=1), videos)
+        vci = video_ci(correct.reshape(len(eps), w, q), cls, sup, qry)  # test videos and episodes re-drawn
         true_g = cls[:, local_true].ravel()  # [E*W*Q] global class ids
         pred_g = np.take_along_axis(cls, pred, axis=1).ravel()
         classes = np.unique(cls)
