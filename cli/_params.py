@@ -43,6 +43,10 @@ def methods() -> RegistryChoice:
     return RegistryChoice("cachekit.methods", "METHODS")
 
 
+METRIC_NOTE = ("otam_centred is clipcache's own variant, not the papers' OTAM: OTAM on clip-centred frames, each "
+               "clip's mean frame removed")
+
+
 def metrics() -> RegistryChoice:
     return RegistryChoice("cachekit.metrics", "SIMILARITIES")
 

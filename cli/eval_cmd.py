@@ -65,7 +65,7 @@ def _line(r) -> str:
 @click.option("--queries", default=1, show_default=True, help="Episodic: queries per class (Q).")
 @click.option("--episodes", default=10_000, show_default=True, help="Episodic: number of episodes.")
 @click.option("--metric", type=_params.metrics(), default="otam", show_default=True,
-              help="Prototype matching metric (methods with a metric option).")
+              help="Prototype matching metric (methods with a metric option); " + _params.METRIC_NOTE + ".")
 @click.option("--seed", default=0, show_default=True, help="Seed of episodes, K-shot lists, base/novel split.")
 @click.option("--split", default=None, help="Split to evaluate (default: test, else val, else all videos).")
 @click.option("--split-file", default=None, help="CLIP-FSAR / ViFi-CLIP split file to evaluate instead.")

@@ -36,7 +36,8 @@ def _build_options(f):
                                "(-o metric=otam is --metric otam).")(f)
     f = click.option("--metric", type=_params.metrics(), default=None,
                      help="Without --run: the proto baseline's score (mean, the default: FAISS cosine; otam / "
-                          "bimhm re-rank FAISS's shortlist on temporal prototypes). A run's method picks its own.")(f)
+                          "bimhm re-rank FAISS's shortlist on temporal prototypes; " + _params.METRIC_NOTE + "). A run's "
+                          "method picks its own.")(f)
     f = click.option("--out", default=None, help="Index directory (default with --run: RUN_DIR/index).")(f)
     f = click.option("--split", default=None,
                      help="Support videos: a split of the store (train, test, ...) or a split / list / CSV "
@@ -137,7 +138,8 @@ def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_js
 @click.option("--shortlist", type=int, default=None,
               help="Classes FAISS passes to re-ranking (default: the index's setting).")
 @click.option("--json", "as_json", is_flag=True,
-              help='One JSON object per line and video: {"video": PATH, "top": [{"label", "score"}, ...]}.')
+              help='One JSON object per line and video: {"video": PATH, "top": [{"label", "score"}, ...]}, '
+                   'with "encoder": the caveat when the encoder has TOY or RANDOM weights.')
 @click.option("--explain", "explain_dir", default=None,
               help="Write one PNG per video here: its frames (with the method's mask) and per-frame scores.")
 @click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
@@ -172,7 +174,7 @@ def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, ba
     cfg = QueryConfig(top_k=top_k, shortlist=shortlist, backend=backend, explain_dir=explain_dir, engine=engine)
     clf = Classifier(index_dir, run_dir, shortlist, engine=engine)
     log.info("query engine: %s%s", clf.engine, f" ({clf.engine_note})" if clf.engine_note else "")
-    if clf.caveat is not None:  # stderr: stdout keeps one answer per video (one JSON object with --json)
+    if clf.caveat is not None:  # stderr; with --json also in every object (stdout: one answer per video)
         click.echo(f"note: {clf.caveat}", err=True)
     failed = 0
     for res in query_videos(videos, cfg=cfg, classifier=clf):
@@ -181,7 +183,7 @@ def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, ba
             click.echo(f"error: {' '.join(res.error.split())}", err=True)
             continue
         if as_json:
-            click.echo(json.dumps(res.to_json()))
+            click.echo(json.dumps(res.to_json(clf.caveat)))
         else:
             click.echo(res.video)
             width = max(len(h.label) for h in res.top) if res.top else 5

@@ -276,6 +276,24 @@ def test_an_episode_file_is_described_by_its_own_split(tmp_path):
         evaluate(store, EvalConfig(protocol="episodic", episodes_file=eps, split="val"))
 
 
+def test_a_val_list_equal_to_the_test_list_falls_back_to_held_out_training_classes(tmp_path):
+    """Issue 23: with split 'val' listing exactly the test videos, the fallback ran before the test
+    videos left val; val then emptied and training stopped with a message about drawing episodes.
+    Now the test videos leave val first, and selection uses training classes held out."""
+    per = [4] * 10
+    test = of_classes(per, range(7, 10))
+    store = make_store(tmp_path / "s.h5", per, {"train": of_classes(per, range(7)), "val": test, "test": test})
+    run = tmp_path / "run"
+    r = train(store, str(run), "clip_fsar", None, fast("episodic", val_episodes=4), progress=False)
+    assert r.status == "complete" and r.best_val_accuracy is not None
+    record = json.loads((run / "splits.json").read_text())
+    assert record["classes"]["test"] == [f"class {c:02d}" for c in range(7, 10)]
+    assert record["classes"]["val"] and set(record["classes"]["val"]) <= {f"class {c:02d}" for c in range(7)}
+    assert not set(record["classes"]["val"]) & set(record["classes"]["train"])
+    notes = " | ".join(record["notes"])
+    assert "12 of the 12 videos of split 'val' are also test videos" in notes and "held out" in notes
+
+
 # ------------------------------------------------------------------------------ resume keeps its split
 def add_videos(path, per_class: dict[int, int], start: int) -> None:
     """Commit ``per_class[c]`` more videos of class ``c`` (new classes too) to a make_store store,
