@@ -250,11 +250,19 @@ def _table(title: str, rows: dict, first: str = "method") -> list[str]:
     return out + [""]
 
 
+def encoder_note(model: str, pretrained: str, seed: int = 0) -> str:
+    """What every table of these scripts says about its encoder: the caveat of toy and random
+    weights (:mod:`cachekit.caveat`, the line every clipcache output carries), else the model."""
+    from cachekit.caveat import encoder_caveat
+
+    weights = "toy" if pretrained == "toy" else (f"random:{seed}" if pretrained == "random" else pretrained)
+    return encoder_caveat({"weights": weights}) or f"{model} / {pretrained}"
+
+
 def markdown(res: dict) -> str:
     out = []
-    enc = "the toy CLIP (pretrained by clipcache on drawn still images; not real CLIP)" \
-        if res["pretrained"] == "toy" else f"{res['model']} / {res['pretrained']}"
-    out.append(f"Encoder: {enc}. {res.get('classes', '?')} classes (object x motion).\n")
+    out.append(f"Encoder: {encoder_note(res['model'], res['pretrained'])}. {res.get('classes', '?')} classes "
+               "(object x motion).\n")
     if res["probes"]:
         out += _table("**Frozen zero-shot probes (clean clips)**",
                       {kind: {"groups": v[3], "chance": f"{v[4]:.1f}", "accuracy": v[:3]}

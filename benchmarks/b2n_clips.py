@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from accuracy import B2N_ROWS, BLOCK, base_to_novel, benchmark_config  # noqa: E402  (benchmarks/ is the script's folder)
+from accuracy import B2N_ROWS, BLOCK, base_to_novel, benchmark_config, encoder_note  # noqa: E402  (benchmarks/ is the script's folder)
 
 # Rows of accuracy.py's B2N_ROWS (same recipes) -> the label this script prints.
 ROWS = {
@@ -39,11 +39,12 @@ def run(videos_per_class: int, work: Path, pretrained: str = "toy", seed: int = 
     synth_dataset(data, benchmark_config(videos_per_class, seed=seed))
     by_label = {row[0]: row for row in B2N_ROWS}
     rows = [by_label[label] for label in ROWS]
-    cells = base_to_novel(data, str(work / "b2n.zarr"), EncoderConfig(pretrained=pretrained, seed=seed),
+    enc = EncoderConfig(pretrained=pretrained, seed=seed)
+    cells = base_to_novel(data, str(work / "b2n.zarr"), enc,
                           SamplerConfig(frames=8, seed=seed), rows, work, seed,
                           None if pretrained == "random" else pretrained, prefix=f"{videos_per_class} clips/class ")
-    return {"videos_per_class": videos_per_class, "rows": {ROWS[k]: v for k, v in cells.items()},
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return {"videos_per_class": videos_per_class, "encoder": encoder_note(enc.model, pretrained, seed),
+            "rows": {ROWS[k]: v for k, v in cells.items()}, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def main() -> None:
@@ -59,7 +60,7 @@ def main() -> None:
         print(json.dumps(results))
         return
     for res in results:
-        print(f"**{res['videos_per_class']} clips per class** ({res['seconds']} s)\n")
+        print(f"**{res['videos_per_class']} clips per class** ({res['seconds']} s). Encoder: {res['encoder']}\n")
         print("| method | base | novel |\n|---|---|---|")
         for label, v in res["rows"].items():
             print(f"| {label} | {v['base'][0]:.1f} ± {v['base'][1]:.1f} | {v['novel'][0]:.1f} ± {v['novel'][1]:.1f} |")

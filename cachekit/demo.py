@@ -4,9 +4,9 @@ It first prints the three commands that do the job on the user's own videos (:da
 then, on its own clips of the compositional benchmark (an object x a motion): synth -> extract ->
 frozen zero-shot on classes that differ only by object, and only by motion -> prototypes with
 mean pooling against OTAM on time-reversed pairs -> train a from-cache method (MA-FSAR's TPCM)
-against its no-training baseline -> train a backbone method (EZ-CLIP from a cached block) on base
-compositions against frozen zero-shot on novel ones -> build the FAISS index -> query a clip that
-was never cached. The encoder is the toy CLIP (pretrained by clipcache on drawn still images)
+against its no-training baseline -> on a base-to-novel set of its own (the benchmark's 16 clips per
+class, of two objects), train a backbone method (EZ-CLIP from a cached block) on base compositions
+against frozen zero-shot -> build the FAISS index -> query a clip that was never cached. The encoder is the toy CLIP (pretrained by clipcache on drawn still images)
 unless other weights are given; every line says which.
 """
 
@@ -42,6 +42,10 @@ class DemoConfig:
     episodes: int = 1200  # training episodes of the from-cache method
     eval_episodes: int = 600
     epochs: int = 10  # EZ-CLIP epochs over the base compositions
+    # The base-to-novel step's own set: the benchmark's 16 clips per class (at 5, EZ-CLIP memorises
+    # its few base clips and stays at frozen zero-shot on novel compositions), of fewer objects
+    b2n_objects: int = 2
+    b2n_videos_per_class: int = 16
     alpha: float = 0.25  # TPCM's text weight: MA-FSAR's own choice for temporal data sets (SSv2)
     seed: int = 0
     progress: bool = False  # progress bars of the long steps (stderr)
@@ -172,15 +176,22 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
            f"{trained.accuracy:.1f}±{trained.ci95:.1f} (video-level ±{trained.video_ci95 or 0:.1f}) -> {run_cache}", row)
 
     t = time.perf_counter()
+    b2n_data = out / "synth-b2n"
+    b2n_cfg = SynthConfig(objects=DEFAULT_OBJECTS[:cfg.b2n_objects], videos_per_class=cfg.b2n_videos_per_class,
+                          frames=16, size=112, seed=cfg.seed, splits=(0.5, 0.25, 0.25))
+    b2n_syn = synth_dataset(b2n_data, b2n_cfg, progress=cfg.progress)
     b2n_store = str(out / "cache-b2n.zarr")
-    b2n = data / "splits" / "b2n"
+    b2n = b2n_data / "splits" / "b2n"
     s2 = extract(collect_inputs([str(b2n / f"{s}.txt") for s in ("train", "base_val", "novel_val")],
-                                video_root=str(data), class_names=str(b2n / "labels.csv")),
+                                video_root=str(b2n_data), class_names=str(b2n / "labels.csv")),
                  b2n_store, ExtractConfig(encoder=enc, sampler=sampler, tokens_at=(BLOCK,), templates="ma_fsar16"),
                  progress=cfg.progress)
-    row = res.add("extract base-to-novel", time.perf_counter() - t, extracted=s2.extracted, output=b2n_store)
-    say(6, f"extract the base-to-novel split (novel = object x motion compositions never trained on, whose "
-           f"object and motion both appear in base): {s2.extracted} videos -> {b2n_store}", row)
+    row = res.add("synth + extract base-to-novel", time.perf_counter() - t, videos=len(b2n_syn.videos),
+                  extracted=s2.extracted, base=len(b2n_syn.b2n["base"]), novel=len(b2n_syn.b2n["novel"]),
+                  output=b2n_store)
+    say(6, f"base-to-novel set: {cfg.b2n_videos_per_class} clips per class of {len(b2n_syn.classes)} compositions "
+           f"({cfg.b2n_objects} objects; {row['novel']} novel = object x motion compositions never trained on, whose "
+           f"object and motion both appear in base) -> {b2n_data}; {s2.extracted} videos extracted -> {b2n_store}", row)
 
     t = time.perf_counter()
     run_bb = str(out / "runs" / "ez_clip")
@@ -194,13 +205,12 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult
                                             out_dir=report_dir / "b2n_ez_clip"))
     row = res.add(f"train ez_clip (backbone from block {BLOCK}) + evaluate", time.perf_counter() - t, steps=tb.step,
                   params=tb.trainable_params, zeroshot=zs.base_novel(), ez_clip=ez.base_novel(), output=run_bb)
+    gain = ez.accuracy - ez.ci95 > zs.accuracy + zs.ci95  # the harmonic mean, base-to-novel's headline
     say(7, f"EZ-CLIP trained through the backbone from the cached tokens entering block {BLOCK} on the base "
-           f"compositions ({tb.step} steps, {tb.trainable_params:,} parameters); novel compositions: frozen zero-shot "
-           f"{zs.extra['novel']:.1f}±{zs.extra['novel_ci95']:.1f}%, EZ-CLIP {ez.extra['novel']:.1f}"
-           f"±{ez.extra['novel_ci95']:.1f}% (base {zs.extra['base']:.1f} -> {ez.extra['base']:.1f})"
-           + ("" if ez.extra["novel"] - ez.extra["novel_ci95"] > zs.extra["novel"] + zs.extra["novel_ci95"] else
-              f"; no gain beyond the intervals from {cfg.videos_per_class} clips per class: too few to learn "
-              "motion from (README, Accuracy: 16 per class)") + f" -> {run_bb}", row)
+           f"compositions ({tb.step} steps, {tb.trainable_params:,} parameters), against frozen zero-shot: "
+           f"harmonic mean of base and novel {zs.accuracy:.1f}±{zs.ci95:.1f} -> {ez.accuracy:.1f}±{ez.ci95:.1f}% "
+           f"(novel compositions {zs.extra['novel']:.1f} -> {ez.extra['novel']:.1f}, base {zs.extra['base']:.1f} -> "
+           f"{ez.extra['base']:.1f})" + ("" if gain else "; no gain beyond the intervals") + f" -> {run_bb}", row)
 
     t = time.perf_counter()
     index_dir = Path(run_cache) / "index"  # the run's own index: what `clipcache query --run` uses

@@ -7,7 +7,8 @@
 - :func:`allway_kshot` draws the ViFi-CLIP-style training list: K videos of every class (§3).
 - :func:`base_novel_split` halves a class set for base-to-novel when no split file defines it (§5).
 - :func:`accuracy_ci` and :func:`harmonic_mean` are the reported statistics (§2.1, §5);
-  :func:`video_ci` is the video-level interval beside the episode one (episodes share videos).
+  :func:`video_ci` is the video-level interval beside the episode one (episodes share videos:
+  the test videos re-drawn from their classes, and the episodes).
 
 Video indices are positions in the cache's video arrays; ``labels[v]`` is video ``v``'s global
 class id. Inside an episode, label ``i`` is ``class_ids[i]``.
@@ -707,42 +708,151 @@ def accuracy_ci(per_item_correct: np.ndarray) -> tuple[float, float]:
     return mean, half
 
 
-def video_ci(per_item_correct: np.ndarray, item_videos: np.ndarray) -> float:
-    """95 % half-width (percent) of the mean accuracy when items share test videos.
+ROLE_TEST_Z = 1.0  # a support role's term joins the video term once it exceeds this many of its own SDs
 
-    ``per_item_correct`` [E]: accuracy of each episode (or test video) in [0, 1];
-    ``item_videos`` [E, M]: the videos each item reads (support and query; distinct within an
-    item). The episode interval ``1.96 s / sqrt(E)`` treats E episodes as independent, but
-    10,000 episodes drawn from a few hundred videos re-use every video many times, and a hard
-    video lowers every episode it is in.
 
-    This is the video-level bootstrap in closed form. Resample the test videos with Poisson(1)
-    weights ``w_v`` and re-score the same episodes restricted to them, an episode weighted
-    by how often its videos were drawn, to first order ``1 + sum_{v in e} (w_v - 1)`` (the exact
-    product of multiplicities keeps about ``(1 - 1/e)^M`` of the episodes, 1 % at M = 10, and its
-    spread then measures how few episodes survive, not how the videos vary). The bootstrap
-    variance of that weighted mean is ``sum_v psi_v^2`` with ``psi_v = sum_{e ∋ v} r_e / E``,
-    ``r_e = a_e - mean``; it counts each episode's own noise ``M_e`` times, once per video, so
-    ``(M_e - 1) r_e^2 / E^2`` is taken off. What is left is
-    ``[sum_e r_e^2 + sum_v sum_{e != e', both ∋ v} r_e r_e'] / E^2``: the episode variance plus
-    the covariance of every pair of episodes that share a video (a cluster-robust variance
-    with videos as overlapping clusters; pairs sharing two videos count twice, erring wide).
-    With no video re-used it equals the episode interval; with items of one video each (all-way,
-    zero-shot) it is the ordinary per-video interval.
+@dataclass
+class _Roles:
+    """Per (episode, slot) contributions of one evaluation to each video's role means (see
+    :func:`video_ci`). Slots: ``[E, W, K+Q]``, supports first; class index ``c`` of a block is
+    ``blk[e, w]``; ``vid``: the slot's video (0..V-1), ``vcls``: each video's class index."""
+
+    vid: np.ndarray  # [E, W, K+Q]
+    vcls: np.ndarray  # [V]
+    n: np.ndarray  # [C] distinct videos of each class in the episodes
+    blk: np.ndarray  # [E, W]
+    query: np.ndarray  # [E, W, K+Q] the slot's share of "as query" (A_v), zero on support slots
+    own: np.ndarray  # [E, W, K+Q] share of "as support, its own class's queries" (B_v)
+    other: np.ndarray  # [E, W, K+Q] share of "as support, the other classes' queries" (D_v)
+    w_own: np.ndarray  # [C] share of all queries that are of class c
+    w_other: np.ndarray  # [C] share of all queries in an episode holding class c, of another class
+    shots: int
+
+
+def _roles(correct: np.ndarray, classes: np.ndarray, support: np.ndarray, query: np.ndarray) -> _Roles:
+    y = correct  # [E, W, Q]
+    e_n, w, q = y.shape
+    k = support.shape[2]
+    slots = np.concatenate([support, query], axis=2)  # [E, W, K+Q]
+    _, vid = np.unique(slots, return_inverse=True)
+    vid = vid.reshape(slots.shape)
+    uniq_c, blk = np.unique(classes, return_inverse=True)
+    blk = blk.reshape(classes.shape)  # [E, W] class index of each block
+    vcls = np.zeros(int(vid.max()) + 1, np.int64)
+    vcls[vid] = blk[:, :, None]
+    n = np.bincount(vcls, minlength=uniq_c.size).astype(np.float64)  # [C]
+    blocks = np.bincount(blk.ravel(), minlength=uniq_c.size).astype(np.float64)  # [C] episodes holding c
+    mean_c = np.bincount(blk.ravel(), weights=y.sum(axis=2).ravel(), minlength=uniq_c.size) / (blocks * q)
+    r = y - mean_c[blk][:, :, None]  # [E, W, Q] correctness centred by the query's class
+    own = r.sum(axis=2)  # [E, W]
+    other = own.sum(axis=1, keepdims=True) - own  # [E, W]
+    as_query = np.bincount(vid[:, :, k:].ravel(), minlength=vcls.size).astype(np.float64)  # [V]
+    as_support = np.bincount(vid[:, :, :k].ravel(), minlength=vcls.size).astype(np.float64)  # [V]
+    z_q, z_own, z_other = (np.zeros(slots.shape) for _ in range(3))
+    z_q[:, :, k:] = r / as_query[vid[:, :, k:]]
+    if k:
+        sup = vid[:, :, :k]
+        z_own[:, :, :k] = own[:, :, None] / (as_support[sup] * q)
+        if w > 1:
+            z_other[:, :, :k] = other[:, :, None] / (as_support[sup] * (w - 1) * q)
+    return _Roles(vid, vcls, n, blk, z_q, z_own, z_other, blocks / (e_n * w), blocks * (w - 1) / (e_n * w), k)
+
+
+def _video_term(roles: _Roles, c_query: np.ndarray, c_own: np.ndarray, c_other: np.ndarray) -> tuple[float, float]:
+    """The video term for one projection ``g_v = sum_e z_ev`` (``z = c_query*query + c_own*own +
+    c_other*other``, per-video coefficients [V]): each class's sum of squared centred ``g_v`` less
+    the part that a single episode contributes to itself (the noise: episodes are independent
+    given the test videos), times n/(n-1). Returns (term, a rough SD of it)."""
+    vid, vcls, n, blk = roles.vid, roles.vcls, roles.n, roles.blk
+    z = c_query[vid] * roles.query + c_own[vid] * roles.own + c_other[vid] * roles.other  # [E, W, K+Q]
+    v_n, c_n = vcls.size, n.size
+    g = np.bincount(vid.ravel(), weights=z.ravel(), minlength=v_n)  # [V]
+    h = g - (np.bincount(vcls, weights=g, minlength=c_n) / np.maximum(n, 1))[vcls]  # [V] centred in its class
+    m = z.sum(axis=2) / n[blk]  # [E, W] the block's share of its class mean
+    zc = z - m[:, :, None]
+    d_v = np.bincount(vid.ravel(), weights=(zc ** 2).ravel(), minlength=v_n)  # [V] own-episode part of h_v^2
+    absent = (n[blk] - z.shape[2]) * m ** 2  # [E, W] the class's videos outside the block get -m each
+    own_part = np.bincount(vcls, weights=d_v, minlength=c_n) + np.bincount(blk.ravel(), weights=absent.ravel(),
+                                                                             minlength=c_n)  # [C]
+    scale = np.where(n > 1, n / np.maximum(n - 1, 1), 0.0)  # [C] sample variance within a class
+    term = float((scale * (np.bincount(vcls, weights=h ** 2, minlength=c_n) - own_part)).sum())
+    signal = np.maximum(h ** 2 - d_v, 0.0)
+    sd = float(np.sqrt((scale[vcls] ** 2 * (2 * d_v ** 2 + 4 * signal * d_v)).sum()))
+    return term, sd
+
+
+def video_variance(correct: np.ndarray, classes: np.ndarray, support: np.ndarray,
+                   query: np.ndarray) -> tuple[float, float]:
+    """(episode term, video term) of :func:`video_ci`'s variance, as fractions squared."""
+    y = np.asarray(correct, dtype=np.float64)
+    cls = np.asarray(classes, dtype=np.int64)
+    sup = np.asarray(support, dtype=np.int64)
+    qry = np.asarray(query, dtype=np.int64)
+    if cls.ndim != 2 or qry.ndim != 3 or qry.shape[:2] != cls.shape or sup.shape[:2] != cls.shape:
+        raise InputError(f"episodes must be classes [E, W], support [E, W, K] and query [E, W, Q], got "
+                         f"{cls.shape}, {sup.shape}, {qry.shape}")
+    e_n, w, q = qry.shape
+    if e_n == 0:
+        raise InputError("the interval of zero episodes is undefined")
+    y = y.reshape(e_n, w, q)
+    if not np.all(np.isfinite(y)) or y.min() < 0 or y.max() > 1:
+        raise InputError("per-query correctness must be fractions in [0, 1]")
+    episode = float(y.reshape(e_n, -1).mean(axis=1).var(ddof=1)) / e_n if e_n > 1 else 0.0
+    roles = _roles(y, cls, sup, qry)
+    n = roles.n[roles.vcls]  # [V] videos of each video's class
+    k = roles.shots
+    share_own = roles.w_own[roles.vcls] / n  # [V] weight of a video's query and own-support effects
+    share_other = roles.w_other[roles.vcls] / n  # [V] ... of its effect on other classes' queries
+    zero = np.zeros_like(n)
+    if k == 0 or not np.any(n > k):  # query-only episodes (or supports that are every video): one role
+        return episode, max(0.0, _video_term(roles, share_own, zero, zero)[0])
+    # A video's role means are contaminated by its class's other videos filling the other slots
+    # (with v a query, the supports come from the rest, whose centred effects sum to -beta_v):
+    #   A_v = alpha_v - beta_v/(n-1),  B_v = -alpha_v/(n-1) + beta_v (n-K)/(K(n-1)),
+    #   D_v = delta_v (n-K)/(K(n-1)); solved for alpha, beta, delta.
+    safe = np.maximum(n - 1, 1)
+    a12, a22 = -1.0 / safe, (n - k) / (k * safe)
+    det = a22 - a12 ** 2
+    ok = (n > k) & (det > 1e-9)
+    det = np.where(ok, det, 1.0)
+    alpha_a, alpha_b = np.where(ok, a22 / det, 1.0), np.where(ok, -a12 / det, 0.0)
+    beta_a, beta_b = np.where(ok, -a12 / det, 0.0), np.where(ok, 1.0 / det, 0.0)
+    delta_d = np.where(n > k, k * safe / np.maximum(n - k, 1e-9), 0.0)
+    support_own, sd_own = _video_term(roles, share_own * beta_a, share_own * beta_b, zero)
+    support_other, sd_other = _video_term(roles, zero, zero, share_other * delta_d)
+    own = support_own > ROLE_TEST_Z * sd_own
+    other = support_other > ROLE_TEST_Z * sd_other
+    if own:
+        c_query, c_own = share_own * (alpha_a + beta_a), share_own * (alpha_b + beta_b)
+    else:
+        c_query, c_own = share_own, zero
+    term, _ = _video_term(roles, c_query, c_own, share_other * delta_d if other else zero)
+    return episode, max(0.0, term)
+
+
+def video_ci(correct: np.ndarray, classes: np.ndarray, support: np.ndarray, query: np.ndarray) -> float:
+    """95 % half-width (percent) of the mean episode accuracy over re-draws of the test videos
+    and of the episodes; the test classes are held fixed.
+
+    ``correct`` [E, W, Q] (or [E, W*Q]): 0/1 per query; ``classes`` [E, W] the episodes' class ids;
+    ``support`` [E, W, K] and ``query`` [E, W, Q] their videos. The episode interval ``1.96 s/√E``
+    treats E episodes as independent, but E episodes drawn from a few hundred videos re-use each
+    one many times, and a hard video lowers every episode it is in.
+
+    Variance = ``s²/E`` (the episodes, given the test videos) + the video term: the variance of
+    the mean over all episodes the test videos allow, as the videos are re-drawn from their
+    classes. That mean depends on each video through its first-order (Hajek) projection
+    ``g_v``: its effect as a query, as a support of its own class's queries, and as a support
+    the other classes' queries are measured against, each estimated from the role means of the
+    video (centred within its class, then freed of the slots its class's other videos fill).
+    The video term is the within-class variance of ``g_v`` summed over videos; the part of
+    each squared ``g_v`` that one episode contributes to itself is taken off, which makes it
+    unbiased for independently drawn episodes. A support role whose term does not exceed its
+    own SD (:data:`ROLE_TEST_Z`) is left out: with few queries per class the data cannot tell
+    a support's effect from noise. Classes with one video add nothing. See README, Protocols.
     """
-    x = np.asarray(per_item_correct, dtype=np.float64)
-    vids = np.asarray(item_videos, dtype=np.int64)
-    if x.ndim != 1 or x.size == 0:
-        raise InputError(f"per-item accuracy must be a non-empty [E] array, got shape {x.shape}")
-    vids = vids.reshape(x.size, -1)  # [E, M]
-    e_n, m = vids.shape
-    r = x - x.mean()  # [E]
-    _, inverse = np.unique(vids.ravel(), return_inverse=True)
-    psi = np.bincount(inverse, weights=np.repeat(r, m)) / e_n  # [videos]
-    var = float((psi ** 2).sum()) - (m - 1) * float((r ** 2).sum()) / e_n ** 2
-    if e_n > 1:
-        var *= e_n / (e_n - 1)  # the same small-sample factor as the sample std of the episode interval
-    return 100.0 * 1.96 * math.sqrt(max(var, 0.0))
+    episode, video = video_variance(correct, classes, support, query)
+    return 100.0 * 1.96 * math.sqrt(episode + video)
 
 
 def harmonic_mean(a: float, b: float) -> float:
@@ -764,5 +874,6 @@ __all__ = [
     "base_novel_split",
     "accuracy_ci",
     "video_ci",
+    "video_variance",
     "harmonic_mean",
 ]

@@ -35,7 +35,7 @@ class EvalResult:
     episodes: int
     accuracy: float
     ci95: float  # episode interval 1.96 s / sqrt(E), the papers' (per video for all-way / zero-shot)
-    video_ci95: float | None = None  # video-level interval (episodes.video_ci): test videos resampled
+    video_ci95: float | None = None  # video-level interval (episodes.video_ci): test videos and episodes re-drawn
     videos: int | None = None  # distinct test videos behind the number
     classes: int | None = None  # distinct test classes behind the number
     overlap: str | None = None  # set when --allow-overlap let training or selection data be evaluated

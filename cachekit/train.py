@@ -11,7 +11,8 @@ linear warm-up and a cosine schedule, select on the selection videos only (never
 best weights in ``model.safetensors`` and the latest in ``last.safetensors`` + ``resume.pt``, and
 describe the run in ``run.json`` (:mod:`.runs`). ``splits.json`` records the resolved split by
 video key and class, so that ``eval --run`` scores the run on its own test split and refuses
-evaluation sets it trained or selected on.
+evaluation sets it trained or selected on; ``resume`` reads it back as the plan (videos added to
+the store since never re-split a run) and refuses when the store no longer holds one of them.
 
 A run is deterministic given its seed: the episodes of step ``s`` and batch ``j`` are functions
 of (seed, s / j), and the torch RNG (dropout, template draws) is saved with each checkpoint, so
@@ -44,7 +45,7 @@ from .errors import ClipcacheError, InputError, ModelError, RunError
 from .distributed import dist_from_env, rank_device
 from .interrupt import DeferredSigint, Interrupted
 from .protocols import PROTOCOLS, get_protocol, natural_protocol
-from .protocols.base import training_data
+from .protocols.base import recorded_plan, training_data
 from .tblog import DEFAULT_LOG_EVERY, TrainCurves
 from .runs import (LAST_FILE, MODEL_FILE, RUN_FORMAT, RUN_JSON, RUN_VERSION, SPLITS_FILE, STATE_FILE,
                    DeferredEncoder, checked_file, load_into, load_store_encoder,
@@ -205,9 +206,11 @@ def _same_run(old: dict, new: dict, out: Path) -> None:
                        "repeat the original options or choose another --out")
 
 
-def _resolve_protocol(m, method: str, cache, cfg: TrainConfig, dist, device_note: str | None):
+def _resolve_protocol(m, method: str, cache, cfg: TrainConfig, dist, device_note: str | None,
+                      resumed: Path | None = None):
     """(cfg with its protocol set, the protocol, its split plan, the run's first notes), or None on
-    a rank that has nothing to do (a from-cache method trains on rank 0 alone)."""
+    a rank that has nothing to do (a from-cache method trains on rank 0 alone). ``resumed``: the
+    run directory being resumed; its recorded ``splits.json`` is the plan (never re-planned)."""
     notes = [device_note] if device_note else []
     if cfg.protocol is None:
         cfg = dataclasses.replace(cfg, protocol=natural_protocol(m, cache))
@@ -217,7 +220,10 @@ def _resolve_protocol(m, method: str, cache, cfg: TrainConfig, dist, device_note
         raise InputError(f"method {method} trains under {' and '.join(m.protocols) or 'no protocol'}, "
                          f"not --protocol {cfg.protocol}")
     proto = get_protocol(cfg.protocol)
-    plan = proto.plan(cache, cfg)
+    if resumed is not None and (resumed / SPLITS_FILE).is_file():
+        plan = recorded_plan(resumed, cache, cfg.protocol)
+    else:
+        plan = proto.plan(cache, cfg)
     notes += plan.notes
     caveat = encoder_caveat(cache.key)
     if caveat is not None:
@@ -292,7 +298,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         torch.manual_seed(cfg.seed)
         backbone = DeferredEncoder(lambda: load_store_encoder(key, pretrained, str(device)))
         m = mod.build(mcfg, info, frames, backbone)
-        resolved = _resolve_protocol(m, method, cache, cfg, dist, device_note)
+        resolved = _resolve_protocol(m, method, cache, cfg, dist, device_note, out if old is not None else None)
         if resolved is None:  # a from-cache method under torchrun: ranks other than 0 have nothing to do
             return TrainResult(str(out), f"idle (rank {dist.rank})", 0, 0, None, None, 0, 0.0, [], [])
         cfg, proto, plan, notes = resolved

@@ -41,7 +41,7 @@ def _line(r) -> str:
     text = (f"{r.method} [{r.protocol}, {what}, {r.metric}]: {r.accuracy:.2f} ± {r.ci95:.2f} % (95% CI over "
             f"{r.episodes:,} {unit})")
     if r.video_ci95 is not None and r.protocol == "episodic":
-        text += f", ± {r.video_ci95:.2f} (95% CI, test videos resampled)"
+        text += f", ± {r.video_ci95:.2f} (95% CI, test videos and episodes re-drawn)"
     if r.videos is not None:
         text += f"; {r.videos:,} distinct test videos, {r.classes:,} classes"
     if r.protocol == "base2novel":

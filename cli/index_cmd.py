@@ -140,7 +140,8 @@ def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_js
 @click.option("--shortlist", type=int, default=None,
               help="Classes FAISS passes to re-ranking (default: the index's setting).")
 @click.option("--json", "as_json", is_flag=True,
-              help='One JSON object per line and video: {"video": PATH, "top": [{"label", "score"}, ...]}.')
+              help='One JSON object per line and video: {"video": PATH, "top": [{"label", "score"}, ...]}, '
+                   'with "encoder": the caveat when the encoder has TOY or RANDOM weights.')
 @click.option("--explain", "explain_dir", default=None,
               help="Write one PNG per video here: its frames (with the method's mask) and per-frame scores.")
 @click.option("--backend", type=click.Choice(["auto", "torchcodec", "decord", "pyav"]), default="auto", show_default=True)
@@ -177,7 +178,7 @@ def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, ba
     cfg = QueryConfig(top_k=top_k, shortlist=shortlist, backend=backend, explain_dir=explain_dir, engine=engine)
     clf = Classifier(index_dir, run_dir, shortlist, engine=engine)
     log.info("query engine: %s%s", clf.engine, f" ({clf.engine_note})" if clf.engine_note else "")
-    if clf.caveat is not None:  # stderr: stdout keeps one answer per video (one JSON object with --json)
+    if clf.caveat is not None:  # stderr; with --json also in every object (stdout: one answer per video)
         click.echo(f"note: {clf.caveat}", err=True)
     failed = 0
     for res in query_videos(videos, cfg=cfg, classifier=clf):
@@ -186,7 +187,7 @@ def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, ba
             click.echo(f"error: {' '.join(res.error.split())}", err=True)
             continue
         if as_json:
-            click.echo(json.dumps(res.to_json()))
+            click.echo(json.dumps(res.to_json(clf.caveat)))
         else:
             click.echo(res.video)
             width = max(len(h.label) for h in res.top) if res.top else 5

@@ -43,7 +43,8 @@ from . import _params
                    "store's key names a file.")
 @_params.method_options("Method option (repeatable), e.g. -o ffn_dim=64 (see `clipcache methods`).")
 @click.option("--modules", default=None, help="Method option modules (ma_fsar: tpcm, fgma, all).")
-@click.option("--metric", default=None, help="Method option metric (e.g. otam, bimhm, mean, trx).")
+@click.option("--metric", default=None,
+              help=_params.metrics_help("Method option metric (ma_fsar also takes trx, its trainable head)."))
 @click.option("--prompts", default=None, help="Method option prompts (ev_clip: context, mask, both).")
 @click.option("--alpha", type=float, default=None, help="Method option alpha (ma_fsar text weight).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -176,3 +176,64 @@ def invoke(args: Sequence[str]) -> tuple[int, str, str]:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout, result.stderr
+
+
+# ------------------------------------------------------------------------------------- synthetic splits
+def synth_split_lists(data_dir: str | os.PathLike) -> dict[str, dict[str, list[str]]]:
+    """The split files a :mod:`cachekit.synth` data set wrote, as relative clip paths: layout ->
+    list name -> paths (``b2n``: train / base_val / novel_val; ``clip_fsar`` and ``vifi``:
+    train / val / test)."""
+    root = Path(data_dir) / "splits"
+    out: dict[str, dict[str, list[str]]] = {}
+    if (root / "b2n").is_dir():
+        out["b2n"] = {s: [ln.rsplit(" ", 1)[0] for ln in (root / "b2n" / f"{s}.txt").read_text().splitlines()]
+                      for s in ("train", "base_val", "novel_val")}
+    out["clip_fsar"] = {s: [ln.split("//", 1)[1] for ln in (root / "clip_fsar" / f"{s}_few_shot.txt")
+                            .read_text().splitlines()] for s in ("train", "val", "test")}
+    out["vifi"] = {s: [ln.rsplit(" ", 1)[0] for ln in (root / "vifi" / f"{s}.txt").read_text().splitlines()]
+                   for s in ("train", "val", "test")}
+    return out
+
+
+def held_out_twins(data_dir: str | os.PathLike, threshold: float = 3.0) -> list[tuple[str, str, str, str, float]]:
+    """Held-out clips of a synthetic data set's split files that equal a training clip of the same
+    layout, forwards or played backwards: ``(layout/list, held-out clip, training clip, "forwards" |
+    "backwards", mean absolute pixel difference)``, compared on the decoded frames (0-255 scale;
+    unrelated clips of the benchmark differ by about 9, a clip and its time reversal by under 1).
+
+    Cheap first: each frame average-pooled to 8 x 8 (a pooled difference never exceeds the full
+    one), then the full frames of the candidate pairs."""
+    root = Path(data_dir)
+    signatures: dict[str, np.ndarray] = {}
+
+    def frames(rel: str) -> np.ndarray:
+        return decode_all_pyav(root / rel).astype(np.int16)  # [T, H, W, 3]
+
+    def pooled(rel: str) -> np.ndarray:
+        if rel not in signatures:
+            f = frames(rel).astype(np.float32)
+            t, h, w, c = f.shape
+            signatures[rel] = f[:, : h // 8 * 8, : w // 8 * 8].reshape(t, 8, h // 8, 8, w // 8, c).mean(axis=(2, 4))
+        return signatures[rel]  # [T, 8, 8, 3]
+
+    found = []
+    for layout, lists in synth_split_lists(root).items():
+        train = sorted(set(lists["train"]))
+        if not train:
+            continue
+        small = np.stack([pooled(r) for r in train])  # [N, T, 8, 8, 3]
+        for name, held in lists.items():
+            if name == "train":
+                continue
+            for rel in held:
+                p = pooled(rel)
+                for direction, sig in (("forwards", p), ("backwards", p[::-1])):
+                    if sig.shape != small.shape[1:]:
+                        continue
+                    d = np.abs(small - sig[None]).mean(axis=(1, 2, 3, 4))  # [N]
+                    for j in np.flatnonzero(d < threshold):
+                        full = frames(rel) if direction == "forwards" else frames(rel)[::-1]
+                        diff = float(np.abs(frames(train[j]) - full).mean())
+                        if diff < threshold:
+                            found.append((f"{layout}/{name}", rel, train[j], direction, diff))
+    return found

@@ -19,7 +19,7 @@ def test_demo_runs_every_step_labels_the_toy_encoder_and_queries_a_new_clip(tmp_
     lines: list[str] = []
     out = tmp_path / "demo"
     res = run_demo(DemoConfig(out=str(out), objects=2, videos_per_class=4, frames=4, episodes=20,
-                              eval_episodes=40, epochs=1), echo=lines.append)
+                              eval_episodes=40, epochs=1, b2n_videos_per_class=3), echo=lines.append)
     text = "\n".join(lines)
     assert lines[0].startswith("On your own videos")
     assert "TOY encoder" in text and text.count("TOY encoder") >= 2  # first and last word
@@ -32,6 +32,11 @@ def test_demo_runs_every_step_labels_the_toy_encoder_and_queries_a_new_clip(tmp_
     pairs = steps["time-reversed pairs"]
     assert pairs["pairs"] == 2 * 6  # six reversal pairs per object
     assert all(len(pairs[m]) == 2 for m in ("mean", "otam", "otam_centred"))
+    b2n = steps["synth + extract base-to-novel"]  # its own set: 3 clips per class of 2 objects
+    assert b2n["videos"] == 2 * 20 * 3 and b2n["novel"] > 0 and b2n["base"] + b2n["novel"] == 2 * 20
+    ez = steps["train ez_clip (backbone from block 4) + evaluate"]
+    assert set(ez["zeroshot"]) >= {"base", "novel", "hm"} and set(ez["ez_clip"]) >= {"base", "novel", "hm"}
+    assert "harmonic mean of base and novel" in text
     query = steps["query"]
     test_classes = json.loads((out / "synth" / "synth.json").read_text())["splits"]["test"]
     assert query["truth"] in test_classes and query["videos"] == len(test_classes)

@@ -405,7 +405,7 @@ def test_cli_prints_accuracy_ci_and_notes(stores):
                              "--metric", "mean"])
     assert code == 0, err
     assert ("Support prototypes [episodic, 5-way 1-shot, mean]: 100.00 ± 0.00 % (95% CI over 40 episodes), "
-            "± 0.00 (95% CI, test videos resampled); ") in out
+            "± 0.00 (95% CI, test videos and episodes re-drawn); ") in out
     assert " distinct test videos, 5 classes" in out
     assert "note: split 'test': 2 of 27 listed videos are missing from the store" in out
 

@@ -115,6 +115,23 @@ def test_ez_clip_needs_follow_from_block(tiny_encoder):
         build_method("ez_clip", {}, tiny_encoder.info, T, None)
 
 
+def test_runs_of_other_configs_are_named_as_such(tiny_encoder):
+    """Issue 23: a clip-trend EV-CLIP run and EZ-CLIP ablations showed the default's name."""
+    def name(method, overrides, backbone=tiny_encoder):
+        return build_method(method, overrides, tiny_encoder.info, T, backbone).display_name
+
+    assert name("ez_clip", {}) == "EZ-CLIP"
+    assert name("ez_clip", {"from_block": 2}) == "EZ-CLIP (from block 2)"
+    assert name("ez_clip", {"from_block": 2, "motion_weight": 0.0}) == "EZ-CLIP (from block 2, no motion loss)"
+    assert name("ez_clip", {"prompts": False, "motion_weight": 0.0}) == "EZ-CLIP (no temporal prompts, no motion loss)"
+    assert name("ez_clip", {"image_adapters": False, "prompt_layers": "first", "motion_weight": 0.5}) == \
+        "EZ-CLIP (prompts in the first block only, no image adapters, motion loss x0.5)"
+    assert name("ev_clip", {"z_block": 2}, None) == "EV-CLIP (context prompts)"
+    assert name("ev_clip", {"z_block": 2, "aux_encoder": "clip-trend"}, None) == "EV-CLIP (context prompts, clip-trend z)"
+    assert name("ev_clip", {"prompts": "mask", "z_block": 2, "aux_encoder": "clip-trend"}) == \
+        "EV-CLIP (mask prompts, clip-trend z)"
+
+
 def test_ez_clip_parameter_count_tiny(tiny_encoder):
     # W = 64, 4 visual + 2 text blocks, T = 4: adapters 2,128 each, prompts 4 x 4 x 64
     m = build_method("ez_clip", {}, tiny_encoder.info, T, tiny_encoder)

@@ -261,7 +261,8 @@ def test_query_json_lines_and_an_undecodable_video(data):
     lines = [json.loads(ln) for ln in out.splitlines()]
     assert [d["video"] for d in lines] == [str(p) for p in good]
     for d, want in zip(lines, ("spin", "bounce")):
-        assert set(d) == {"video", "top"} and len(d["top"]) == 2
+        assert set(d) == {"video", "top", "encoder"} and len(d["top"]) == 2
+        assert "RANDOM weights" in d["encoder"]  # a consumer of the JSON alone sees the caveat too
         assert all(set(h) == {"label", "score"} and isinstance(h["score"], float) for h in d["top"])
         assert d["top"][0]["label"] == want
     assert "note: the encoder has RANDOM weights" in err  # the encoder's caveat, once, on stderr

@@ -723,6 +723,16 @@ def test_base_to_novel_holds_out_compositions_whose_parts_are_seen():
         val_i = {i for cc, i in lists["base_val"] if cc == c}
         assert len(train_i) == 4 and len(val_i) == 1 and train_i | val_i == set(range(5))
     assert {c for c, _ in lists["novel_val"]} == set(novel) and len(lists["novel_val"]) == 5 * len(novel)
+    # clip i of a reversed class is clip i of its partner played backwards: a pair holds out the same clips
+    for n in (4, 5, 16):
+        lists = base_novel_videos(split, n, seed=3)
+        held = {}
+        for c, i in lists["base_val"]:
+            held.setdefault(c, set()).add(i)
+        paired = [(a, b) for a, b in cfg.reversal_pairs() if a in base]
+        assert paired
+        for a, b in paired:
+            assert held[a] == held[b], (a, b)
 
 
 @pytest.fixture(scope="module")
@@ -880,3 +890,47 @@ def test_one_object_has_no_novel_compositions(tmp_path, caplog):
     assert res.groups == {"motion": {}, "object": {"red square": list(picked)}}
     assert json.loads((tmp_path / "synth.json").read_text())["b2n"] is None
     assert sorted(p.name for p in (tmp_path / "splits" / "groups").iterdir()) == ["labels.csv", "object_red_square.txt"]
+
+
+def test_no_held_out_clip_of_any_split_is_a_training_clip_forwards_or_backwards(tmp_path):
+    """Every split file the benchmark writes (base-to-novel lists, CLIP-FSAR, ViFi-CLIP), compared on
+    decoded frames: no held-out clip equals a training clip of its layout, as is or played backwards
+    (issue 23: a reversed class's clip i is its partner's clip i reversed, and base-to-novel held out
+    different indices of the two classes). The check itself finds a twin planted in a copy."""
+    import shutil
+
+    from helpers import held_out_twins
+
+    cfg = SynthConfig(objects=DEFAULT_OBJECTS[:3], videos_per_class=4, frames=8, size=32, splits=(0.5, 0.25, 0.25))
+    data = tmp_path / "data"
+    res = synth_dataset(data, cfg)
+    assert res.b2n is not None and cfg.reversal_pairs()
+    assert held_out_twins(data) == []
+    assert json.loads((data / "synth.json").read_text())["reversal_pairs_apart"] == []
+
+    # plant one, as the lists were before: a base_val clip whose time-reversed twin trains
+    planted = tmp_path / "planted"
+    shutil.copytree(data / "splits", planted / "splits")
+    (planted / "videos").symlink_to(data / "videos")
+    train = (planted / "splits" / "b2n" / "train.txt").read_text().splitlines()
+    first, second = next((a, b) for a, b in cfg.reversal_pairs() if a in res.b2n["base"])
+    i = next(int(r.rsplit("_", 1)[1][:3]) for r, _ in (ln.split(" ") for ln in train) if f"/{slugify(first)}_" in r)
+    twin = f"videos/{slugify(second)}/{slugify(second)}_{i:03d}.mp4"
+    (planted / "splits" / "b2n" / "train.txt").write_text("".join(ln + "\n" for ln in train if not ln.startswith(twin)))
+    (planted / "splits" / "b2n" / "base_val.txt").write_text(f"{twin} 0\n")
+    found = held_out_twins(planted)
+    source = f"videos/{slugify(first)}/{slugify(first)}_{i:03d}.mp4"
+    assert {(f[0], f[1], f[2]) for f in found} == {("b2n/base_val", twin, source)}
+    assert min(found, key=lambda f: f[4])[3] == "backwards"  # (the small object: forwards is close too)
+
+
+def test_a_reversal_pair_split_across_training_is_recorded_and_warned(tmp_path, caplog):
+    cfg = SynthConfig(classes=FILE_CLASSES + ("something rising", "something bouncing"), size=32, frames=2,
+                      videos_per_class=1, keep_pairs_together=False, seed=1)
+    with caplog.at_level("WARNING", logger="cachekit.synth.dataset"):
+        res = synth_dataset(tmp_path, cfg)
+    side = {c: s for s, names in res.splits.items() for c in names}
+    apart = [[a, b] for a, b in cfg.reversal_pairs() if side[a] != side[b] and "train" in (side[a], side[b])]
+    assert apart, "seed 1 should split a pair; pick another seed"
+    assert json.loads((tmp_path / "synth.json").read_text())["reversal_pairs_apart"] == apart
+    assert "played backwards" in caplog.text

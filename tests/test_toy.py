@@ -218,7 +218,8 @@ def test_every_output_of_a_toy_store_says_toy(toy_env, videos, tmp_path):
     code, stdout, stderr = invoke(["query", videos / "spin" / "spin_0.mp4", "--index", tmp_path / "idx",
                                    "--json", "--top-k", "2"])
     assert code == 0, stderr
-    assert set(json.loads(stdout)) == {"video", "top"}  # stdout: the answer alone; the label on stderr
+    assert json.loads(stdout)["encoder"] == TOY_CAVEAT  # in the JSON object itself, and on stderr
+    assert set(json.loads(stdout)) == {"video", "top", "encoder"}
     assert f"note: {TOY_CAVEAT}" in stderr
 
 

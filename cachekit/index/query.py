@@ -71,9 +71,14 @@ class QueryResult:
     seconds: dict[str, float] = field(default_factory=dict)
     explanation: str | None = None  # PNG path with --explain
 
-    def to_json(self) -> dict:
-        """``{"video": PATH, "top": [{"label": NAME, "score": FLOAT}, ...]}``."""
-        return {"video": self.video, "top": [{"label": h.label, "score": h.score} for h in self.top]}
+    def to_json(self, caveat: str | None = None) -> dict:
+        """``{"video": PATH, "top": [{"label": NAME, "score": FLOAT}, ...]}``, and ``"encoder":
+        CAVEAT`` when the index's encoder has one (TOY or RANDOM weights: :mod:`cachekit.caveat`),
+        so that a consumer of the JSON alone sees it."""
+        out = {"video": self.video, "top": [{"label": h.label, "score": h.score} for h in self.top]}
+        if caveat is not None:
+            out["encoder"] = caveat
+        return out
 
 
 # --------------------------------------------------------------------------- ranking

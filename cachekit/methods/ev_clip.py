@@ -268,7 +268,10 @@ class EVCLIP(Method):
         needs = CacheNeeds(emb=not masked or an.emb, cls=an.cls, tokens_at=an.tokens_at, text=True,
                            pixels=masked or an.pixels, backbone=masked or an.backbone)
         names = {"context": "context", "mask": "mask", "both": "mask + context"}
-        super().__init__(info, frames, needs, f"EV-CLIP ({names[cfg.prompts]} prompts)")
+        label = f"{names[cfg.prompts]} prompts"
+        if cfg.aux_encoder != Config.aux_encoder:  # z (what both prompts are made from) from another encoder
+            label += f", {cfg.aux_encoder} z"
+        super().__init__(info, frames, needs, f"EV-CLIP ({label})")
         self.cfg = cfg
         self.aux = aux
         slots = aux.t_slots(frames)

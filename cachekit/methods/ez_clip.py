@@ -104,6 +104,23 @@ VARIANTS: list[dict] = [
 ]
 
 
+def display_name(cfg: Config, start: int = 0) -> str:
+    """"EZ-CLIP", with where it starts and every part an ablation took out or changed (the
+    paper's model is prompts + adapters + both losses): "EZ-CLIP (from block 4, no motion loss)"."""
+    parts = [f"from block {start}"] if start else []
+    if not cfg.prompts:
+        parts.append("no temporal prompts")
+    elif cfg.prompt_layers != "all":
+        parts.append("prompts in the first block only")
+    parts += [f"no {what}" for what, on in (("image adapters", cfg.image_adapters), ("text adapters", cfg.text_adapters),
+                                             ("contrastive loss", cfg.contrastive_weight),
+                                             ("motion loss", cfg.motion_weight)) if not on]
+    for what, value, paper in (("contrastive", cfg.contrastive_weight, 1.0), ("motion", cfg.motion_weight, 1.0)):
+        if value and value != paper:
+            parts.append(f"{what} loss x{value:g}")
+    return "EZ-CLIP" + (f" ({', '.join(parts)})" if parts else "")
+
+
 def prompt_init_bound(width: int) -> float:
     """EZ-CLIP's uniform prompt init bound ``sqrt(6 / (3 * 16 * 16 + W))`` (0.0625 at W = 768)."""
     return math.sqrt(6.0 / (3 * 16 * 16 + width))
@@ -193,7 +210,7 @@ class EZCLIP(Method):
         start = backbone.check_block(cfg.from_block, "from_block")
         needs = CacheNeeds(emb=False, tokens_at=(start,) if start > 0 else (), text=True,
                            pixels=start == 0, backbone=True)
-        super().__init__(info, frames, needs, "EZ-CLIP" + (f" (from block {start})" if start else ""))
+        super().__init__(info, frames, needs, display_name(cfg, start))
         self.cfg = cfg
         self.start = start
         self.backbone = backbone

@@ -132,6 +132,44 @@ def load_run_split(run_dir: str | os.PathLike, cache: FeatureCache) -> RunSplit:
                     bool(doc.get("class_disjoint", False)))
 
 
+def recorded_plan(run_dir: str | os.PathLike, cache: FeatureCache, protocol: str) -> SplitPlan:
+    """The split a run recorded (``splits.json``) as the plan it resumes with: a resumed run keeps
+    its split whatever the store holds now (videos added since would otherwise re-plan it, and a
+    class the record lists as test could train). A one-line error when the store no longer holds
+    a recorded video, or labels one with another class."""
+    path = Path(run_dir) / SPLITS_FILE
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        videos, classes = doc["videos"], doc["classes"]
+        parts = {name: list(videos[name]) for name in videos}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RunError(f"cannot resume {run_dir}: {path} is not a clipcache split record ({err})") from err
+    if doc.get("protocol") != protocol:
+        raise RunError(f"cannot resume {run_dir}: its split record is for the {doc.get('protocol')} protocol, "
+                       f"not {protocol}")
+    pos = {k: i for i, k in enumerate(cache.video_keys)}
+    names, labels = cache.classes, cache.labels
+    idx: dict[str, np.ndarray] = {}
+    for part, keys in parts.items():
+        lost = [k for k in keys if k not in pos]
+        if lost:
+            raise RunError(f"cannot resume {run_dir}: the store {cache.store.path} no longer holds {len(lost):,} of the "
+                           f"{len(keys):,} {part} videos its recorded split ({SPLITS_FILE}) lists (e.g. video key "
+                           f"{lost[0][:16]}); resume on the store it was trained on, or train a new run")
+        idx[part] = np.array(sorted(pos[k] for k in keys), dtype=np.int64)
+        now = sorted(names[int(c)] for c in np.unique(labels[idx[part]]))  # as SplitPlan.record names them
+        if now != sorted(classes.get(part, now)):
+            raise RunError(f"cannot resume {run_dir}: the store labels the {part} videos of its recorded split with "
+                           f"other classes than {SPLITS_FILE} lists; resume on the store it was trained on, or "
+                           "train a new run")
+    empty = np.zeros(0, np.int64)
+    plan = SplitPlan(protocol, idx.get("train", empty), idx.get("val", empty), idx.get("test", empty),
+                     str(doc.get("source", "recorded")), int(doc.get("seed", 0)), bool(doc.get("generated", False)),
+                     list(doc.get("notes", [])), {k[len("test_"):]: v for k, v in idx.items() if k.startswith("test_")},
+                     bool(doc.get("class_disjoint", False)))
+    return plan
+
+
 # --------------------------------------------------------------------------- store lists
 def store_lists(cache: FeatureCache) -> dict[str, np.ndarray]:
     """Labelled videos of every split the store was extracted with (name -> sorted indices)."""

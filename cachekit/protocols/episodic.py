@@ -191,7 +191,14 @@ class EpisodicProtocol(Protocol):
             if test_name == "val":
                 plan.notes.append("split 'val' is the test list (no 'test' split): it never selects the checkpoint")
             if sel_name is not None:
-                plan.val = lists[sel_name]
+                # test videos never select, and leave val before the fallback below sees it (a val
+                # list equal to the test list is then empty, and selection falls back to train)
+                plan.val = np.setdiff1d(lists[sel_name], plan.test)
+                dropped = lists[sel_name].size - plan.val.size
+                if dropped:
+                    plan.notes.append(f"{dropped} of the {lists[sel_name].size} videos of split '{sel_name}' are also "
+                                      "test videos: they never select the checkpoint"
+                                      + ("" if plan.val.size else " (none of the list is left)"))
         if plan.val.size == 0 and select:
             plan.train, plan.val, _ = split_classes(labels, plan.train, (0.2, 0.0), seed, ways)
             plan.generated = True
@@ -232,7 +239,7 @@ class EpisodicProtocol(Protocol):
 
         acc, ci = accuracy_ci(correct)
         videos = np.concatenate([sup.reshape(len(eps), -1), qry.reshape(len(eps), -1)], axis=1)  # [E, W*(K+Q)]
-        vci = video_ci(correct.mean(axis=1), videos)
+        vci = video_ci(correct.reshape(len(eps), w, q), cls, sup, qry)  # test videos and episodes re-drawn
         true_g = cls[:, local_true].ravel()  # [E*W*Q] global class ids
         pred_g = np.take_along_axis(cls, pred, axis=1).ravel()
         classes = np.unique(cls)

@@ -36,11 +36,16 @@ Layout written by :func:`synth_dataset` (paths relative to ``out_dir``)::
     splits/clip_fsar/{train,val,test}_classes.txt    line i = name of classIdx i
     splits/vifi/{train,val,test}.txt            videos/<slug>/<file>.mp4 <label>
     splits/vifi/labels.csv                      id,name (label = index in the data set's classes)
-    synth.json                                  resolved config, classes, splits, pairs
+    synth.json                                  resolved config, classes, splits, pairs (and
+                                                ``reversal_pairs_apart``: pairs the class split
+                                                put on both sides of training; empty by default)
   compositional mode only (ViFi-CLIP format, the same labels; each dir has its labels.csv):
     splits/b2n/{train,base_val,novel_val}.txt   base-to-novel over unseen compositions: base
-                                                classes' clips 60/20 in train/base_val, every
-                                                clip of a novel composition in novel_val
+                                                classes' clips 60/20 in train/base_val (the two
+                                                classes of a reversal pair hold out the same
+                                                clip indices, so no held-out clip is a training
+                                                clip played backwards), every clip of a novel
+                                                composition in novel_val
     splits/groups/motion_<motion slug>.txt      one motion, every object: differ only by object
     splits/groups/object_<object slug>.txt      one object, every motion: differ only by motion
     (synth.json adds objects, compositions, b2n and groups)

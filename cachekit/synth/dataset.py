@@ -177,6 +177,11 @@ def synth_dataset(
     classes = list(cfg.class_names)
     pairs = cfg.reversal_pairs()
     splits = split_classes(classes, cfg.splits, cfg.seed, cfg.keep_pairs_together, pairs)
+    side = {c: part for part, names in splits.items() for c in names}
+    apart = [[a, b] for a, b in pairs if side[a] != side[b] and "train" in (side[a], side[b])]
+    if apart:  # keep_pairs_together=False, or split sizes that no whole pair fits
+        log.warning("%d reversal pairs are split between training and held-out classes (e.g. %r / %r): a held-out "
+                    "clip of one is a training clip of the other played backwards", len(apart), *apart[0])
     label = {c: i for i, c in enumerate(classes)}
     slugs = {c: slugify(c) for c in classes}
     if len(set(slugs.values())) != len(slugs):
@@ -192,6 +197,7 @@ def synth_dataset(
                          for c, (obj, motion) in ((c, cfg.resolve(c)) for c in classes)},
         "reversal_pairs": [[a, b] for a, b in pairs],
         "splits": splits,
+        "reversal_pairs_apart": apart,  # pairs whose classes train on one side and are held out on the other
     }
     b2n = groups = None
     if cfg.compositional:

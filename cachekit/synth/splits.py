@@ -140,13 +140,23 @@ def base_novel_videos(
 ) -> dict[str, list[tuple[str, int]]]:
     """(class, clip index) lists of ViFi-CLIP's three base-to-novel lists: each base class's clips
     split ``1 - BASE_VAL_FRACTION`` / ``BASE_VAL_FRACTION`` (at least one each, seeded) into
-    ``train`` and ``base_val``; every clip of a novel class in ``novel_val``."""
+    ``train`` and ``base_val``; every clip of a novel class in ``novel_val``.
+
+    Both classes of a reversal pair hold out the same clip indices: clip ``i`` of the reversed
+    class is clip ``i`` of its partner played backwards, so a held-out clip whose twin trained
+    would be a training clip seen backwards. The indices are drawn once per (object, forward
+    motion), in the order of ``split["base"]``."""
     n = videos_per_class
     n_val = max(1, int(round(n * BASE_VAL_FRACTION))) if n >= 2 else 0
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB2_4E]))
     out: dict[str, list[tuple[str, int]]] = {"train": [], "base_val": [], "novel_val": []}
+    held_by_scene: dict[tuple[str, str], set[int]] = {}
     for c in split["base"]:
-        held = set(rng.permutation(n)[:n_val].tolist())
+        obj, motion = parse_composition(c)
+        scene = (obj, CLASSES[motion].reverse_of or motion)  # a pair's two classes share their scenes
+        if scene not in held_by_scene:
+            held_by_scene[scene] = set(rng.permutation(n)[:n_val].tolist())
+        held = held_by_scene[scene]
         out["train"] += [(c, i) for i in range(n) if i not in held]
         out["base_val"] += [(c, i) for i in range(n) if i in held]
     out["novel_val"] = [(c, i) for c in split["novel"] for i in range(n)]
