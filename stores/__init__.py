@@ -1,10 +1,12 @@
 """Feature storage behind one small interface: Zarr v3 (default) and HDF5 (paths ending ``.h5``),
 plus the FAISS prototype index. Knows nothing of CLIP or videos: entries of named arrays,
-committed atomically, and small JSON documents.
+committed atomically, and small JSON documents. Any number of writers may write one store at
+once, each under its own writer id (:mod:`.leases`, :mod:`.log`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 from .base import (
@@ -30,8 +32,38 @@ __all__ = [
     "array_sha256",
     "file_sha256",
     "open_store",
+    "set_storage_options",
+    "storage_options",
     "store_exists",
 ]
+
+#: fsspec options for stores at URLs, as JSON: set by ``--storage-option`` and inherited by the
+#: processes a command starts (torchrun ranks, Ray workers on this machine)
+STORAGE_OPTIONS_ENV = "CLIPCACHE_STORAGE_OPTIONS"
+
+
+def storage_options() -> dict:
+    """The fsspec options every store URL is opened with (``--storage-option KEY=VALUE``).
+
+    Credentials and the endpoint come from fsspec's own sources as usual (for S3, the standard
+    ``AWS_*`` variables, ``AWS_ENDPOINT_URL`` included); these are the extra ones.
+    """
+    raw = os.environ.get(STORAGE_OPTIONS_ENV)
+    if not raw:
+        return {}
+    try:
+        opts = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise StoreError(f"{STORAGE_OPTIONS_ENV} is not a JSON object: {err}") from err
+    if not isinstance(opts, dict):
+        raise StoreError(f"{STORAGE_OPTIONS_ENV} is not a JSON object")
+    return opts
+
+
+def set_storage_options(opts: dict) -> None:
+    """Use ``opts`` (merged over what is set) for every store URL opened from now on, in this
+    process and the ones it starts."""
+    os.environ[STORAGE_OPTIONS_ENV] = json.dumps({**storage_options(), **opts}, sort_keys=True)
 
 
 def _is_h5(path: str | os.PathLike) -> bool:
@@ -49,21 +81,22 @@ def store_exists(path: str | os.PathLike) -> bool:
         try:
             import fsspec
 
-            fs, root = fsspec.core.url_to_fs(p)
-        except (ImportError, ValueError) as err:
+            fs, root = fsspec.core.url_to_fs(p, **storage_options())
+        except (ImportError, ValueError, TypeError) as err:
             raise StoreError(f"{p}: {err} (remote stores: pip install 'clipcache[remote]')") from err
         return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
     return os.path.exists(os.path.join(p, "zarr.json"))
 
 
 def open_store(path: str | os.PathLike, mode: str = "r", attrs: dict | None = None,
-               shared: bool = False) -> FeatureStore:
-    """Open a store for reading (``mode="r"``) or writing (``"a"``, exclusive for one job).
+               shared: bool = False, writer: str | None = None) -> FeatureStore:
+    """Open a store for reading (``mode="r"``) or as one of its writers (``"a"``).
 
     ``attrs`` is only used when the store does not exist yet (it is then created with them);
     for an existing store the caller compares its own attributes with ``store.attrs``.
-    ``shared=True`` opens an existing store for writing without taking the job's lock: for the
-    other ranks of a job whose rank 0 holds it, each rank writing disjoint entries.
+    A writer holds only its own lease, under ``writer`` (default: a fresh id), so any number of
+    writers with different ids write at once; a second live writer with the same id is refused.
+    ``shared=True`` never creates the store (the ranks of a job whose rank 0 created it).
     A path ending ``.h5``/``.hdf5`` uses HDF5, anything else Zarr v3.
     """
     if mode not in ("r", "a"):
@@ -73,7 +106,7 @@ def open_store(path: str | os.PathLike, mode: str = "r", attrs: dict | None = No
     if _is_h5(path):
         from .hdf5_store import HDF5Store
 
-        return HDF5Store(path, mode, attrs, shared=shared)
+        return HDF5Store(path, mode, attrs, shared=shared, writer=writer)
     from .zarr_store import ZarrStore
 
-    return ZarrStore(path, mode, attrs, shared=shared)
+    return ZarrStore(path, mode, attrs, shared=shared, writer=writer)
