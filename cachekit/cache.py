@@ -55,9 +55,18 @@ class FeatureCache:
         attrs = self.store.attrs
         self.key: dict = attrs.get("cache_key", {})
         self.model_info = ModelInfo(**{**attrs["model_info"], "grid": tuple(attrs["model_info"]["grid"])})
-        self.records: dict[str, dict] = self.store.records("videos")
-        self.video_keys: list[str] = sorted(self.records)
-        self._pos = {k: i for i, k in enumerate(self.video_keys)}
+        # keys and the few record fields every reader needs, from the store's index: a store of a
+        # million videos opens without a million records (records: on demand)
+        self.video_keys: list[str] = self.store.keys("videos")
+
+    @cached_property
+    def records(self) -> dict[str, dict]:
+        """Every video's commit record (costly on big stores: prefer the per-field lists)."""
+        return self.store.records("videos")
+
+    @cached_property
+    def _pos(self) -> dict[str, int]:
+        return {k: i for i, k in enumerate(self.video_keys)}
 
     def close(self) -> None:
         self.store.close()
@@ -74,16 +83,20 @@ class FeatureCache:
     # ----------------------------------------------------------------- labels
     @cached_property
     def paths(self) -> list[str]:
-        return [self.records[k]["path"] for k in self.video_keys]
+        return self.store.field("videos", "path", self.video_keys)
+
+    @cached_property
+    def _label_names(self) -> list[str | None]:
+        return self.store.field("videos", "label", self.video_keys)
 
     @cached_property
     def classes(self) -> list[str]:
-        return sorted({r["label"] for r in self.records.values() if r.get("label")})
+        return sorted({lb for lb in self._label_names if lb})
 
     @cached_property
     def labels(self) -> np.ndarray:
         idx = {c: i for i, c in enumerate(self.classes)}
-        return np.array([idx.get(self.records[k].get("label"), -1) for k in self.video_keys], dtype=np.int64)
+        return np.array([idx.get(lb, -1) for lb in self._label_names], dtype=np.int64)
 
     @property
     def frames(self) -> int:
@@ -170,11 +183,18 @@ class FeatureCache:
 
     # ----------------------------------------------------------------- splits
     def splits(self) -> dict[str, Split]:
-        """Splits from the split files the store was extracted from (may be empty)."""
+        """Splits from the split files the store was extracted from (may be empty). Shares of
+        the inputs extracted apart (``extract --shard``) each keep a document ``<split>@<shard>``;
+        they are merged here."""
+        merged: dict[str, dict] = {}
+        for name, doc in sorted(self.store.json_items("splits").items()):
+            m = merged.setdefault(name.split("@", 1)[0], {"videos": {}, "missing": set()})
+            m["videos"].update(doc.get("videos", {}))
+            m["missing"].update(doc.get("missing", []))
         out = {}
-        for name, doc in self.store.json_items("splits").items():
-            idx, missing = [], len(doc.get("missing", []))
-            for _path, (vkey, _label) in sorted(doc.get("videos", {}).items()):
+        for name, doc in merged.items():
+            idx, missing = [], len(doc["missing"] - set(doc["videos"]))
+            for _path, (vkey, _label) in sorted(doc["videos"].items()):
                 if vkey is not None and vkey in self._pos:
                     idx.append(self._pos[vkey])
                 else:
@@ -190,15 +210,15 @@ class FeatureCache:
         """What ``clipcache info --json`` prints."""
         arrays: dict[str, list[int]] = {}
         if self.video_keys:
-            for name, meta in self.records[self.video_keys[0]]["arrays"].items():
+            for name, meta in self.store.record("videos", self.video_keys[0])["arrays"].items():
                 arrays[name] = [len(self.video_keys), *meta["shape"]]
         text = self.text_entries()
         if text:
             first = next(iter(text.values()))["arrays"]["emb"]["shape"]
             arrays["text"] = [len({r["name"] for r in text.values()}), *first]
         backends: dict[str, int] = {}
-        for r in self.records.values():
-            backends[r.get("backend", "?")] = backends.get(r.get("backend", "?"), 0) + 1
+        for b in self.store.field("videos", "backend", self.video_keys):
+            backends[b or "?"] = backends.get(b or "?", 0) + 1
         return {
             "store": self.store.path,
             "videos": len(self.video_keys),

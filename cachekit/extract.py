@@ -33,6 +33,7 @@ from .errors import CacheKeyMismatch, ClipcacheError, DecodeError, InputError
 from .inputs import InputSet, VideoItem
 from .templates import fill, resolve_templates
 from .distributed import Dist, dist_from_env
+from .shards import Shard, select
 from .video import Backend, DecodedVideo, SamplerConfig, decode_video, file_key
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def cache_key(enc: FrozenCLIP, sampler: SamplerConfig, tokens_at: tuple[int, ...
 
 
 # Fields that may differ without changing a single cached value.
-_KEY_IGNORED = ("open_clip", "torch", "weights")
+_KEY_IGNORED = ("open_clip", "torch", "weights", "layout_version")
 # Fields that say which optional arrays exist: a store is extended to the union, never refused.
 KEY_EXTENSIBLE = ("tokens_at", "pixels", "views")
 
@@ -296,14 +297,17 @@ class _Stopped(Exception):
 class Extractor:
     """Holds the encoder and a writable store; :meth:`run` extracts a list of videos."""
 
-    def __init__(self, enc: FrozenCLIP, store: FeatureStore, cfg: ExtractConfig):
-        self.enc, self.store, self.cfg = enc, store, cfg
+    def __init__(self, enc: FrozenCLIP, store: FeatureStore, cfg: ExtractConfig, shard: Shard | None = None):
+        self.enc, self.store, self.cfg, self.shard = enc, store, cfg, shard
         self.templates = resolve_templates(cfg.templates)
         self._autocast = enc.device.type == "cuda"
         self.keys_by_path: dict[str, str] = {}  # absolute path -> content key, for split files
         self._pack = enc.device.type == "cuda"
         self._batch: list[tuple[_Pending, dict, dict]] = []  # encoded, waiting for the batch commit
         self._batch_bytes = 0
+        # failure reports listed once at the start: a video that commits drops its own report
+        # without a store read per video
+        self._failed_before: set[str] = set()
 
     # --------------------------------------------------------------- encoding
     def _forward(self, pixels, size: int):
@@ -357,6 +361,7 @@ class Extractor:
     def _hash(self, items: list[VideoItem], s: ExtractSummary) -> list[tuple[str, str | None]]:
         """(absolute path, content key or None when unreadable) for each item; failures recorded."""
         failed_docs = set(self.store.json_keys("failed"))
+        self._failed_before = failed_docs
         out = []
         for it in items:
             path = os.path.abspath(it.path)
@@ -475,7 +480,7 @@ class Extractor:
         if dist.is_main:
             t1 = time.perf_counter()
             labels = {it.label for it in items if it.label}
-            labels |= {r["label"] for r in self.store.records("videos").values() if r.get("label")}
+            labels |= {lb for lb in self.store.field("videos", "label") if lb}
             s.text_classes = self.encode_classes(sorted(labels))
             s.seconds["text"] = time.perf_counter() - t1
         s.wall = time.perf_counter() - t_start
@@ -501,8 +506,9 @@ class Extractor:
         self.store.commit_many("videos", [(p.key, arrays, record) for p, arrays, record in batch])
         for p, arrays, _record in batch:
             pk = path_key(p.item.path)
-            if self.store.get_json("failed", pk) is not None:
+            if pk in self._failed_before:  # a retried failure that now worked
                 self.store.delete_json("failed", pk)
+                self._failed_before.discard(pk)
             s.extracted += 1
             s.frames += int(np.prod(arrays["frame_idx"].shape))
         s.seconds["write"] += time.perf_counter() - t1
@@ -518,13 +524,10 @@ class Extractor:
         """
         from tqdm import tqdm
 
-        want = video_array_names({"tokens_at": self.cfg.tokens_at, "pixels": self.cfg.pixels})
         todo = []
-        for key, rec in self.store.records("videos").items():
-            missing = sorted(want - set(rec["arrays"]))
-            more_views = rec["arrays"]["frame_idx"]["shape"][0] < self.cfg.sampler.views
-            if (missing or more_views) and dist.owns(key):
-                todo.append((key, rec, missing))
+        for key, missing, more_views in lacking(self.store, self.cfg):
+            if (missing or more_views) and dist.owns(key) and (self.shard is None or self.shard.owns_key(key)):
+                todo.append((key, self.store.record("videos", key), missing))
         if not todo:
             return
         bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="extend", dynamic_ncols=True)
@@ -661,33 +664,55 @@ class Extractor:
                                 {"path": path, "vkey": key, "reason": reason, "label": it.label, "split": it.split})
 
     def encode_classes(self, names: list[str]) -> int:
-        """Cache ``[P, D']`` text embeddings for each class not cached with these templates yet."""
+        """Cache ``[P, D']`` text embeddings for each class not cached with these templates yet.
+
+        Each class's prompts are one forward of their own: its values never depend on which
+        other classes this writer encodes (shards and Ray actors each encode the classes they
+        meet, and any of them equals a single process's, bit for bit)."""
         import torch
 
-        todo = [n for n in names if not self.store.has("text", text_key(n, self.templates))]
+        have = set(self.store.keys("text"))
+        todo = [n for n in names if text_key(n, self.templates) not in have]
         if not todo:
             return 0
-        prompts = [p for n in todo for p in fill(self.templates, n)]
         with torch.inference_mode():
-            emb = self.enc.encode_text(prompts).float().cpu().numpy()  # [C*P, D']
-        emb = emb.reshape(len(todo), len(self.templates), -1)  # [C, P, D']
+            emb = [self.enc.encode_text(fill(self.templates, n)).float().cpu().numpy() for n in todo]  # C x [P, D']
         self.store.commit_many("text", [(text_key(name, self.templates), {"emb": e},
                                          {"name": name, "templates": list(self.templates)})
                                         for name, e in zip(todo, emb)])
         return len(todo)
 
 
-def record_splits(store: FeatureStore, inputs: InputSet, keys_by_path: dict[str, str]) -> None:
+def lacking(store: FeatureStore, cfg: ExtractConfig) -> list[tuple[str, list[str], bool]]:
+    """(key, arrays it lacks, fewer views than asked) for each committed video that needs
+    extending to ``cfg`` (read from the store's index, without a record per video)."""
+    want = video_array_names({"tokens_at": cfg.tokens_at, "pixels": cfg.pixels})
+    keys = store.keys("videos")
+    shapes = store.array_shapes("videos", keys)
+    frame_idx = shapes.get("frame_idx", [None] * len(keys))
+    out = []
+    for i, key in enumerate(keys):
+        missing = sorted(n for n in want if shapes.get(n) is None or shapes[n][i] is None)
+        more_views = frame_idx[i] is not None and frame_idx[i][0] < cfg.sampler.views
+        if missing or more_views:
+            out.append((key, missing, more_views))
+    return out
+
+
+def record_splits(store: FeatureStore, inputs: InputSet, keys_by_path: dict[str, str], part: str | None = None) -> None:
     """Save which videos each split file named (path -> [content key, label]), merged with
-    earlier runs; videos named but absent are kept under ``missing``."""
+    earlier runs; videos named but absent are kept under ``missing``. A share of the inputs
+    (``part``: a shard's writer id) keeps its own document per split, ``<split>@<part>``, so
+    shares never overwrite each other's; readers merge them (:meth:`FeatureCache.splits`)."""
     by_split: dict[str, list[VideoItem]] = inputs.splits
     for split in sorted(set(by_split) | set(inputs.missing)):
-        doc = store.get_json("splits", split) or {"videos": {}, "missing": []}
+        name = split if part is None else f"{split}@{part}"
+        doc = store.get_json("splits", name) or {"videos": {}, "missing": []}
         for it in by_split.get(split, []):
             path = os.path.abspath(it.path)
             doc["videos"][path] = [keys_by_path.get(path), it.label]
         doc["missing"] = sorted(set(doc["missing"]) | set(inputs.missing.get(split, [])))
-        store.put_json("splits", split, doc)
+        store.put_json("splits", name, doc)
 
 
 def _merge_summaries(parts: list[ExtractSummary]) -> ExtractSummary:
@@ -707,14 +732,21 @@ def _merge_summaries(parts: list[ExtractSummary]) -> ExtractSummary:
 
 
 def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: bool = True,
-            enc: FrozenCLIP | None = None, dist: Dist | None = None) -> ExtractSummary:
+            enc: FrozenCLIP | None = None, dist: Dist | None = None, shard: Shard | None = None,
+            writer: str | None = None) -> ExtractSummary:
     """Extract ``inputs`` into the store at ``store_path`` (created if needed, resumed if not).
 
-    Launched by ``torchrun``, rank 0 creates the store, checks the key and holds the writer lock
-    for the job; the other ranks write their own videos into it; rank 0 publishes at the end.
-    The result equals a single-process run's.
+    Any number of these may write one store at once, each as its own writer (``writer``, by
+    default a fresh id): ``shard`` takes a fixed share of the inputs (``--shard I/N``) under the
+    writer id ``shard-I-of-N``. Launched by ``torchrun``, rank 0 creates the store and checks
+    its key first; every rank writes its own videos as its own writer. The result equals a
+    single-process run's.
     """
     dist = dist or dist_from_env()
+    inputs = select(inputs, shard)
+    wid = writer or (shard.name if shard is not None else None)
+    if wid and dist.world > 1:
+        wid = f"{wid}-r{dist.rank}"
     enc = enc or load_clip(cfg.encoder)
     layers = enc.info.layers
     bad = [b for b in cfg.tokens_at if not 0 <= b < layers]
@@ -727,7 +759,7 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
     failure: Exception | None = None
     if dist.is_main:
         try:
-            store = open_store(store_path, "a", attrs=attrs)
+            store = open_store(store_path, "a", attrs=attrs, writer=wid)
             check_key(store, key)  # refuses another configuration; extensible fields merge
         except (ClipcacheError, StoreError) as err:
             failure = err
@@ -739,12 +771,12 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
             raise failure
         raise InputError(f"rank 0 could not open the store: {errors[0]}")
     if store is None:
-        store = open_store(store_path, "a", shared=True)
+        store = open_store(store_path, "a", shared=True, writer=wid)
     have = store.attrs.get("cache_key", {})
     merged = merged_key(have, key)  # every video ends with the union of the arrays
     cfg = replace(cfg, tokens_at=tuple(merged["tokens_at"]), pixels=merged["pixels"],
                   sampler=replace(cfg.sampler, views=merged["views"]))
-    extractor = Extractor(enc, store, cfg)
+    extractor = Extractor(enc, store, cfg, shard)
     try:
         try:
             summary = extractor.run(inputs.items, progress=progress and dist.is_main, dist=dist)
@@ -760,14 +792,19 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
                         f"{summary.extend_failed} cached videos could not be extended, so the store's key "
                         f"still lists tokens_at={have.get('tokens_at')} pixels={bool(have.get('pixels'))} "
                         f"views={have.get('views')}")
+                elif still := len(lacking(store, cfg)):  # other shards' videos, being extended now
+                    summary.notes.append(
+                        f"{still} cached videos of other shards still lack the new arrays; the store's key "
+                        "lists them once the last shard has extended its videos")
                 else:  # every video has the new arrays: the key says so (one atomic write)
                     store.update_attrs({**{k: v for k, v in store.attrs.items() if k != "layout_version"},
                                         "cache_key": merged})
-            record_splits(store, inputs, extractor.keys_by_path)
+            part = shard.name if shard is not None and shard.count > 1 else None
+            record_splits(store, inputs, extractor.keys_by_path, part)
             summary.notes.extend(inputs.notes)
             summary.encoder = encoder_caveat(key)
             store.finalize()
     finally:
-        store.close()  # also on errors: the writer lock goes with it (closing twice is harmless)
+        store.close()  # also on errors: the writer's lease goes with it (closing twice is harmless)
     dist.barrier()
     return summary

@@ -376,19 +376,20 @@ class FeatureStore(ABC):
     def records(self, group: str) -> dict[str, dict]:
         return {k: r for k in self.keys(group) if (r := self.record(group, k)) is not None}
 
-    def field(self, group: str, name: str) -> list:
-        """Record field ``name`` of every committed entry, in :meth:`keys` order (None where an
-        entry lacks it): what a reader of a million entries needs without a million records."""
-        recs = self.records(group)
-        return [recs[k].get(name) for k in sorted(recs)]
+    def field(self, group: str, name: str, keys: list[str] | None = None) -> list:
+        """Record field ``name`` of the committed entries ``keys`` (default: :meth:`keys`), None
+        where an entry lacks it: what a reader of a million entries needs without a million
+        records."""
+        keys = self.keys(group) if keys is None else keys
+        return [(self.record(group, k) or {}).get(name) for k in keys]
 
-    def array_shapes(self, group: str) -> dict[str, list]:
-        """Array name -> the shape of that array per entry, in :meth:`keys` order (None where an
-        entry lacks it)."""
-        recs = self.records(group)
-        names = sorted({n for r in recs.values() for n in r["arrays"]})
-        return {n: [tuple(recs[k]["arrays"][n]["shape"]) if n in recs[k]["arrays"] else None
-                    for k in sorted(recs)] for n in names}
+    def array_shapes(self, group: str, keys: list[str] | None = None) -> dict[str, list]:
+        """Array name -> the shape of that array for each of ``keys`` (default: :meth:`keys`),
+        None where an entry lacks it."""
+        keys = self.keys(group) if keys is None else keys
+        recs = [self.record(group, k) or {"arrays": {}} for k in keys]
+        names = sorted({n for r in recs for n in r["arrays"]})
+        return {n: [tuple(r["arrays"][n]["shape"]) if n in r["arrays"] else None for r in recs] for n in names}
 
     def duplicates(self, group: str) -> list[tuple[str, str]]:
         """(key, commit record) of every copy of a key that lost to another copy of it (two

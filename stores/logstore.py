@@ -84,19 +84,33 @@ class LogStore(FeatureStore):
         r = self._resolved(group)
         return {k: r.record(i) for i, k in enumerate(r.key_list())}
 
-    def field(self, group: str, name: str) -> list:
-        return self._resolved(group).field(name)
+    def _aligned(self, group: str, keys: list[str] | None) -> tuple[Resolved, np.ndarray | None]:
+        """The resolved index, and the positions of ``keys`` in it (None: every key, in order)."""
+        if keys is None:
+            return self._resolved(group), None
+        if not keys:
+            return self._resolved(group, refresh=False), np.zeros(0, np.int64)
+        r = self._resolved(group, refresh=False)
+        if len(keys) == len(r) and keys == r.key_list():  # the usual case: every key, as keys() gave them
+            return r, None
+        return self._locate(group, keys, "")
 
-    def array_shapes(self, group: str) -> dict[str, list]:
-        r = self._resolved(group)
+    def field(self, group: str, name: str, keys: list[str] | None = None) -> list:
+        r, pos = self._aligned(group, keys)
+        vals = r.field(name)
+        return vals if pos is None else [vals[i] for i in pos.tolist()]
+
+    def array_shapes(self, group: str, keys: list[str] | None = None) -> dict[str, list]:
+        r, pos = self._aligned(group, keys)
         out = {}
+        table = [tuple(s) for s, _d in r.raw.sigs]
         for a, (sig, _path, _row, _src) in r.arrays.items():
-            table = [tuple(s) for s, _d in r.raw.sigs]
-            out[a] = [table[s] if s >= 0 else None for s in sig.tolist()]
+            col = sig if pos is None else sig[pos]
+            out[a] = [table[s] if s >= 0 else None for s in col.tolist()]
         return out
 
     def duplicates(self, group: str) -> list[tuple[str, str]]:
-        return list(self._resolved(group).duplicates)
+        return list(self._resolved(group, refresh=False).duplicates)
 
     def _locate(self, group: str, keys: list[str], name: str) -> tuple[Resolved, np.ndarray]:
         """The resolved index and the positions of ``keys`` in it (every key must be there)."""
