@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 _META = "_clipcache"
 _PACK_MAX_ITEM_BYTES = 1 << 20
+#: part files open for writing in this process, by path: HDF5 refuses to open a file a second
+#: time in the process that writes it, so readers here read through the writer's handle
+_WRITING: dict[str, Any] = {}
 
 
 def _h5():
@@ -135,8 +138,15 @@ class HDF5Store(LogStore):
         f = self._parts.get(segment)
         if f is None:
             (self._work / "parts").mkdir(parents=True, exist_ok=True)
-            f = self._parts[segment] = _h5().File(self._work / "parts" / f"{segment}.h5", "w")
+            path = self._work / "parts" / f"{segment}.h5"
+            f = self._parts[segment] = _WRITING[str(path)] = _h5().File(path, "w")
         return f
+
+    def _close_parts(self) -> None:
+        for f in self._parts.values():
+            _WRITING.pop(str(Path(f.filename)), None)
+            f.close()
+        self._parts = {}
 
     def commit_many(self, group: str, items: Sequence[tuple[str, Mapping[str, np.ndarray], dict]],
                     extends: bool = False) -> list[dict]:
@@ -190,10 +200,12 @@ class HDF5Store(LogStore):
             if "" not in files:
                 files[""] = h5py.File(self._file, "r")
             return files[""][f"{group}/{key}/{name}"]
-        if src in self._parts:
-            return self._parts[src][f"{group}/{key}/{seq}/{name}"]
+        part = self._work / "parts" / f"{src}.h5"
+        writing = _WRITING.get(str(part))
+        if writing is not None:
+            return writing[f"{group}/{key}/{seq}/{name}"]
         if src not in files:
-            files[src] = h5py.File(self._work / "parts" / f"{src}.h5", "r", locking=False)
+            files[src] = h5py.File(part, "r", locking=False)
         return files[src][f"{group}/{key}/{seq}/{name}"]
 
     def read(self, group: str, key: str, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
@@ -253,9 +265,7 @@ class HDF5Store(LogStore):
         """Write published + committed part entries to a temp file, then rename it into place
         (the caller holds the store lock and is the only live writer)."""
         h5py = _h5()
-        for f in self._parts.values():
-            f.close()
-        self._parts = {}
+        self._close_parts()
         tmp = self._file.with_name(f"{self._file.name}.tmp-{uuid.uuid4().hex[:8]}")
         for stale in self._file.parent.glob(f"{self._file.name}.tmp-*"):
             stale.unlink(missing_ok=True)
@@ -334,9 +344,7 @@ class HDF5Store(LogStore):
             if self.mode == "a" and self._lease is not None:
                 self._publish_if_alone()
         finally:
-            for f in self._parts.values():
-                f.close()
-            self._parts = {}
+            self._close_parts()
             self._close_writers()
 
     def gc(self) -> int:

@@ -339,6 +339,103 @@ class StoreContract:
             assert s.keys("videos") == final and "9999" in final
             assert s.verify("videos") == (len(final), [])
 
+    # --------------------------------------------------------------------- many writers
+    def test_writers_with_their_own_ids_write_at_once(self, path):
+        """Three writers hold the store open together and interleave their batches; each
+        sees the others' entries, and a reader sees all of them, complete."""
+        want = {}
+        writers = [open_store(path, "a", attrs=ATTRS, writer=f"w{i}") for i in range(3)]
+        try:
+            for rnd in range(3):
+                for w, s in enumerate(writers):
+                    batch = [(key(100 * w + 10 * rnd + j), entry_arrays(100 * w + 10 * rnd + j), {"w": w})
+                             for j in range(2)]
+                    s.commit_many("videos", batch)
+                    want.update({k: a for k, a, _ in batch})
+            for s in writers:
+                assert s.keys("videos") == sorted(want)
+            assert set(writers[0].live_writers()) >= {"w0", "w1", "w2"}
+        finally:
+            for s in writers:
+                s.close()
+        with open_store(path, "r") as s:
+            assert s.keys("videos") == sorted(want)
+            assert s.verify("videos") == (18, []) and s.duplicates("videos") == []
+            for k, a in want.items():
+                assert_same_arrays(s.read("videos", k), a)
+            assert np.array_equal(s.read_column("videos", "emb", sorted(want)),
+                                  np.stack([want[k]["emb"] for k in sorted(want)]))
+
+    @pytest.mark.parametrize("order", ["ab", "ba"])
+    def test_a_key_committed_by_two_writers_resolves_by_a_fixed_rule(self, path, order):
+        """Both copies are valid; readers take the one whose commit record sorts first (writer
+        ``a`` here, whichever committed first), duplicates() names the other, gc removes it."""
+        both = {"a": open_store(path, "a", attrs=ATTRS, writer="a"), "b": open_store(path, "a", writer="b")}
+        try:
+            for w in order:
+                both[w].commit_many("videos", [(key(1), entry_arrays(1), {"by": w}),
+                                               (key(2 if w == "a" else 3), entry_arrays(2 if w == "a" else 3), {"by": w})])
+            for s in both.values():
+                assert s.record("videos", key(1))["by"] == "a"
+            with open_store(path, "r") as s:  # a reader while both writers are alive
+                assert s.keys("videos") == [key(1), key(2), key(3)]
+                assert s.record("videos", key(1))["by"] == "a"
+                (dup,) = s.duplicates("videos")
+                assert dup[0] == key(1) and dup[1].startswith("b.")
+                assert s.verify("videos") == (3, [])
+                assert_same_arrays(s.read("videos", key(1)), entry_arrays(1))
+        finally:
+            for s in both.values():
+                s.close()
+        with open_store(path, "r") as s:  # (HDF5: the last writer to close published the winners only)
+            assert s.record("videos", key(1))["by"] == "a"
+        with open_store(path, "a", writer="maint") as s:
+            s.gc()
+        with open_store(path, "r") as s:
+            assert s.duplicates("videos") == [] and s.record("videos", key(1))["by"] == "a"
+            assert s.keys("videos") == [key(1), key(2), key(3)] and s.verify("videos") == (3, [])
+
+    def test_a_killed_writer_loses_only_its_batch_in_flight_others_go_on(self, path):
+        """Two writer processes commit in a loop; one is killed with SIGKILL: the other keeps
+        committing, and the killed one's rerun (same writer id) takes its lease back and resumes."""
+        code = """
+            import sys
+            from helpers import entry_arrays
+            from clipcache.stores import open_store
+            s = open_store(sys.argv[1], "a", attrs={"cache_key": {"model": "tiny", "frames": 4},
+                                                    "model_info": {"width": 8}}, writer=sys.argv[2])
+            start, stop = int(sys.argv[3]), int(sys.argv[4])
+            done = set(s.keys("videos"))
+            for i in range(start, stop):
+                if f"{i:04d}" not in done:
+                    s.commit("videos", f"{i:04d}", entry_arrays(i, blob=1 << 16), {"i": i})
+                    print(f"{i:04d}", flush=True)
+            s.close()
+            print("done", flush=True)
+        """
+        victim = child(code, path, "victim", "0", "400")
+        assert victim.stdout.readline().strip() == "0000"  # the victim has committed
+        other = child(code, path, "other", "1000", "1040")
+        assert other.stdout.readline().strip() == "1000"
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        assert victim.returncode == -signal.SIGKILL
+        out, err = other.communicate(timeout=120)  # the other writer goes on to the end
+        assert other.returncode == 0 and out.splitlines()[-1] == "done", err
+        with open_store(path, "r") as s:
+            keys = s.keys("videos")
+            assert {key(i) for i in range(1000, 1040)} <= set(keys)
+            assert s.verify("videos") == (len(keys), [])
+        rerun = child(code, path, "victim", "0", "60")  # the same writer id again: resumes
+        out, err = rerun.communicate(timeout=120)
+        assert rerun.returncode == 0 and out.splitlines()[-1] == "done", err
+        with open_store(path, "r") as s:
+            keys = s.keys("videos")
+            assert set(keys) >= {key(i) for i in range(60)} | {key(i) for i in range(1000, 1040)}
+            assert s.verify("videos") == (len(keys), []) and s.duplicates("videos") == []
+            for k in (key(0), key(59), key(1039)):
+                assert_same_arrays(s.read("videos", k), entry_arrays(int(k), blob=1 << 16))
+
     # --------------------------------------------------------------------- packed columns
     def test_finalize_then_read_column_equals_stacking(self, path):
         want = self.write(path, 5)
@@ -520,6 +617,8 @@ class TestMemoryZarrStore(StoreContract):
         "test_a_second_writer_with_the_same_id_is_refused_other_ids_write_along": MEMORY_ONE_PROCESS
         + " (the URL store's lease against a second writer: tests/test_remote_store.py)",
         "test_kill_9_mid_write_leaves_only_complete_entries": MEMORY_ONE_PROCESS,
+        "test_a_killed_writer_loses_only_its_batch_in_flight_others_go_on": MEMORY_ONE_PROCESS
+        + " (a second process against a real object store: tests/test_s3.py)",
     }
 
     @pytest.fixture
