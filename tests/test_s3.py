@@ -1,0 +1,194 @@
+"""Stores on a real S3 endpoint: moto's S3 server on 127.0.0.1, reached through s3fs over HTTP,
+the endpoint given the standard way (``AWS_ENDPOINT_URL``), as a user types it. Extraction to
+``s3://``, a kill -9 and the resume, three shards at once, verify and gc, and train / eval / index
+reading from ``s3://``. Leases and commit records are created with ``If-None-Match: *``, which
+this server honours (checked here). Nothing but 127.0.0.1 is contacted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install 'clipcache[test]')")
+s3fs = pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'clipcache[test]')")
+
+from cachekit.synth import SynthConfig, synth_dataset  # noqa: E402
+from helpers import TINY_CFG, cli_command, cli_env, invoke, record_hashes, run_cli  # noqa: E402
+from clipcache.stores import StoreLocked, open_store  # noqa: E402
+
+COMMON = ["--model", str(TINY_CFG), "--pretrained", "random", "--frames", "4", "--tokens-at", "1",
+          "--no-progress"]
+SPLITS = ["splits/clip_fsar/train_few_shot.txt", "splits/clip_fsar/val_few_shot.txt",
+          "splits/clip_fsar/test_few_shot.txt", "--class-names", "splits/clip_fsar", "--video-root", "."]
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory):
+    """A moto S3 server on 127.0.0.1 (a free port); the AWS_* variables point at it for this
+    process and the ones it starts, and no user AWS configuration is read."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    cfg = tmp_path_factory.mktemp("aws")
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_CONFIG_FILE": str(cfg / "config"), "AWS_SHARED_CREDENTIALS_FILE": str(cfg / "credentials")}
+    saved = {k: os.environ.get(k) for k in [*env, "AWS_PROFILE", "AWS_SESSION_TOKEN"]}
+    os.environ.update(env)
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(k, None)
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        yield env["AWS_ENDPOINT_URL"]
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def bucket(endpoint) -> str:
+    name = f"cc-{uuid.uuid4().hex[:10]}"
+    s3fs.S3FileSystem().mkdir(name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("s3clips")
+    synth_dataset(out, SynthConfig(classes=("something falling", "something rising", "something appearing",
+                                            "something disappearing"),
+                                   videos_per_class=3, frames=12, size=64, seed=9))
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(clips, tmp_path_factory):
+    store = tmp_path_factory.mktemp("s3ref") / "ref.zarr"
+    rc, out, err = run_cli(["extract", *SPLITS, "--store", str(store), *COMMON], cwd=clips)
+    assert rc == 0, err
+    return store, record_hashes(store), record_hashes(store, "text")
+
+
+def _records(url: str) -> list[str]:
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    return [p for p in fs.find(url.removeprefix("s3://") + "/meta/log/videos") if p.endswith(".json")]
+
+
+def test_the_endpoint_honours_conditional_writes_and_leases_use_them(bucket):
+    """If-None-Match: * is honoured (a second exclusive create fails): a writer id held by a live
+    process is refused to another process; a different id writes along."""
+    from clipcache.stores.base import Files
+
+    files = Files(f"{bucket}/probe", s3fs.S3FileSystem())
+    assert files.create("x", b"1") and not files.create("x", b"2") and files.get("x") == b"1"
+    url = f"s3://{bucket}/lease.zarr"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from clipcache.stores import open_store; "
+        "s = open_store(sys.argv[1], 'a', attrs={'cache_key': {}}, writer='w1'); print('held', flush=True); "
+        "sys.stdin.readline(); s.close()"), url], env=cli_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held", holder.stderr.read()
+        with pytest.raises(StoreLocked, match="writer w1 of .* is already running"):
+            open_store(url, "a", writer="w1")
+        with open_store(url, "a", writer="w2") as s:
+            s.commit("videos", "k", {"emb": __import__("numpy").ones((1, 2), "float32")}, {})
+    finally:
+        holder.communicate("\n", timeout=60)
+    with open_store(url, "a", writer="w1") as s:  # released: the id is free again
+        assert s.keys("videos") == ["k"]
+
+
+@pytest.mark.slow
+def test_extract_to_s3_as_typed_equals_local_and_resumes(clips, reference, bucket):
+    url = f"s3://{bucket}/cache.zarr"
+    rc, out, err = run_cli(["extract", *SPLITS, "--store", url, *COMMON], cwd=clips)
+    assert rc == 0, err
+    assert "12 extracted" in out
+    _, videos, text = reference
+    assert (record_hashes(url), record_hashes(url, "text")) == (videos, text)
+    rc, out, err = run_cli(["extract", *SPLITS, "--store", url, *COMMON], cwd=clips)
+    assert rc == 0 and "0 extracted, 12 already cached" in out, err
+    rc, out, err = invoke(["info", url, "--json"])
+    assert rc == 0 and json.loads(out)["videos"] == 12
+
+
+@pytest.mark.slow
+def test_kill_9_on_s3_then_the_same_writer_resumes(clips, reference, bucket):
+    """SIGKILL mid-extraction: what is visible verifies; the rerun with the same writer id takes
+    the dead writer's lease over (its holder is gone) and finishes with the reference content;
+    gc then removes nothing a reader needs."""
+    url = f"s3://{bucket}/cache.zarr"
+    cmd = ["extract", *SPLITS, "--store", url, *COMMON, "--commit-every", "1", "--writer", "w1"]
+    proc = subprocess.Popen(cli_command(cmd), cwd=clips, env=cli_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None and len(_records(url)) < 2:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the extraction finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    with open_store(url) as s:
+        done = len(s.keys("videos"))
+        assert 2 <= done < 12 and s.verify("videos") == (done, [])
+    rc, out, err = run_cli(cmd, cwd=clips)
+    assert rc == 0, err
+    assert f"{done} already cached" in out
+    _, videos, text = reference
+    assert (record_hashes(url), record_hashes(url, "text")) == (videos, text)
+    rc, out, err = invoke(["verify", url, "--gc"])
+    assert rc == 0 and "bad=0" in out, err
+    assert record_hashes(url) == videos
+
+
+@pytest.mark.slow
+def test_three_shards_at_once_on_s3_then_train_eval_index_from_s3(clips, reference, bucket, tmp_path):
+    url = f"s3://{bucket}/cache.zarr"
+    procs = [subprocess.Popen(cli_command(["extract", *SPLITS, "--store", url, *COMMON, "--shard", f"{i}/3"]),
+                              cwd=clips, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [e[-2000:] for _, e in outs]
+    ref_store, videos, text = reference
+    assert (record_hashes(url), record_hashes(url, "text")) == (videos, text)
+    rc, out, err = invoke(["verify", url])
+    assert rc == 0 and out.startswith("checked=16 ok=16 bad=0"), (out, err)
+
+    # train, eval and index read the store from s3:// (eval: the same result as from the local store)
+    run = tmp_path / "run"
+    rc, out, err = invoke(["train", "--method", "ma_fsar", "--store", url, "--out", str(run), "--ways", "2",
+                           "--queries", "1", "--episodes", "4", "--val-episodes", "0", "--opt", "ffn_dim=32",
+                           "--threads", "1", "--json"])
+    assert rc == 0, err
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+    results = []
+    for store in (url, str(ref_store)):
+        rc, out, err = invoke(["eval", "--store", store, "--protocol", "episodic", "--method", "proto", "--ways", "2",
+                               "--episodes", "20", "--split", "train", "--json"])
+        assert rc == 0, err
+        results.append(json.loads(out.splitlines()[0]))
+    assert results[0]["accuracy"] == results[1]["accuracy"] and results[0]["episodes"] == 20
+    rc, out, err = invoke(["eval", "--store", url, "--run", str(run), "--episodes", "10", "--ways", "2",
+                           "--split", "train", "--allow-overlap", "--json"])
+    assert rc == 0, err
+    rc, out, err = invoke(["index", "--store", url, "--out", str(tmp_path / "index"), "--no-onnx"])
+    assert rc == 0, err
+    assert (tmp_path / "index").is_dir()
