@@ -33,7 +33,7 @@ from .errors import CacheKeyMismatch, ClipcacheError, DecodeError, InputError
 from .inputs import InputSet, VideoItem
 from .templates import fill, resolve_templates
 from .distributed import Dist, dist_from_env
-from .shards import Shard, select
+from .shards import Shard, path_key, select
 from .video import Backend, DecodedVideo, SamplerConfig, decode_video, file_key
 
 log = logging.getLogger(__name__)
@@ -187,9 +187,14 @@ class ExtractSummary:
         return asdict(self)
 
 
-def path_key(path: str) -> str:
-    """Key of a failure report: the path (a file that cannot be read has no content hash)."""
-    return hashlib.sha256(os.fsencode(os.path.abspath(path))).hexdigest()[:32]
+def hash_input(path: str) -> tuple[str | None, str | None]:
+    """(content key, None), or (None, the one-line reason) when the input cannot be read."""
+    try:
+        if os.path.isdir(path):
+            raise DecodeError(f"{path}: is a directory, not a video file")
+        return file_key(path), None
+    except (OSError, DecodeError) as err:
+        return None, (str(err) if isinstance(err, DecodeError) else f"{path}: cannot read ({err.strerror})")
 
 
 def text_key(name: str, templates: tuple[str, ...]) -> str:
@@ -358,26 +363,55 @@ class Extractor:
         return arrays, record
 
     # --------------------------------------------------------------- driver
-    def _hash(self, items: list[VideoItem], s: ExtractSummary) -> list[tuple[str, str | None]]:
-        """(absolute path, content key or None when unreadable) for each item; failures recorded."""
-        failed_docs = set(self.store.json_keys("failed"))
-        self._failed_before = failed_docs
+    def to_hash(self, items: list[VideoItem], s: ExtractSummary) -> list[VideoItem]:
+        """The items to hash: not those that failed in an earlier run (unless ``retry_failed``).
+        The failure reports are listed once, here."""
+        self._failed_before = set(self.store.json_keys("failed"))
         out = []
         for it in items:
-            path = os.path.abspath(it.path)
-            if path_key(it.path) in failed_docs and not self.cfg.retry_failed:
+            if path_key(it.path) in self._failed_before and not self.cfg.retry_failed:
                 s.skipped_failed += 1
-                out.append((path, None))
-                continue
-            try:
-                if os.path.isdir(it.path):
-                    raise DecodeError(f"{it.path}: is a directory, not a video file")
-                out.append((path, file_key(it.path)))
-            except (OSError, DecodeError) as err:
-                reason = str(err) if isinstance(err, DecodeError) else f"{it.path}: cannot read ({err.strerror})"
-                self._fail(s, it, None, reason)
-                out.append((path, None))
+            else:
+                out.append(it)
         return out
+
+    def _hash(self, items: list[VideoItem], s: ExtractSummary) -> list[tuple[str, str | None]]:
+        """(absolute path, content key) for each item that hashed; failures recorded."""
+        out = []
+        for it in self.to_hash(items, s):
+            key, reason = hash_input(it.path)
+            if reason is not None:
+                self._fail(s, it, None, reason)
+            else:
+                out.append((os.path.abspath(it.path), key))
+        return out
+
+    def work_list(self, items: list[VideoItem], s: ExtractSummary, dist: Dist) -> list[tuple[str, VideoItem]]:
+        """The videos to encode, once ``keys_by_path`` is known: one per content key, not
+        committed yet, owned by this rank."""
+        work: list[tuple[str, VideoItem]] = []
+        seen: set[str] = set()
+        done = set(self.store.keys("videos"))
+        for it in items:
+            key = self.keys_by_path.get(os.path.abspath(it.path))
+            if key is None or key in seen:
+                continue
+            seen.add(key)
+            if key in done:
+                s.already_done += 1
+            elif dist.owns(key):
+                work.append((key, it))
+        s.unique = len(seen)
+        return work
+
+    def committed(self, s: ExtractSummary, item: VideoItem, frames: int) -> None:
+        """Count a committed video; a failure report of its path from an earlier run goes."""
+        pk = path_key(item.path)
+        if pk in self._failed_before:  # a retried failure that now worked
+            self.store.delete_json("failed", pk)
+            self._failed_before.discard(pk)
+        s.extracted += 1
+        s.frames += frames
 
     def run(self, items: list[VideoItem], progress: bool = True, dist: Dist | None = None) -> ExtractSummary:
         """Extract ``items``; under torchrun each rank hashes a share of the inputs, then encodes
@@ -392,19 +426,7 @@ class Extractor:
         mine = self._hash(items[dist.rank::dist.world], s)
         for part in dist.all_gather(mine):
             self.keys_by_path.update(dict(part))
-        work: list[tuple[str, VideoItem]] = []
-        seen: set[str] = set()
-        done = set(self.store.keys("videos"))
-        for it in items:
-            key = self.keys_by_path.get(os.path.abspath(it.path))
-            if key is None or key in seen:
-                continue
-            seen.add(key)
-            if key in done:
-                s.already_done += 1
-            elif dist.owns(key):
-                work.append((key, it))
-        s.unique = len(seen)
+        work = self.work_list(items, s, dist)
         s.seconds["hash"] = time.perf_counter() - t0
 
         bar = tqdm(total=len(work), unit="video", disable=not progress, desc="extract", dynamic_ncols=True)
@@ -476,6 +498,12 @@ class Extractor:
             writer.stop()
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
+        self.finish(s, items, dist, progress)
+        s.wall = time.perf_counter() - t_start
+        return s
+
+    def finish(self, s: ExtractSummary, items: list[VideoItem], dist: Dist, progress: bool) -> None:
+        """After the videos: extend committed ones to this key, then the classes' text."""
         self.extend(s, dist, progress)
         if dist.is_main:
             t1 = time.perf_counter()
@@ -483,8 +511,16 @@ class Extractor:
             labels |= {lb for lb in self.store.field("videos", "label") if lb}
             s.text_classes = self.encode_classes(sorted(labels))
             s.seconds["text"] = time.perf_counter() - t1
-        s.wall = time.perf_counter() - t_start
-        return s
+
+    def encode_video(self, p: _Pending) -> tuple[dict, dict]:
+        """One decoded video's arrays and record, its frames in forwards of their own, as the
+        CPU pass does them (the Ray engine's actors encode this way: the same bytes)."""
+        n = p.pixels.shape[0]
+        g = min(self.cfg.batch_size, n)
+        outs = [self._forward(p.pixels[start:start + g], g) for start in range(0, n, g)]
+        p.outs = [{k: np.concatenate([o[k].cpu().numpy() for o in outs]) for k in outs[0]}]
+        p.rows, p.pixels = n, None
+        return self._entry(p)
 
     def _commit(self, s: ExtractSummary, p: _Pending) -> None:
         """Queue an encoded video for the next batch commit; commit when the batch is full."""
@@ -505,12 +541,7 @@ class Extractor:
         batch, self._batch, self._batch_bytes = self._batch, [], 0
         self.store.commit_many("videos", [(p.key, arrays, record) for p, arrays, record in batch])
         for p, arrays, _record in batch:
-            pk = path_key(p.item.path)
-            if pk in self._failed_before:  # a retried failure that now worked
-                self.store.delete_json("failed", pk)
-                self._failed_before.discard(pk)
-            s.extracted += 1
-            s.frames += int(np.prod(arrays["frame_idx"].shape))
+            self.committed(s, p.item, int(np.prod(arrays["frame_idx"].shape)))
         s.seconds["write"] += time.perf_counter() - t1
 
     # --------------------------------------------------------------- extension
@@ -733,14 +764,15 @@ def _merge_summaries(parts: list[ExtractSummary]) -> ExtractSummary:
 
 def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: bool = True,
             enc: FrozenCLIP | None = None, dist: Dist | None = None, shard: Shard | None = None,
-            writer: str | None = None) -> ExtractSummary:
+            writer: str | None = None, run=None) -> ExtractSummary:
     """Extract ``inputs`` into the store at ``store_path`` (created if needed, resumed if not).
 
     Any number of these may write one store at once, each as its own writer (``writer``, by
     default a fresh id): ``shard`` takes a fixed share of the inputs (``--shard I/N``) under the
     writer id ``shard-I-of-N``. Launched by ``torchrun``, rank 0 creates the store and checks
     its key first; every rank writes its own videos as its own writer. The result equals a
-    single-process run's.
+    single-process run's. ``run(extractor, items, progress, dist)`` replaces
+    :meth:`Extractor.run` (the Ray engine, :mod:`cachekit.ray_engine`).
     """
     dist = dist or dist_from_env()
     inputs = select(inputs, shard)
@@ -779,7 +811,10 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
     extractor = Extractor(enc, store, cfg, shard)
     try:
         try:
-            summary = extractor.run(inputs.items, progress=progress and dist.is_main, dist=dist)
+            if run is None:
+                summary = extractor.run(inputs.items, progress=progress and dist.is_main, dist=dist)
+            else:
+                summary = run(extractor, inputs.items, progress and dist.is_main, dist)
         finally:
             if not dist.is_main:
                 store.close()  # before rank 0 merges: HDF5 parts must be closed to be read

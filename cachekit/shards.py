@@ -47,6 +47,11 @@ class Shard:
         return int(key[:16], 16) % self.count == self.index
 
 
+def path_key(path: str) -> str:
+    """Key of a failure report: the path (a file that cannot be read has no content hash)."""
+    return hashlib.sha256(os.fsencode(os.path.abspath(path))).hexdigest()[:32]
+
+
 def parse_shard(text: str | None) -> Shard | None:
     """``"3/8"`` -> Shard(3, 8); None or empty -> None."""
     if not text:
@@ -104,7 +109,6 @@ def input_status(store_path: str, inputs: InputSet | list[VideoItem], count: int
     """
     from clipcache.stores import open_store
 
-    from .extract import path_key
     from .video import file_key
 
     items = inputs.items if isinstance(inputs, InputSet) else list(inputs)

@@ -6,11 +6,11 @@ once, each under its own writer id (:mod:`.leases`, :mod:`.log`).
 
 from __future__ import annotations
 
-import json
 import os
 
 from .base import (
     LAYOUT_VERSION,
+    STORAGE_OPTIONS_ENV,
     FeatureStore,
     StoreError,
     StoreFormatError,
@@ -19,6 +19,8 @@ from .base import (
     StoreReadOnly,
     array_sha256,
     file_sha256,
+    set_storage_options,
+    storage_options,
 )
 
 __all__ = [
@@ -36,35 +38,6 @@ __all__ = [
     "storage_options",
     "store_exists",
 ]
-
-#: fsspec options for stores at URLs, as JSON: set by ``--storage-option`` and inherited by the
-#: processes a command starts (torchrun ranks, Ray workers on this machine)
-STORAGE_OPTIONS_ENV = "CLIPCACHE_STORAGE_OPTIONS"
-
-
-def storage_options() -> dict:
-    """The fsspec options every store URL is opened with (``--storage-option KEY=VALUE``).
-
-    Credentials and the endpoint come from fsspec's own sources as usual (for S3, the standard
-    ``AWS_*`` variables, ``AWS_ENDPOINT_URL`` included); these are the extra ones.
-    """
-    raw = os.environ.get(STORAGE_OPTIONS_ENV)
-    if not raw:
-        return {}
-    try:
-        opts = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise StoreError(f"{STORAGE_OPTIONS_ENV} is not a JSON object: {err}") from err
-    if not isinstance(opts, dict):
-        raise StoreError(f"{STORAGE_OPTIONS_ENV} is not a JSON object")
-    return opts
-
-
-def set_storage_options(opts: dict) -> None:
-    """Use ``opts`` (merged over what is set) for every store URL opened from now on, in this
-    process and the ones it starts."""
-    os.environ[STORAGE_OPTIONS_ENV] = json.dumps({**storage_options(), **opts}, sort_keys=True)
-
 
 def _is_h5(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith((".h5", ".hdf5"))

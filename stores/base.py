@@ -53,6 +53,35 @@ class StoreReadOnly(StoreError):
     """A write was attempted on a store opened with mode='r'."""
 
 
+#: fsspec options for stores at URLs, as JSON: set by ``--storage-option`` and inherited by the
+#: processes a command starts (torchrun ranks, Ray workers on this machine)
+STORAGE_OPTIONS_ENV = "CLIPCACHE_STORAGE_OPTIONS"
+
+
+def storage_options() -> dict:
+    """The fsspec options every store URL is opened with (``--storage-option KEY=VALUE``).
+
+    Credentials and the endpoint come from fsspec's own sources as usual (for S3, the standard
+    ``AWS_*`` variables, ``AWS_ENDPOINT_URL`` included); these are the extra ones.
+    """
+    raw = os.environ.get(STORAGE_OPTIONS_ENV)
+    if not raw:
+        return {}
+    try:
+        opts = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise StoreError(f"{STORAGE_OPTIONS_ENV} is not a JSON object: {err}") from err
+    if not isinstance(opts, dict):
+        raise StoreError(f"{STORAGE_OPTIONS_ENV} is not a JSON object")
+    return opts
+
+
+def set_storage_options(opts: dict) -> None:
+    """Use ``opts`` (merged over what is set) for every store URL opened from now on, in this
+    process and the ones it starts."""
+    os.environ[STORAGE_OPTIONS_ENV] = json.dumps({**storage_options(), **opts}, sort_keys=True)
+
+
 def array_sha256(arr: np.ndarray) -> str:
     """Hash of the raw bytes, dtype and shape: lets readers detect lost or replaced data."""
     arr = np.asarray(arr, order="C")  # not ascontiguousarray: it turns a 0-d array into shape (1,)

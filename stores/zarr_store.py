@@ -45,6 +45,7 @@ from .base import (
     StoreNotFound,
     build_record,
 )
+from .base import storage_options as default_storage_options
 from .log import LEGACY, LOG, SEGMENTS, segment_writer
 from .logstore import LogStore, entry_doc, groups_of
 
@@ -146,9 +147,7 @@ class ZarrStore(LogStore):
 
     def _open_remote(self, url: str, mode: str, storage_options: dict | None) -> None:
         """An fsspec URL (s3://, gs://, memory://...): zarr's FsspecStore plus the same fs for records."""
-        from . import storage_options as default_options
-
-        opts = default_options() if storage_options is None else dict(storage_options)
+        opts = default_storage_options() if storage_options is None else dict(storage_options)
         try:
             import fsspec
             import zarr
