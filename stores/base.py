@@ -111,9 +111,13 @@ def fsync_path(path: str | os.PathLike) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     """Write ``path`` via a same-directory temp file and ``os.replace``: readers see old or new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    with open(tmp, "wb") as f:
+    try:
+        f = open(tmp, "wb")
+    except FileNotFoundError:  # the folder is new (made here, not checked on every write)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(tmp, "wb")
+    with f:
         f.write(data)
         if durable:
             f.flush()

@@ -586,7 +586,7 @@ class CommitLog:
     def scan(self) -> list[Rows]:
         """Rows committed since the last scan, by any writer."""
         out: list[Rows] = []
-        segments = {n[:-5] for n in self.files.list(f"{SEGMENTS}/{self.group}") if n.endswith(".json")}
+        segments = set(self.segments())
         parts = self._parts()
         for seg in sorted(segments | set(parts)):
             if seg in self.sealed:
@@ -649,7 +649,11 @@ class CommitLog:
                     yield n[:-5], json.loads(raw)
 
     def segments(self) -> list[str]:
-        return [n[:-5] for n in self.files.list(f"{SEGMENTS}/{self.group}") if n.endswith(".json")]
+        """Segments with records: registered ones (object stores), the log's folders (local)."""
+        found = {n[:-5] for n in self.files.list(f"{SEGMENTS}/{self.group}") if n.endswith(".json")}
+        if self.files.local:
+            found.update(n for n in self.files.list(f"{LOG}/{self.group}") if not n.endswith(".json"))
+        return sorted(found)
 
 
 class SegmentWriter:
@@ -669,7 +673,9 @@ class SegmentWriter:
     def commit(self, entries: dict[str, dict], drops: list[tuple[str, str]] = ()) -> str:
         """Write the next record (the commit point of its entries); returns its name."""
         group = self.log.group
-        if self.seq == 0:  # registered before the first record: readers find the segment
+        if self.seq == 0 and not self.files.local:  # registered before its first record: readers
+            # of an object store find segments by one short listing (a local store's readers list
+            # the log's folders, as cheap, and need no registry)
             self.files.put(f"{SEGMENTS}/{group}/{self.segment}.json",
                            dump_json({"writer": self.writer, "created": time.time()}))
         doc = {"segment": self.segment, "seq": self.seq, "writer": self.writer, "entries": entries}

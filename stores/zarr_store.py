@@ -28,7 +28,9 @@ converts it (:func:`clipcache.stores.convert.convert_store`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -69,6 +71,68 @@ def chunk_rows(row_shape: tuple[int, ...], dtype: np.dtype) -> int:
 
 def convert_command(path: str) -> str:
     return f"clipcache convert {path} NEW_STORE"
+
+
+#: rows a segment array is created with: appending never rewrites its ``zarr.json``; rows past
+#: the committed ones are never read, and chunks never written cost no file
+CAPACITY = 1 << 36
+
+
+@functools.lru_cache(maxsize=256)
+def _array_meta(row_shape: tuple[int, ...], dtype: str, chunk: int) -> bytes:
+    """The ``zarr.json`` of a segment array, as zarr writes it: uncompressed (``bytes`` codec,
+    little-endian), regular chunks of ``chunk`` rows, fill 0 (tests read it back through zarr)."""
+    dt = np.dtype(dtype)
+    fill = False if dt.kind == "b" else 0.0 if dt.kind == "f" else 0
+    meta = {
+        "shape": [CAPACITY, *row_shape], "data_type": dt.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [chunk, *row_shape]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": fill, "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}]
+        if dt.itemsize > 1 else [{"name": "bytes"}],
+        "attributes": {}, "zarr_format": 3, "node_type": "array", "storage_transformers": [],
+    }
+    return json.dumps(meta, indent=2).encode()
+
+
+def _storable(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as a segment array stores it: numbers in little-endian C order."""
+    if arr.dtype.kind not in "biuf":
+        raise StoreError(f"arrays of dtype {arr.dtype} cannot be stored (numbers only)")
+    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not np.little_endian):
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return np.asarray(arr, order="C")  # not ascontiguousarray: it turns a 0-d array into shape (1,)
+
+
+class _SegmentArray:
+    """One packed array of this writer's segment, ``[CAPACITY, *row_shape]``, appended to chunk by
+    chunk. A zarr v3 array with the ``bytes`` codec alone stores a chunk as its rows' raw bytes,
+    so the writer writes chunk files itself (whole objects, atomically; a partial last chunk is
+    padded with zeros, as zarr pads it) and skips zarr's per-call cost; readers read it through
+    zarr, or straight from the chunk files (:meth:`ZarrStore._read_rows`)."""
+
+    def __init__(self, files: Files, rel: str, row_shape: tuple[int, ...], dtype: np.dtype):
+        self.files, self.rel, self.dtype = files, rel, np.dtype(dtype)
+        self.chunk = chunk_rows(row_shape, self.dtype)
+        self.rows = 0
+        self._tail = np.zeros((self.chunk, *row_shape), self.dtype)  # the chunk being filled
+        self._tail_bytes = memoryview(self._tail.reshape(-1).view(np.uint8)) if self._tail.size else b""
+        self._zeros = "/0" * len(row_shape)
+        files.put(f"{rel}/zarr.json", _array_meta(tuple(row_shape), self.dtype.str, self.chunk), durable=False)
+
+    def append(self, data: np.ndarray) -> int:
+        """Write rows ``data [n, *row_shape]`` after the last ones; returns the first new row."""
+        start, i = self.rows, 0
+        while i < len(data):
+            ci, off = divmod(self.rows, self.chunk)
+            n = min(self.chunk - off, len(data) - i)
+            self._tail[off:off + n] = data[i:i + n]
+            self.files.put(f"{self.rel}/c/{ci}{self._zeros}", bytes(self._tail_bytes), durable=False)
+            i += n
+            self.rows += n
+            if off + n == self.chunk:
+                self._tail[...] = 0
+        return start
 
 
 class ZarrStore(LogStore):
@@ -113,7 +177,7 @@ class ZarrStore(LogStore):
             self._attrs = self._read_attrs()
         self._docs = JsonDir(self._meta("docs"), self._fs)
         self._zcache: dict[str, Any] = {}
-        self._seg_arrays: dict[str, list] = {}  # this writer's arrays: [array, rows used]
+        self._seg_arrays: dict[str, _SegmentArray] = {}  # this writer's arrays
 
     def _meta(self, name: str):
         return f"{self._root}/meta/{name}" if self._fs is not None else self._root / "meta" / name
@@ -192,7 +256,7 @@ class ZarrStore(LogStore):
         for key, arrays, record in items:
             if "/" in key or key.startswith("."):
                 raise StoreError(f"invalid entry key {key!r}")
-            arrays = {n: np.asarray(a, order="C") for n, a in arrays.items()}  # keeps 0-d arrays 0-d
+            arrays = {n: _storable(np.asarray(a)) for n, a in arrays.items()}
             loc = {}
             for name, arr in arrays.items():
                 aname = f"{name}.{_signature(arr)}"
@@ -212,49 +276,22 @@ class ZarrStore(LogStore):
         return out
 
     def _append_all(self, group: str, seg: str, by_array: dict[str, list[np.ndarray]]) -> dict[str, int]:
-        """Append each array's rows to this writer's packed arrays, all chunk writes of the batch
-        in one round of zarr's event loop; returns each array's first new row.
-
-        Arrays grow by doubling their row capacity (a rare ``resize``, done by this writer only);
-        rows past the committed ones are never read, and chunks never written cost no file.
-        """
-        import asyncio
-
-        import zarr
-        from zarr.core.sync import sync
-
-        writes, offsets = [], {}
+        """Append each array's rows to this writer's packed arrays; returns each array's first
+        new row. Only this writer writes these arrays (I3)."""
+        offsets = {}
         for aname, rows in by_array.items():
             data = np.stack(rows)  # [n, *shape]
             key = f"{group}/{seg}/{aname}"
-            slot = self._seg_arrays.get(key)
-            if slot is None:
-                z = zarr.create_array(
-                    self._store, name=f"seg/{group}/{seg}/{aname}", shape=(max(len(data), 1), *data.shape[1:]),
-                    dtype=data.dtype, chunks=(chunk_rows(data.shape[1:], data.dtype), *data.shape[1:]),
-                    fill_value=0, compressors=None, overwrite=True,
-                )
-                slot = self._seg_arrays[key] = [z, 0]
-            z, start = slot
-            if start + len(data) > z.shape[0]:
-                z.resize((max(start + len(data), 2 * z.shape[0]), *data.shape[1:]))
-            writes.append((z, slice(start, start + len(data)), data))
-            offsets[aname] = start
-            slot[1] = start + len(data)
-
-        async def _all():  # the coroutines are made here: a failed create/resize leaves none unawaited
-            await asyncio.gather(*(z.async_array.setitem(sel, data) for z, sel, data in writes))
-
-        sync(_all())
+            arr = self._seg_arrays.get(key)
+            if arr is None:
+                arr = self._seg_arrays[key] = _SegmentArray(self._files, f"seg/{key}", data.shape[1:], data.dtype)
+            offsets[aname] = arr.append(data)
         return offsets
 
     # ----------------------------------------------------------------- reading
     def _array(self, group: str, path: str, need_rows: int):
         import zarr
 
-        own = self._seg_arrays.get(f"{group}/{path}")
-        if own is not None:
-            return own[0]
         z = self._zcache.get(f"{group}/{path}")
         if z is None or z.shape[0] < need_rows:  # opened before a writer appended more rows
             try:
