@@ -116,14 +116,16 @@ class FeatureCache:
         return extend_command(str(self.store.path), self.key, tokens_at, pixels)
 
     # ----------------------------------------------------------------- arrays
-    def _column(self, name: str) -> np.ndarray:
+    def _column(self, name: str, idx: np.ndarray | None = None) -> np.ndarray:
         if not self.video_keys:
             raise InputError(f"store {self.store.path} holds no extracted videos")
-        return self.store.read_column("videos", name, self.video_keys)
+        keys = self.video_keys if idx is None else [self.video_keys[int(i)] for i in idx]
+        return self.store.read_column("videos", name, keys)
 
-    def emb(self, view: int | None = 0) -> np.ndarray:
-        """Per-frame projected embeddings: ``[V, T, D']`` for one view, ``[V, views, T, D']`` for all."""
-        a = self._column("emb").astype(np.float32, copy=False)  # [V, views, T, D']
+    def emb(self, view: int | None = 0, idx: np.ndarray | None = None) -> np.ndarray:
+        """Per-frame projected embeddings: ``[V, T, D']`` for one view, ``[V, views, T, D']`` for all;
+        only the videos ``idx`` (``[n, ...]``) when given: a big store never loads what is not read."""
+        a = self._column("emb", idx).astype(np.float32, copy=False)  # [V, views, T, D']
         return a if view is None else a[:, view]
 
     def cls(self, view: int | None = 0) -> np.ndarray:

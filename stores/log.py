@@ -327,12 +327,25 @@ class PartReader:
         self.base = _HEAD + hlen
         self._have = first[self.base:]  # bytes after the header that came with the first read
 
-    def _range(self, names: list[str]) -> dict[str, bytes]:
-        """The raw bytes of sections ``names`` (adjacent in the file), in one read."""
+    def _span(self, names: list[str]) -> tuple[int, int]:
         table = self.table
-        lo = min(table[n][0] for n in names)
-        hi = max(table[n][0] + table[n][1] for n in names)
-        if hi <= len(self._have):
+        return min(table[n][0] for n in names), max(table[n][0] + table[n][1] for n in names)
+
+    def index_range(self) -> tuple[int, int] | None:
+        """Where in the file the sections opening a store needs are: (start, end), or None when
+        the first read brought them already."""
+        i0, i1 = self.head["groups"]["index"]
+        lo, hi = self._span(self.order[i0:i1])
+        return None if hi <= len(self._have) else (self.base + lo, self.base + hi)
+
+    def _range(self, names: list[str], blob: bytes | None = None) -> dict[str, bytes]:
+        """The raw bytes of sections ``names`` (adjacent in the file), in one read (or from
+        ``blob``, those bytes read already)."""
+        table = self.table
+        lo, hi = self._span(names)
+        if blob is not None:
+            pass
+        elif hi <= len(self._have):
             blob = self._have[lo:hi]
         else:
             blob = self.files.get(self.rel, self.base + lo, self.base + hi)
@@ -346,10 +359,11 @@ class PartReader:
             return np.frombuffer(binascii.hexlify(raw), dtype="S64")
         return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape)
 
-    def rows(self) -> Rows:
+    def rows(self, index: bytes | None = None) -> Rows:
+        """The part's rows (``index``: the bytes of :meth:`index_range`, when read already)."""
         h = self.head
         i0, i1 = h["groups"]["index"]
-        got = self._range(self.order[i0:i1])
+        got = self._range(self.order[i0:i1], index)
         arrays = {a: (self._array(f"sig:{a}", got[f"sig:{a}"]), self._array(f"path:{a}", got[f"path:{a}"]),
                       self._array(f"row:{a}", got[f"row:{a}"])) for a in h["arrays"]}
 
@@ -583,44 +597,70 @@ class CommitLog:
         except json.JSONDecodeError as err:  # records are written atomically: a foreign writer
             raise StoreFormatError(f"unreadable commit record {segment}/{seq}: {err}") from err
 
-    def scan(self) -> list[Rows]:
-        """Rows committed since the last scan, by any writer."""
-        out: list[Rows] = []
+    def _plan(self) -> dict[str, tuple[list[tuple[tuple, int]], int, bool]]:
+        """Per segment not sealed yet: the parts that cover it from the first record not loaded
+        on (chosen by their names alone), where single records start, whether it is sealed."""
         segments = set(self.segments())
         parts = self._parts()
+        plan = {}
         for seg in sorted(segments | set(parts)):
             if seg in self.sealed:
                 continue
-            nxt = self.next_seq.get(seg, 0)
-            docs: list[tuple[str, dict]] = []
-            relisted = False
+            nxt, chain, sealed = self.next_seq.get(seg, 0), [], False
             while True:
                 cands = [p for p in parts.get(seg, ()) if p[0] <= nxt <= p[1] or (p[2] and p[0] == nxt)]
-                if cands:
-                    lo, hi, final, name = max(cands, key=lambda p: (p[1], p[2]))
-                    try:
-                        rows = PartReader(self.files, f"{PARTS}/{self.group}/{name}").rows()
-                    except FileNotFoundError:  # merged into a bigger part and deleted meanwhile
-                        if relisted:
-                            raise StoreError(f"index part {name} vanished twice while reading") from None
-                        parts, relisted = self._parts(), True
-                        continue
-                    if lo < nxt:  # records already loaded one by one
-                        seqs = np.array([int(n.rsplit("/", 1)[1]) for n in rows.names] or [0])
-                        rows = rows.take(np.flatnonzero(seqs[rows.rec] >= nxt))
-                    out.append(rows)
-                    nxt = hi + 1
-                    if final:
-                        self.sealed.add(seg)
-                        break
-                    continue
-                doc = self.record_doc(seg, nxt)
-                if doc is None:
+                if not cands:
                     break
-                docs.append((record_name(seg, nxt), doc))
-                nxt += 1
-            if docs:
-                out.append(rows_from_docs(docs))
+                part = max(cands, key=lambda p: (p[1], p[2]))
+                chain.append((part, nxt))
+                nxt = part[1] + 1
+                if part[2]:
+                    sealed = True
+                    break
+            plan[seg] = (chain, nxt, sealed)
+        return plan
+
+    def _read_parts(self, rels: list[str]) -> list[Rows]:
+        """Rows of the parts ``rels``: their headers in one round of reads, then their index
+        sections in another (concurrent requests on an object store)."""
+        firsts = self.files.get_many([(rel, 0, 1 << 16) for rel in rels])
+        if any(f is None for f in firsts):
+            raise FileNotFoundError(rels[firsts.index(None)])
+        readers = [PartReader(self.files, rel, first) for rel, first in zip(rels, firsts)]
+        ranges = [(i, r.index_range()) for i, r in enumerate(readers)]
+        need = [(i, span) for i, span in ranges if span is not None]
+        blobs = dict(zip((i for i, _ in need), self.files.get_many([(rels[i], a, b) for i, (a, b) in need])))
+        if any(b is None for b in blobs.values()):
+            raise FileNotFoundError("an index part")
+        return [r.rows(blobs.get(i)) for i, r in enumerate(readers)]
+
+    def scan(self) -> list[Rows]:
+        """Rows committed since the last scan, by any writer."""
+        for attempt in range(3):
+            plan = self._plan()
+            wanted = [(seg, part, start) for seg, (chain, _n, _s) in plan.items() for part, start in chain]
+            try:
+                got = self._read_parts([f"{PARTS}/{self.group}/{part[3]}" for _seg, part, _s in wanted])
+                break
+            except FileNotFoundError:  # merged into a bigger part and deleted meanwhile: list again
+                if attempt == 2:
+                    raise StoreError(f"index parts of {self.group} keep vanishing while read") from None
+        out: list[Rows] = []
+        for (_seg, part, start), rows in zip(wanted, got):
+            if part[0] < start:  # records already loaded one by one
+                seqs = np.array([int(n.rsplit("/", 1)[1]) for n in rows.names] or [0])
+                rows = rows.take(np.flatnonzero(seqs[rows.rec] >= start))
+            out.append(rows)
+        for seg, (_chain, nxt, sealed) in plan.items():
+            if sealed:
+                self.sealed.add(seg)
+            else:
+                docs = []
+                while (doc := self.record_doc(seg, nxt)) is not None:
+                    docs.append((record_name(seg, nxt), doc))
+                    nxt += 1
+                if docs:
+                    out.append(rows_from_docs(docs))
             self.next_seq[seg] = nxt
         legacy = [n for n in self.files.list(f"{LEGACY}/{self.group}")
                   if n.endswith(".json") and n not in self.legacy_loaded]
