@@ -152,37 +152,23 @@ def _child(code: str, *args: str, env: dict | None = None, timeout: float = 7200
 
 def _s3_open(store: Path, timeout: float) -> dict:
     """Upload the store's metadata to a local moto S3 server and open it from there."""
-    import logging
-
     import s3fs
-    from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import local_s3
+
     tmp = Path(tempfile.mkdtemp(prefix="clipcache-aws-"))
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": str(tmp / "c"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "k")}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        fs = s3fs.S3FileSystem()
-        fs.mkdir("bench")
-        files = [store / "zarr.json", *sorted((store / "meta" / "index").rglob("*.part"))]
-        t0 = time.perf_counter()
-        fs.put([str(p) for p in files], [f"bench/m.zarr/{p.relative_to(store)}" for p in files])
-        uploaded = {"files": len(files), "mb": sum(p.stat().st_size for p in files) / 1e6,
-                    "upload_s": time.perf_counter() - t0}
-        r = _child(_OPEN, "s3://bench/m.zarr", env=env, timeout=timeout)
-        return {**r, **uploaded}
+        with local_s3(tmp):
+            fs = s3fs.S3FileSystem()
+            fs.mkdir("bench")
+            files = [store / "zarr.json", *sorted((store / "meta" / "index").rglob("*.part"))]
+            t0 = time.perf_counter()
+            fs.put([str(p) for p in files], [f"bench/m.zarr/{p.relative_to(store)}" for p in files])
+            uploaded = {"files": len(files), "mb": sum(p.stat().st_size for p in files) / 1e6,
+                        "upload_s": time.perf_counter() - t0}
+            return {**_child(_OPEN, "s3://bench/m.zarr", timeout=timeout), **uploaded}
     finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -7,7 +7,6 @@ this server honours (checked here). Nothing but 127.0.0.1 is contacted."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -22,7 +21,7 @@ pytest.importorskip("moto.server", reason="moto[server] is not installed (pip in
 s3fs = pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'clipcache[test]')")
 
 from cachekit.synth import SynthConfig, synth_dataset  # noqa: E402
-from helpers import TINY_CFG, cli_command, cli_env, invoke, record_hashes, run_cli  # noqa: E402
+from helpers import TINY_CFG, cli_command, cli_env, invoke, local_s3, record_hashes, run_cli  # noqa: E402
 from clipcache.stores import StoreLocked, open_store  # noqa: E402
 
 COMMON = ["--model", str(TINY_CFG), "--pretrained", "random", "--frames", "4", "--tokens-at", "1",
@@ -33,33 +32,9 @@ SPLITS = ["splits/clip_fsar/train_few_shot.txt", "splits/clip_fsar/val_few_shot.
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory):
-    """A moto S3 server on 127.0.0.1 (a free port); the AWS_* variables point at it for this
-    process and the ones it starts, and no user AWS configuration is read."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    cfg = tmp_path_factory.mktemp("aws")
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_CONFIG_FILE": str(cfg / "config"), "AWS_SHARED_CREDENTIALS_FILE": str(cfg / "credentials")}
-    saved = {k: os.environ.get(k) for k in [*env, "AWS_PROFILE", "AWS_SESSION_TOKEN"]}
-    os.environ.update(env)
-    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        os.environ.pop(k, None)
-    s3fs.S3FileSystem.clear_instance_cache()
-    try:
-        yield env["AWS_ENDPOINT_URL"]
-    finally:
-        s3fs.S3FileSystem.clear_instance_cache()
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    """moto's S3 server on 127.0.0.1; the AWS_* variables point at it (tests/helpers.py)."""
+    with local_s3(tmp_path_factory.mktemp("aws")) as url:
+        yield url
 
 
 @pytest.fixture
@@ -192,3 +167,22 @@ def test_three_shards_at_once_on_s3_then_train_eval_index_from_s3(clips, referen
     rc, out, err = invoke(["index", "--store", url, "--out", str(tmp_path / "index"), "--no-onnx"])
     assert rc == 0, err
     assert (tmp_path / "index").is_dir()
+
+
+def test_storage_option_gives_the_endpoint_over_the_variable(bucket, endpoint, monkeypatch):
+    """``--storage-option KEY=VALUE`` reaches fsspec: here the endpoint, while AWS_ENDPOINT_URL
+    points at a closed port on 127.0.0.1 (so an ignored option fails, and only locally)."""
+    import numpy as np
+
+    from clipcache.stores import STORAGE_OPTIONS_ENV
+
+    url = f"s3://{bucket}/opt.zarr"
+    with open_store(url, "a", attrs={"cache_key": {"frames": 4}, "model_info": {}}) as s:
+        s.commit("videos", "k", {"emb": np.ones((1, 2), np.float32)}, {"label": "x"})
+    monkeypatch.setenv(STORAGE_OPTIONS_ENV, "{}")  # restored (removed) after the test
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    s3fs.S3FileSystem.clear_instance_cache()
+    rc, out, err = invoke(["verify", url, "--storage-option", f"endpoint_url={endpoint}", "--json"])
+    assert rc == 0 and json.loads(out)["checked"] == 1, err
+    rc, out, err = invoke(["verify", url, "--storage-option", "not-a-pair"])
+    assert rc == 2 and "KEY=VALUE" in err
