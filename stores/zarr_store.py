@@ -165,8 +165,7 @@ class ZarrStore(LogStore):
             self._lock.acquire()  # store-wide, for milliseconds: create or upgrade, then our lease
             try:
                 if not self._files.exists("zarr.json"):
-                    full = {"layout_version": LAYOUT_VERSION, **attrs}
-                    zarr.open_group(self._store, mode="a", attributes={"clipcache": full}, use_consolidated=False)
+                    self._write_group({"clipcache": {"layout_version": LAYOUT_VERSION, **attrs}})
                 self._attrs = self._read_attrs()
                 if self._attrs.get("layout_version") != LAYOUT_VERSION:  # 2: new records go to meta/log
                     self._write_attrs({**self._attrs, "layout_version": LAYOUT_VERSION})
@@ -182,11 +181,24 @@ class ZarrStore(LogStore):
     def _meta(self, name: str):
         return f"{self._root}/meta/{name}" if self._fs is not None else self._root / "meta" / name
 
-    def _read_attrs(self) -> dict:
-        import zarr
+    def _group_meta(self) -> dict:
+        """The root group's ``zarr.json`` (read as JSON: no zarr machinery to open a store)."""
+        raw = self._files.get("zarr.json")
+        try:
+            meta = json.loads(raw) if raw is not None else None
+        except json.JSONDecodeError as err:
+            raise StoreFormatError(f"{self.path}: unreadable zarr.json ({err})") from err
+        if not isinstance(meta, dict) or meta.get("node_type") != "group":
+            raise StoreFormatError(f"{self.path} is not a Zarr v3 group")
+        return meta
 
-        group = zarr.open_group(self._store, mode="r", use_consolidated=False)
-        attrs = dict(group.attrs.get("clipcache") or {})
+    def _write_group(self, attributes: dict) -> None:
+        """The root group's ``zarr.json`` as zarr writes it, replaced whole (atomically)."""
+        meta = {"attributes": attributes, "zarr_format": 3, "node_type": "group"}
+        self._files.put("zarr.json", json.dumps(meta, indent=2).encode())
+
+    def _read_attrs(self) -> dict:
+        attrs = dict(self._group_meta().get("attributes", {}).get("clipcache") or {})
         if not attrs:
             raise StoreFormatError(f"{self.path} is a Zarr store but not a clipcache store")
         version = attrs.get("layout_version")
@@ -203,10 +215,7 @@ class ZarrStore(LogStore):
         return attrs
 
     def _write_attrs(self, full: dict) -> None:
-        import zarr
-
-        group = zarr.open_group(self._store, mode="r+", use_consolidated=False)
-        group.attrs.put({**dict(group.attrs), "clipcache": full})
+        self._write_group({**self._group_meta().get("attributes", {}), "clipcache": full})
         self._attrs = full
 
     def _open_remote(self, url: str, mode: str, storage_options: dict | None) -> None:
