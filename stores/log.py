@@ -721,7 +721,11 @@ class SegmentWriter:
         doc = {"segment": self.segment, "seq": self.seq, "writer": self.writer, "entries": entries}
         if drops:
             doc["drops"] = [list(d) for d in drops]
-        self.files.put(f"{LOG}/{group}/{self.segment}/{self.seq:08d}.json", dump_json(doc))
+        rel, data = f"{LOG}/{group}/{self.segment}/{self.seq:08d}.json", dump_json(doc)
+        if self.files.local:
+            self.files.put(rel, data)  # temp file, fsync, rename: only this writer names this segment
+        elif not self.files.create(rel, data):  # If-None-Match: * where the server honours it
+            raise StoreError(f"commit record {rel} exists already: another process writes segment {self.segment}")
         name = record_name(self.segment, self.seq)
         self.window.append((name, doc))
         self.seq += 1
