@@ -355,9 +355,15 @@ class ZarrStore(LogStore):
                 span = np.empty((hi - lo, *out.shape[1:]), dtype=out.dtype)
                 self._read_rows(group, path, z, lo, hi, span)
                 out[pos] = span[rows - lo]
-            else:  # sparse: only the chunks holding the rows
-                uniq, inv = np.unique(rows, return_inverse=True)
-                out[pos] = np.asarray(z.get_orthogonal_selection((uniq,)))[inv]
+            else:  # sparse: each chunk holding some of the rows, read once (the rows it spans)
+                order = np.argsort(rows, kind="stable")
+                srows, spos = rows[order], pos[order]
+                cut = np.flatnonzero(np.diff(srows // z.chunks[0])) + 1
+                for grp in np.split(np.arange(len(srows)), cut):
+                    a, b = int(srows[grp[0]]), int(srows[grp[-1]]) + 1
+                    span = np.empty((b - a, *out.shape[1:]), dtype=out.dtype)
+                    self._read_rows(group, path, z, a, b, span)
+                    out[spos[grp]] = span[srows[grp] - a]
         return out
 
     def _read_rows(self, group: str, path: str, z, lo: int, hi: int, out: np.ndarray) -> None:

@@ -34,7 +34,7 @@ def clips(tmp_path_factory) -> Path:
 def reference(clips, tmp_path_factory) -> tuple[dict, dict]:
     """Record hashes (videos, text) of one uninterrupted single-process extraction."""
     store = tmp_path_factory.mktemp("ref") / "ref.zarr"
-    rc, out, err = run_cli(["extract", "videos.csv", "--store", str(store), *COMMON], cwd=clips)
+    rc, out, err = invoke(["extract", str(clips / "videos.csv"), "--store", str(store), *COMMON])  # in this process
     assert rc == 0, err
     return record_hashes(store), record_hashes(store, "text")
 

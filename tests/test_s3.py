@@ -30,6 +30,11 @@ SPLITS = ["splits/clip_fsar/train_few_shot.txt", "splits/clip_fsar/val_few_shot.
           "splits/clip_fsar/test_few_shot.txt", "--class-names", "splits/clip_fsar", "--video-root", "."]
 
 
+def splits_in(clips: Path) -> list[str]:
+    """SPLITS with absolute paths (for a run in this process, from any folder)."""
+    return [str(clips / a) if a.startswith("splits/") or a == "." else a for a in SPLITS]
+
+
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory):
     """moto's S3 server on 127.0.0.1; the AWS_* variables point at it (tests/helpers.py)."""
@@ -55,8 +60,9 @@ def clips(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(clips, tmp_path_factory):
+    """One process's extraction to local disk (in this process: the CLI's own code path)."""
     store = tmp_path_factory.mktemp("s3ref") / "ref.zarr"
-    rc, out, err = run_cli(["extract", *SPLITS, "--store", str(store), *COMMON], cwd=clips)
+    rc, out, err = invoke(["extract", *splits_in(clips), "--store", str(store), *COMMON])
     assert rc == 0, err
     return store, record_hashes(store), record_hashes(store, "text")
 
@@ -100,7 +106,7 @@ def test_extract_to_s3_as_typed_equals_local_and_resumes(clips, reference, bucke
     assert "12 extracted" in out
     _, videos, text = reference
     assert (record_hashes(url), record_hashes(url, "text")) == (videos, text)
-    rc, out, err = run_cli(["extract", *SPLITS, "--store", url, *COMMON], cwd=clips)
+    rc, out, err = invoke(["extract", *splits_in(clips), "--store", url, *COMMON])  # resumes: all cached
     assert rc == 0 and "0 extracted, 12 already cached" in out, err
     rc, out, err = invoke(["info", url, "--json"])
     assert rc == 0 and json.loads(out)["videos"] == 12

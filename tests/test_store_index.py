@@ -146,3 +146,18 @@ def test_segment_array_metadata_is_what_zarr_writes(dtype):
     zarr.create_array(mem, name="a", shape=(CAPACITY, 3, 2), chunks=(7, 3, 2), dtype=dtype, fill_value=0,
                       compressors=None)
     assert json.loads(_array_meta((3, 2), np.dtype(dtype).str, 7)) == json.loads(mem._store_dict["a/zarr.json"].to_bytes())
+
+
+def test_read_column_sparse_across_many_chunks(path):
+    """Keys spread thinly over many chunks of a segment (big rows: 8 rows per 1 MB chunk) read
+    chunk by chunk, whatever the array's nominal capacity (zarr's orthogonal indexing would size
+    work by it)."""
+    with open_store(path, "a", attrs=ATTRS, writer="w") as s:
+        for b in range(0, 120, 40):
+            s.commit_many("videos", [(f"{i:04d}", {"big": np.full((1 << 15,), i, np.float32)}, {})
+                                     for i in range(b, b + 40)])
+    with open_store(path) as s:
+        for keys in ([f"{i:04d}" for i in range(0, 120, 11)], [f"{i:04d}" for i in (117, 3, 64, 3)]):
+            col = s.read_column("videos", "big", keys)
+            assert col.shape == (len(keys), 1 << 15)
+            assert np.array_equal(col[:, 0], [int(k) for k in keys]) and np.array_equal(col[:, -1], col[:, 0])
