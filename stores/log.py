@@ -351,12 +351,13 @@ class PartReader:
             blob = self.files.get(self.rel, self.base + lo, self.base + hi)
             if blob is None or len(blob) != hi - lo:
                 raise FileNotFoundError(self.rel)
-        return {n: blob[table[n][0] - lo:table[n][0] - lo + table[n][1]] for n in names}
+        view = memoryview(blob)  # sections are views, not copies
+        return {n: view[table[n][0] - lo:table[n][0] - lo + table[n][1]] for n in names}
 
     def _array(self, name: str, raw: bytes) -> np.ndarray:
         _, _, dtype, shape = self.table[name]
         if dtype == "hex32":
-            return np.frombuffer(binascii.hexlify(raw), dtype="S64")
+            return np.frombuffer(binascii.hexlify(raw), dtype="S64")  # (hexlify takes a memoryview)
         return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape)
 
     def rows(self, index: bytes | None = None) -> Rows:
@@ -368,7 +369,7 @@ class PartReader:
                       self._array(f"row:{a}", got[f"row:{a}"])) for a in h["arrays"]}
 
         def field(name: str) -> list:
-            body = json.loads(self._range([f"field:{name}"])[f"field:{name}"])
+            body = json.loads(bytes(self._range([f"field:{name}"])[f"field:{name}"]))
             vals = body["values"]
             for i in body["missing"]:
                 vals[i] = _MISSING
@@ -476,14 +477,8 @@ class Resolved:
         return sorted({(raw.keys[r].decode(), raw.names[raw.rec[r]]) for r in rows.tolist()})
 
     def key_list(self) -> list[str]:
-        if self._list is None:
-            if self.keys.dtype.itemsize == 64 and len(self.keys):
-                text = self.keys.tobytes().decode()
-                self._list = [text[i:i + 64] for i in range(0, len(text), 64)]
-                if any(len(k.rstrip("\0")) != 64 for k in self._list[:1]) or any("\0" in k for k in self._list):
-                    self._list = [k.decode() for k in self.keys.tolist()]
-            else:
-                self._list = [k.decode() for k in self.keys.tolist()]
+        if self._list is None:  # numpy's bytes items drop the padding
+            self._list = list(map(bytes.decode, self.keys.tolist()))
         return self._list
 
     def find(self, keys: list[str]) -> np.ndarray:

@@ -139,20 +139,19 @@ class ZarrStore(LogStore):
     def __init__(self, path: str | os.PathLike, mode: str = "r", attrs: dict | None = None,
                  shared: bool = False, writer: str | None = None, storage_options: dict | None = None):
         super().__init__(path, mode)
-        import zarr
-
         path = str(path)
         if path.startswith("file://"):  # fsspec's local writes are not atomic: use zarr's LocalStore
             path = path[len("file://"):]
             self.path = path
         self._fs = None
+        self._zstore = None  # zarr's store, made when an array is first read (opening needs none)
+        self._options = None
         if "://" in path:
             self._open_remote(path, mode, storage_options)
         else:
             self._root = Path(path)
             if mode == "a" and self._root.exists() and not self._root.is_dir():
                 raise StoreError(f"{path} exists and is not a directory")
-            self._store = zarr.storage.LocalStore(self._root, read_only=(mode == "r"))
         self._init_log(Files(self._root, self._fs))
         exists = self._files.exists("zarr.json")
         if mode == "r" and not exists:
@@ -223,7 +222,6 @@ class ZarrStore(LogStore):
         opts = default_storage_options() if storage_options is None else dict(storage_options)
         try:
             import fsspec
-            import zarr
         except ImportError as err:
             raise StoreError(f"{url}: remote stores need fsspec (pip install 'clipcache[remote]')") from err
         try:
@@ -231,8 +229,20 @@ class ZarrStore(LogStore):
         except (ImportError, ValueError, TypeError) as err:
             raise StoreError(f"{url}: {err} (remote stores: pip install 'clipcache[remote]')") from err
         self._root = self._root.rstrip("/")
-        self._store = zarr.storage.FsspecStore.from_url(url, storage_options=opts or None,
-                                                         read_only=(mode == "r"))
+        self._options = opts
+
+    @property
+    def _store(self):
+        """zarr's view of the store (LocalStore, or FsspecStore at a URL), for reading arrays."""
+        if self._zstore is None:
+            import zarr
+
+            if self._fs is None:
+                self._zstore = zarr.storage.LocalStore(self._root, read_only=(self.mode == "r"))
+            else:
+                self._zstore = zarr.storage.FsspecStore.from_url(self.path, storage_options=self._options or None,
+                                                                  read_only=(self.mode == "r"))
+        return self._zstore
 
     @property
     def attrs(self) -> dict:
