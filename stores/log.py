@@ -38,7 +38,7 @@ import struct
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -768,7 +768,3 @@ def new_segment(writer: str) -> str:
 def segment_writer(segment: str) -> str | None:
     """The writer id in a segment name (None for layout 2's anonymous segments)."""
     return segment.rsplit(".", 1)[0] if "." in segment else None
-
-
-def doc_entries(doc: dict) -> dict[str, Any]:
-    return doc.get("entries", {})

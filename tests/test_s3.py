@@ -7,7 +7,6 @@ this server honours (checked here). Nothing but 127.0.0.1 is contacted."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
