@@ -191,3 +191,41 @@ def test_storage_option_gives_the_endpoint_over_the_variable(bucket, endpoint, m
     assert rc == 0 and json.loads(out)["checked"] == 1, err
     rc, out, err = invoke(["verify", url, "--storage-option", "not-a-pair"])
     assert rc == 2 and "KEY=VALUE" in err
+
+
+def _store_reads(endpoint: str, store: str) -> int:
+    """GET and HEAD requests the server recorded for ``store`` (object reads and listings),
+    leases left out (their heartbeat runs on a timer)."""
+    from urllib.parse import unquote
+
+    import requests
+
+    bucket, name = store.split("/", 1)
+    n = 0
+    for line in requests.get(f"{endpoint}/moto-api/recorder/download-recording", timeout=30).text.splitlines():
+        r = json.loads(line) if line.strip() else None
+        url = unquote(r["url"]) if r else ""
+        if r and r["method"] in ("GET", "HEAD") and f"/{bucket}" in url and name in url and "meta/writers" not in url:
+            n += 1
+    return n
+
+
+def test_the_write_path_reads_nothing_per_video(clips, bucket, endpoint, tmp_path, monkeypatch):
+    """Committing a video reads nothing from the store (no failure-report lookup per video, no
+    GET per video on S3): extracting 12 videos makes exactly as many read requests as 3, counted
+    by the server itself (moto's request recorder)."""
+    import requests
+
+    monkeypatch.chdir(tmp_path)  # the recorder appends to ./moto_recording of the server's process
+    reads = {}
+    for n, src in ((3, clips / "videos" / "something_falling"), (12, clips / "videos")):
+        store = f"{bucket}/w{n}.zarr"
+        requests.post(f"{endpoint}/moto-api/recorder/reset-recording", timeout=30)
+        requests.post(f"{endpoint}/moto-api/recorder/start-recording", timeout=30)
+        try:
+            rc, out, err = invoke(["extract", str(src), "--store", f"s3://{store}", *COMMON])
+        finally:
+            requests.post(f"{endpoint}/moto-api/recorder/stop-recording", timeout=30)
+        assert rc == 0 and f"{n} extracted" in out, err
+        reads[n] = _store_reads(endpoint, store)
+    assert reads[3] > 0 and reads[12] == reads[3], reads
