@@ -119,19 +119,37 @@ class _Heartbeat:
             self._thread.join(timeout=5)
 
 
+def _read_note(files: Files, rel: str) -> dict | None:
+    raw = files.get(rel)
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None  # not a lease document: nobody holds it
+
+
 def _take_remote(files: Files, rel: str, ttl: float, refuse) -> tuple[dict, _Heartbeat]:
-    """Create the lease document ``rel`` exclusively, or take it over from a dead holder."""
+    """Create the lease document ``rel`` exclusively, or take it over from a dead holder.
+
+    The exclusive create (``If-None-Match: *``) decides between processes where the server
+    honours it. Where a server ignores the condition, the create overwrites, so the lease is also
+    looked at before (a live holder refuses us) and read back after (a process that overwrote
+    ours in the same instant wins; we refuse): what is left is two processes that both read
+    back their own note in the instant between the other's look and create; the heartbeat of
+    the overwritten one then finds a foreign token within ``ttl / 3`` and its next commit fails.
+    """
     note = _note(uuid.uuid4().hex)
     for _ in range(5):
+        cur = _read_note(files, rel)
+        if cur is not None:
+            if _remote_live(cur, ttl):
+                refuse(cur)
+            files.delete(rel)  # a dead holder's lease: remove it, then create ours exclusively
         if files.create(rel, dump_json(note)):
-            return note, _Heartbeat(files, rel, note, ttl)
-        raw = files.get(rel)
-        cur = json.loads(raw) if raw else None
-        if cur is None:
-            continue  # released between our create and our read: try again
-        if _remote_live(cur, ttl):
-            refuse(cur)
-        files.delete(rel)  # a dead holder's lease: remove it, then create ours exclusively
+            back = _read_note(files, rel)
+            if back is not None and back.get("token") == note["token"]:
+                return note, _Heartbeat(files, rel, note, ttl)
+            if back is not None and _remote_live(back, ttl):
+                refuse(back)  # another process overwrote ours: the server ignored the condition
     raise StoreLocked(f"could not take the lease {files.path(rel)}: other writers keep taking it")
 
 

@@ -229,3 +229,36 @@ def test_the_write_path_reads_nothing_per_video(clips, bucket, endpoint, tmp_pat
         assert rc == 0 and f"{n} extracted" in out, err
         reads[n] = _store_reads(endpoint, store)
     assert reads[3] > 0 and reads[12] == reads[3], reads
+
+
+def test_where_the_server_ignores_conditional_writes(bucket):
+    """A server that ignores ``If-None-Match`` (some S3-compatible ones): every create overwrites.
+    Here the same real endpoint, reached through Files whose create drops the condition. A
+    writer id held by a live process is still refused (the lease is looked at first), and a
+    holder whose lease was overwritten in the same instant finds out by its heartbeat and
+    commits nothing more."""
+    from clipcache.stores.base import Files, dump_json
+    from clipcache.stores.leases import WriterLease
+
+    class IgnoresConditions(Files):
+        def create(self, rel: str, data: bytes) -> bool:
+            self.put(rel, data)  # what such a server does with a conditional PUT
+            return True
+
+    files = IgnoresConditions(f"{bucket}/ignoring", s3fs.S3FileSystem())
+    a = WriterLease(files, "w1", "the store", ttl=0.6)  # heartbeat every 0.2 s
+    a.acquire()
+    try:
+        with pytest.raises(StoreLocked, match="writer w1 of the store is already running"):
+            WriterLease(files, "w1", "the store").acquire()
+        a.check()  # still ours
+        # another process that looked before our create overwrites our lease (the instant race)
+        files.put("meta/writers/w1.json", dump_json({"token": "other", "pid": 1, "host": "elsewhere",
+                                                     "heartbeat": time.time()}))
+        deadline = time.monotonic() + 10
+        while a.held and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(StoreLocked, match="lost its lease"):
+            a.check()  # what runs before each commit record
+    finally:
+        a.release()
