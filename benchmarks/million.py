@@ -22,7 +22,9 @@ Before the compacted index, opening read one commit record per batch: 2.1 s at 1
 (the README's table), about 31,000 files at a million.
 
 Run: ``python benchmarks/million.py [--videos 1000000] [--keep DIR] [--no-s3]``; ``--videos
-100000`` for a quicker look. Takes about 10-20 minutes and 6 GB of disk at a million.
+100000`` for a quicker look. Takes about 10-25 minutes (22 at load 8 on 2 cores, most of it
+writing) and 6 GB of disk at a million; ``--keep DIR`` keeps the store and reuses it on the next
+run (then the write step is skipped).
 """
 
 from __future__ import annotations
