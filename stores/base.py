@@ -127,6 +127,28 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
         fsync_path(path.parent)
 
 
+def write_rows_at(path: Path, offset: int, data, size: int) -> None:
+    """Write ``data`` at byte ``offset`` of the local file ``path`` of ``size`` bytes, in place
+    (the file is made, zero-filled to ``size``, when missing). Only for bytes no reader may look
+    at yet (a segment's rows past its last commit): a crash mid-write tears only those; the
+    committed bytes around them are never rewritten. Closed before returning, so the bytes are
+    handed to the file system (on NFS: flushed) before the commit record is written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    except FileNotFoundError:  # the folder is new (made here, not checked on every write)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    try:
+        if os.fstat(fd).st_size < size:
+            os.ftruncate(fd, size)  # zeros: what zarr pads a chunk's missing rows with
+        view = memoryview(data).cast("B")
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+    finally:
+        os.close(fd)
+
+
 class Files:
     """Whole objects at paths relative to a store's root: a local directory or an fsspec file
     system (``fs``). Every write replaces an object whole, so readers see the old or the new.
@@ -153,6 +175,10 @@ class Files:
             self.fs.pipe_file(self.path(rel), data)
         else:
             atomic_write_bytes(self.path(rel), data, durable)
+
+    def write_at(self, rel: str, offset: int, data, size: int) -> None:
+        """Local files only: :func:`write_rows_at` (object stores have no partial writes)."""
+        write_rows_at(self.path(rel), offset, data, size)
 
     def create(self, rel: str, data: bytes) -> bool:
         """Write ``rel`` only if no object is there; False (nothing written) when one is."""

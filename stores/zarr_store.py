@@ -106,17 +106,19 @@ def _storable(arr: np.ndarray) -> np.ndarray:
 
 class _SegmentArray:
     """One packed array of this writer's segment, ``[CAPACITY, *row_shape]``, appended to chunk by
-    chunk. A zarr v3 array with the ``bytes`` codec alone stores a chunk as its rows' raw bytes,
-    so the writer writes chunk files itself (whole objects, atomically; a partial last chunk is
-    padded with zeros, as zarr pads it) and skips zarr's per-call cost; readers read it through
-    zarr, or straight from the chunk files (:meth:`ZarrStore._read_rows`)."""
+    chunk. A zarr v3 array with the ``bytes`` codec alone stores a chunk as its rows' raw bytes
+    (a partial last chunk padded with zeros), so the writer writes chunk files itself and skips
+    zarr's per-call cost; readers read it through zarr, or straight from the chunk files
+    (:meth:`ZarrStore._read_rows`). Locally the new rows are written in place into their chunk
+    file (only rows past the last commit, which no reader looks at: I3); on an object store the
+    chunk being filled is put whole, as one object, after each batch."""
 
     def __init__(self, files: Files, rel: str, row_shape: tuple[int, ...], dtype: np.dtype):
         self.files, self.rel, self.dtype = files, rel, np.dtype(dtype)
         self.chunk = chunk_rows(row_shape, self.dtype)
+        self.row_bytes = int(np.prod(row_shape, dtype=np.int64)) * self.dtype.itemsize
         self.rows = 0
-        self._tail = np.zeros((self.chunk, *row_shape), self.dtype)  # the chunk being filled
-        self._tail_bytes = memoryview(self._tail.reshape(-1).view(np.uint8)) if self._tail.size else b""
+        self._tail = None if files.local else np.zeros((self.chunk, *row_shape), self.dtype)  # the chunk being filled
         self._zeros = "/0" * len(row_shape)
         files.put(f"{rel}/zarr.json", _array_meta(tuple(row_shape), self.dtype.str, self.chunk), durable=False)
 
@@ -126,12 +128,19 @@ class _SegmentArray:
         while i < len(data):
             ci, off = divmod(self.rows, self.chunk)
             n = min(self.chunk - off, len(data) - i)
-            self._tail[off:off + n] = data[i:i + n]
-            self.files.put(f"{self.rel}/c/{ci}{self._zeros}", bytes(self._tail_bytes), durable=False)
+            rel = f"{self.rel}/c/{ci}{self._zeros}"
+            if self._tail is None:
+                rows = np.ascontiguousarray(data[i:i + n])
+                if rows.size:
+                    self.files.write_at(rel, off * self.row_bytes, rows.reshape(-1).view(np.uint8),
+                                        self.chunk * self.row_bytes)
+            else:
+                self._tail[off:off + n] = data[i:i + n]
+                self.files.put(rel, self._tail.tobytes(), durable=False)
+                if off + n == self.chunk:
+                    self._tail[...] = 0
             i += n
             self.rows += n
-            if off + n == self.chunk:
-                self._tail[...] = 0
         return start
 
 
