@@ -28,6 +28,8 @@ SCRIPTS = [
     ("accuracy.py", "Accuracy on the synthetic benchmark per challenge",
      [], ["--quick"]),
     ("b2n_clips.py", "Base-to-novel as the clips per class grow", [], ["--videos-per-class", "4"]),
+    ("million.py", "A store of a million videos: open, read a column, evaluate, write",
+     [], ["--videos", "100000", "--episodes", "1000"]),
     ("toy_limits.py", "What the toy CLIP does not know, and why", [], ["--steps", "50", "--pretrain-steps", "20"]),
 ]
 

@@ -11,7 +11,6 @@ once with the reference's features and every bad clip is reported. Prints one su
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
@@ -67,18 +66,10 @@ def extract_cmd(listing: Path, store: Path) -> list[str]:
 
 def batch_records(store: Path) -> list[dict]:
     """The batch commit records of a store's videos (each lists the entries it made visible)."""
-    out = []
-    try:
-        names = sorted(os.listdir(store / "meta" / "commits" / "videos"))
-    except FileNotFoundError:
-        return out
-    for name in names:
-        if name.endswith(".json") and not name.startswith("."):
-            try:
-                out.append(json.loads((store / "meta" / "commits" / "videos" / name).read_text()))
-            except (FileNotFoundError, json.JSONDecodeError):
-                continue
-    return out
+    from clipcache.stores.base import Files
+    from clipcache.stores.log import CommitLog
+
+    return [doc for _name, doc in CommitLog(Files(store), "videos").all_docs()]
 
 
 def n_commits(store: Path) -> int:

@@ -58,9 +58,18 @@ class FeatureCache:
         attrs = self.store.attrs
         self.key: dict = attrs.get("cache_key", {})
         self.model_info = ModelInfo(**{**attrs["model_info"], "grid": tuple(attrs["model_info"]["grid"])})
-        self.records: dict[str, dict] = self.store.records("videos")
-        self.video_keys: list[str] = sorted(self.records)
-        self._pos = {k: i for i, k in enumerate(self.video_keys)}
+        # keys and the few record fields every reader needs, from the store's index: a store of a
+        # million videos opens without a million records (records: on demand)
+        self.video_keys: list[str] = self.store.keys("videos")
+
+    @cached_property
+    def records(self) -> dict[str, dict]:
+        """Every video's commit record (costly on big stores: prefer the per-field lists)."""
+        return self.store.records("videos")
+
+    @cached_property
+    def _pos(self) -> dict[str, int]:
+        return {k: i for i, k in enumerate(self.video_keys)}
 
     def close(self) -> None:
         self.store.close()
@@ -72,7 +81,10 @@ class FeatureCache:
         self.store.close()
         self.store = open_store(path, "r")
         self.key = self.store.attrs.get("cache_key", {})
-        self.records = self.store.records("videos")
+        self.video_keys = self.store.keys("videos")
+        for name, value in vars(type(self)).items():  # every cached view of the old state
+            if isinstance(value, cached_property):
+                self.__dict__.pop(name, None)
 
     def __enter__(self):
         return self
@@ -86,22 +98,27 @@ class FeatureCache:
     # ----------------------------------------------------------------- labels
     @cached_property
     def paths(self) -> list[str]:
-        return [self.records[k]["path"] for k in self.video_keys]
+        return self.store.field("videos", "path", self.video_keys)
+
+    @cached_property
+    def _label_names(self) -> list[str | None]:
+        return self.store.field("videos", "label", self.video_keys)
 
     @cached_property
     def classes(self) -> list[str]:
-        return sorted({r["label"] for r in self.records.values() if r.get("label")})
+        return sorted({lb for lb in self._label_names if lb})
 
     @cached_property
     def labels(self) -> np.ndarray:
         idx = {c: i for i, c in enumerate(self.classes)}
-        return np.array([idx.get(self.records[k].get("label"), -1) for k in self.video_keys], dtype=np.int64)
+        return np.array([idx.get(lb, -1) for lb in self._label_names], dtype=np.int64)
 
     @cached_property
     def class_ids(self) -> dict[str, str]:
         """class name -> the data set's own id of it (UCF101's ``ApplyEyeMakeup``, an SSv2 labels.json
         id), for the classes whose videos came from a data set's own files."""
-        return {r["label"]: r["class_id"] for r in self.records.values() if r.get("label") and r.get("class_id")}
+        ids = self.store.field("videos", "class_id", self.video_keys)
+        return {lb: c for lb, c in zip(self._label_names, ids) if lb and c}
 
     @property
     def frames(self) -> int:
@@ -123,8 +140,13 @@ class FeatureCache:
     def lacking(self, name: str, idx: np.ndarray | list[int] | None = None) -> np.ndarray:
         """Indices among ``idx`` (default: every video) of the videos without array ``name``."""
         idx = np.arange(len(self.video_keys)) if idx is None else np.asarray(idx, dtype=np.int64)
-        return np.array([i for i in idx.tolist() if name not in self.records[self.video_keys[i]]["arrays"]],
-                        dtype=np.int64)
+        shapes = self._shapes.get(name, [None] * len(self.video_keys))
+        return np.array([i for i in idx.tolist() if shapes[i] is None], dtype=np.int64)
+
+    @cached_property
+    def _shapes(self) -> dict[str, list]:
+        """Array name -> each video's shape of it (None where it lacks it), from the store's index."""
+        return self.store.array_shapes("videos", self.video_keys)
 
     def missing_tokens_message(self, blocks: tuple[int, ...]) -> str:
         """One line: these token blocks are not cached, and the command that adds them."""
@@ -133,14 +155,16 @@ class FeatureCache:
                 f"{self.extend_command(tokens_at=tuple(blocks))}")
 
     # ----------------------------------------------------------------- arrays
-    def _column(self, name: str) -> np.ndarray:
+    def _column(self, name: str, idx: np.ndarray | None = None) -> np.ndarray:
         if not self.video_keys:
             raise InputError(f"store {self.store.path} holds no extracted videos")
-        return self.store.read_column("videos", name, self.video_keys)
+        keys = self.video_keys if idx is None else [self.video_keys[int(i)] for i in idx]
+        return self.store.read_column("videos", name, keys)
 
-    def emb(self, view: int | None = 0) -> np.ndarray:
-        """Per-frame projected embeddings: ``[V, T, D']`` for one view, ``[V, views, T, D']`` for all."""
-        a = self._column("emb").astype(np.float32, copy=False)  # [V, views, T, D']
+    def emb(self, view: int | None = 0, idx: np.ndarray | None = None) -> np.ndarray:
+        """Per-frame projected embeddings: ``[V, T, D']`` for one view, ``[V, views, T, D']`` for all;
+        only the videos ``idx`` (``[n, ...]``) when given: a big store never loads what is not read."""
+        a = self._column("emb", idx).astype(np.float32, copy=False)  # [V, views, T, D']
         return a if view is None else a[:, view]
 
     def cls(self, view: int | None = 0) -> np.ndarray:
@@ -196,11 +220,18 @@ class FeatureCache:
 
     # ----------------------------------------------------------------- splits
     def splits(self) -> dict[str, Split]:
-        """Splits from the split files the store was extracted from (may be empty)."""
+        """Splits from the split files the store was extracted from (may be empty). Shares of
+        the inputs extracted apart (``extract --shard``) each keep a document ``<split>@<shard>``;
+        they are merged here."""
+        merged: dict[str, dict] = {}
+        for name, doc in sorted(self.store.json_items("splits").items()):
+            m = merged.setdefault(name.split("@", 1)[0], {"videos": {}, "missing": set()})
+            m["videos"].update(doc.get("videos", {}))
+            m["missing"].update(doc.get("missing", []))
         out = {}
-        for name, doc in self.store.json_items("splits").items():
-            idx, missing = [], len(doc.get("missing", []))
-            for _path, (vkey, _label) in sorted(doc.get("videos", {}).items()):
+        for name, doc in merged.items():
+            idx, missing = [], len(doc["missing"] - set(doc["videos"]))
+            for _path, (vkey, _label) in sorted(doc["videos"].items()):
                 if vkey is not None and vkey in self._pos:
                     idx.append(self._pos[vkey])
                 else:
@@ -216,15 +247,15 @@ class FeatureCache:
         """What ``clipcache info --json`` prints."""
         arrays: dict[str, list[int]] = {}
         if self.video_keys:
-            for name, meta in self.records[self.video_keys[0]]["arrays"].items():
+            for name, meta in self.store.record("videos", self.video_keys[0])["arrays"].items():
                 arrays[name] = [len(self.video_keys), *meta["shape"]]
         text = self.text_entries()
         if text:
             first = next(iter(text.values()))["arrays"]["emb"]["shape"]
             arrays["text"] = [len({r["name"] for r in text.values()}), *first]
         backends: dict[str, int] = {}
-        for r in self.records.values():
-            backends[r.get("backend", "?")] = backends.get(r.get("backend", "?"), 0) + 1
+        for b in self.store.field("videos", "backend", self.video_keys):
+            backends[b or "?"] = backends.get(b or "?", 0) + 1
         from .coverage import store_coverage
 
         return {

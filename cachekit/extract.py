@@ -35,6 +35,7 @@ from .inputs import InputSet, VideoItem
 from .templates import fill, resolve_templates
 from .distributed import Dist, dist_from_env
 from .frames import is_frame_folder, set_rate
+from .shards import Shard, path_key, select
 from .video import Backend, DecodedVideo, SamplerConfig, decode_video, file_key
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def cache_key(enc: FrozenCLIP, sampler: SamplerConfig, tokens_at: tuple[int, ...
 
 
 # Fields that may differ without changing a single cached value.
-_KEY_IGNORED = ("open_clip", "torch", "weights")
+_KEY_IGNORED = ("open_clip", "torch", "weights", "layout_version")
 # Fields that say which optional arrays exist: a store is extended to the union, never refused.
 KEY_EXTENSIBLE = ("tokens_at", "pixels", "views")
 
@@ -249,9 +250,14 @@ class ExtractSummary:
         return asdict(self)
 
 
-def path_key(path: str) -> str:
-    """Key of a failure report: the path (a file that cannot be read has no content hash)."""
-    return hashlib.sha256(os.fsencode(os.path.abspath(path))).hexdigest()[:32]
+def hash_input(path: str) -> tuple[str | None, str | None]:
+    """(content key, None), or (None, the one-line reason) when the input cannot be read."""
+    try:
+        if os.path.isdir(path) and not is_frame_folder(path):
+            raise DecodeError(f"{path}: is a directory, not a video file")
+        return file_key(path), None
+    except (OSError, DecodeError) as err:
+        return None, (str(err) if isinstance(err, DecodeError) else f"{path}: cannot read ({err.strerror})")
 
 
 def text_key(name: str, templates: tuple[str, ...]) -> str:
@@ -361,14 +367,17 @@ class _Stopped(Exception):
 class Extractor:
     """Holds the encoder and a writable store; :meth:`run` extracts a list of videos."""
 
-    def __init__(self, enc: FrozenCLIP, store: FeatureStore, cfg: ExtractConfig):
-        self.enc, self.store, self.cfg = enc, store, cfg
+    def __init__(self, enc: FrozenCLIP, store: FeatureStore, cfg: ExtractConfig, shard: Shard | None = None):
+        self.enc, self.store, self.cfg, self.shard = enc, store, cfg, shard
         self.templates = resolve_templates(cfg.templates)
         self._autocast = enc.device.type == "cuda"
         self.keys_by_path: dict[str, str] = {}  # absolute path -> content key, for split files
         self._pack = enc.device.type == "cuda"
         self._batch: list[tuple[_Pending, dict, dict]] = []  # encoded, waiting for the batch commit
         self._batch_bytes = 0
+        # failure reports listed once at the start: a video that commits drops its own report
+        # without a store read per video
+        self._failed_before: set[str] = set()
         self.plan = pipeline_plan(cfg, enc.device.type)
 
     def _decode_pool(self) -> ThreadPoolExecutor:
@@ -427,25 +436,55 @@ class Extractor:
         return arrays, record
 
     # --------------------------------------------------------------- driver
-    def _hash(self, items: list[VideoItem], s: ExtractSummary) -> list[tuple[str, str | None]]:
-        """(absolute path, content key or None when unreadable) for each item; failures recorded."""
-        failed_docs = set(self.store.json_keys("failed"))
+    def to_hash(self, items: list[VideoItem], s: ExtractSummary) -> list[VideoItem]:
+        """The items to hash: not those that failed in an earlier run (unless ``retry_failed``).
+        The failure reports are listed once, here."""
+        self._failed_before = set(self.store.json_keys("failed"))
         out = []
         for it in items:
-            path = os.path.abspath(it.path)
-            if path_key(it.path) in failed_docs and not self.cfg.retry_failed:
+            if path_key(it.path) in self._failed_before and not self.cfg.retry_failed:
                 s.skipped_failed += 1
-                out.append((path, None))
-                continue
-            try:
-                if os.path.isdir(it.path) and not is_frame_folder(it.path):
-                    raise DecodeError(f"{it.path}: is a directory, not a video file")
-                out.append((path, file_key(it.path)))
-            except (OSError, DecodeError) as err:
-                reason = str(err) if isinstance(err, DecodeError) else f"{it.path}: cannot read ({err.strerror})"
-                self._fail(s, it, None, reason)
-                out.append((path, None))
+            else:
+                out.append(it)
         return out
+
+    def _hash(self, items: list[VideoItem], s: ExtractSummary) -> list[tuple[str, str | None]]:
+        """(absolute path, content key) for each item that hashed; failures recorded."""
+        out = []
+        for it in self.to_hash(items, s):
+            key, reason = hash_input(it.path)
+            if reason is not None:
+                self._fail(s, it, None, reason)
+            else:
+                out.append((os.path.abspath(it.path), key))
+        return out
+
+    def work_list(self, items: list[VideoItem], s: ExtractSummary, dist: Dist) -> list[tuple[str, VideoItem]]:
+        """The videos to encode, once ``keys_by_path`` is known: one per content key, not
+        committed yet, owned by this rank."""
+        work: list[tuple[str, VideoItem]] = []
+        seen: set[str] = set()
+        done = set(self.store.keys("videos"))
+        for it in items:
+            key = self.keys_by_path.get(os.path.abspath(it.path))
+            if key is None or key in seen:
+                continue
+            seen.add(key)
+            if key in done:
+                s.already_done += 1
+            elif dist.owns(key):
+                work.append((key, it))
+        s.unique = len(seen)
+        return work
+
+    def committed(self, s: ExtractSummary, item: VideoItem, frames: int) -> None:
+        """Count a committed video; a failure report of its path from an earlier run goes."""
+        pk = path_key(item.path)
+        if pk in self._failed_before:  # a retried failure that now worked
+            self.store.delete_json("failed", pk)
+            self._failed_before.discard(pk)
+        s.extracted += 1
+        s.frames += frames
 
     def run(self, items: list[VideoItem], progress: bool = True, dist: Dist | None = None) -> ExtractSummary:
         """Extract ``items``; under torchrun each rank hashes a share of the inputs, then encodes
@@ -460,19 +499,7 @@ class Extractor:
         mine = self._hash(items[dist.rank::dist.world], s)
         for part in dist.all_gather(mine):
             self.keys_by_path.update(dict(part))
-        work: list[tuple[str, VideoItem]] = []
-        seen: set[str] = set()
-        done = set(self.store.keys("videos"))
-        for it in items:
-            key = self.keys_by_path.get(os.path.abspath(it.path))
-            if key is None or key in seen:
-                continue
-            seen.add(key)
-            if key in done:
-                s.already_done += 1
-            elif dist.owns(key):
-                work.append((key, it))
-        s.unique = len(seen)
+        work = self.work_list(items, s, dist)
         s.seconds["hash"] = time.perf_counter() - t0
 
         bar = tqdm(total=len(work), unit="video", disable=not progress, desc="extract", dynamic_ncols=True)
@@ -545,15 +572,29 @@ class Extractor:
             writer.stop()
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
+        self.finish(s, items, dist, progress)
+        s.wall = time.perf_counter() - t_start
+        return s
+
+    def finish(self, s: ExtractSummary, items: list[VideoItem], dist: Dist, progress: bool) -> None:
+        """After the videos: extend committed ones to this key, then the classes' text."""
         self.extend(s, dist, progress)
         if dist.is_main:
             t1 = time.perf_counter()
             labels = {it.label for it in items if it.label}
-            labels |= {r["label"] for r in self.store.records("videos").values() if r.get("label")}
+            labels |= {lb for lb in self.store.field("videos", "label") if lb}
             s.text_classes = self.encode_classes(sorted(labels))
             s.seconds["text"] = time.perf_counter() - t1
-        s.wall = time.perf_counter() - t_start
-        return s
+
+    def encode_video(self, p: _Pending) -> tuple[dict, dict]:
+        """One decoded video's arrays and record, its frames in forwards of their own, as the
+        CPU pass does them (the Ray engine's actors encode this way: the same bytes)."""
+        n = p.pixels.shape[0]
+        g = min(self.cfg.batch_size, n)
+        outs = [self._forward(p.pixels[start:start + g], g) for start in range(0, n, g)]
+        p.outs = [{k: np.concatenate([o[k].cpu().numpy() for o in outs]) for k in outs[0]}]
+        p.rows, p.pixels = n, None
+        return self._entry(p)
 
     def _commit(self, s: ExtractSummary, p: _Pending) -> None:
         """Queue an encoded video for the next batch commit; commit when the batch is full."""
@@ -574,11 +615,7 @@ class Extractor:
         batch, self._batch, self._batch_bytes = self._batch, [], 0
         self.store.commit_many("videos", [(p.key, arrays, record) for p, arrays, record in batch])
         for p, arrays, _record in batch:
-            pk = path_key(p.item.path)
-            if self.store.get_json("failed", pk) is not None:
-                self.store.delete_json("failed", pk)
-            s.extracted += 1
-            s.frames += int(np.prod(arrays["frame_idx"].shape))
+            self.committed(s, p.item, int(np.prod(arrays["frame_idx"].shape)))
         s.seconds["write"] += time.perf_counter() - t1
 
     # --------------------------------------------------------------- extension
@@ -593,13 +630,11 @@ class Extractor:
         """
         from tqdm import tqdm
 
-        want = video_array_names({"tokens_at": self.cfg.tokens_at, "pixels": self.cfg.pixels})
         todo = []
-        for key, rec in self.store.records("videos").items():
-            missing = sorted(want - set(rec["arrays"]))
-            more_views = rec["arrays"]["frame_idx"]["shape"][0] < self.cfg.sampler.views
-            if (missing or more_views) and dist.owns(key) and (only is None or key in only):
-                todo.append((key, rec, missing))
+        for key, missing, more_views in lacking(self.store, self.cfg):
+            if (missing or more_views) and dist.owns(key) and (only is None or key in only) \
+                    and (self.shard is None or self.shard.owns_key(key)):
+                todo.append((key, self.store.record("videos", key), missing))
         if not todo:
             return
         bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="extend", dynamic_ncols=True)
@@ -738,33 +773,55 @@ class Extractor:
                                 {"path": path, "vkey": key, "reason": reason, "label": it.label, "split": it.split})
 
     def encode_classes(self, names: list[str]) -> int:
-        """Cache ``[P, D']`` text embeddings for each class not cached with these templates yet."""
+        """Cache ``[P, D']`` text embeddings for each class not cached with these templates yet.
+
+        Each class's prompts are one forward of their own: its values never depend on which
+        other classes this writer encodes (shards and Ray actors each encode the classes they
+        meet, and any of them equals a single process's, bit for bit)."""
         import torch
 
-        todo = [n for n in names if not self.store.has("text", text_key(n, self.templates))]
+        have = set(self.store.keys("text"))
+        todo = [n for n in names if text_key(n, self.templates) not in have]
         if not todo:
             return 0
-        prompts = [p for n in todo for p in fill(self.templates, n)]
         with torch.inference_mode():
-            emb = self.enc.encode_text(prompts).float().cpu().numpy()  # [C*P, D']
-        emb = emb.reshape(len(todo), len(self.templates), -1)  # [C, P, D']
+            emb = [self.enc.encode_text(fill(self.templates, n)).float().cpu().numpy() for n in todo]  # C x [P, D']
         self.store.commit_many("text", [(text_key(name, self.templates), {"emb": e},
                                          {"name": name, "templates": list(self.templates)})
                                         for name, e in zip(todo, emb)])
         return len(todo)
 
 
-def record_splits(store: FeatureStore, inputs: InputSet, keys_by_path: dict[str, str]) -> None:
+def lacking(store: FeatureStore, cfg: ExtractConfig) -> list[tuple[str, list[str], bool]]:
+    """(key, arrays it lacks, fewer views than asked) for each committed video that needs
+    extending to ``cfg`` (read from the store's index, without a record per video)."""
+    want = video_array_names({"tokens_at": cfg.tokens_at, "pixels": cfg.pixels})
+    keys = store.keys("videos")
+    shapes = store.array_shapes("videos", keys)
+    frame_idx = shapes.get("frame_idx", [None] * len(keys))
+    out = []
+    for i, key in enumerate(keys):
+        missing = sorted(n for n in want if shapes.get(n) is None or shapes[n][i] is None)
+        more_views = frame_idx[i] is not None and frame_idx[i][0] < cfg.sampler.views
+        if missing or more_views:
+            out.append((key, missing, more_views))
+    return out
+
+
+def record_splits(store: FeatureStore, inputs: InputSet, keys_by_path: dict[str, str], part: str | None = None) -> None:
     """Save which videos each split file named (path -> [content key, label]), merged with
-    earlier runs; videos named but absent are kept under ``missing``."""
+    earlier runs; videos named but absent are kept under ``missing``. A share of the inputs
+    (``part``: a shard's writer id) keeps its own document per split, ``<split>@<part>``, so
+    shares never overwrite each other's; readers merge them (:meth:`FeatureCache.splits`)."""
     by_split: dict[str, list[VideoItem]] = inputs.splits
     for split in sorted(set(by_split) | set(inputs.missing)):
-        doc = store.get_json("splits", split) or {"videos": {}, "missing": []}
+        name = split if part is None else f"{split}@{part}"
+        doc = store.get_json("splits", name) or {"videos": {}, "missing": []}
         for it in by_split.get(split, []):
             path = os.path.abspath(it.path)
             doc["videos"][path] = [keys_by_path.get(path), it.label]
         doc["missing"] = sorted(set(doc["missing"]) | set(inputs.missing.get(split, [])))
-        store.put_json("splits", split, doc)
+        store.put_json("splits", name, doc)
 
 
 def _merge_summaries(parts: list[ExtractSummary]) -> ExtractSummary:
@@ -784,14 +841,22 @@ def _merge_summaries(parts: list[ExtractSummary]) -> ExtractSummary:
 
 
 def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: bool = True,
-            enc: FrozenCLIP | None = None, dist: Dist | None = None) -> ExtractSummary:
+            enc: FrozenCLIP | None = None, dist: Dist | None = None, shard: Shard | None = None,
+            writer: str | None = None, run=None) -> ExtractSummary:
     """Extract ``inputs`` into the store at ``store_path`` (created if needed, resumed if not).
 
-    Launched by ``torchrun``, rank 0 creates the store, checks the key and holds the writer lock
-    for the job; the other ranks write their own videos into it; rank 0 publishes at the end.
-    The result equals a single-process run's.
+    Any number of these may write one store at once, each as its own writer (``writer``, by
+    default a fresh id): ``shard`` takes a fixed share of the inputs (``--shard I/N``) under the
+    writer id ``shard-I-of-N``. Launched by ``torchrun``, rank 0 creates the store and checks
+    its key first; every rank writes its own videos as its own writer. The result equals a
+    single-process run's. ``run(extractor, items, progress, dist)`` replaces
+    :meth:`Extractor.run` (the Ray engine, :mod:`cachekit.ray_engine`).
     """
     dist = dist or dist_from_env()
+    inputs = select(inputs, shard)
+    wid = writer or (shard.name if shard is not None else None)
+    if wid and dist.world > 1:
+        wid = f"{wid}-r{dist.rank}"
     enc = enc or load_clip(cfg.encoder)
     layers = enc.info.layers
     bad = [b for b in cfg.tokens_at if not 0 <= b < layers]
@@ -804,7 +869,7 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
     failure: Exception | None = None
     if dist.is_main:
         try:
-            store = open_store(store_path, "a", attrs=attrs)
+            store = open_store(store_path, "a", attrs=attrs, writer=wid)
             check_key(store, key)  # refuses another configuration; extensible fields merge
         except (ClipcacheError, StoreError) as err:
             failure = err
@@ -816,15 +881,18 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
             raise failure
         raise InputError(f"rank 0 could not open the store: {errors[0]}")
     if store is None:
-        store = open_store(store_path, "a", shared=True)
+        store = open_store(store_path, "a", shared=True, writer=wid)
     have = store.attrs.get("cache_key", {})
     merged = merged_key(have, key)  # every video ends with the union of the arrays
     cfg = replace(cfg, tokens_at=tuple(merged["tokens_at"]), pixels=merged["pixels"],
                   sampler=replace(cfg.sampler, views=merged["views"]))
-    extractor = Extractor(enc, store, cfg)
+    extractor = Extractor(enc, store, cfg, shard)
     try:
         try:
-            summary = extractor.run(inputs.items, progress=progress and dist.is_main, dist=dist)
+            if run is None:
+                summary = extractor.run(inputs.items, progress=progress and dist.is_main, dist=dist)
+            else:
+                summary = run(extractor, inputs.items, progress and dist.is_main, dist)
         finally:
             if not dist.is_main:
                 store.close()  # before rank 0 merges: HDF5 parts must be closed to be read
@@ -837,15 +905,20 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
                         f"{summary.extend_failed} cached videos could not be extended, so the store's key "
                         f"still lists tokens_at={have.get('tokens_at')} pixels={bool(have.get('pixels'))} "
                         f"views={have.get('views')}")
+                elif still := len(lacking(store, cfg)):  # other shards' videos, being extended now
+                    summary.notes.append(
+                        f"{still} cached videos of other shards still lack the new arrays; the store's key "
+                        "lists them once the last shard has extended its videos")
                 else:  # every video has the new arrays: the key says so (one atomic write)
                     store.update_attrs({**{k: v for k, v in store.attrs.items() if k != "layout_version"},
                                         "cache_key": merged})
-            record_splits(store, inputs, extractor.keys_by_path)
+            part = shard.name if shard is not None and shard.count > 1 else None
+            record_splits(store, inputs, extractor.keys_by_path, part)
             summary.coverage = store_coverage(store)
             summary.notes.extend(inputs.notes)
             summary.encoder = encoder_caveat(key)
             store.finalize()
     finally:
-        store.close()  # also on errors: the writer lock goes with it (closing twice is harmless)
+        store.close()  # also on errors: the writer's lease goes with it (closing twice is harmless)
     dist.barrier()
     return summary

@@ -1,8 +1,9 @@
 """``clipcache verify``: re-hash every committed entry against its commit record.
 
 A bad entry (data lost or replaced under a record) can be uncommitted with ``repair`` so that
-re-running ``extract`` redoes it; ``gc`` removes leftovers of interrupted writes. Both need the
-writer lock, so they never race a live writer.
+re-running ``extract`` redoes it; ``gc`` removes leftovers of interrupted writes and the losing
+copies of videos that two writers committed both (readers already take one copy by a fixed
+rule). Both run beside live writers and leave those writers' work alone.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ class VerifyReport:
     bad: list[str] = field(default_factory=list)  # "group/key"
     repaired: int = 0
     removed: int = 0
+    duplicates: list[str] = field(default_factory=list)  # "group/key record": copies that lost
 
     def line(self) -> str:
         return (f"checked={self.checked} ok={self.ok} bad={len(self.bad)}"
+                + (f" duplicates={len(self.duplicates)}" if self.duplicates else "")
                 + (f" repaired={self.repaired}" if self.repaired else "")
                 + (f" removed={self.removed}" if self.removed else ""))
 
@@ -38,6 +41,7 @@ def verify_store(path: str, repair: bool = False, gc: bool = False) -> VerifyRep
             rep.ok += checked - len(bad)
             rep.bad += [f"{group}/{k}" for k in bad]
             rep.repaired += len(bad) if repair else 0
+            rep.duplicates += [f"{group}/{k} {rec}" for k, rec in store.duplicates(group)]
         if gc and hasattr(store, "gc"):
             rep.removed = store.gc()
         if repair and rep.repaired:

@@ -82,3 +82,32 @@ def method_options(help: str):
     """``-o / --opt / --option KEY=VALUE`` (repeatable), the same spelling on every command; the
     values are typed by the method's Config (:mod:`cachekit.options`)."""
     return click.option("-o", "--opt", "--option", "options", multiple=True, metavar="KEY=VALUE", help=help)
+
+
+def _set_storage_options(ctx, param, values) -> None:
+    """``KEY=VALUE`` pairs (a VALUE that parses as JSON is taken as such: numbers, true, {...})."""
+    if not values:
+        return
+    import json
+
+    from clipcache.stores import set_storage_options
+
+    opts = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--storage-option must be KEY=VALUE, not {item!r}")
+        try:
+            opts[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            opts[key.strip()] = raw
+    set_storage_options(opts)
+
+
+def storage_options(f):
+    """``--storage-option KEY=VALUE`` (repeatable): fsspec options for stores at URLs
+    (``s3://...``), beside the standard ones (``AWS_ENDPOINT_URL``, ``AWS_PROFILE``, ...)."""
+    return click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+                        expose_value=False, is_eager=True, callback=_set_storage_options,
+                        help="fsspec option for a store at a URL, e.g. endpoint_url=http://host:9000 "
+                             "(repeatable; AWS_ENDPOINT_URL and the other AWS_* variables work as usual).")(f)

@@ -51,6 +51,7 @@ def _line(r) -> str:
 
 
 @click.command("eval")
+@_params.storage_options
 @click.option("--store", required=True, help="Store made by `clipcache extract`.")
 @click.option("--run", "run_dir", default=None, help="Trained run directory (its cache key must match the store).")
 @click.option("--method", type=_params.methods(), default=None,

@@ -22,6 +22,7 @@ KINDS = ("auto", "flat", "ivf", "hnsw")
 
 def _build_options(f):
     f = _params.no_extend(f)
+    f = _params.storage_options(f)
     f = click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")(f)
     f = click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")(f)
     f = click.option("--no-onnx", is_flag=True, help="Do not also export ONNX (when onnx is installed).")(f)

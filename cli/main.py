@@ -115,11 +115,26 @@ def warn_encoder(caveat: str | None) -> None:
 @click.option("--retry-failed", is_flag=True, help="Retry videos that failed in an earlier run.")
 @click.option("--commit-every", default=32, show_default=True,
               help="Videos per batch commit (a kill loses at most this many videos' work).")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Extract share I of N of the inputs (0 <= I < N, by path: the same share on every rerun and "
+                   "machine), e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT. Shares write one store "
+                   "at once, each as writer shard-I-of-N.")
+@click.option("--writer", default=None, metavar="ID",
+              help="This run's writer id in the store (default: shard-I-of-N with --shard, else a fresh one); "
+                   "a second live writer with the same id is refused.")
+@click.option("--status", "status_only", is_flag=True,
+              help="Print what STORE holds of the inputs (done, failed, pending; per share with --shard I/N) "
+                   "and exit without extracting.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: decode as Ray tasks and encode in a pool of Ray actors (pip install 'clipcache[ray]').")
+@click.option("--address", default=None, help="Ray cluster to join (--engine ray; default: RAY_ADDRESS, "
+                                              "else a local Ray started for this run).")
+@_params.storage_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views, seed, tokens_at,
             pixels, templates, video_root, fmt, fold, fps, class_names, batch_size, workers, backend, retry_failed,
-            commit_every, as_json, no_progress):
+            commit_every, shard, writer, status_only, engine, address, as_json, no_progress):
     """Decode INPUT videos, run the frozen encoder once, and cache its outputs in STORE.
 
     INPUT: video files or globs; a public data set's own lists as downloaded (UCF101
@@ -134,7 +149,21 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
     from cachekit.encoder import EncoderConfig
     from cachekit.extract import ExtractConfig, extract as run_extract, parse_blocks
     from cachekit.inputs import collect_inputs
+    from cachekit.shards import parse_shard
     from cachekit.video import SamplerConfig
+
+    share = parse_shard(shard)
+    if status_only:
+        from cachekit.shards import input_status
+
+        if not inputs:
+            from cachekit.errors import InputError
+
+            raise InputError("--status needs the INPUT videos to compare the store with")
+        items = collect_inputs(list(inputs), video_root=video_root, class_names=class_names, fmt=fmt, fold=fold)
+        _print_status(input_status(store, items, share.count if share else 1), as_json,
+                      only=share.index if share else None)
+        return
 
     cfg = ExtractConfig(
         encoder=EncoderConfig(model=model, pretrained=pretrained, quick_gelu=quick_gelu, seed=seed, device=device),
@@ -161,7 +190,14 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
             raise InputError(f"no INPUT given and no store at {store} to extend; pass video files, "
                              "globs, a list/CSV/split file or a folder")
         items = InputSet()
-    s = run_extract(items, store, cfg, progress=not no_progress and sys.stderr.isatty())
+    if engine == "ray":
+        from cachekit.ray_engine import extract_ray
+
+        s = extract_ray(items, store, cfg, address=address, shard=share, writer=writer,
+                        progress=not no_progress and sys.stderr.isatty())
+    else:
+        s = run_extract(items, store, cfg, progress=not no_progress and sys.stderr.isatty(), shard=share,
+                        writer=writer)
     if int(os.environ.get("RANK", "0")) > 0:
         return  # under torchrun, rank 0 reports for the whole job
     if as_json:
@@ -184,13 +220,48 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
         sys.exit(1)
 
 
+def _print_status(st, as_json: bool, only: int | None = None) -> None:
+    """Per share: inputs done (in the store), failed (recorded failures), pending (neither)."""
+    shares = [s for s in st.shards if only is None or s.shard == only]
+    if as_json:
+        d = st.to_dict()
+        d["shards"] = [s for s in d["shards"] if only is None or s["shard"] == only]
+        click.echo(json.dumps(d))
+        return
+    n = len(st.shards)
+    for s in shares:
+        who = f"shard {s.shard}/{n}" if n > 1 else "inputs"
+        click.echo(f"{who}: {s.inputs} inputs, {s.done} done, {s.failed} failed, {s.pending} pending")
+    if only is None and n > 1:
+        t = st.totals
+        click.echo(f"all: {t['inputs']} inputs, {t['done']} done, {t['failed']} failed, {t['pending']} pending")
+    failed = [p for s in shares for p in s.failed_paths]
+    if failed:
+        click.echo(f"retry the {len(failed)} failed with the same command and --retry-failed", err=True)
+
+
 @cli.command()
 @click.argument("store")
+@click.option("--inputs", "inputs", multiple=True, metavar="INPUT",
+              help="Compare the store with these inputs (as extract takes them; repeatable): per share, "
+                   "done, failed and pending.")
+@click.option("--shards", default=1, show_default=True, help="With --inputs: how many shares (extract --shard I/N).")
+@click.option("--video-root", default=None, help="With --inputs: the folder split-file paths are relative to.")
+@click.option("--class-names", default=None, help="With --inputs: as extract's --class-names.")
+@_params.storage_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def info(store, as_json):
+def info(store, inputs, shards, video_root, class_names, as_json):
     """Summarise STORE: videos, failures, cache key, array shapes."""
     from cachekit.cache import FeatureCache
     from cachekit.coverage import coverage_lines
+
+    if inputs:
+        from cachekit.inputs import collect_inputs
+        from cachekit.shards import input_status
+
+        items = collect_inputs(list(inputs), video_root=video_root, class_names=class_names)
+        _print_status(input_status(store, items, shards), as_json)
+        return
 
     with FeatureCache(store) as cache:
         d = cache.info()
@@ -220,7 +291,9 @@ def info(store, as_json):
 @cli.command()
 @click.argument("store")
 @click.option("--repair", is_flag=True, help="Uncommit bad entries so that extract redoes them.")
-@click.option("--gc", "gc_", is_flag=True, help="Remove leftovers of interrupted writes.")
+@click.option("--gc", "gc_", is_flag=True,
+              help="Remove leftovers of interrupted writes and duplicate copies of videos (not live writers').")
+@_params.storage_options
 @click.option("--json", "as_json", is_flag=True)
 def verify(store, repair, gc_, as_json):
     """Re-hash every cached entry of STORE against its commit record (exit 1 if any is bad)."""
@@ -230,6 +303,9 @@ def verify(store, repair, gc_, as_json):
     click.echo(json.dumps(rep.to_dict()) if as_json else rep.line())
     for b in rep.bad:
         click.echo(f"bad: {b}", err=True)
+    if rep.duplicates and not gc_ and not as_json:
+        click.echo(f"{len(rep.duplicates)} videos were committed twice (by two writers); readers take one copy, "
+                   "`clipcache verify --gc` removes the others", err=True)
     if rep.bad and not repair:
         sys.exit(1)
 

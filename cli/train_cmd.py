@@ -12,6 +12,7 @@ from . import _params
 
 
 @click.command("train")
+@_params.storage_options
 @click.option("--method", type=_params.methods(), required=True, help="Method name (see `clipcache methods`).")
 @click.option("--store", required=True, help="Feature store to train from.")
 @click.option("--out", required=True, help="Run directory to create (or continue with --resume).")

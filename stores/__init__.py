@@ -1,6 +1,7 @@
 """Feature storage behind one small interface: Zarr v3 (default) and HDF5 (paths ending ``.h5``).
 Knows nothing of CLIP or videos: entries of named arrays, committed atomically, and small JSON
-documents. (The FAISS prototype index is cachekit's: :mod:`cachekit.index`.)
+documents. Any number of writers may write one store at once, each under its own writer id
+(:mod:`.leases`, :mod:`.log`). (The FAISS prototype index is cachekit's: :mod:`cachekit.index`.)
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import os
 
 from .base import (
     LAYOUT_VERSION,
+    STORAGE_OPTIONS_ENV,
     FeatureStore,
     StoreError,
     StoreFormatError,
@@ -17,6 +19,8 @@ from .base import (
     StoreReadOnly,
     array_sha256,
     file_sha256,
+    set_storage_options,
+    storage_options,
 )
 
 __all__ = [
@@ -30,9 +34,10 @@ __all__ = [
     "array_sha256",
     "file_sha256",
     "open_store",
+    "set_storage_options",
+    "storage_options",
     "store_exists",
 ]
-
 
 def _is_h5(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith((".h5", ".hdf5"))
@@ -49,21 +54,22 @@ def store_exists(path: str | os.PathLike) -> bool:
         try:
             import fsspec
 
-            fs, root = fsspec.core.url_to_fs(p)
-        except (ImportError, ValueError) as err:
+            fs, root = fsspec.core.url_to_fs(p, **storage_options())
+        except (ImportError, ValueError, TypeError) as err:
             raise StoreError(f"{p}: {err} (remote stores: pip install 'clipcache[remote]')") from err
         return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
     return os.path.exists(os.path.join(p, "zarr.json"))
 
 
 def open_store(path: str | os.PathLike, mode: str = "r", attrs: dict | None = None,
-               shared: bool = False) -> FeatureStore:
-    """Open a store for reading (``mode="r"``) or writing (``"a"``, exclusive for one job).
+               shared: bool = False, writer: str | None = None) -> FeatureStore:
+    """Open a store for reading (``mode="r"``) or as one of its writers (``"a"``).
 
     ``attrs`` is only used when the store does not exist yet (it is then created with them);
     for an existing store the caller compares its own attributes with ``store.attrs``.
-    ``shared=True`` opens an existing store for writing without taking the job's lock: for the
-    other ranks of a job whose rank 0 holds it, each rank writing disjoint entries.
+    A writer holds only its own lease, under ``writer`` (default: a fresh id), so any number of
+    writers with different ids write at once; a second live writer with the same id is refused.
+    ``shared=True`` never creates the store (the ranks of a job whose rank 0 created it).
     A path ending ``.h5``/``.hdf5`` uses HDF5, anything else Zarr v3.
     """
     if mode not in ("r", "a"):
@@ -73,7 +79,7 @@ def open_store(path: str | os.PathLike, mode: str = "r", attrs: dict | None = No
     if _is_h5(path):
         from .hdf5_store import HDF5Store
 
-        return HDF5Store(path, mode, attrs, shared=shared)
+        return HDF5Store(path, mode, attrs, shared=shared, writer=writer)
     from .zarr_store import ZarrStore
 
-    return ZarrStore(path, mode, attrs, shared=shared)
+    return ZarrStore(path, mode, attrs, shared=shared, writer=writer)

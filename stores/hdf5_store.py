@@ -1,12 +1,17 @@
-"""HDF5 backend (a store path ending ``.h5``): write-once parts, published by atomic rename.
+"""HDF5 backend (a store path ending ``.h5``): write-once part files, published by atomic rename.
 
 A killed HDF5 writer can leave its whole file unreadable (``reliability.md`` §0), so the
-published file ``STORE.h5`` is never opened for writing. A writer job writes its entries into
-its own part file ``STORE.h5.parts/parts/<run>.h5``, flushing after every entry, then writes the
-entry's commit record as a JSON file outside HDF5. Closing the writer merges the published file
-and all committed part entries into ``STORE.h5.tmp-<id>``, fsyncs it and renames it over
-``STORE.h5``. After a crash the parts stay; readers see their committed entries, and the next
-writer merges them.
+published file ``STORE.h5`` is never opened for writing. Each writer session writes its entries
+into its own part file ``STORE.h5.parts/parts/<segment>.h5`` (flushed once per batch), then the
+batch's commit record as a JSON file outside HDF5 (the log of :mod:`.log`, under
+``STORE.h5.parts/meta``). Readers see the published entries plus every committed part entry.
+
+Many writers at once: each holds its own lease and writes its own part and records, as with
+Zarr. Publishing (merging the published file and every committed part entry into
+``STORE.h5.tmp-<id>``, fsync, rename over ``STORE.h5``, then removing the parts) happens when a
+writer closes and no other writer is alive, under the store lock (``STORE.h5.lock``); until then
+the parts stay and readers read them. After a crash the parts stay too, and the next writer to
+close alone publishes them.
 """
 
 from __future__ import annotations
@@ -23,20 +28,24 @@ import numpy as np
 
 from .base import (
     LAYOUT_VERSION,
-    FeatureStore,
+    Files,
     JsonDir,
     StoreError,
     StoreFormatError,
     StoreNotFound,
-    WriteLock,
     build_record,
     fsync_path,
 )
+from .log import rows_from_docs
+from .logstore import LogStore, entry_doc
 
 log = logging.getLogger(__name__)
 
 _META = "_clipcache"
 _PACK_MAX_ITEM_BYTES = 1 << 20
+#: part files open for writing in this process, by path: HDF5 refuses to open a file a second
+#: time in the process that writes it, so readers here read through the writer's handle
+_WRITING: dict[str, Any] = {}
 
 
 def _h5():
@@ -47,61 +56,64 @@ def _h5():
     return h5py
 
 
-class HDF5Store(FeatureStore):
+class HDF5Store(LogStore):
     packable = ("videos",)
 
     def __init__(self, path: str | os.PathLike, mode: str = "r", attrs: dict | None = None,
-                 shared: bool = False):
+                 shared: bool = False, writer: str | None = None):
         super().__init__(path, mode)
-        h5py = _h5()
         self._file = Path(path)
         self._work = Path(f"{path}.parts")
-        self._lock = WriteLock(Path(f"{path}.lock"))
+        self._init_log(Files(self._work), lock_path=Path(f"{path}.lock"))
         self._published: dict = {"attrs": None, "commits": {}, "docs": {}}
-        self._part_name: str | None = None
-        self._part = None
-        self._dirty = False
-        self._shared = shared  # a rank of a job whose rank 0 holds the lock, merges and publishes
-        if mode == "a" and not shared:
-            self._lock.acquire(f"store {path}")
-        try:
-            if self._file.exists():
-                try:
-                    with h5py.File(self._file, "r") as f:
-                        if _META not in f:
-                            raise StoreFormatError(f"{path} is an HDF5 file but not a clipcache store")
-                        self._published = json.loads(f[_META][()].decode())
-                except OSError as err:
-                    raise StoreFormatError(f"cannot read HDF5 store {path}: {err}") from err
-            work_attrs = JsonDir(self._work).get("meta", "attrs")
-            attrs_now = work_attrs or self._published["attrs"]
-            if attrs_now is None:
-                if mode == "r" or attrs is None:
-                    raise StoreNotFound(f"no clipcache store at {path}")
-                attrs_now = {"layout_version": LAYOUT_VERSION, **attrs}
-            if attrs_now.get("layout_version") == 1:  # the HDF5 layout did not change in version 2
-                attrs_now = {**attrs_now, "layout_version": LAYOUT_VERSION}
-            if attrs_now.get("layout_version") != LAYOUT_VERSION:
-                raise StoreFormatError(
-                    f"store {path} has clipcache layout version {attrs_now.get('layout_version')}, "
-                    f"this clipcache reads version {LAYOUT_VERSION}; re-extract into a new store"
-                )
-            self._attrs = attrs_now
-            if mode == "a" and not (self._work / "meta" / "attrs.json").exists():
-                self._start_work_dir()
-        except BaseException:
-            self._lock.release()
-            raise
-        self._commits = JsonDir(self._work / "meta" / "commits")
-        self._gone = JsonDir(self._work / "meta" / "uncommitted")
+        self._parts: dict[str, Any] = {}  # this writer's open part files, per segment
         self._docs = JsonDir(self._work / "meta" / "docs")
+        if mode == "a":
+            if not self._file.exists() and not self._work_ready and attrs is None:
+                raise StoreNotFound(f"no clipcache store at {path}")
+            if shared and not self._file.exists() and not self._work_ready:
+                raise StoreNotFound(f"no clipcache store at {path} (a shared writer never creates one)")
+            self._lock.acquire()
+            try:
+                self._load(attrs)
+                if not self._work_ready:
+                    self._start_work_dir()
+                self._register(writer)
+            finally:
+                self._lock.release()
+        else:
+            self._load(None)
+
+    def _load(self, attrs: dict | None) -> None:
+        h5py = _h5()
+        if self._file.exists():
+            try:
+                with h5py.File(self._file, "r") as f:
+                    if _META not in f:
+                        raise StoreFormatError(f"{self.path} is an HDF5 file but not a clipcache store")
+                    self._published = json.loads(f[_META][()].decode())
+            except OSError as err:
+                raise StoreFormatError(f"cannot read HDF5 store {self.path}: {err}") from err
+        work_attrs = JsonDir(self._work).get("meta", "attrs")
+        attrs_now = work_attrs or self._published["attrs"]
+        if attrs_now is None:
+            if self.mode == "r" or attrs is None:
+                raise StoreNotFound(f"no clipcache store at {self.path}")
+            attrs_now = {"layout_version": LAYOUT_VERSION, **attrs}
+        if attrs_now.get("layout_version") in (1, 2):  # the published HDF5 layout did not change
+            attrs_now = {**attrs_now, "layout_version": LAYOUT_VERSION}
+        if attrs_now.get("layout_version") != LAYOUT_VERSION:
+            raise StoreFormatError(
+                f"store {self.path} has clipcache layout version {attrs_now.get('layout_version')}, "
+                f"this clipcache reads version {LAYOUT_VERSION}; re-extract into a new store"
+            )
+        self._attrs = attrs_now
 
     def _start_work_dir(self) -> None:
         """Seed the work dir with the published documents; it becomes authoritative until merged."""
-        docs = JsonDir(self._work / "meta" / "docs")
         for group, items in self._published["docs"].items():
             for key, obj in items.items():
-                docs.put(group, key, obj)
+                self._docs.put(group, key, obj)
         (self._work / "parts").mkdir(parents=True, exist_ok=True)
         JsonDir(self._work).put("meta", "attrs", self._attrs)  # written last: marks the dir ready
 
@@ -113,86 +125,88 @@ class HDF5Store(FeatureStore):
     def attrs(self) -> dict:
         return dict(self._attrs)
 
+    def _base_rows(self, group: str):
+        """The published entries, as copies named "" (they sort first: published wins)."""
+        recs = self._published["commits"].get(group, {})
+        if not recs:
+            return []
+        entries = {k: {**r, "loc": {n: ["", -1] for n in r["arrays"]}} for k, r in recs.items()}
+        return [rows_from_docs([("", {"entries": entries})])]
+
     # ----------------------------------------------------------------- entries
+    def _part(self, segment: str):
+        f = self._parts.get(segment)
+        if f is None:
+            (self._work / "parts").mkdir(parents=True, exist_ok=True)
+            path = self._work / "parts" / f"{segment}.h5"
+            f = self._parts[segment] = _WRITING[str(path)] = _h5().File(path, "w")
+        return f
+
+    def _close_parts(self) -> None:
+        for f in self._parts.values():
+            _WRITING.pop(str(Path(f.filename)), None)
+            f.close()
+        self._parts = {}
+
     def commit_many(self, group: str, items: Sequence[tuple[str, Mapping[str, np.ndarray], dict]],
                     extends: bool = False) -> list[dict]:
-        """Write a batch of entries into this writer's part file, flush once, then write each
-        entry's commit record. An extension rewrites the entry whole (old and new arrays) into
-        the part: a committed entry is never modified in place."""
+        """Write a batch of entries into this writer's part file, flush once, then write the
+        batch's commit record. Each record's datasets are its own (``<group>/<key>/<seq>/``):
+        a committed entry is never modified in place."""
         self._check_writable()
-        h5py = _h5()
         if not items:
             return []
         if not self._work_ready:
             self._start_work_dir()
-        if self._part is None:
-            self._part_name = uuid.uuid4().hex[:16]
-            self._part = h5py.File(self._work / "parts" / f"{self._part_name}.h5", "w")
+        sw = self._segment_writer(group)
+        part = self._part(sw.segment)
         prepared = []
         for key, arrays, record in items:
-            if extends:
-                old = self.record(group, key)
-                if old is None:
-                    raise StoreError(f"{group}/{key} is not in store {self.path}; cannot extend it")
-                arrays = {**self.read(group, key), **arrays}
-                record = {k: v for k, v in old.items() if k not in ("arrays", "part", "layout_version")}
-            path = f"{group}/{key}"
-            if path in self._part:
-                del self._part[path]
-            g = self._part.require_group(path)
+            if "/" in key or key.startswith("."):
+                raise StoreError(f"invalid entry key {key!r}")
+            base = f"{group}/{key}/{sw.seq}"
+            if base in part:  # left by a batch whose record was never written (an error)
+                del part[base]
+            g = part.require_group(base)
+            arrays = {n: np.asarray(a, order="C") for n, a in arrays.items()}
             for name, arr in arrays.items():
-                g.create_dataset(name, data=np.asarray(arr, order="C"), track_times=False)
+                g.create_dataset(name, data=arr, track_times=False)
             prepared.append((key, arrays, record))
-        self._part.flush()
-        out = []
+        part.flush()
+        entries, out = {}, []
         for key, arrays, record in prepared:
             rec = build_record(arrays, record)
-            rec["part"] = self._part_name
-            self._gone.delete(group, key)
-            self._commits.put(group, key, rec)  # the commit point of this entry
-            out.append({k: v for k, v in rec.items() if k != "part"})
-        self._dirty = True
+            out.append(dict(rec))
+            entries[key] = entry_doc(rec, {n: [sw.segment, sw.seq] for n in arrays}, extends)
+        self._commit_entries(group, sw, entries)  # the commit point of the batch
         return out
 
     def update_attrs(self, attrs: dict) -> None:
         self._check_writable()
-        if not self._work_ready:
-            self._start_work_dir()
-        self._attrs = {**attrs, "layout_version": LAYOUT_VERSION}
-        JsonDir(self._work).put("meta", "attrs", self._attrs)
-        self._dirty = True
+        self._lock.acquire()
+        try:
+            if not self._work_ready:
+                self._start_work_dir()
+            self._attrs = {**attrs, "layout_version": LAYOUT_VERSION}
+            JsonDir(self._work).put("meta", "attrs", self._attrs)
+        finally:
+            self._lock.release()
 
-    def _all_records(self, group: str) -> dict[str, dict]:
-        recs = dict(self._published["commits"].get(group, {}))
-        if self._work_ready:
-            recs.update(self._commits.items(group))
-            for k in self._gone.keys(group):
-                recs.pop(k, None)
-        return recs
-
-    def keys(self, group: str) -> list[str]:
-        return sorted(self._all_records(group))
-
-    def record(self, group: str, key: str) -> dict | None:
-        if self._work_ready:
-            if self._gone.get(group, key) is not None:
-                return None
-            rec = self._commits.get(group, key)
-            if rec is not None:
-                return rec
-        return self._published["commits"].get(group, {}).get(key)
-
-    def records(self, group: str) -> dict[str, dict]:
-        return self._all_records(group)
-
-    def _open_source(self, rec: dict):
+    def _dataset(self, files: dict, group: str, key: str, name: str, loc: list):
+        """The h5py dataset of one array (``files``: open files by source, reused)."""
         h5py = _h5()
-        part = rec.get("part")
-        if part is None:
-            return h5py.File(self._file, "r")
-        if self._part is not None and part == self._part_name:
-            return None  # our own open part
-        return h5py.File(self._work / "parts" / f"{part}.h5", "r", locking=False)
+        src, seq = loc
+        if src == "":
+            if "" not in files:
+                files[""] = h5py.File(self._file, "r")
+            return files[""][f"{group}/{key}/{name}"]
+        part = self._work / "parts" / f"{src}.h5"
+        writing = _WRITING.get(str(part))
+        if writing is not None:
+            return writing[f"{group}/{key}/{seq}/{name}"]
+        if src not in files:
+            files[src] = h5py.File(part, "r", locking=False)
+        return files[src][f"{group}/{key}/{seq}/{name}"]
 
     def read(self, group: str, key: str, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         rec = self.record(group, key)
@@ -202,20 +216,18 @@ class HDF5Store(FeatureStore):
         for name in names:
             if name not in rec["arrays"]:
                 raise StoreError(f"{group}/{key} has no array {name!r} (has {sorted(rec['arrays'])})")
+        files: dict = {}
         try:
-            f = self._open_source(rec)
-        except OSError as err:
+            return {n: self._dataset(files, group, key, n, rec["loc"][n])[()] for n in names}
+        except (OSError, KeyError) as err:
             raise StoreError(f"cannot read {group}/{key} from store {self.path}: {err}") from err
-        src = self._part if f is None else f
-        try:
-            return {n: src[f"{group}/{key}/{n}"][()] for n in names}
         finally:
-            if f is not None:
+            for f in files.values():
                 f.close()
 
     def read_column(self, group: str, name: str, keys: list[str]) -> np.ndarray:
         packed = self._published.get("packed", {}).get(group, {})
-        if name in packed.get("names", ()) and not (self._work_ready and self._commits.keys(group)):
+        if name in packed.get("names", ()) and not self._log(group).segments():
             pos = {k: i for i, k in enumerate(packed["keys"])}
             if all(k in pos for k in keys) and keys:
                 with _h5().File(self._file, "r") as f:
@@ -223,17 +235,10 @@ class HDF5Store(FeatureStore):
                 return data[np.array([pos[k] for k in keys])]
         return super().read_column(group, name, keys)
 
-    def _uncommit(self, group: str, key: str) -> None:
-        self._check_writable()
-        self._commits.delete(group, key)
-        self._gone.put(group, key, {})
-        self._dirty = True
-
     # ----------------------------------------------------------------- documents
     def put_json(self, group: str, key: str, obj: Any) -> None:
         self._check_writable()
         self._docs.put(group, key, obj)
-        self._dirty = True
 
     def get_json(self, group: str, key: str) -> Any | None:
         if self._work_ready:
@@ -248,57 +253,55 @@ class HDF5Store(FeatureStore):
     def delete_json(self, group: str, key: str) -> None:
         self._check_writable()
         self._docs.delete(group, key)
-        self._dirty = True
 
     # ----------------------------------------------------------------- publish
+    def _groups(self) -> list[str]:
+        found = set(self._published["commits"])
+        for d in ("meta/log", "meta/segments", "meta/commits"):
+            found.update(n for n in self._files.list(d) if not n.endswith(".json"))
+        return sorted(found)
+
     def _merge(self) -> None:
-        """Write published + committed part entries to a temp file, then rename it into place."""
+        """Write published + committed part entries to a temp file, then rename it into place
+        (the caller holds the store lock and is the only live writer)."""
         h5py = _h5()
-        if self._part is not None:
-            self._part.close()
-            self._part = None
+        self._close_parts()
         tmp = self._file.with_name(f"{self._file.name}.tmp-{uuid.uuid4().hex[:8]}")
         for stale in self._file.parent.glob(f"{self._file.name}.tmp-*"):
             stale.unlink(missing_ok=True)
-        groups = set(self._published["commits"]) | {
-            d.name for d in (self._work / "meta" / "commits").glob("*") if d.is_dir()
-        }
         meta: dict = {"attrs": self._attrs, "commits": {}, "docs": {}, "packed": {}}
-        sources: dict[str | None, Any] = {}
+        sources: dict = {}
         try:
             with h5py.File(tmp, "w") as out:
-                for group in sorted(groups):
-                    recs = self._all_records(group)
+                for group in self._groups():
                     kept = {}
-                    for key in sorted(recs):
-                        rec = dict(recs[key])
-                        part = rec.pop("part", None)
+                    for key, rec in sorted(self.records(group).items()):
+                        loc = rec.pop("loc")
                         try:
-                            if part not in sources:
-                                sources[part] = (h5py.File(self._file, "r") if part is None else
-                                                 h5py.File(self._work / "parts" / f"{part}.h5", "r"))
-                            out.copy(sources[part][f"{group}/{key}"], f"{group}/{key}")
+                            for name in rec["arrays"]:
+                                out.copy(self._dataset(sources, group, key, name, loc[name]), f"{group}/{key}/{name}")
                         except (OSError, KeyError) as err:
                             log.warning("dropping %s/%s: its part file is unreadable (%s)", group, key, err)
-                            sources.setdefault(part, None)
+                            if f"{group}/{key}" in out:
+                                del out[f"{group}/{key}"]
                             continue
                         kept[key] = rec
                     meta["commits"][group] = kept
                     if group in self.packable and kept:
                         meta["packed"][group] = self._pack(out, group, kept)
-                for group in (d.name for d in (self._work / "meta" / "docs").glob("*") if d.is_dir()):
+                for group in self._docs.files.list(""):
                     meta["docs"][group] = self._docs.items(group)
                 out.create_dataset(_META, data=json.dumps(meta, sort_keys=True).encode())
         finally:
             for f in sources.values():
-                if f is not None:
-                    f.close()
+                f.close()
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self._file)
         fsync_path(self._file.parent)
         self._published = meta
         shutil.rmtree(self._work, ignore_errors=True)
+        self._index, self._logs = {}, {}
 
     @staticmethod
     def _pack(out, group: str, recs: dict[str, dict]) -> dict:
@@ -314,25 +317,38 @@ class HDF5Store(FeatureStore):
             names.append(name)
         return {"keys": keys, "names": names}
 
+    def _publish_if_alone(self) -> bool:
+        """Seal this writer's segments, then merge and publish when no other writer is alive."""
+        for sw in self._writers.values():
+            sw.close()
+        self._writers = {}
+        if not self._work.exists():
+            return False
+        self._lock.acquire()
+        try:
+            others = set(self.live_writers()) - {self.writer}
+            if others:
+                log.info("store %s: %d other writers are alive; the last one publishes", self.path, len(others))
+                return False
+            self._merge()
+            return True
+        finally:
+            self._lock.release()
+
     def finalize(self) -> None:
         self._check_writable()
-        if self._work.exists() and not self._shared:
-            self._merge()
-            self._dirty = False
+        self._publish_if_alone()
 
     def close(self) -> None:
         try:
-            if self.mode == "a" and self._lock.held and self._work.exists():
-                self._merge()
-                self._dirty = False
+            if self.mode == "a" and self._lease is not None:
+                self._publish_if_alone()
         finally:
-            if self._part is not None:
-                self._part.close()
-                self._part = None
-            self._lock.release()
+            self._close_parts()
+            self._close_writers()
 
     def gc(self) -> int:
-        """Nothing to collect: unmerged parts are merged (or dropped when unreadable) on close."""
+        """Publish when no other writer is alive (losing copies and unreadable parts go with the
+        parts); with other writers alive there is nothing to collect yet."""
         self._check_writable()
-        return 0
-
+        return int(self._publish_if_alone())

@@ -1,34 +1,38 @@
 """Zarr v3 backend (the default): per-writer packed segments, one commit record per batch.
 
-Layout (``reliability.md`` §7.4, layout version 2)::
+Layout (``reliability.md`` §7.4 and §7.6, layout version 3)::
 
-    STORE.zarr/zarr.json                                root group; attrs["clipcache"] = store attributes
-    STORE.zarr/seg/<group>/<segment>/<name>.<sig>/      one packed array [rows, *shape] per array name and
-                                                        shape/dtype signature; one row per entry
-    STORE.zarr/meta/commits/<group>/<segment>-<seq>.json  batch commit record, written last, atomically:
-                                                        {key: record with sha256 and row of every array}
-    STORE.zarr/meta/docs/<group>/<key>.json             small JSON documents (failed, splits, ...)
-    STORE.zarr/.lock                                    writer lock (flock)
+    STORE.zarr/zarr.json                        root group; attrs["clipcache"] = store attributes
+    STORE.zarr/seg/<group>/<segment>/<name>.<sig>/  one packed array [rows, *shape] per array name and
+                                                shape/dtype signature; one row per entry
+    STORE.zarr/meta/log/<group>/<segment>/<seq>.json  batch commit record, written last, atomically
+    STORE.zarr/meta/segments/, meta/index/      segments, compacted index parts (:mod:`.log`)
+    STORE.zarr/meta/docs/<group>/<key>.json     small JSON documents (failed, splits, ...)
+    STORE.zarr/meta/writers/<writer>.lock       each writer's lease (flock; a JSON document remotely)
+    STORE.zarr/.lock                            store-wide lock: creation, key changes, gc (flock)
 
-A writer (a job, or one torchrun rank) owns a fresh segment, never shared: it alone resizes and
-appends to its arrays (I3), so ``resize`` is safe. A batch is written as: resize each array, write
-its rows (whole chunks where the batch fills them), then the batch's commit record. Rows past the
-last record (a writer killed mid-batch) are never named by a record and stay invisible (I1);
-a resume writes them again into its own new segment. The content-key index (key -> segment, row)
-is the union of the commit records. The number of files grows with chunks of rows, not with
+Any number of writers (processes, torchrun ranks, Slurm array tasks, Ray actors, machines sharing
+the file system or bucket) write at once. A writer session owns a fresh segment, never shared: it
+alone resizes and appends to its arrays (I3), so ``resize`` is safe. A batch is written as: resize
+each array, write its rows (whole chunks where the batch fills them), then the batch's commit
+record. Rows past the last record (a writer killed mid-batch) are never named by a record and
+stay invisible (I1); a resume writes them again into its own new segment. The content-key index
+(key -> segment, row) is the union of the commit records, loaded from the compacted index parts
+plus the few records after them. The number of files grows with chunks of rows, not with
 videos x arrays, and reading one array for many videos is a few sequential chunk reads.
 
-Stores of layout version 1 (one array per video) are refused with the command that converts them
-(:func:`clipcache.stores.convert.convert_store`).
+Stores of layout version 2 (records in ``meta/commits``) are read as they are, and upgraded to
+version 3 by the first writer; version 1 (one array per video) is refused with the command that
+converts it (:func:`clipcache.stores.convert.convert_store`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import logging
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -36,15 +40,16 @@ import numpy as np
 
 from .base import (
     LAYOUT_VERSION,
-    FeatureStore,
+    Files,
     JsonDir,
-    LeaseLock,
     StoreError,
     StoreFormatError,
     StoreNotFound,
-    WriteLock,
     build_record,
 )
+from .base import storage_options as default_storage_options
+from .log import LEGACY, LOG, SEGMENTS, segment_writer
+from .logstore import LogStore, entry_doc, groups_of
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,7 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20
 _MAX_CHUNK_ROWS = 4096
 LEGACY_LAYOUT = 1  # one array per entry and name (clipcache <= layout 1): convert, then read
+READABLE = (2, LAYOUT_VERSION)  # 2: the same segments, commit records in meta/commits
 
 
 def _signature(arr: np.ndarray) -> str:
@@ -67,27 +73,96 @@ def convert_command(path: str) -> str:
     return f"clipcache convert {path} NEW_STORE"
 
 
-class ZarrStore(FeatureStore):
-    def __init__(self, path: str | os.PathLike, mode: str = "r", attrs: dict | None = None,
-                 shared: bool = False):
-        super().__init__(path, mode)
-        import zarr
+#: rows a segment array is created with: appending never rewrites its ``zarr.json``; rows past
+#: the committed ones are never read, and chunks never written cost no file
+CAPACITY = 1 << 36
 
+
+@functools.lru_cache(maxsize=256)
+def _array_meta(row_shape: tuple[int, ...], dtype: str, chunk: int) -> bytes:
+    """The ``zarr.json`` of a segment array, as zarr writes it: uncompressed (``bytes`` codec,
+    little-endian), regular chunks of ``chunk`` rows, fill 0 (tests read it back through zarr)."""
+    dt = np.dtype(dtype)
+    fill = False if dt.kind == "b" else 0.0 if dt.kind == "f" else 0
+    meta = {
+        "shape": [CAPACITY, *row_shape], "data_type": dt.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [chunk, *row_shape]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": fill, "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}]
+        if dt.itemsize > 1 else [{"name": "bytes"}],
+        "attributes": {}, "zarr_format": 3, "node_type": "array", "storage_transformers": [],
+    }
+    return json.dumps(meta, indent=2).encode()
+
+
+def _storable(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as a segment array stores it: numbers in little-endian C order."""
+    if arr.dtype.kind not in "biuf":
+        raise StoreError(f"arrays of dtype {arr.dtype} cannot be stored (numbers only)")
+    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not np.little_endian):
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return np.asarray(arr, order="C")  # not ascontiguousarray: it turns a 0-d array into shape (1,)
+
+
+class _SegmentArray:
+    """One packed array of this writer's segment, ``[CAPACITY, *row_shape]``, appended to chunk by
+    chunk. A zarr v3 array with the ``bytes`` codec alone stores a chunk as its rows' raw bytes
+    (a partial last chunk padded with zeros), so the writer writes chunk files itself and skips
+    zarr's per-call cost; readers read it through zarr, or straight from the chunk files
+    (:meth:`ZarrStore._read_rows`). Locally the new rows are written in place into their chunk
+    file (only rows past the last commit, which no reader looks at: I3); on an object store the
+    chunk being filled is put whole, as one object, after each batch."""
+
+    def __init__(self, files: Files, rel: str, row_shape: tuple[int, ...], dtype: np.dtype):
+        self.files, self.rel, self.dtype = files, rel, np.dtype(dtype)
+        self.chunk = chunk_rows(row_shape, self.dtype)
+        self.row_bytes = int(np.prod(row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self.rows = 0
+        self._tail = None if files.local else np.zeros((self.chunk, *row_shape), self.dtype)  # the chunk being filled
+        self._zeros = "/0" * len(row_shape)
+        files.put(f"{rel}/zarr.json", _array_meta(tuple(row_shape), self.dtype.str, self.chunk), durable=False)
+
+    def append(self, data: np.ndarray) -> int:
+        """Write rows ``data [n, *row_shape]`` after the last ones; returns the first new row."""
+        start, i = self.rows, 0
+        while i < len(data):
+            ci, off = divmod(self.rows, self.chunk)
+            n = min(self.chunk - off, len(data) - i)
+            rel = f"{self.rel}/c/{ci}{self._zeros}"
+            if self._tail is None:
+                rows = np.ascontiguousarray(data[i:i + n])
+                if rows.size:
+                    self.files.write_at(rel, off * self.row_bytes, rows.reshape(-1).view(np.uint8),
+                                        self.chunk * self.row_bytes)
+            else:
+                self._tail[off:off + n] = data[i:i + n]
+                self.files.put(rel, self._tail.tobytes(), durable=False)
+                if off + n == self.chunk:
+                    self._tail[...] = 0
+            i += n
+            self.rows += n
+        return start
+
+
+class ZarrStore(LogStore):
+    def __init__(self, path: str | os.PathLike, mode: str = "r", attrs: dict | None = None,
+                 shared: bool = False, writer: str | None = None, storage_options: dict | None = None):
+        super().__init__(path, mode)
         path = str(path)
         if path.startswith("file://"):  # fsspec's local writes are not atomic: use zarr's LocalStore
             path = path[len("file://"):]
             self.path = path
         self._fs = None
+        self._zstore = None  # zarr's store, made when an array is first read (opening needs none)
+        self._options = None
         if "://" in path:
-            self._open_remote(path, mode)
-            exists = self._fs.exists(f"{self._root}/zarr.json")
-            self._lock = LeaseLock(JsonDir(f"{self._root}/meta", self._fs))
+            self._open_remote(path, mode, storage_options)
         else:
             self._root = Path(path)
-            exists = (self._root / "zarr.json").exists()
             if mode == "a" and self._root.exists() and not self._root.is_dir():
                 raise StoreError(f"{path} exists and is not a directory")
-            self._lock = WriteLock(self._root / ".lock")
+        self._init_log(Files(self._root, self._fs))
+        exists = self._files.exists("zarr.json")
         if mode == "r" and not exists:
             raise StoreNotFound(f"no clipcache store at {path}")
         if mode == "a":
@@ -95,141 +170,101 @@ class ZarrStore(FeatureStore):
                 raise StoreNotFound(f"no clipcache store at {path}")
             if shared and not exists:
                 raise StoreNotFound(f"no clipcache store at {path} (a shared writer never creates one)")
-            if not shared:
-                self._lock.acquire(f"store {path}")
-        try:
-            if self._fs is None:
-                self._store = zarr.storage.LocalStore(self._root, read_only=(mode == "r"))
-            if not exists:
-                full = {"layout_version": LAYOUT_VERSION, **attrs}
-                zarr.open_group(self._store, mode="a", attributes={"clipcache": full},
-                                use_consolidated=False)
-            group = zarr.open_group(self._store, mode="r", use_consolidated=False)
-            self._attrs = dict(group.attrs.get("clipcache") or {})
-            if not self._attrs:
-                raise StoreFormatError(f"{path} is a Zarr store but not a clipcache store")
-            version = self._attrs.get("layout_version")
-            if version == LEGACY_LAYOUT:
-                raise StoreFormatError(
-                    f"store {path} has the old one-array-per-video layout (version 1); convert it with "
-                    f"`{convert_command(path)}` and use the new store"
-                )
-            if version != LAYOUT_VERSION:
-                raise StoreFormatError(
-                    f"store {path} has clipcache layout version {version}, "
-                    f"this clipcache reads version {LAYOUT_VERSION}; re-extract into a new store"
-                )
-        except BaseException:
-            self._lock.release()
-            raise
-        self._commits = JsonDir(self._meta("commits"), self._fs)
+            self._lock.acquire()  # store-wide, for milliseconds: create or upgrade, then our lease
+            try:
+                if not self._files.exists("zarr.json"):
+                    self._write_group({"clipcache": {"layout_version": LAYOUT_VERSION, **attrs}})
+                self._attrs = self._read_attrs()
+                if self._attrs.get("layout_version") != LAYOUT_VERSION:  # 2: new records go to meta/log
+                    self._write_attrs({**self._attrs, "layout_version": LAYOUT_VERSION})
+                self._register(writer)
+            finally:
+                self._lock.release()
+        else:
+            self._attrs = self._read_attrs()
         self._docs = JsonDir(self._meta("docs"), self._fs)
-        # content-key index, per group: key -> record (with "loc"), and which record files it holds
-        self._index: dict[str, dict[str, dict]] = {}
-        self._where: dict[str, dict[str, str]] = {}  # group -> key -> commit-record name
-        self._loaded: dict[str, set[str]] = {}
         self._zcache: dict[str, Any] = {}
-        # this writer's segments: group -> segment id, array name -> [array, rows], batch counter
-        self._segment: dict[str, str] = {}
-        self._seg_arrays: dict[str, list] = {}
-        self._seq: dict[str, int] = {}
+        self._seg_arrays: dict[str, _SegmentArray] = {}  # this writer's arrays
 
     def _meta(self, name: str):
         return f"{self._root}/meta/{name}" if self._fs is not None else self._root / "meta" / name
 
-    def _open_remote(self, url: str, mode: str) -> None:
+    def _group_meta(self) -> dict:
+        """The root group's ``zarr.json`` (read as JSON: no zarr machinery to open a store)."""
+        raw = self._files.get("zarr.json")
+        try:
+            meta = json.loads(raw) if raw is not None else None
+        except json.JSONDecodeError as err:
+            raise StoreFormatError(f"{self.path}: unreadable zarr.json ({err})") from err
+        if not isinstance(meta, dict) or meta.get("node_type") != "group":
+            raise StoreFormatError(f"{self.path} is not a Zarr v3 group")
+        return meta
+
+    def _write_group(self, attributes: dict) -> None:
+        """The root group's ``zarr.json`` as zarr writes it, replaced whole (atomically)."""
+        meta = {"attributes": attributes, "zarr_format": 3, "node_type": "group"}
+        self._files.put("zarr.json", json.dumps(meta, indent=2).encode())
+
+    def _read_attrs(self) -> dict:
+        attrs = dict(self._group_meta().get("attributes", {}).get("clipcache") or {})
+        if not attrs:
+            raise StoreFormatError(f"{self.path} is a Zarr store but not a clipcache store")
+        version = attrs.get("layout_version")
+        if version == LEGACY_LAYOUT:
+            raise StoreFormatError(
+                f"store {self.path} has the old one-array-per-video layout (version 1); convert it with "
+                f"`{convert_command(self.path)}` and use the new store"
+            )
+        if version not in READABLE:
+            raise StoreFormatError(
+                f"store {self.path} has clipcache layout version {version}, "
+                f"this clipcache reads version {LAYOUT_VERSION}; re-extract into a new store"
+            )
+        return attrs
+
+    def _write_attrs(self, full: dict) -> None:
+        self._write_group({**self._group_meta().get("attributes", {}), "clipcache": full})
+        self._attrs = full
+
+    def _open_remote(self, url: str, mode: str, storage_options: dict | None) -> None:
         """An fsspec URL (s3://, gs://, memory://...): zarr's FsspecStore plus the same fs for records."""
+        opts = default_storage_options() if storage_options is None else dict(storage_options)
         try:
             import fsspec
-            import zarr
         except ImportError as err:
             raise StoreError(f"{url}: remote stores need fsspec (pip install 'clipcache[remote]')") from err
         try:
-            self._fs, self._root = fsspec.core.url_to_fs(url)
-        except (ImportError, ValueError) as err:
+            self._fs, self._root = fsspec.core.url_to_fs(url, **opts)
+        except (ImportError, ValueError, TypeError) as err:
             raise StoreError(f"{url}: {err} (remote stores: pip install 'clipcache[remote]')") from err
         self._root = self._root.rstrip("/")
-        self._store = zarr.storage.FsspecStore.from_url(url, read_only=(mode == "r"))
+        self._options = opts
 
-    def _rmtree(self, rel: str) -> None:
-        if self._fs is not None:
-            if self._fs.exists(f"{self._root}/{rel}"):
-                self._fs.rm(f"{self._root}/{rel}", recursive=True)
-        else:
-            shutil.rmtree(self._root / rel, ignore_errors=True)
+    @property
+    def _store(self):
+        """zarr's view of the store (LocalStore, or FsspecStore at a URL), for reading arrays."""
+        if self._zstore is None:
+            import zarr
 
-    def _listdir(self, rel: str) -> list[str]:
-        try:
-            if self._fs is not None:
-                return sorted(p.rstrip("/").rsplit("/", 1)[-1]
-                              for p in self._fs.ls(f"{self._root}/{rel}", detail=False))
-            return sorted(os.listdir(self._root / rel))
-        except FileNotFoundError:
-            return []
+            if self._fs is None:
+                self._zstore = zarr.storage.LocalStore(self._root, read_only=(self.mode == "r"))
+            else:
+                self._zstore = zarr.storage.FsspecStore.from_url(self.path, storage_options=self._options or None,
+                                                                  read_only=(self.mode == "r"))
+        return self._zstore
 
     @property
     def attrs(self) -> dict:
         return dict(self._attrs)
 
     def update_attrs(self, attrs: dict) -> None:
-        """Replace the store attributes (one atomic ``zarr.json`` write): for an extended key."""
-        import zarr
-
+        """Replace the store attributes (one atomic ``zarr.json`` write) under the store lock."""
         self._check_writable()
-        full = {**attrs, "layout_version": LAYOUT_VERSION}
-        group = zarr.open_group(self._store, mode="r+", use_consolidated=False)
-        group.attrs.put({**dict(group.attrs), "clipcache": full})
-        self._attrs = full
-
-    # ----------------------------------------------------------------- index
-    def _refresh(self, group: str) -> dict[str, dict]:
-        """Load commit records written since the last look (by this or any other writer)."""
-        idx = self._index.setdefault(group, {})
-        loaded = self._loaded.setdefault(group, set())
-        new = []
-        for name in self._commits.keys(group):
-            if name in loaded:
-                continue
-            doc = self._commits.get(group, name)
-            loaded.add(name)
-            if doc is not None:
-                new.append((name, doc))
-        for extensions in (False, True):  # entries first, then arrays added to them later
-            for name, doc in new:
-                for key, rec in sorted(doc.get("entries", {}).items()):
-                    if bool(rec.get("extends")) == extensions:
-                        self._merge_entry(group, key, rec, name)
-        return idx
-
-    def _merge_entry(self, group: str, key: str, rec: dict, source: str) -> None:
-        """Add one committed entry to the index. An entry committed again (a redo after
-        ``verify --repair``) or an extension record (arrays added later) merges its arrays in."""
-        idx, where = self._index.setdefault(group, {}), self._where.setdefault(group, {})
-        rec = dict(rec)
-        if rec.get("extends"):
-            base = idx.get(key)
-            if base is None:
-                return  # extension of an entry repaired away since: invisible
-            base["arrays"] = {**base["arrays"], **rec["arrays"]}
-            base["loc"] = {**base["loc"], **rec["loc"]}
-            return
-        if key in idx:
-            return  # the same key twice (never written by clipcache): the first record wins
-        idx[key] = dict(rec)
-        where[key] = source
-
-    def keys(self, group: str) -> list[str]:
-        return sorted(self._refresh(group))
-
-    def record(self, group: str, key: str) -> dict | None:
-        idx = self._index.get(group)
-        if idx is None or key not in idx:
-            idx = self._refresh(group)
-        rec = idx.get(key)
-        return dict(rec) if rec is not None else None
-
-    def records(self, group: str) -> dict[str, dict]:
-        return {k: dict(v) for k, v in sorted(self._refresh(group).items())}
+        self._lock.acquire()
+        try:
+            self._write_attrs({**attrs, "layout_version": LAYOUT_VERSION})
+        finally:
+            self._lock.release()
 
     # ----------------------------------------------------------------- writing
     def commit_many(self, group: str, items: Sequence[tuple[str, Mapping[str, np.ndarray], dict]],
@@ -242,16 +277,14 @@ class ZarrStore(FeatureStore):
         self._check_writable()
         if not items:
             return []
-        seg = self._segment.get(group)
-        if seg is None:
-            seg = self._segment[group] = uuid.uuid4().hex[:16]
-            self._seq[group] = 0
+        sw = self._segment_writer(group)
+        seg = sw.segment
         prepared = []
         by_array: dict[str, list[np.ndarray]] = {}
         for key, arrays, record in items:
             if "/" in key or key.startswith("."):
                 raise StoreError(f"invalid entry key {key!r}")
-            arrays = {n: np.asarray(a, order="C") for n, a in arrays.items()}  # keeps 0-d arrays 0-d
+            arrays = {n: _storable(np.asarray(a)) for n, a in arrays.items()}
             loc = {}
             for name, arr in arrays.items():
                 aname = f"{name}.{_signature(arr)}"
@@ -266,66 +299,27 @@ class ZarrStore(FeatureStore):
             out.append(dict(rec))
             for name, (path, row) in loc.items():
                 loc[name] = [path, offsets[path.split("/", 1)[1]] + row]
-            rec["loc"] = loc
-            if extends:
-                rec["extends"] = True
-            entries[key] = rec
-        name = f"{seg}-{self._seq[group]:06d}"
-        self._seq[group] += 1
-        self._commits.put(group, name, {"segment": seg, "entries": entries})  # the commit point
-        self._loaded.setdefault(group, set()).add(name)
-        if group not in self._index:
-            self._refresh(group)
-        for key, rec in entries.items():
-            self._merge_entry(group, key, rec, name)
-        if isinstance(self._lock, LeaseLock) and self._lock.held:
-            self._lock.refresh()
+            entries[key] = entry_doc(rec, loc, extends)
+        self._commit_entries(group, sw, entries)  # the commit point
         return out
 
     def _append_all(self, group: str, seg: str, by_array: dict[str, list[np.ndarray]]) -> dict[str, int]:
-        """Append each array's rows to this writer's packed arrays, all chunk writes of the batch
-        in one round of zarr's event loop; returns each array's first new row.
-
-        Arrays grow by doubling their row capacity (a rare ``resize``, done by this writer only);
-        rows past the committed ones are never read, and chunks never written cost no file.
-        """
-        import asyncio
-
-        import zarr
-        from zarr.core.sync import sync
-
-        writes, offsets = [], {}
+        """Append each array's rows to this writer's packed arrays; returns each array's first
+        new row. Only this writer writes these arrays (I3)."""
+        offsets = {}
         for aname, rows in by_array.items():
             data = np.stack(rows)  # [n, *shape]
             key = f"{group}/{seg}/{aname}"
-            slot = self._seg_arrays.get(key)
-            if slot is None:
-                z = zarr.create_array(
-                    self._store, name=f"seg/{group}/{seg}/{aname}", shape=(max(len(data), 1), *data.shape[1:]),
-                    dtype=data.dtype, chunks=(chunk_rows(data.shape[1:], data.dtype), *data.shape[1:]),
-                    fill_value=0, compressors=None, overwrite=True,
-                )
-                slot = self._seg_arrays[key] = [z, 0]
-            z, start = slot
-            if start + len(data) > z.shape[0]:
-                z.resize((max(start + len(data), 2 * z.shape[0]), *data.shape[1:]))
-            writes.append((z, slice(start, start + len(data)), data))
-            offsets[aname] = start
-            slot[1] = start + len(data)
-
-        async def _all():  # the coroutines are made here: a failed create/resize leaves none unawaited
-            await asyncio.gather(*(z.async_array.setitem(sel, data) for z, sel, data in writes))
-
-        sync(_all())
+            arr = self._seg_arrays.get(key)
+            if arr is None:
+                arr = self._seg_arrays[key] = _SegmentArray(self._files, f"seg/{key}", data.shape[1:], data.dtype)
+            offsets[aname] = arr.append(data)
         return offsets
 
     # ----------------------------------------------------------------- reading
     def _array(self, group: str, path: str, need_rows: int):
         import zarr
 
-        own = self._seg_arrays.get(f"{group}/{path}")
-        if own is not None:
-            return own[0]
         z = self._zcache.get(f"{group}/{path}")
         if z is None or z.shape[0] < need_rows:  # opened before a writer appended more rows
             try:
@@ -354,30 +348,23 @@ class ZarrStore(FeatureStore):
     def read_column(self, group: str, name: str, keys: list[str]) -> np.ndarray:
         """One array for many entries: per segment array, one contiguous read of the rows spanned
         (or only the chunks needed, when the keys are sparse in it)."""
-        if not keys:
-            raise StoreError(f"no entries to read {group}/{name} from")
-        idx = self._index.get(group) or {}
-        if any(k not in idx for k in keys):
-            idx = self._refresh(group)
-        by_path: dict[str, list[tuple[int, int]]] = {}
-        sig = None
-        for i, k in enumerate(keys):
-            rec = idx.get(k)
-            if rec is None:
-                raise StoreError(f"{group}/{k} is not in store {self.path}")
-            meta = rec["arrays"].get(name)
-            if meta is None:
-                raise StoreError(f"{group}/{k} has no array {name!r} (has {sorted(rec['arrays'])})")
-            if sig is None:
-                sig = (meta["shape"], meta["dtype"])
-            elif (meta["shape"], meta["dtype"]) != sig:
-                raise StoreError(f"{group}/{name} has different shapes across entries; read them one by one")
-            path, row = rec["loc"][name]
-            by_path.setdefault(path, []).append((i, row))
-        out = np.empty((len(keys), *sig[0]), dtype=np.dtype(sig[1]))
-        for path, pairs in by_path.items():
-            pos = np.fromiter((p for p, _ in pairs), dtype=np.int64, count=len(pairs))
-            rows = np.fromiter((r for _, r in pairs), dtype=np.int64, count=len(pairs))
+        r, where = self._locate(group, keys, name)
+        cols = r.arrays.get(name)
+        sig = cols[0][where] if cols is not None else np.full(len(keys), -1)
+        if (sig < 0).any():
+            k = keys[int(np.flatnonzero(sig < 0)[0])]
+            rec = r.record(int(where[int(np.flatnonzero(sig < 0)[0])]))
+            raise StoreError(f"{group}/{k} has no array {name!r} (has {sorted(rec['arrays'])})")
+        sigs = np.unique(sig)
+        if len(sigs) > 1:
+            raise StoreError(f"{group}/{name} has different shapes across entries; read them one by one")
+        shape, dtype = r.raw.sigs[int(sigs[0])]
+        out = np.empty((len(keys), *shape), dtype=np.dtype(dtype))
+        paths, rows_all = cols[1][where], cols[2][where]
+        for pid in np.unique(paths).tolist():
+            pos = np.flatnonzero(paths == pid)
+            rows = rows_all[pos]
+            path = r.raw.paths[pid]
             lo, hi = int(rows.min()), int(rows.max()) + 1
             z = self._array(group, path, hi)
             if hi - lo == len(rows) and np.all(np.diff(rows) == 1) and np.all(np.diff(pos) == 1):
@@ -387,9 +374,15 @@ class ZarrStore(FeatureStore):
                 span = np.empty((hi - lo, *out.shape[1:]), dtype=out.dtype)
                 self._read_rows(group, path, z, lo, hi, span)
                 out[pos] = span[rows - lo]
-            else:  # sparse: only the chunks holding the rows
-                uniq, inv = np.unique(rows, return_inverse=True)
-                out[pos] = np.asarray(z.get_orthogonal_selection((uniq,)))[inv]
+            else:  # sparse: each chunk holding some of the rows, read once (the rows it spans)
+                order = np.argsort(rows, kind="stable")
+                srows, spos = rows[order], pos[order]
+                cut = np.flatnonzero(np.diff(srows // z.chunks[0])) + 1
+                for grp in np.split(np.arange(len(srows)), cut):
+                    a, b = int(srows[grp[0]]), int(srows[grp[-1]]) + 1
+                    span = np.empty((b - a, *out.shape[1:]), dtype=out.dtype)
+                    self._read_rows(group, path, z, a, b, span)
+                    out[spos[grp]] = span[srows[grp] - a]
         return out
 
     def _read_rows(self, group: str, path: str, z, lo: int, hi: int, out: np.ndarray) -> None:
@@ -421,33 +414,6 @@ class ZarrStore(FeatureStore):
             if got != (r1 - r0) * row_bytes:  # never written or unexpected: let zarr decide
                 out[r0 - lo:r1 - lo] = z[r0:r1]
 
-    def _uncommit(self, group: str, key: str) -> None:
-        """Drop one entry from its batch record (rewritten atomically); its rows become garbage."""
-        self._check_writable()
-        self._refresh(group)
-        name = self._where.get(group, {}).get(key)
-        if name is None:
-            return
-        doc = self._commits.get(group, name) or {"entries": {}}
-        doc["entries"].pop(key, None)
-        if doc["entries"]:
-            self._commits.put(group, name, doc)
-        else:
-            self._commits.delete(group, name)
-        # extension records of that key are dropped too: the redo writes every array again
-        for other in self._commits.keys(group):
-            if other == name:
-                continue
-            odoc = self._commits.get(group, other)
-            if odoc and key in odoc.get("entries", {}) and odoc["entries"][key].get("extends"):
-                odoc["entries"].pop(key)
-                if odoc["entries"]:
-                    self._commits.put(group, other, odoc)
-                else:
-                    self._commits.delete(group, other)
-        self._index.get(group, {}).pop(key, None)
-        self._where.get(group, {}).pop(key, None)
-
     # ----------------------------------------------------------------- documents
     def put_json(self, group: str, key: str, obj: Any) -> None:
         self._check_writable()
@@ -465,7 +431,7 @@ class ZarrStore(FeatureStore):
 
     # ----------------------------------------------------------------- maintenance
     def finalize(self) -> None:
-        """Nothing to compact: segments are packed as they are written."""
+        """Nothing to compact: segments are packed, and records compacted, as they are written."""
         self._check_writable()
 
     def locate(self, group: str, key: str, name: str) -> tuple[str, int]:
@@ -489,29 +455,51 @@ class ZarrStore(FeatureStore):
         return {"files": files, "bytes": size}
 
     def gc(self) -> int:
-        """Remove segments no commit record names and orphan ``*.partial`` files (writer only).
-
-        Rows past a segment's last record stay (they sit in chunks shared with committed rows)
-        but are never read.
-        """
+        """Remove what no reader can see, leaving live writers' work alone (under the store lock,
+        so no writer starts meanwhile): losing copies of keys committed twice (dropped by a
+        record), segments no visible entry uses (their remaining copies dropped first), and
+        orphan ``*.partial`` files. Returns how many things were removed."""
         self._check_writable()
-        removed = 0
-        for group in self._listdir("seg"):
-            if group.endswith(".json"):  # zarr's group metadata
-                continue
-            self._refresh(group)
-            used = {rec["loc"][n][0].split("/", 1)[0] for rec in self._index.get(group, {}).values()
-                    for n in rec["loc"]}
-            used |= {s for s in self._segment.values()}
-            for seg in self._listdir(f"seg/{group}"):
-                if seg not in used and not seg.endswith(".json"):
-                    self._rmtree(f"seg/{group}/{seg}")
+        self._lock.acquire()
+        try:
+            live = set(self.live_writers())
+            mine = {sw.segment for sw in self._writers.values()}
+            removed = 0
+            for group in groups_of(self._files, "seg", LOG, SEGMENTS, LEGACY):
+                removed += self.drop_duplicates(group, live)
+                r = self._resolved(group)
+                used = {r.raw.paths[p].split("/", 1)[0]
+                        for (_sig, path, _row, _src) in r.arrays.values() for p in np.unique(path).tolist()}
+                for seg in self._files.list(f"seg/{group}"):
+                    if seg.endswith(".json") or seg in used or seg in mine or segment_writer(seg) in live:
+                        continue
+                    stale = [(k, n) for k, n in r.copies_in_segment(seg)]
+                    if stale:  # copies that lost or were dropped: never visible again, data or not
+                        self._commit_entries(group, self._segment_writer(group), {}, stale)
+                    self._files.rmtree(f"seg/{group}/{seg}")
                     removed += 1
-        if self._fs is None:
-            for p in self._root.rglob("*.partial"):
+            if self._fs is None:
+                removed += self._remove_partials(live)
+            return removed
+        finally:
+            self._lock.release()
+
+    def _remove_partials(self, live: set[str]) -> int:
+        """Orphan temp files of interrupted writes: under dead writers' segments always, anywhere
+        else only when no other writer is alive (a live writer's temp file looks the same)."""
+        alone = not (live - {self.writer})
+        n = 0
+        for p in self._root.rglob("*.partial"):
+            rel = p.relative_to(self._root).parts
+            owner = None
+            if len(rel) > 2 and rel[0] == "seg":
+                owner = segment_writer(rel[2])
+            elif len(rel) > 3 and rel[:2] == ("meta", "log"):
+                owner = segment_writer(rel[3])
+            if alone or (owner is not None and owner not in live):
                 p.unlink(missing_ok=True)
-                removed += 1
-        return removed
+                n += 1
+        return n
 
     def close(self) -> None:
-        self._lock.release()
+        self._close_writers()

@@ -3,6 +3,7 @@ running the CLI (in this process with click's runner, or as a real subprocess)."
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -237,3 +238,39 @@ def held_out_twins(data_dir: str | os.PathLike, threshold: float = 3.0) -> list[
                         if diff < threshold:
                             found.append((f"{layout}/{name}", rel, train[j], direction, diff))
     return found
+
+
+# ------------------------------------------------------------------------------------- S3
+@contextlib.contextmanager
+def local_s3(config_dir: str | os.PathLike):
+    """moto's S3 server on 127.0.0.1 (a free port), for as long as the block runs: the standard
+    ``AWS_*`` variables point at it (this process and the ones it starts), no user AWS
+    configuration is read; yields the endpoint URL. Needs ``moto[server]`` and ``s3fs``."""
+    import logging
+
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    cfg = Path(config_dir)
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_CONFIG_FILE": str(cfg / "config"), "AWS_SHARED_CREDENTIALS_FILE": str(cfg / "credentials")}
+    saved = {k: os.environ.get(k) for k in [*env, "AWS_PROFILE", "AWS_SESSION_TOKEN"]}
+    os.environ.update(env)
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(k, None)
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        yield env["AWS_ENDPOINT_URL"]
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -92,7 +92,7 @@ def test_bad_metadata_one_line_errors_and_the_store_is_untouched(tiny_cfg, tmp_p
     store = tmp_path / "s.zarr"
     rc, out, err = _extract(tiny_cfg, store, vids)
     assert rc == 0, err
-    before = sorted(p.name for p in (store / "meta" / "commits" / "videos").iterdir())
+    before = sorted(str(p.relative_to(store)) for p in (store / "meta" / "log").rglob("*"))  # commit records
 
     # Windows line endings and duplicate lines in a ViFi-CLIP split: parsed, duplicates reported
     labels = tmp_path / "labels.csv"
@@ -116,7 +116,7 @@ def test_bad_metadata_one_line_errors_and_the_store_is_untouched(tiny_cfg, tmp_p
     empty.write_text("id,name\n0,\n")
     with pytest.raises(InputError, match="empty class name|expected"):
         read_class_names(empty)
-    assert sorted(p.name for p in (store / "meta" / "commits" / "videos").iterdir()) == before
+    assert sorted(str(p.relative_to(store)) for p in (store / "meta" / "log").rglob("*")) == before
 
 
 def test_non_utf8_file_names_round_trip(tiny_cfg, tmp_path):

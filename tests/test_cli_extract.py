@@ -102,10 +102,10 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(model_args, tmp_path):
             "--commit-every", "2"]
     proc = subprocess.Popen(cli_command(args), cwd=ROOT, env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    commits = killed / "meta" / "commits" / "videos"
+    commits = killed / "meta" / "log" / "videos"  # <segment>/<seq>.json: the batch commit records
     try:
         while proc.poll() is None:  # a hang is pytest-timeout's to catch, not a wall-clock guess
-            if commits.is_dir() and any(n.endswith(".json") for n in os.listdir(commits)):
+            if commits.is_dir() and any(True for _ in commits.glob("*/[0-9]*.json")):
                 break
             time.sleep(0.005)
         running = proc.poll() is None

@@ -70,7 +70,7 @@ def test_train_options_are_config_fields_method_flags_or_arguments():
 
     named = set(inspect.signature(train.callback).parameters) - {"params"}
     config = {f.name for f in dataclasses.fields(TrainConfig)}
-    params = {p.name for p in train.params}
+    params = {p.name for p in train.params if p.expose_value}  # --storage-option acts in its callback
     assert params == (params & config) | set(METHOD_FLAGS) | named
     assert not named & config and "val_queries" not in params  # validation queries: the default, 1
     flags = {"ways": 3, "seed": 2, "alpha": 0.5}

@@ -26,7 +26,8 @@ class Crash(BaseException):
 
 
 class WriteCounter:
-    """Numbers every store write (zarr chunk/metadata sets and commit/document files)."""
+    """Numbers every store write (zarr chunk/metadata sets, segment rows written in place, and
+    commit/document files)."""
 
     def __init__(self, monkeypatch, fail_at: int | None = None, error: type | None = None):
         self.n, self.fail_at, self.error = 0, fail_at, error
@@ -41,8 +42,18 @@ class WriteCounter:
             self.hit(str(path))
             return orig_atomic(path, data, durable)
 
+        orig_at = clipcache.stores.base.write_rows_at
+
+        def at(path, offset, data, size):
+            if self.n + 1 == self.fail_at and self.error is Crash:  # dies mid-write: half the rows' bytes land
+                half = memoryview(data).cast("B")
+                orig_at(path, offset, half[:len(half) // 2], size)
+            self.hit(str(path))
+            return orig_at(path, offset, data, size)
+
         monkeypatch.setattr(zarr.storage.LocalStore, "set", set_)
         monkeypatch.setattr(clipcache.stores.base, "atomic_write_bytes", atomic)
+        monkeypatch.setattr(clipcache.stores.base, "write_rows_at", at)
 
     def hit(self, what: str) -> None:
         self.n += 1

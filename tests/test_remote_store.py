@@ -49,13 +49,18 @@ def test_extract_to_fsspec_url_equals_local(csv: str, tmp_path: Path) -> None:
     assert again.extracted == 0 and again.already_done == 6
 
 
-def test_remote_lease_refuses_second_writer_and_is_released() -> None:
+def test_remote_lease_refuses_a_second_writer_with_the_same_id_and_is_released() -> None:
     url = f"memory://bucket-{uuid.uuid4().hex[:8]}/lease.zarr"
-    first = open_store(url, "a", attrs={"cache_key": {}})
-    with pytest.raises(StoreLocked, match="being written by"):
-        open_store(url, "a")
+    first = open_store(url, "a", attrs={"cache_key": {}}, writer="w1")
+    with pytest.raises(StoreLocked, match="writer w1 of .* is already running"):
+        open_store(url, "a", writer="w1")
+    other = open_store(url, "a", writer="w2")  # another writer id writes along
+    other.commit("videos", "k2", {"emb": np.ones((1, 2, 3), np.float32)}, {})
+    first.commit("videos", "k1", {"emb": np.zeros((1, 2, 3), np.float32)}, {})
+    assert first.keys("videos") == other.keys("videos") == ["k1", "k2"]
     first.close()
-    open_store(url, "a").close()  # the lease went with the first writer
+    other.close()
+    open_store(url, "a", writer="w1").close()  # the lease went with the first writer
 
 
 def test_file_url_uses_atomic_local_store(tmp_path: Path) -> None:

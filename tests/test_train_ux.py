@@ -146,8 +146,8 @@ def test_ctrl_c_during_extract_keeps_what_is_cached_and_the_same_command_resumes
     args = ["extract", str(tmp_path / "videos"), "--store", str(tmp_path / "s.zarr"), *common]
     proc = subprocess.Popen(cli_command(args), env=cli_env(), cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=_foreground_sigint)
-    commits = tmp_path / "s.zarr" / "meta" / "commits" / "videos"  # one record per committed batch
-    _sigint_when(proc, lambda: commits.is_dir() and any(commits.glob("*.json")), settle=0.0)
+    commits = tmp_path / "s.zarr" / "meta" / "log" / "videos"  # <segment>/<seq>.json: one per committed batch
+    _sigint_when(proc, lambda: commits.is_dir() and any(True for _ in commits.glob("*/[0-9]*.json")), settle=0.0)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("WARNING")]

@@ -147,7 +147,11 @@ def _score_episodes(job: EvalJob, eps) -> np.ndarray:
     method.bind_classes(list(cache.classes))  # Episode.class_ids and text rows are global class ids
     n = method.needs
     if method.batched_episodes and n.emb and not (n.cls or n.tokens_at or n.pixels or n.backbone):
-        emb = torch.from_numpy(cache.emb(view=0)).to(device)  # [V, T, D']
+        # only the videos the episodes read (a store of a million videos is not loaded whole),
+        # the episodes' indices renumbered into that table
+        used = episode_videos(eps)  # [U] sorted cache indices
+        emb = torch.from_numpy(cache.emb(view=0, idx=used)).to(device)  # [U, T, D']
+        sup, qry = np.searchsorted(used, sup), np.searchsorted(used, qry)
         text = torch.from_numpy(cache.text()).to(device) if method.needs.text else None  # [C, P, D']
         pred = np.empty((e_n, qry.shape[1] * qry.shape[2]), dtype=np.int64)
         for a in bar(range(0, e_n, job.batch_episodes), desc="eval", unit="chunk"):  # on in a progress scope
