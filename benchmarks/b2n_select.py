@@ -83,6 +83,26 @@ def beats(row: dict, frozen: dict) -> bool:
     return row["novel"][0] - row["novel"][1] > frozen["novel"][0] + frozen["novel"][1]
 
 
+def settle(measured: dict[int, dict[str, dict[int, dict]]], frozen: dict[int, dict]) -> tuple[int, dict, dict]:
+    """The choices from the selection set's cells (clips per class -> row label -> epochs -> cell;
+    frozen zero-shot's cell per clip count): (clips per class, row label -> epochs, method -> row
+    label), by the rules of the module docstring."""
+    def best_epochs(vpc: int, label: str) -> int:
+        by_e = measured[vpc][label]
+        return max(sorted(by_e), key=lambda e: (by_e[e]["hm"][0], -e))
+
+    counts = sorted(measured)
+    chosen = next((vpc for vpc in counts
+                   if any(beats(measured[vpc][lab][best_epochs(vpc, lab)], frozen[vpc]) for lab in measured[vpc])),
+                  counts[-1])
+    epochs = {label: best_epochs(chosen, label) for label in measured[chosen]}
+    best = {}
+    for method in ("EV-CLIP", "EZ-CLIP"):
+        labels = [lab for lab in measured[chosen] if lab.startswith(method)]
+        best[method] = max(labels, key=lambda lab: measured[chosen][lab][epochs[lab]]["hm"][0])
+    return chosen, epochs, best
+
+
 def select(work: Path, pretrained: str = "toy", candidates: dict | None = None, seed: int = SELECTION_SEED) -> dict:
     from cachekit.encoder import EncoderConfig
     from cachekit.video import SamplerConfig
@@ -108,24 +128,12 @@ def select(work: Path, pretrained: str = "toy", candidates: dict | None = None, 
                 label, e = key.rsplit(" @", 1)
                 measured.setdefault(vpc, {}).setdefault(label, {})[int(e)] = v
 
-    def best_epochs(vpc: int, label: str) -> int:
-        by_e = measured[vpc][label]
-        return max(sorted(by_e), key=lambda e: (by_e[e]["hm"][0], -e))
-
-    counts = sorted(candidates["videos_per_class"])
-    chosen = next((vpc for vpc in counts
-                   if any(beats(measured[vpc][lab][best_epochs(vpc, lab)], frozen[vpc]) for lab in measured[vpc])),
-                  counts[-1])
-    epochs = {label: best_epochs(chosen, label) for label in measured[chosen]}
-    best = {}
-    for method in ("EV-CLIP", "EZ-CLIP"):
-        labels = [lab for lab in measured[chosen] if lab.startswith(method)]
-        best[method] = max(labels, key=lambda lab: measured[chosen][lab][epochs[lab]]["hm"][0])
+    chosen, epochs, best = settle(measured, frozen)
     return {"seed": seed, "weights": weights_id(pretrained), "videos_per_class": chosen, "epochs": epochs, "best": best,
             "pseudo_split": f"{len(split['base'])} pseudo-base and {len(split['novel'])} pseudo-novel compositions, "
                             "all base compositions of the benchmark",
             "encoder": encoder_note(enc.model, pretrained), "candidates": {
-                "videos_per_class": list(counts), "epochs": {k: list(v) for k, v in candidates["epochs"].items()}},
+                "videos_per_class": sorted(measured), "epochs": {k: list(v) for k, v in candidates["epochs"].items()}},
             "measured": {str(vpc): {"frozen": frozen[vpc], **{lab: {str(e): v for e, v in by_e.items()}
                                                                for lab, by_e in rows_.items()}}
                          for vpc, rows_ in measured.items()},

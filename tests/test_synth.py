@@ -955,23 +955,50 @@ def test_an_offset_latin_square_splits_the_base_compositions_again():
             assert side[a] == side[b], (a, b)
 
 
+def _benchmark_script(name: str):
+    """A module of benchmarks/ (scripts that import each other from their own folder)."""
+    import importlib
+    import sys
+
+    bench = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(bench)
+
+
+def test_the_benchmark_selection_settles_the_fewest_clips_that_beat_frozen_and_the_best_epochs():
+    settle = _benchmark_script("b2n_select").settle
+
+    def cell(hm, novel=10.0, ci=2.0):
+        return {"hm": [hm, ci], "novel": [novel, ci], "base": [hm, ci]}
+
+    frozen = {8: cell(10.0, 10.0), 16: cell(10.0, 10.0)}
+    ev, mask, ez = "EV-CLIP context prompts (from cache)", "EV-CLIP mask prompts", "EZ-CLIP from block 4"
+    measured = {
+        8: {ev: {25: cell(12.0, 13.0), 50: cell(12.5, 13.5)}, mask: {4: cell(9.0)}, ez: {6: cell(11.0, 12.0)}},
+        16: {ev: {25: cell(20.0, 18.0), 50: cell(20.0, 19.0), 100: cell(15.0, 16.0)}, mask: {4: cell(9.0), 8: cell(10.0)},
+             ez: {6: cell(14.0, 15.0), 12: cell(21.0, 20.0)}},
+    }
+    # at 8 no row clears frozen's interval on novel (13.5 - 2 < 10 + 2); at 16 one does
+    assert settle(measured, frozen) == (16, {ev: 25, mask: 8, ez: 12}, {"EV-CLIP": ev, "EZ-CLIP": ez})
+    measured[8][ez][6] = cell(11.0, 14.5)  # now 8 clips do: the fewest wins, each row at its best harmonic mean
+    assert settle(measured, frozen) == (8, {ev: 50, mask: 4, ez: 6}, {"EV-CLIP": ev, "EZ-CLIP": ez})
+    none = {16: {ev: {25: cell(9.0)}, mask: {4: cell(12.0)}, ez: {6: cell(8.0)}}}
+    assert settle(none, {16: cell(10.0)}) == (16, {ev: 25, mask: 4, ez: 6}, {"EV-CLIP": mask, "EZ-CLIP": ez})
+
+
 def test_the_benchmark_selection_set_reads_no_test_clip_and_no_novel_composition(tmp_path):
     """benchmarks/b2n_select.py settles the base-to-novel choices on a set of its own (issue 23):
     only the benchmark's base compositions, clips drawn with another seed (none equals a clip of
     the benchmark), and pseudo base-to-novel lists in which no held-out clip is a training clip,
     forwards or backwards."""
     import dataclasses
-    import importlib
-    import sys
 
     from helpers import decode_all_pyav, held_out_twins
 
-    bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(bench))
-    try:
-        b2n_select = importlib.import_module("b2n_select")
-    finally:
-        sys.path.remove(str(bench))
+    b2n_select = _benchmark_script("b2n_select")
     full = SynthConfig(objects=DEFAULT_OBJECTS[:3], videos_per_class=4, frames=8, size=32,
                        splits=(0.5, 0.25, 0.25), seed=0)
     test_split = base_novel_compositions(full.class_names, full.objects)
