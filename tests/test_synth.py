@@ -904,6 +904,11 @@ def test_no_held_out_clip_of_any_split_is_a_training_clip_forwards_or_backwards(
     assert res.b2n is not None and cfg.reversal_pairs()
     assert held_out_twins(data) == []
     assert json.loads((data / "synth.json").read_text())["reversal_pairs_apart"] == []
+    # the benchmark's own size (6 objects, 60 / 30 / 30 classes): its class split keeps every pair whole too
+    full = SynthConfig(objects=DEFAULT_OBJECTS, splits=(0.5, 0.25, 0.25), seed=0)
+    side = {c: s for s, names in split_classes(list(full.class_names), full.splits, full.seed, True,
+                                               full.reversal_pairs()).items() for c in names}
+    assert len(full.reversal_pairs()) == 36 and all(side[a] == side[b] for a, b in full.reversal_pairs())
 
     # plant one, as the lists were before: a base_val clip whose time-reversed twin trains
     planted = tmp_path / "planted"
