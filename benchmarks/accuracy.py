@@ -10,7 +10,8 @@ base-to-novel split over unseen compositions), then measure:
   time-reversed pairs (same episodes);
 * 5-way 1-shot on the test classes: the no-training baselines, MA-FSAR's TPCM and the CLIP-FSAR head;
 * base-to-novel: frozen zero-shot against EV-CLIP (context, mask) and EZ-CLIP (with and without its
-  motion loss), trained on the base compositions (its own set of 16 clips per class).
+  motion loss), trained on the base compositions (a set of its own; its clip count and each row's
+  epochs are settled on a selection set by b2n_select.py, never on these test lists).
 
 Every cell is accuracy ± the episode interval [± the video-level interval]. The toy encoder says
 nothing about real CLIP on real videos; ``--pretrained random`` gives the random-weight numbers.
@@ -61,6 +62,49 @@ B2N_ROWS = [
      12),
 ]
 B2N_LR = 3e-3
+# Where benchmarks/b2n_select.py writes the base-to-novel choices it settles on its selection set
+# (clips per class, each row's epochs, the variant b2n_clips.py shows per method); without the
+# file, the values above (chosen before issue 23 after seeing test results), and the tables say so.
+SELECTION_FILE = Path(__file__).resolve().parent / "b2n_selection.json"
+B2N_VIDEOS_PER_CLASS = 16
+B2N_BEST = {"EV-CLIP": "EV-CLIP context prompts, clip-trend z (from cache)",
+            "EZ-CLIP": f"EZ-CLIP from block {BLOCK}, no motion loss"}
+
+
+def weights_id(pretrained: str, seed: int = 0) -> str:
+    """Which encoder weights a selection was settled with: ``toy:<sha256 prefix>`` of the file
+    ``--pretrained toy`` loads (new toy weights call for a new selection), ``random:<seed>``, else
+    ``pretrained`` as given."""
+    if pretrained == "toy":
+        from cachekit.toy.files import toy_weights
+        from clipcache.stores import file_sha256
+
+        return f"toy:{file_sha256(toy_weights())[:16]}"
+    return f"random:{seed}" if pretrained == "random" else pretrained
+
+
+def b2n_choices(path: Path | None = None, pretrained: str = "toy", seed: int = 0) -> dict:
+    """The base-to-novel choices the measurement uses: ``videos_per_class``, ``epochs`` (row label
+    -> epochs), ``best`` (method -> row label), ``settled`` (a line saying where they come from;
+    it says so when the file was settled with other encoder weights than ``pretrained``)."""
+    path = SELECTION_FILE if path is None else Path(path)
+    if path.is_file():
+        doc = json.loads(path.read_text())
+        settled = (f"settled on a selection set drawn with seed {doc['seed']} ({doc['pseudo_split']}; "
+                   f"benchmarks/b2n_select.py, {doc.get('date', '?')}), then measured once here")
+        here = weights_id(pretrained, seed)
+        if doc.get("weights") != here:
+            settled = (f"settled on a selection set with OTHER encoder weights ({doc.get('weights', '?')}; this run: "
+                       f"{here}): re-run benchmarks/b2n_select.py before these numbers count")
+            print(f"warning: {path.name} {settled}", file=sys.stderr, flush=True)
+        return {"videos_per_class": int(doc["videos_per_class"]), "epochs": dict(doc["epochs"]),
+                "best": dict(doc["best"]), "settled": settled}
+    return {"videos_per_class": B2N_VIDEOS_PER_CLASS, "epochs": {label: e for label, _, e in B2N_ROWS},
+            "best": dict(B2N_BEST),
+            "settled": "NOT settled on a selection set (no benchmarks/b2n_selection.json: run benchmarks/"
+                       "b2n_select.py first); the defaults were chosen after seeing test results"}
+
+
 # Rows run under every challenge; the others only on clean clips (the goals are stated there).
 CHALLENGE_ROWS = {"Prototypes + mean pooling (no training)", "Prototypes + OTAM (no training)",
                   "MA-FSAR TPCM, α = 0.75 (frozen encoder; paper: spatial data sets)", "CLIP-FSAR head (frozen encoder)"}
@@ -85,10 +129,10 @@ def benchmark_config(videos_per_class: int, challenge: str = "none", seed: int =
 
 def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, train_episodes: int = 600,
         model: str | None = None, pretrained: str = "toy", work: str | None = None, seed: int = 0,
-        epoch_scale: float = 1.0, b2n_videos_per_class: int | None = 16) -> dict:
+        epoch_scale: float = 1.0, b2n_videos_per_class: int | None = None, choices: dict | None = None) -> dict:
     """``b2n_videos_per_class``: clips per class of the base-to-novel part (its own synthetic set,
-    clean clips; None: the same set as the rest). At 8 every trained row memorises its ~6 clips per
-    base composition (b2n_clips.py), so the default is 16."""
+    clean clips; None: what ``choices`` says). ``choices``: :func:`b2n_choices` (default: the
+    selection file, else the old defaults)."""
     from cachekit.demo import demo_model_config
     from cachekit.encoder import EncoderConfig
     from cachekit.evaluate import EvalConfig, evaluate
@@ -105,8 +149,9 @@ def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, 
         model = demo_model_config()
     enc = EncoderConfig(model=model or "ViT-B-32", pretrained=pretrained, seed=seed)
     weights = None if pretrained == "random" else pretrained
+    choices = choices or b2n_choices(pretrained=pretrained, seed=seed)
     res: dict = {"model": model or "toy", "pretrained": pretrained, "probes": {}, "pairs": {}, "episodic": {},
-                 "b2n": {}, "seconds": {}}
+                 "b2n": {}, "seconds": {}, "b2n_settled": choices["settled"]}
     for ch in challenges:
         t0 = time.perf_counter()
         data = root / ch
@@ -164,7 +209,7 @@ def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, 
             print(f"{ch} {label}: {cell(r)}", file=sys.stderr, flush=True)
 
         if clean:  # base-to-novel over unseen compositions
-            b2n_vpc = b2n_videos_per_class or videos_per_class
+            b2n_vpc = b2n_videos_per_class or choices["videos_per_class"]
             b2n_data = data
             if b2n_vpc != videos_per_class:
                 b2n_data = root / f"{ch}-b2n"
@@ -172,17 +217,21 @@ def run(challenges=CHALLENGES, videos_per_class: int = 8, episodes: int = 1000, 
             res["b2n_videos_per_class"] = b2n_vpc
             b2n_meta = json.loads((b2n_data / "synth.json").read_text())
             res["b2n_chance"] = factor_chance(b2n_meta["compositions"], b2n_meta["b2n"]["novel"])
-            res["b2n"] = base_to_novel(b2n_data, str(root / f"{ch}-b2n.zarr"), enc, sampler, B2N_ROWS,
+            rows = [(label, how, choices["epochs"].get(label, e)) for label, how, e in B2N_ROWS]
+            res["b2n_epochs"] = {label: max(1, round(e * epoch_scale)) if e else 0 for label, _, e in rows}
+            res["b2n"] = base_to_novel(b2n_data, str(root / f"{ch}-b2n.zarr"), enc, sampler, rows,
                                        root / "runs" / ch, seed, weights, epoch_scale, pixels=True)
         res["seconds"][ch] = round(time.perf_counter() - t0, 1)
     return res
 
 
 def base_to_novel(data: Path, store: str, enc, sampler, rows, run_root: Path, seed: int, weights: str | None,
-                  epoch_scale: float = 1.0, pixels: bool = False, prefix: str = "b2n ") -> dict:
+                  epoch_scale: float = 1.0, pixels: bool = False, prefix: str = "b2n ",
+                  novel: list[str] | None = None) -> dict:
     """Extract the base-to-novel split of the synthetic data set ``data`` into ``store`` and measure
-    ``rows`` (:data:`B2N_ROWS` or some of them): label -> :meth:`EvalResult.base_novel` cells.
-    ``pixels``: cache frames as pixels too (the rows that train through the backbone from pixels)."""
+    ``rows`` ((label, how, epochs), as :data:`B2N_ROWS`): label -> :meth:`EvalResult.base_novel` cells.
+    ``pixels``: cache frames as pixels too (the rows that train through the backbone from pixels).
+    ``novel``: the novel classes of its ``splits/b2n`` lists (default: synth.json's)."""
     from cachekit.evaluate import EvalConfig, evaluate
     from cachekit.extract import ExtractConfig, extract
     from cachekit.inputs import collect_inputs
@@ -190,6 +239,7 @@ def base_to_novel(data: Path, store: str, enc, sampler, rows, run_root: Path, se
 
     b2n = data / "splits" / "b2n"
     meta = json.loads((data / "synth.json").read_text())
+    novel = meta["b2n"]["novel"] if novel is None else novel
     extract(collect_inputs([str(b2n / f"{s}.txt") for s in ("train", "base_val", "novel_val")],
                            video_root=str(data), class_names=str(b2n / "labels.csv")),
             store, ExtractConfig(encoder=enc, sampler=sampler, tokens_at=(BLOCK,), pixels=pixels,
@@ -199,13 +249,13 @@ def base_to_novel(data: Path, store: str, enc, sampler, rows, run_root: Path, se
         if how[0] == "eval":
             r = evaluate(store, EvalConfig(protocol="base2novel", method=how[1], seed=seed))
         else:
-            run_dir = str(run_root / ("b2n-" + run_name(how[1], how[2])))
+            run_dir = str(run_root / ("b2n-" + run_name(how[1], how[2]) + f"-e{row_epochs}"))
             train(store, run_dir, how[1], dict(how[2]),
                   TrainConfig(protocol="base2novel", epochs=max(1, round(row_epochs * epoch_scale)),
                               batch_size=16, lr=B2N_LR, seed=seed, val_episodes=0),
                   resume=True, progress=False, pretrained=weights)
             r = evaluate(store, EvalConfig(protocol="base2novel", run_dir=run_dir, seed=seed))
-        out[label] = {**r.base_novel(1), **factor_hits(r, meta["compositions"], meta["b2n"]["novel"])}
+        out[label] = {**r.base_novel(1), **factor_hits(r, meta["compositions"], novel)}
         print(f"{prefix}{label}: {out[label]}", file=sys.stderr, flush=True)
     return out
 
@@ -274,6 +324,9 @@ def markdown(res: dict) -> str:
         out += _table("**5-way 1-shot episodes on the test classes (chance 20%; same episodes per column)**",
                       res["episodic"])
     if res["b2n"]:
+        epochs = res.get("b2n_epochs", {})
+        out.append(f"Base-to-novel choices ({res.get('b2n_videos_per_class', '?')} clips per class; epochs: "
+                   f"{', '.join(f'{k} {v}' for k, v in epochs.items() if v)}): {res.get('b2n_settled', '?')}.\n")
         out += _table(f"**Base-to-novel over unseen compositions (trained on base compositions; clean clips, "
                       f"{res.get('b2n_videos_per_class', '?')} per class; a random guess has the right object "
                       f"{res.get('b2n_chance', {}).get('right object', '?')}%, the right motion "
@@ -290,20 +343,26 @@ def main() -> None:
     ap.add_argument("--videos-per-class", type=int, default=8)
     ap.add_argument("--episodes", type=int, default=1000)
     ap.add_argument("--train-episodes", type=int, default=600)
-    ap.add_argument("--b2n-videos-per-class", type=int, default=16, help="clips per class of the base-to-novel part")
+    ap.add_argument("--b2n-videos-per-class", type=int, default=None,
+                    help="clips per class of the base-to-novel part (default: b2n_selection.json's, else 16)")
     ap.add_argument("--epoch-scale", type=float, default=1.0, help="scale every base-to-novel row's epochs")
+    ap.add_argument("--selection", default=None, help="the base-to-novel choices to read (default: "
+                                                      "benchmarks/b2n_selection.json, written by b2n_select.py)")
     ap.add_argument("--model", default=None)
     ap.add_argument("--pretrained", default="toy")
     ap.add_argument("--work", default=None)
     ap.add_argument("--quick", action="store_true", help="clean clips only, fewer episodes")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    if a.selection and not Path(a.selection).is_file():
+        ap.error(f"--selection {a.selection}: no such file")
     chs = tuple(c for c in a.challenges.split(",") if c)
     if a.quick:
         chs, a.episodes, a.train_episodes, a.videos_per_class, a.epoch_scale = ("none",), 300, 200, 4, 0.1
         a.b2n_videos_per_class = 4
     res = run(chs, a.videos_per_class, a.episodes, a.train_episodes, a.model, a.pretrained, a.work,
-              epoch_scale=a.epoch_scale, b2n_videos_per_class=a.b2n_videos_per_class)
+              epoch_scale=a.epoch_scale, b2n_videos_per_class=a.b2n_videos_per_class,
+              choices=b2n_choices(a.selection, a.pretrained))
     print(json.dumps(res) if a.json else markdown(res))
 
 

@@ -25,6 +25,8 @@ SCRIPTS = [
     ("train.py", "Training from the cache vs. running the encoder in the loop", [], ["--quick"]),
     ("backbone.py", "Backbone methods: full vs. partial caching", [], ["--quick"]),
     ("query.py", "Query latency and FAISS", [], ["--quick"]),
+    ("b2n_select.py", "Base-to-novel choices, settled on a selection set (read by accuracy.py and b2n_clips.py)",
+     [], ["--quick"]),
     ("accuracy.py", "Accuracy on the synthetic benchmark per challenge",
      [], ["--quick"]),
     ("b2n_clips.py", "Base-to-novel as the clips per class grow", [], ["--videos-per-class", "4"]),

@@ -907,6 +907,11 @@ def test_no_held_out_clip_of_any_split_is_a_training_clip_forwards_or_backwards(
     assert res.b2n is not None and cfg.reversal_pairs()
     assert held_out_twins(data) == []
     assert json.loads((data / "synth.json").read_text())["reversal_pairs_apart"] == []
+    # the benchmark's own size (6 objects, 60 / 30 / 30 classes): its class split keeps every pair whole too
+    full = SynthConfig(objects=DEFAULT_OBJECTS, splits=(0.5, 0.25, 0.25), seed=0)
+    side = {c: s for s, names in split_classes(list(full.class_names), full.splits, full.seed, True,
+                                               full.reversal_pairs()).items() for c in names}
+    assert len(full.reversal_pairs()) == 36 and all(side[a] == side[b] for a, b in full.reversal_pairs())
 
     # plant one, as the lists were before: a base_val clip whose time-reversed twin trains
     planted = tmp_path / "planted"
@@ -934,3 +939,93 @@ def test_a_reversal_pair_split_across_training_is_recorded_and_warned(tmp_path, 
     assert apart, "seed 1 should split a pair; pick another seed"
     assert json.loads((tmp_path / "synth.json").read_text())["reversal_pairs_apart"] == apart
     assert "played backwards" in caplog.text
+
+
+def test_an_offset_latin_square_splits_the_base_compositions_again():
+    """``offset`` 1 of the rule picks another third of the compositions: inside the base of
+    offset 0 it gives the selection split of benchmarks/b2n_select.py, each pseudo-novel
+    composition's object and motion family seen in pseudo-base, reversal pairs on one side."""
+    cfg = SynthConfig(objects=DEFAULT_OBJECTS)
+    split = base_novel_compositions(cfg.class_names, cfg.objects)
+    again = base_novel_compositions(split["base"], cfg.objects, offset=1)
+    assert sorted(again["base"] + again["novel"]) == sorted(split["base"])
+    assert again["novel"] and not set(again["novel"]) & set(split["novel"])
+    assert 0.3 <= len(again["novel"]) / len(split["base"]) <= 0.6
+    family = {m: j for j, fam in enumerate(MOTION_FAMILIES) for m in fam}
+    seen = {(parse_composition(c)[0], None) for c in again["base"]} | {
+        (None, family[parse_composition(c)[1]]) for c in again["base"]}
+    for c in again["novel"]:
+        obj, motion = parse_composition(c)
+        assert (obj, None) in seen and (None, family[motion]) in seen, c
+    side = {c: "base" for c in again["base"]} | {c: "novel" for c in again["novel"]}
+    for a, b in cfg.reversal_pairs():
+        if a in side:
+            assert side[a] == side[b], (a, b)
+
+
+def _benchmark_script(name: str):
+    """A module of benchmarks/ (scripts that import each other from their own folder)."""
+    import importlib
+    import sys
+
+    bench = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(bench)
+
+
+def test_the_benchmark_selection_settles_the_fewest_clips_that_beat_frozen_and_the_best_epochs():
+    settle = _benchmark_script("b2n_select").settle
+
+    def cell(hm, novel=10.0, ci=2.0):
+        return {"hm": [hm, ci], "novel": [novel, ci], "base": [hm, ci]}
+
+    frozen = {8: cell(10.0, 10.0), 16: cell(10.0, 10.0)}
+    ev, mask, ez = "EV-CLIP context prompts (from cache)", "EV-CLIP mask prompts", "EZ-CLIP from block 4"
+    measured = {
+        8: {ev: {25: cell(12.0, 13.0), 50: cell(12.5, 13.5)}, mask: {4: cell(9.0)}, ez: {6: cell(11.0, 12.0)}},
+        16: {ev: {25: cell(20.0, 18.0), 50: cell(20.0, 19.0), 100: cell(15.0, 16.0)}, mask: {4: cell(9.0), 8: cell(10.0)},
+             ez: {6: cell(14.0, 15.0), 12: cell(21.0, 20.0)}},
+    }
+    # at 8 no row clears frozen's interval on novel (13.5 - 2 < 10 + 2); at 16 one does
+    assert settle(measured, frozen) == (16, {ev: 25, mask: 8, ez: 12}, {"EV-CLIP": ev, "EZ-CLIP": ez})
+    measured[8][ez][6] = cell(11.0, 14.5)  # now 8 clips do: the fewest wins, each row at its best harmonic mean
+    assert settle(measured, frozen) == (8, {ev: 50, mask: 4, ez: 6}, {"EV-CLIP": ev, "EZ-CLIP": ez})
+    none = {16: {ev: {25: cell(9.0)}, mask: {4: cell(12.0)}, ez: {6: cell(8.0)}}}
+    assert settle(none, {16: cell(10.0)}) == (16, {ev: 25, mask: 4, ez: 6}, {"EV-CLIP": mask, "EZ-CLIP": ez})
+
+
+def test_the_benchmark_selection_set_reads_no_test_clip_and_no_novel_composition(tmp_path):
+    """benchmarks/b2n_select.py settles the base-to-novel choices on a set of its own (issue 23):
+    only the benchmark's base compositions, clips drawn with another seed (none equals a clip of
+    the benchmark), and pseudo base-to-novel lists in which no held-out clip is a training clip,
+    forwards or backwards."""
+    import dataclasses
+
+    from helpers import decode_all_pyav, held_out_twins
+
+    b2n_select = _benchmark_script("b2n_select")
+    full = SynthConfig(objects=DEFAULT_OBJECTS[:3], videos_per_class=4, frames=8, size=32,
+                       splits=(0.5, 0.25, 0.25), seed=0)
+    test_split = base_novel_compositions(full.class_names, full.objects)
+    data, split = b2n_select.selection_data(tmp_path / "sel", full, seed=b2n_select.SELECTION_SEED)
+    meta = json.loads((data / "synth.json").read_text())
+    assert meta["config"]["seed"] == b2n_select.SELECTION_SEED != full.seed
+    assert sorted(meta["classes"]) == sorted(test_split["base"])
+    assert sorted(split["base"] + split["novel"]) == sorted(test_split["base"]) and split["novel"]
+    lists = {name: (data / "splits" / "b2n" / f"{name}.txt").read_text().splitlines()
+             for name in ("train", "base_val", "novel_val")}
+    labels = [ln.split(",", 1)[1] for ln in (data / "splits" / "b2n" / "labels.csv").read_text().splitlines()[1:]]
+    named = {name: {labels[int(ln.rsplit(" ", 1)[1])] for ln in lines} for name, lines in lists.items()}
+    assert named["novel_val"] == set(split["novel"]) and named["train"] == named["base_val"] == set(split["base"])
+    assert held_out_twins(data) == []
+
+    # none of its clips is a clip of the benchmark (same class, same index, seed 0)
+    c = split["base"][0]
+    bench_dir = tmp_path / "bench"
+    synth_dataset(bench_dir, dataclasses.replace(full, classes=tuple(split["base"][:3])))
+    rel = f"videos/{slugify(c)}/{slugify(c)}_000.mp4"
+    ours, theirs = decode_all_pyav(data / rel).astype(np.int16), decode_all_pyav(bench_dir / rel).astype(np.int16)
+    assert np.abs(ours - theirs).mean() > 3 and np.abs(ours[::-1] - theirs).mean() > 3

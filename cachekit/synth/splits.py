@@ -104,12 +104,13 @@ def _family(motion_class: str) -> int:
 
 
 def base_novel_compositions(
-    classes: Iterable[str], objects: tuple[str, ...] | list[str]
+    classes: Iterable[str], objects: tuple[str, ...] | list[str], offset: int = 0
 ) -> dict[str, list[str]] | None:
     """Split compositional classes into base and novel by a Latin-square rule: object ``i`` (its
     position in ``objects``) x motion family ``j`` (:data:`MOTION_FAMILIES`) is novel when
-    ``(i + j) % NOVEL_PERIOD == 0``, so both classes of a reversal pair fall on the same side and
-    about a third of the compositions are novel.
+    ``(i + j) % NOVEL_PERIOD == offset``, so both classes of a reversal pair fall on the same side
+    and about a third of the compositions are novel. ``offset`` 1 or 2 picks another third (a
+    selection split inside the base compositions of offset 0: ``benchmarks/b2n_select.py``).
 
     A novel composition is only held out while its object and its motion family each also appear
     in some base composition (with another partner); otherwise it moves to base, which happens
@@ -120,7 +121,7 @@ def base_novel_compositions(
     rank = {obj: i for i, obj in enumerate(objects)}
     parts = {c: parse_composition(c) for c in classes}
     novel = {c for c, (obj, motion) in parts.items()
-             if (rank[obj] + _family(motion)) % NOVEL_PERIOD == 0}
+             if (rank[obj] + _family(motion)) % NOVEL_PERIOD == offset % NOVEL_PERIOD}
     while True:  # moving a class to base only adds base partners: this settles
         base = [c for c in classes if c not in novel]
         base_objects = {parts[c][0] for c in base}
