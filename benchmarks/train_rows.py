@@ -152,6 +152,7 @@ class _Trainer:
         self.opt = make_optimizer(self.method.trainable_parameters(), 1e-4, 0.01)
         self.frames, self.ways, self.shots, self.queries = frames, ways, shots, queries
         self._batchers = {}
+        self.opt_times: list[tuple[float, float]] = []  # (wall, CPU) seconds of each optimiser step
 
     def batcher(self, per_step: int):
         from cachekit.episodes import EpisodeBatcher
@@ -179,8 +180,38 @@ class _Trainer:
                     videos.emb = encoder.encode_frames(pixels).emb.float().view_as(videos.emb)
         loss, _ = self.method.episode_batch_loss(batch)
         loss.backward()
+        _sync(self.device)
+        t, c = time.perf_counter(), time.process_time()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        _sync(self.device)
+        self.opt_times.append((time.perf_counter() - t, time.process_time() - c))
+
+    def gemm_replay(self):
+        """The matrix products of a 1-episode step's forward and backward (their shapes and
+        layouts, recorded once), as a function that runs them alone on random inputs."""
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        from cachekit.resident import episode_batch
+
+        products = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+                    torch.ops.aten.baddbmm.default}
+        calls = []
+
+        class Record(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func in products:
+                    calls.append((func, [torch.empty_strided(a.shape, a.stride(), device=a.device).normal_()
+                                         if isinstance(a, torch.Tensor) else a for a in args], kwargs or {}))
+                return func(*args, **(kwargs or {}))
+
+        batch = episode_batch(self.feats, self.batcher(1).sample(0))
+        with Record():
+            loss, _ = self.method.episode_batch_loss(batch)
+            loss.backward()
+        self.opt.zero_grad(set_to_none=True)
+        return lambda: [func(*args, **kwargs) for func, args, kwargs in calls]
 
     def flops(self) -> int:
         """Forward + backward FLOPs of a 1-episode step."""
@@ -217,13 +248,24 @@ def method_rows(device: str = "auto", tiny: bool = False, steps: int = 10, ways:
                "floor_s": flops / rate}
         counter = iter(range(10**9))
         for e in per_step:
+            tr.opt_times.clear()
             t, c = _median_times(lambda: tr.step(e, next(counter)), dev, max(3, steps if e == 1 else steps // 2))
             row[f"step_s@{e}"] = t
             row[f"per_episode_s@{e}"] = t / e
             if dev.type == "cpu":  # CPU seconds against CPU seconds: robust to a shared machine
                 row[f"cpu_over_floor@{e}"] = c / (e * flops / rate_cpu)
+            if e == 1:
+                opt_wall, opt_cpu = (statistics.median(x) for x in zip(*tr.opt_times))
         row["step_s"] = row.get("step_s@1")
         row["step_over_floor"] = row["step_s"] / row["floor_s"] if row["step_s"] else None
+        # where the step's time goes, in the floor's units: its own products alone (their sizes run
+        # below the 1024^3 rate), and the optimiser (memory-bound: AdamW reads and writes 7 x 4 bytes
+        # per parameter); wall time, or CPU time on the CPU, as the step columns
+        gemm_wall, gemm_cpu = _median_times(tr.gemm_replay(), dev, max(5, steps))
+        cpu = dev.type == "cpu"
+        row["gemms_over_floor"] = gemm_cpu / (flops / rate_cpu) if cpu else gemm_wall / row["floor_s"]
+        row["optimizer_over_floor"] = opt_cpu / (flops / rate_cpu) if cpu else opt_wall / row["floor_s"]
+        row["optimizer_s"] = opt_wall
         ref = _median_time(lambda: tr.step(1, next(counter), encoder=enc), dev, ref_steps, warmup=1)
         row["encoder_step_s"] = ref
         row["encoder_ratio"] = ref / row["step_s"] if row["step_s"] else None
@@ -462,6 +504,8 @@ METHOD_COLUMNS = [("method", "method", 1.0), ("device", "device", 1.0), ("thread
                   ("step_s", "step ms (1 ep)", 1e3), ("flops", "fwd+bwd GFLOP", 1e-9),
                   ("gemm_flops_s", "GEMM GFLOP/s", 1e-9), ("floor_s", "FLOP floor ms", 1e3),
                   ("step_over_floor", "step / floor", 1.0), ("cpu_over_floor@1", "CPU s / floor @1", 1.0),
+                  ("gemms_over_floor", "of which its products alone", 1.0),
+                  ("optimizer_over_floor", "of which AdamW", 1.0),
                   ("cpu_over_floor@8", "CPU s / floor @8", 1.0), ("encoder_step_s", "encoder-in-loop ms", 1e3),
                   ("encoder_ratio", "ratio (1 ep)", 1.0)] + [
     (f"per_episode_s@{e}", f"ms/episode @{e}", 1e3) for e in PER_STEP] + [

@@ -54,16 +54,8 @@ class PrototypeAttention(nn.Module):
             dropout_p=self.attn_dropout if self.training else 0.0,
         )  # [B, h, Tq, D/h]
         att = att.transpose(1, 2).reshape(q.shape)  # [B, Tq, D]
-        x = q + self._dropout(self.out_proj(att), self.drop)
-        up, act, drop_mid, down, drop_out = self.ffn
-        return x + self._dropout(down(self._dropout(act(up(self.ffn_norm(x))), drop_mid)), drop_out)
-
-    def _dropout(self, x: Tensor, module: nn.Dropout) -> Tensor:
-        """``module(x)`` in one pass: ``torch.native_dropout`` draws the same mask (the same random
-        numbers) as ``nn.Dropout`` and gives the same numbers, without its separate scale pass."""
-        if not self.training or module.p == 0.0:  # nn.Dropout draws nothing here either
-            return x
-        return torch.native_dropout(x, module.p, True)[0]
+        x = q + self.drop(self.out_proj(att))
+        return x + self.ffn(self.ffn_norm(x))
 
     def joint(self, support_q: Tensor, support_kv: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
         """Both branches in one call of the shared layer: supports ``[S, T, D]`` attending over
