@@ -163,8 +163,8 @@ def _otam_sweep(flat: Tensor, n_q: int, n_s: int, lbda: float, for_backward: boo
     neg_p = flat.new_zeros(n_q * n_s, width)
     neg_p[:, :n] = flat.t()  # a 2-D transpose takes PyTorch's blocked fast path
     neg_p = neg_p.mul_(-1.0 / lbda).view(n_q, n_s, width)  # [Lq, Ls, N']
-    g = torch.empty_like(neg_p)  # [Lq, Ls, N]
-    neg_cols, g_cols = neg_p.unbind(1), g.unbind(1)  # Ls x [Lq, N]: the loops index lists, not tensors
+    g = torch.empty_like(neg_p)  # [Lq, Ls, N']
+    neg_cols, g_cols = neg_p.unbind(1), g.unbind(1)  # Ls x [Lq, N']: the loops index lists, not tensors
     # The top row is the hard cumulative sum: g[0, m] for every column at once.
     torch.cumsum(neg_p[0], dim=0, out=g[0])
     log2 = flat.new_full((), math.log(2.0))

@@ -28,11 +28,8 @@ class AdamW:
     def __init__(self, groups: list[dict], lr: float, weight_decay: float = 0.01):
         self.param_groups: list[dict] = []
         for g in groups:
-            group = {"weight_decay": weight_decay, "lr": lr, **self.defaults, **g, "params": list(g["params"])}
-            for p in group["params"]:
-                if not p.is_floating_point():
-                    raise TypeError(f"AdamW needs floating-point parameters, got {p.dtype}")
-            self.param_groups.append(group)
+            self.param_groups.append({"weight_decay": weight_decay, "lr": lr, **self.defaults, **g,
+                                      "params": list(g["params"])})
         self.state: dict[torch.Tensor, dict] = {}
 
     @torch.no_grad()

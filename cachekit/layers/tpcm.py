@@ -96,13 +96,30 @@ class RowMemo:
     """Outputs of a row-wise function (one video in, its frames out) kept by input row, for
     inference with fixed weights: a row equal in every value to one seen before, in this call or
     an earlier one, is not computed again. Rows are looked up by ``probes`` of their values (a
-    dict; sorting whole rows costs more than the layer), then checked whole against the row kept."""
+    dict; sorting whole rows costs more than the layer), then checked whole against the row kept.
+    Past ``max_bytes`` of kept rows, new rows are computed and not kept."""
 
-    def __init__(self, probes: int = 8):
-        self.probes = probes
+    def __init__(self, probes: int = 8, max_bytes: int = 1 << 30):
+        self.probes, self.max_bytes = probes, max_bytes
         self._slots: dict[tuple, int] = {}  # probe values -> row of the tables below
-        self._inputs: Tensor | None = None  # [M, F] the rows computed
-        self._outputs: Tensor | None = None  # [M, ...] their outputs
+        self._inputs: Tensor | None = None  # [capacity, F] the rows computed (the first len(_slots))
+        self._outputs: Tensor | None = None  # [capacity, ...] their outputs
+
+    def _keep(self, keys: list[tuple], inputs: Tensor, outputs: Tensor) -> None:
+        n, new = len(self._slots), len(keys)
+        if self._inputs is None:
+            self._inputs = inputs.new_empty((max(new, 64), *inputs.shape[1:]))
+            self._outputs = outputs.new_empty((max(new, 64), *outputs.shape[1:]))
+        elif n + new > self._inputs.shape[0]:  # grow by doubling: a long evaluation adds rows call by call
+            size = max(2 * self._inputs.shape[0], n + new)
+            row_bytes = (self._inputs[0].numel() + self._outputs[0].numel()) * self._inputs.element_size()
+            if size * row_bytes > self.max_bytes:
+                return
+            self._inputs = torch.cat([self._inputs[:n], self._inputs.new_empty((size - n, *inputs.shape[1:]))])
+            self._outputs = torch.cat([self._outputs[:n], self._outputs.new_empty((size - n, *outputs.shape[1:]))])
+        self._inputs[n:n + new] = inputs
+        self._outputs[n:n + new] = outputs
+        self._slots.update((k, n + u) for u, k in enumerate(keys))
 
     def rows(self, x: Tensor, fn) -> Tensor:
         """``fn`` applied to each row of ``x [N, ...]`` (``fn`` maps ``[M, ...]`` to ``[M, ...]``
@@ -119,11 +136,9 @@ class RowMemo:
                 first.setdefault(k, i)
         if first:
             rows = list(first.values())
-            out = fn(x[rows])  # [U, ...]
-            start = 0 if self._inputs is None else self._inputs.shape[0]
-            self._slots.update((k, start + u) for u, k in enumerate(first))
-            self._inputs = flat[rows] if self._inputs is None else torch.cat([self._inputs, flat[rows]])
-            self._outputs = out if self._outputs is None else torch.cat([self._outputs, out])
+            self._keep(list(first), flat[rows], fn(x[rows]))
+            if any(k not in self._slots for k in first):  # not kept (memory): every row computed
+                return fn(x)
         slot = torch.tensor([self._slots[k] for k in keys], device=x.device)  # [N]
         if not torch.equal(self._inputs[slot], flat):  # a row agrees with another on the probes only (or NaN)
             return fn(x)
