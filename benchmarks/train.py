@@ -17,7 +17,8 @@ processes (``train_rows.startup_rows``), and (``--backbone``) the fetch share of
 backbone methods' steps from ``benchmarks/backbone.py``. The rows come from
 ``benchmarks/train_rows.py`` (``ROWS``), which a GPU script can import and call with its device.
 
-Run: ``python benchmarks/train.py [--tiny] [--steps 10] [--threads N] [--device auto] [--backbone]``.
+Run: ``python benchmarks/train.py [--tiny] [--steps 10] [--threads N] [--device auto] [--backbone]
+[--only steps|startup]``.
 ``--tiny`` (alias ``--quick``): the 4-block test model's sizes, to check the script runs.
 """
 
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--backbone", action="store_true", help="also the fetch share of backbone steps")
+    ap.add_argument("--only", choices=("steps", "startup"), default=None,
+                    help="only the step rows (methods and probe) or only the start-up rows")
     args = ap.parse_args(argv)
 
     import torch
@@ -67,16 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine(args.device)}")
     print(f"model: {'test model (tiny)' if args.tiny else 'ViT-B-32'}, random weights; 5-way 1-shot, "
           "1 query per class, T = 8\n")
-    rows = tr.method_rows(args.device, args.tiny, steps=args.steps)
-    print(tr.markdown(rows, tr.METHOD_COLUMNS))
-    print("\nfloor = forward+backward FLOPs / GEMM rate (the faster of the step's FFN product and a 1024^3 "
-          "product, float32, same threads); goals: CPU step / floor <= 1.5; GPU ratio >= 20x and "
-          "<= 0.3 ms/episode at 32 episodes per step.\n")
-    print(tr.markdown(tr.probe_rows(args.device, args.tiny, steps=args.steps), tr.PROBE_COLUMNS))
-    print()
-    print(tr.markdown(tr.startup_rows(), tr.STARTUP_COLUMNS))
+    if args.only != "startup":
+        rows = tr.method_rows(args.device, args.tiny, steps=args.steps)
+        print(tr.markdown(rows, tr.METHOD_COLUMNS))
+        print("\nfloor = forward+backward FLOPs / GEMM rate (the faster of the step's FFN product and a 1024^3 "
+              "product, float32, same threads); goals: CPU step / floor <= 1.5; GPU ratio >= 20x and "
+              "<= 0.3 ms/episode at 32 episodes per step.\n")
+        print(tr.markdown(tr.probe_rows(args.device, args.tiny, steps=args.steps), tr.PROBE_COLUMNS))
+        print()
+    if args.only == "steps":
+        return 0
+    print(tr.markdown(tr.startup_rows(), tr.startup_columns()))
     print("\ngoal: `train`'s fixed start-up (after `import torch`, to the first step) <= 2 s on a small store; "
-          "the step-0 validation (the untrained baseline) scales with --val-episodes.")
+          "fresh processes, one thread, the best of 3 by time after torch; the step-0 validation (the untrained "
+          "baseline) scales with --val-episodes and the validation set's distinct videos.")
     if args.backbone:
         print()
         print(tr.markdown(tr.backbone_rows(args.device, args.tiny), tr.BACKBONE_COLUMNS))

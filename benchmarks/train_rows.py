@@ -152,6 +152,7 @@ class _Trainer:
         self.opt = make_optimizer(self.method.trainable_parameters(), 1e-4, 0.01)
         self.frames, self.ways, self.shots, self.queries = frames, ways, shots, queries
         self._batchers = {}
+        self.opt_times: list[tuple[float, float]] = []  # (wall, CPU) seconds of each optimiser step
 
     def batcher(self, per_step: int):
         from cachekit.episodes import EpisodeBatcher
@@ -179,8 +180,38 @@ class _Trainer:
                     videos.emb = encoder.encode_frames(pixels).emb.float().view_as(videos.emb)
         loss, _ = self.method.episode_batch_loss(batch)
         loss.backward()
+        _sync(self.device)
+        t, c = time.perf_counter(), time.process_time()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        _sync(self.device)
+        self.opt_times.append((time.perf_counter() - t, time.process_time() - c))
+
+    def gemm_replay(self):
+        """The matrix products of a 1-episode step's forward and backward (their shapes and
+        layouts, recorded once), as a function that runs them alone on random inputs."""
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        from cachekit.resident import episode_batch
+
+        products = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+                    torch.ops.aten.baddbmm.default}
+        calls = []
+
+        class Record(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func in products:
+                    calls.append((func, [torch.empty_strided(a.shape, a.stride(), device=a.device).normal_()
+                                         if isinstance(a, torch.Tensor) else a for a in args], kwargs or {}))
+                return func(*args, **(kwargs or {}))
+
+        batch = episode_batch(self.feats, self.batcher(1).sample(0))
+        with Record():
+            loss, _ = self.method.episode_batch_loss(batch)
+            loss.backward()
+        self.opt.zero_grad(set_to_none=True)
+        return lambda: [func(*args, **kwargs) for func, args, kwargs in calls]
 
     def flops(self) -> int:
         """Forward + backward FLOPs of a 1-episode step."""
@@ -217,13 +248,24 @@ def method_rows(device: str = "auto", tiny: bool = False, steps: int = 10, ways:
                "floor_s": flops / rate}
         counter = iter(range(10**9))
         for e in per_step:
+            tr.opt_times.clear()
             t, c = _median_times(lambda: tr.step(e, next(counter)), dev, max(3, steps if e == 1 else steps // 2))
             row[f"step_s@{e}"] = t
             row[f"per_episode_s@{e}"] = t / e
             if dev.type == "cpu":  # CPU seconds against CPU seconds: robust to a shared machine
                 row[f"cpu_over_floor@{e}"] = c / (e * flops / rate_cpu)
+            if e == 1:
+                opt_wall, opt_cpu = (statistics.median(x) for x in zip(*tr.opt_times))
         row["step_s"] = row.get("step_s@1")
         row["step_over_floor"] = row["step_s"] / row["floor_s"] if row["step_s"] else None
+        # where the step's time goes, in the floor's units: its own products alone (their sizes run
+        # below the 1024^3 rate), and the optimiser (memory-bound: AdamW reads and writes 7 x 4 bytes
+        # per parameter); wall time, or CPU time on the CPU, as the step columns
+        gemm_wall, gemm_cpu = _median_times(tr.gemm_replay(), dev, max(5, steps))
+        cpu = dev.type == "cpu"
+        row["gemms_over_floor"] = gemm_cpu / (flops / rate_cpu) if cpu else gemm_wall / row["floor_s"]
+        row["optimizer_over_floor"] = opt_cpu / (flops / rate_cpu) if cpu else opt_wall / row["floor_s"]
+        row["optimizer_s"] = opt_wall
         ref = _median_time(lambda: tr.step(1, next(counter), encoder=enc), dev, ref_steps, warmup=1)
         row["encoder_step_s"] = ref
         row["encoder_ratio"] = ref / row["step_s"] if row["step_s"] else None
@@ -298,34 +340,72 @@ def backbone_rows(device: str = "auto", tiny: bool = False, steps: int = 2) -> l
     return out
 
 
-_STARTUP_CHILD = """
-import sys, time
+_STARTUP_CHILD = r"""
+import json, sys, time
 t_launch = float(sys.argv[1])
 t0 = time.time()
 import torch
 t_torch = time.time()
-import cachekit.tblog as tb
-from clipcache.cli.main import cli
+# the modules `train` loads, imported here so that their cost is one part (not spread over the others)
+import clipcache.cli.main, cachekit.train, cachekit.cache, cachekit.methods.ma_fsar, cachekit.protocols.episodic
+import cachekit.resident, cachekit.tblog, clipcache.stores
+from clipcache.stores import open_store
+open_store(sys.argv[2], "r").close()  # the store's backend (zarr) loads with the first open
+t_imports = time.time()
+spans = {}
+
+def timed(owner, name, part, once=True):
+    fn = getattr(owner, name)
+    def wrapper(*a, **k):
+        t = time.time()
+        try:
+            return fn(*a, **k)
+        finally:
+            if not (once and part in spans):
+                spans[part] = spans.get(part, 0.0) + time.time() - t
+    setattr(owner, name, wrapper)
+
 first = {}
-step = tb.TrainCurves.step
-def timed(self, *a, **k):
+step = cachekit.tblog.TrainCurves.step
+def first_step(self, *a, **k):
     first.setdefault("t", time.time())
     return step(self, *a, **k)
-tb.TrainCurves.step = timed
+cachekit.tblog.TrainCurves.step = first_step
+ep = cachekit.protocols.episodic.Episodic
+timed(cachekit.cache.FeatureCache, "__init__", "store open")
+timed(cachekit.methods.ma_fsar, "build", "method build")
+timed(ep, "__init__", "episodes and resident features")
+timed(cachekit.tblog.TrainCurves, "__init__", "TensorBoard writer")
+timed(ep, "validate", "step-0 validation")
+step_loss = ep.step_loss
+def first_loss(self, *a, **k):
+    first.setdefault("loss", time.time())
+    return step_loss(self, *a, **k)
+ep.step_loss = first_loss
 try:
-    cli(sys.argv[2:], prog_name="clipcache", standalone_mode=False)
+    clipcache.cli.main.cli(sys.argv[3:], prog_name="clipcache", standalone_mode=False)
 finally:
-    print(t0 - t_launch, t_torch - t0, first["t"] - t_torch)
+    spans["first step"] = first["t"] - first["loss"]
+    print(json.dumps({"interpreter": t0 - t_launch, "import torch": t_torch - t0,
+                      "imports (cachekit, CLI, store backend)": t_imports - t_torch, **spans,
+                      "after torch": first["t"] - t_torch}))
 """
 
+STARTUP_PARTS = ("imports (cachekit, CLI, store backend)", "store open", "method build",
+                 "episodes and resident features", "TensorBoard writer", "step-0 validation", "first step")
 
-def startup_rows(videos: int = 60, classes: int = 20, repeats: int = 2) -> list[dict]:
-    """``clipcache train`` start-up on a small store of random embeddings, in fresh processes:
-    launch -> interpreter, ``import torch``, then the rest up to the first optimiser step (store,
-    split, method, optimizer, run directory, the step-0 validation); with the default 1,000
-    validation episodes and with none. Beside it, what importing open_clip costs a fresh process
-    (``train`` imported it to record its version; it now reads the installed metadata).
-    The best of ``repeats`` runs."""
+
+def startup_rows(videos: int = 60, classes: int = 20, repeats: int = 3,
+                 val_episodes: tuple[int, ...] = (1000, 0)) -> list[dict]:
+    """``clipcache train`` start-up on a small store of random embeddings, in fresh processes, part
+    by part: interpreter launch, ``import torch``, the other imports, opening the store, building the
+    method, drawing the episodes and loading the features, the TensorBoard writer, the step-0
+    validation (the untrained baseline) and the first optimiser step; "other" is the rest of
+    "after torch" (CLI parsing, split, run directory). One column per ``val_episodes`` (the default
+    1,000, and none); each the run with the least time after ``import torch`` of ``repeats``.
+    Beside them, a bare ``python -c "import torch"`` (best of ``repeats``): on a shared machine the
+    ratio to it is what compares across runs."""
+    import json
     import shutil
     import subprocess
     import tempfile
@@ -338,35 +418,50 @@ def startup_rows(videos: int = 60, classes: int = 20, repeats: int = 2) -> list[
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
-    rows = []
+    cols = {}
+    bare = None
     with tempfile.TemporaryDirectory(prefix="clipcache-startup-") as tmp:
         store = write_store(Path(tmp) / "s.zarr", videos=videos, classes=classes, test_split=False)
-        for val in (1000, 0):
-            best = None
-            for r in range(repeats):
+        for r in range(repeats):
+            t = time.time()
+            subprocess.run([sys.executable, "-c", "import torch"], env=env, check=True, cwd=root)
+            bare = min(bare or 1e9, time.time() - t)
+            for val in val_episodes:
                 out = Path(tmp) / f"run{val}-{r}"
                 args = ["train", "--method", "ma_fsar", "--store", store, "--out", str(out), "--episodes", "2",
                         "--queries", "1", "--val-episodes", str(val), "--no-progress", "--threads", "1"]
-                p = subprocess.run([sys.executable, "-c", _STARTUP_CHILD, repr(time.time()), *args], env=env,
+                p = subprocess.run([sys.executable, "-c", _STARTUP_CHILD, repr(time.time()), store, *args], env=env,
                                    capture_output=True, text=True, cwd=root)
                 if p.returncode != 0:
                     raise RuntimeError(f"train failed: {p.stderr[-800:]}")
-                launch, torch_s, rest = map(float, p.stdout.split()[-3:])
-                if best is None or rest < best["rest_s"]:
-                    best = {"case": f"ma_fsar, {videos}-video store, {val} validation episodes",
-                            "launch_s": launch, "torch_s": torch_s, "rest_s": rest,
-                            "total_s": launch + torch_s + rest}
+                parts = json.loads(p.stdout.strip().splitlines()[-1])
+                if val not in cols or parts["after torch"] < cols[val]["after torch"]:
+                    cols[val] = parts
                 shutil.rmtree(out, ignore_errors=True)
-            rows.append(best)
-    p = subprocess.run([sys.executable, "-c", "import torch; import time; t = time.time(); import open_clip; "
-                        "print(time.time() - t)"], env=env, capture_output=True, text=True, check=True)
-    rows.append({"case": "(removed from start-up) import open_clip after torch", "rest_s": float(p.stdout.split()[-1]),
-                 "launch_s": None, "torch_s": None, "total_s": None})
-    return rows
+    names = ["interpreter", "import torch", *STARTUP_PARTS]
+    rows = []
+    for name in names:
+        row = {"part": name}
+        for val, parts in cols.items():
+            row[f"{val} val"] = parts.get(name)
+        rows.append(row)
+    other = {"part": "other (CLI, split, run directory)"}
+    total = {"part": "after import torch, to the first step (goal <= 2 s)"}
+    whole = {"part": "launch to the first step"}
+    ratio = {"part": "after torch / bare `import torch` process"}
+    for val, parts in cols.items():
+        key = f"{val} val"
+        other[key] = parts["after torch"] - sum(parts.get(n, 0.0) for n in STARTUP_PARTS)
+        total[key] = parts["after torch"]
+        whole[key] = parts["interpreter"] + parts["import torch"] + parts["after torch"]
+        ratio[key] = parts["after torch"] / bare
+    bare_row = {"part": "bare `python -c \"import torch\"` process", **{f"{v} val": bare for v in cols}}
+    return rows + [other, total, whole, bare_row, ratio]
 
 
-STARTUP_COLUMNS = [("case", "start-up", 1.0), ("launch_s", "interpreter s", 1.0), ("torch_s", "import torch s", 1.0),
-                   ("rest_s", "then to the first step s", 1.0), ("total_s", "launch to first step s", 1.0)]
+def startup_columns(val_episodes: tuple[int, ...] = (1000, 0)) -> list[tuple[str, str, float]]:
+    return [("part", "train start-up, 60-video store (s)", 1.0)] + [
+        (f"{v} val", f"--val-episodes {v}" if v else "no validation", 1.0) for v in val_episodes]
 
 
 def _threads() -> int:
@@ -409,6 +504,8 @@ METHOD_COLUMNS = [("method", "method", 1.0), ("device", "device", 1.0), ("thread
                   ("step_s", "step ms (1 ep)", 1e3), ("flops", "fwd+bwd GFLOP", 1e-9),
                   ("gemm_flops_s", "GEMM GFLOP/s", 1e-9), ("floor_s", "FLOP floor ms", 1e3),
                   ("step_over_floor", "step / floor", 1.0), ("cpu_over_floor@1", "CPU s / floor @1", 1.0),
+                  ("gemms_over_floor", "of which its products alone", 1.0),
+                  ("optimizer_over_floor", "of which AdamW", 1.0),
                   ("cpu_over_floor@8", "CPU s / floor @8", 1.0), ("encoder_step_s", "encoder-in-loop ms", 1e3),
                   ("encoder_ratio", "ratio (1 ep)", 1.0)] + [
     (f"per_episode_s@{e}", f"ms/episode @{e}", 1e3) for e in PER_STEP] + [

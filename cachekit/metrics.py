@@ -131,10 +131,10 @@ def otam_from_dists(dists: Tensor, lbda: float = OTAM_LAMBDA) -> Tensor:
     return torch.cat(blocks).reshape(batch)
 
 
-def _logaddexp(a: Tensor, b: Tensor) -> Tensor:
-    """``log(exp(a) + exp(b))``, stable. Not ``torch.logaddexp``: on CPU that goes through a
-    scalar ``log1p`` and costs ~3x more; ``log(1 + x)`` loses only ~1e-7 absolute here."""
-    return torch.maximum(a, b) + torch.log(torch.exp(-(a - b).abs()) + 1.0)
+_OTAM_LANES = 64
+"""The DP's pairs are padded to a multiple of this: every kernel then runs each pair through its
+vectorised body (a loop's scalar tail computes ``logaddexp`` with other roundings), so a pair's
+value and gradient do not depend on what else shares the call."""
 
 
 def _otam_columns(flat: Tensor, n_q: int, n_s: int, lbda: float) -> Tensor:
@@ -148,7 +148,8 @@ def _otam_columns(flat: Tensor, n_q: int, n_s: int, lbda: float) -> Tensor:
 
 
 def _otam_sweep(flat: Tensor, n_q: int, n_s: int, lbda: float, for_backward: bool = True):
-    """The forward DP: ``(out [N], g [Lq, Ls, N], lae [Lq, Ls, N], weights [Lq, N])``.
+    """The forward DP: ``(out [N], g [Lq, Ls, N'], lae [Lq, Ls, N'], weights [Lq, N'])``, N' = N
+    padded to a multiple of :data:`_OTAM_LANES` (zero distances, dropped from ``out``).
 
     Works on ``g = -C/λ`` (negated, in units of λ), so every softmin is a plain logaddexp;
     ``g[:, m]`` is padded column m + 1 (pairs innermost: each column's rows are contiguous runs
@@ -156,12 +157,14 @@ def _otam_sweep(flat: Tensor, n_q: int, n_s: int, lbda: float, for_backward: boo
     predecessors, and ``weights``, the right pad column's softmax; else None.
     """
     n = flat.shape[0]
-    # one fused kernel per merge on a GPU (launches dominate there); the cheaper formula on CPU
-    lae = torch.logaddexp if flat.device.type == "cuda" else _logaddexp
-    # -P/λ of the real columns; a 2-D transpose takes PyTorch's blocked fast path
-    neg_p = (flat.t().contiguous() * (-1.0 / lbda)).view(n_q, n_s, n)  # [Lq, Ls, N]
-    g = torch.empty_like(neg_p)  # [Lq, Ls, N]
-    neg_cols, g_cols = neg_p.unbind(1), g.unbind(1)  # Ls x [Lq, N]: the loops index lists, not tensors
+    lae = torch.logaddexp  # one fused kernel per merge
+    # -P/λ of the real columns, pairs padded with zeros to whole vectors (_OTAM_LANES)
+    width = -(-n // _OTAM_LANES) * _OTAM_LANES
+    neg_p = flat.new_zeros(n_q * n_s, width)
+    neg_p[:, :n] = flat.t()  # a 2-D transpose takes PyTorch's blocked fast path
+    neg_p = neg_p.mul_(-1.0 / lbda).view(n_q, n_s, width)  # [Lq, Ls, N']
+    g = torch.empty_like(neg_p)  # [Lq, Ls, N']
+    neg_cols, g_cols = neg_p.unbind(1), g.unbind(1)  # Ls x [Lq, N']: the loops index lists, not tensors
     # The top row is the hard cumulative sum: g[0, m] for every column at once.
     torch.cumsum(neg_p[0], dim=0, out=g[0])
     log2 = flat.new_full((), math.log(2.0))
@@ -186,10 +189,10 @@ def _otam_sweep(flat: Tensor, n_q: int, n_s: int, lbda: float, for_backward: boo
     total = terms[0].clone()
     for l in range(1, n_q):
         total += terms[l]
-    out = (shift + torch.log(total)) * (-lbda)  # [N]
+    out = (shift + torch.log(total)) * (-lbda)  # [N']
     if not for_backward:
-        return out, None, None, None
-    return out, g, g - neg_p, terms / total
+        return out[:n], None, None, None
+    return out[:n], g, g - neg_p, terms / total
 
 
 class _OTAMSweep(torch.autograd.Function):
@@ -211,8 +214,10 @@ class _OTAMSweep(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         g, lae, weights = ctx.saved_tensors
         n_q, n_s, lbda = ctx.sizes
-        n = grad_out.shape[0]
-        adj = torch.empty_like(g)  # [Lq, Ls, N]: d out / d g
+        n, width = grad_out.shape[0], g.shape[2]
+        if width != n:  # the padding pairs: no gradient flows into them
+            grad_out = torch.cat([grad_out, grad_out.new_zeros(width - n)])
+        adj = torch.empty_like(g)  # [Lq, Ls, N']: d out / d g
         adj_cols = adj.unbind(1)  # Ls x [Lq, N]
         # weight of each move into a cell: exp(g_pred - lae_cell), for every column at once
         diag = torch.exp(g[:-1, :-1] - lae[1:, 1:]).unbind(1)  # (Ls-1) x [Lq-1, N]
@@ -229,7 +234,7 @@ class _OTAMSweep(torch.autograd.Function):
         adj_cols[0].copy_(torch.stack(rows))
         # top row: g[0, m] = Σ_{j <= m} -P[0, j]/λ, so d(-P[0, j]/λ) = Σ_{m >= j} adj[0, m]
         adj[0] = torch.flip(torch.cumsum(torch.flip(adj[0], [0]), dim=0), [0])
-        grad = (adj * (-1.0 / lbda)).view(n_q * n_s, n).t().contiguous()  # [N, Lq*Ls]
+        grad = (adj * (-1.0 / lbda)).view(n_q * n_s, width)[:, :n].t().contiguous()  # [N, Lq*Ls]
         return grad, None, None, None
 
 

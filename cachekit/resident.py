@@ -235,10 +235,11 @@ def episodic_accuracy(method: Method, feats: ResidentFeatures, index: EpisodeInd
     """Accuracy (fraction of correct queries) of each of E episodes ``[E]``, ``chunk`` episodes
     per forward (call under ``torch.no_grad()``)."""
     out = []
-    for a in range(0, len(index), max(1, chunk)):
-        batch = episode_batch(feats, index[a:a + chunk])
-        logits = method.episode_batch_logits(batch)  # [e, W*Q, W]
-        out.append((logits.argmax(-1) == batch.query_labels).float().mean(-1).cpu().numpy())
+    with method.reusing_videos():  # the episodes draw the same videos again and again
+        for a in range(0, len(index), max(1, chunk)):
+            batch = episode_batch(feats, index[a:a + chunk])
+            logits = method.episode_batch_logits(batch)  # [e, W*Q, W]
+            out.append((logits.argmax(-1) == batch.query_labels).float().mean(-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 

@@ -136,12 +136,20 @@ class TrainResult:
 
 
 def make_optimizer(params: list, lr: float, weight_decay: float):
-    """AdamW with weight decay on matrices only (not biases, norms, scales), fused kernels."""
-    import torch
+    """AdamW with weight decay on matrices only (not biases, norms, scales), fused kernels
+    (:class:`cachekit.optim.AdamW`: torch's numbers and checkpoint format, no ``torch._dynamo``)."""
+    from .optim import AdamW
 
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=True)
+    return AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def make_schedule(opt, warmup: int, total: int):
+    """:func:`lr_lambda`'s schedule on ``opt`` (LambdaLR's state dict)."""
+    from .optim import LambdaSchedule
+
+    return LambdaSchedule(opt, lr_lambda(warmup, total))
 
 
 def lr_lambda(warmup: int, total: int):
@@ -341,7 +349,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         if not params:  # nothing to train (zeroshot, proto): the run is the method as configured
             return _untrained_run(out, meta, main)
         opt = make_optimizer(params, cfg.lr, cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, steps))
+        sched = make_schedule(opt, warmup, steps)
         if state is not None:
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])

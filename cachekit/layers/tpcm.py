@@ -9,6 +9,7 @@ described in :mod:`cachekit.methods.ma_fsar`. :class:`TPCMHead` takes the option
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +92,59 @@ def fuse_prediction(q2t: Tensor, q2s: Tensor, alpha: float) -> Tensor:
     return torch.logsumexp(both, dim=0)
 
 
+class RowMemo:
+    """Outputs of a row-wise function (one video in, its frames out) kept by input row, for
+    inference with fixed weights: a row equal in every value to one seen before, in this call or
+    an earlier one, is not computed again. Rows are looked up by ``probes`` of their values (a
+    dict; sorting whole rows costs more than the layer), then checked whole against the row kept.
+    Past ``max_bytes`` of kept rows, new rows are computed and not kept."""
+
+    def __init__(self, probes: int = 8, max_bytes: int = 1 << 30):
+        self.probes, self.max_bytes = probes, max_bytes
+        self._slots: dict[tuple, int] = {}  # probe values -> row of the tables below
+        self._inputs: Tensor | None = None  # [capacity, F] the rows computed (the first len(_slots))
+        self._outputs: Tensor | None = None  # [capacity, ...] their outputs
+
+    def _keep(self, keys: list[tuple], inputs: Tensor, outputs: Tensor) -> None:
+        n, new = len(self._slots), len(keys)
+        if self._inputs is None:
+            self._inputs = inputs.new_empty((max(new, 64), *inputs.shape[1:]))
+            self._outputs = outputs.new_empty((max(new, 64), *outputs.shape[1:]))
+        elif n + new > self._inputs.shape[0]:  # grow by doubling: a long evaluation adds rows call by call
+            size = max(2 * self._inputs.shape[0], n + new)
+            row_bytes = (self._inputs[0].numel() + self._outputs[0].numel()) * self._inputs.element_size()
+            if size * row_bytes > self.max_bytes:
+                return
+            self._inputs = torch.cat([self._inputs[:n], self._inputs.new_empty((size - n, *inputs.shape[1:]))])
+            self._outputs = torch.cat([self._outputs[:n], self._outputs.new_empty((size - n, *outputs.shape[1:]))])
+        self._inputs[n:n + new] = inputs
+        self._outputs[n:n + new] = outputs
+        self._slots.update((k, n + u) for u, k in enumerate(keys))
+
+    def rows(self, x: Tensor, fn) -> Tensor:
+        """``fn`` applied to each row of ``x [N, ...]`` (``fn`` maps ``[M, ...]`` to ``[M, ...]``
+        row by row), each distinct row not seen before computed once."""
+        n = x.shape[0]
+        if n == 0:
+            return fn(x)
+        flat = x.reshape(n, -1)  # [N, F]
+        cols = torch.linspace(0, flat.shape[1] - 1, min(self.probes, flat.shape[1]), device=x.device).long()
+        keys = [tuple(k) for k in flat[:, cols].tolist()]
+        first: dict[tuple, int] = {}  # the probe values of rows not seen before -> the first such row
+        for i, k in enumerate(keys):
+            if k not in self._slots:
+                first.setdefault(k, i)
+        if first:
+            rows = list(first.values())
+            self._keep(list(first), flat[rows], fn(x[rows]))
+            if any(k not in self._slots for k in first):  # not kept (memory): every row computed
+                return fn(x)
+        slot = torch.tensor([self._slots[k] for k in keys], device=x.device)  # [N]
+        if not torch.equal(self._inputs[slot], flat):  # a row agrees with another on the probes only (or NaN)
+            return fn(x)
+        return self._outputs[slot]
+
+
 class TPCMHead(nn.Module):
     """TPCM + metric + text branch on per-frame features, for any encoder (frozen or adapted).
 
@@ -116,6 +170,29 @@ class TPCMHead(nn.Module):
         self.q2s_scale = q2s_scale
         self.tpcm = TPCM(dim, heads, ffn_dim, dropout)
         self.trx = TRX(dim, frames) if metric == "trx" else None
+        self._memo: tuple[RowMemo, RowMemo] | None = None  # inside reusing_videos()
+
+    def _tpcm(self, support: Tensor, own: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
+        """TPCM of supports ``[S, T, D]`` (own text ``[S, D]``) and queries ``[Q, T, D]``. In
+        inference each distinct support (frames and text) and query goes through it once per call,
+        and once per :meth:`reusing_videos` scope: the episodes of a validation draw the same
+        videos again and again."""
+        if self.training or torch.is_grad_enabled():
+            return self.tpcm.both(support, own, query)
+        s_memo, q_memo = self._memo or (RowMemo(), RowMemo())
+        s_feat = s_memo.rows(torch.cat([support, own[:, None]], dim=1),  # [S, T+1, D]: what a support's output reads
+                             lambda x: self.tpcm.support(x[:, :-1], x[:, -1]))
+        return s_feat, q_memo.rows(query, self.tpcm.query)
+
+    @contextmanager
+    def reusing_videos(self):
+        """Inside, inference calls (weights fixed: a validation, an evaluation) reuse TPCM's output
+        for every support and query video seen before in the scope."""
+        self._memo = (RowMemo(), RowMemo())
+        try:
+            yield
+        finally:
+            self._memo = None
 
     def q2s_logits(self, support: Tensor, support_labels: Tensor, query: Tensor, ways: int) -> Tensor:
         """Visual branch on TPCM outputs: support ``[E, S, T, D]``, labels ``[E, S]``, query
@@ -138,7 +215,7 @@ class TPCMHead(nn.Module):
         s_text = pick_templates(text, s_n, self.training)  # [E, S, W, D]
         q_text = pick_templates(text, q_n, self.training)  # [E, Q, W, D]
         own = s_text.gather(2, support_labels[:, :, None, None].expand(-1, -1, 1, dim))[:, :, 0]  # [E, S, D]
-        s_feat, q_feat = self.tpcm.both(support.flatten(0, 1), own.flatten(0, 1), query.flatten(0, 1))
+        s_feat, q_feat = self._tpcm(support.flatten(0, 1), own.flatten(0, 1), query.flatten(0, 1))
         s_feat, q_feat = s_feat.view_as(support), q_feat.view_as(query)  # [E, S, T, D], [E, Q, T, D]
         q2s = self.q2s_logits(s_feat, support_labels, q_feat, ways)  # [E, Q, W]
         q2t = text_logits(query.flatten(0, 1), q_text.flatten(0, 1), self.text_scale)  # [E*Q, W]

@@ -7,6 +7,7 @@ use the :class:`Method` interface below; they never look at method names.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -218,6 +219,11 @@ class Method(nn.Module):
         """Many episodes at once (``batched_episodes``): emb ``[V, T, D']``, text ``[C, P, D']`` or
         None, class_ids ``[E, W]``, support ``[E, W, K]``, query ``[E, W, Q]`` -> ``[E, W*Q, W]``."""
         raise NotImplementedError(f"{self.name} scores one episode at a time (batched_episodes is False)")
+
+    def reusing_videos(self) -> contextlib.AbstractContextManager:
+        """A scope of inference calls with fixed weights (a validation, an evaluation) in which the
+        method may compute what depends on one video alone once and reuse it; default: nothing kept."""
+        return contextlib.nullcontext()
 
     def episode_batch_logits(self, batch: EpisodeBatch) -> torch.Tensor:  # [E, W*Q, W]
         """Logits of E episodes at once; default: :meth:`episode_logits` episode by episode."""

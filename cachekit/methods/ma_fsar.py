@@ -132,6 +132,10 @@ class MAFSARFrozen(Method):
         """Scores are the method's own (TPCM, metric and text branch): see ``score_supports``."""
         return None
 
+    def reusing_videos(self):
+        """TPCM's output per support and query video, computed once in the scope (inference)."""
+        return self.head.reusing_videos()
+
 
 def _fgma_layers(cfg: Config):
     """``(FgMABlock, NoTPCM)``; the FgMA block needs the backbone module (imported lazily: the

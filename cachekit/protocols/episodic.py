@@ -164,9 +164,10 @@ def _score_episodes(job: EvalJob, eps) -> np.ndarray:
 
     data = method_data(cache, method, device)
     rows = []
-    for spec in bar(eps, desc="eval", unit="episode"):  # on in a progress scope
-        ep = data.episode(spec, view=0)
-        rows.append(method.episode_logits(ep).argmax(dim=-1).cpu().numpy())  # [W*Q]
+    with method.reusing_videos():  # the episodes draw the same videos again and again
+        for spec in bar(eps, desc="eval", unit="episode"):  # on in a progress scope
+            ep = data.episode(spec, view=0)
+            rows.append(method.episode_logits(ep).argmax(dim=-1).cpu().numpy())  # [W*Q]
     return np.stack(rows)
 
 
