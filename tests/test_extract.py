@@ -134,8 +134,7 @@ def test_packed_batches_cuda_path_gives_each_video_its_own_rows(tiny_encoder, cl
 
     cfg = ExtractConfig(sampler=SamplerConfig(frames=4, views=2), tokens_at=(2,), batch_size=24, workers=2)
     with open_store(str(tmp_path / "packed.zarr"), "a", attrs={"cache_key": {}}) as store:
-        ex = Extractor(tiny_encoder, store, cfg)
-        ex._pack = True
+        ex = Extractor(tiny_encoder, store, cfg, pack=True)
         s = ex.run([VideoItem(str(p)) for p in clips], progress=False)
     assert s.extracted == len(clips)
     packed = by_path(stored(tmp_path / "packed.zarr"))
