@@ -29,7 +29,9 @@ import uuid
 import numpy as np
 
 from .errors import InputError
-from .extract import ExtractConfig, Extractor, ExtractSummary, _Pending, extract, hash_input
+from .extract import ExtractConfig, Extractor, ExtractSummary, extract
+from .extract.reader import Reader, hash_input
+from .extract.writer import video_entry
 from .inputs import InputSet, VideoItem
 from .shards import Shard
 
@@ -54,33 +56,30 @@ def _hash_row(row: dict) -> dict:
 
 
 class _Decode:
-    """A Ray task's work: decode one video's sampled frames and resize/crop them (uint8)."""
+    """A Ray task's work: the reader stage's decode and resize/crop of one video (uint8)."""
 
     def __init__(self, cfg: ExtractConfig, preprocess: dict):
-        self.cfg, self.preprocess = cfg, preprocess
+        self.reader = Reader(cfg, preprocess)
 
     def __call__(self, row: dict) -> dict:
         from .errors import DecodeError
-        from .pixels import resize_crop
-        from .video import decode_video
 
-        size = self.preprocess["size"]
+        cfg, size = self.reader.cfg, self.reader.preprocess["size"]
         try:
-            video = decode_video(row["path"], self.cfg.sampler, row["key"], self.cfg.backend)
+            video, u8 = self.reader.frames(row["path"], row["key"], cfg.backend, cfg.fps)  # u8: [V*T, 3, S, S]
         except DecodeError as err:
             return {**row, "error": str(err), "u8": np.zeros((0, 3, size, size), np.uint8),
                     "indices": np.zeros((0, 0), np.int64), "timestamps": np.zeros((0, 0)), "n_frames": 0,
                     "fps": 0.0, "duration": 0.0, "backend": ""}
-        v, t = video.frames.shape[:2]
-        u8 = resize_crop(video.frames.reshape(v * t, *video.frames.shape[2:]), self.preprocess)  # [V*T, 3, S, S]
-        return {**row, "error": "", "u8": u8.contiguous().numpy(), "indices": video.indices,
+        return {**row, "error": "", "u8": u8.numpy(), "indices": video.indices,
                 "timestamps": video.timestamps, "n_frames": video.n_frames, "fps": float(video.fps),
                 "duration": float(video.duration), "backend": video.backend}
 
 
 class _Encode:
-    """An actor of the pool: the frozen encoder and a writer of the store. Each call encodes a
-    batch of decoded videos and commits it as one batch record (the most a kill can lose)."""
+    """An actor of the pool: the frozen encoder and a writer of the store (the encode and write
+    stages of :class:`~cachekit.extract.Extractor`). Each call encodes a batch of decoded videos
+    and commits it as one batch record (the most a kill can lose)."""
 
     def __init__(self, store_path: str, cfg: ExtractConfig, storage_options: dict, prefix: str):
         from clipcache.stores import open_store, set_storage_options
@@ -109,14 +108,13 @@ class _Encode:
                 video = DecodedVideo(None, np.asarray(batch["indices"][i]), np.asarray(batch["timestamps"][i]),
                                      int(batch["n_frames"][i]), float(batch["fps"][i]), float(batch["duration"][i]),
                                      str(batch["backend"][i]))
-                pending = _Pending(key, VideoItem(path, label), video, self.ex.enc.normalize(u8),
-                                   u8=u8.numpy() if self.ex.cfg.pixels else None)
-                arrays, record = self.ex.encode_video(pending)
+                pending = self.ex.reader.pending(key, VideoItem(path, label), video, u8)
+                arrays, record = video_entry(self.ex.encoder.encode_video(pending))
                 items.append((key, arrays, record))
                 frames = int(np.prod(arrays["frame_idx"].shape))
             for name, v in (("key", key), ("path", path), ("label", label or ""), ("error", err), ("frames", frames)):
                 out[name].append(v)
-        self.store.commit_many("videos", items)  # the commit point of the whole batch
+        self.ex.writer.commit(items)  # the commit point of the whole batch
         return {k: np.array(v) for k, v in out.items()}
 
     def __del__(self):
@@ -135,16 +133,16 @@ def _run(ex: Extractor, items: list[VideoItem], progress: bool, dist, *, store_p
     ctx.enable_progress_bars = progress
     s = ExtractSummary(inputs=len(items), store=ex.store.path)
     t_start = time.perf_counter()
-    todo = ex.to_hash(items, s)
-    hashed = ray.data.from_items([{"i": i, "path": it.path} for i, it in enumerate(todo)]).map(_hash_row)
-    for row in (hashed.take_all() if todo else []):
-        it = todo[row["i"]]
-        if row["reason"]:
-            ex._fail(s, it, None, row["reason"])
-        else:
-            ex.keys_by_path[os.path.abspath(it.path)] = row["key"]
-    work = ex.work_list(items, s, dist)
-    s.seconds["hash"] = time.perf_counter() - t_start
+    with s.timed("hash"):
+        todo = ex.to_hash(items, s)
+        hashed = ray.data.from_items([{"i": i, "path": it.path} for i, it in enumerate(todo)]).map(_hash_row)
+        for row in (hashed.take_all() if todo else []):
+            it = todo[row["i"]]
+            if row["reason"]:
+                ex.writer.fail(s, it, None, row["reason"])
+            else:
+                ex.keys_by_path[os.path.abspath(it.path)] = row["key"]
+        work = ex.work_list(items, s, dist)
     if work:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
@@ -157,14 +155,13 @@ def _run(ex: Extractor, items: list[VideoItem], progress: bool, dist, *, store_p
         ds = ds.map_batches(_Encode, fn_constructor_args=(str(store_path), ex.cfg, storage_options(), "ray"),
                             batch_size=ex.cfg.commit_every, compute=ray.data.ActorPoolStrategy(size=n),
                             num_cpus=1, num_gpus=gpus_per_actor if use_gpu else 0)
-        t1 = time.perf_counter()
-        for row in ds.iter_rows():
-            item = VideoItem(str(row["path"]), str(row["label"]) or None)
-            if row["error"]:
-                ex._fail(s, item, str(row["key"]), str(row["error"]))
-            else:
-                ex.committed(s, item, int(row["frames"]))
-        s.seconds["encode"] = time.perf_counter() - t1  # decode, encode and write, overlapped on the cluster
+        with s.timed("encode"):  # decode, encode and write, overlapped on the cluster
+            for row in ds.iter_rows():
+                item = VideoItem(str(row["path"]), str(row["label"]) or None)
+                if row["error"]:
+                    ex.writer.fail(s, item, str(row["key"]), str(row["error"]))
+                else:
+                    ex.writer.committed(s, item, int(row["frames"]))
     ex.finish(s, items, dist, progress)
     s.wall = time.perf_counter() - t_start
     return s

@@ -133,7 +133,7 @@ def load_weights(path: Path) -> dict:
 
 def check_cache_key(meta: dict, cache_key: dict, run_dir: str | os.PathLike = "run") -> None:
     """Refuse a store whose cache key differs from the run's, naming the differing fields."""
-    from .extract import key_differences
+    from .cachekey import key_differences
 
     have = meta.get("store", {}).get("cache_key", {})
     diff = key_differences(have, cache_key)

@@ -134,8 +134,7 @@ def test_packed_batches_cuda_path_gives_each_video_its_own_rows(tiny_encoder, cl
 
     cfg = ExtractConfig(sampler=SamplerConfig(frames=4, views=2), tokens_at=(2,), batch_size=24, workers=2)
     with open_store(str(tmp_path / "packed.zarr"), "a", attrs={"cache_key": {}}) as store:
-        ex = Extractor(tiny_encoder, store, cfg)
-        ex._pack = True
+        ex = Extractor(tiny_encoder, store, cfg, pack=True)
         s = ex.run([VideoItem(str(p)) for p in clips], progress=False)
     assert s.extracted == len(clips)
     packed = by_path(stored(tmp_path / "packed.zarr"))
@@ -145,6 +144,43 @@ def test_packed_batches_cuda_path_gives_each_video_its_own_rows(tiny_encoder, cl
         for arr in ("emb", "cls"):
             assert np.abs(packed[name][arr] - entry[arr]).max() <= 1e-5, (name, arr)
         assert np.abs(packed[name]["tokens_2"].astype(np.float32) - entry["tokens_2"]).max() <= 2e-3
+
+
+def test_the_writer_stage_owns_the_batch_commit(clips, tmp_path):
+    """The write stage alone, on a real store: encoded videos become visible ``commit_every`` at
+    a time, the last partial batch at ``flush``; a video that commits drops the failure report
+    its path had from an earlier run; a failed input's report also names the paths with its bytes."""
+    from cachekit.extract import ExtractSummary, Pending, Writer
+    from cachekit.shards import path_key
+    from cachekit.video import DecodedVideo
+
+    v, t, d = 1, 3, 8
+
+    def pending(i: int) -> Pending:
+        video = DecodedVideo(None, np.arange(v * t).reshape(v, t), np.zeros((v, t)), 20, 25.0, 0.8, "pyav")
+        outs = [{"emb": np.full((v * t, d), i, np.float32), "cls": np.full((v * t, d), -i, np.float32)}]  # [V*T, D]
+        return Pending(f"k{i}", VideoItem(str(clips[i])), video, None, outs=outs, rows=v * t)
+
+    s = ExtractSummary()
+    with open_store(str(tmp_path / "w.zarr"), "a", attrs={"cache_key": {}}) as store:
+        store.put_json("failed", path_key(clips[0]), {"path": str(clips[0]), "reason": "an earlier run"})
+        keys_by_path = {str(clips[3]): "k3", str(clips[4]): "k3"}  # two paths, the same bytes
+        writer = Writer(store, commit_every=2, keys_by_path=keys_by_path)
+        assert writer.list_failures() == {path_key(clips[0])}
+        writer.add(s, pending(0))
+        assert store.keys("videos") == []  # waits for its batch
+        writer.add(s, pending(1))
+        assert sorted(store.keys("videos")) == ["k0", "k1"]
+        writer.add(s, pending(2))
+        assert sorted(store.keys("videos")) == ["k0", "k1"]
+        writer.flush(s)
+        assert sorted(store.keys("videos")) == ["k0", "k1", "k2"]
+        assert (s.extracted, s.frames) == (3, 3 * v * t)
+        assert store.json_keys("failed") == []  # clips[0] committed this time
+        writer.fail(s, VideoItem(str(clips[3])), "k3", "cannot decode")
+        assert sorted(store.json_keys("failed")) == sorted(path_key(clips[i]) for i in (3, 4))
+        assert np.array_equal(store.read("videos", "k2")["emb"], np.full((v, t, d), 2, np.float32))  # [V, T, D]
+    assert [p for p, _ in s.failed] == sorted(str(clips[i]) for i in (3, 4))
 
 
 def test_resume_at_an_odd_batch_size_is_bitwise_equal(tiny_encoder, clips, tmp_path):

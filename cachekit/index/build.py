@@ -387,7 +387,7 @@ def load_index(path: str | os.PathLike, gpu: bool | None = None, exact_numpy: bo
 def check_run_matches(idx: LoadedIndex, run_dir: str | os.PathLike) -> dict:
     """Refuse a run whose cache key differs from the index's, or (for an index built from a run)
     whose selected weights are not the ones the index was built with; returns ``run.json``."""
-    from ..extract import key_differences
+    from ..cachekey import key_differences
     from ..runs import MODEL_FILE, read_run
 
     meta = read_run(run_dir)
