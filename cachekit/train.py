@@ -98,9 +98,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.protocol is not None and self.protocol not in PROTOCOLS:
             raise InputError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}")
-        if self.shots is None and self.protocol is not None:
-            object.__setattr__(self, "shots", 1 if self.protocol == "episodic" else 0)
-        low = {"ways": 1, "shots": 1 if self.protocol == "episodic" else 0, "queries": 1, "episodes": 1,
+        proto = get_protocol(self.protocol) if self.protocol is not None else None
+        if self.shots is None and proto is not None:
+            object.__setattr__(self, "shots", proto.default_shots)
+        low = {"ways": 1, "shots": proto.min_shots if proto is not None else 0, "queries": 1, "episodes": 1,
                "episodes_per_step": 1, "epochs": 1, "batch_size": 1, "val_every": 0, "val_episodes": 0,
                "val_queries": 1, "seed": 0}
         for name, least in low.items():
@@ -313,7 +314,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         parallel = dist.world > 1 and m.needs.backbone  # data-parallel: each rank its own batch
         if m.needs.backbone:
             backbone.load()
-        needs = dataclasses.replace(m.needs, text=True) if cfg.protocol != "episodic" else m.needs
+        needs = dataclasses.replace(m.needs, text=True) if proto.training_text == "seen" else m.needs
         # text rows of the training and selection classes only: no test class's text is ever read
         known = np.union1d(plan.classes(cache.labels, "train"), plan.classes(cache.labels, "val"))
         ensure_cached(cache, needs, np.union1d(plan.train, plan.val), command="train", device=str(device),
@@ -323,7 +324,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         feed = proto.feed(data, cache.labels, plan, cfg)
         notes += feed.notes
         steps = feed.steps
-        val_every = cfg.val_every or (feed.steps_per_epoch if cfg.protocol != "episodic" else max(1, steps // 10))
+        val_every = cfg.val_every or proto.default_val_every(steps, feed.steps_per_epoch)
         warmup = round(cfg.warmup * steps)
         meta = _run_meta(method, m, mcfg, cfg, cache, plan, notes, device, steps, val_every, warmup)
         meta["coverage"] = run_coverage(cache, plan)
@@ -366,9 +367,8 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         bar = tqdm(total=steps, initial=step, disable=not (progress and main), desc=f"train {method}", dynamic_ncols=True,
                    unit="step")
         shown = {"loss": "-", "val": "-", "best": "-"}  # the progress bar's postfix
-        curves = TrainCurves(out, log_every, enabled=main, unit="episodes" if cfg.protocol == "episodic" else "videos",
-                             per_step=(cfg.episodes_per_step if cfg.protocol == "episodic" else cfg.batch_size)
-                             * (dist.world if parallel else 1))  # TensorBoard event files in the run directory
+        curves = TrainCurves(out, log_every, enabled=main, unit=proto.unit,
+                             per_step=proto.items_per_step(cfg) * (dist.world if parallel else 1))  # TensorBoard event files in the run directory
 
         def checkpoint(status: str) -> None:
             meta["step"], meta["status"] = step, status

@@ -63,6 +63,10 @@ def kshot_and_selection(plan: SplitPlan, labels: np.ndarray, cfg, sel: np.ndarra
 class AllWayProtocol(Protocol):
     name = "allway"
     class_disjoint = False
+    shot_curve = "support"  # several K: K-shot lists of a support-fitting method
+
+    def _what(self, r) -> str:
+        return f"all-way ({len(r.class_names)} classes)" + (f" {r.shots}-shot" if r.shots is not None else "")
 
     def plan(self, cache, cfg) -> SplitPlan:
         labels = cache.labels
@@ -163,7 +167,7 @@ class AllWayProtocol(Protocol):
         notes.append(f"classified among {plural(classes.size, 'class', 'classes')}")
         text = class_text(data, classes, cache.model_info.embed_dim, device)
         pred = video_predictions(method, data, eval_idx, text, classes, class_names(cache, classes))
-        return [video_result("allway", job, res_shots, eval_idx, pred, classes, notes)]
+        return [video_result(self.name, job, res_shots, eval_idx, pred, classes, notes)]
 
 
 PROTOCOL = AllWayProtocol()
