@@ -38,10 +38,11 @@ from .caveat import encoder_caveat
 from .errors import InputError, InputNotFound, RunError
 from .methods.base import Method
 from .protocols import PROTOCOLS as _REGISTRY, get_protocol
-from .protocols.base import EvalJob, Pools as _Pools, RunSplit, held_out_names, load_run_split, overlap_problems
 from .protocols.episodic import check_episodes, episode_videos
+from .protocols.plan import SplitPlan
+from .protocols.scoring import EvalJob, Pools as _Pools, overlap_problems, plural as _plural
+from .protocols.splitting import held_out_names
 from .report import EvalResult, write_report
-from .runs import SPLITS_FILE as SPLITS
 
 PROTOCOLS = tuple(_REGISTRY)
 
@@ -142,10 +143,6 @@ def _check_shots(proto, shot_list: tuple[int, ...]) -> None:
 
 
 # --------------------------------------------------------------------------- splits
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n:,} {word if n == 1 else (plural or word + 's')}"
-
-
 def split_from_file(cache: FeatureCache, split_file: str | os.PathLike,
                      video_root: str | None) -> dict[str, Split]:
     """Read a split file of any layout :func:`cachekit.inputs.collect_inputs` knows (a data set's
@@ -301,30 +298,6 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 # --------------------------------------------------------------------------- what is evaluated
-def _run_pools(cache: FeatureCache, run: RunSplit, protocol: str) -> _Pools | None:
-    """The run's own test split on this store; None when the store holds none of the run's videos
-    (another data set: a cross-dataset evaluation, scored on the store's own test split)."""
-    labels = cache.labels
-    if not any(run.indices[p].size for p in run.indices):
-        return None
-    idx = run.indices.get("test", np.zeros(0, np.int64))
-    idx = idx[labels[idx] >= 0]
-    if idx.size == 0:
-        raise InputError("the run has no test videos in this store (its notes say why); evaluate it on another "
-                         "store, or pass --split / --split-file (checked for overlap with its training)")
-    notes = [f"evaluated on the run's own test split ({SPLITS}): {_plural(idx.size, 'video')}, "
-             f"{_plural(np.unique(labels[idx]).size, 'class', 'classes')}"]
-    if run.missing.get("test"):
-        listed = idx.size + run.missing["test"]
-        notes.append(f"the run's test split: {run.missing['test']:,} of {listed:,} videos are missing from the "
-                     f"store (coverage {100.0 * idx.size / listed:.1f}%)")
-    parts = {}
-    names = get_protocol(protocol).test_parts
-    if names and all(f"test_{n}" in run.indices for n in names):
-        parts = {n: run.indices[f"test_{n}"] for n in names}
-    return _Pools(None, idx, dict(cache.splits()), notes, run, parts)
-
-
 def _episode_pools(cache: FeatureCache, loaded, pools: _Pools | None, split_given: bool) -> _Pools:
     """What an episode file evaluates: its own videos; a split given beside it must contain them."""
     eps, meta, name = loaded
@@ -382,7 +355,7 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
                 raise InputError(f"run {cfg.run_dir} does not name a protocol this evaluator knows "
                                  f"({protocol!r}); pass --protocol")
         try:
-            run = load_run_split(cfg.run_dir, cache)
+            run = SplitPlan.load(cfg.run_dir, cache)
         except RunError:
             if not cfg.allow_overlap:
                 raise
@@ -411,7 +384,7 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
     split_given = cfg.split is not None or cfg.split_file is not None
     pools = None
     if run is not None and not split_given and loaded is None:
-        pools = _run_pools(cache, run, protocol)
+        pools = _Pools.of_run(cache, run, proto.test_parts)
         if pools is None:
             note = "the store holds none of the run's videos (another data set): evaluated on its own split"
             pools = _resolve_pools(cache, None, None, None, need_split=not proto.store_lists_evaluated(cache.splits()))

@@ -45,7 +45,8 @@ from .errors import ClipcacheError, InputError, ModelError, RunError
 from .distributed import dist_from_env, rank_device
 from .interrupt import DeferredSigint, Interrupted
 from .protocols import PROTOCOLS, get_protocol, natural_protocol
-from .protocols.base import recorded_plan, training_data
+from .protocols.feeds import training_data
+from .protocols.plan import SplitPlan
 from .tblog import DEFAULT_LOG_EVERY, TrainCurves
 from .runs import (LAST_FILE, MODEL_FILE, RUN_FORMAT, RUN_JSON, RUN_VERSION, SPLITS_FILE, STATE_FILE,
                    DeferredEncoder, checked_file, load_into, load_store_encoder,
@@ -230,7 +231,7 @@ def _resolve_protocol(m, method: str, cache, cfg: TrainConfig, dist, device_note
                          f"not --protocol {cfg.protocol}")
     proto = get_protocol(cfg.protocol)
     if resumed is not None and (resumed / SPLITS_FILE).is_file():
-        plan = recorded_plan(resumed, cache, cfg.protocol)
+        plan = SplitPlan.load(resumed, cache, resume_as=cfg.protocol)
     else:
         plan = proto.plan(cache, cfg)
     notes += plan.notes

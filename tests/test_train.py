@@ -320,7 +320,7 @@ def test_train_cli_on_a_store_without_splits(synth_store, tmp_path):
     from click.testing import CliRunner
 
     from cachekit.cache import FeatureCache
-    from cachekit.protocols.base import load_run_split
+    from cachekit.protocols.plan import SplitPlan
     from test_methods_cache import _cli
 
     out = tmp_path / "run"
@@ -335,10 +335,10 @@ def test_train_cli_on_a_store_without_splits(synth_store, tmp_path):
     meta = json.loads((out / "run.json").read_text())
     assert meta["method"]["config"]["alpha"] == 0.25 and meta["train"]["config"]["ways"] == 2
     with FeatureCache(synth_store) as cache:
-        split = load_run_split(out, cache)
+        split = SplitPlan.load(out, cache)
         classes = {k: set(cache.labels[v].tolist()) for k, v in split.indices.items()}
         assert {k: set(cache.classes[c] for c in v) for k, v in classes.items()} == {
-            k: set(v) for k, v in split.classes.items()}
+            k: set(v) for k, v in split.class_names.items()}
     assert classes["train"].isdisjoint(classes["val"]) and classes["val"].isdisjoint(classes["test"])
     assert len(classes["val"]) >= 2 and len(classes["test"]) >= 2
 
@@ -402,7 +402,7 @@ def test_zeroshot_protocol_trains_on_train_classes_and_validates_on_unseen(tmp_p
     assert train_names.isdisjoint(val_names) and set(res.splits["train"]) == train_names
     # the feed binds exactly one class set at a time: train classes for steps, val classes to validate
     from cachekit.protocols import get_protocol
-    from cachekit.protocols.base import training_data
+    from cachekit.protocols.feeds import training_data
 
     m = build_method("ev_clip", {"prompts": "context", "z_block": 2}, info, frames)
     m.bind_classes = spy

@@ -12,7 +12,8 @@ from __future__ import annotations
 import importlib
 
 from ..errors import InputError
-from .base import Protocol, SplitPlan
+from .base import Protocol
+from .plan import SplitPlan
 
 PROTOCOLS: dict[str, str] = {
     "episodic": "cachekit.protocols.episodic",

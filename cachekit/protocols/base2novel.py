@@ -18,8 +18,10 @@ import numpy as np
 
 from ..errors import InputError
 from .allway import kshot_and_selection
-from .base import (EvalJob, Pools, Protocol, SplitPlan, class_names, class_text, disjoint_videos, finish,
-                   labelled_videos, split_videos, store_lists, video_predictions, video_result)
+from .base import Protocol
+from .plan import SplitPlan
+from .scoring import EvalJob, Pools, class_names, class_text, video_predictions, video_result
+from .splitting import disjoint_videos, finish, labelled_videos, split_videos, store_lists
 
 BASE_SPLIT, NOVEL_SPLIT = "base_val", "novel_val"  # ViFi-CLIP base-to-novel list names (§5)
 TRAIN_SPLIT = "train"

@@ -21,9 +21,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..progress import bar
-from .base import (EvalJob, NO_TEST_LIST, Protocol, SplitPlan, class_names, confusion, disjoint_classes,
-                   disjoint_videos, finish, labelled_videos, listed_plan, per_class, rng as _rng,
-                   split_classes, store_lists)
+from .base import Protocol
+from .plan import SplitPlan, rng as _rng
+from .scoring import EvalJob, class_names, confusion, per_class
+from .splitting import (NO_TEST_LIST, disjoint_classes, disjoint_videos, finish, labelled_videos, listed_plan,
+                        split_classes, store_lists)
 
 
 class Episodic:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (EvalJob, Protocol, SplitPlan, class_names, class_text, disjoint_classes, disjoint_videos,
-                   finish, held_out_names, labelled_videos, listed_plan, plural, split_classes, store_lists,
-                   video_predictions, video_result)
+from .base import Protocol
+from .plan import SplitPlan
+from .scoring import EvalJob, class_names, class_text, plural, video_predictions, video_result
+from .splitting import (disjoint_classes, disjoint_videos, finish, held_out_names, labelled_videos, listed_plan,
+                        split_classes, store_lists)
 
 TRAIN_SPLIT = "train"
 
