@@ -13,7 +13,6 @@ and distractors swamp the tiny random encoder's features, so no method can learn
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -382,7 +381,6 @@ def test_zeroshot_protocol_trains_on_train_classes_and_validates_on_unseen(tmp_p
     """--protocol zeroshot: class-disjoint split files; the method sees only the training classes'
     text while training and only the unseen val classes' text while validating."""
     from cachekit.cache import FeatureCache
-    from cachekit.methods import build_method
 
     res, store = six_class_store(tmp_path, tiny_cfg, videos_per_class=3, frames=8)
     seen: list[list[str]] = []
@@ -398,19 +396,14 @@ def test_zeroshot_protocol_trains_on_train_classes_and_validates_on_unseen(tmp_p
         sp = cache.splits()
         train_names = {cache.classes[i] for i in np.unique(cache.labels[sp["train"].indices])}
         val_names = {cache.classes[i] for i in np.unique(cache.labels[sp["val"].indices])}
-        info, frames = cache.model_info, cache.frames
     assert train_names.isdisjoint(val_names) and set(res.splits["train"]) == train_names
     # the feed binds exactly one class set at a time: train classes for steps, val classes to validate
-    from cachekit.protocols import get_protocol
-    from cachekit.protocols.feeds import training_data
+    from cachekit.train import prepare
 
-    m = build_method("ev_clip", {"prompts": "context", "z_block": 2}, info, frames)
-    m.bind_classes = spy
     with FeatureCache(store) as cache:
-        plan = get_protocol("zeroshot").plan(cache, cfg)
-        data = training_data(cache, dataclasses.replace(m.needs, text=True), "cpu",
-                             np.union1d(plan.classes(cache.labels, "train"), plan.classes(cache.labels, "val")))
-        feed = get_protocol("zeroshot").feed(data, cache.labels, plan, cfg)
+        s = prepare(cache, "ev_clip", {"prompts": "context", "z_block": 2}, cfg)
+        m, feed = s.method, s.feed
+        m.bind_classes = spy
         feed.step_loss(m, 0)
         feed.validate(m)
     assert set(seen[0]) == train_names and set(seen[1]) == val_names and set(seen[-1]) == train_names
