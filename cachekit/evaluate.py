@@ -38,15 +38,13 @@ from .caveat import encoder_caveat
 from .errors import InputError, InputNotFound, RunError
 from .methods.base import Method
 from .protocols import PROTOCOLS as _REGISTRY, get_protocol
-from .protocols.base import EvalJob, Pools as _Pools, RunSplit, held_out_names, load_run_split, overlap_problems
 from .protocols.episodic import check_episodes, episode_videos
+from .protocols.plan import SplitPlan
+from .protocols.scoring import EvalJob, Pools as _Pools, overlap_problems, plural as _plural
+from .protocols.splitting import held_out_names
 from .report import EvalResult, write_report
-from .runs import SPLITS_FILE as SPLITS
 
 PROTOCOLS = tuple(_REGISTRY)
-# without --method: support prototypes for episodes, class text for every other protocol
-DEFAULT_METHOD = {p: "proto" if p == "episodic" else "zeroshot" for p in PROTOCOLS}
-BASE_SPLIT, NOVEL_SPLIT = "base_val", "novel_val"  # ViFi-CLIP base-to-novel list names (§5)
 
 
 @dataclass(frozen=True)
@@ -118,10 +116,12 @@ class EvalConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be an integer >= {least}, got {value!r}")
         if any(k < 0 for k in self.shot_list):
             raise InputError(f"--shots must be >= 0, got {list(self.shot_list)}")
-        if self.protocol in ("zeroshot", "base2novel") and len(self.shot_list) > 1:
-            raise InputError(f"--shots does not apply to the {self.protocol} protocol; give at most one value")
-        if self.episodes_file is not None and (self.protocol not in (None, "episodic") or len(self.shot_list) > 1):
-            raise InputError("--episodes-file applies to the episodic protocol with one --shots value")
+        proto = get_protocol(self.protocol) if self.protocol is not None else None
+        if proto is not None:
+            _check_shots(proto, self.shot_list)
+        if self.episodes_file is not None and (
+                (proto is not None and not proto.takes_episode_file) or len(self.shot_list) > 1):
+            raise InputError(_EPISODES_FILE)
 
     @property
     def shot_list(self) -> tuple[int, ...]:
@@ -133,11 +133,16 @@ class EvalConfig:
         return not isinstance(self.shots, (int, np.integer))
 
 
+_EPISODES_FILE = (f"--episodes-file applies to the {' / '.join(p for p in PROTOCOLS if get_protocol(p).takes_episode_file)}"
+                  " protocol with one --shots value")
+
+
+def _check_shots(proto, shot_list: tuple[int, ...]) -> None:
+    if proto.shot_curve == "never" and len(shot_list) > 1:
+        raise InputError(f"--shots does not apply to the {proto.name} protocol; give at most one value")
+
+
 # --------------------------------------------------------------------------- splits
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n:,} {word if n == 1 else (plural or word + 's')}"
-
-
 def split_from_file(cache: FeatureCache, split_file: str | os.PathLike,
                      video_root: str | None) -> dict[str, Split]:
     """Read a split file of any layout :func:`cachekit.inputs.collect_inputs` knows (a data set's
@@ -264,7 +269,7 @@ def _build(name: str, options: dict | None, metric: str | None, cache: FeatureCa
 def _check_protocol(method: Method, protocol: str) -> None:
     if protocol in method.protocols:
         return
-    if protocol in ("zeroshot", "base2novel") and method.predicts != "text":
+    if get_protocol(protocol).scores_unseen_by_text and method.predicts != "text":
         raise InputError(f"{method.display_name} does not score by class text, so it cannot score unseen classes; "
                          f"the {protocol} protocol needs a text-based method (e.g. --method zeroshot or a trained run)")
     raise InputError(f"{method.display_name} does not support the {protocol} protocol "
@@ -293,29 +298,6 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 # --------------------------------------------------------------------------- what is evaluated
-def _run_pools(cache: FeatureCache, run: RunSplit, protocol: str) -> _Pools | None:
-    """The run's own test split on this store; None when the store holds none of the run's videos
-    (another data set: a cross-dataset evaluation, scored on the store's own test split)."""
-    labels = cache.labels
-    if not any(run.indices[p].size for p in run.indices):
-        return None
-    idx = run.indices.get("test", np.zeros(0, np.int64))
-    idx = idx[labels[idx] >= 0]
-    if idx.size == 0:
-        raise InputError("the run has no test videos in this store (its notes say why); evaluate it on another "
-                         "store, or pass --split / --split-file (checked for overlap with its training)")
-    notes = [f"evaluated on the run's own test split ({SPLITS}): {_plural(idx.size, 'video')}, "
-             f"{_plural(np.unique(labels[idx]).size, 'class', 'classes')}"]
-    if run.missing.get("test"):
-        listed = idx.size + run.missing["test"]
-        notes.append(f"the run's test split: {run.missing['test']:,} of {listed:,} videos are missing from the "
-                     f"store (coverage {100.0 * idx.size / listed:.1f}%)")
-    parts = {}
-    if protocol == "base2novel" and "test_base" in run.indices and "test_novel" in run.indices:
-        parts = {"base": run.indices["test_base"], "novel": run.indices["test_novel"]}
-    return _Pools(None, idx, dict(cache.splits()), notes, run, parts)
-
-
 def _episode_pools(cache: FeatureCache, loaded, pools: _Pools | None, split_given: bool) -> _Pools:
     """What an episode file evaluates: its own videos; a split given beside it must contain them."""
     eps, meta, name = loaded
@@ -373,20 +355,20 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
                 raise InputError(f"run {cfg.run_dir} does not name a protocol this evaluator knows "
                                  f"({protocol!r}); pass --protocol")
         try:
-            run = load_run_split(cfg.run_dir, cache)
+            run = SplitPlan.load(cfg.run_dir, cache)
         except RunError:
             if not cfg.allow_overlap:
                 raise
     elif method is None:
         frames = cache.frames or int(cache.emb(view=0).shape[1])
-        method = _build(cfg.method or DEFAULT_METHOD[protocol], cfg.method_options, cfg.metric, cache, frames)
+        method = _build(cfg.method or get_protocol(protocol).default_method, cfg.method_options, cfg.metric, cache,
+                        frames)
     shot_list = cfg.shot_list
-    if protocol in ("zeroshot", "base2novel") and len(shot_list) > 1:
-        raise InputError(f"--shots does not apply to the {protocol} protocol; give at most one value")
-    if cfg.episodes_file is not None and protocol != "episodic":
-        raise InputError("--episodes-file applies to the episodic protocol with one --shots value")
-    _check_protocol(method, protocol)
     proto = get_protocol(protocol)
+    _check_shots(proto, shot_list)
+    if cfg.episodes_file is not None and not proto.takes_episode_file:
+        raise InputError(_EPISODES_FILE)
+    _check_protocol(method, protocol)
     method = method.to(device).eval()
     metric = method.metric_name
     if metric == "learned":
@@ -402,28 +384,27 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
     split_given = cfg.split is not None or cfg.split_file is not None
     pools = None
     if run is not None and not split_given and loaded is None:
-        pools = _run_pools(cache, run, protocol)
+        pools = _Pools.of_run(cache, run, proto.test_parts)
         if pools is None:
             note = "the store holds none of the run's videos (another data set): evaluated on its own split"
-            pools = _resolve_pools(cache, None, None, None, need_split=protocol != "base2novel" or not (
-                BASE_SPLIT in cache.splits() and NOVEL_SPLIT in cache.splits()))
+            pools = _resolve_pools(cache, None, None, None, need_split=not proto.store_lists_evaluated(cache.splits()))
             pools.run = run
             pools.notes.insert(0, note)
     if pools is None:
-        need_split = loaded is None and not (protocol == "base2novel" and cfg.split is None and cfg.split_file is None
-                                             and BASE_SPLIT in cache.splits() and NOVEL_SPLIT in cache.splits())
+        need_split = loaded is None and not (cfg.split is None and cfg.split_file is None
+                                             and proto.store_lists_evaluated(cache.splits()))
         pools = _resolve_pools(cache, cfg.split, cfg.split_file, cfg.video_root,
                                need_split=need_split or (loaded is not None and split_given))
         pools.run = run
     if loaded is not None:
         pools = _episode_pools(cache, loaded, pools, split_given)
-    if loaded is None and protocol != "base2novel" and pools.eval_idx.size == 0:
+    if loaded is None and not proto.test_parts and pools.eval_idx.size == 0:  # parts: checked by the protocol
         raise InputError(f"split '{pools.eval_name}' has no labelled video in the store")
 
     overlap = None
     if cfg.run_dir is not None:
         problems = (["the run does not record its split: overlap with its training was not checked"] if run is None
-                    else overlap_problems(run, cache, pools.eval_idx if protocol != "base2novel" or not pools.parts
+                    else overlap_problems(run, cache, pools.eval_idx if not pools.parts
                                           else np.concatenate(list(pools.parts.values())),
                                           # the run's own protocol: as disjoint as its split was recorded
                                           proto.disjoint_part(pools, cache.labels)
@@ -436,8 +417,9 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
             overlap = "; ".join(problems)
             pools.notes.insert(0, f"--allow-overlap: {overlap}")
 
-    used = np.concatenate([pools.eval_idx, *pools.parts.values(), *(
-        [s.indices for n, s in pools.splits.items() if n in (BASE_SPLIT, NOVEL_SPLIT)] if protocol == "base2novel" else [])])
+    own_lists = proto.store_lists_evaluated(pools.splits)
+    used = np.concatenate([pools.eval_idx, *pools.parts.values(),
+                           *[s.indices for n, s in pools.splits.items() if n in own_lists]])
     ensure_cached(cache, method.needs, used, command="eval", classes=cache.classes, device=str(device),
                   encoder=getattr(getattr(method, "backbone", None), "clip", None))  # once, in place
     results: list[EvalResult] = []
@@ -445,7 +427,7 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
         base = dict(cache=cache, method=method, metric=metric, pools=pools, ways=cfg.ways, queries=cfg.queries,
                     episodes=cfg.episodes, seed=cfg.seed, batch_episodes=cfg.batch_episodes, device=device,
                     loaded=loaded, out_dir=cfg.out_dir)
-        if protocol == "episodic":
+        if proto.unit == "episodes":  # drawn and scored from the store by the protocol
             for k in shot_list:
                 name = "episodes.json" if len(shot_list) == 1 else f"episodes_{k}shot.json"
                 results += proto.evaluate(EvalJob(shots=k, file_name=name, **base))
@@ -454,7 +436,7 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
 
             data = method_data(cache, method, device)
             fits = method.predicts == "support" and run is None and cfg.run_dir is None
-            if protocol == "allway" and not fits and len(shot_list) > 1:
+            if proto.shot_curve == "support" and not fits and len(shot_list) > 1:
                 raise InputError(f"{method.display_name} does not draw K-shot lists, so several --shots "
                                  "give the same number; give one")
             for k in shot_list:
@@ -464,7 +446,7 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
             r.notes.append(f"trained run {Path(cfg.run_dir).name} (trained under the "
                            f"{_run_protocol(meta_run) or '?'} protocol)")
     caveat = encoder_caveat(cache.key)
-    cov = eval_coverage(cache, pools)
+    cov = eval_coverage(cache, pools, own_lists)
     for r in results:
         r.overlap = overlap
         r.encoder = caveat
@@ -474,14 +456,15 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
     return results if cfg.many else results[0]
 
 
-def eval_coverage(cache: FeatureCache, pools: _Pools) -> dict:
-    """Per store split: listed, present, failed to decode, and used (scored) by this evaluation."""
+def eval_coverage(cache: FeatureCache, pools: _Pools, own_lists: tuple[str, ...] = ()) -> dict:
+    """Per store split: listed, present, failed to decode, and used (scored) by this evaluation
+    (``own_lists``: the store splits the protocol read by itself, :meth:`Protocol.store_lists_evaluated`)."""
     from .coverage import store_coverage, used_by
 
     used = np.concatenate([pools.eval_idx, *pools.parts.values()]) if pools.parts else pools.eval_idx
     if used.size == 0:  # base-to-novel from the store's lists: the protocol reads base_val and novel_val
         used = np.concatenate([np.zeros(0, np.int64)] + [s.indices for n, s in pools.splits.items()
-                                                         if n in (BASE_SPLIT, NOVEL_SPLIT)])
+                                                         if n in own_lists])
     from_file = {n: s for n, s in pools.splits.items() if s.listed is not None}
     if from_file:  # --split-file: the file's lists are what is covered
         return {n: {"listed": s.listed, "present": s.listed - s.absent, "failed": s.missing - s.absent,

@@ -21,6 +21,11 @@ of (seed, s / j), and the torch RNG (dropout, template draws) is saved with each
 A method whose ``needs.backbone`` is set is given the frozen encoder of the store's cache key;
 every other method gets a :class:`~cachekit.runs.DeferredEncoder` that is never loaded.
 
+Laid out as nanoGPT's and timm's train scripts read: :func:`prepare` wires a method to a store
+(method, protocol, plan, features, feed: a :class:`Session`, which tests use as is), a
+:class:`Checkpointer` stages, commits and publishes, a loop steps, validates and selects, and
+data parallelism wraps the step (:func:`data_parallel`).
+
 Also here: :func:`model_info_for` (sizes of a model from its config, no weights) and :func:`list_methods`.
 """
 
@@ -35,7 +40,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
@@ -45,12 +50,17 @@ from .errors import ClipcacheError, InputError, ModelError, RunError
 from .distributed import dist_from_env, rank_device
 from .interrupt import DeferredSigint, Interrupted
 from .protocols import PROTOCOLS, get_protocol, natural_protocol
-from .protocols.base import recorded_plan, training_data
+from .protocols.feeds import training_data
+from .protocols.plan import SplitPlan
 from .tblog import DEFAULT_LOG_EVERY, TrainCurves
 from .runs import (LAST_FILE, MODEL_FILE, RUN_FORMAT, RUN_JSON, RUN_VERSION, SPLITS_FILE, STATE_FILE,
                    DeferredEncoder, checked_file, load_into, load_store_encoder,
                    load_weights, pending, publish_pending, read_run, save_state, save_weights,
                    write_json)
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .methods.base import Method
+    from .protocols.base import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +108,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.protocol is not None and self.protocol not in PROTOCOLS:
             raise InputError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}")
-        if self.shots is None and self.protocol is not None:
-            object.__setattr__(self, "shots", 1 if self.protocol == "episodic" else 0)
-        low = {"ways": 1, "shots": 1 if self.protocol == "episodic" else 0, "queries": 1, "episodes": 1,
+        proto = get_protocol(self.protocol) if self.protocol is not None else None
+        if self.shots is None and proto is not None:
+            object.__setattr__(self, "shots", proto.default_shots)
+        low = {"ways": 1, "shots": proto.min_shots if proto is not None else 0, "queries": 1, "episodes": 1,
                "episodes_per_step": 1, "epochs": 1, "batch_size": 1, "val_every": 0, "val_episodes": 0,
                "val_queries": 1, "seed": 0}
         for name, least in low.items():
@@ -229,7 +240,7 @@ def _resolve_protocol(m, method: str, cache, cfg: TrainConfig, dist, device_note
                          f"not --protocol {cfg.protocol}")
     proto = get_protocol(cfg.protocol)
     if resumed is not None and (resumed / SPLITS_FILE).is_file():
-        plan = recorded_plan(resumed, cache, cfg.protocol)
+        plan = SplitPlan.load(resumed, cache, resume_as=cfg.protocol)
     else:
         plan = proto.plan(cache, cfg)
     notes += plan.notes
@@ -267,6 +278,112 @@ def _run_meta(method: str, m, mcfg, cfg: TrainConfig, cache, plan, notes: list[s
     }
 
 
+@dataclass
+class Session:
+    """A method wired to one store for training (:func:`prepare`): what :func:`train` runs, and
+    what tests inspect without copying the wiring.
+
+    ``cfg``: the training config with its protocol resolved. ``plan``: which videos train, select
+    and test. ``data``: the features training reads (text rows of the training and selection
+    classes only). ``feed``: the protocol's training feed over them. ``notes``: the run's notes so
+    far (device, protocol choice, split, feed).
+    """
+
+    method: Method
+    mcfg: object  # the method's resolved Config
+    cfg: TrainConfig
+    protocol: Protocol
+    plan: SplitPlan
+    data: object  # cachekit.batches.CacheData
+    feed: object
+    backbone: DeferredEncoder
+    notes: list[str]
+
+
+def prepare(cache, method: str, overrides: dict | None = None, cfg: TrainConfig | None = None, *,
+            device="cpu", pretrained: str | None = None, resumed: Path | None = None, dist=None,
+            device_note: str | None = None) -> Session | None:
+    """Build ``method`` (Config ``overrides``) on the open ``cache``, resolve its protocol and split
+    plan (``resumed``: a run directory whose recorded ``splits.json`` is the plan), add arrays the
+    training reads that the store lacks, and make the protocol's feed.
+
+    ``dist``: the process group under torchrun (:func:`cachekit.distributed.dist_from_env`); None on
+    one process. Returns None on a rank that has nothing to do (a from-cache method trains on rank
+    0 alone).
+    """
+    import torch
+
+    from .distributed import Dist
+    from .methods import make_config, method_module
+
+    cfg = cfg or TrainConfig()
+    dist = dist or Dist()
+    device = torch.device(device)
+    mcfg = make_config(method, overrides)
+    torch.manual_seed(cfg.seed)
+    backbone = DeferredEncoder(lambda: load_store_encoder(cache.key, pretrained, str(device)))
+    m = method_module(method).build(mcfg, cache.model_info, cache.frames, backbone)
+    resolved = _resolve_protocol(m, method, cache, cfg, dist, device_note, resumed)
+    if resolved is None:
+        return None
+    cfg, proto, plan, notes = resolved
+    if m.needs.backbone:
+        backbone.load()
+    needs = dataclasses.replace(m.needs, text=True) if proto.training_text == "seen" else m.needs
+    # text rows of the training and selection classes only: no test class's text is ever read
+    known = np.union1d(plan.classes(cache.labels, "train"), plan.classes(cache.labels, "val"))
+    ensure_cached(cache, needs, np.union1d(plan.train, plan.val), command="train", device=str(device),
+                  classes=[cache.classes[c] for c in known], pretrained=pretrained,
+                  encoder=backbone if backbone.loaded else None)  # adds missing arrays to the store, once
+    data = training_data(cache, needs, device, known, encoder=backbone if needs.pixels else None)
+    feed = proto.feed(data, cache.labels, plan, cfg)
+    return Session(m, mcfg, cfg, proto, plan, data, feed, backbone, notes + feed.notes)
+
+
+class Checkpointer:
+    """Writes a run's checkpoints into ``out``: weights and optimiser state are staged (pending
+    files), committed by ``run.json``, then published, so a kill anywhere leaves a resumable run.
+    Only rank 0 (``main``) writes."""
+
+    def __init__(self, out: Path, meta: dict, main: bool, method, device, t_start: float):
+        self.out, self.meta, self.main, self.method, self.device = out, meta, main, method, device
+        self.t_start, self.seconds0 = t_start, meta["seconds"]
+
+    def stage(self, name: str) -> None:
+        """Stage the trainable weights as ``name`` (model.safetensors: the best so far), committed
+        by the next :meth:`commit`."""
+        self.meta["checkpoints"][name] = save_weights(pending(self.out / name), self.method.trainable_state_dict())
+
+    def commit(self, status: str, step: int, opt, sched, interval: list[float]) -> None:
+        """Record ``step`` and ``status``; on rank 0 stage the latest weights and state, write
+        ``run.json`` (the commit) and publish the staged files."""
+        import torch
+
+        meta = self.meta
+        meta["step"], meta["status"] = step, status
+        if not self.main:
+            return
+        meta["seconds"] = self.seconds0 + time.perf_counter() - self.t_start
+        self.stage(LAST_FILE)
+        meta["checkpoints"][STATE_FILE] = save_state(pending(self.out / STATE_FILE), {
+            "step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "interval_losses": list(interval), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []})
+        self.publish()
+
+    def publish(self) -> None:
+        write_json(self.out / RUN_JSON, self.meta)
+        publish_pending(self.out, self.meta)
+
+
+def data_parallel(step_loss, params, dist):
+    """``step_loss(method, step)`` run data-parallel: rank r computes sub-step step * world + r,
+    then the gradients (and the loss) are averaged across ranks, as DistributedDataParallel does."""
+    def step(method, i: int) -> float:
+        return _average_gradients(params, step_loss(method, i * dist.world + dist.rank), dist)
+    return step
+
+
 def train(store: str, out: str, method: str, overrides: dict | None = None, cfg: TrainConfig | None = None,
           *, resume: bool = False, pretrained: str | None = None, progress: bool = True,
           stop_after: int | None = None, threads: int = 0, log_every: int = DEFAULT_LOG_EVERY) -> TrainResult:
@@ -281,57 +398,40 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
     ``log_every``: steps between points of the TensorBoard curves in ``out`` (:mod:`cachekit.tblog`).
     """
     import torch
-    from tqdm import tqdm
 
     from .cache import FeatureCache
     from .encoder import pick_device
-    from .methods import make_config, method_module
+    from .methods import make_config
 
     cfg = cfg or TrainConfig()
     out = Path(out)
-    mod = method_module(method)
-    mcfg = make_config(method, overrides)
+    make_config(method, overrides)  # a bad method or option fails before the run directory is read
     old = _check_out_dir(out, resume)
     if old is not None and old.get("status") == "complete":
         return _result_from_meta(out, old)
     pick_device(cfg.device)  # a bad --device fails before any rank joins
     t_start = time.perf_counter()
-    dist = dist_from_env()  # under torchrun: data-parallel for backbone methods, see below
+    dist = dist_from_env()  # under torchrun: data-parallel for backbone methods, see data_parallel
     device, device_note = rank_device(cfg.device, dist)  # more ranks than GPUs: all on the CPU, noted
     device = torch.device(device)
     dist.barrier()  # every rank has checked --out before rank 0 writes into it
     main = dist.is_main  # only rank 0 writes the run directory
     with _torch_threads(threads), FeatureCache(store) as cache:
-        key, info, frames = cache.key, cache.model_info, cache.frames
-        torch.manual_seed(cfg.seed)
-        backbone = DeferredEncoder(lambda: load_store_encoder(key, pretrained, str(device)))
-        m = mod.build(mcfg, info, frames, backbone)
-        resolved = _resolve_protocol(m, method, cache, cfg, dist, device_note, out if old is not None else None)
-        if resolved is None:  # a from-cache method under torchrun: ranks other than 0 have nothing to do
+        s = prepare(cache, method, overrides, cfg, device=device, pretrained=pretrained,
+                    resumed=out if old is not None else None, dist=dist, device_note=device_note)
+        if s is None:  # a from-cache method under torchrun: ranks other than 0 have nothing to do
             return TrainResult(str(out), f"idle (rank {dist.rank})", 0, 0, None, None, 0, 0.0, [], [])
-        cfg, proto, plan, notes = resolved
-        parallel = dist.world > 1 and m.needs.backbone  # data-parallel: each rank its own batch
-        if m.needs.backbone:
-            backbone.load()
-        needs = dataclasses.replace(m.needs, text=True) if cfg.protocol != "episodic" else m.needs
-        # text rows of the training and selection classes only: no test class's text is ever read
-        known = np.union1d(plan.classes(cache.labels, "train"), plan.classes(cache.labels, "val"))
-        ensure_cached(cache, needs, np.union1d(plan.train, plan.val), command="train", device=str(device),
-                      classes=[cache.classes[c] for c in known], pretrained=pretrained,
-                      encoder=backbone if backbone.loaded else None)  # adds missing arrays to the store, once
-        data = training_data(cache, needs, device, known, encoder=backbone if needs.pixels else None)
-        feed = proto.feed(data, cache.labels, plan, cfg)
-        notes += feed.notes
+        m, cfg, feed = s.method, s.cfg, s.feed
         steps = feed.steps
-        val_every = cfg.val_every or (feed.steps_per_epoch if cfg.protocol != "episodic" else max(1, steps // 10))
+        val_every = cfg.val_every or s.protocol.default_val_every(steps, feed.steps_per_epoch)
         warmup = round(cfg.warmup * steps)
-        meta = _run_meta(method, m, mcfg, cfg, cache, plan, notes, device, steps, val_every, warmup)
-        meta["coverage"] = run_coverage(cache, plan)
+        meta = _run_meta(method, m, s.mcfg, cfg, cache, s.plan, s.notes, device, steps, val_every, warmup)
+        meta["coverage"] = run_coverage(cache, s.plan)
         if old is not None:
             _same_run(old, meta, out)
         out.mkdir(parents=True, exist_ok=True)
         if main and not (out / SPLITS_FILE).is_file():
-            write_json(out / SPLITS_FILE, plan.record(cache))
+            write_json(out / SPLITS_FILE, s.plan.record(cache))
 
         state = None
         if old is not None and LAST_FILE in old.get("checkpoints", {}):
@@ -358,94 +458,105 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
         if main:
             write_json(out / RUN_JSON, meta)
+        parallel = dist.world > 1 and m.needs.backbone  # data-parallel: each rank its own batch
+        loop = _Loop(s, Checkpointer(out, meta, main, m, device, t_start), opt, sched, params,
+                     data_parallel(feed.step_loss, params, dist) if parallel else feed.step_loss,
+                     list(state["interval_losses"]) if state is not None else [], val_every, device)
+        loop.run(method, out, progress and main, log_every, dist if parallel else None,
+                 (dist.world if parallel else 1), stop_after)
+    return _result_from_meta(out, meta)
 
-        step = meta["step"]
-        seconds0 = meta["seconds"]
-        interval: list[float] = list(state["interval_losses"]) if state is not None else []
-        validates = bool(cfg.val_episodes)
-        bar = tqdm(total=steps, initial=step, disable=not (progress and main), desc=f"train {method}", dynamic_ncols=True,
+
+class _Loop:
+    """The optimiser loop of one run: steps, validation and selection of the best weights,
+    checkpoints (through its :class:`Checkpointer`), the progress bar and the curves."""
+
+    def __init__(self, s: Session, ckpt: Checkpointer, opt, sched, params, step_loss, interval: list[float],
+                 val_every: int, device):
+        self.s, self.ckpt, self.opt, self.sched, self.params = s, ckpt, opt, sched, params
+        self.step_loss, self.interval, self.val_every, self.device = step_loss, interval, val_every, device
+        self.meta = ckpt.meta
+        self.step = self.meta["step"]
+        self.validates = bool(s.cfg.val_episodes)
+        self.shown = {"loss": "-", "val": "-", "best": "-"}  # the progress bar's postfix
+        self.curves = None
+
+    def validate(self) -> None:
+        """One history entry: the interval's mean loss and, with validation, the selection accuracy
+        (a new best stages ``model.safetensors``)."""
+        import torch
+
+        m, meta = self.s.method, self.meta
+        entry = {"step": self.step, "lr": self.sched.get_last_lr()[0],
+                 "train_loss": float(np.mean(self.interval)) if self.interval else None}
+        self.interval.clear()
+        if self.validates and self.ckpt.main:
+            with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                m.eval()
+                acc, ci = self.s.feed.validate(m)
+                m.train()
+            entry.update(val_accuracy=acc, val_ci=ci)
+            self.curves.validation(self.step, acc, ci)
+            best = meta["best"]["val_accuracy"]
+            if best is None or acc > best:
+                meta["best"] = {"val_accuracy": acc, "val_ci": ci, "step": self.step}
+                self.ckpt.stage(MODEL_FILE)
+            self.shown["val"], self.shown["best"] = f"{acc:.1f}", f"{meta['best']['val_accuracy']:.1f}"
+        meta["history"].append(entry)
+
+    def checkpoint(self, status: str) -> None:
+        self.ckpt.commit(status, self.step, self.opt, self.sched, self.interval)
+
+    def run(self, name: str, out: Path, progress: bool, log_every: int, sigint_dist, world: int,
+            stop_after: int | None) -> None:
+        import torch
+        from tqdm import tqdm
+
+        s, m, cfg, meta = self.s, self.s.method, self.s.cfg, self.meta
+        steps = s.feed.steps
+        bar = tqdm(total=steps, initial=self.step, disable=not progress, desc=f"train {name}", dynamic_ncols=True,
                    unit="step")
-        shown = {"loss": "-", "val": "-", "best": "-"}  # the progress bar's postfix
-        curves = TrainCurves(out, log_every, enabled=main, unit="episodes" if cfg.protocol == "episodic" else "videos",
-                             per_step=(cfg.episodes_per_step if cfg.protocol == "episodic" else cfg.batch_size)
-                             * (dist.world if parallel else 1))  # TensorBoard event files in the run directory
-
-        def checkpoint(status: str) -> None:
-            meta["step"], meta["status"] = step, status
-            if not main:
-                return
-            meta["seconds"] = seconds0 + time.perf_counter() - t_start
-            # staged, committed by run.json, then published: a kill anywhere leaves a resumable run
-            meta["checkpoints"][LAST_FILE] = save_weights(pending(out / LAST_FILE), m.trainable_state_dict())
-            meta["checkpoints"][STATE_FILE] = save_state(pending(out / STATE_FILE), {
-                "step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "interval_losses": list(interval), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else []})
-            write_json(out / RUN_JSON, meta)
-            publish_pending(out, meta)
-
-        def validate() -> None:
-            entry = {"step": step, "lr": sched.get_last_lr()[0],
-                     "train_loss": float(np.mean(interval)) if interval else None}
-            interval.clear()
-            if validates and main:
-                with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                    m.eval()
-                    acc, ci = feed.validate(m)
-                    m.train()
-                entry.update(val_accuracy=acc, val_ci=ci)
-                curves.validation(step, acc, ci)
-                best = meta["best"]["val_accuracy"]
-                if best is None or acc > best:
-                    meta["best"] = {"val_accuracy": acc, "val_ci": ci, "step": step}
-                    meta["checkpoints"][MODEL_FILE] = save_weights(pending(out / MODEL_FILE),
-                                                                   m.trainable_state_dict())
-                shown["val"], shown["best"] = f"{acc:.1f}", f"{meta['best']['val_accuracy']:.1f}"
-            meta["history"].append(entry)
-
+        self.curves = TrainCurves(out, log_every, enabled=self.ckpt.main, unit=s.protocol.unit,
+                                  per_step=s.protocol.items_per_step(cfg) * world)  # TensorBoard event files
         m.train()
-        if step == 0 and not meta["history"]:
-            validate()  # the untrained method: the baseline every later validation is compared with
+        if self.step == 0 and not meta["history"]:
+            self.validate()  # the untrained method: the baseline every later validation is compared with
         sigint = DeferredSigint()  # Ctrl-C: finish this step, checkpoint, stop resumably
         try:
-            while step < steps:
-                if stop_after is not None and step >= stop_after:
-                    checkpoint("stopped")
+            while self.step < steps:
+                if stop_after is not None and self.step >= stop_after:
+                    self.checkpoint("stopped")
                     break
-                if sigint.requested(dist if parallel else None):
-                    checkpoint("interrupted")
-                    raise Interrupted(f"training stopped at step {step} of {steps}; the run in {out} is saved")
-                if parallel:  # rank r computes sub-step step * world + r, then gradients are averaged
-                    loss = _average_gradients(params, feed.step_loss(m, step * dist.world + dist.rank), dist)
-                else:
-                    loss = feed.step_loss(m, step)
+                if sigint.requested(sigint_dist):
+                    self.checkpoint("interrupted")
+                    raise Interrupted(f"training stopped at step {self.step} of {steps}; the run in {out} is saved")
+                loss = self.step_loss(m, self.step)
                 if not math.isfinite(loss):
-                    raise RunError(f"the loss became {loss} at step {step}; lower --lr (now {cfg.lr})")
+                    raise RunError(f"the loss became {loss} at step {self.step}; lower --lr (now {cfg.lr})")
                 if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                step += 1
-                interval.append(loss)
-                shown["loss"] = f"{loss:.3f}"
-                bar.set_postfix(shown, refresh=False)
+                    torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+                self.opt.step()
+                self.sched.step()
+                self.opt.zero_grad(set_to_none=True)
+                self.step += 1
+                self.interval.append(loss)
+                self.shown["loss"] = f"{loss:.3f}"
+                bar.set_postfix(self.shown, refresh=False)
                 bar.update(1)
-                curves.step(step, loss, sched.get_last_lr()[0])
-                if step % val_every == 0 or step == steps:
-                    validate()
-                    if step < steps:
-                        checkpoint("running")
+                self.curves.step(self.step, loss, self.sched.get_last_lr()[0])
+                if self.step % self.val_every == 0 or self.step == steps:
+                    self.validate()
+                    if self.step < steps:
+                        self.checkpoint("running")
         finally:
             bar.close()
-            curves.close()
+            self.curves.close()
             sigint.restore()
-        if step >= steps:
-            if not validates:
-                meta["checkpoints"][MODEL_FILE] = save_weights(pending(out / MODEL_FILE), m.trainable_state_dict())
+        if self.step >= steps:
+            if not self.validates:
+                self.ckpt.stage(MODEL_FILE)
                 meta["notes"].append("no validation (--val-episodes 0): model.safetensors holds the final weights")
-            checkpoint("complete")
-    return _result_from_meta(out, meta)
+            self.checkpoint("complete")
 
 
 def _untrained_run(out: Path, meta: dict, main: bool) -> TrainResult:

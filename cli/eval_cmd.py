@@ -31,23 +31,9 @@ def _parse_shots(values: tuple[str, ...]) -> list[int]:
 
 
 def _line(r) -> str:
-    if r.protocol in ("episodic", "allway"):
-        what = f"all-way ({len(r.class_names)} classes)" if r.ways is None else f"{r.ways}-way"
-        if r.shots is not None:
-            what += f" {r.shots}-shot"
-    else:
-        what = f"{len(r.class_names)} classes"
-    unit = "episodes" if r.protocol == "episodic" else "videos"
-    text = (f"{r.method} [{r.protocol}, {what}, {r.metric}]: {r.accuracy:.2f} ± {r.ci95:.2f} % (95% CI over "
-            f"{r.episodes:,} {unit})")
-    if r.video_ci95 is not None and r.protocol == "episodic":
-        text += f", ± {r.video_ci95:.2f} (95% CI, test videos and episodes re-drawn)"
-    if r.videos is not None:
-        text += f"; {r.videos:,} distinct test videos, {r.classes:,} classes"
-    if r.protocol == "base2novel":
-        x = r.extra
-        text += f"; base {x['base']:.2f} ± {x['base_ci95']:.2f}, novel {x['novel']:.2f} ± {x['novel_ci95']:.2f}, HM {x['hm']:.2f}"
-    return text
+    from cachekit.protocols import get_protocol
+
+    return get_protocol(r.protocol).result_line(r)
 
 
 @click.command("eval")

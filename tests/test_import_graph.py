@@ -207,3 +207,52 @@ def test_no_method_imports_another_method():
     stale = sorted(KNOWN_METHOD_IMPORTS - found)
     assert not new, f"method modules importing other method modules: {new}"
     assert not stale, f"KNOWN_METHOD_IMPORTS entries no longer occur; delete them: {stale}"
+
+
+# --------------------------------------------------------------------------- protocol names
+def _protocol_names() -> set[str]:
+    """The registered protocol names: the keys of ``PROTOCOLS`` in cachekit/protocols/__init__.py."""
+    tree = ast.parse((ROOT / "cachekit" / "protocols" / "__init__.py").read_text())
+    for node in ast.walk(tree):
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        if isinstance(target, ast.Name) and target.id == "PROTOCOLS" and isinstance(node.value, ast.Dict):
+            return {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    return set()
+
+
+def _name_comparisons(tree: ast.AST, names: set[str]) -> list[tuple[int, str]]:
+    """(line, name) of every comparison (``==``, ``!=``, ``in``, ...) with a protocol name constant,
+    alone or inside a tuple / list / set literal on either side."""
+    def constants(node: ast.expr):
+        if isinstance(node, ast.Constant) and node.value in names:
+            yield node.value
+        elif isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            for elt in node.elts:
+                yield from constants(elt)
+
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for side in (node.left, *node.comparators):
+                out += [(node.lineno, n) for n in constants(side)]
+    return out
+
+
+def test_no_protocol_name_compared_outside_protocols():
+    """A caller asks the protocol (its declared traits), never its name: only cachekit/protocols/
+    may compare against a registered protocol name."""
+    names = _protocol_names()
+    assert {"episodic", "allway", "zeroshot", "base2novel"} <= names
+    # the scan finds what is plainly there, so the rule cannot pass by finding nothing
+    sample = ast.parse('a = p == "episodic"\nb = q in ("zeroshot", "x")\nc = "allway" != r\nd = p == "other"')
+    assert sorted(_name_comparisons(sample, names)) == [(1, "episodic"), (2, "zeroshot"), (3, "allway")]
+    found = []
+    for folder in ("cachekit", "cli"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path.is_relative_to(ROOT / "cachekit" / "protocols"):
+                continue
+            tree = ast.parse(path.read_text(), filename=str(path))
+            found += [f"{path.relative_to(ROOT)}:{line} compares {name!r}" for line, name in _name_comparisons(tree, names)]
+    assert not found, "protocol names compared outside cachekit/protocols/ (declare a trait on Protocol):\n" + \
+        "\n".join(found)

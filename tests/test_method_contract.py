@@ -129,7 +129,7 @@ def test_method_contract(name, variant, store, deep_encoder, rows, tmp_path):
     from cachekit.cache import FeatureCache
     from cachekit.methods import build_method
     from cachekit.protocols import get_protocol, natural_protocol
-    from cachekit.protocols.base import training_data
+    from cachekit.protocols.feeds import training_data
     from cachekit.runs import load_into, load_weights, save_weights
     from cachekit.train import TrainConfig, make_optimizer
 

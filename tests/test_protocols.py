@@ -22,7 +22,7 @@ from cachekit.errors import InputError
 from cachekit.evaluate import EvalConfig, evaluate
 from cachekit.extract import text_key
 from cachekit.protocols import PROTOCOLS, get_protocol
-from cachekit.protocols.base import load_run_split
+from cachekit.protocols.plan import SplitPlan
 from cachekit.train import TrainConfig, train
 from clipcache.stores import open_store
 
@@ -125,7 +125,7 @@ def test_vifi_layout_selects_on_training_videos_never_on_the_test_list(tmp_path)
     run = tmp_path / "run"
     r = train(store, str(run), "linear_probe", None, fast("allway", epochs=2), progress=False)
     with FeatureCache(store) as cache:
-        split = load_run_split(run, cache)
+        split = SplitPlan.load(run, cache)
         val1_keys = {cache.video_keys[i] for i in val1}
     assert split.keys["test"] == val1_keys  # val1 is the test list...
     assert split.keys["val"] and split.keys["val"].isdisjoint(val1_keys)  # ...and never selects
@@ -144,10 +144,10 @@ def test_eval_run_scores_the_seeded_test_split_of_a_store_without_split_files(tm
     run = tmp_path / "run"
     train(store, str(run), "clip_fsar", None, fast("episodic"), progress=False)
     with FeatureCache(store) as cache:
-        split = load_run_split(run, cache)
+        split = SplitPlan.load(run, cache)
     res = evaluate(store, EvalConfig(run_dir=str(run), ways=2, episodes=6))
-    assert set(res.class_names) == set(split.classes["test"]) and len(res.class_names) < 6
-    assert set(res.class_names).isdisjoint(split.classes["train"])
+    assert set(res.class_names) == set(split.class_names["test"]) and len(res.class_names) < 6
+    assert set(res.class_names).isdisjoint(split.class_names["train"])
     # asking for the whole store is refused: it holds the run's training videos and classes
     with FeatureCache(store) as cache:
         listing = tmp_path / "all.txt"
@@ -445,5 +445,5 @@ def test_every_protocol_keeps_test_data_out_of_training(tmp_path_factory, n, per
     if plan.class_disjoint:
         assert log.classes.isdisjoint({f"class {c:02d}" for c in held_c})
     with FeatureCache(store) as cache:
-        split = load_run_split(r.run_dir, cache)
+        split = SplitPlan.load(r.run_dir, cache)
     assert split.keys["test"].isdisjoint(split.seen_keys)

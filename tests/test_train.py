@@ -13,7 +13,6 @@ and distractors swamp the tiny random encoder's features, so no method can learn
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -320,7 +319,7 @@ def test_train_cli_on_a_store_without_splits(synth_store, tmp_path):
     from click.testing import CliRunner
 
     from cachekit.cache import FeatureCache
-    from cachekit.protocols.base import load_run_split
+    from cachekit.protocols.plan import SplitPlan
     from test_methods_cache import _cli
 
     out = tmp_path / "run"
@@ -335,10 +334,10 @@ def test_train_cli_on_a_store_without_splits(synth_store, tmp_path):
     meta = json.loads((out / "run.json").read_text())
     assert meta["method"]["config"]["alpha"] == 0.25 and meta["train"]["config"]["ways"] == 2
     with FeatureCache(synth_store) as cache:
-        split = load_run_split(out, cache)
+        split = SplitPlan.load(out, cache)
         classes = {k: set(cache.labels[v].tolist()) for k, v in split.indices.items()}
         assert {k: set(cache.classes[c] for c in v) for k, v in classes.items()} == {
-            k: set(v) for k, v in split.classes.items()}
+            k: set(v) for k, v in split.class_names.items()}
     assert classes["train"].isdisjoint(classes["val"]) and classes["val"].isdisjoint(classes["test"])
     assert len(classes["val"]) >= 2 and len(classes["test"]) >= 2
 
@@ -382,7 +381,6 @@ def test_zeroshot_protocol_trains_on_train_classes_and_validates_on_unseen(tmp_p
     """--protocol zeroshot: class-disjoint split files; the method sees only the training classes'
     text while training and only the unseen val classes' text while validating."""
     from cachekit.cache import FeatureCache
-    from cachekit.methods import build_method
 
     res, store = six_class_store(tmp_path, tiny_cfg, videos_per_class=3, frames=8)
     seen: list[list[str]] = []
@@ -398,19 +396,14 @@ def test_zeroshot_protocol_trains_on_train_classes_and_validates_on_unseen(tmp_p
         sp = cache.splits()
         train_names = {cache.classes[i] for i in np.unique(cache.labels[sp["train"].indices])}
         val_names = {cache.classes[i] for i in np.unique(cache.labels[sp["val"].indices])}
-        info, frames = cache.model_info, cache.frames
     assert train_names.isdisjoint(val_names) and set(res.splits["train"]) == train_names
     # the feed binds exactly one class set at a time: train classes for steps, val classes to validate
-    from cachekit.protocols import get_protocol
-    from cachekit.protocols.base import training_data
+    from cachekit.train import prepare
 
-    m = build_method("ev_clip", {"prompts": "context", "z_block": 2}, info, frames)
-    m.bind_classes = spy
     with FeatureCache(store) as cache:
-        plan = get_protocol("zeroshot").plan(cache, cfg)
-        data = training_data(cache, dataclasses.replace(m.needs, text=True), "cpu",
-                             np.union1d(plan.classes(cache.labels, "train"), plan.classes(cache.labels, "val")))
-        feed = get_protocol("zeroshot").feed(data, cache.labels, plan, cfg)
+        s = prepare(cache, "ev_clip", {"prompts": "context", "z_block": 2}, cfg)
+        m, feed = s.method, s.feed
+        m.bind_classes = spy
         feed.step_loss(m, 0)
         feed.validate(m)
     assert set(seen[0]) == train_names and set(seen[1]) == val_names and set(seen[-1]) == train_names

@@ -12,7 +12,8 @@ from __future__ import annotations
 import importlib
 
 from ..errors import InputError
-from .base import Protocol, SplitPlan, held_out_names
+from .base import Protocol
+from .plan import SplitPlan
 
 PROTOCOLS: dict[str, str] = {
     "episodic": "cachekit.protocols.episodic",
@@ -31,24 +32,17 @@ def get_protocol(name: str) -> Protocol:
 
 def natural_protocol(method, cache) -> str:
     """The protocol ``train`` uses when none is given: the method's own (``Method.protocols[0]``),
-    or, for a text-based method that also trains for unseen classes, the one the store's split
-    files are laid out for (``base_val`` + ``novel_val``: base2novel; a test list of classes
-    without training videos: zeroshot)."""
-    import numpy as np
-
+    or, for a method that trains under several, the one whose :meth:`~.base.Protocol.claims`
+    the store's split files (asked in :attr:`~.base.Protocol.claim_priority` order; e.g.
+    ``base_val`` + ``novel_val``: base2novel; a test list of classes without training videos:
+    zeroshot)."""
     own = [p for p in method.protocols if get_protocol(p).trains]
     if not own:
         raise InputError(f"method {method.name} trains under no protocol")
     lists = {n: s.indices for n, s in cache.splits().items()}
-    if "base2novel" in own and {"train", "base_val", "novel_val"} <= set(lists):
-        return "base2novel"
-    test_name, _ = held_out_names(lists)
-    if "zeroshot" in own and "train" in lists and test_name is not None:
-        labels = cache.labels
-        train_c = np.unique(labels[lists["train"]])
-        test_c = np.unique(labels[lists[test_name]])
-        if test_c.size and not np.isin(test_c, train_c).any():
-            return "zeroshot"
+    for name in sorted(own, key=lambda p: -get_protocol(p).claim_priority):  # stable: ties keep the method's order
+        if get_protocol(name).claims(cache, lists):
+            return name
     return own[0]
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .base import (EvalJob, NO_TEST_LIST, Protocol, SplitPlan, class_names, class_text, disjoint_videos, finish,
-                   labelled_videos, listed_plan, plural, split_videos, store_lists,
-                   video_predictions, video_result)
+from .base import Protocol
+from .plan import SplitPlan
+from .scoring import EvalJob, class_names, class_text, plural, video_predictions, video_result
+from .splitting import NO_TEST_LIST, disjoint_videos, finish, labelled_videos, listed_plan, split_videos, store_lists
 
 TRAIN_SPLIT = "train"
 
@@ -63,6 +64,10 @@ def kshot_and_selection(plan: SplitPlan, labels: np.ndarray, cfg, sel: np.ndarra
 class AllWayProtocol(Protocol):
     name = "allway"
     class_disjoint = False
+    shot_curve = "support"  # several K: K-shot lists of a support-fitting method
+
+    def _what(self, r) -> str:
+        return f"all-way ({len(r.class_names)} classes)" + (f" {r.shots}-shot" if r.shots is not None else "")
 
     def plan(self, cache, cfg) -> SplitPlan:
         labels = cache.labels
@@ -108,7 +113,7 @@ class AllWayProtocol(Protocol):
         shots = job.shots
         if pools.run is not None:
             by_name = {n: i for i, n in enumerate(cache.classes)}
-            trained = pools.run.classes.get("train", [])
+            trained = pools.run.class_names.get("train", [])
             absent = [n for n in trained if n not in by_name]
             if absent:
                 raise InputError(f"the run was trained on {len(trained)} classes, {len(absent)} of which this store "
@@ -163,7 +168,7 @@ class AllWayProtocol(Protocol):
         notes.append(f"classified among {plural(classes.size, 'class', 'classes')}")
         text = class_text(data, classes, cache.model_info.embed_dim, device)
         pred = video_predictions(method, data, eval_idx, text, classes, class_names(cache, classes))
-        return [video_result("allway", job, res_shots, eval_idx, pred, classes, notes)]
+        return [video_result(self.name, job, res_shots, eval_idx, pred, classes, notes)]
 
 
 PROTOCOL = AllWayProtocol()

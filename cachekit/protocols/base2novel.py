@@ -18,8 +18,10 @@ import numpy as np
 
 from ..errors import InputError
 from .allway import kshot_and_selection
-from .base import (EvalJob, Pools, Protocol, SplitPlan, class_names, class_text, disjoint_videos, finish,
-                   labelled_videos, split_videos, store_lists, video_predictions, video_result)
+from .base import Protocol
+from .plan import SplitPlan
+from .scoring import EvalJob, Pools, class_names, class_text, video_predictions, video_result
+from .splitting import disjoint_videos, finish, labelled_videos, split_videos, store_lists
 
 BASE_SPLIT, NOVEL_SPLIT = "base_val", "novel_val"  # ViFi-CLIP base-to-novel list names (§5)
 TRAIN_SPLIT = "train"
@@ -28,6 +30,21 @@ TRAIN_SPLIT = "train"
 class Base2NovelProtocol(Protocol):
     name = "base2novel"
     class_disjoint = True  # the novel part
+    scores_unseen_by_text = True
+    test_parts = ("base", "novel")
+    claim_priority = 2
+
+    def claims(self, cache, lists) -> bool:
+        """The ViFi-CLIP base-to-novel lists beside a training list."""
+        return {TRAIN_SPLIT, BASE_SPLIT, NOVEL_SPLIT} <= set(lists)
+
+    def store_lists_evaluated(self, splits) -> tuple[str, ...]:
+        return (BASE_SPLIT, NOVEL_SPLIT) if BASE_SPLIT in splits and NOVEL_SPLIT in splits else ()
+
+    def _parts_line(self, r) -> str:
+        x = r.extra
+        return (f"; base {x['base']:.2f} ± {x['base_ci95']:.2f}, novel {x['novel']:.2f} ± {x['novel_ci95']:.2f}, "
+                f"HM {x['hm']:.2f}")
 
     def plan(self, cache, cfg) -> SplitPlan:
         from ..episodes import base_novel_split
@@ -144,7 +161,7 @@ class Base2NovelProtocol(Protocol):
                  "base_classes": int(base_cls.size), "novel_classes": int(novel_cls.size),
                  "base_videos": int(bt.size), "novel_videos": int(nt.size)}
         shots = job.pools.run.shots(labels) if job.pools.run is not None else None
-        r = video_result("base2novel", job, shots, idx, pred, classes, notes, extra)
+        r = video_result(self.name, job, shots, idx, pred, classes, notes, extra)
         r.accuracy, r.ci95, r.video_ci95 = hm, hm_ci, hm_ci
         return [r]
 

@@ -21,9 +21,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..progress import bar
-from .base import (EvalJob, NO_TEST_LIST, Protocol, SplitPlan, class_names, confusion, disjoint_classes,
-                   disjoint_videos, finish, labelled_videos, listed_plan, per_class, rng as _rng,
-                   split_classes, store_lists)
+from .base import Protocol
+from .plan import SplitPlan, rng as _rng
+from .scoring import EvalJob, class_names, confusion, per_class
+from .splitting import (NO_TEST_LIST, disjoint_classes, disjoint_videos, finish, labelled_videos, listed_plan,
+                        split_classes, store_lists)
 
 
 class Episodic:
@@ -174,6 +176,28 @@ def _score_episodes(job: EvalJob, eps) -> np.ndarray:
 class EpisodicProtocol(Protocol):
     name = "episodic"
     class_disjoint = True
+    unit = "episodes"
+    default_shots = 1
+    min_shots = 1
+    takes_episode_file = True
+    shot_curve = "always"
+    training_text = "method"
+    default_method = "proto"
+
+    def items_per_step(self, cfg) -> int:
+        return cfg.episodes_per_step
+
+    def default_val_every(self, steps: int, steps_per_epoch: int) -> int:
+        return max(1, steps // 10)  # ten validations per run
+
+    def _what(self, r) -> str:
+        what = f"all-way ({len(r.class_names)} classes)" if r.ways is None else f"{r.ways}-way"
+        return what + (f" {r.shots}-shot" if r.shots is not None else "")
+
+    def _second_interval(self, r) -> str:
+        if r.video_ci95 is None:
+            return ""
+        return f", ± {r.video_ci95:.2f} (95% CI, test videos and episodes re-drawn)"
 
     def plan(self, cache, cfg) -> SplitPlan:
         labels, names = cache.labels, cache.classes
@@ -254,7 +278,7 @@ class EpisodicProtocol(Protocol):
             Path(job.out_dir).mkdir(parents=True, exist_ok=True)
             save_episodes(Path(job.out_dir) / job.file_name, eps, ep_meta)
             notes.append(f"episodes saved to {job.file_name}")
-        return [EvalResult(protocol="episodic", method=method.display_name, metric=job.metric, ways=w, shots=k,
+        return [EvalResult(protocol=self.name, method=method.display_name, metric=job.metric, ways=w, shots=k,
                            queries=q, episodes=len(eps), accuracy=acc, ci95=ci, video_ci95=vci,
                            videos=int(np.unique(videos).size), classes=int(classes.size),
                            per_class=per_class(conf, names), confusion=conf, class_names=names, notes=notes)]

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (EvalJob, Protocol, SplitPlan, class_names, class_text, disjoint_classes, disjoint_videos,
-                   finish, labelled_videos, listed_plan, plural, split_classes, store_lists,
-                   video_predictions, video_result)
+from .base import Protocol
+from .plan import SplitPlan
+from .scoring import EvalJob, class_names, class_text, plural, video_predictions, video_result
+from .splitting import (disjoint_classes, disjoint_videos, finish, held_out_names, labelled_videos, listed_plan,
+                        split_classes, store_lists)
 
 TRAIN_SPLIT = "train"
 
@@ -26,6 +28,18 @@ TRAIN_SPLIT = "train"
 class ZeroShotProtocol(Protocol):
     name = "zeroshot"
     class_disjoint = True
+    scores_unseen_by_text = True
+    claim_priority = 1
+
+    def claims(self, cache, lists) -> bool:
+        """A test list of classes without training videos."""
+        test_name, _ = held_out_names(lists)
+        if "train" not in lists or test_name is None:
+            return False
+        labels = cache.labels
+        train_c = np.unique(labels[lists["train"]])
+        test_c = np.unique(labels[lists[test_name]])
+        return bool(test_c.size and not np.isin(test_c, train_c).any())
 
     def plan(self, cache, cfg) -> SplitPlan:
         labels, names = cache.labels, cache.classes
@@ -81,7 +95,7 @@ class ZeroShotProtocol(Protocol):
                      "by their text only")
         text = class_text(data, classes, cache.model_info.embed_dim, job.device)
         pred = video_predictions(method, data, idx, text, classes, class_names(cache, classes))
-        return [video_result("zeroshot", job, None, idx, pred, classes, notes)]
+        return [video_result(self.name, job, None, idx, pred, classes, notes)]
 
 
 PROTOCOL = ZeroShotProtocol()
