@@ -5,7 +5,7 @@ The registries are the one place a name is listed: ``cachekit.methods.METHODS``,
 reads its registry the first time a value is checked or the help is shown, so importing a command
 module stays light (the method registry imports torch).
 
-The options of a run config (``TrainConfig``, ...) are made from its fields (:func:`config_options`,
+The options of a run config (``TrainConfig``, ...) are made from its fields (:class:`ConfigFields`,
 :func:`cachekit.options.field_options`): the CLI restates no default, choice list or help of theirs.
 """
 
