@@ -97,11 +97,11 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.protocol is None and self.run_dir is None:
-            raise InputError(f"a protocol is required ({', '.join(PROTOCOLS)})")
+            raise InputError(f"--protocol is required ({', '.join(PROTOCOLS)})")
         if self.protocol is not None and self.protocol not in PROTOCOLS:
             raise InputError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         if self.run_dir is not None and (self.method is not None or self.method_options):
-            raise InputError("give either a trained run (--run) or a method (--method, --option), not both")
+            raise InputError("--run evaluates a trained run; --method and --option apply without --run")
         if not isinstance(self.shots, (int, np.integer)):
             if isinstance(self.shots, (str, bytes)) or not isinstance(self.shots, Sequence):
                 raise InputError(f"--shots must be an integer or a list of integers, got {self.shots!r}")
