@@ -101,7 +101,7 @@ class EvalConfig:
         if self.protocol is not None and self.protocol not in PROTOCOLS:
             raise InputError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         if self.run_dir is not None and (self.method is not None or self.method_options):
-            raise InputError("--run evaluates a trained run; --method and --option apply without --run")
+            raise InputError("--run evaluates a trained run; --method and --option apply without --run (not both)")
         if not isinstance(self.shots, (int, np.integer)):
             if isinstance(self.shots, (str, bytes)) or not isinstance(self.shots, Sequence):
                 raise InputError(f"--shots must be an integer or a list of integers, got {self.shots!r}")
