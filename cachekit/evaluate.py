@@ -37,6 +37,7 @@ from .cache import FeatureCache, Split
 from .caveat import encoder_caveat
 from .errors import InputError, InputNotFound, RunError
 from .methods.base import Method
+from .options import param
 from .protocols import PROTOCOLS as _REGISTRY, get_protocol
 from .protocols.episodic import check_episodes, episode_videos
 from .protocols.plan import SplitPlan
@@ -49,59 +50,56 @@ PROTOCOLS = tuple(_REGISTRY)
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """What one ``clipcache eval`` computes; validated on construction (one-line errors).
+    """What one ``clipcache eval`` computes; validated on construction (one-line errors). Each
+    field's help is its ``clipcache eval`` option's (:func:`cachekit.options.param`).
 
-    protocol: a name in :data:`cachekit.protocols.PROTOCOLS`; None with ``run_dir``: the protocol
-        the run was trained under.
-    method: a registered no-training method (``proto``, ``zeroshot``), or None: the run's method
-        with ``run_dir``, else ``proto`` for episodic and ``zeroshot`` otherwise.
-    method_options: Config overrides of a method built by name (e.g. ``{"template": 0}``); string
-        values are typed by its Config (:func:`cachekit.options.typed_options`).
-    run_dir: a trained run (:func:`cachekit.runs.load_run`); its cache key must match.
-    ways, queries, episodes: episodic W, Q per class, number of episodes.
-    shots: K, or a tuple of several K (one result per K: an accuracy-vs-shots curve). Episodic:
-        support shots per class (0 = query-only episodes, for zero-shot methods). All-way: the
+    method: None: the run's method with ``run_dir``, else ``proto`` for episodic and ``zeroshot``
+        otherwise.
+    shots: K, or a tuple of several K (one result per K: an accuracy-vs-shots curve). All-way: the
         K-shot list a support-fitting method (``proto``) is built from; a trained run reports
         the K it was trained with.
-    metric: the ``metric`` option of a method built by name whose Config has one (``proto``).
-    seed: episodes, K-shot lists and the fallback base/novel split derive from it.
     split, split_file, video_root: evaluate these videos instead of the default (see the module).
-    episodes_file: re-use the episodes of an earlier run (episodic; overrides ways, shots,
-        queries, episodes, seed).
-    batch_episodes: episodes scored at once by a batched method (200: a chunk's tensors stay
-        small enough for the allocator to reuse their memory; raise it on a GPU).
-    out_dir: write the episodes and the report files (:func:`cachekit.report.write_report`) there.
-    device: ``cpu``, ``cuda[:N]`` or ``auto``.
-    allow_overlap: evaluate a run on videos (or, class-disjoint protocols, classes) it trained or
-        selected on; the report says so in its first line.
+    batch_episodes: 200 keeps a chunk's tensors small enough for the allocator to reuse their memory.
     """
 
-    protocol: str | None = None
-    method: str | None = None
+    protocol: str | None = param(None, registry="cachekit.protocols:PROTOCOLS",
+                                 help="Protocol (required unless --run gives one).")
+    method: str | None = param(None, registry="cachekit.methods:METHODS",
+                               help="No-training method: proto or zeroshot (default: proto for episodic, "
+                                    "zeroshot otherwise).")
+    # Config overrides of a method built by name (e.g. {"template": 0}; -o KEY=VALUE); string
+    # values are typed by its Config (cachekit.options.typed_options)
     method_options: dict | None = None
-    run_dir: str | os.PathLike | None = None
-    ways: int = 5
-    shots: int | tuple[int, ...] = 1
-    queries: int = 1
-    episodes: int = 10_000
-    metric: str | None = "otam"
-    seed: int = 0
-    split: str | None = None
-    split_file: str | os.PathLike | None = None
-    video_root: str | os.PathLike | None = None
-    episodes_file: str | os.PathLike | None = None
-    batch_episodes: int = 200
-    out_dir: str | os.PathLike | None = None
-    device: str = "cpu"
-    allow_overlap: bool = False
+    run_dir: str | os.PathLike | None = param(None, help="Trained run directory (its cache key must match the store).")
+    ways: int = param(5, help="Episodic: classes per episode (W).")
+    shots: int | tuple[int, ...] = param(1, help="K; repeat or comma-separate for an accuracy-vs-shots curve "
+                                                 "(episodic: support shots, 0 = query-only; allway: the K-shot "
+                                                 "list of proto).")
+    queries: int = param(1, help="Episodic: queries per class (Q).")
+    episodes: int = param(10_000, help="Episodic: number of episodes.")
+    metric: str | None = param("otam", registry="cachekit.similarity:SIMILARITIES",
+                               help="Prototype matching metric (methods with a metric option).")
+    seed: int = param(0, help="Seed of episodes, K-shot lists, base/novel split.")
+    split: str | None = param(None, help="Split to evaluate (default: test, else val, else all videos).")
+    split_file: str | os.PathLike | None = param(None, help="CLIP-FSAR / ViFi-CLIP split file to evaluate instead.")
+    video_root: str | os.PathLike | None = param(None, help="Folder the split file's paths are relative to.")
+    episodes_file: str | os.PathLike | None = param(
+        None, help="Re-use the episodes of an earlier --out (episodes.json; episodic: overrides the ways, "
+                   "shots, queries, episodes and seed).")
+    batch_episodes: int = param(200, help="Episodes scored at once (no-training methods; raise it on a GPU).")
+    out_dir: str | os.PathLike | None = param(
+        None, help="Write results.json/.md, per-class accuracy, confusion and shots plots, episodes here.")
+    device: str = param("cpu", help="cpu, cuda[:N] or auto.")
+    allow_overlap: bool = param(False, help="Evaluate a run on videos (or, class-disjoint protocols, classes) it "
+                                            "trained or selected on; the report then says so first.")
 
     def __post_init__(self) -> None:
         if self.protocol is None and self.run_dir is None:
-            raise InputError(f"a protocol is required ({', '.join(PROTOCOLS)})")
+            raise InputError(f"--protocol is required ({', '.join(PROTOCOLS)})")
         if self.protocol is not None and self.protocol not in PROTOCOLS:
             raise InputError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         if self.run_dir is not None and (self.method is not None or self.method_options):
-            raise InputError("give either a trained run (--run) or a method (--method, --option), not both")
+            raise InputError("--run evaluates a trained run; --method and --option apply without --run (not both)")
         if not isinstance(self.shots, (int, np.integer)):
             if isinstance(self.shots, (str, bytes)) or not isinstance(self.shots, Sequence):
                 raise InputError(f"--shots must be an integer or a list of integers, got {self.shots!r}")
@@ -354,6 +352,7 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
             if protocol not in PROTOCOLS:
                 raise InputError(f"run {cfg.run_dir} does not name a protocol this evaluator knows "
                                  f"({protocol!r}); pass --protocol")
+            cfg = dataclasses.replace(cfg, protocol=protocol)  # checked as if given (EvalConfig.__post_init__)
         try:
             run = SplitPlan.load(cfg.run_dir, cache)
         except RunError:

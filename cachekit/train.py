@@ -49,6 +49,7 @@ from .caveat import encoder_caveat
 from .errors import ClipcacheError, InputError, ModelError, RunError
 from .distributed import dist_from_env, rank_device
 from .interrupt import DeferredSigint, Interrupted
+from .options import param
 from .protocols import PROTOCOLS, get_protocol, natural_protocol
 from .protocols.feeds import training_data
 from .protocols.plan import SplitPlan
@@ -67,43 +68,38 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train; saved, resolved, in ``run.json``.
+    """How to train; saved, resolved, in ``run.json``. Each field's help is its ``clipcache train``
+    option's (:func:`cachekit.options.param`).
 
     protocol: "episodic" (N-way K-shot episodes, ``episode_loss``), "allway" (mini-batches over
         the training classes, ``video_loss``), "zeroshot" (the same, validated on classes held
         out of training: class-disjoint splits, as EZ-CLIP and EV-CLIP train for zero-shot
         transfer) or "base2novel" (base classes only; novel names first appear at evaluation).
         None: the method's natural protocol (:func:`cachekit.protocols.natural_protocol`).
-    ways, shots, queries: episodic W, K and training queries per class (CLIP-FSAR trains with
-        5). ``shots`` for all-way: K training videos per class (0: every training video).
-        Default: 1 episodic, 0 all-way.
-    episodes, episodes_per_step: episodic budget (10,000 MA-FSAR; 100,000 for SSv2) and episodes
-        averaged per optimiser step.
-    epochs, batch_size: all-way budget.
-    lr, weight_decay, warmup, grad_clip: AdamW, warm-up fraction of the steps, then cosine to 0;
-        grad_clip 0 = off.
-    val_every: steps between validations (0: ten per run, each epoch for all-way).
-    val_episodes, val_queries: validation episodes (1 query per class, as at test); 0 = no
-        validation, the final weights are the model.
+    Budgets: 10,000 episodes as MA-FSAR (100,000 for SSv2); CLIP-FSAR trains with 5 queries.
     """
 
-    protocol: str | None = None  # a name in cachekit.protocols.PROTOCOLS
-    ways: int = 5
-    shots: int | None = None
-    queries: int = 5
-    episodes: int = 10000
-    episodes_per_step: int = 1
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup: float = 0.05
-    grad_clip: float = 0.0
-    val_every: int = 0
-    val_episodes: int = 1000
-    val_queries: int = 1
-    seed: int = 0
-    device: str = "auto"
+    protocol: str | None = param(None, registry="cachekit.protocols:PROTOCOLS",
+                                 help="Protocol to train under [the method's natural one: see `clipcache methods`].")
+    ways: int = param(5, help="Episodic: classes per episode.")
+    shots: int | None = param(None, help="Episodic: support videos per class [1]. All-way: training videos per "
+                                         "class [all].")
+    queries: int = param(5, help="Episodic: training queries per class.")
+    episodes: int = param(10000, help="Episodic: training episodes.")
+    episodes_per_step: int = param(1, help="Episodic: episodes per optimiser step, drawn together and run through "
+                                           "the method as one batch (8-32: several times the episodes per second).")
+    epochs: int = param(10, help="All-way: passes over the training videos.")
+    batch_size: int = param(32, help="All-way: videos per step.")
+    lr: float = param(1e-4, help="AdamW peak learning rate.")
+    weight_decay: float = param(0.01, help="AdamW weight decay.")
+    warmup: float = param(0.05, help="Warm-up fraction of the steps (then cosine to 0).")
+    grad_clip: float = param(0.0, help="Gradient norm clip (0: off).")
+    val_every: int = param(0, help="Steps between validations (0: ten per run, each epoch for all-way).")
+    val_episodes: int = param(1000, help="Validation episodes (episodic). 0: no validation (either protocol), "
+                                         "keep the final weights.")
+    val_queries: int = param(1, help="Validation queries per class (1, as at test).")
+    seed: int = param(0, help="Seed of the episodes, batches and initialisation.")
+    device: str = param("auto", help="auto, cpu or cuda[:N].")
 
     def __post_init__(self):
         if self.protocol is not None and self.protocol not in PROTOCOLS:

@@ -4,6 +4,9 @@ The registries are the one place a name is listed: ``cachekit.methods.METHODS``,
 ``cachekit.similarity.SIMILARITIES`` and ``cachekit.protocols.PROTOCOLS``. A :class:`RegistryChoice`
 reads its registry the first time a value is checked or the help is shown, so importing a command
 module stays light (the method registry imports torch).
+
+The options of a run config (``TrainConfig``, ...) are made from its fields (:class:`ConfigFields`,
+:func:`cachekit.options.field_options`): the CLI restates no default, choice list or help of theirs.
 """
 
 from __future__ import annotations
@@ -39,6 +42,12 @@ class RegistryChoice(click.Choice):
         raise InputError(f"{flag} must be one of {', '.join(self.choices)}, not {value!r}")
 
 
+def registry_choice(source: str) -> RegistryChoice:
+    """The :class:`RegistryChoice` of ``"module:NAME"``."""
+    module, _, attr = source.partition(":")
+    return RegistryChoice(module, attr)
+
+
 def methods() -> RegistryChoice:
     return RegistryChoice("cachekit.methods", "METHODS")
 
@@ -53,6 +62,10 @@ def metrics_help(what: str) -> str:
     from cachekit.similarity import SIMILARITIES
 
     return " ".join([what, *(f"{s.help}." for s in SIMILARITIES.values())])
+
+
+# a registry whose entries say where they come from: the option's help lists them
+_REGISTRY_HELP = {"cachekit.similarity:SIMILARITIES": metrics_help}
 
 
 def protocols() -> RegistryChoice:
@@ -111,3 +124,79 @@ def storage_options(f):
                         expose_value=False, is_eager=True, callback=_set_storage_options,
                         help="fsspec option for a store at a URL, e.g. endpoint_url=http://host:9000 "
                              "(repeatable; AWS_ENDPOINT_URL and the other AWS_* variables work as usual).")(f)
+
+
+# --------------------------------------------------------------------------- options from a config
+class ConfigFields:
+    """The options of a config dataclass's fields (:func:`cachekit.options.field_options`: its
+    defaults, choices and help), declared once per command: ``@FIELDS.options`` puts them in the
+    command's parameters, ``FIELDS.values(params)`` takes their values back out as the config's
+    keyword arguments. ``config`` is the class or ``"module:Class"``, imported on first use: the
+    config's module may import torch (``cachekit.evaluate``), and importing a command must not."""
+
+    def __init__(self, config, rename: dict[str, str] | None = None, hide: tuple[str, ...] = (), only=None):
+        self.config, self.kw = config, {"rename": rename, "hide": tuple(hide), "only": only}
+
+    def config_class(self) -> type:
+        if not isinstance(self.config, str):
+            return self.config
+        module, _, name = self.config.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def specs(self) -> list:
+        from cachekit.options import field_options
+
+        return field_options(self.config_class(), **self.kw)
+
+    def options(self, f):
+        """Decorator: the options at this place of a :class:`ConfigCommand` / :class:`ConfigGroup`
+        (made on first use of the command's ``params``)."""
+        if isinstance(f, click.Command):  # applied after @click.command: expand now
+            f.params.extend(_click_option(s) for s in self.specs())
+        else:
+            f.__dict__.setdefault("__click_params__", []).append(self)
+        return f
+
+    def values(self, params: dict) -> dict:
+        """The config's keyword arguments, taken out of a command's ``params``."""
+        from cachekit.options import config_kwargs
+
+        return config_kwargs(self.specs(), params)
+
+
+def _click_option(o) -> click.Option:
+    """The click option of one :class:`cachekit.options.FieldOption`."""
+    help = _REGISTRY_HELP[o.registry](o.help) if o.registry in _REGISTRY_HELP else o.help
+    if o.is_flag:
+        return click.Option([o.flag, o.dest], is_flag=True, default=False, help=help)
+    if o.multiple:  # "--shots 1,5" or "--shots 1 --shots 5": typed by ConfigFields.values
+        return click.Option([o.flag, o.dest], multiple=True, default=tuple(str(d) for d in o.default),
+                            show_default=bool(o.default), help=help)
+    kind = registry_choice(o.registry) if o.registry else click.Choice(o.choices) if o.choices else o.type
+    return click.Option([o.flag, o.dest], type=kind, default=o.default, show_default=o.default is not None,
+                        help=help)
+
+
+class ConfigParams:
+    """Mixin of a click command whose ``params`` hold :class:`ConfigFields` placeholders: they
+    become the options of the config's fields on first use (parsing, help, a test's look)."""
+
+    @property
+    def params(self) -> list:
+        ps = self.__dict__["_params"]
+        if any(isinstance(p, ConfigFields) for p in ps):
+            ps[:] = [o for p in ps for o in ([_click_option(s) for s in p.specs()]
+                                             if isinstance(p, ConfigFields) else [p])]
+        return ps
+
+    @params.setter
+    def params(self, value: list) -> None:
+        self.__dict__["_params"] = value
+
+
+class ConfigCommand(ConfigParams, click.Command):
+    """A command with :class:`ConfigFields` options."""
+
+
+class ConfigGroup(ConfigParams, click.Group):
+    """A group with :class:`ConfigFields` options."""

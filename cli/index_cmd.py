@@ -17,7 +17,11 @@ from . import _params
 
 log = logging.getLogger("clipcache.query")
 
-KINDS = ("auto", "flat", "ivf", "hnsw")
+# IndexBuildConfig's fields are the options (-o KEY=VALUE: method_options; --no-onnx: onnx), and
+# --kind is its IndexConfig's
+CONFIG = _params.ConfigFields("cachekit.index.build:IndexBuildConfig", rename={"run_dir": "run"},
+                              hide=("method_options", "batch_size", "index"))
+INDEX = _params.ConfigFields("cachekit.index.faiss_index:IndexConfig", only=("kind",))
 
 
 def _build_options(f):
@@ -25,57 +29,29 @@ def _build_options(f):
     f = _params.storage_options(f)
     f = click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")(f)
     f = click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")(f)
-    f = click.option("--no-onnx", is_flag=True, help="Do not also export ONNX (when onnx is installed).")(f)
-    f = click.option("--kind", type=click.Choice(KINDS), default="auto", show_default=True,
-                     help="FAISS index: exact flat, or IVF / HNSW (auto: flat below 100,000 classes).")(f)
-    f = click.option("--pretrained", default=None,
-                     help="The store's weights (file or local-dir:DIR) when its cache key names a file.")(f)
-    f = click.option("--video-root", default=None, help="Folder that split-file paths are relative to.")(f)
-    f = click.option("--shortlist", default=64, show_default=True,
-                     help="Classes FAISS passes to a temporal / method re-ranking at query time.")(f)
-    f = click.option("--shots", type=int, default=None, help="At most K support videos per class (default: all).")(f)
+    f = INDEX.options(f)
+    f = CONFIG.options(f)
     f = _params.method_options("Without --run: an option of the proto baseline; only metric changes an index "
                                "(-o metric=otam is --metric otam).")(f)
-    f = click.option("--metric", type=_params.metrics(), default=None,
-                     help=_params.metrics_help(
-                         "Without --run: the proto baseline's score (default mean: FAISS cosine; a temporal metric "
-                         "re-ranks FAISS's shortlist on temporal prototypes). A run's method picks its own."))(f)
     f = click.option("--out", default=None, help="Index directory (default with --run: RUN_DIR/index).")(f)
-    f = click.option("--split", default=None,
-                     help="Support videos: a split of the store (train, test, ...) or a split / list / CSV "
-                          "file (default: every labelled video).")(f)
     f = click.option("--store", default=None, help="Store made by `clipcache extract` (the support videos).")(f)
-    f = click.option("--run", "run_dir", default=None,
-                     help="Trained run directory (default: the proto baseline, no training).")(f)
     return f
 
 
-def _build(run_dir, store, split, out, metric, options, shots, shortlist, video_root, pretrained, kind, no_onnx,
-           as_json, no_progress=False, no_extend=False):
+def _build(store, out, options, as_json, no_progress=False, no_extend=False, **params):
     from cachekit.errors import InputError
     from cachekit.index.build import IndexBuildConfig, build_index
     from cachekit.index.faiss_index import IndexConfig
-    from cachekit.options import parse_options
+    from cachekit.options import parse_pairs
+    from cachekit.progress import wanted
 
     if store is None:
         raise InputError("index needs --store STORE (the support videos); to add a class to an index use "
                          "`clipcache index add INDEX_DIR --class NAME VIDEO...`")
-    if run_dir is not None and metric is not None:
-        raise InputError("--metric is the proto baseline's (no --run); a run's method scores with its own metric")
-    if run_dir is not None and options:
-        raise InputError("--opt is the proto baseline's (no --run); a run's method keeps the options it trained with")
-    opts = parse_options("proto", options)
-    if "metric" in opts and metric is not None and opts["metric"] != metric:
-        raise InputError(f"--metric {metric} and --opt metric={opts['metric']} disagree; give one")
-    metric = opts.pop("metric", metric)
-    if opts:
-        raise InputError(f"--opt {', '.join(sorted(opts))}: does not change a prototype index (only metric does)")
-    cfg = IndexBuildConfig(metric=metric or "mean", split=split, shots=shots, shortlist=shortlist, pretrained=pretrained,
-                           video_root=video_root, onnx=not no_onnx, index=IndexConfig(kind=kind))
-    from cachekit.progress import wanted
-
-    with _params.extension(no_extend, wanted(no_progress), pretrained):
-        s = build_index(store, out, run_dir, cfg, progress=wanted(no_progress))
+    cfg = IndexBuildConfig(method_options=parse_pairs(options) or None, index=IndexConfig(**INDEX.values(params)),
+                           **CONFIG.values(params))
+    with _params.extension(no_extend, wanted(no_progress), cfg.pretrained):
+        s = build_index(store, out, cfg=cfg, progress=wanted(no_progress))
     if as_json:
         click.echo(json.dumps(s.to_dict()))
         return
@@ -87,7 +63,7 @@ def _build(run_dir, store, split, out, metric, options, shots, shortlist, video_
         click.echo(f"note: {note}")
 
 
-@click.group("index", invoke_without_command=True)
+@click.group("index", cls=_params.ConfigGroup, invoke_without_command=True)
 @_build_options
 @click.pass_context
 def index(ctx, **params):
@@ -102,7 +78,7 @@ def index(ctx, **params):
     _build(**params)
 
 
-@index.command("build")
+@index.command("build", cls=_params.ConfigCommand)
 @_build_options
 def index_build(**params):
     """Same as `clipcache index` with options: build an index from a store."""

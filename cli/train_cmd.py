@@ -11,31 +11,16 @@ import click
 from . import _params
 
 
-@click.command("train")
+# the TrainConfig fields that are options (validation queries: the default, 1)
+CONFIG = _params.ConfigFields("cachekit.train:TrainConfig", hide=("val_queries",))
+
+
+@click.command("train", cls=_params.ConfigCommand)
 @_params.storage_options
 @click.option("--method", type=_params.methods(), required=True, help="Method name (see `clipcache methods`).")
 @click.option("--store", required=True, help="Feature store to train from.")
 @click.option("--out", required=True, help="Run directory to create (or continue with --resume).")
-@click.option("--protocol", type=_params.protocols(), default=None,
-              help="Protocol to train under [the method's natural one: see `clipcache methods`].")
-@click.option("--ways", default=5, show_default=True, help="Episodic: classes per episode.")
-@click.option("--shots", type=int, default=None,
-              help="Episodic: support videos per class [1]. All-way: training videos per class [all].")
-@click.option("--queries", default=5, show_default=True, help="Episodic: training queries per class.")
-@click.option("--episodes", default=10000, show_default=True, help="Episodic: training episodes.")
-@click.option("--episodes-per-step", default=1, show_default=True, help="Episodic: episodes per optimiser step, drawn together and run "
-              "through the method as one batch (8-32: several times the episodes per second).")
-@click.option("--epochs", default=10, show_default=True, help="All-way: passes over the training videos.")
-@click.option("--batch-size", default=32, show_default=True, help="All-way: videos per step.")
-@click.option("--lr", default=1e-4, show_default=True, help="AdamW peak learning rate.")
-@click.option("--weight-decay", default=0.01, show_default=True)
-@click.option("--warmup", default=0.05, show_default=True, help="Warm-up fraction of the steps (then cosine).")
-@click.option("--grad-clip", default=0.0, show_default=True, help="Gradient norm clip (0: off).")
-@click.option("--val-every", default=0, show_default=True, help="Steps between validations (0: auto).")
-@click.option("--val-episodes", default=1000, show_default=True,
-              help="Validation episodes (episodic). 0: no validation (either protocol), keep the final weights.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@CONFIG.options  # --protocol .. --device: TrainConfig's fields
 @click.option("--threads", default=0, show_default=True,
               help="CPU threads (0: torch's default; 1 is often fastest for heads on a shared CPU).")
 @click.option("--resume", is_flag=True, help="Continue the unfinished run in --out.")
@@ -64,7 +49,10 @@ def train(method, store, out, options, resume, pretrained, threads, as_json, no_
     from cachekit.train import TrainConfig, train as run_train
 
     overrides = _method_overrides(method, options, params)  # -o KEY=VALUE and the shortcut flags
-    cfg = _dataclass_from_params(TrainConfig, params)  # --protocol .. --device
+    cfg = TrainConfig(**CONFIG.values(params))  # --protocol .. --device
+    if set(params) - set(METHOD_FLAGS):  # an option that reaches neither: a programming error
+        raise TypeError(f"train options {sorted(set(params) - set(METHOD_FLAGS))} are neither TrainConfig "
+                        "fields nor method flags")
     progress = not no_progress and sys.stderr.isatty()
     with _params.extension(no_extend, progress, pretrained):
         r = run_train(store, out, method, overrides, cfg, resume=resume, pretrained=pretrained,
@@ -91,19 +79,6 @@ def train(method, store, out, options, resume, pretrained, threads, as_json, no_
 
 # method options that have a flag of their own (the others: -o KEY=VALUE)
 METHOD_FLAGS = ("modules", "metric", "prompts", "alpha")
-
-
-def _dataclass_from_params(cls, params: dict):
-    """``cls(**...)`` from the click parameters named like its fields; those are taken out of
-    ``params``, and every parameter left must be a method-option flag."""
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: params.pop(k) for k in list(params) if k in names}
-    left = sorted(set(params) - set(METHOD_FLAGS))
-    if left:  # a new option that reaches neither the config nor the method: a programming error
-        raise TypeError(f"train options {left} are neither {cls.__name__} fields nor method flags")
-    return cls(**values)
 
 
 def _method_overrides(method: str, options: tuple[str, ...], flags: dict) -> dict:

@@ -32,13 +32,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 import numpy as np
 
 from ..autoextend import ensure_cached
 from ..caveat import encoder_caveat
 from ..errors import CacheKeyMismatch, InputError, InputNotFound, RunError
+from ..options import param
 from .export import export_encoder
 from .faiss_index import IndexConfig, PrototypeIndex, index_lock, load_exact, resolve_dir
 
@@ -49,22 +50,47 @@ INDEX_VERSION = 1
 
 @dataclass(frozen=True)
 class IndexBuildConfig:
-    """How ``clipcache index`` builds an index directory."""
+    """How ``clipcache index`` builds an index directory; validated on construction (one-line
+    errors). Each field's help is its ``clipcache index`` option's (:func:`cachekit.options.param`)."""
 
-    metric: str = "mean"  # a key of similarity.SIMILARITIES: the no-run baseline's (proto) score
-    split: str | None = None  # store split name or a split / list / CSV file; None: every labelled video
-    shots: int | None = None  # at most K videos per class (first by content key); None: all
-    shortlist: int = 64  # classes FAISS passes to re-ranking (temporal or method scores)
-    pretrained: str | None = None  # the store's weights when its cache key names a file / local dir
-    video_root: str | None = None  # split-file paths are relative to it
+    run_dir: str | os.PathLike | None = param(None, help="Trained run directory (default: the proto baseline, "
+                                                         "no training).")
+    split: str | None = param(None, help="Support videos: a split of the store (train, test, ...) or a split / "
+                                         "list / CSV file (default: every labelled video).")
+    metric: str | None = param(None, registry="cachekit.similarity:SIMILARITIES", help=(
+        "Without --run: the proto baseline's score (default mean: FAISS cosine; a temporal metric re-ranks "
+        "FAISS's shortlist on temporal prototypes). A run's method picks its own."))
+    # the proto baseline's options (-o KEY=VALUE, typed by its Config): only metric changes an index
+    method_options: dict | None = None
+    shots: int | None = param(None, help="At most K support videos per class, the first by content key "
+                                         "(default: all).")
+    shortlist: int = param(64, help="Classes FAISS passes to a temporal / method re-ranking at query time.")
+    video_root: str | None = param(None, help="Folder that split-file paths are relative to.")
+    pretrained: str | None = param(None, help="The store's weights (file or local-dir:DIR) when its cache key "
+                                              "names a file.")
     batch_size: int = 64  # support videos per method forward
-    onnx: bool = True  # also export ONNX when the onnx package is installed
+    onnx: bool = param(True, help="Export ONNX too when the onnx package is installed (--no-onnx: do not).")
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def __post_init__(self):
         from ..similarity import SIMILARITIES
 
-        if self.metric not in SIMILARITIES:
+        if self.run_dir is not None and self.metric is not None:
+            raise InputError("--metric is the proto baseline's (no --run); a run's method scores with its own metric")
+        if self.run_dir is not None and self.method_options:
+            raise InputError("--opt is the proto baseline's (no --run); a run's method keeps the options it "
+                             "trained with")
+        if self.method_options:
+            from ..options import typed_options
+
+            opts = typed_options("proto", self.method_options)
+            if "metric" in opts and self.metric is not None and opts["metric"] != self.metric:
+                raise InputError(f"--metric {self.metric} and --opt metric={opts['metric']} disagree; give one")
+            object.__setattr__(self, "metric", opts.pop("metric", self.metric))
+            if opts:
+                raise InputError(f"--opt {', '.join(sorted(opts))}: does not change a prototype index "
+                                 "(only metric does)")
+        if self.metric is not None and self.metric not in SIMILARITIES:
             raise InputError(f"--metric must be one of {', '.join(SIMILARITIES)}, not {self.metric!r}")
         if self.shots is not None and self.shots < 1:
             raise InputError(f"--shots must be >= 1, got {self.shots}")
@@ -72,6 +98,11 @@ class IndexBuildConfig:
             raise InputError(f"--shortlist must be >= 1, got {self.shortlist}")
         if self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+
+    @property
+    def baseline_metric(self) -> str:
+        """The proto baseline's metric: ``metric``, by default ``mean`` (FAISS cosine alone)."""
+        return self.metric or "mean"
 
 
 @dataclass
@@ -193,9 +224,9 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
                 cfg: IndexBuildConfig | None = None, progress: bool = False) -> IndexSummary:
     """Build the prototype index of ``store``'s support videos into ``out`` (default ``RUN/index``).
 
-    With ``run_dir``: the run's method (its cache key must be the store's). Without: the ``proto``
-    baseline with ``cfg.metric`` on the cached embeddings. ``progress``: a bar over the support
-    batches, the FAISS build and the encoder export.
+    With ``run_dir`` (or ``cfg.run_dir``): the run's method (its cache key must be the store's).
+    Without: the ``proto`` baseline with ``cfg.metric`` on the cached embeddings. ``progress``: a
+    bar over the support batches, the FAISS build and the encoder export.
     """
     import torch
 
@@ -204,6 +235,9 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
     from ..runs import load_run, load_store_encoder, read_run
 
     cfg = cfg or IndexBuildConfig()
+    if run_dir is not None:
+        cfg = replace(cfg, run_dir=run_dir)  # checked with the other settings
+    run_dir = cfg.run_dir
     t0 = time.perf_counter()
     if out is None:
         if run_dir is None:
@@ -231,7 +265,7 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
         with torch.no_grad(), bar(total=batches + 2, desc="index", unit="step", on=progress) as steps:
             method, run_meta = (None, None) if run_dir is None else load_run(
                 run_dir, cache_key=key, backbone=enc, device="cpu", pretrained=cfg.pretrained)
-            metric, scorer = _resolve_metric(method, cfg.metric)
+            metric, scorer = _resolve_metric(method, cfg.baseline_metric)
             t1 = time.perf_counter()
             text = None
             if method is None:
@@ -266,7 +300,7 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
                 "split": cfg.split,
                 "run": None if run_dir is None else os.path.abspath(run_dir),
                 "run_weights_sha256": None if run_meta is None else run_meta.get("checkpoints", {}).get("model.safetensors"),
-                "method": {"name": "proto", "config": {"metric": cfg.metric}} if method is None
+                "method": {"name": "proto", "config": {"metric": cfg.baseline_metric}} if method is None
                 else {"name": run_meta["method"]["name"], "config": run_meta["method"]["config"]},
                 "metric": metric,
                 "scorer": scorer,

@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import sys
+import typing
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -36,6 +37,8 @@ from typing import Any, Callable, Iterator, Literal
 import numpy as np
 
 from clipcache.stores.base import StoreError, StoreFormatError, StoreNotFound, WriteLock, file_sha256, fsync_path
+
+from ..options import param
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,8 @@ class IndexConfig:
     vector to ``hnsw_m`` neighbours. ``gpu``: ``None`` = use faiss-gpu when present, False = never.
     """
 
-    kind: Kind = "auto"
+    kind: Kind = param("auto", help="FAISS index: exact flat, or IVF / HNSW (auto: flat below 100,000 classes, "
+                                    "approx_above).")
     approx_above: int = 100_000
     approx: Literal["ivf", "hnsw"] = "ivf"
     nlist: int | None = None
@@ -69,8 +73,8 @@ class IndexConfig:
     gpu: bool | None = None
 
     def __post_init__(self):
-        if self.kind not in ("auto", "flat", "ivf", "hnsw"):
-            raise StoreError(f"index kind must be auto, flat, ivf or hnsw, not {self.kind!r}")
+        if self.kind not in typing.get_args(Kind):
+            raise StoreError(f"index kind must be one of {', '.join(typing.get_args(Kind))}, not {self.kind!r}")
         if self.approx not in ("ivf", "hnsw"):
             raise StoreError(f"approximate index kind must be ivf or hnsw, not {self.approx!r}")
         for name in ("approx_above", "nprobe", "train_size", "hnsw_m", "ef_construction", "ef_search"):
