@@ -4,12 +4,14 @@ learnt on the benchmark transfers to clips it never saw the like of.
 
 Everything a clip is made of differs from the default style: the classes' motions
 (:data:`cachekit.synth.classes.DOODLE_CLASSES`: diagonals, spirals, speeding up, arcs, zigzags,
-figure eights, blinking, pulsing, ...), the shapes (star, cross, hexagon, crescent, pill; none of
-the benchmark's disc, square, triangle, ring), how they are drawn (flat colour, a thick dark
-outline and a drop shadow; no shading or marker dot), the backgrounds (checkerboard, concentric
-rings, Voronoi cells, plaid; none of the benchmark's noise, stripes or gradients) and the speeds
-(most motions run over a random window of the clip with a random easing, so speed varies within
-and between clips). Challenges are the benchmark's (:mod:`.challenges`). Each reversal pair's
+figure eights, blinking, pulsing, ...), the shapes (star, cross, hexagon, crescent, pill, random per
+clip; none of the benchmark's disc, square, triangle, ring), the colours (each class's actor in one
+of five hues that none of the benchmark's colour words has, each hue shared by two to four classes:
+appearance tells some classes apart and motion the rest, as in the benchmark, whose classes each
+have their object), how they are drawn (flat colour, a thick dark outline and a drop shadow; no
+shading or marker dot), the backgrounds (muted checkerboards, concentric rings, Voronoi cells,
+plaids; none of the benchmark's noise, stripes or gradients) and the speeds (most motions run over
+a random window of the clip with a random easing, so speed varies within and between clips). Challenges are the benchmark's (:mod:`.challenges`). Each reversal pair's
 second class is its first class's clip played backwards, as in the benchmark; the easing
 distribution is symmetric under reversal, so speed says nothing about the direction of time.
 
@@ -24,6 +26,10 @@ from .motions import hsv, smoothstep
 
 DOODLE_SHAPES: tuple[str, ...] = ("star", "cross", "hexagon", "crescent", "pill")
 DOODLE_BACKGROUNDS: tuple[str, ...] = ("checker", "rings", "cells", "plaid")
+# Each class's actor is drawn in one hue of these (jittered; forward classes in turn, a reversal pair
+# sharing its forward class's), as each benchmark class has its object: appearance tells some
+# classes apart, motion the rest. None is a hue of the benchmark's colour words.
+DOODLE_HUES: tuple[float, ...] = (0.05, 0.22, 0.5, 0.7, 0.9)
 _STREAM = 0xD00D1E
 
 
@@ -61,7 +67,8 @@ def background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
 def pattern(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
     """[H, W, 3] float32 background of ``kind`` (:data:`DOODLE_BACKGROUNDS`), plus grain."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size  # [H, W] in [0, 1)
-    c1, c2 = rng.uniform(0.1, 0.9, 3), rng.uniform(0.1, 0.9, 3)
+    c1 = rng.uniform(0.2, 0.8, 3)
+    c2 = np.clip(c1 + rng.uniform(-0.25, 0.25, 3), 0, 1)  # a muted pattern: the actor stays what stands out
     if kind == "checker":
         phi, cell = rng.uniform(0, np.pi / 2), rng.uniform(0.07, 0.18)
         a = (xx * np.cos(phi) + yy * np.sin(phi)) / cell
@@ -72,11 +79,11 @@ def pattern(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
         m = 0.5 + 0.5 * np.sin(2 * np.pi * np.hypot(xx - cx, yy - cy) / period)
     elif kind == "cells":
         n = int(rng.integers(6, 15))
-        seeds, colours = rng.uniform(0, 1, (n, 2)), rng.uniform(0.1, 0.9, (n, 3))
+        seeds, colours = rng.uniform(0, 1, (n, 2)), np.clip(c1 + rng.uniform(-0.25, 0.25, (n, 3)), 0, 1)
         dist = np.hypot(xx[..., None] - seeds[:, 0], yy[..., None] - seeds[:, 1])  # [H, W, n]
         order = np.sort(dist, axis=-1)
         edge = np.clip((order[..., 1] - order[..., 0]) * size / 2.0, 0, 1)  # dark seams between cells
-        bg = colours[np.argmin(dist, axis=-1)] * (0.6 + 0.4 * edge[..., None])
+        bg = colours[np.argmin(dist, axis=-1)] * (0.75 + 0.25 * edge[..., None])
         return _grain(rng, bg, size)
     elif kind == "plaid":
         phi, p1, p2 = rng.uniform(0, np.pi), rng.uniform(0.08, 0.2), rng.uniform(0.03, 0.08)
@@ -265,14 +272,15 @@ def _paint(frames: np.ndarray, shape: str, colour: np.ndarray, radius: float, po
         np.maximum(mask, cover, out=mask)
 
 
-def draw_doodle(frames: np.ndarray, rng: np.random.Generator, motion: str, mask: np.ndarray,
+def draw_doodle(frames: np.ndarray, rng: np.random.Generator, motion: str, hue: float, mask: np.ndarray,
                 distractors: bool = True) -> None:
     """Draw distractors and the acting object of one doodle clip onto its background, planar
-    frames [3, T, H, W] in place; the actor's coverage into mask [T, H, W]. ``distractors=False``
-    draws the same clip without them (the same random draws)."""
+    frames [3, T, H, W] in place; the actor (a random shape in a colour of ``hue``, jittered) does
+    ``motion`` and its coverage goes into mask [T, H, W]. ``distractors=False`` draws the same clip
+    without them (the same random draws)."""
     _, t_len, size, _ = frames.shape
     s, t = float(size), np.linspace(0.0, 1.0, t_len)
-    for _ in range(int(rng.integers(1, 4))):  # still distractors, pale
+    for _ in range(int(rng.integers(0, 3))):  # still distractors, pale
         shape = DOODLE_SHAPES[int(rng.integers(len(DOODLE_SHAPES)))]
         colour = hsv(rng.uniform(), rng.uniform(0.1, 0.4), rng.uniform(0.5, 0.95))
         pose = _pose(t, *(rng.uniform(0.1, 0.9, 2) * s), angle=rng.uniform(0, 2 * np.pi))
@@ -280,8 +288,8 @@ def draw_doodle(frames: np.ndarray, rng: np.random.Generator, motion: str, mask:
         if distractors:
             _paint(frames, shape, colour, radius, pose, shadow=False)
     shape = DOODLE_SHAPES[int(rng.integers(len(DOODLE_SHAPES)))]
-    colour = hsv(rng.uniform(), rng.uniform(0.65, 1.0), rng.uniform(0.65, 1.0))
-    radius = rng.uniform(0.07, 0.12) * s
+    colour = hsv((hue + rng.uniform(-0.02, 0.02)) % 1.0, rng.uniform(0.65, 1.0), rng.uniform(0.65, 1.0))
+    radius = rng.uniform(0.09, 0.14) * s
     angle0 = rng.uniform(0, 2 * np.pi)
     pose = DOODLE_MOTIONS[motion](t, rng, s)
     pose["angle"] = pose["angle"] + angle0

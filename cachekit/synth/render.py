@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import InputError
 from .challenges import blur, dark, occluder, shake
 from .classes import ACHROMATIC, CLASSES, CLIP_CHALLENGES, DOODLE_CLASSES, SHAPES, SynthConfig, object_key, split_object
-from .doodle import doodle_rng, draw_doodle
+from .doodle import DOODLE_HUES, doodle_rng, draw_doodle
 from .doodle import background as doodle_background
 from .drawing import background, draw
 from .motions import MOTIONS, Item, hsv, make_track
@@ -209,7 +209,9 @@ def _render_doodle(obj: None, motion: str, index: int, cfg: SynthConfig) -> Rend
         bg = np.full_like(bg, 0.5)
     frames = np.broadcast_to(np.moveaxis(bg, -1, 0)[:, None], (3, cfg.frames, cfg.size, cfg.size)).copy()
     mask = np.zeros(frames.shape[1:], dtype=np.float32)  # [T, H, W]
-    draw_doodle(frames, rng, DOODLE_CLASSES[motion].motion, mask, distractors=cfg.clutter != "low")
+    forward = [c for c, spec in DOODLE_CLASSES.items() if spec.reverse_of is None]
+    hue = DOODLE_HUES[forward.index(motion) % len(DOODLE_HUES)]  # a reversal pair shares its forward class's
+    draw_doodle(frames, rng, DOODLE_CLASSES[motion].motion, hue, mask, distractors=cfg.clutter != "low")
     return _degrade(frames, mask, obj, motion, index, cfg)
 
 
