@@ -140,6 +140,10 @@ class Config:
     text_scale: logit scale of the video-text cosines (CLIP's frozen 100) [inferred].
     q2s_scale: logits of the visual branch = q2s_scale · score; None: 1 for distances
         (OTAM, Bi-MHM, TRX: logits = −D), ``text_scale`` for the "mean" cosine.
+    text_check: clipcache's, not the paper's: each episode's prediction weighs the text branch
+        by how well the class texts name its labelled supports, never above α
+        (:func:`cachekit.layers.tpcm.checked_alpha`); the loss keeps Eq. 16. For class names
+        the encoder cannot read (benchmarks/transfer.py).
     """
 
     modules: Literal["tpcm", "fgma", "all"] = "tpcm"
@@ -153,6 +157,7 @@ class Config:
     dropout: float = 0.1
     text_scale: float = CLIP_LOGIT_SCALE
     q2s_scale: float | None = None
+    text_check: bool = False
 
     def __post_init__(self):
         if self.modules not in ("tpcm", "fgma", "all"):
@@ -176,7 +181,8 @@ class Config:
 def make_head(cfg: Config, dim: int, frames: int) -> TPCMHead:
     """The TPCM head with this Config's options, at width ``dim`` for T = ``frames``."""
     return TPCMHead(dim, frames, metric=cfg.metric, alpha=cfg.alpha, text_scale=cfg.text_scale,
-                    q2s_scale=cfg.resolved_q2s_scale, heads=cfg.heads, ffn_dim=cfg.ffn_dim, dropout=cfg.dropout)
+                    q2s_scale=cfg.resolved_q2s_scale, heads=cfg.heads, ffn_dim=cfg.ffn_dim, dropout=cfg.dropout,
+                    text_check=cfg.text_check)
 
 
 class MAFSARFrozen(Method):
