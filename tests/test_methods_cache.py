@@ -206,8 +206,9 @@ def test_text_check_keeps_alpha_when_the_texts_name_the_supports_and_drops_it_wh
     torch.testing.assert_close(checked_alpha(s2t, labels[:1], 0.75), torch.clamp(post, max=0.75)[None])
 
     ep = episode(ways=3, shots=2)
-    plain = build_method("ma_fsar", {"ffn_dim": 64}, SMALL, 8).eval()
-    checked = build_method("ma_fsar", {"ffn_dim": 64, "text_check": True}, SMALL, 8).eval()
+    plain = build_method("ma_fsar", {"ffn_dim": 64, "text_check": False}, SMALL, 8).eval()  # the paper's Eq. 17
+    checked = build_method("ma_fsar", {"ffn_dim": 64}, SMALL, 8).eval()  # on by default
+    assert checked.head.text_check and not plain.head.text_check
     checked.head.load_state_dict(plain.head.state_dict())
     aligned = replace(ep, text=ep.support.emb.view(3, 2, 8, -1).mean((1, 2))[:, None]
                          .expand(-1, 4, -1).contiguous())  # each class text is its supports' mean: named right
