@@ -98,6 +98,14 @@ def _variant(run_dir: str, store: str, alpha: float | None = None, text_check: b
     return method
 
 
+def _max_diff(a: Path, b: Path) -> float:
+    """The largest absolute difference between two checkpoints' tensors (the same names)."""
+    from safetensors.torch import load_file
+
+    x, y = load_file(str(a)), load_file(str(b))
+    return max(float((x[k].float() - y[k].float()).abs().max()) for k in x)
+
+
 def _checked(label: str, on: bool) -> str:
     return f"{label}, text_check {'on' if on else 'off (the paper)'}"
 
@@ -194,6 +202,11 @@ def run(videos_per_class: int = 8, doodle_videos_per_class: int = 16, episodes: 
                                                                           text_check=False))
                 log("doodle", key, diag)
 
+    # with a frozen encoder the text terms of Eq. 16 (raw features against frozen text) give the head no
+    # gradient, and AdamW is blind to the loss's scale (1 − α): α should leave the trained weights alone
+    if len(tpcm) > 1:
+        res["weights_max_diff"] = _max_diff(*(Path(runs[label]) / "last.safetensors" for label in tpcm[:2]))
+
     # every trained run where the class names are readable: the benchmark's test classes, the same episodes
     if runs:
         with FeatureCache(bench_store) as cache:
@@ -240,6 +253,9 @@ def markdown(res: dict) -> str:
     if res["benchmark"]:
         out += [""] + _table(res["benchmark"], f"**The same runs on the benchmark's own test classes (5-way 1-shot, "
                                                f"{z['episodes']} episodes, the same in every row)**")
+    if "weights_max_diff" in res:
+        out += ["", f"The α = 0.75 and α = 0.25 runs' final weights (the same step) differ by at most "
+                    f"{res['weights_max_diff']:.1e} (the text terms of the loss give a frozen-encoder head no gradient)."]
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in res["seconds"].items() if k != "all")
     return "\n".join(out + ["", f"{res['seconds']['all']:.0f} s in all ({secs}); {z['threads'] or 'default'} torch "
                                  f"threads; 1-minute load average {res['load'][0]} at the start, {res['load'][-1]} at "
