@@ -255,7 +255,7 @@ def markdown(res: dict) -> str:
                                                f"{z['episodes']} episodes, the same in every row)**")
     if "weights_max_diff" in res:
         out += ["", f"The α = 0.75 and α = 0.25 runs' final weights (the same step) differ by at most "
-                    f"{res['weights_max_diff']:.1e} (the text terms of the loss give a frozen-encoder head no gradient)."]
+                    f"{res['weights_max_diff']:.1e} (the loss's text terms give a frozen-encoder head no gradient)."]
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in res["seconds"].items() if k != "all")
     return "\n".join(out + ["", f"{res['seconds']['all']:.0f} s in all ({secs}); {z['threads'] or 'default'} torch "
                                  f"threads; 1-minute load average {res['load'][0]} at the start, {res['load'][-1]} at "
