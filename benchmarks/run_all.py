@@ -29,6 +29,7 @@ SCRIPTS = [
      [], ["--quick"]),
     ("b2n_clips.py", "Base-to-novel as the clips per class grow", [], ["--videos-per-class", "4"]),
     ("toy_limits.py", "What the toy CLIP does not know, and why", [], ["--steps", "50", "--pretrain-steps", "20"]),
+    ("transfer.py", "Few-shot heads trained on the benchmark, on a second style", [], ["--quick"]),
 ]
 
 
