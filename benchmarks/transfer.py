@@ -24,7 +24,7 @@ from the two video-level intervals (conservative: the rows share their episodes)
 encoder says nothing about real CLIP on real videos.
 
 Run: ``python benchmarks/transfer.py [--quick] [--threads 1] [--json]``; ``--quick`` (fewer clips,
-episodes and training episodes) takes under 30 minutes on 2 loaded cores.
+episodes and training episodes) took 334 s and the defaults 510 s on 2 cores at load 4–7.
 Under load, ``--threads 1`` (it sets ``OMP_WAIT_POLICY=PASSIVE``) is faster than torch's default.
 """
 
