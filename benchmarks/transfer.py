@@ -46,7 +46,7 @@ from accuracy import EPISODIC_ROWS, benchmark_config, cell, run_name  # noqa: E4
 BASELINES = [("Prototypes + mean pooling (no training)", "proto", "mean"),
              ("Prototypes + OTAM (no training)", "proto", "otam"),
              ("Frozen CLIP zero-shot, 5-way (no training)", "zeroshot", None)]
-BASELINE = "Prototypes + OTAM (no training)"  # what every trained row is compared with
+BASELINE = "Prototypes + OTAM (no training)"  # the metric every trained head aligns frames with
 TRAINED = [(label, how) for label, how in EPISODIC_ROWS if how[0] == "train"]
 
 
