@@ -33,6 +33,7 @@ SCRIPTS = [
     ("million.py", "A store of a million videos: open, read a column, evaluate, write",
      [], ["--videos", "100000", "--episodes", "1000"]),
     ("toy_limits.py", "What the toy CLIP does not know, and why", [], ["--steps", "50", "--pretrain-steps", "20"]),
+    ("transfer.py", "Few-shot heads trained on the benchmark, on a second style", [], ["--quick"]),
 ]
 
 

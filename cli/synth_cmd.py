@@ -18,10 +18,13 @@ import click
               default="none", show_default=True)
 @click.option("--clutter", type=click.Choice(["full", "low"]), default="full", show_default=True,
               help="low: plain background, no distractors (for small random-weight encoders).")
+@click.option("--style", type=click.Choice(["default", "doodle"]), default="default", show_default=True,
+              help="doodle: a second, independently drawn style (other motions, shapes, backgrounds and speeds; "
+                   "motion classes only), to check what transfers from the default benchmark.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--list-classes", is_flag=True, help="Print the class names and exit.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")
-def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, clutter, seed, list_classes,
+def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, clutter, style, seed, list_classes,
           no_progress):
     """Write procedurally drawn action clips to OUT_DIR, with a CSV and CLIP-FSAR / ViFi-CLIP splits.
 
@@ -34,7 +37,7 @@ def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, 
 
     object_list = None if objects is None else tuple(o.strip() for o in objects.split(",") if o.strip())
     if list_classes:
-        lister = SynthConfig(objects=object_list)
+        lister = SynthConfig(objects=object_list, style=style)
         reversed_of = dict(lister.reversal_pairs())
         reversed_of |= {b: a for a, b in reversed_of.items()}
         for name in lister.all_classes:
@@ -44,7 +47,7 @@ def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, 
         raise click.UsageError("missing OUT_DIR")
     names = None if classes == "all" else tuple(c.strip() for c in classes.split(",") if c.strip())
     cfg = SynthConfig(classes=names, videos_per_class=videos_per_class, frames=frames, size=size,
-                      challenge=challenge, seed=seed, clutter=clutter, objects=object_list)
+                      challenge=challenge, seed=seed, clutter=clutter, objects=object_list, style=style)
     res = synth_dataset(out_dir, cfg, progress=wanted(no_progress))
     click.echo(f"wrote {len(res.videos)} clips of {len(res.classes)} classes to {res.out_dir}")
     click.echo(f"labels: {res.csv}")

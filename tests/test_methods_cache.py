@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -184,6 +185,40 @@ def test_alpha_one_predicts_from_text_alone():
     ep = episode()
     want = F.log_softmax(text_logits(ep.query.emb, ep.text.mean(1).expand(6, -1, -1), 100.0), -1)
     torch.testing.assert_close(m.episode_logits(ep), want)
+
+
+def test_text_check_keeps_alpha_when_the_texts_name_the_supports_and_drops_it_when_they_do_not():
+    """clipcache's ``text_check``: α is updated by the Bayes factor of the text branch on the
+    labelled supports against chance, never raised."""
+    from cachekit.layers.tpcm import checked_alpha
+
+    labels = torch.arange(5)[None].expand(3, -1)  # [E=3, S=5]
+    right = 100 * torch.eye(5)[None].expand(3, -1, -1) * 0.1  # texts name every support
+    wrong = right.roll(1, dims=-1)  # every support named as another class
+    flat = torch.zeros(3, 5, 5)  # texts say nothing: chance
+    torch.testing.assert_close(checked_alpha(right, labels, 0.75), torch.full((3,), 0.75))
+    torch.testing.assert_close(checked_alpha(flat, labels, 0.75), torch.full((3,), 0.75))
+    assert (checked_alpha(wrong, labels, 0.75) < 1e-6).all()
+    # one support named right with p, the Bayes update: odds(α) · Π W·p
+    s2t = torch.randn(1, 5, 5, generator=torch.Generator().manual_seed(2))
+    bf = (5 * s2t.softmax(-1)[0, torch.arange(5), torch.arange(5)]).prod()
+    post = 3 * bf / (3 * bf + 1)
+    torch.testing.assert_close(checked_alpha(s2t, labels[:1], 0.75), torch.clamp(post, max=0.75)[None])
+
+    ep = episode(ways=3, shots=2)
+    plain = build_method("ma_fsar", {"ffn_dim": 64, "text_check": False}, SMALL, 8).eval()  # the paper's Eq. 17
+    checked = build_method("ma_fsar", {"ffn_dim": 64}, SMALL, 8).eval()  # on by default
+    assert checked.head.text_check and not plain.head.text_check
+    checked.head.load_state_dict(plain.head.state_dict())
+    aligned = replace(ep, text=ep.support.emb.view(3, 2, 8, -1).mean((1, 2))[:, None]
+                         .expand(-1, 4, -1).contiguous())  # each class text is its supports' mean: named right
+    torch.testing.assert_close(checked.episode_logits(aligned), plain.episode_logits(aligned))
+    shuffled = replace(aligned, text=aligned.text.roll(1, dims=0))  # every support named wrong
+    alpha0 = build_method("ma_fsar", {"ffn_dim": 64, "alpha": 0.0}, SMALL, 8).eval()
+    alpha0.head.load_state_dict(plain.head.state_dict())
+    torch.testing.assert_close(checked.episode_logits(shuffled).exp(), alpha0.episode_logits(shuffled).exp(),
+                               atol=1e-4, rtol=0)
+    assert not torch.allclose(plain.episode_logits(shuffled).exp(), alpha0.episode_logits(shuffled).exp(), atol=1e-2)
 
 
 # ------------------------------------------------------------------ temporal order

@@ -81,8 +81,13 @@ def ma_fsar_loss(s2t: Tensor, support_labels: Tensor, q2t: Tensor, q2s: Tensor,
     return alpha * 0.5 * (l_s2t + l_q2t) + (1.0 - alpha) * l_q2s
 
 
-def fuse_prediction(q2t: Tensor, q2s: Tensor, alpha: float) -> Tensor:
-    """Eq. 17: ``log(α·softmax(q2t) + (1 − α)·softmax(q2s))``, logits ``[Q, W]`` -> ``[Q, W]``."""
+def fuse_prediction(q2t: Tensor, q2s: Tensor, alpha: float | Tensor) -> Tensor:
+    """Eq. 17: ``log(α·softmax(q2t) + (1 − α)·softmax(q2s))``, logits ``[Q, W]`` -> ``[Q, W]``;
+    ``alpha`` a number or a tensor ``[Q, 1]`` (one weight per row, :func:`checked_alpha`)."""
+    if isinstance(alpha, Tensor):
+        both = torch.stack([F.log_softmax(q2t, dim=-1) + torch.log(alpha),
+                            F.log_softmax(q2s, dim=-1) + torch.log1p(-alpha)])
+        return torch.logsumexp(both, dim=0)
     if alpha == 0.0:
         return F.log_softmax(q2s, dim=-1)
     if alpha == 1.0:
@@ -145,6 +150,19 @@ class RowMemo:
         return self._outputs[slot]
 
 
+def checked_alpha(s2t: Tensor, support_labels: Tensor, alpha: float) -> Tensor:
+    """clipcache's check of the text branch on the labelled supports (not the paper's): the
+    weight ``α`` updated by how well the class texts name the supports against chance, the
+    Bayes factor ``BF = Π_s W·p_text(y_s | x_s)``, and never raised: ``min(α, α·BF / (α·BF + 1 − α))``.
+    Class texts that name the supports at least as well as chance keep ``α`` (Eq. 17 unchanged);
+    texts the encoder cannot read (words it never learnt) are weighed down instead of deciding
+    the prediction at scale 100. s2t ``[E, S, W]``, labels ``[E, S]`` -> ``[E]``."""
+    ways = s2t.shape[-1]
+    log_bf = (F.log_softmax(s2t, dim=-1).gather(-1, support_labels[..., None])[..., 0] + math.log(ways)).sum(-1)
+    updated = torch.sigmoid(math.log(alpha / (1.0 - alpha)) + log_bf)  # [E]
+    return torch.clamp(updated, max=alpha)
+
+
 class TPCMHead(nn.Module):
     """TPCM + metric + text branch on per-frame features, for any encoder (frozen or adapted).
 
@@ -157,14 +175,16 @@ class TPCMHead(nn.Module):
 
     ``metric``: a name of :data:`cachekit.similarity.SIMILARITIES` or ``"trx"`` (the trainable TRX
     head); ``alpha``: weight of the text branch (Eqs. 16–17); ``text_scale``, ``q2s_scale``: logit
-    scales of the text and visual branches; ``heads``, ``ffn_dim``, ``dropout``: the TPCM layer.
+    scales of the text and visual branches; ``heads``, ``ffn_dim``, ``dropout``: the TPCM layer;
+    ``text_check``: the prediction's α per episode from :func:`checked_alpha` (the loss keeps α).
     """
 
     def __init__(self, dim: int, frames: int, metric: str = "otam", alpha: float = 0.75,
                  text_scale: float = CLIP_LOGIT_SCALE, q2s_scale: float = 1.0, heads: int = 8, ffn_dim: int = 2048,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, text_check: bool = False):
         super().__init__()
         self.alpha = alpha
+        self.text_check = text_check
         self.metric = metric
         self.text_scale = text_scale
         self.q2s_scale = q2s_scale
@@ -219,10 +239,17 @@ class TPCMHead(nn.Module):
         s_feat, q_feat = s_feat.view_as(support), q_feat.view_as(query)  # [E, S, T, D], [E, Q, T, D]
         q2s = self.q2s_logits(s_feat, support_labels, q_feat, ways)  # [E, Q, W]
         q2t = text_logits(query.flatten(0, 1), q_text.flatten(0, 1), self.text_scale)  # [E*Q, W]
-        log_p = fuse_prediction(q2t, q2s.flatten(0, 1), self.alpha).view(e_n, q_n, ways)  # [E, Q, W]
+        check = self.text_check and 0.0 < self.alpha < 1.0
+        s2t = None  # [E*S, W]: read by the loss and the text check only
+        if check or query_labels is not None:
+            s2t = text_logits(support.flatten(0, 1), s_text.flatten(0, 1), self.text_scale)
+        alpha = self.alpha
+        if check:
+            alpha = checked_alpha(s2t.view(e_n, s_n, ways), support_labels, alpha)  # [E]
+            alpha = alpha.repeat_interleave(q_n)[:, None]  # [E*Q, 1]
+        log_p = fuse_prediction(q2t, q2s.flatten(0, 1), alpha).view(e_n, q_n, ways)  # [E, Q, W]
         if query_labels is None:
             return None, log_p
-        s2t = text_logits(support.flatten(0, 1), s_text.flatten(0, 1), self.text_scale)  # [E*S, W]
         # cross-entropy means over E*S and E*Q rows = the mean over episodes of each one's loss
         loss = ma_fsar_loss(s2t, support_labels.flatten(), q2t, q2s.flatten(0, 1), query_labels.flatten(),
                             self.alpha)

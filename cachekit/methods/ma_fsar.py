@@ -48,6 +48,13 @@ class Config:
     text_scale: logit scale of the video-text cosines (CLIP's frozen 100) [inferred].
     q2s_scale: logits of the visual branch = q2s_scale · score; None: 1 for distances
         (OTAM, Bi-MHM, TRX: logits = −D), ``text_scale`` for the "mean" cosine.
+    text_check: clipcache's, not the paper's (on by default; ``-o text_check=false`` for the
+        paper's Eq. 17): each episode's prediction weighs the text branch by how well the class
+        texts name its labelled supports, never above α
+        (:func:`cachekit.layers.tpcm.checked_alpha`); the loss keeps Eq. 16. Where the class
+        names are readable it keeps α (the benchmark's test classes: within the interval); where
+        the encoder cannot read them it keeps a head trained with α = 0.75 from falling to chance
+        (benchmarks/transfer.py: the toy on the doodle style, 19.5% → 58.7%).
     """
 
     modules: Literal["tpcm", "fgma", "all"] = "tpcm"
@@ -61,6 +68,7 @@ class Config:
     dropout: float = 0.1
     text_scale: float = CLIP_LOGIT_SCALE
     q2s_scale: float | None = None
+    text_check: bool = True
 
     def __post_init__(self):
         if self.modules not in ("tpcm", "fgma", "all"):
@@ -85,7 +93,8 @@ class Config:
 def make_head(cfg: Config, dim: int, frames: int) -> TPCMHead:
     """The TPCM head with this Config's options, at width ``dim`` for T = ``frames``."""
     return TPCMHead(dim, frames, metric=cfg.metric, alpha=cfg.alpha, text_scale=cfg.text_scale,
-                    q2s_scale=cfg.resolved_q2s_scale, heads=cfg.heads, ffn_dim=cfg.ffn_dim, dropout=cfg.dropout)
+                    q2s_scale=cfg.resolved_q2s_scale, heads=cfg.heads, ffn_dim=cfg.ffn_dim, dropout=cfg.dropout,
+                    text_check=cfg.text_check)
 
 
 class MAFSARFrozen(Method):

@@ -32,6 +32,11 @@ Motion = Literal[
     "swing",
     "still",
 ]
+# The second style's motions (:mod:`.doodle`); none of them is one of :data:`Motion`.
+DoodleMotion = Literal["diagonal", "spiral_in", "speed_up", "arc", "zigzag", "figure_eight", "blink", "pulse",
+                       "wobble", "square_path", "wander"]
+Style = Literal["default", "doodle"]
+STYLES: tuple[str, ...] = get_args(Style)
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "ring")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -46,7 +51,7 @@ class ClassSpec:
         and ``motion`` is that class's motion.
     """
 
-    motion: Motion
+    motion: Motion | DoodleMotion
     description: str
     reverse_of: str | None = None
 
@@ -119,6 +124,40 @@ CLASSES: dict[str, ClassSpec] = {
     ),
     "something staying still": ClassSpec("still", "An object stays where it is and does not move."),
 }
+
+# The second style (``SynthConfig(style="doodle")``, :mod:`.doodle`): other motions, shapes,
+# backgrounds and speeds, drawn by another renderer. Add new classes at the end, as above.
+DOODLE_CLASSES: dict[str, ClassSpec] = {
+    "something moving diagonally down to the right": ClassSpec(
+        "diagonal", "An object moves in a straight line from the top left towards the bottom right."),
+    "something moving diagonally up to the left": ClassSpec(
+        "diagonal", "An object moves in a straight line from the bottom right towards the top left.",
+        reverse_of="something moving diagonally down to the right"),
+    "something spiralling inwards": ClassSpec(
+        "spiral_in", "An object circles around a point, coming closer to it with every turn."),
+    "something spiralling outwards": ClassSpec(
+        "spiral_in", "An object circles around a point, getting further from it with every turn.",
+        reverse_of="something spiralling inwards"),
+    "something speeding up": ClassSpec("speed_up", "An object starts slowly and moves faster and faster."),
+    "something slowing down": ClassSpec(
+        "speed_up", "An object moves fast, then slower and slower, and stops.", reverse_of="something speeding up"),
+    "something jumping in an arc from left to right": ClassSpec(
+        "arc", "An object leaps from the left, flies up in an arc and lands on the right."),
+    "something jumping in an arc from right to left": ClassSpec(
+        "arc", "An object leaps from the right, flies up in an arc and lands on the left.",
+        reverse_of="something jumping in an arc from left to right"),
+    "something zigzagging": ClassSpec("zigzag", "An object moves across in a zigzag, up and down in sharp turns."),
+    "something tracing a figure eight": ClassSpec("figure_eight", "An object travels along a figure eight."),
+    "something blinking": ClassSpec("blink", "An object stays in place and keeps vanishing and reappearing."),
+    "something pulsing": ClassSpec("pulse", "An object stays in place and swells and shrinks again and again."),
+    "something wobbling": ClassSpec("wobble", "An object stays in place and rocks back and forth."),
+    "something going around a square": ClassSpec(
+        "square_path", "An object travels along the four sides of a square, turning at the corners."),
+    "something wandering": ClassSpec("wander", "An object drifts along a winding path."),
+}
+DOODLE_REVERSAL_PAIRS: tuple[tuple[str, str], ...] = tuple(
+    (spec.reverse_of, name) for name, spec in DOODLE_CLASSES.items() if spec.reverse_of is not None
+)
 
 # (forward class, reversed class): clip i of the second is clip i of the first, frames reversed.
 REVERSAL_PAIRS: tuple[tuple[str, str], ...] = tuple(
@@ -228,6 +267,10 @@ class SynthConfig:
     clutter: "full" draws a textured background and distractor objects; "low" a plain grey
         background and the acting object alone (for small random-weight encoders, whose
         features the clutter would swamp). Everything else about a clip stays the same.
+    style: "default" draws the benchmark described above; "doodle" the second style
+        (:mod:`.doodle`: the motion classes :data:`DOODLE_CLASSES`, other shapes, backgrounds and
+        speeds, another renderer), motion only (no ``objects``), to check what transfers.
+        ``clutter="low"`` keeps its background plain grey and drops its distractors.
     """
 
     classes: tuple[str, ...] | None = None
@@ -241,8 +284,13 @@ class SynthConfig:
     keep_pairs_together: bool = True
     clutter: Literal["full", "low"] = "full"
     objects: tuple[str, ...] | None = None
+    style: Style = "default"
 
     def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise InputError(f"style must be one of {list(STYLES)}, not {self.style!r}")
+        if self.style != "default" and self.objects is not None:
+            raise InputError(f"the {self.style} style has motion classes only: leave objects out")
         # JSON gives lists; keep the dataclass hashable and equal to the original.
         if self.objects is not None:
             if isinstance(self.objects, str):
@@ -262,7 +310,7 @@ class SynthConfig:
             known = self.all_classes
             unknown = [c for c in self.classes if c not in known]
             if unknown:
-                hint = (f"known: {sorted(CLASSES)}" if self.objects is None else
+                hint = (f"known: {sorted(self.class_table)}" if self.objects is None else
                         f"classes are compositions of the objects {list(self.objects)}, e.g. {known[0]!r}")
                 raise InputError(f"unknown synthetic class(es) {unknown}; {hint}")
             if len(set(self.classes)) != len(self.classes):
@@ -292,9 +340,15 @@ class SynthConfig:
         return self.objects is not None
 
     @property
+    def class_table(self) -> dict[str, ClassSpec]:
+        """The motion classes of this config's style: :data:`CLASSES` or :data:`DOODLE_CLASSES`."""
+        return DOODLE_CLASSES if self.style == "doodle" else CLASSES
+
+    @property
     def all_classes(self) -> tuple[str, ...]:
-        """Every class this config can draw: :data:`CLASSES`, or every composition of ``objects``."""
-        return tuple(CLASSES) if self.objects is None else composition_classes(self.objects)
+        """Every class this config can draw: its style's motion classes, or every composition of
+        ``objects``."""
+        return tuple(self.class_table) if self.objects is None else composition_classes(self.objects)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -304,8 +358,8 @@ class SynthConfig:
     def resolve(self, class_name: str) -> tuple[str | None, str]:
         """(object or None, motion class) of one of this config's classes; InputError otherwise."""
         if self.objects is None:
-            if class_name not in CLASSES:
-                raise InputError(f"unknown synthetic class {class_name!r}; known: {sorted(CLASSES)}")
+            if class_name not in self.class_table:
+                raise InputError(f"unknown synthetic class {class_name!r}; known: {sorted(self.class_table)}")
             return None, class_name
         try:
             obj, motion = parse_composition(class_name)
@@ -323,6 +377,7 @@ class SynthConfig:
         when compositional."""
         chosen = set(self.class_names)
         objects = (None,) if self.objects is None else self.objects
+        table = DOODLE_REVERSAL_PAIRS if self.style == "doodle" else REVERSAL_PAIRS
         pairs = [(a, b) if obj is None else (compose(obj, a), compose(obj, b))
-                 for obj in objects for a, b in REVERSAL_PAIRS]
+                 for obj in objects for a, b in table]
         return [(a, b) for a, b in pairs if a in chosen and b in chosen]

@@ -17,7 +17,7 @@ import numpy as np
 from clipcache.stores.base import atomic_write_bytes
 
 from ..errors import InputError
-from .classes import CLASSES, SPLITS, SynthConfig, describe, slugify
+from .classes import SPLITS, SynthConfig, describe, slugify
 from .render import clip_challenge, render_clip
 from .splits import (BASE_VAL_FRACTION, MOTION_FAMILIES, NOVEL_PERIOD, base_novel_compositions, base_novel_videos,
                      composition_groups, split_classes)
@@ -86,6 +86,8 @@ def _config_dict(cfg: SynthConfig) -> dict:
         del d["objects"]
     else:
         d["objects"] = list(cfg.objects)
+    if cfg.style == "default":  # as before styles existed, so older data sets still resume
+        del d["style"]
     return d
 
 
@@ -193,7 +195,7 @@ def synth_dataset(
         "complete": False,
         "config": config,
         "classes": classes,
-        "descriptions": {c: CLASSES[c].description if obj is None else describe(obj, motion)
+        "descriptions": {c: cfg.class_table[c].description if obj is None else describe(obj, motion)
                          for c, (obj, motion) in ((c, cfg.resolve(c)) for c in classes)},
         "reversal_pairs": [[a, b] for a, b in pairs],
         "splits": splits,

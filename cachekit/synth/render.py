@@ -14,7 +14,9 @@ import numpy as np
 
 from ..errors import InputError
 from .challenges import blur, dark, occluder, shake
-from .classes import ACHROMATIC, CLASSES, CLIP_CHALLENGES, SHAPES, SynthConfig, object_key, split_object
+from .classes import ACHROMATIC, CLASSES, CLIP_CHALLENGES, DOODLE_CLASSES, SHAPES, SynthConfig, object_key, split_object
+from .doodle import DOODLE_HUES, doodle_rng, draw_doodle
+from .doodle import background as doodle_background
 from .drawing import background, draw
 from .motions import MOTIONS, Item, hsv, make_track
 from .vocab import SHAPES as SHAPE_WORDS
@@ -76,6 +78,13 @@ def _class_id(class_name: str) -> int:
     return list(CLASSES).index(class_name)
 
 
+def _rng(obj: str | None, motion: str, index: int, cfg: SynthConfig, stream: int) -> np.random.Generator:
+    """The generator of clip ``index`` of a forward class: stream 0 the scene, 1 the challenge."""
+    if cfg.style == "doodle":
+        return doodle_rng(cfg.seed, list(DOODLE_CLASSES).index(motion), index, stream)
+    return np.random.default_rng(np.random.SeedSequence(_entropy(obj, motion, index, cfg, stream)))
+
+
 def _entropy(obj: str | None, motion: str, index: int, cfg: SynthConfig, stream: int) -> list[int]:
     """Seed words of clip ``index`` of a forward class: stream 0 the scene, 1 the challenge.
     Motion-only classes keep their original words; a composition adds its object's key."""
@@ -86,7 +95,7 @@ def _entropy(obj: str | None, motion: str, index: int, cfg: SynthConfig, stream:
 
 def _challenge_rng(obj: str | None, motion: str, index: int, cfg: SynthConfig) -> np.random.Generator:
     # A stream apart from the scene's, so the scene is the same under every challenge.
-    return np.random.default_rng(np.random.SeedSequence(_entropy(obj, motion, index, cfg, 1)))
+    return _rng(obj, motion, index, cfg, 1)
 
 
 def _forward(class_name: str, index: int, cfg: SynthConfig) -> tuple[str | None, str, bool]:
@@ -94,7 +103,7 @@ def _forward(class_name: str, index: int, cfg: SynthConfig) -> tuple[str | None,
     if index < 0:
         raise InputError(f"clip index must be >= 0, got {index}")
     obj, motion = cfg.resolve(class_name)
-    reverse_of = CLASSES[motion].reverse_of
+    reverse_of = cfg.class_table[motion].reverse_of
     return (obj, reverse_of, True) if reverse_of is not None else (obj, motion, False)
 
 
@@ -111,9 +120,9 @@ def render(class_name: str, index: int, cfg: SynthConfig) -> RenderedClip:
     """Render clip ``index`` of ``class_name`` (one of ``cfg``'s classes); deterministic for
     (class, index, cfg.seed, cfg.challenge, cfg.frames, cfg.size, cfg.clutter). For the second
     class of a reversal pair this is the first class's clip (same object) with frames and mask
-    reversed."""
+    reversed. ``cfg.style`` "doodle" draws the second style (:mod:`.doodle`) the same way."""
     obj, motion, reverse = _forward(class_name, index, cfg)
-    fwd = _render_forward(obj, motion, index, cfg)
+    fwd = (_render_doodle if cfg.style == "doodle" else _render_forward)(obj, motion, index, cfg)
     if reverse:
         return RenderedClip(fwd.frames[::-1].copy(), fwd.object_mask[::-1].copy(), fwd.challenge)
     return fwd
@@ -126,7 +135,10 @@ def render_clip(class_name: str, index: int, cfg: SynthConfig) -> np.ndarray:
 
 def scene(class_name: str, index: int, cfg: SynthConfig) -> Scene:
     """The items clip ``index`` of ``class_name`` is drawn from (for the second class of a
-    reversal pair: its forward partner's scene, which the clip plays backwards)."""
+    reversal pair: its forward partner's scene, which the clip plays backwards). Default style
+    only: a doodle clip is not made of :class:`.motions.Item` s."""
+    if cfg.style != "default":
+        raise InputError(f"scene() describes clips of the default style, not {cfg.style!r}")
     obj, motion, _ = _forward(class_name, index, cfg)
     return _scene(obj, motion, index, cfg)
 
@@ -134,7 +146,7 @@ def scene(class_name: str, index: int, cfg: SynthConfig) -> Scene:
 def _scene(obj: str | None, motion: str, index: int, cfg: SynthConfig) -> Scene:
     spec = CLASSES[motion]
     size, s = cfg.size, float(cfg.size)
-    rng = np.random.default_rng(np.random.SeedSequence(_entropy(obj, motion, index, cfg, 0)))
+    rng = _rng(obj, motion, index, cfg, 0)
     t = np.linspace(0.0, 1.0, cfg.frames)  # [T]
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)  # [H, W] pixel coordinates
 
@@ -172,9 +184,8 @@ def _scene(obj: str | None, motion: str, index: int, cfg: SynthConfig) -> Scene:
 
 
 def _render_forward(obj: str | None, motion: str, index: int, cfg: SynthConfig) -> RenderedClip:
-    size, s = cfg.size, float(cfg.size)
+    size = cfg.size
     sc = _scene(obj, motion, index, cfg)
-    t = sc.t
     planar = np.moveaxis(sc.background, -1, 0)[:, None]  # [3, 1, H, W]
     frames = np.broadcast_to(planar, (3, cfg.frames, size, size)).copy()  # [3, T, H, W]
     for item in sc.distractors:
@@ -187,7 +198,27 @@ def _render_forward(obj: str | None, motion: str, index: int, cfg: SynthConfig) 
     for item, front in sc.props:
         if front:
             draw(frames, item)
+    return _degrade(frames, mask, obj, motion, index, cfg)
 
+
+def _render_doodle(obj: None, motion: str, index: int, cfg: SynthConfig) -> RenderedClip:
+    """A forward clip of the second style (:mod:`.doodle`)."""
+    rng = _rng(obj, motion, index, cfg, 0)
+    bg, _ = doodle_background(rng, cfg.size)  # drawn even when clutter is low: the same scene either way
+    if cfg.clutter == "low":
+        bg = np.full_like(bg, 0.5)
+    frames = np.broadcast_to(np.moveaxis(bg, -1, 0)[:, None], (3, cfg.frames, cfg.size, cfg.size)).copy()
+    mask = np.zeros(frames.shape[1:], dtype=np.float32)  # [T, H, W]
+    forward = [c for c, spec in DOODLE_CLASSES.items() if spec.reverse_of is None]
+    hue = DOODLE_HUES[forward.index(motion) % len(DOODLE_HUES)]  # a reversal pair shares its forward class's
+    draw_doodle(frames, rng, DOODLE_CLASSES[motion].motion, hue, mask, distractors=cfg.clutter != "low")
+    return _degrade(frames, mask, obj, motion, index, cfg)
+
+
+def _degrade(frames: np.ndarray, mask: np.ndarray, obj: str | None, motion: str, index: int,
+             cfg: SynthConfig) -> RenderedClip:
+    """Apply the clip's challenge to planar frames [3, T, H, W] and make the clip."""
+    s, t = float(cfg.size), np.linspace(0.0, 1.0, cfg.frames)
     # The "mixed" choice is always drawn first, so a mixed clip equals the same clip rendered
     # with its challenge named explicitly.
     crng = _challenge_rng(obj, motion, index, cfg)
