@@ -80,6 +80,7 @@ def write_cost(folder: Path, videos: int = 500, t: int = 8, d: int = 512, w: int
                tokens: tuple[int, ...] = (), grid: int = 49, batch: int = 32, suffix: str = ".zarr") -> dict:
     """Commit ``videos`` extraction-shaped entries in batches of ``batch``; amortised ms per
     video, files per video, and MB/s of array bytes."""
+    from cachekit.cachekey import PACKED_GROUPS
     from clipcache.stores import open_store
 
     rng = np.random.default_rng(0)
@@ -89,7 +90,7 @@ def write_cost(folder: Path, videos: int = 500, t: int = 8, d: int = 512, w: int
     path = folder / f"write-{len(tokens)}-{videos}{suffix}"
     shutil.rmtree(path, ignore_errors=True)
     t0 = time.perf_counter()
-    with open_store(path, "a", attrs={"cache_key": {"bench": 1}}) as s:
+    with open_store(path, "a", attrs={"cache_key": {"bench": 1}}, packable=PACKED_GROUPS) as s:  # as extract
         for i in range(0, videos, batch):
             s.commit_many("videos", entries[i:i + batch])
     dt = time.perf_counter() - t0

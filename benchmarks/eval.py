@@ -43,6 +43,7 @@ def write_store(path: str | os.PathLike, videos: int = 1000, classes: int = 64, 
                 dim: int = 512, seed: int = 0, test_split: bool = True) -> str:
     """A store of random embeddings laid out like cachekit.extract's output, all videos in 'test'
     (``test_split=False``: no split file, so that ``train`` makes a class-disjoint split)."""
+    from cachekit.cachekey import PACKED_GROUPS
     from cachekit.extract import text_key
     from clipcache.stores import open_store
 
@@ -56,7 +57,7 @@ def write_store(path: str | os.PathLike, videos: int = 1000, classes: int = 64, 
     info = {"embed_dim": dim, "width": 768, "layers": 12, "heads": 12, "grid": [7, 7], "image_size": 224,
             "text_width": dim}
     templates = ["a video of a person {}."]
-    with open_store(str(path), "a", attrs={"cache_key": key, "model_info": info}) as st:
+    with open_store(str(path), "a", attrs={"cache_key": key, "model_info": info}, packable=PACKED_GROUPS) as st:
         for i in range(videos):
             st.commit("videos", keys[i], {
                 "emb": emb[i], "cls": np.zeros((1, frames, 8), np.float32),

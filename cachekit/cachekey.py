@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 EMB_DTYPE = "float32"
 TOKEN_DTYPE = "float16"
+#: store groups whose small per-video arrays a store that publishes (HDF5) packs into one column
+#: per array name, which :class:`cachekit.cache.Cache` reads by column; given when a store is created
+PACKED_GROUPS = ("videos",)
 
 # Fields that may differ without changing a single cached value.
 _KEY_IGNORED = ("open_clip", "torch", "weights", "layout_version")

@@ -12,9 +12,10 @@ import click
 def convert(old, new, batch):
     """Copy every committed entry and document of store OLD (layout 1: one array per video) into
     a new store NEW in the packed-segment layout. OLD is only read."""
+    from cachekit.cachekey import PACKED_GROUPS
     from clipcache.stores.convert import convert_store
 
-    rep = convert_store(old, new, batch=batch)
+    rep = convert_store(old, new, batch=batch, packable=PACKED_GROUPS)
     click.echo(rep.line())
     for b in rep.bad:
         click.echo(f"bad (left out, re-extract it): {b}", err=True)

@@ -7,6 +7,7 @@ documents. Any number of writers may write one store at once, each under its own
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 from .base import (
     LAYOUT_VERSION,
@@ -62,7 +63,8 @@ def store_exists(path: str | os.PathLike) -> bool:
 
 
 def open_store(path: str | os.PathLike, mode: str = "r", attrs: dict | None = None,
-               shared: bool = False, writer: str | None = None) -> FeatureStore:
+               shared: bool = False, writer: str | None = None,
+               packable: Sequence[str] | None = None) -> FeatureStore:
     """Open a store for reading (``mode="r"``) or as one of its writers (``"a"``).
 
     ``attrs`` is only used when the store does not exist yet (it is then created with them);
@@ -71,6 +73,10 @@ def open_store(path: str | os.PathLike, mode: str = "r", attrs: dict | None = No
     writers with different ids write at once; a second live writer with the same id is refused.
     ``shared=True`` never creates the store (the ranks of a job whose rank 0 created it).
     A path ending ``.h5``/``.hdf5`` uses HDF5, anything else Zarr v3.
+    ``packable``: the entry groups whose small arrays HDF5 packs into one column per array name
+    when it publishes (fast :meth:`~FeatureStore.read_column`); recorded when the store is created
+    (or, for a store written before it was recorded, when it is first opened for writing), ignored
+    otherwise. Zarr packs every group as it writes and ignores it.
     """
     if mode not in ("r", "a"):
         raise StoreError(f"mode must be 'r' or 'a', not {mode!r}")
@@ -79,7 +85,7 @@ def open_store(path: str | os.PathLike, mode: str = "r", attrs: dict | None = No
     if _is_h5(path):
         from .hdf5_store import HDF5Store
 
-        return HDF5Store(path, mode, attrs, shared=shared, writer=writer)
+        return HDF5Store(path, mode, attrs, shared=shared, writer=writer, packable=packable)
     from .zarr_store import ZarrStore
 
     return ZarrStore(path, mode, attrs, shared=shared, writer=writer)

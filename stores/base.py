@@ -394,13 +394,14 @@ def flock_held(path: Path) -> bool:
 
 
 class FeatureStore(ABC):
-    """Entries of named arrays, grouped (``videos``, ``text``), visible once committed.
+    """Entries of named arrays in named groups (the caller's), visible once committed.
 
     Also holds small JSON documents (``failed`` reports, ``splits``) and the store's attributes
     (the cache key), written once when the store is created.
     """
 
-    #: entry groups whose small arrays are packed into one array per name by :meth:`finalize`
+    #: entry groups whose small arrays a backend that publishes (HDF5) packs into one array per
+    #: name, for :meth:`read_column`; chosen by the store's creator (``open_store(packable=...)``)
     packable: tuple[str, ...] = ()
 
     def __init__(self, path: str | os.PathLike, mode: str):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -26,8 +26,6 @@ from .base import LAYOUT_VERSION, JsonDir, StoreError, StoreFormatError, StoreNo
 from .zarr_store import LEGACY_LAYOUT
 
 log = logging.getLogger(__name__)
-
-_GROUPS = ("videos", "text")
 
 
 @dataclass
@@ -94,9 +92,11 @@ class _LegacyReader:
 
 
 def convert_store(src: str, dst: str, batch: int = 64,
-                  progress: Callable[[int], None] | None = None) -> ConvertReport:
-    """Copy every committed entry and document of the layout-1 store ``src`` into a new store
-    ``dst`` (which must not exist yet). Returns what was converted."""
+                  progress: Callable[[int], None] | None = None,
+                  packable: Sequence[str] | None = None) -> ConvertReport:
+    """Copy every committed entry and document of every group of the layout-1 store ``src`` into
+    a new store ``dst`` (which must not exist yet; ``packable`` as for ``open_store``). Returns
+    what was converted."""
     old = _LegacyReader(str(src))
     from . import open_store, store_exists
 
@@ -106,7 +106,7 @@ def convert_store(src: str, dst: str, batch: int = 64,
     if isinstance(attrs.get("cache_key"), dict) and "layout_version" in attrs["cache_key"]:
         attrs["cache_key"] = {**attrs["cache_key"], "layout_version": LAYOUT_VERSION}
     rep = ConvertReport()
-    with open_store(dst, "a", attrs=attrs) as new:
+    with open_store(dst, "a", attrs=attrs, packable=packable) as new:
         for group in old.groups(old.commits):
             pending: list = []
             rep.entries[group] = 0

@@ -12,6 +12,12 @@ Zarr. Publishing (merging the published file and every committed part entry into
 writer closes and no other writer is alive, under the store lock (``STORE.h5.lock``); until then
 the parts stay and readers read them. After a crash the parts stay too, and the next writer to
 close alone publishes them.
+
+Publishing also stacks the small arrays of each *packable* group into one dataset per array name
+(``packed/<group>/<name>``), which :meth:`HDF5Store.read_column` reads in one go. Which groups are
+packable is the creator's choice (``open_store(..., packable=...)``), recorded in the store
+(``meta/packable.json`` of the work dir, ``"packable"`` of the published metadata); a store
+published before it was recorded keeps packing the groups it has packed.
 """
 
 from __future__ import annotations
@@ -57,10 +63,8 @@ def _h5():
 
 
 class HDF5Store(LogStore):
-    packable = ("videos",)
-
     def __init__(self, path: str | os.PathLike, mode: str = "r", attrs: dict | None = None,
-                 shared: bool = False, writer: str | None = None):
+                 shared: bool = False, writer: str | None = None, packable: Sequence[str] | None = None):
         super().__init__(path, mode)
         self._file = Path(path)
         self._work = Path(f"{path}.parts")
@@ -75,16 +79,18 @@ class HDF5Store(LogStore):
                 raise StoreNotFound(f"no clipcache store at {path} (a shared writer never creates one)")
             self._lock.acquire()
             try:
-                self._load(attrs)
+                self._load(attrs, packable)
                 if not self._work_ready:
                     self._start_work_dir()
+                elif JsonDir(self._work).get("meta", "packable") is None:  # a work dir of older code
+                    JsonDir(self._work).put("meta", "packable", list(self.packable))
                 self._register(writer)
             finally:
                 self._lock.release()
         else:
-            self._load(None)
+            self._load(None, None)
 
-    def _load(self, attrs: dict | None) -> None:
+    def _load(self, attrs: dict | None, packable: Sequence[str] | None) -> None:
         h5py = _h5()
         if self._file.exists():
             try:
@@ -108,6 +114,12 @@ class HDF5Store(LogStore):
                 f"this clipcache reads version {LAYOUT_VERSION}; re-extract into a new store"
             )
         self._attrs = attrs_now
+        recorded = JsonDir(self._work).get("meta", "packable") if work_attrs else None
+        if recorded is None:
+            recorded = self._published.get("packable")
+        if recorded is None:  # new, or written before stores recorded it: the opener's word, else what it packed
+            recorded = packable if packable is not None else sorted(self._published.get("packed", {}))
+        self.packable = tuple(recorded)
 
     def _start_work_dir(self) -> None:
         """Seed the work dir with the published documents; it becomes authoritative until merged."""
@@ -115,6 +127,7 @@ class HDF5Store(LogStore):
             for key, obj in items.items():
                 self._docs.put(group, key, obj)
         (self._work / "parts").mkdir(parents=True, exist_ok=True)
+        JsonDir(self._work).put("meta", "packable", list(self.packable))
         JsonDir(self._work).put("meta", "attrs", self._attrs)  # written last: marks the dir ready
 
     @property
@@ -269,7 +282,7 @@ class HDF5Store(LogStore):
         tmp = self._file.with_name(f"{self._file.name}.tmp-{uuid.uuid4().hex[:8]}")
         for stale in self._file.parent.glob(f"{self._file.name}.tmp-*"):
             stale.unlink(missing_ok=True)
-        meta: dict = {"attrs": self._attrs, "commits": {}, "docs": {}, "packed": {}}
+        meta: dict = {"attrs": self._attrs, "commits": {}, "docs": {}, "packed": {}, "packable": list(self.packable)}
         sources: dict = {}
         try:
             with h5py.File(tmp, "w") as out:

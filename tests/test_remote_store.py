@@ -66,8 +66,10 @@ def test_remote_lease_refuses_a_second_writer_with_the_same_id_and_is_released()
 def test_file_url_uses_atomic_local_store(tmp_path: Path) -> None:
     store = open_store(f"file://{tmp_path}/x.zarr", "a", attrs={"cache_key": {}})
     try:
-        assert isinstance(store, ZarrStore) and store._fs is None  # zarr's LocalStore: atomic writes
+        # the local store (zarr's LocalStore: atomic writes), which alone reports its files on disk
+        assert isinstance(store, ZarrStore) and store.path == f"{tmp_path}/x.zarr"
         store.commit("videos", "k", {"emb": np.ones((1, 2, 3), np.float32)}, {})
+        assert store.layout_stats()["files"] > 0
     finally:
         store.close()
     with open_store(str(tmp_path / "x.zarr")) as again:

@@ -67,7 +67,16 @@ def test_tpcm_inference_reuses_videos_with_the_same_logits(metric):
                 _, got = head(sup, qry, labels, None, text)
             torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-5)
     assert sum(rows) == len(pairs) + len(queries) < 2 * 3 * 3 * 5  # each distinct one once
-    assert head._memo is None
+    # the scope is over: new weights (a training step) give new outputs, nothing reused
+    with torch.no_grad():
+        for p in head.tpcm.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+        rows.clear()
+        _, after = head(sup, qry, labels, None, text)
+    assert sum(rows) > 0
+    with torch.enable_grad():
+        _, want = head(sup, qry, labels, None, text)
+    torch.testing.assert_close(after, want.detach(), rtol=1e-5, atol=1e-5)
 
 
 def test_validation_accuracy_is_the_same_with_and_without_reuse():

@@ -438,6 +438,7 @@ class StoreContract:
 
     # --------------------------------------------------------------------- packed columns
     def test_finalize_then_read_column_equals_stacking(self, path):
+        open_store(path, "a", attrs=ATTRS, packable=("videos",)).close()  # HDF5 packs this group
         want = self.write(path, 5)
         keys = sorted(want)
 
@@ -556,12 +557,15 @@ class TestZarrStore(StoreContract):
                 assert_same_arrays(s.read("videos", key(i)), entry_arrays(i))
 
     def test_file_url_is_the_same_local_store(self, path):
-        """``file://`` goes to zarr's LocalStore (atomic chunk writes), not fsspec's local FS."""
-        import zarr
-
+        """``file://`` goes to the local store (zarr's LocalStore: atomic chunk writes), not
+        fsspec's local FS: the handle names the plain path, and it keeps what only a local store
+        keeps (orphan temp files of interrupted writes are collected)."""
         with open_store(f"file://{path}", "a", attrs=ATTRS) as s:
             s.commit("videos", key(0), entry_arrays(0), {})
-            assert isinstance(s._store, zarr.storage.LocalStore)
+            assert s.path == path
+            orphan = Path(path, "meta", "interrupted.json.partial")
+            orphan.write_bytes(b"{")
+            assert s.gc() >= 1 and not orphan.exists()
         with open_store(path, "r") as s:
             assert_same_arrays(s.read("videos", key(0)), entry_arrays(0))
         assert not list(Path(path).rglob("*.partial"))
@@ -601,6 +605,68 @@ class TestHDF5Store(StoreContract):
         self.write(path, 2)
         names = sorted(p.name for p in Path(path).parent.iterdir())
         assert names == ["x.h5", "x.h5.lock"]
+
+    @staticmethod
+    def packed(path) -> dict[str, list[str]]:
+        """Group -> the array names packed into columns in the published file."""
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return {g: sorted(f["packed"][g]) for g in f["packed"]} if "packed" in f else {}
+
+    def test_packs_the_groups_its_creator_names_and_remembers_them(self, path):
+        """The creator names the packable groups; later writers that name none (verify, extend,
+        the ranks of a job) publish with the same choice; other groups are never packed."""
+        with open_store(path, "a", attrs=ATTRS, packable=("clips",)) as s:
+            s.commit("other", key(0), entry_arrays(0), {})
+        assert self.packed(path) == {}  # no clips yet
+        with open_store(path, "a") as s:
+            s.commit("clips", key(0), entry_arrays(0), {})
+            s.commit("other", key(1), entry_arrays(1), {})
+        assert self.packed(path) == {"clips": ["emb", "frame_idx", "n", "tokens"]}
+        with open_store(path, "a") as s:
+            s.commit("clips", key(1), entry_arrays(1), {})
+        assert self.packed(path) == {"clips": ["emb", "frame_idx", "n", "tokens"]}
+        with open_store(path, "r") as s:
+            assert np.array_equal(s.read_column("clips", "emb", [key(1), key(0)]),
+                                  np.stack([entry_arrays(1)["emb"], entry_arrays(0)["emb"]]))
+        plain = str(Path(path).with_name("plain.h5"))
+        self.write(plain, 2)  # packable not named: nothing packed, columns read entry by entry
+        assert self.packed(plain) == {}
+        with open_store(plain, "r") as s:
+            assert np.array_equal(s.read_column("videos", "n", [key(1), key(0)]), np.array([1, 0]))
+
+    def test_a_store_written_by_the_code_before_packable_opens_and_packs_as_before(self, tmp_path):
+        """tests/assets/hdf5-store-38767d1.h5 was written by clipcache at commit 38767d1 (the
+        ``videos`` group packed because the store layer knew that name): 4 ``videos`` entries
+        (``entry_arrays(i)``, record ``{"i", "label"}``), one ``text`` entry, one document. It
+        reads the same, and a writer that names no packable groups still packs ``videos``."""
+        import shutil
+
+        path = str(tmp_path / "old.h5")
+        shutil.copy(TESTS / "assets" / "hdf5-store-38767d1.h5", path)
+        ks = [key(i) for i in range(4)]
+        with open_store(path, "r") as s:
+            assert s.attrs == {"layout_version": LAYOUT_VERSION, **ATTRS}
+            assert s.keys("videos") == ks and s.keys("text") == ["t0"]
+            for i, k in enumerate(ks):
+                assert_same_arrays(s.read("videos", k), entry_arrays(i))
+                assert s.record("videos", k)["label"] == ("jump" if i % 2 else "wave")
+            assert np.array_equal(s.read("text", "t0")["emb"], np.arange(8, dtype=np.float32))
+            assert s.get_json("splits", "train") == {"videos": {"a.mp4": ["0000", "wave"]}, "missing": []}
+            assert np.array_equal(s.read_column("videos", "tokens", ks[::-1]),
+                                  np.stack([entry_arrays(i)["tokens"] for i in range(3, -1, -1)]))
+            assert s.verify("videos") == (4, []) and s.verify("text") == (1, [])
+        assert self.packed(path) == {"videos": ["emb", "frame_idx", "n", "tokens"]}
+        with open_store(path, "a") as s:  # as `verify --repair` or a rank of a job opens it
+            s.commit("videos", key(4), entry_arrays(4), {"i": 4})
+            s.commit("text", "t1", {"emb": np.ones(8, np.float32)}, {})
+        assert self.packed(path) == {"videos": ["emb", "frame_idx", "n", "tokens"]}
+        with open_store(path, "r") as s:
+            ks = s.keys("videos")
+            assert ks == [key(i) for i in range(5)]
+            assert np.array_equal(s.read_column("videos", "emb", ks),
+                                  np.stack([entry_arrays(i)["emb"] for i in range(5)]))
 
 
 MEMORY_ONE_PROCESS = ("fsspec's memory:// file system lives inside one process: a child process cannot "

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from clipcache.stores import FeatureStore, StoreError, open_store
 
-from ..cachekey import cache_key, check_key, merged_key, text_key
+from ..cachekey import PACKED_GROUPS, cache_key, check_key, merged_key, text_key
 from ..caveat import encoder_caveat
 from ..coverage import store_coverage
 from ..distributed import Dist, dist_from_env
@@ -235,7 +235,7 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
     failure: Exception | None = None
     if dist.is_main:
         try:
-            store = open_store(store_path, "a", attrs=attrs, writer=wid)
+            store = open_store(store_path, "a", attrs=attrs, writer=wid, packable=PACKED_GROUPS)
             check_key(store, key)  # refuses another configuration; extensible fields merge
         except (ClipcacheError, StoreError) as err:
             failure = err
