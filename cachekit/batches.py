@@ -4,7 +4,9 @@ Small arrays (embeddings, class tokens, text) are loaded once into memory; mid-b
 read per batch; pixels are read per batch from the pixel cache when the store has one
 (``extract --pixels``), else decoded again from the videos' paths at the cached frame indices.
 Both give the same normalised tensors: the cache holds exactly the resized, centre-cropped
-uint8 frames that decoding produces before normalisation.
+uint8 frames that decoding produces before normalisation. Everything but pixels is assembled by
+:meth:`cachekit.resident.ResidentFeatures.gather` (the one place that picks a video's cached
+view), over host tables of every video with tokens streamed from the store.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .cache import FeatureCache
 from .episodes import EpisodeSpec
 from .errors import InputError
 from .methods.base import CacheNeeds, Episode, VideoBatch
+from .resident import ResidentFeatures
 from .video import decode_at
 
 
@@ -58,6 +61,11 @@ class CacheData:
         self._frame_idx = (cache.frame_indices(view=None) if needs.pixels and not self.cached_pixels
                            else None)  # [V, views, T]
         self.views = int(cache.key.get("views", 1))
+        # the one VideoBatch assembler (view picking included): every video's host tables, tokens
+        # read from the store per batch, as a resident feature set that does not fit would do
+        self._host = ResidentFeatures(device=self.device, rows=torch.arange(self.labels.shape[0]), labels=self.labels,
+                                      views=self.views, resident=False, emb=self.emb, cls=self.cls, cache=cache,
+                                      streamed_tokens=tuple(needs.tokens_at))
 
     def _text(self, classes: np.ndarray | None) -> torch.Tensor:
         cache = self.cache
@@ -78,16 +86,7 @@ class CacheData:
         """Videos ``idx`` (cache indices) as one batch; ``view=None`` with ``rng`` draws views."""
         idx = np.asarray(idx, dtype=np.int64)
         views = self._views(len(idx), view, rng)
-        t_idx = torch.from_numpy(idx)
-        t_view = torch.from_numpy(views)
-        b = VideoBatch(index=t_idx.to(self.device), labels=self.labels[t_idx].to(self.device))
-        if self.emb is not None:
-            b.emb = self.emb[t_idx, t_view].to(self.device)  # [B, T, D']
-        if self.cls is not None:
-            b.cls = self.cls[t_idx, t_view].to(self.device)  # [B, T, W]
-        for blk in self.needs.tokens_at:
-            tok = self.cache.tokens(blk, idx, view=None)  # [B, views, T, N+1, W] fp16
-            b.tokens[blk] = torch.from_numpy(tok[np.arange(len(idx)), views]).float().to(self.device)
+        b = self._host.gather(torch.from_numpy(idx), torch.from_numpy(views))
         if self.needs.pixels:
             b.pixels = self._pixels(idx, views).to(self.device)
         return b

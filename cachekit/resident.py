@@ -61,7 +61,9 @@ def _mib(n: int) -> str:
 
 @dataclass
 class ResidentFeatures:
-    """The features of a set of videos, gathered by global video index.
+    """The features of a set of videos, gathered by global video index: the one assembler of
+    :class:`VideoBatch` es from cached features (:class:`~cachekit.batches.CacheData` gathers
+    through one over all videos' host tables, tokens streamed).
 
     ``rows [V]`` maps a cache video index to its row (-1: not loaded). ``emb`` ``[R, views, T, D']``
     and ``cls`` ``[R, views, T, W]`` are float32, ``tokens`` ``{L: [R, views, T, N+1, W]}``
@@ -169,7 +171,7 @@ class ResidentFeatures:
             out = table[rows, views] if many else table[rows, 0]
             return out.to(self.device, non_blocking=True)
 
-        b = VideoBatch(index=idx.to(self.device), labels=self.labels[idx.to(self.labels.device)])
+        b = VideoBatch(index=idx.to(self.device), labels=self.labels[idx.to(self.labels.device)].to(self.device))
         if self.emb is not None:
             b.emb = take(self.emb)  # [..., T, D']
         if self.cls is not None:
