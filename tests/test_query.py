@@ -159,6 +159,9 @@ def test_exported_encoder_equals_the_open_clip_path(data, encoder):
         i = cache.paths.index(os.path.abspath(path))
         torch.testing.assert_close(got, torch.from_numpy(cache.emb()[i]), atol=1e-5, rtol=0)
     assert (idx.path / ENCODER_PT2).is_file()
+    # the graph runs attention as eager inference does (torch's fused kernel), not as projections + SDPA
+    graph = (idx.path / idx.meta["encoder"]["graph"]).read_text()
+    assert "_native_multi_head_attention" in graph and "scaled_dot_product_attention" not in graph
     # an index whose method could not be exported encodes eagerly (open_clip): the same features
     eager = load_query_encoder(idx.path, {**idx.meta, "encoder": {**idx.meta["encoder"], "graph": None, "pt2": None}})
     torch.testing.assert_close(eager(pixels), want, atol=1e-5, rtol=0)

@@ -79,7 +79,7 @@ def export_encoder(enc, method, frames: int, out_dir: Path, onnx: bool = True) -
     info = {"pt2": None, "input": [frames, 3, size, size], "dim": int(feats.shape[-1]),
             "torch": torch.__version__, "graph": None, "weights": None, "onnx": None, "notes": []}
     try:
-        with torch.no_grad(), _printed_to_log("torch.export"):
+        with torch.no_grad(), _printed_to_log("torch.export"), _fused_attention(module):
             ep = torch.export.export(module, (example,))
     except Exception as err:  # noqa: BLE001 - the exporter raises many types; query then runs eagerly
         info["notes"].append(f"torch.export failed ({str(err).splitlines()[0][:200]}); query will load "
@@ -102,6 +102,42 @@ def export_encoder(enc, method, frames: int, out_dir: Path, onnx: bool = True) -
         if note:
             info["notes"].append(note)
     return info
+
+
+@contextmanager
+def _fused_attention(module):
+    """Inside, the module's ``nn.MultiheadAttention`` layers call torch's fused inference kernel
+    (``torch._native_multi_head_attention``) directly, so that ``torch.export`` records it: eager
+    inference takes that fast path on its own, but tracing falls back to separate projections and
+    SDPA, 1.5x slower on the CPU (ViT-B-32, T = 8: 533 ms against 346 ms, measured side by side).
+    Layers with masks, or a layout the kernel lacks, keep their own forward. Outputs are unchanged
+    (the same kernel as eager inference)."""
+    import types
+
+    import torch
+    from torch import nn
+
+    def fused(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+              average_attn_weights=True, is_causal=False):
+        if key_padding_mask is not None or attn_mask is not None or is_causal:
+            return nn.MultiheadAttention.forward(self, query, key, value, key_padding_mask, need_weights,
+                                                 attn_mask, average_attn_weights, is_causal)
+        out, _ = torch._native_multi_head_attention(  # [B, N, W] (batch first)
+            query, key, value, self.embed_dim, self.num_heads, self.in_proj_weight, self.in_proj_bias,
+            self.out_proj.weight, self.out_proj.bias, None, False)
+        return out, None
+
+    layers = [m for m in module.modules() if isinstance(m, nn.MultiheadAttention) and m.batch_first
+              and m._qkv_same_embed_dim and m.in_proj_bias is not None and m.bias_k is None
+              and not m.add_zero_attn and type(m).forward is nn.MultiheadAttention.forward
+              and hasattr(torch, "_native_multi_head_attention")]
+    for m in layers:
+        m.forward = types.MethodType(fused, m)
+    try:
+        yield
+    finally:
+        for m in layers:
+            del m.forward
 
 
 def _graph_code(ep) -> tuple[str, list]:
