@@ -363,10 +363,7 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
         method = _build(cfg.method or get_protocol(protocol).default_method, cfg.method_options, cfg.metric, cache,
                         frames)
     shot_list = cfg.shot_list
-    proto = get_protocol(protocol)
-    _check_shots(proto, shot_list)
-    if cfg.episodes_file is not None and not proto.takes_episode_file:
-        raise InputError(_EPISODES_FILE)
+    proto = get_protocol(protocol)  # its shots and episode-file rules: checked by EvalConfig (cfg replaced above)
     _check_protocol(method, protocol)
     method = method.to(device).eval()
     metric = method.metric_name
