@@ -546,12 +546,14 @@ onnx_installed = pytest.mark.skipif(
 
 def test_numpy_resize_equals_torchs_uint8_kernel_bit_for_bit():
     """query_onnx.resize_crop reproduces torch's antialiased uint8 resize (int16 fixed-point
-    weights, horizontal pass first) exactly, down and up, for both interpolations and modes."""
+    weights, horizontal pass first) exactly, down and up, for both interpolations and modes, also
+    when only the centre crop's window is computed."""
     from cachekit.index import query_onnx
     from cachekit.index.pixels import normalise_pixels, resize_crop
 
     rng = np.random.default_rng(1)
-    sizes = ((64, 80), (300, 224), (224, 224), (97, 131), (240, 320), (100, 50), (500, 333), (720, 1280))
+    sizes = ((64, 80), (300, 224), (224, 224), (97, 131), (240, 320), (100, 50), (500, 333), (720, 1280),
+             (1080, 1920), (230, 4000))  # the last squashed: a 17.9x shrink, 73 taps a pixel
     for h, w in sizes:
         frames = np.concatenate([rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8),
                                  synth_frames(h + w, frames=2, height=h, width=w)])

@@ -85,32 +85,71 @@ def _int16_weights(in_size: int, out_size: int, mode: str) -> tuple[np.ndarray, 
     return taps, w16, precision
 
 
-def _resize_pass(x: np.ndarray, axis: int, out_size: int, mode: str) -> np.ndarray:
-    """One separable pass of uint8 ``x`` along ``axis``: integer sums, rounding shift, saturation."""
-    taps, w, prec = _int16_weights(x.shape[axis], out_size, mode)
-    shape = [1] * x.ndim
-    shape[axis] = out_size
-    acc = np.full(tuple(out_size if d == axis else n for d, n in enumerate(x.shape)), 1 << (prec - 1) if prec else 0,
-                  dtype=np.int32)
-    xi = x.astype(np.int32)
-    for k in range(taps.shape[1]):
-        wk = w[:, k]
-        if not wk.any():
-            continue
-        acc += np.take(xi, taps[:, k], axis=axis) * wk.reshape(shape)
-    return np.clip(acc >> prec, 0, 255).astype(np.uint8)
+_BLOCK = 16  # output pixels per banded product: few zeros multiplied, few calls
 
 
-def resize_uint8(frames: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
-    """uint8 ``[F, H, W, 3]`` -> ``[F, h, w, 3]`` with torch's antialiased ``uint8`` interpolation
-    (``F.interpolate(..., antialias=True)`` on a uint8 tensor): width first, then height."""
+@lru_cache(maxsize=64)
+def _band_blocks(in_size: int, out_size: int, mode: str, keep: tuple[int, int]) -> tuple[list, int]:
+    """The output pixels ``keep[0]:keep[1]`` of one resize pass as band matrices: ``([(o0, o1, lo,
+    hi, weights [hi - lo, o1 - o0]), ...], precision)``, the int16 weights of :func:`_int16_weights`
+    (float64, so that every product and sum is an exact integer whatever order the BLAS sums in)
+    of output pixels ``o0:o1`` (numbered from ``keep[0]``), which read input pixels ``lo:hi``."""
+    taps, w, prec = _int16_weights(in_size, out_size, mode)
+    blocks = []
+    for o0 in range(keep[0], keep[1], _BLOCK):
+        o1 = min(o0 + _BLOCK, keep[1])
+        t, wt = taps[o0:o1], w[o0:o1]  # [b, K]
+        rows, ks = np.nonzero(wt)
+        lo, hi = (int(t[rows, ks].min()), int(t[rows, ks].max()) + 1) if len(rows) else (0, 1)
+        m = np.zeros((hi - lo, o1 - o0), np.float64)
+        np.add.at(m, (t[rows, ks] - lo, rows), wt[rows, ks])
+        blocks.append((o0 - keep[0], o1 - keep[0], lo, hi, m))
+    return blocks, prec
+
+
+def _resize_pass(x: np.ndarray, axis: int, out_size: int, mode: str, keep: tuple[int, int]) -> np.ndarray:
+    """One separable pass of planar ``x`` [F, 3, H, W] (uint8 values held as float64) along ``axis``
+    (-1: width, -2: height) to ``out_size`` pixels, of which only ``keep[0]:keep[1]`` are computed
+    (the crop: each output pixel depends on its own taps alone), as torch's kernel: integer sums of
+    int16 weights, a rounding shift, saturation to 0..255. The sums are exact float64 products
+    over bands (:func:`_band_blocks`)."""
+    blocks, prec = _band_blocks(x.shape[axis], out_size, mode, keep)
+    out_size = keep[1] - keep[0]
+    if axis == -1:
+        rows = x.reshape(-1, x.shape[-1])  # [F·3·H, W]
+        acc = np.empty((rows.shape[0], out_size))
+        for o0, o1, lo, hi, m in blocks:
+            acc[:, o0:o1] = rows[:, lo:hi] @ m
+        acc = acc.reshape(*x.shape[:-1], out_size)
+    else:
+        planes = x.reshape(-1, *x.shape[-2:])  # [F·3, H, W]
+        acc = np.empty((planes.shape[0], out_size, x.shape[-1]))
+        for o0, o1, lo, hi, m in blocks:
+            acc[:, o0:o1] = m.T @ planes[:, lo:hi]
+        acc = acc.reshape(*x.shape[:-2], out_size, x.shape[-1])
+    if prec:
+        acc += 1 << (prec - 1)
+        acc *= 1.0 / (1 << prec)  # a power of two: exact, then floor as the integer shift does
+    return np.clip(np.floor(acc, out=acc), 0, 255, out=acc)
+
+
+def resize_uint8(frames: np.ndarray, size: tuple[int, int], mode: str,
+                 crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """uint8 ``[F, H, W, 3]`` -> planar ``[F, 3, h, w]`` with torch's antialiased ``uint8``
+    interpolation (``F.interpolate(..., antialias=True)`` on a uint8 tensor): width first, then
+    height. ``crop`` ``(top, left, height, width)``: only that window of the result, computed alone."""
     h, w = size
-    x = frames
-    if x.shape[2] != w:
-        x = _resize_pass(x, 2, w, mode)
-    if x.shape[1] != h:
-        x = _resize_pass(x, 1, h, mode)
-    return x
+    top, left, ch, cw = crop or (0, 0, h, w)
+    x = frames.transpose(0, 3, 1, 2)  # [F, 3, H, W]
+    if x.shape[-1] == w:
+        x = x[..., left:left + cw]
+    else:
+        x = _resize_pass(np.asarray(x, np.float64, order="C"), -1, w, mode, (left, left + cw))
+    if x.shape[-2] == h:
+        x = x[..., top:top + ch, :]
+    else:
+        x = _resize_pass(np.asarray(x, np.float64, order="C"), -2, h, mode, (top, top + ch))
+    return np.ascontiguousarray(x.astype(np.uint8))
 
 
 def resize_crop(frames: np.ndarray, pre: dict) -> np.ndarray:
@@ -119,22 +158,25 @@ def resize_crop(frames: np.ndarray, pre: dict) -> np.ndarray:
     mode = pre["interpolation"]
     if mode not in ("bicubic", "bilinear"):
         raise InputError(f"interpolation {mode!r} is not supported")
-    x = np.ascontiguousarray(frames)
-    h, w = x.shape[1:3]
+    frames = np.asarray(frames)
+    h, w = frames.shape[1:3]
     if pre.get("resize_mode", "shortest") == "squash":
-        x = resize_uint8(x, (s, s), mode) if (h, w) != (s, s) else x
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        if (h, w) == (s, s):
+            return np.ascontiguousarray(frames.transpose(0, 3, 1, 2))
+        return resize_uint8(frames, (s, s), mode)
     if min(h, w) != s:
         short, long = (w, h) if w <= h else (h, w)
         new_long = int(s * long / short)
-        x = resize_uint8(x, (new_long, s) if w <= h else (s, new_long), mode)
-        h, w = x.shape[1:3]
+        h, w = (new_long, s) if w <= h else (s, new_long)  # both >= s: resize only the crop's window
+        top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+        return resize_uint8(frames, (h, w), mode, (top, left, s, s))
+    x = frames.transpose(0, 3, 1, 2)  # [F, 3, H, W]
     if h < s or w < s:
         pad_w, pad_h = max(s - w, 0), max(s - h, 0)
-        x = np.pad(x, ((0, 0), (pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2), (0, 0)))
-        h, w = x.shape[1:3]
+        x = np.pad(x, ((0, 0), (0, 0), (pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2)))
+        h, w = x.shape[-2:]
     top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
-    return np.ascontiguousarray(x[:, top:top + s, left:left + s].transpose(0, 3, 1, 2))
+    return np.ascontiguousarray(x[..., top:top + s, left:left + s])
 
 
 def normalise_pixels(x: np.ndarray, pre: dict) -> np.ndarray:
