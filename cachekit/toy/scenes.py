@@ -5,6 +5,7 @@ the words of :mod:`cachekit.synth.vocab`. Still images only: no image shows moti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -87,17 +88,25 @@ def draw_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, Scene]:
         size_word = list(SIZES)[int(rng.integers(len(SIZES)))]
         objects.append(SceneObject(colour, shape, size_word, positions[int(cells[k])]))
     frames = np.moveaxis(np.clip(bg, 0, 1), -1, 0)[:, None].copy()  # [3, 1, H, W]
-    t = np.zeros(1)
     for obj in objects:
-        cx, cy = POSITIONS[obj.position]
-        jitter = rng.uniform(-0.06, 0.06, 2)
-        radius = rng.uniform(*SIZES[obj.size]) * s
-        track = make_track(t, (cx + jitter[0]) * s, (cy + jitter[1]) * s, angle=rng.uniform(0, 2 * np.pi))
-        item = Item(SHAPES[obj.shape], colour_rgb(obj.colour, rng), radius, track,
-                    marker=rng.uniform() < 0.5, outline=rng.uniform() < 0.7)
-        draw(frames, item)
+        draw_object(rng, frames, obj, lambda o=obj: rng.uniform(*SIZES[o.size]) * s)
     img = (np.clip(frames[:, 0], 0, 1) * 255 + 0.5).astype(np.uint8)  # [3, H, W]
     return np.ascontiguousarray(np.moveaxis(img, 0, -1)), Scene(tuple(objects), bg_word)
+
+
+def draw_object(rng: np.random.Generator, frames: np.ndarray, obj: SceneObject, radius: Callable[[], float],
+                cover: np.ndarray | None = None) -> None:
+    """Draw ``obj`` into planar frames [3, 1, H, W] in place, as the pretraining draws it: jittered
+    about its place, turned at random, with or without outline and marker dot. ``radius()`` draws
+    its radius in px (after the jitter, the stream's order); ``cover`` [1, H, W] gets its coverage."""
+    s = float(frames.shape[-1])
+    cx, cy = POSITIONS[obj.position]
+    jitter = rng.uniform(-0.06, 0.06, 2)
+    r = radius()
+    track = make_track(np.zeros(1), (cx + jitter[0]) * s, (cy + jitter[1]) * s, angle=rng.uniform(0, 2 * np.pi))
+    item = Item(SHAPES[obj.shape], colour_rgb(obj.colour, rng), r, track,
+                marker=rng.uniform() < 0.5, outline=rng.uniform() < 0.7)
+    draw(frames, item, cover)
 
 
 def scene_batch(seed: int, step: int, batch: int, size: int) -> tuple[np.ndarray, list[str], list[Scene]]:

@@ -1,0 +1,111 @@
+"""Held-out drawings for the toy CLIP's zero-shot probe, under the conditions it was trained on
+and beyond them (:data:`CONDITIONS`): object sizes up to 1.5x beyond the trained range on either
+side, and backgrounds it never saw (the second synthetic style's: :mod:`cachekit.synth.doodle`).
+
+Every probe image shows one object of the vocabulary (:mod:`cachekit.synth.vocab`), drawn as the
+pretraining draws it, from a seed stream the pretraining never draws. Each factor is probed with
+the other two held fixed at the truth, as a class name would fix them: the shape among the four
+phrases that share the object's colour and place ("a red square at the top left" against "a red
+disc at the top left", ...), the colour among nine, the place among nine; and, as before, colour
+and shape together among the 36 phrases without a place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..synth.doodle import DOODLE_BACKGROUNDS, pattern
+from ..synth.drawing import BACKGROUND_KINDS, background
+from ..synth.vocab import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, object_phrase
+from .scenes import SceneObject, draw_object, place_phrase
+
+SMALLEST, LARGEST = min(lo for lo, _ in SIZES.values()), max(hi for _, hi in SIZES.values())  # radius / side
+BEYOND = 1.5
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Radii (fraction of the side) drawn uniformly in ``radius``, or from the size words' ranges
+    (None); backgrounds drawn from ``backgrounds`` (pretraining's words or doodle kinds)."""
+
+    radius: tuple[float, float] | None
+    backgrounds: tuple[str, ...]
+
+
+CONDITIONS: dict[str, Condition] = {
+    "trained sizes and backgrounds": Condition(None, BACKGROUNDS),
+    f"larger: {LARGEST:g} to {BEYOND * LARGEST:g} of the side": Condition((LARGEST, BEYOND * LARGEST), BACKGROUNDS),
+    f"smaller: {SMALLEST / BEYOND:.3g} to {SMALLEST:g} of the side": Condition((SMALLEST / BEYOND, SMALLEST),
+                                                                             BACKGROUNDS),
+    "unseen backgrounds (checker, rings, cells, plaid)": Condition(None, DOODLE_BACKGROUNDS),
+}
+FACTORS = ("shape", "colour", "place", "colour_and_shape")
+
+
+def probe_images(condition: Condition, seed: int, n: int, size: int, stream: int = 0
+                 ) -> tuple[np.ndarray, list[SceneObject], np.ndarray]:
+    """``n`` single-object images [n, H, W, 3] uint8 under ``condition``, their objects and
+    owner maps [n, H, W] int8 (0 where the object covers a pixel at least half, -1 elsewhere), drawn
+    from ``SeedSequence([seed, 0x9B0BE, stream])`` (pretraining draws ``[seed, step, 0x70C]``);
+    shapes and colours cycle so that each is drawn about equally often, places at random."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9B0BE, stream]))
+    shapes, colours, places, sizes = list(SHAPES), list(COLOURS), list(POSITIONS), list(SIZES)
+    images, objects, owners = [], [], []
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    for i in range(n):
+        kind = condition.backgrounds[int(rng.integers(len(condition.backgrounds)))]
+        if kind == "plain":  # as the pretraining draws it: one grey level, slightly tinted
+            bg = np.full((size, size, 3), rng.uniform(0.25, 0.75), np.float32)
+            bg += rng.uniform(-0.04, 0.04, 3).astype(np.float32)
+        elif kind in BACKGROUND_KINDS:
+            bg = background(rng, size, xx, yy, kind=BACKGROUND_KINDS.index(kind))
+        else:
+            bg = pattern(rng, size, kind)
+        word = sizes[int(rng.integers(len(sizes)))]
+        lo, hi = SIZES[word] if condition.radius is None else condition.radius
+        obj = SceneObject(colours[(i // len(shapes)) % len(colours)], shapes[i % len(shapes)], word,
+                          places[int(rng.integers(len(places)))])
+        frames = np.moveaxis(np.clip(bg, 0, 1), -1, 0)[:, None].copy()  # [3, 1, H, W]
+        cover = np.zeros(frames.shape[1:], np.float32)  # [1, H, W]
+        draw_object(rng, frames, obj, lambda: rng.uniform(lo, hi) * size, cover)
+        images.append(np.moveaxis((np.clip(frames[:, 0], 0, 1) * 255 + 0.5).astype(np.uint8), 0, -1))
+        objects.append(obj)
+        owners.append(np.where(cover[0] >= 0.5, 0, -1).astype(np.int8))
+    return np.stack(images), objects, np.stack(owners)
+
+
+def factor_accuracy(clip, seed: int, n: int) -> dict:
+    """Zero-shot accuracy (%) of each of :data:`FACTORS` on ``n`` held-out images per condition of
+    :data:`CONDITIONS`: ``{"images": n, "chance": {factor: %}, "conditions": {condition: {factor: %}}}``."""
+    import torch
+    import torch.nn.functional as F
+
+    colours, shapes, places = list(COLOURS), list(SHAPES), list(POSITIONS)
+    with torch.no_grad():
+        placed = clip.encode_text([object_phrase(c, s) + place_phrase(p) for c in colours for s in shapes
+                                   for p in places])
+        placed = F.normalize(placed.float(), dim=-1).reshape(len(colours), len(shapes), len(places), -1)
+        bare = F.normalize(clip.encode_text([object_phrase(c, s) for c in colours for s in shapes]).float(), dim=-1)
+    out: dict = {"images": n, "chance": {"shape": round(100 / len(shapes), 1), "colour": round(100 / len(colours), 1),
+                                        "place": round(100 / len(places), 1),
+                                        "colour_and_shape": round(100 / (len(colours) * len(shapes)), 1)},
+                 "conditions": {}}
+    for stream, (name, cond) in enumerate(CONDITIONS.items()):
+        images, objects, _ = probe_images(cond, seed, n, clip.preprocess_cfg["size"], stream)
+        with torch.no_grad():
+            emb = clip.encode_frames(clip.preprocess(images).to(clip.device)).emb
+            emb = F.normalize(emb.float(), dim=-1).cpu()  # [n, D']
+        c = torch.tensor([colours.index(o.colour) for o in objects])
+        s = torch.tensor([shapes.index(o.shape) for o in objects])
+        p = torch.tensor([places.index(o.position) for o in objects])
+        score = lambda text: torch.einsum("nd,n...d->n...", emb, text)  # noqa: E731
+        hits = {
+            "shape": score(placed[c, :, p]).argmax(1) == s,  # [n, 4 shapes]
+            "colour": score(placed[:, s, p].transpose(0, 1)).argmax(1) == c,  # [n, 9 colours]
+            "place": score(placed[c, s]).argmax(1) == p,  # [n, 9 places]
+            "colour_and_shape": (emb @ bare.T).argmax(1) == c * len(shapes) + s,
+        }
+        out["conditions"][name] = {k: round(100 * v.float().mean().item(), 1) for k, v in hits.items()}
+    return out
