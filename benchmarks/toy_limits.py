@@ -166,12 +166,12 @@ def text_similarity(clip) -> dict:
             "object": round(sim[other].mean().item(), 4), "classes": len(names), "pairs": len(pairs)}
 
 
-def shape_learning(steps: int, every: int = 500) -> dict:
+def shape_learning(steps: int, every: int = 500, threads: int = 2) -> dict:
     """The learning curve of shape, trained supervised (issue 23 item 6: how many images this vision
     tower needs to tell a disc from a square at every colour, size, place and background)."""
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     return supervised("shape", "sin_cos_2d", steps, every=every)
 
 
@@ -266,6 +266,8 @@ def main() -> None:
     ap.add_argument("--pretrain-steps", type=int, default=600, help="steps of each short pretraining")
     ap.add_argument("--shape-steps", type=int, default=0, help="steps of the supervised shape learning curve (0: skip)")
     ap.add_argument("--only-shape", action="store_true", help="run the shape learning curve alone")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of the shape learning curve "
+                    "(1 when another job shares the cores: OpenMP's barriers stall under contention)")
     ap.add_argument("--only-conditions", action="store_true", help="the shipped toy on the goal conditions alone")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -274,7 +276,7 @@ def main() -> None:
         print(json.dumps(res) if a.json else conditions_markdown(res))
         return
     if a.only_shape:
-        shape = shape_learning(a.shape_steps or 3000)
+        shape = shape_learning(a.shape_steps or 3000, threads=a.threads)
         print(json.dumps(shape) if a.json else shape_markdown(shape))
         return
     res = run(a.steps, a.pretrain_steps, a.shape_steps)
