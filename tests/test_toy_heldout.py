@@ -33,7 +33,7 @@ def test_the_probe_conditions_lie_beyond_training():
 
 
 def test_each_probe_image_shows_its_one_object_on_a_background():
-    """Drawn by the pretraining's own object drawing (cachekit.toy.scenes.draw_object): one object
+    """Drawn by the pretraining's own drawing (cachekit.toy.scenes.render): one object
     covers part of the image and the background most of it."""
     imgs, objs, owners = probe_images(CONDITIONS["trained sizes and backgrounds"], 1, 16, 112)
     for img, owner in zip(imgs, owners):

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..synth.doodle import DOODLE_BACKGROUNDS, pattern
-from ..synth.drawing import BACKGROUND_KINDS, background
 from ..synth.vocab import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, object_phrase
-from .scenes import SceneObject, draw_object, place_phrase
+from .scenes import SceneObject, place_phrase, render, scene_background
 
 SMALLEST, LARGEST = min(lo for lo, _ in SIZES.values()), max(hi for _, hi in SIZES.values())  # radius / side
 BEYOND = 1.5
@@ -56,21 +55,13 @@ def probe_images(condition: Condition, seed: int, n: int, size: int, stream: int
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     for i in range(n):
         kind = condition.backgrounds[int(rng.integers(len(condition.backgrounds)))]
-        if kind == "plain":  # as the pretraining draws it: one grey level, slightly tinted
-            bg = np.full((size, size, 3), rng.uniform(0.25, 0.75), np.float32)
-            bg += rng.uniform(-0.04, 0.04, 3).astype(np.float32)
-        elif kind in BACKGROUND_KINDS:
-            bg = background(rng, size, xx, yy, kind=BACKGROUND_KINDS.index(kind))
-        else:
-            bg = pattern(rng, size, kind)
+        bg = scene_background(rng, size, kind, xx, yy) if kind in BACKGROUNDS else pattern(rng, size, kind)
         word = sizes[int(rng.integers(len(sizes)))]
         lo, hi = SIZES[word] if condition.radius is None else condition.radius
         obj = SceneObject(colours[(i // len(shapes)) % len(colours)], shapes[i % len(shapes)], word,
                           places[int(rng.integers(len(places)))])
-        frames = np.moveaxis(np.clip(bg, 0, 1), -1, 0)[:, None].copy()  # [3, 1, H, W]
-        cover = np.zeros(frames.shape[1:], np.float32)  # [1, H, W]
-        draw_object(rng, frames, obj, lambda: rng.uniform(lo, hi) * size, cover)
-        images.append(np.moveaxis((np.clip(frames[:, 0], 0, 1) * 255 + 0.5).astype(np.uint8), 0, -1))
+        cover = np.zeros((1, size, size), np.float32)
+        images.append(render(rng, bg, [obj], lambda _o: rng.uniform(lo, hi) * size, cover))
         objects.append(obj)
         owners.append(np.where(cover[0] >= 0.5, 0, -1).astype(np.int8))
     return np.stack(images), objects, np.stack(owners)

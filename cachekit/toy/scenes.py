@@ -5,7 +5,7 @@ the words of :mod:`cachekit.synth.vocab`. Still images only: no image shows moti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -72,11 +72,7 @@ def draw_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, Scene]:
     s = float(size)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     bg_word = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
-    if bg_word == "plain":
-        grey = rng.uniform(0.25, 0.75)
-        bg = np.full((size, size, 3), grey, np.float32) + rng.uniform(-0.04, 0.04, 3).astype(np.float32)
-    else:
-        bg = background(rng, size, xx, yy, kind=BACKGROUND_KINDS.index(bg_word))
+    bg = scene_background(rng, size, bg_word, xx, yy)
     colours, shapes, positions = list(COLOURS), list(SHAPES), list(POSITIONS)
     n = int(rng.choice([1, 1, 1, 2, 2, 3]))
     repeat = n > 1 and rng.uniform() < 0.3  # "two red squares"
@@ -87,11 +83,28 @@ def draw_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, Scene]:
             colour, shape = colours[int(rng.integers(len(colours)))], shapes[int(rng.integers(len(shapes)))]
         size_word = list(SIZES)[int(rng.integers(len(SIZES)))]
         objects.append(SceneObject(colour, shape, size_word, positions[int(cells[k])]))
+    img = render(rng, bg, objects, lambda o: rng.uniform(*SIZES[o.size]) * s)
+    return img, Scene(tuple(objects), bg_word)
+
+
+def scene_background(rng: np.random.Generator, size: int, word: str, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """[H, W, 3] float32 background of a pretraining background ``word`` (:data:`BACKGROUNDS`):
+    one slightly tinted grey level for "plain", else :func:`~cachekit.synth.drawing.background`'s kind."""
+    if word == "plain":
+        grey = rng.uniform(0.25, 0.75)
+        return np.full((size, size, 3), grey, np.float32) + rng.uniform(-0.04, 0.04, 3).astype(np.float32)
+    return background(rng, size, xx, yy, kind=BACKGROUND_KINDS.index(word))
+
+
+def render(rng: np.random.Generator, bg: np.ndarray, objects: Sequence[SceneObject],
+           radius: Callable[[SceneObject], float], cover: np.ndarray | None = None) -> np.ndarray:
+    """[H, W, 3] uint8 RGB of ``objects`` drawn in order (:func:`draw_object`, ``radius(obj)`` px)
+    onto ``bg`` [H, W, 3] float32; ``cover`` [1, H, W] gets their coverage."""
     frames = np.moveaxis(np.clip(bg, 0, 1), -1, 0)[:, None].copy()  # [3, 1, H, W]
     for obj in objects:
-        draw_object(rng, frames, obj, lambda o=obj: rng.uniform(*SIZES[o.size]) * s)
+        draw_object(rng, frames, obj, lambda o=obj: radius(o), cover)
     img = (np.clip(frames[:, 0], 0, 1) * 255 + 0.5).astype(np.uint8)  # [3, H, W]
-    return np.ascontiguousarray(np.moveaxis(img, 0, -1)), Scene(tuple(objects), bg_word)
+    return np.ascontiguousarray(np.moveaxis(img, 0, -1))
 
 
 def draw_object(rng: np.random.Generator, frames: np.ndarray, obj: SceneObject, radius: Callable[[], float],
