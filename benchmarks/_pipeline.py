@@ -201,7 +201,8 @@ def pipeline(enc, videos: list[Path], folder: Path, frames: int, workers: int | 
     if s.failed:
         raise RuntimeError(f"pipeline failed on {len(s.failed)} videos: {s.failed[:2]}")
     plan = pipeline_plan(cfg, enc.device.type)
-    return {"frames_s": s.frames / dt, "videos": s.extracted, "seconds": dict(s.seconds), "wall": dt,
+    return {"frames_s": s.frames / dt, "videos": s.extracted, "seconds": dict(s.seconds),
+            "cpu_seconds": dict(s.cpu_seconds), "wall": dt,
             "workers": plan.workers, "yield_cpu": plan.yield_cpu, "encoder_threads": plan.encoder_threads}
 
 

@@ -33,7 +33,9 @@ the load average is printed beside the numbers.
 Run: ``python benchmarks/extract.py [--quick] [--model ViT-B-32] [--videos 3] [--frames 8]``
 (default: about 75 s of two busy cores plus the store section; ``--quick``: about 10 s).
 ``--small`` runs the store section at small sizes (64 videos written, 2,000 read, RSS at 20 and
-200 videos, 8 pipeline videos); ``--only store`` skips sections 1-4.
+200 videos, 8 pipeline videos); ``--only store`` skips sections 1-4; ``--only pipeline
+[--pipeline-videos N]`` runs the pipeline rows alone (encoder alone, decoding alone, the pipeline
+and its write stage: wall and the writer thread's CPU, ms per video).
 """
 
 from __future__ import annotations
@@ -318,14 +320,7 @@ def store_section(model: str, pretrained: str, frames: int = 8, batch_size: int 
         r["write_h5"] = bp.write_cost(tmp, n_write, t=frames, d=d, w=w, suffix=".h5")
         r["disk_mb_s"] = bp.disk_write_rate(tmp, (16 if small else 256) << 20)
         r["column"] = bp.column_read(tmp, 2000 if small else 100000, t=frames, d=512)
-        n_pipe = pipeline_videos or (8 if small else 24)
-        vids = bp.synth_videos(tmp / "videos", n_pipe, frames=24, size=128)
-        # the encoder alone before and after the pipeline, the better kept (a shared machine is noisy)
-        before = bp.encoder_alone(enc, n_pipe * frames, min(batch_size, frames))
-        r["pipeline"] = bp.pipeline(enc, vids, tmp, frames, workers, batch_size)
-        r["decode"] = bp.decode_alone(enc, vids, frames, r["pipeline"]["workers"])
-        after = bp.encoder_alone(enc, n_pipe * frames, min(batch_size, frames))
-        r["encoder"] = max(before, after, key=lambda e: e["frames_s"])
+        r.update(pipeline_section(enc, tmp, frames, batch_size, pipeline_videos or (8 if small else 24), workers))
         r["rss"] = []
         for n in ((20, 200) if small else (200, 2000)):
             vs = bp.synth_videos(tmp / f"rss{n}", n, frames=12, size=48)
@@ -336,9 +331,21 @@ def store_section(model: str, pretrained: str, frames: int = 8, batch_size: int 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def pipeline_section(enc, tmp: Path, frames: int, batch_size: int, n_pipe: int, workers: int | None) -> dict:
+    """The whole pipeline on ``n_pipe`` synthetic videos beside the encoder alone (before and after,
+    the better kept: a shared machine is noisy) and decoding alone (same workers)."""
+    r: dict = {}
+    vids = bp.synth_videos(tmp / "videos", n_pipe, frames=24, size=128)
+    before = bp.encoder_alone(enc, n_pipe * frames, min(batch_size, frames))
+    r["pipeline"] = bp.pipeline(enc, vids, tmp, frames, workers, batch_size)
+    r["decode"] = bp.decode_alone(enc, vids, frames, r["pipeline"]["workers"])
+    after = bp.encoder_alone(enc, n_pipe * frames, min(batch_size, frames))
+    r["encoder"] = max(before, after, key=lambda e: e["frames_s"])
+    return r
+
+
 def store_table(r: dict) -> str:
     wr, wt, wh, col = r["write"], r["write_tokens"], r["write_h5"], r["column"]
-    p, dec, enc = r["pipeline"], r["decode"], r["encoder"]
     rows = [
         (f"Zarr write, T={r['frames']}, no tokens ({wr['videos']} videos, batches of 32)",
          f"{wr['ms_per_video']:.2f} ms/video", f"{wr['files_per_video']:.3f} files/video"),
@@ -348,15 +355,29 @@ def store_table(r: dict) -> str:
          f"{wh['files_per_video']:.3f} files/video"),
         (f"read emb of {col['videos']} videos ({col['mb']:.0f} MB) via the store", f"{col['store_mb_s']:.0f} MB/s",
          f"{col['ratio']:.2f} of a plain read ({col['plain_mb_s']:.0f} MB/s); index load {col['index_s']:.2f} s"),
+        *pipeline_rows(r),
+        *((f"peak RSS extracting {x['videos']} videos (tiny model)", f"{x['peak_rss_mb']:.0f} MB", "")
+          for x in r["rss"]),
+    ]
+    return _markdown(rows)
+
+
+def pipeline_rows(r: dict) -> list[tuple[str, str, str]]:
+    """The rows of :func:`pipeline_section`: encoder alone, decoding alone, the pipeline, its write stage."""
+    p, dec, enc = r["pipeline"], r["decode"], r["encoder"]
+    per_video = 1e3 / max(1, p["videos"])
+    return [
         (f"encoder alone, batch {enc['batch']}", f"{enc['frames_s']:.1f} frames/s", "1.00"),
         (f"decode + preprocess alone, {dec['workers']} workers", f"{dec['frames_s']:.1f} frames/s", ""),
         (f"extract pipeline, {p['videos']} videos, {p['workers']} workers", f"{p['frames_s']:.1f} frames/s",
          f"{p['frames_s'] / enc['frames_s']:.2f} of encoder, {p['frames_s'] / dec['frames_s']:.2f} of decode"),
-        (f"write stage inside that extract (`extract --json` seconds.write / videos, default commit size)",
-         f"{1e3 * p['seconds']['write'] / max(1, p['videos']):.2f} ms/video", "goal ≤ 1 ms"),
-        *((f"peak RSS extracting {x['videos']} videos (tiny model)", f"{x['peak_rss_mb']:.0f} MB", "")
-          for x in r["rss"]),
+        ("write stage inside that extract (`extract --json` seconds.write / videos, default commit size)",
+         f"{per_video * p['seconds']['write']:.2f} ms/video",
+         f"goal ≤ 1 ms; the writer thread's CPU (cpu_seconds.write): {per_video * p['cpu_seconds']['write']:.2f} ms/video"),
     ]
+
+
+def _markdown(rows: list[tuple[str, str, str]]) -> str:
     return "\n".join(["| store / pipeline | value | ratio |", "| --- | --- | --- |",
                       *(f"| {a} | {b} | {c} |" for a, b, c in rows)])
 
@@ -372,7 +393,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prompts", type=int, default=None, help="text prompts; default 48, quick 32")
     p.add_argument("--repeats", type=int, default=None, help="timed runs, best kept (default 3)")
     p.add_argument("--small", action="store_true", help="the store section at small sizes (implied by --quick)")
-    p.add_argument("--only", choices=["all", "store"], default="all")
+    p.add_argument("--only", choices=["all", "store", "pipeline"], default="all",
+                   help="store: section 5 alone; pipeline: its pipeline rows alone (with --pipeline-videos)")
+    p.add_argument("--pipeline-videos", type=int, default=None, help="videos of the pipeline rows (default 24, small 8)")
     p.add_argument("--workers", type=int, default=None, help="decode workers (default: the cores available)")
     a = p.parse_args(argv)
     if a.only == "all":
@@ -382,8 +405,20 @@ def main(argv: list[str] | None = None) -> None:
         print(table(r))
         print()
     model = str(TINY) if a.quick else a.model
+    if a.only == "pipeline":
+        from cachekit.encoder import EncoderConfig, load_clip
+
+        enc = load_clip(EncoderConfig(model=model, pretrained="random" if a.quick else a.pretrained, device="cpu"))
+        tmp = bp.temp_dir()
+        try:
+            pr = pipeline_section(enc, tmp, a.frames, a.batch_size, a.pipeline_videos or (8 if a.small or a.quick else 24),
+                                  a.workers)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(_markdown(pipeline_rows(pr)))
+        return
     sr = store_section(model, "random" if a.quick else a.pretrained, a.frames, a.batch_size, small=a.small or a.quick,
-                       workers=a.workers)
+                       pipeline_videos=a.pipeline_videos, workers=a.workers)
     print(store_table(sr))
 
 

@@ -248,6 +248,8 @@ def test_each_layout_extracts_from_its_real_containers_with_coverage(lay, tiny_c
         s = json.loads(out)
         assert {k: v["used"] for k, v in s["coverage"].items()} == sizes, name
         assert all(v["failed"] == 0 for v in s["coverage"].values())
+        # the writer thread's CPU seconds: spent, and never more than its wall seconds
+        assert 0 < s["cpu_seconds"]["write"] <= s["seconds"]["write"] + 1e-3, (s["cpu_seconds"], s["seconds"])
         rc, out, err = invoke(["info", str(store)])
         assert out.splitlines()[0].startswith("coverage "), out
         rc, out, err = invoke(["info", str(store), "--json"])

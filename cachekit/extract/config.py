@@ -66,8 +66,8 @@ def usable_cores() -> int:
 
 @dataclass(frozen=True)
 class PipelinePlan:
-    """How extraction shares the CPU: ``workers`` decode threads; ``yield_cpu``: decoders and
-    the writer run at a lower priority, inside the encoder's gaps."""
+    """How extraction shares the CPU: ``workers`` decode threads; ``yield_cpu``: decoders run at
+    a lower priority, inside the encoder's gaps."""
 
     workers: int
     yield_cpu: bool
@@ -78,10 +78,12 @@ def pipeline_plan(cfg: ExtractConfig, device_type: str) -> PipelinePlan:
     """Size the decode workers and the writer from the cores the encoder leaves.
 
     A CPU encoder comes first: its torch threads keep their cores, decoders get the rest (at
-    least one). Where they still share cores (the default: torch takes every core), decoders and
-    the writer lower their priority, so the encoder's threads are never preempted by them and
-    stall each other at a barrier (OpenMP's threads wait for the slowest): they run while the
-    encoder is between forwards or waits for frames. Each decoder keeps one torch thread for
+    least one). Where they still share cores (the default: torch takes every core), decoders
+    lower their priority, so the encoder's threads are never preempted by them and stall each
+    other at a barrier (OpenMP's threads wait for the slowest): they run while the encoder is
+    between forwards or waits for frames. The writer keeps its priority: its CPU is a
+    thousandth of the encoder's, and lowered it waited for a core ~1 ms a video
+    (``benchmarks/extract.py --only pipeline``). Each decoder keeps one torch thread for
     the resize. A CUDA encoder leaves the CPU to the decoders. ``--workers`` overrides the count.
     """
     import torch

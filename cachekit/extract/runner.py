@@ -117,7 +117,7 @@ class Extractor:
         prefetch = max(2, 2 * self.plan.workers)  # decoded videos waiting: bounds memory, keeps the encoder fed
         futures: deque[tuple[str, VideoItem, Future]] = deque()
         todo = iter(work)
-        writer = WriterThread(self.writer, s, self.plan.yield_cpu)
+        writer = WriterThread(self.writer, s)
 
         def submit_more():
             while len(futures) < prefetch:

@@ -23,6 +23,12 @@ class ExtractSummary:
     text_classes: int = 0
     frames: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    # CPU seconds of the thread that ran each stage (``time.thread_time``). For the write stage
+    # (one thread) its whole CPU cost: ``seconds["write"]`` is wall time, waits for a core
+    # included, which on a machine whose cores the encoder fills is mostly the encoder's time. For
+    # encode and decode only the calling thread's share (torch's worker threads and the decode
+    # threads are not counted).
+    cpu_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     wall: float = 0.0
     store: str = ""
     notes: list[str] = field(default_factory=list)
@@ -36,11 +42,12 @@ class ExtractSummary:
     def timed(self, stage: str):
         """Add the seconds the ``with`` body takes to ``stage`` (also when it raises). Stages
         running on other threads (the writer) each add to their own entry."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             yield
         finally:
             self.seconds[stage] += time.perf_counter() - t0
+            self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + time.thread_time() - c0
 
 
 def merge_summaries(parts: list[ExtractSummary]) -> ExtractSummary:
@@ -56,5 +63,7 @@ def merge_summaries(parts: list[ExtractSummary]) -> ExtractSummary:
         out.text_classes += p.text_classes
         for k, v in p.seconds.items():
             out.seconds[k] = max(out.seconds.get(k, 0.0), v)
+        for k, v in p.cpu_seconds.items():
+            out.cpu_seconds[k] = max(out.cpu_seconds.get(k, 0.0), v)
         out.wall = max(out.wall, p.wall)
     return out
