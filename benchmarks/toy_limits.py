@@ -19,6 +19,12 @@
   triangle, ring at every colour, size, place and background the pretraining draws), with its
   held-out accuracy every 500 steps: the upper bound on what a 30-minute contrastive pretraining
   can give its image embedding (issue 23 item 6 asks for 90% zero-shot).
+* **Seeing or finding?** (``--only-pooling``.) The same supervised shape task for a few hundred
+  steps with the toy ViT as it is (its class token), with the toy ViT pooled by a max over its
+  output tokens, and with a small CNN (four stride-2 convolutions, a fifth of the vision tower's
+  parameters) pooled by max or by mean: whether this tower is slow to learn shape because it
+  cannot see a disc from a square, or because it cannot find one small object among the
+  background's tokens.
 * **Text.** Cosine between the toy text tower's embeddings of class names that differ only by
   motion ("moving a red square up" / "... down") and only by object. Base-to-novel methods that
   classify against these embeddings start from names the text tower barely tells apart.
@@ -77,8 +83,41 @@ def linear_place_probe(clip, seed: int = 777) -> float:
         return 100 * (lin(10 * X[n:]).argmax(1) == Y[n:]).float().mean().item()
 
 
+TOWERS = ("toy", "toy_max", "cnn_max", "cnn_avg")  # supervised(tower=...): see ``_tower``
+
+
+def _tower(kind: str, vit):
+    """The module :func:`supervised` trains: the toy ViT ``vit`` itself (``"toy"``, its class token),
+    the same ViT pooled by a max over its output tokens (``"toy_max"``), or a small CNN of four
+    stride-2 3x3 convolutions (32, 64, 96, 96 channels) pooled by max or mean (``"cnn_max"``, ``"cnn_avg"``)."""
+    from torch import nn
+
+    if kind == "toy":
+        return vit
+    if kind == "toy_max":
+        class TokenMax(nn.Module):
+            def __init__(self):
+                super().__init__()
+                vit.pool_type = "none"  # open_clip then projects every token: [B, N+1, D']
+                self.vit = vit
+
+            def forward(self, x):
+                return self.vit(x).amax(1)  # [B, N+1, D'] -> [B, D']
+
+        net = TokenMax()
+    else:
+        layers, c_in = [], 3
+        for c in (32, 64, 96, 96):
+            layers += [nn.Conv2d(c_in, c, 3, 2, 1), nn.GELU()]
+            c_in = c
+        pool = nn.AdaptiveMaxPool2d(1) if kind == "cnn_max" else nn.AdaptiveAvgPool2d(1)
+        net = nn.Sequential(*layers, pool, nn.Flatten())  # [B, 3, S, S] -> [B, 96]
+    net.output_dim = vit.output_dim
+    return net
+
+
 def supervised(target: str, pos_embed_type: str, steps: int, batch: int = 64, seed: int = 0,
-               every: int | None = None, schedule: bool = False) -> dict:
+               every: int | None = None, schedule: bool = False, tower_kind: str = "toy") -> dict:
     """Train the toy vision tower from random init to name the drawn subject's ``target``: its place
     (9-way, on every scene) or its shape (4-way, on the single-object scenes of each batch, where the
     subject is unambiguous). AdamW at lr 1e-3, constant, or with ``schedule`` the pretraining's
@@ -107,6 +146,8 @@ def supervised(target: str, pos_embed_type: str, steps: int, batch: int = 64, se
     tower = clip.model.visual.train().requires_grad_(True)
     if pos_embed_type == "sin_cos_2d":
         tower.positional_embedding.requires_grad_(False)  # fixed, as open_clip and MAE mean it
+    torch.manual_seed(seed)
+    tower = _tower(tower_kind, tower).train()
     head = torch.nn.Linear(tower.output_dim, len(words))
     opt = torch.optim.AdamW([p for p in tower.parameters() if p.requires_grad] + list(head.parameters()), 1e-3)
     imgs, _, scenes = scene_batch(seed + 99, 0, 512, clip.preprocess_cfg["size"])
@@ -137,7 +178,8 @@ def supervised(target: str, pos_embed_type: str, steps: int, batch: int = 64, se
             learning.append([step + 1, accuracy(), round(time.perf_counter() - t0)])
             print("supervised", target, learning[-1], file=sys.stderr, flush=True)
     learning.append([steps, accuracy(), round(time.perf_counter() - t0)])
-    return {"accuracy": learning[-1][1], "loss_curve": curve, "learning_curve": learning}
+    return {"accuracy": learning[-1][1], "loss_curve": curve, "learning_curve": learning,
+            "parameters": sum(p.numel() for p in tower.parameters() if p.requires_grad)}
 
 
 def short_pretraining(place_loss: float, steps: int) -> dict:
@@ -178,6 +220,33 @@ def shape_learning(steps: int, every: int = 500, threads: int = 2) -> dict:
 
     torch.set_num_threads(threads)
     return supervised("shape", "sin_cos_2d", steps, every=every, schedule=True)
+
+
+def pooling(steps: int, threads: int = 2) -> dict:
+    """Held-out shape accuracy after ``steps`` supervised steps for each of :data:`TOWERS`."""
+    import torch
+
+    torch.set_num_threads(threads)
+    out = {}
+    for kind in TOWERS:
+        out[kind] = supervised("shape", "sin_cos_2d", steps, every=max(1, steps // 4), schedule=True,
+                               tower_kind=kind)
+        print("pooling", kind, out[kind]["learning_curve"], file=sys.stderr, flush=True)
+    return {"steps": steps, "towers": out}
+
+
+def pooling_markdown(res: dict) -> str:
+    names = {"toy": "toy ViT, class token (as shipped)", "toy_max": "toy ViT, max over output tokens",
+             "cnn_max": "small CNN, max pooling", "cnn_avg": "small CNN, mean pooling"}
+    curve = next(iter(res["towers"].values()))["learning_curve"]
+    out = [f"**Seeing or finding: shape trained supervised, {res['steps']} steps of 64 drawn images "
+           "(single-object ones used), held-out accuracy (chance 25%)**\n",
+           "| tower | parameters | " + " | ".join(f"step {st}" for st, _, _ in curve) + " | seconds |",
+           "|---|---|" + "---|" * (len(curve) + 1)]
+    for kind, v in res["towers"].items():
+        out.append(f"| {names[kind]} | {v['parameters']:,} | " + " | ".join(f"{acc:.1f}" for _, acc, _ in v["learning_curve"])
+                   + f" | {v['learning_curve'][-1][2]} |")
+    return "\n".join(out)
 
 
 def goal_conditions(n: int = 400) -> dict:
@@ -274,12 +343,18 @@ def main() -> None:
     ap.add_argument("--only-shape", action="store_true", help="run the shape learning curve alone")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the shape learning curve "
                     "(1 when another job shares the cores: OpenMP's barriers stall under contention)")
+    ap.add_argument("--only-pooling", type=int, default=0, metavar="STEPS",
+                    help="run the seeing-or-finding comparison alone, for STEPS supervised steps per tower")
     ap.add_argument("--only-conditions", action="store_true", help="the shipped toy on the goal conditions alone")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if a.only_conditions:
         res = goal_conditions()
         print(json.dumps(res) if a.json else conditions_markdown(res))
+        return
+    if a.only_pooling:
+        res = pooling(a.only_pooling, threads=a.threads)
+        print(json.dumps(res) if a.json else pooling_markdown(res))
         return
     if a.only_shape:
         shape = shape_learning(a.shape_steps or 3000, threads=a.threads)
