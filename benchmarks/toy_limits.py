@@ -105,6 +105,7 @@ def _tower(kind: str, vit):
                 return self.vit(x).amax(1)  # [B, N+1, D'] -> [B, D']
 
         net = TokenMax()
+        net.output_dim = vit.output_dim
     else:
         layers, c_in = [], 3
         for c in (32, 64, 96, 96):
@@ -112,7 +113,7 @@ def _tower(kind: str, vit):
             c_in = c
         pool = nn.AdaptiveMaxPool2d(1) if kind == "cnn_max" else nn.AdaptiveAvgPool2d(1)
         net = nn.Sequential(*layers, pool, nn.Flatten())  # [B, 3, S, S] -> [B, 96]
-    net.output_dim = vit.output_dim
+        net.output_dim = c_in
     return net
 
 

@@ -47,7 +47,7 @@ class ExtractSummary:
             yield
         finally:
             self.seconds[stage] += time.perf_counter() - t0
-            self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + time.thread_time() - c0
+            self.cpu_seconds[stage] += time.thread_time() - c0
 
 
 def merge_summaries(parts: list[ExtractSummary]) -> ExtractSummary:
