@@ -274,3 +274,16 @@ def local_s3(config_dir: str | os.PathLike):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def benchmark_script(name: str):
+    """A module of benchmarks/ (scripts that import each other from their own folder)."""
+    import importlib
+    import sys
+
+    bench = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(bench)

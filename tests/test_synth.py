@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import benchmark_script
+
 from cachekit.errors import InputError
 from cachekit.synth import (
     CHALLENGES,
@@ -963,21 +965,8 @@ def test_an_offset_latin_square_splits_the_base_compositions_again():
             assert side[a] == side[b], (a, b)
 
 
-def _benchmark_script(name: str):
-    """A module of benchmarks/ (scripts that import each other from their own folder)."""
-    import importlib
-    import sys
-
-    bench = str(Path(__file__).resolve().parents[1] / "benchmarks")
-    sys.path.insert(0, bench)
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(bench)
-
-
 def test_the_benchmark_selection_settles_the_fewest_clips_that_beat_frozen_and_the_best_epochs():
-    settle = _benchmark_script("b2n_select").settle
+    settle = benchmark_script("b2n_select").settle
 
     def cell(hm, novel=10.0, ci=2.0):
         return {"hm": [hm, ci], "novel": [novel, ci], "base": [hm, ci]}
@@ -1006,7 +995,7 @@ def test_the_benchmark_selection_set_reads_no_test_clip_and_no_novel_composition
 
     from helpers import decode_all_pyav, held_out_twins
 
-    b2n_select = _benchmark_script("b2n_select")
+    b2n_select = benchmark_script("b2n_select")
     full = SynthConfig(objects=DEFAULT_OBJECTS[:3], videos_per_class=4, frames=8, size=32,
                        splits=(0.5, 0.25, 0.25), seed=0)
     test_split = base_novel_compositions(full.class_names, full.objects)
