@@ -24,7 +24,12 @@
   output tokens, and with a small CNN (four stride-2 convolutions, a fifth of the vision tower's
   parameters) pooled by max or by mean: whether this tower is slow to learn shape because it
   cannot see a disc from a square, or because it cannot find one small object among the
-  background's tokens.
+  background's tokens. Two more towers (``--towers stem_tok,stem_max``): the toy ViT with a
+  normalised convolutional stem (:func:`conv_stem`: stride-2 3x3 convolutions with GroupNorm, the
+  same 7x7 token grid) in place of its 16-pixel patch embedding, pooled by its class token or the max.
+* **A tower that finds the object, pretrained** (``--only-stem-pretrain STEPS``): the toy recipe
+  (batch 128, 2 threads, the place head) with the stem and a max over the tokens in place of the
+  class token (:func:`stem_max_tower`), and the goal conditions of its zero-shot probe.
 * **Text.** Cosine between the toy text tower's embeddings of class names that differ only by
   motion ("moving a red square up" / "... down") and only by object. Base-to-novel methods that
   classify against these embeddings start from names the text tower barely tells apart.
@@ -83,15 +88,33 @@ def linear_place_probe(clip, seed: int = 777) -> float:
         return 100 * (lin(10 * X[n:]).argmax(1) == Y[n:]).float().mean().item()
 
 
-TOWERS = ("toy", "toy_max", "cnn_max", "cnn_avg")  # supervised(tower=...): see ``_tower``
+TOWERS = ("toy", "toy_max", "cnn_max", "cnn_avg", "stem_tok", "stem_max")  # supervised(tower=...): see ``_tower``
+
+
+def conv_stem(width: int, channels: tuple[int, ...] = (32, 64, 96), groups: int = 8):
+    """Four stride-2 3x3 convolutions (``channels``, then ``width``; GroupNorm and GELU between) in
+    place of the ViT's 16-pixel patch embedding: the same ``[F, W, S/16, S/16]`` grid, but every
+    token sees a 31-pixel neighbourhood through normalised features."""
+    from torch import nn
+
+    layers, c_in = [], 3
+    for c in channels:
+        layers += [nn.Conv2d(c_in, c, 3, 2, 1), nn.GroupNorm(groups, c), nn.GELU()]
+        c_in = c
+    return nn.Sequential(*layers, nn.Conv2d(c_in, width, 3, 2, 1))  # [F, 3, S, S] -> [F, W, S/16, S/16]
 
 
 def _tower(kind: str, vit):
     """The module :func:`supervised` trains: the toy ViT ``vit`` itself (``"toy"``, its class token),
-    the same ViT pooled by a max over its output tokens (``"toy_max"``), or a small CNN of four
-    stride-2 3x3 convolutions (32, 64, 96, 96 channels) pooled by max or mean (``"cnn_max"``, ``"cnn_avg"``)."""
+    the same ViT pooled by a max over its output tokens (``"toy_max"``), the ViT with
+    :func:`conv_stem` in place of its patch embedding, pooled by its class token or by the max
+    (``"stem_tok"``, ``"stem_max"``), or a small CNN of four stride-2 3x3 convolutions (32, 64, 96,
+    96 channels, no normalisation) pooled by max or mean (``"cnn_max"``, ``"cnn_avg"``)."""
     from torch import nn
 
+    if kind.startswith("stem_"):
+        vit.conv1 = conv_stem(vit.conv1.out_channels)
+        kind = {"stem_tok": "toy", "stem_max": "toy_max"}[kind]
     if kind == "toy":
         return vit
     if kind == "toy_max":
@@ -115,6 +138,42 @@ def _tower(kind: str, vit):
         net = nn.Sequential(*layers, pool, nn.Flatten())  # [B, 3, S, S] -> [B, 96]
         net.output_dim = c_in
     return net
+
+
+def stem_max_tower(model) -> None:
+    """``adapt`` for :func:`cachekit.toy.pretrain.pretrain`: the toy's vision tower with :func:`conv_stem`
+    in place of its patch embedding, pooled by a max over its tokens after ``ln_post`` (before the
+    projection) instead of its class token; open_clip has no max pooling, so its ``_global_pool`` is replaced."""
+    import types
+
+    v = model.visual
+    v.conv1 = conv_stem(v.conv1.out_channels)
+    v._global_pool = types.MethodType(lambda self, x: (x.amax(1), x[:, 1:]), v)  # [F, N+1, W] -> [F, W]
+
+
+def stem_pretraining(steps: int, n: int = 400) -> dict:
+    """The shipped recipe (batch 128, 2 threads, the place head) for ``steps`` with :func:`stem_max_tower`:
+    its seconds, its own probe, and the goal conditions (:func:`goal_conditions`, ``n`` images each)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from cachekit.encoder import EncoderConfig, load_clip
+    from cachekit.toy.files import toy_model_config
+    from cachekit.toy.heldout import factor_accuracy
+    from cachekit.toy.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(steps=steps, warmup=min(100, steps // 10))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "stem-max.safetensors"
+        report = pretrain(path, cfg, adapt=stem_max_tower)
+        clip = load_clip(EncoderConfig(model=str(toy_model_config()), pretrained="random", seed=0))
+        stem_max_tower(clip.model)
+        clip.model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    clip.model.eval()
+    torch.set_num_threads(cfg.threads)
+    return {"steps": steps, "batch_size": cfg.batch_size, "seconds": report["seconds"], "probe": report["probe"],
+            "parameters": sum(p.numel() for p in clip.model.visual.parameters()),
+            **factor_accuracy(clip, 0, n)}
 
 
 def supervised(target: str, pos_embed_type: str, steps: int, batch: int = 64, seed: int = 0,
@@ -224,13 +283,13 @@ def shape_learning(steps: int, every: int = 500, threads: int = 2) -> dict:
     return supervised("shape", "sin_cos_2d", steps, every=every, schedule=True)
 
 
-def pooling(steps: int, threads: int = 2) -> dict:
-    """Held-out shape accuracy after ``steps`` supervised steps for each of :data:`TOWERS`."""
+def pooling(steps: int, threads: int = 2, towers: tuple[str, ...] = TOWERS) -> dict:
+    """Held-out shape accuracy after ``steps`` supervised steps for each of ``towers`` (:data:`TOWERS`)."""
     import torch
 
     torch.set_num_threads(threads)
     out = {}
-    for kind in TOWERS:
+    for kind in towers:
         out[kind] = supervised("shape", "sin_cos_2d", steps, every=max(1, steps // 4), schedule=True,
                                tower_kind=kind)
         print("pooling", kind, out[kind]["learning_curve"], file=sys.stderr, flush=True)
@@ -239,7 +298,9 @@ def pooling(steps: int, threads: int = 2) -> dict:
 
 def pooling_markdown(res: dict) -> str:
     names = {"toy": "toy ViT, class token (as shipped)", "toy_max": "toy ViT, max over output tokens",
-             "cnn_max": "small CNN, max pooling", "cnn_avg": "small CNN, mean pooling"}
+             "cnn_max": "small CNN, max pooling", "cnn_avg": "small CNN, mean pooling",
+             "stem_tok": "toy ViT with a normalised conv stem, class token",
+             "stem_max": "toy ViT with a normalised conv stem, max over output tokens"}
     curve = next(iter(res["towers"].values()))["learning_curve"]
     out = [f"**Seeing or finding: shape trained supervised, {res['steps']} steps of 64 drawn images "
            "(single-object ones used), held-out accuracy (chance 25%)**\n",
@@ -318,9 +379,9 @@ def markdown(res: dict) -> str:
     return "\n".join(out + ["", f"{res['seconds']:.0f} s in all."])
 
 
-def conditions_markdown(res: dict) -> str:
+def conditions_markdown(res: dict, what: str = "The shipped toy") -> str:
     ch = res["chance"]
-    out = [f"**The shipped toy on the goal conditions (zero-shot, {res['images']} held-out single objects "
+    out = [f"**{what} on the goal conditions (zero-shot, {res['images']} held-out single objects "
            "per condition; goal >= 90 for shape, colour and place)**\n",
            f"| condition | shape (chance {ch['shape']:g}) | colour ({ch['colour']:g}) | place ({ch['place']:g}) |",
            "|---|---|---|---|"]
@@ -347,6 +408,9 @@ def main() -> None:
                     "(1 when another job shares the cores: OpenMP's barriers stall under contention)")
     ap.add_argument("--only-pooling", type=int, default=0, metavar="STEPS",
                     help="run the seeing-or-finding comparison alone, for STEPS supervised steps per tower")
+    ap.add_argument("--towers", default=",".join(TOWERS), help=f"towers of --only-pooling, of {', '.join(TOWERS)}")
+    ap.add_argument("--only-stem-pretrain", type=int, default=0, metavar="STEPS",
+                    help="pretrain the toy recipe for STEPS with the conv-stem, max-pooled tower; its goal conditions")
     ap.add_argument("--only-conditions", action="store_true", help="the shipped toy on the goal conditions alone")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -354,8 +418,18 @@ def main() -> None:
         res = goal_conditions()
         print(json.dumps(res) if a.json else conditions_markdown(res))
         return
+    if a.only_stem_pretrain:
+        res = stem_pretraining(a.only_stem_pretrain)
+        what = (f"The toy recipe with a conv stem and max pooling ({res['steps']} steps of {res['batch_size']}, "
+                f"{res['seconds']:.0f} s, {res['parameters']:,} vision parameters)")
+        print(json.dumps(res) if a.json else conditions_markdown(res, what))
+        return
     if a.only_pooling:
-        res = pooling(a.only_pooling, threads=a.threads)
+        towers = tuple(t for t in a.towers.split(",") if t)
+        unknown = sorted(set(towers) - set(TOWERS))
+        if unknown:
+            ap.error(f"unknown towers {', '.join(unknown)}; choose from {', '.join(TOWERS)}")
+        res = pooling(a.only_pooling, threads=a.threads, towers=towers)
         print(json.dumps(res) if a.json else pooling_markdown(res))
         return
     if a.only_shape:

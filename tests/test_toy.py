@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import TINY_CFG, cli_env, invoke, run_cli, synth_frames, write_h264
+from helpers import TINY_CFG, benchmark_script, cli_env, invoke, run_cli, synth_frames, write_h264
 
 from cachekit.caveat import RANDOM_CAVEAT, TOY_CAVEAT, encoder_caveat, weights_kind
 from cachekit.toy.files import TOY_WEIGHTS_ENV, is_toy_weights_file, toy_model_cfg, toy_model_config
@@ -263,3 +263,46 @@ def test_cli_pretrain_toy_bad_input_is_one_line(args, message, tmp_path):
     code, _, stderr = invoke(["pretrain-toy", *out, *args])
     assert code == 2 and stderr.startswith("error: ") and len(stderr.strip().splitlines()) == 1, stderr
     assert message in stderr
+
+
+def test_the_shape_comparisons_stem_keeps_the_token_grid_and_every_tower_pools_one_vector():
+    """``benchmarks/toy_limits.py``'s towers: the normalised conv stem replaces the patch embedding
+    without changing the tokens the blocks see ([F, N+1, W]), and each tower gives one vector per image."""
+    import torch
+
+    from cachekit.encoder import EncoderConfig, load_clip
+
+    limits = benchmark_script("toy_limits")
+    pixels = torch.randn(2, 3, 112, 112)
+    for kind in limits.TOWERS:
+        clip = load_clip(EncoderConfig(model=str(toy_model_config()), pretrained="random", seed=0))
+        vit = clip.model.visual.requires_grad_(True)  # as supervised() trains it
+        tower = limits._tower(kind, vit)
+        if kind.startswith("stem_"):
+            assert vit._embeds(pixels).shape == (2, 50, 96)  # 7 x 7 grid + class token, width 96
+            assert any(isinstance(m, torch.nn.GroupNorm) for m in vit.conv1.modules())
+        out = tower(pixels)
+        assert out.shape == (2, tower.output_dim), kind
+        out.sum().backward()  # trainable end to end
+
+
+
+def test_a_pretraining_with_another_tower_is_not_marked_as_the_toy(tmp_path):
+    """``pretrain(adapt=...)`` trains the adapted tower (the comparison's conv stem here), and its
+    file does not claim to be the toy CLIP: the toy config could not load it."""
+    import torch
+    from safetensors.torch import load_file
+
+    from cachekit.toy.pretrain import PretrainConfig, pretrain
+
+    limits = benchmark_script("toy_limits")
+    out = tmp_path / "stem.safetensors"
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        report = pretrain(out, PretrainConfig(**TINY), adapt=limits.stem_max_tower)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    assert report["adapted"] is True and not is_toy_weights_file(out)
+    state = load_file(str(out))
+    assert "visual.conv1.0.weight" in state and "visual.conv1.weight" not in state

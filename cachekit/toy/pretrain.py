@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -143,9 +144,14 @@ def probe(clip, seed: int, n: int) -> dict:
     }
 
 
-def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(), progress: bool = False) -> dict:
+def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(), progress: bool = False,
+             adapt: Callable | None = None) -> dict:
     """Pretrain the toy CLIP and write ``out`` (safetensors) and ``<stem>-pretrain.json`` beside it
-    (report). torch's thread count and deterministic mode are set for the run and restored after."""
+    (report). torch's thread count and deterministic mode are set for the run and restored after.
+
+    ``adapt(model)`` changes the freshly built open_clip model in place before training (another
+    vision tower, as ``benchmarks/toy_limits.py`` tries); such weights load only into a model
+    adapted the same way, so their file is not marked as the toy CLIP."""
     import torch
 
     out = Path(out)
@@ -156,13 +162,13 @@ def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(), progress: 
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _pretrain(out, cfg, progress)
+        return _pretrain(out, cfg, progress, adapt)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
-def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
+def _pretrain(out: Path, cfg: PretrainConfig, progress: bool, adapt: Callable | None) -> dict:
     import torch
     from safetensors.torch import save_file
 
@@ -171,6 +177,9 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
     torch.manual_seed(cfg.seed)
     clip = load_clip(EncoderConfig(model=str(toy_model_config()), pretrained="random", seed=cfg.seed,
                                    device=cfg.device))
+    if adapt is not None:
+        adapt(clip.model)
+        clip.model.to(clip.device)
     model = clip.model.train().requires_grad_(True)
     if toy_model_cfg()["vision_cfg"].get("pos_embed_type") == "sin_cos_2d":  # fixed, as open_clip (and MAE) mean it
         model.visual.positional_embedding.requires_grad_(False)
@@ -234,6 +243,7 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
     report = {
         "config": asdict(cfg),
         "model_config": json.loads(toy_model_config().read_text()),
+        "adapted": adapt is not None,
         "seconds": round(seconds, 1),
         "loss_curve": curve,
         "probe": probe(clip, cfg.seed, cfg.probe_images),
@@ -243,7 +253,7 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
     state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps({"toy": True, "pretrain": asdict(cfg)})})
+    save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps({"toy": adapt is None, "pretrain": asdict(cfg)})})
     tmp.replace(out)
     from clipcache.stores.base import atomic_write_bytes
 
