@@ -16,7 +16,9 @@ PyAV decode of every frame from the start.
   conversion; measured on H.264, MPEG-4 and VP9). ``device="cuda"`` decodes with NVDEC, whose
   GPU colour conversion gives other RGB values: recorded as backend ``torchcodec-cuda``, and
   a video NVDEC cannot decode falls back to the CPU (recorded as ``torchcodec``, logged).
-- **decord**: ``get_batch`` (unmaintained since 2021; kept for the stores it wrote).
+- **decord**: ``get_batch`` (unmaintained since 2021; kept for the stores it wrote, and decoding
+  only when named: ``auto`` skips it, since the seeking PyAV path below is faster on every clip
+  kind of ``benchmarks/decode.py`` and decord misnumbers open-GOP H.264).
 - **PyAV**: no full demux when an MP4/MOV header's sample table counts the frames; the decoder
   starts at the keyframe before each group of sampled frames (the packets in between are
   demuxed, not decoded), and skips non-reference frames that are not sampled. Every assumption
@@ -44,7 +46,10 @@ from .errors import DecodeError, InputError
 log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "torchcodec", "decord", "pyav"]
-BACKENDS = ("torchcodec", "decord", "pyav")  # auto's order of preference
+BACKENDS = ("torchcodec", "decord", "pyav")
+# auto's order: decord is left out (slower than the seeking PyAV path on every clip kind of
+# benchmarks/decode.py, and it misnumbers open-GOP H.264); it decodes when named or recorded.
+AUTO = ("torchcodec", "pyav")
 DecodeDevice = Literal["cpu", "cuda"]
 
 
@@ -144,15 +149,25 @@ def _expand(uniq_frames: np.ndarray, inverse: np.ndarray, shape: tuple) -> np.nd
 @functools.cache
 def _torchcodec_problem() -> str | None:
     """Why torchcodec cannot decode here (None when it can): it needs FFmpeg's shared libraries
-    (major 4 to 8) beside the package, and loads them on its first import of the decoders."""
+    (major 4 to 8). Older releases load them when the decoders are imported and fail there; from
+    0.17 the import succeeds without them (FFmpeg became optional for its image decoders) and
+    only the first video fails, so the libraries are loaded here explicitly."""
     try:
         import torchcodec.decoders  # noqa: F401
+        from torchcodec._core import ops
     except ImportError as err:
         if getattr(err, "name", None) == "torchcodec":
             return "torchcodec is not installed (pip install 'clipcache[torchcodec]')"
         return f"torchcodec cannot load FFmpeg's shared libraries ({_one_line(err)})"
     except (OSError, RuntimeError) as err:  # torchcodec raises these when no FFmpeg 4-8 loads
         return f"torchcodec cannot load FFmpeg's shared libraries ({_one_line(err)})"
+    if getattr(ops, "_FFMPEG_AVAILABLE", True):
+        return None
+    try:
+        ops.load_core_libraries()
+    except Exception:  # noqa: BLE001 - it raises its own multi-page report of every FFmpeg tried
+        return ("torchcodec cannot load FFmpeg's shared libraries (major 4 to 8; on Debian: apt-get install "
+                "libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8)")
     return None
 
 
@@ -175,9 +190,15 @@ def decord_available() -> bool:
 
 
 def available_backends() -> list[str]:
-    """The backends that can decode here, in ``auto``'s order of preference."""
+    """The backends that can decode here, of :data:`BACKENDS`."""
     return [b for b in BACKENDS if b == "pyav" or (torchcodec_available() if b == "torchcodec"
                                                   else decord_available())]
+
+
+def auto_backends() -> list[str]:
+    """What ``auto`` tries in this process, in order (:data:`AUTO`, torchcodec only where it is
+    usable and cheap to import here)."""
+    return _chain("auto")
 
 
 def _torchcodec_is_cheap() -> bool:
@@ -191,8 +212,7 @@ def _torchcodec_is_cheap() -> bool:
 
 def _chain(backend: Backend) -> list[str]:
     if backend == "auto":
-        return [b for b in BACKENDS if b == "pyav" or (b == "decord" and decord_available())
-                or (b == "torchcodec" and _torchcodec_is_cheap() and torchcodec_available())]
+        return [b for b in AUTO if b == "pyav" or (_torchcodec_is_cheap() and torchcodec_available())]
     if backend == "torchcodec" and not torchcodec_available():
         raise DecodeError(f"--backend torchcodec: {torchcodec_problem()}")
     if backend == "decord" and not decord_available():
@@ -564,7 +584,7 @@ def _decode_with(path: str, cfg: SamplerConfig, key: str, backend: str, device: 
 def decode_video(path: str | os.PathLike, cfg: SamplerConfig, key: str,
                  backend: Backend = "auto", *, device: DecodeDevice = "cpu") -> DecodedVideo:
     """Decode the sampled frames of one video: ``backend``, or with ``auto`` torchcodec, then
-    decord, then PyAV, each tried when the one before is absent or fails on this file.
+    PyAV, tried when torchcodec is absent or fails on this file (:func:`auto_backends`).
 
     ``key`` is the video's :func:`file_key` (it seeds the extra views). ``device="cuda"`` asks
     torchcodec for NVDEC (see the module docstring). Raises :class:`DecodeError` with a

