@@ -25,11 +25,13 @@
   parameters) pooled by max or by mean: whether this tower is slow to learn shape because it
   cannot see a disc from a square, or because it cannot find one small object among the
   background's tokens. Two more towers (``--towers stem_tok,stem_max``): the toy ViT with a
-  normalised convolutional stem (:func:`conv_stem`: stride-2 3x3 convolutions with GroupNorm, the
-  same 7x7 token grid) in place of its 16-pixel patch embedding, pooled by its class token or the max.
+  normalised convolutional stem (:func:`cachekit.toy.tower.conv_stem`: stride-2 3x3 convolutions
+  with GroupNorm, the same 7x7 token grid) in place of its 16-pixel patch embedding, pooled by its
+  class token or the max.
 * **A tower that finds the object, pretrained** (``--only-stem-pretrain STEPS``): the toy recipe
   (batch 128, 2 threads, the place head) with the stem and a max over the tokens in place of the
-  class token (:func:`stem_max_tower`), and the goal conditions of its zero-shot probe.
+  class token (``pretrain-toy --tower stem_max``), and the goal conditions of its zero-shot probe;
+  ``--shape-loss W`` adds an auxiliary shape head, ``--keep-weights PATH`` keeps the weights.
 * **Text.** Cosine between the toy text tower's embeddings of class names that differ only by
   motion ("moving a red square up" / "... down") and only by object. Base-to-novel methods that
   classify against these embeddings start from names the text tower barely tells apart.
@@ -44,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -91,28 +94,18 @@ def linear_place_probe(clip, seed: int = 777) -> float:
 TOWERS = ("toy", "toy_max", "cnn_max", "cnn_avg", "stem_tok", "stem_max")  # supervised(tower=...): see ``_tower``
 
 
-def conv_stem(width: int, channels: tuple[int, ...] = (32, 64, 96), groups: int = 8):
-    """Four stride-2 3x3 convolutions (``channels``, then ``width``; GroupNorm and GELU between) in
-    place of the ViT's 16-pixel patch embedding: the same ``[F, W, S/16, S/16]`` grid, but every
-    token sees a 31-pixel neighbourhood through normalised features."""
-    from torch import nn
-
-    layers, c_in = [], 3
-    for c in channels:
-        layers += [nn.Conv2d(c_in, c, 3, 2, 1), nn.GroupNorm(groups, c), nn.GELU()]
-        c_in = c
-    return nn.Sequential(*layers, nn.Conv2d(c_in, width, 3, 2, 1))  # [F, 3, S, S] -> [F, W, S/16, S/16]
-
-
 def _tower(kind: str, vit):
     """The module :func:`supervised` trains: the toy ViT ``vit`` itself (``"toy"``, its class token),
     the same ViT pooled by a max over its output tokens (``"toy_max"``), the ViT with
-    :func:`conv_stem` in place of its patch embedding, pooled by its class token or by the max
-    (``"stem_tok"``, ``"stem_max"``), or a small CNN of four stride-2 3x3 convolutions (32, 64, 96,
-    96 channels, no normalisation) pooled by max or mean (``"cnn_max"``, ``"cnn_avg"``)."""
+    a normalised conv stem (:func:`cachekit.toy.tower.conv_stem`) in place of its patch embedding,
+    pooled by its class token or by the max (``"stem_tok"``, ``"stem_max"``), or a small CNN of
+    four stride-2 3x3 convolutions (32, 64, 96, 96 channels, no normalisation) pooled by max or
+    mean (``"cnn_max"``, ``"cnn_avg"``)."""
     from torch import nn
 
     if kind.startswith("stem_"):
+        from cachekit.toy.tower import conv_stem
+
         vit.conv1 = conv_stem(vit.conv1.out_channels)
         kind = {"stem_tok": "toy", "stem_max": "toy_max"}[kind]
     if kind == "toy":
@@ -140,38 +133,28 @@ def _tower(kind: str, vit):
     return net
 
 
-def stem_max_tower(model) -> None:
-    """``adapt`` for :func:`cachekit.toy.pretrain.pretrain`: the toy's vision tower with :func:`conv_stem`
-    in place of its patch embedding, pooled by a max over its tokens after ``ln_post`` (before the
-    projection) instead of its class token; open_clip has no max pooling, so its ``_global_pool`` is replaced."""
-    import types
-
-    v = model.visual
-    v.conv1 = conv_stem(v.conv1.out_channels)
-    v._global_pool = types.MethodType(lambda self, x: (x.amax(1), x[:, 1:]), v)  # [F, N+1, W] -> [F, W]
-
-
-def stem_pretraining(steps: int, n: int = 400) -> dict:
-    """The shipped recipe (batch 128, 2 threads, the place head) for ``steps`` with :func:`stem_max_tower`:
-    its seconds, its own probe, and the goal conditions (:func:`goal_conditions`, ``n`` images each)."""
+def stem_pretraining(steps: int, n: int = 400, keep: str | None = None, shape_loss: float = 0.0) -> dict:
+    """The shipped recipe (batch 128, 2 threads, the place head) for ``steps`` with the ``stem_max``
+    tower (:mod:`cachekit.toy.tower`), loaded back as ``--pretrained FILE`` loads it: its seconds,
+    its own probe, and the goal conditions (:func:`goal_conditions`, ``n`` images each). ``keep``:
+    a path to copy the weights (and their report) to, rather than throw them away; ``shape_loss``:
+    the weight of the auxiliary shape head (0: the recipe's, none)."""
     import torch
-    from safetensors.torch import load_file
 
     from cachekit.encoder import EncoderConfig, load_clip
-    from cachekit.toy.files import toy_model_config
     from cachekit.toy.heldout import factor_accuracy
     from cachekit.toy.pretrain import PretrainConfig, pretrain
 
-    cfg = PretrainConfig(steps=steps, warmup=min(100, steps // 10))
+    cfg = PretrainConfig(steps=steps, warmup=min(100, steps // 10), tower="stem_max", shape_loss=shape_loss)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "stem-max.safetensors"
-        report = pretrain(path, cfg, adapt=stem_max_tower)
-        clip = load_clip(EncoderConfig(model=str(toy_model_config()), pretrained="random", seed=0))
-        stem_max_tower(clip.model)
-        clip.model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
-    clip.model.eval()
+        report = pretrain(path, cfg)
+        clip = load_clip(EncoderConfig(pretrained=str(path)))
+        if keep:
+            for src in (path, path.with_name(path.stem + "-pretrain.json")):
+                shutil.copyfile(src, Path(keep).with_name(src.name.replace("stem-max", Path(keep).stem)))
     torch.set_num_threads(cfg.threads)
-    return {"steps": steps, "batch_size": cfg.batch_size, "seconds": report["seconds"], "probe": report["probe"],
+    return {"steps": steps, "batch_size": cfg.batch_size, "shape_loss": shape_loss, "seconds": report["seconds"], "probe": report["probe"],
             "parameters": sum(p.numel() for p in clip.model.visual.parameters()),
             **factor_accuracy(clip, 0, n)}
 
@@ -411,6 +394,8 @@ def main() -> None:
     ap.add_argument("--towers", default=",".join(TOWERS), help=f"towers of --only-pooling, of {', '.join(TOWERS)}")
     ap.add_argument("--only-stem-pretrain", type=int, default=0, metavar="STEPS",
                     help="pretrain the toy recipe for STEPS with the conv-stem, max-pooled tower; its goal conditions")
+    ap.add_argument("--shape-loss", type=float, default=0.0, help="with --only-stem-pretrain: the shape head's weight")
+    ap.add_argument("--keep-weights", metavar="PATH", help="with --only-stem-pretrain: keep the weights at PATH")
     ap.add_argument("--only-conditions", action="store_true", help="the shipped toy on the goal conditions alone")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -419,8 +404,9 @@ def main() -> None:
         print(json.dumps(res) if a.json else conditions_markdown(res))
         return
     if a.only_stem_pretrain:
-        res = stem_pretraining(a.only_stem_pretrain)
-        what = (f"The toy recipe with a conv stem and max pooling ({res['steps']} steps of {res['batch_size']}, "
+        res = stem_pretraining(a.only_stem_pretrain, keep=a.keep_weights, shape_loss=a.shape_loss)
+        head = f", shape head {res['shape_loss']:g}" if res["shape_loss"] else ""
+        what = (f"The toy recipe with a conv stem and max pooling{head} ({res['steps']} steps of {res['batch_size']}, "
                 f"{res['seconds']:.0f} s, {res['parameters']:,} vision parameters)")
         print(json.dumps(res) if a.json else conditions_markdown(res, what))
         return

@@ -167,7 +167,7 @@ class Backbone(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.model.visual.conv1.weight.device
+        return self.model.visual.positional_embedding.device  # conv1 may be a stem (cachekit.toy.tower)
 
     @property
     def visual_blocks(self) -> Sequence[nn.Module]:

@@ -24,7 +24,8 @@ from typing import Sequence
 from clipcache.stores import file_sha256
 
 from .errors import InputError, ModelError, WeightsNotFound
-from .toy.files import TOY_TAG, is_toy_weights_file, toy_model_cfg, toy_model_config, toy_weights
+from .toy.files import TOY_TAG, is_toy_weights_file, toy_model_cfg, toy_model_config, toy_tower, toy_weights
+from .toy.tower import apply_tower
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class ModelInfo:
 @dataclass
 class FrameOutputs:
     emb: "object"  # [F, D'] projected, not normalised
-    cls: "object"  # [F, W] class token after ln_post, before the projection
+    cls: "object"  # [F, W] pooled token after ln_post, before the projection (the class token, or the tower's max)
     tokens: dict = field(default_factory=dict)  # {L: [F, N+1, W]} tokens entering block L
 
 
@@ -520,8 +521,14 @@ def load_clip(cfg: EncoderConfig) -> FrozenCLIP:
                 "(.safetensors/.bin/.pt) or local-dir:DIR with open_clip_config.json, e.g. the "
                 "timm/vit_base_patch32_clip_224.openai files from the Hugging Face hub"
             )
+        tower = toy_tower(path) if toy_name else "vit"
         try:
-            model = open_clip.create_model(name, pretrained=str(path), force_quick_gelu=quick, **kwargs)
+            if tower == "vit":
+                model = open_clip.create_model(name, pretrained=str(path), force_quick_gelu=quick, **kwargs)
+            else:  # another toy tower: built first, then loaded (open_clip's config cannot describe it)
+                model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick, **kwargs)
+                apply_tower(model, tower)
+                open_clip.load_checkpoint(model, str(path))
         except Exception as err:  # noqa: BLE001
             raise WeightsNotFound(f"cannot load weights {pre} into {name}: {str(err).splitlines()[0]}") from err
         weights, sha = toy_name or str(path.name), file_sha256(path)

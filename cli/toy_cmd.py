@@ -20,8 +20,14 @@ import click
 @click.option("--probe-images", type=int, default=None,
               help="Held-out drawn images of the zero-shot probe (default: the recipe's).")
 @click.option("--device", default=None, help="cpu or cuda[:N] (default: cpu).")
+@click.option("--tower", default=None,
+              help="Vision tower: vit (open_clip's ViT, the default) or stem_max (a normalised conv stem and "
+                   "max pooling, cachekit/toy/tower.py); saved in the file, which --pretrained FILE then rebuilds.")
+@click.option("--shape-loss", type=float, default=None,
+              help="Weight of an auxiliary shape head on the image embedding, falling to 0 over the run "
+                   "(default: 0, none).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")
-def pretrain_toy(out, steps, batch_size, seed, threads, probe_images, device, no_progress):
+def pretrain_toy(out, steps, batch_size, seed, threads, probe_images, device, tower, shape_loss, no_progress):
     """Pretrain the toy CLIP contrastively on drawn, captioned still images and write its weights.
 
     Deterministic: the same options on the same machine give the same file. The toy encoder
@@ -36,7 +42,8 @@ def pretrain_toy(out, steps, batch_size, seed, threads, probe_images, device, no
     from cachekit.toy.pretrain import PretrainConfig, pretrain
 
     given = {"steps": steps, "batch_size": batch_size, "seed": seed, "threads": threads,
-             "probe_images": probe_images, "device": None if device is None else pick_device(device)}
+             "probe_images": probe_images, "device": None if device is None else pick_device(device), "tower": tower,
+             "shape_loss": shape_loss}
     recipe = PretrainConfig()
     if steps is not None and steps <= recipe.warmup:  # a short run warms up for a tenth of its steps
         given["warmup"] = steps // 10

@@ -88,12 +88,37 @@ def test_pretraining_keeps_the_sin_cos_positions_fixed_and_uses_the_place_head(t
     assert report["config"]["place_loss"] > 0 and not any(k.startswith("place_head") for k in load_file(toy_file))
 
 
-def test_a_negative_place_loss_is_refused():
+@pytest.mark.parametrize("head", ["place", "shape"])
+def test_a_negative_head_loss_or_an_empty_schedule_is_refused(head):
     from cachekit.errors import InputError
     from cachekit.toy.pretrain import PretrainConfig
 
-    with pytest.raises(InputError, match="place_loss must be >= 0"):
-        PretrainConfig(place_loss=-1.0)
+    with pytest.raises(InputError, match=f"{head}_loss must be >= 0"):
+        PretrainConfig(**{f"{head}_loss": -1.0})
+    with pytest.raises(InputError, match=f"{head}_until in"):
+        PretrainConfig(**{f"{head}_until": 0.0})
+
+
+def test_the_shape_head_trains_the_tower_and_is_thrown_away(tmp_path):
+    """``shape_loss``: an auxiliary 4-way shape head on the image embedding moves the weights and,
+    like the place head, is not written; the report records its weight."""
+    import torch
+    from safetensors.torch import load_file
+
+    from cachekit.toy.pretrain import PretrainConfig, pretrain
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        for name, w in (("plain", 0.0), ("shape", 1.0)):
+            pretrain(tmp_path / f"{name}.safetensors", PretrainConfig(**TINY, shape_loss=w))
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    plain, shaped = (load_file(str(tmp_path / f"{n}.safetensors")) for n in ("plain", "shape"))
+    assert set(plain) == set(shaped) and not any("_head" in k for k in shaped)
+    assert not torch.equal(plain["visual.proj"], shaped["visual.proj"])  # the head's gradient reached the tower
+    report = json.loads((tmp_path / "shape-pretrain.json").read_text())
+    assert report["config"]["shape_loss"] == 1.0 and report["config"]["shape_until"] == 1.0
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -257,6 +282,7 @@ def test_cli_pretrain_toy_writes_the_weights_and_prints_the_probe(tmp_path):
     (["--steps", "0"], "steps must be an integer >= 1"),
     (["--out", "toy.bin", "--steps", "2"], "written as .safetensors"),
     (["--device", "tpu"], "--device must be auto, cpu or cuda"),
+    (["--tower", "cnn", "--steps", "2"], "unknown toy tower 'cnn'; choose one of vit, stem_max"),
 ])
 def test_cli_pretrain_toy_bad_input_is_one_line(args, message, tmp_path):
     out = [] if "--out" in args else ["--out", tmp_path / "t.safetensors"]
@@ -287,22 +313,37 @@ def test_the_shape_comparisons_stem_keeps_the_token_grid_and_every_tower_pools_o
 
 
 
-def test_a_pretraining_with_another_tower_is_not_marked_as_the_toy(tmp_path):
-    """``pretrain(adapt=...)`` trains the adapted tower (the comparison's conv stem here), and its
-    file does not claim to be the toy CLIP: the toy config could not load it."""
+def test_a_toy_pretrained_with_the_stem_tower_loads_back_as_that_tower(tmp_path):
+    """``pretrain-toy --tower stem_max``: the file says its tower, ``--pretrained FILE`` rebuilds it
+    before loading, and the tokens entering block L still replace blocks 0..L-1 exactly."""
     import torch
     from safetensors.torch import load_file
 
+    from cachekit.encoder import EncoderConfig, load_clip
+    from cachekit.toy.files import toy_tower
     from cachekit.toy.pretrain import PretrainConfig, pretrain
 
-    limits = benchmark_script("toy_limits")
     out = tmp_path / "stem.safetensors"
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
-        report = pretrain(out, PretrainConfig(**TINY), adapt=limits.stem_max_tower)
+        pretrain(out, PretrainConfig(**TINY, tower="stem_max"))
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
-    assert report["adapted"] is True and not is_toy_weights_file(out)
+    assert is_toy_weights_file(out) and toy_tower(out) == "stem_max"
     state = load_file(str(out))
     assert "visual.conv1.0.weight" in state and "visual.conv1.weight" not in state
+    clip = load_clip(EncoderConfig(pretrained=str(out)))
+    assert clip.weights == f"toy:{out.name}"
+    got = clip.model.state_dict()
+    assert all(torch.equal(got[k], v.float()) for k, v in state.items())  # every weight loaded
+    pixels = torch.randn(3, 3, 112, 112)
+    with torch.no_grad():
+        frames = clip.encode_frames(pixels, token_blocks=(0, 3))
+        assert frames.tokens[3].shape == (3, 50, 96)  # the 7 x 7 grid + class token, as the plain toy
+        torch.testing.assert_close(frames.emb, clip.model.encode_image(pixels), rtol=0, atol=0)
+        torch.testing.assert_close(clip.forward_from_block(frames.tokens[3], 3), frames.emb, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(clip.forward_from_block(frames.tokens[0], 0), frames.emb, rtol=1e-5, atol=1e-5)
+        tokens = clip.model.visual.ln_post(clip.run_blocks(frames.tokens[0]))
+        torch.testing.assert_close(frames.emb, tokens.amax(1) @ clip.model.visual.proj, rtol=1e-5, atol=1e-5)
+

@@ -61,12 +61,24 @@ def safetensors_metadata(path: str | os.PathLike) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
-def is_toy_weights_file(path: str | os.PathLike) -> bool:
-    """Whether a weights file says (in its safetensors metadata, as :func:`cachekit.toy.pretrain.pretrain`
-    writes it) that it holds the toy CLIP."""
+def _toy_info(path: str | os.PathLike) -> dict | None:
+    """The clipcache entry of a toy weights file's metadata (``{"toy": true, "pretrain": {...}}``), else None."""
     meta = safetensors_metadata(path) or {}
     try:
         info = json.loads(meta.get(METADATA_KEY, "{}"))
     except (TypeError, ValueError):
-        return False
-    return isinstance(info, dict) and info.get("toy") is True
+        return None
+    return info if isinstance(info, dict) and info.get("toy") is True else None
+
+
+def is_toy_weights_file(path: str | os.PathLike) -> bool:
+    """Whether a weights file says (in its safetensors metadata, as :func:`cachekit.toy.pretrain.pretrain`
+    writes it) that it holds the toy CLIP."""
+    return _toy_info(path) is not None
+
+
+def toy_tower(path: str | os.PathLike) -> str:
+    """The vision tower a toy weights file was pretrained with (:mod:`cachekit.toy.tower`; files
+    written before towers were named hold the plain ``"vit"``)."""
+    pretrain = (_toy_info(path) or {}).get("pretrain")
+    return str(pretrain.get("tower", "vit")) if isinstance(pretrain, dict) else "vit"

@@ -21,16 +21,17 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..errors import InputError
-from ..synth.vocab import POSITIONS
+from ..synth.vocab import POSITIONS, SHAPES
 from .files import METADATA_KEY, TOY_TAG, toy_model_cfg, toy_model_config, toy_weights  # paths re-exported
 from .scenes import scene_batch
+from .tower import apply_tower, check_tower
 
 PLACES = list(POSITIONS)
+FIELD = {"place": "position", "shape": "shape"}  # auxiliary head -> the SceneObject field it names
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ class PretrainConfig:
     probe_images: int = 600
     place_loss: float = 1.0  # weight of the auxiliary place head on the image embedding (see _pretrain) ...
     place_until: float = 0.5  # ... falling linearly to 0 over this fraction of the steps
+    shape_loss: float = 0.0  # weight of an auxiliary shape head (4-way, single objects); 0: none ...
+    shape_until: float = 1.0  # ... falling linearly to 0 over this fraction of the steps
+    tower: str = "vit"  # the vision tower (:data:`.tower.TOWERS`); the loader rebuilds it from the metadata
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "threads", "probe_images"):
@@ -58,9 +62,11 @@ class PretrainConfig:
                 raise InputError(f"{name} must be an integer >= 1, got {v!r}")
         if not (0 <= self.warmup < self.steps):
             raise InputError(f"warmup must be in [0, steps), got {self.warmup}")
-        if not (self.place_loss >= 0 and 0 < self.place_until <= 1):
-            raise InputError(f"place_loss must be >= 0 and place_until in (0, 1], got {self.place_loss}, "
-                             f"{self.place_until}")
+        for head in ("place", "shape"):
+            loss, until = getattr(self, f"{head}_loss"), getattr(self, f"{head}_until")
+            if not (loss >= 0 and 0 < until <= 1):
+                raise InputError(f"{head}_loss must be >= 0 and {head}_until in (0, 1], got {loss}, {until}")
+        check_tower(self.tower)
         if not (self.lr > 0 and self.weight_decay >= 0):
             raise InputError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
 
@@ -144,14 +150,9 @@ def probe(clip, seed: int, n: int) -> dict:
     }
 
 
-def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(), progress: bool = False,
-             adapt: Callable | None = None) -> dict:
+def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(), progress: bool = False) -> dict:
     """Pretrain the toy CLIP and write ``out`` (safetensors) and ``<stem>-pretrain.json`` beside it
-    (report). torch's thread count and deterministic mode are set for the run and restored after.
-
-    ``adapt(model)`` changes the freshly built open_clip model in place before training (another
-    vision tower, as ``benchmarks/toy_limits.py`` tries); such weights load only into a model
-    adapted the same way, so their file is not marked as the toy CLIP."""
+    (report). torch's thread count and deterministic mode are set for the run and restored after."""
     import torch
 
     out = Path(out)
@@ -162,13 +163,13 @@ def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(), progress: 
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _pretrain(out, cfg, progress, adapt)
+        return _pretrain(out, cfg, progress)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
-def _pretrain(out: Path, cfg: PretrainConfig, progress: bool, adapt: Callable | None) -> dict:
+def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
     import torch
     from safetensors.torch import save_file
 
@@ -177,9 +178,7 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool, adapt: Callable | 
     torch.manual_seed(cfg.seed)
     clip = load_clip(EncoderConfig(model=str(toy_model_config()), pretrained="random", seed=cfg.seed,
                                    device=cfg.device))
-    if adapt is not None:
-        adapt(clip.model)
-        clip.model.to(clip.device)
+    apply_tower(clip.model, cfg.tower)
     model = clip.model.train().requires_grad_(True)
     if toy_model_cfg()["vision_cfg"].get("pos_embed_type") == "sin_cos_2d":  # fixed, as open_clip (and MAE) mean it
         model.visual.positional_embedding.requires_grad_(False)
@@ -190,9 +189,13 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool, adapt: Callable | 
     # Its weight falls to 0 by ``place_until``: once both towers know place words, the contrastive
     # loss keeps them, and the rest of the run serves every word (a constant weight cost size and
     # shape: the approach / grow reversals fell from ~100% to ~60%).
-    head = torch.nn.Linear(model.visual.output_dim, len(PLACES)).to(clip.device) if cfg.place_loss > 0 else None
+    # An auxiliary shape head (off by default) works the same way over the four shapes: the slowest
+    # factor to learn (see benchmarks/toy_limits.py), as place was before its head.
+    words = {"place": PLACES, "shape": list(SHAPES)}
+    heads = {name: torch.nn.Linear(model.visual.output_dim, len(words[name])).to(clip.device)
+             for name in words if getattr(cfg, f"{name}_loss") > 0}
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params += [] if head is None else [(f"place_head.{n}", p) for n, p in head.named_parameters()]
+    params += [(f"{name}_head.{n}", p) for name, head in heads.items() for n, p in head.named_parameters()]
     decay = [p for n, p in params if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in params if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -220,13 +223,13 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool, adapt: Callable | 
         img = model.encode_image(pixels)
         txt = model.encode_text(tokens)
         loss = _clip_loss(img, txt, model.logit_scale, captions)
-        weight = cfg.place_loss * max(0.0, 1.0 - step / (cfg.place_until * cfg.steps))
-        if head is not None and weight > 0:
-            single = [i for i, sc in enumerate(scenes) if len(sc.objects) == 1]  # one object: one place
-            if single:
-                where = torch.tensor([PLACES.index(scenes[i].objects[0].position) for i in single],
+        single = [i for i, sc in enumerate(scenes) if len(sc.objects) == 1]  # one object: one place, one shape
+        for name, head in heads.items():
+            weight = getattr(cfg, f"{name}_loss") * max(0.0, 1.0 - step / (getattr(cfg, f"{name}_until") * cfg.steps))
+            if single and weight > 0:
+                truth = torch.tensor([words[name].index(getattr(scenes[i].objects[0], FIELD[name])) for i in single],
                                      device=clip.device)
-                loss = loss + weight * torch.nn.functional.cross_entropy(head(img[single]), where)
+                loss = loss + weight * torch.nn.functional.cross_entropy(head(img[single]), truth)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -243,7 +246,6 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool, adapt: Callable | 
     report = {
         "config": asdict(cfg),
         "model_config": json.loads(toy_model_config().read_text()),
-        "adapted": adapt is not None,
         "seconds": round(seconds, 1),
         "loss_curve": curve,
         "probe": probe(clip, cfg.seed, cfg.probe_images),
@@ -253,7 +255,7 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool, adapt: Callable | 
     state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps({"toy": adapt is None, "pretrain": asdict(cfg)})})
+    save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps({"toy": True, "pretrain": asdict(cfg)})})
     tmp.replace(out)
     from clipcache.stores.base import atomic_write_bytes
 
