@@ -31,7 +31,8 @@
 * **A tower that finds the object, pretrained** (``--only-stem-pretrain STEPS``): the toy recipe
   (batch 128, 2 threads, the place head) with the stem and a max over the tokens in place of the
   class token (``pretrain-toy --tower stem_max``), and the goal conditions of its zero-shot probe;
-  ``--shape-loss W`` adds an auxiliary shape head, ``--keep-weights PATH`` keeps the weights.
+  ``--shape-loss W`` adds an auxiliary shape head, ``--keep-weights PATH`` keeps the weights;
+  ``--only-sizes WEIGHTS`` probes such a file (or ``toy``) on narrower bands of object size.
 * **Text.** Cosine between the toy text tower's embeddings of class names that differ only by
   motion ("moving a red square up" / "... down") and only by object. Base-to-novel methods that
   classify against these embeddings start from names the text tower barely tells apart.
@@ -308,6 +309,19 @@ def goal_conditions(n: int = 400) -> dict:
     return factor_accuracy(load_clip(EncoderConfig(model="toy", pretrained="toy")), 0, n)
 
 
+def size_bands(weights: str = "toy", n: int = 400) -> dict:
+    """A toy (``weights``: ``toy`` or a file ``pretrain-toy`` wrote) on narrower bands of object
+    size (:data:`cachekit.toy.heldout.SIZE_BANDS`): where inside and beyond the trained range each
+    factor fails."""
+    import torch
+
+    from cachekit.encoder import EncoderConfig, load_clip
+    from cachekit.toy.heldout import SIZE_BANDS, factor_accuracy
+
+    torch.set_num_threads(2)
+    return {"weights": weights, **factor_accuracy(load_clip(EncoderConfig(pretrained=weights)), 0, n, SIZE_BANDS)}
+
+
 def run(steps: int = 600, pretrain_steps: int = 600, shape_steps: int = 0) -> dict:
     import torch
 
@@ -362,9 +376,9 @@ def markdown(res: dict) -> str:
     return "\n".join(out + ["", f"{res['seconds']:.0f} s in all."])
 
 
-def conditions_markdown(res: dict, what: str = "The shipped toy") -> str:
+def conditions_markdown(res: dict, what: str = "The shipped toy", on: str = "on the goal conditions") -> str:
     ch = res["chance"]
-    out = [f"**{what} on the goal conditions (zero-shot, {res['images']} held-out single objects "
+    out = [f"**{what} {on} (zero-shot, {res['images']} held-out single objects "
            "per condition; goal >= 90 for shape, colour and place)**\n",
            f"| condition | shape (chance {ch['shape']:g}) | colour ({ch['colour']:g}) | place ({ch['place']:g}) |",
            "|---|---|---|---|"]
@@ -396,12 +410,19 @@ def main() -> None:
                     help="pretrain the toy recipe for STEPS with the conv-stem, max-pooled tower; its goal conditions")
     ap.add_argument("--shape-loss", type=float, default=0.0, help="with --only-stem-pretrain: the shape head's weight")
     ap.add_argument("--keep-weights", metavar="PATH", help="with --only-stem-pretrain: keep the weights at PATH")
+    ap.add_argument("--only-sizes", metavar="WEIGHTS", help="a toy (toy or a weights file) on bands of object size alone")
     ap.add_argument("--only-conditions", action="store_true", help="the shipped toy on the goal conditions alone")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if a.only_conditions:
         res = goal_conditions()
         print(json.dumps(res) if a.json else conditions_markdown(res))
+        return
+    if a.only_sizes:
+        res = size_bands(a.only_sizes)
+        name = "The shipped toy" if res["weights"] == "toy" else res["weights"]
+        print(json.dumps(res) if a.json else conditions_markdown(res, name, "by object size (radius / side, trained "
+                                                                            "backgrounds)"))
         return
     if a.only_stem_pretrain:
         res = stem_pretraining(a.only_stem_pretrain, keep=a.keep_weights, shape_loss=a.shape_loss)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cachekit.synth.vocab import BACKGROUNDS, POSITIONS, SHAPES, SIZES
-from cachekit.toy.heldout import BEYOND, CONDITIONS, LARGEST, SMALLEST, factor_accuracy, probe_images
+from cachekit.toy.heldout import BEYOND, CONDITIONS, LARGEST, SIZE_BANDS, SMALLEST, factor_accuracy, probe_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,6 +32,17 @@ def test_the_probe_conditions_lie_beyond_training():
         assert med["larger"] > 1.5 ** 2 * np.median([a for a, s in zip(*area["smaller"]) if s == shape]), (shape, med)
 
 
+def test_the_size_bands_run_from_the_smaller_to_the_larger_condition_and_say_which_lie_beyond():
+    bands = list(SIZE_BANDS.items())
+    radii = [c.radius for _, c in bands]
+    assert radii[0][0] == pytest.approx(SMALLEST / BEYOND) and radii[-1][1] == pytest.approx(BEYOND * LARGEST)
+    assert all(lo < hi for lo, hi in radii) and all(a[1] <= b[0] for a, b in zip(radii, radii[1:]))
+    for name, c in bands:
+        inside = SMALLEST <= c.radius[0] and c.radius[1] <= LARGEST
+        assert name.endswith("(beyond)") != inside and c.backgrounds == BACKGROUNDS, name
+    assert sum(name.endswith("(beyond)") for name, _ in bands) == 4  # two bands each way
+
+
 def test_each_probe_image_shows_its_one_object_on_a_background():
     """Drawn by the pretraining's own drawing (cachekit.toy.scenes.render): one object
     covers part of the image and the background most of it."""
@@ -47,6 +58,7 @@ def test_factor_accuracy_reports_every_condition_and_factor():
     clip = load_clip(EncoderConfig(model=str(toy_model_config()), pretrained="random", seed=0, device="cpu"))
     res = factor_accuracy(clip, 0, 8)
     assert res["images"] == 8 and list(res["conditions"]) == list(CONDITIONS)
+    assert list(factor_accuracy(clip, 0, 4, SIZE_BANDS)["conditions"]) == list(SIZE_BANDS)
     assert res["chance"] == {"shape": 25.0, "colour": 11.1, "place": 11.1, "colour_and_shape": 2.8}
     for v in res["conditions"].values():
         assert set(v) == {"shape", "colour", "place", "colour_and_shape"}

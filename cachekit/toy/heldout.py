@@ -40,6 +40,12 @@ CONDITIONS: dict[str, Condition] = {
                                                                              BACKGROUNDS),
     "unseen backgrounds (checker, rings, cells, plaid)": Condition(None, DOODLE_BACKGROUNDS),
 }
+# Narrower bands of size on trained backgrounds: where inside and beyond the trained range a factor fails.
+_EDGES = (SMALLEST / BEYOND, SMALLEST / 1.25, SMALLEST, SMALLEST * 1.25, LARGEST / 1.25, LARGEST, LARGEST * 1.25,
+          BEYOND * LARGEST)
+SIZE_BANDS: dict[str, Condition] = {
+    f"{lo:.3g} to {hi:.3g}{'' if SMALLEST <= lo and hi <= LARGEST else ' (beyond)'}": Condition((lo, hi), BACKGROUNDS)
+    for lo, hi in zip(_EDGES, _EDGES[1:]) if (lo, hi) != (SMALLEST * 1.25, LARGEST / 1.25)}
 FACTORS = ("shape", "colour", "place", "colour_and_shape")
 
 
@@ -67,9 +73,10 @@ def probe_images(condition: Condition, seed: int, n: int, size: int, stream: int
     return np.stack(images), objects, np.stack(owners)
 
 
-def factor_accuracy(clip, seed: int, n: int) -> dict:
+def factor_accuracy(clip, seed: int, n: int, conditions: dict[str, Condition] = CONDITIONS) -> dict:
     """Zero-shot accuracy (%) of each of :data:`FACTORS` on ``n`` held-out images per condition of
-    :data:`CONDITIONS`: ``{"images": n, "chance": {factor: %}, "conditions": {condition: {factor: %}}}``."""
+    ``conditions`` (:data:`CONDITIONS`, or :data:`SIZE_BANDS`):
+    ``{"images": n, "chance": {factor: %}, "conditions": {condition: {factor: %}}}``."""
     import torch
     import torch.nn.functional as F
 
@@ -83,7 +90,7 @@ def factor_accuracy(clip, seed: int, n: int) -> dict:
                                         "place": round(100 / len(places), 1),
                                         "colour_and_shape": round(100 / (len(colours) * len(shapes)), 1)},
                  "conditions": {}}
-    for stream, (name, cond) in enumerate(CONDITIONS.items()):
+    for stream, (name, cond) in enumerate(conditions.items()):
         images, objects, _ = probe_images(cond, seed, n, clip.preprocess_cfg["size"], stream)
         with torch.no_grad():
             emb = clip.encode_frames(clip.preprocess(images).to(clip.device)).emb
