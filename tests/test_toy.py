@@ -283,6 +283,7 @@ def test_cli_pretrain_toy_writes_the_weights_and_prints_the_probe(tmp_path):
     (["--out", "toy.bin", "--steps", "2"], "written as .safetensors"),
     (["--device", "tpu"], "--device must be auto, cpu or cuda"),
     (["--tower", "cnn", "--steps", "2"], "unknown toy tower 'cnn'; choose one of vit, stem_max"),
+    (["--shape-loss", "-1", "--steps", "2"], "shape_loss must be >= 0"),
 ])
 def test_cli_pretrain_toy_bad_input_is_one_line(args, message, tmp_path):
     out = [] if "--out" in args else ["--out", tmp_path / "t.safetensors"]
