@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import sys
 import tempfile
 import time
@@ -138,7 +137,7 @@ def stem_pretraining(steps: int, n: int = 400, keep: str | None = None, shape_lo
     """The shipped recipe (batch 128, 2 threads, the place head) for ``steps`` with the ``stem_max``
     tower (:mod:`cachekit.toy.tower`), loaded back as ``--pretrained FILE`` loads it: its seconds,
     its own probe, and the goal conditions (:func:`goal_conditions`, ``n`` images each). ``keep``:
-    a path to copy the weights (and their report) to, rather than throw them away; ``shape_loss``:
+    a .safetensors path to write the weights (and their report) to, rather than a temporary one; ``shape_loss``:
     the weight of the auxiliary shape head (0: the recipe's, none)."""
     import torch
 
@@ -148,12 +147,9 @@ def stem_pretraining(steps: int, n: int = 400, keep: str | None = None, shape_lo
 
     cfg = PretrainConfig(steps=steps, warmup=min(100, steps // 10), tower="stem_max", shape_loss=shape_loss)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "stem-max.safetensors"
+        path = Path(keep) if keep else Path(tmp) / "stem-max.safetensors"
         report = pretrain(path, cfg)
         clip = load_clip(EncoderConfig(pretrained=str(path)))
-        if keep:
-            for src in (path, path.with_name(path.stem + "-pretrain.json")):
-                shutil.copyfile(src, Path(keep).with_name(src.name.replace("stem-max", Path(keep).stem)))
     torch.set_num_threads(cfg.threads)
     return {"steps": steps, "batch_size": cfg.batch_size, "shape_loss": shape_loss, "seconds": report["seconds"], "probe": report["probe"],
             "parameters": sum(p.numel() for p in clip.model.visual.parameters()),

@@ -41,11 +41,11 @@ CONDITIONS: dict[str, Condition] = {
     "unseen backgrounds (checker, rings, cells, plaid)": Condition(None, DOODLE_BACKGROUNDS),
 }
 # Narrower bands of size on trained backgrounds: where inside and beyond the trained range a factor fails.
-_EDGES = (SMALLEST / BEYOND, SMALLEST / 1.25, SMALLEST, SMALLEST * 1.25, LARGEST / 1.25, LARGEST, LARGEST * 1.25,
-          BEYOND * LARGEST)
+_BANDS = ((SMALLEST / BEYOND, SMALLEST / 1.25), (SMALLEST / 1.25, SMALLEST), (SMALLEST, SMALLEST * 1.25),
+          (LARGEST / 1.25, LARGEST), (LARGEST, LARGEST * 1.25), (LARGEST * 1.25, BEYOND * LARGEST))
 SIZE_BANDS: dict[str, Condition] = {
     f"{lo:.3g} to {hi:.3g}{'' if SMALLEST <= lo and hi <= LARGEST else ' (beyond)'}": Condition((lo, hi), BACKGROUNDS)
-    for lo, hi in zip(_EDGES, _EDGES[1:]) if (lo, hi) != (SMALLEST * 1.25, LARGEST / 1.25)}
+    for lo, hi in _BANDS}
 FACTORS = ("shape", "colour", "place", "colour_and_shape")
 
 

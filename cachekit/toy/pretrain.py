@@ -31,7 +31,9 @@ from .scenes import scene_batch
 from .tower import apply_tower, check_tower
 
 PLACES = list(POSITIONS)
-FIELD = {"place": "position", "shape": "shape"}  # auxiliary head -> the SceneObject field it names
+# Auxiliary heads (see _pretrain): name -> (the SceneObject field it names, its classes), in the
+# order they are built (the place head first, as before the shape head existed: same init stream).
+AUX_HEADS = {"place": ("position", PLACES), "shape": ("shape", list(SHAPES))}
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ class PretrainConfig:
                 raise InputError(f"{name} must be an integer >= 1, got {v!r}")
         if not (0 <= self.warmup < self.steps):
             raise InputError(f"warmup must be in [0, steps), got {self.warmup}")
-        for head in ("place", "shape"):
+        for head in AUX_HEADS:
             loss, until = getattr(self, f"{head}_loss"), getattr(self, f"{head}_until")
             if not (loss >= 0 and 0 < until <= 1):
                 raise InputError(f"{head}_loss must be >= 0 and {head}_until in (0, 1], got {loss}, {until}")
@@ -191,9 +193,8 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
     # shape: the approach / grow reversals fell from ~100% to ~60%).
     # An auxiliary shape head (off by default) works the same way over the four shapes: the slowest
     # factor to learn (see benchmarks/toy_limits.py), as place was before its head.
-    words = {"place": PLACES, "shape": list(SHAPES)}
-    heads = {name: torch.nn.Linear(model.visual.output_dim, len(words[name])).to(clip.device)
-             for name in words if getattr(cfg, f"{name}_loss") > 0}
+    heads = {name: torch.nn.Linear(model.visual.output_dim, len(classes)).to(clip.device)
+             for name, (_, classes) in AUX_HEADS.items() if getattr(cfg, f"{name}_loss") > 0}
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params += [(f"{name}_head.{n}", p) for name, head in heads.items() for n, p in head.named_parameters()]
     decay = [p for n, p in params if p.ndim >= 2 and "embedding" not in n]
@@ -227,7 +228,8 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
         for name, head in heads.items():
             weight = getattr(cfg, f"{name}_loss") * max(0.0, 1.0 - step / (getattr(cfg, f"{name}_until") * cfg.steps))
             if single and weight > 0:
-                truth = torch.tensor([words[name].index(getattr(scenes[i].objects[0], FIELD[name])) for i in single],
+                field, classes = AUX_HEADS[name]
+                truth = torch.tensor([classes.index(getattr(scenes[i].objects[0], field)) for i in single],
                                      device=clip.device)
                 loss = loss + weight * torch.nn.functional.cross_entropy(head(img[single]), truth)
         opt.zero_grad(set_to_none=True)
