@@ -133,25 +133,26 @@ def _tower(kind: str, vit):
     return net
 
 
-def stem_pretraining(steps: int, n: int = 400, keep: str | None = None, shape_loss: float = 0.0) -> dict:
+def stem_pretraining(steps: int, n: int = 400, keep: str | None = None, shape_loss: float = 0.0,
+                     tower: str = "stem_max") -> dict:
     """The shipped recipe (batch 128, 2 threads, the place head) for ``steps`` with the ``stem_max``
     tower (:mod:`cachekit.toy.tower`), loaded back as ``--pretrained FILE`` loads it: its seconds,
     its own probe, and the goal conditions (:func:`goal_conditions`, ``n`` images each). ``keep``:
     a .safetensors path to write the weights (and their report) to, rather than a temporary one; ``shape_loss``:
-    the weight of the auxiliary shape head (0: the recipe's, none)."""
+    the weight of the auxiliary shape head (0: none); ``tower``: ``stem_max`` or ``stem_max_scales``."""
     import torch
 
     from cachekit.encoder import EncoderConfig, load_clip
     from cachekit.toy.heldout import factor_accuracy
     from cachekit.toy.pretrain import PretrainConfig, pretrain
 
-    cfg = PretrainConfig(steps=steps, warmup=min(100, steps // 10), tower="stem_max", shape_loss=shape_loss)
+    cfg = PretrainConfig(steps=steps, warmup=min(100, steps // 10), tower=tower, shape_loss=shape_loss)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(keep) if keep else Path(tmp) / "stem-max.safetensors"
         report = pretrain(path, cfg)
         clip = load_clip(EncoderConfig(pretrained=str(path)))
     torch.set_num_threads(cfg.threads)
-    return {"steps": steps, "batch_size": cfg.batch_size, "shape_loss": shape_loss, "seconds": report["seconds"], "probe": report["probe"],
+    return {"steps": steps, "batch_size": cfg.batch_size, "shape_loss": shape_loss, "tower": tower, "seconds": report["seconds"], "probe": report["probe"],
             "parameters": sum(p.numel() for p in clip.model.visual.parameters()),
             **factor_accuracy(clip, 0, n)}
 
@@ -224,12 +225,14 @@ def supervised(target: str, pos_embed_type: str, steps: int, batch: int = 64, se
 
 
 def short_pretraining(place_loss: float, steps: int) -> dict:
-    """The toy recipe for ``steps`` of 64 images with the given ``place_loss``; its probe."""
+    """The toy recipe for ``steps`` of 64 images with the given ``place_loss``, on the plain ViT
+    tower without the shape head (the recipe the place head was measured in); its probe."""
     from cachekit.toy.pretrain import PretrainConfig, pretrain
 
     with tempfile.TemporaryDirectory() as tmp:
         report = pretrain(Path(tmp) / "toy.safetensors", PretrainConfig(
-            steps=steps, batch_size=64, warmup=max(0, min(100, steps // 10)), place_loss=place_loss))
+            steps=steps, batch_size=64, warmup=max(0, min(100, steps // 10)), place_loss=place_loss,
+            tower="vit", shape_loss=0.0))
     return {k: report["probe"][k] for k in ("colour", "shape", "colour_and_shape", "place")}
 
 
@@ -405,6 +408,8 @@ def main() -> None:
     ap.add_argument("--only-stem-pretrain", type=int, default=0, metavar="STEPS",
                     help="pretrain the toy recipe for STEPS with the conv-stem, max-pooled tower; its goal conditions")
     ap.add_argument("--shape-loss", type=float, default=0.0, help="with --only-stem-pretrain: the shape head's weight")
+    ap.add_argument("--stem-tower", default="stem_max", choices=("stem_max", "stem_max_scales"),
+                    help="with --only-stem-pretrain: the tower (stem_max_scales: its stem shared across input scales)")
     ap.add_argument("--keep-weights", metavar="PATH", help="with --only-stem-pretrain: keep the weights at PATH")
     ap.add_argument("--only-sizes", metavar="WEIGHTS", help="a toy (toy or a weights file) on bands of object size alone")
     ap.add_argument("--only-conditions", action="store_true", help="the shipped toy on the goal conditions alone")
@@ -421,9 +426,11 @@ def main() -> None:
                                                                             "backgrounds)"))
         return
     if a.only_stem_pretrain:
-        res = stem_pretraining(a.only_stem_pretrain, keep=a.keep_weights, shape_loss=a.shape_loss)
+        res = stem_pretraining(a.only_stem_pretrain, keep=a.keep_weights, shape_loss=a.shape_loss,
+                               tower=a.stem_tower)
         head = f", shape head {res['shape_loss']:g}" if res["shape_loss"] else ""
-        what = (f"The toy recipe with a conv stem and max pooling{head} ({res['steps']} steps of {res['batch_size']}, "
+        shared = ", shared across input scales" if res["tower"] == "stem_max_scales" else ""
+        what = (f"The toy recipe with a conv stem{shared} and max pooling{head} ({res['steps']} steps of {res['batch_size']}, "
                 f"{res['seconds']:.0f} s, {res['parameters']:,} vision parameters)")
         print(json.dumps(res) if a.json else conditions_markdown(res, what))
         return

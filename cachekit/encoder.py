@@ -464,6 +464,18 @@ def resolve_toy(cfg: EncoderConfig) -> tuple[str, str, str | None]:
     return cfg.model, pre, None
 
 
+def _create_unloaded(open_clip, name: str, quick: bool, kwargs: dict):
+    """``open_clip.create_model`` without weights, without its root-logger "no pretrained weights
+    loaded" warning (random weights are announced by the caller; a toy tower loads its file next)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick, **kwargs)
+    finally:
+        root.setLevel(level)
+
+
 def load_clip(cfg: EncoderConfig) -> FrozenCLIP:
     """Build the frozen encoder from a name/config and a weights source; fail fast offline."""
     import open_clip
@@ -482,13 +494,7 @@ def load_clip(cfg: EncoderConfig) -> FrozenCLIP:
         log.info("RANDOM WEIGHTS: %s is randomly initialised (seed %d); features carry no meaning",
                  name, cfg.seed)
         torch.manual_seed(cfg.seed)
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # open_clip's own "no pretrained weights" warning
-        try:
-            model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick, **kwargs)
-        finally:
-            root.setLevel(level)
+        model = _create_unloaded(open_clip, name, quick, kwargs)
         weights, sha = f"random:{cfg.seed}", None
     elif pre.startswith("local-dir:"):
         d = Path(pre[len("local-dir:"):])
@@ -526,7 +532,7 @@ def load_clip(cfg: EncoderConfig) -> FrozenCLIP:
             if tower == "vit":
                 model = open_clip.create_model(name, pretrained=str(path), force_quick_gelu=quick, **kwargs)
             else:  # another toy tower: built first, then loaded (open_clip's config cannot describe it)
-                model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick, **kwargs)
+                model = _create_unloaded(open_clip, name, quick, kwargs)
                 apply_tower(model, tower)
                 open_clip.load_checkpoint(model, str(path))
         except Exception as err:  # noqa: BLE001

@@ -21,11 +21,13 @@ import click
               help="Held-out drawn images of the zero-shot probe (default: the recipe's).")
 @click.option("--device", default=None, help="cpu or cuda[:N] (default: cpu).")
 @click.option("--tower", default=None,
-              help="Vision tower: vit (open_clip's ViT, the default) or stem_max (a normalised conv stem and "
-                   "max pooling, cachekit/toy/tower.py); saved in the file, which --pretrained FILE then rebuilds.")
+              help="Vision tower: stem_max (a normalised conv stem and max pooling, cachekit/toy/tower.py; the "
+                   "default), vit (open_clip's ViT as the config builds it) or stem_max_scales (the stem shared "
+                   "across input scales; an experiment, not shipped); saved in the file, which "
+                   "--pretrained FILE then rebuilds.")
 @click.option("--shape-loss", type=float, default=None,
               help="Weight of an auxiliary shape head on the image embedding, falling to 0 over the run "
-                   "(default: 0, none).")
+                   "(default: 1; 0: none).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")
 def pretrain_toy(out, steps, batch_size, seed, threads, probe_images, device, tower, shape_loss, no_progress):
     """Pretrain the toy CLIP contrastively on drawn, captioned still images and write its weights.

@@ -282,7 +282,7 @@ def test_cli_pretrain_toy_writes_the_weights_and_prints_the_probe(tmp_path):
     (["--steps", "0"], "steps must be an integer >= 1"),
     (["--out", "toy.bin", "--steps", "2"], "written as .safetensors"),
     (["--device", "tpu"], "--device must be auto, cpu or cuda"),
-    (["--tower", "cnn", "--steps", "2"], "unknown toy tower 'cnn'; choose one of vit, stem_max"),
+    (["--tower", "cnn", "--steps", "2"], "unknown toy tower 'cnn'; choose one of vit, stem_max, stem_max_scales"),
     (["--shape-loss", "-1", "--steps", "2"], "shape_loss must be >= 0"),
 ])
 def test_cli_pretrain_toy_bad_input_is_one_line(args, message, tmp_path):
@@ -314,9 +314,11 @@ def test_the_shape_comparisons_stem_keeps_the_token_grid_and_every_tower_pools_o
 
 
 
-def test_a_toy_pretrained_with_the_stem_tower_loads_back_as_that_tower(tmp_path):
-    """``pretrain-toy --tower stem_max``: the file says its tower, ``--pretrained FILE`` rebuilds it
-    before loading, and the tokens entering block L still replace blocks 0..L-1 exactly."""
+@pytest.mark.parametrize("tower", ["stem_max", "vit", "stem_max_scales"])
+def test_a_toy_loads_back_as_the_tower_it_was_pretrained_with(tower, tmp_path):
+    """``pretrain-toy --tower``: the file says its tower (stem_max, the default; open_clip's plain
+    vit; the stem shared across input scales), ``--pretrained FILE`` rebuilds it before loading,
+    and the tokens entering block L still replace blocks 0..L-1 exactly."""
     import torch
     from safetensors.torch import load_file
 
@@ -324,27 +326,30 @@ def test_a_toy_pretrained_with_the_stem_tower_loads_back_as_that_tower(tmp_path)
     from cachekit.toy.files import toy_tower
     from cachekit.toy.pretrain import PretrainConfig, pretrain
 
-    out = tmp_path / "stem.safetensors"
+    out = tmp_path / f"{tower}.safetensors"
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
-        pretrain(out, PretrainConfig(**TINY, tower="stem_max"))
+        pretrain(out, PretrainConfig(**TINY, tower=tower))
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
-    assert is_toy_weights_file(out) and toy_tower(out) == "stem_max"
+    assert is_toy_weights_file(out) and toy_tower(out) == tower
     state = load_file(str(out))
-    assert "visual.conv1.0.weight" in state and "visual.conv1.weight" not in state
+    stem = tower != "vit"
+    conv = {"vit": "visual.conv1.weight", "stem_max": "visual.conv1.0.weight",
+            "stem_max_scales": "visual.conv1.stem.0.weight"}
+    assert [k for k in conv.values() if k in state] == [conv[tower]]
     clip = load_clip(EncoderConfig(pretrained=str(out)))
     assert clip.weights == f"toy:{out.name}"
     got = clip.model.state_dict()
-    assert all(torch.equal(got[k], v.float()) for k, v in state.items())  # every weight loaded
+    assert got.keys() == state.keys() and all(torch.equal(got[k], v.float()) for k, v in state.items())
     pixels = torch.randn(3, 3, 112, 112)
     with torch.no_grad():
         frames = clip.encode_frames(pixels, token_blocks=(0, 3))
-        assert frames.tokens[3].shape == (3, 50, 96)  # the 7 x 7 grid + class token, as the plain toy
+        assert frames.tokens[3].shape == (3, 50, 96)  # the 7 x 7 grid + class token, either tower
         torch.testing.assert_close(frames.emb, clip.model.encode_image(pixels), rtol=0, atol=0)
         torch.testing.assert_close(clip.forward_from_block(frames.tokens[3], 3), frames.emb, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(clip.forward_from_block(frames.tokens[0], 0), frames.emb, rtol=1e-5, atol=1e-5)
-        tokens = clip.model.visual.ln_post(clip.run_blocks(frames.tokens[0]))
-        torch.testing.assert_close(frames.emb, tokens.amax(1) @ clip.model.visual.proj, rtol=1e-5, atol=1e-5)
-
+        tokens = clip.model.visual.ln_post(clip.run_blocks(frames.tokens[0]))  # [3, 50, 96]
+        pooled = tokens.amax(1) if stem else tokens[:, 0]  # max over the tokens, or the class token
+        torch.testing.assert_close(frames.emb, pooled @ clip.model.visual.proj, rtol=1e-5, atol=1e-5)

@@ -65,11 +65,12 @@ def test_factor_accuracy_reports_every_condition_and_factor():
         assert all(0 <= x <= 100 and round(x * 8 / 100, 6) % 1 == 0 for x in v.values())
 
 
-def test_the_shipped_toy_knows_colour_and_place_in_the_trained_conditions():
-    """The shipped weights' floor on the probe (the README's table): colour and place well above
-    chance where they were trained. Shape is issue 23 item 6's open goal and is not asserted."""
+def test_the_shipped_toy_knows_shape_colour_and_place_in_the_trained_conditions():
+    """The shipped weights' floor on the probe (the README's table: 88.7 / 98.8 / 99.5 on 400
+    images): shape, colour and place well above chance where they were trained. Beyond the trained
+    sizes shape is issue 23 item 6's open goal and is not asserted."""
     from cachekit.encoder import EncoderConfig, load_clip
 
     res = factor_accuracy(load_clip(EncoderConfig(model="toy", pretrained="toy", device="cpu")), 0, 72)
     trained = res["conditions"]["trained sizes and backgrounds"]
-    assert trained["colour"] >= 80 and trained["place"] >= 80, trained
+    assert trained["shape"] >= 75 and trained["colour"] >= 85 and trained["place"] >= 85, trained
