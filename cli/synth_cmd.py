@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cachekit.demo import FEWSHOT_HEADS
+
 
 @click.command("synth")
 @click.argument("out_dir", required=False)
@@ -70,13 +72,16 @@ def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, 
               help="Weights: 'random', 'toy' (clipcache's own small CLIP pretrained on drawn still images), "
                    "an open_clip tag, a weights file or local-dir:DIR.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--fewshot", type=click.Choice(list(FEWSHOT_HEADS)), default="clip_fsar", show_default=True,
+              help="The few-shot head trained from the cache: CLIP-FSAR's, or MA-FSAR's TPCM.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (none either when stderr is not a terminal).")
-def demo(out, model, pretrained, seed, no_progress):
+def demo(out, model, pretrained, seed, fewshot, no_progress):
     """The main job end to end: synth, extract, train (from cache and through the backbone),
     evaluate, index and query; prints each step and where its output went, and first the three
     commands that do the same on your own videos."""
     from cachekit.demo import DemoConfig, run_demo
     from cachekit.progress import wanted
 
-    run_demo(DemoConfig(out=out, model=model, pretrained=pretrained, seed=seed, progress=wanted(no_progress)),
+    run_demo(DemoConfig(out=out, model=model, pretrained=pretrained, seed=seed, fewshot=fewshot,
+                        progress=wanted(no_progress)),
              echo=click.echo)

@@ -32,6 +32,9 @@ def test_demo_runs_every_step_labels_the_toy_encoder_and_queries_a_new_clip(tmp_
     pairs = steps["time-reversed pairs"]
     assert pairs["pairs"] == 2 * 6  # six reversal pairs per object
     assert all(len(pairs[m]) == 2 for m in ("mean", "otam", "otam_centred"))
+    head = steps["train few-shot head (from cache) + evaluate"]  # CLIP-FSAR's head by default
+    assert head["method"] == "clip_fsar" and len(head["trained"]) == len(head["proto_otam"]) == 3
+    assert "CLIP-FSAR's head trained from the cache" in text
     b2n = steps["synth + extract base-to-novel"]  # its own set: 3 clips per class of 2 objects
     assert b2n["videos"] == 2 * 20 * 3 and b2n["novel"] > 0 and b2n["base"] + b2n["novel"] == 2 * 20
     ez = steps["train ez_clip (backbone from block 4) + evaluate"]
@@ -49,3 +52,17 @@ def test_demo_runs_every_step_labels_the_toy_encoder_and_queries_a_new_clip(tmp_
     for s in res.steps:
         if "output" in s:
             assert Path(s["output"]).exists(), s
+
+
+def test_the_demo_refuses_an_unknown_few_shot_head_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from clipcache.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "d"), "--fewshot", "otam"])
+    assert res.exit_code == 2 and "otam" in res.output and "Traceback" not in res.output
+    from cachekit.demo import DemoConfig
+    from cachekit.errors import InputError
+
+    with pytest.raises(InputError, match="unknown few-shot head 'otam'"):
+        DemoConfig(fewshot="otam")
