@@ -12,7 +12,8 @@ pseudo-novel accuracy. Settled:
 * each row's epochs: the best harmonic mean at the chosen clip count (ties: fewer epochs);
 * the clip count: the smallest at which the best trained row beats frozen zero-shot on the
   pseudo-novel compositions beyond both intervals (what the table exists to show), else the
-  largest candidate;
+  largest candidate; counts are measured in increasing order and the first that qualifies ends
+  the measuring;
 * the variant b2n_clips.py shows per method (EV-CLIP, EZ-CLIP): its row with the best harmonic mean.
 
 They go to ``benchmarks/b2n_selection.json``, which accuracy.py and b2n_clips.py read; the test
@@ -83,19 +84,23 @@ def beats(row: dict, frozen: dict) -> bool:
     return row["novel"][0] - row["novel"][1] > frozen["novel"][0] + frozen["novel"][1]
 
 
+def best_epochs(by_e: dict[int, dict]) -> int:
+    """A row's epoch budget with the best harmonic mean (ties: fewer epochs)."""
+    return max(sorted(by_e), key=lambda e: (by_e[e]["hm"][0], -e))
+
+
+def qualifies(rows: dict[str, dict[int, dict]], frozen: dict) -> bool:
+    """Whether some trained row, at its best budget, beats frozen zero-shot (:func:`beats`) at one clip count."""
+    return any(beats(by_e[best_epochs(by_e)], frozen) for by_e in rows.values())
+
+
 def settle(measured: dict[int, dict[str, dict[int, dict]]], frozen: dict[int, dict]) -> tuple[int, dict, dict]:
     """The choices from the selection set's cells (clips per class -> row label -> epochs -> cell;
     frozen zero-shot's cell per clip count): (clips per class, row label -> epochs, method -> row
     label), by the rules of the module docstring."""
-    def best_epochs(vpc: int, label: str) -> int:
-        by_e = measured[vpc][label]
-        return max(sorted(by_e), key=lambda e: (by_e[e]["hm"][0], -e))
-
     counts = sorted(measured)
-    chosen = next((vpc for vpc in counts
-                   if any(beats(measured[vpc][lab][best_epochs(vpc, lab)], frozen[vpc]) for lab in measured[vpc])),
-                  counts[-1])
-    epochs = {label: best_epochs(chosen, label) for label in measured[chosen]}
+    chosen = next((vpc for vpc in counts if qualifies(measured[vpc], frozen[vpc])), counts[-1])
+    epochs = {label: best_epochs(by_e) for label, by_e in measured[chosen].items()}
     best = {}
     for method in ("EV-CLIP", "EZ-CLIP"):
         labels = [lab for lab in measured[chosen] if lab.startswith(method)]
@@ -104,6 +109,8 @@ def settle(measured: dict[int, dict[str, dict[int, dict]]], frozen: dict[int, di
 
 
 def select(work: Path, pretrained: str = "toy", candidates: dict | None = None, seed: int = SELECTION_SEED) -> dict:
+    """Measure the candidates, clip counts in increasing order, and stop at the first count at which
+    a trained row beats frozen zero-shot (:func:`settle` chooses it whatever larger counts give)."""
     from cachekit.encoder import EncoderConfig
     from cachekit.video import SamplerConfig
 
@@ -114,7 +121,7 @@ def select(work: Path, pretrained: str = "toy", candidates: dict | None = None, 
     measured: dict[int, dict[str, dict[int, dict]]] = {}
     frozen: dict[int, dict] = {}
     split = {}
-    for vpc in candidates["videos_per_class"]:
+    for vpc in sorted(candidates["videos_per_class"]):
         data, split = selection_data(work / f"v{vpc}", benchmark_config(vpc), seed)
         rows = [(label, how, 0) for label, how, _ in B2N_ROWS if how[0] == "eval"]
         rows += [(f"{label} @{e}", how, e) for label, how, _ in B2N_ROWS if how[0] == "train"
@@ -122,27 +129,46 @@ def select(work: Path, pretrained: str = "toy", candidates: dict | None = None, 
         cells = base_to_novel(data, str(work / f"v{vpc}.zarr"), enc, SamplerConfig(frames=8, seed=0), rows,
                               work / f"v{vpc}-runs", 0, weights, pixels=True, prefix=f"selection, {vpc} clips/class ",
                               novel=split["novel"])
-        frozen[vpc] = next(v for k, v in cells.items() if "@" not in k)
-        for key, v in cells.items():
-            if "@" in key:
-                label, e = key.rsplit(" @", 1)
-                measured.setdefault(vpc, {}).setdefault(label, {})[int(e)] = v
+        frozen[vpc], measured[vpc] = cells_by_epochs(cells)
+        if qualifies(measured[vpc], frozen[vpc]):
+            break  # the smallest count at which a trained row beats frozen zero-shot: larger ones cannot change it
+    return document(measured, frozen, split, pretrained, candidates, seed, round(time.perf_counter() - t0, 1))
+
+
+def cells_by_epochs(cells: dict[str, dict]) -> tuple[dict, dict[str, dict[int, dict]]]:
+    """One clip count's cells (``"label @epochs"`` or frozen's plain label -> cell) as (frozen
+    zero-shot's cell, row label -> epochs -> cell)."""
+    frozen = next(v for k, v in cells.items() if "@" not in k)
+    rows: dict[str, dict[int, dict]] = {}
+    for key, v in cells.items():
+        if "@" in key:
+            label, e = key.rsplit(" @", 1)
+            rows.setdefault(label, {})[int(e)] = v
+    return frozen, rows
+
+
+def document(measured: dict, frozen: dict, split: dict, pretrained: str, candidates: dict, seed: int,
+             seconds: float | None) -> dict:
+    """What ``b2n_selection.json`` holds: the choices (:func:`settle`) and every measured cell."""
+    from cachekit.encoder import EncoderConfig
 
     chosen, epochs, best = settle(measured, frozen)
     return {"seed": seed, "weights": weights_id(pretrained), "videos_per_class": chosen, "epochs": epochs, "best": best,
             "pseudo_split": f"{len(split['base'])} pseudo-base and {len(split['novel'])} pseudo-novel compositions, "
                             "all base compositions of the benchmark",
-            "encoder": encoder_note(enc.model, pretrained), "candidates": {
-                "videos_per_class": sorted(measured), "epochs": {k: list(v) for k, v in candidates["epochs"].items()}},
+            "encoder": encoder_note(EncoderConfig(pretrained=pretrained, seed=0).model, pretrained), "candidates": {
+                "videos_per_class": sorted(candidates["videos_per_class"]),
+                "epochs": {k: list(v) for k, v in candidates["epochs"].items()}},
             "measured": {str(vpc): {"frozen": frozen[vpc], **{lab: {str(e): v for e, v in by_e.items()}
                                                                for lab, by_e in rows_.items()}}
                          for vpc, rows_ in measured.items()},
-            "seconds": round(time.perf_counter() - t0, 1), "date": time.strftime("%Y-%m-%d")}
+            "seconds": seconds, "date": time.strftime("%Y-%m-%d")}
 
 
 def markdown(doc: dict) -> str:
     out = [f"Encoder: {doc['encoder']}. Selection set: clips drawn with seed {doc['seed']}, {doc['pseudo_split']}; "
-           f"{doc['seconds']} s.\n"]
+           f"{doc['seconds']} s; clip counts measured: {', '.join(doc['measured'])} of "
+           f"{', '.join(map(str, doc['candidates']['videos_per_class']))}.\n"]
     for vpc, rows in doc["measured"].items():
         table = {"Frozen CLIP zero-shot (no training)": {"epochs": "–", "base": rows["frozen"]["base"],
                                                          "novel": rows["frozen"]["novel"], "hm": rows["frozen"]["hm"]}}

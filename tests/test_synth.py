@@ -966,7 +966,8 @@ def test_an_offset_latin_square_splits_the_base_compositions_again():
 
 
 def test_the_benchmark_selection_settles_the_fewest_clips_that_beat_frozen_and_the_best_epochs():
-    settle = benchmark_script("b2n_select").settle
+    b2n_select = benchmark_script("b2n_select")
+    settle, qualifies = b2n_select.settle, b2n_select.qualifies
 
     def cell(hm, novel=10.0, ci=2.0):
         return {"hm": [hm, ci], "novel": [novel, ci], "base": [hm, ci]}
@@ -980,8 +981,13 @@ def test_the_benchmark_selection_settles_the_fewest_clips_that_beat_frozen_and_t
     }
     # at 8 no row clears frozen's interval on novel (13.5 - 2 < 10 + 2); at 16 one does
     assert settle(measured, frozen) == (16, {ev: 25, mask: 8, ez: 12}, {"EV-CLIP": ev, "EZ-CLIP": ez})
+    assert not qualifies(measured[8], frozen[8]) and qualifies(measured[16], frozen[16])
     measured[8][ez][6] = cell(11.0, 14.5)  # now 8 clips do: the fewest wins, each row at its best harmonic mean
     assert settle(measured, frozen) == (8, {ev: 50, mask: 4, ez: 6}, {"EV-CLIP": ev, "EZ-CLIP": ez})
+    assert qualifies(measured[8], frozen[8])  # so select() measures no more counts after 8
+    assert settle({8: measured[8]}, frozen) == settle(measured, frozen)  # ... and settles the same without them
+    cells = {"Frozen CLIP zero-shot (no training)": frozen[8], f"{ez} @6": measured[8][ez][6], f"{ev} @25": cell(1.0)}
+    assert b2n_select.cells_by_epochs(cells) == (frozen[8], {ez: {6: measured[8][ez][6]}, ev: {25: cell(1.0)}})
     none = {16: {ev: {25: cell(9.0)}, mask: {4: cell(12.0)}, ez: {6: cell(8.0)}}}
     assert settle(none, {16: cell(10.0)}) == (16, {ev: 25, mask: 4, ez: 6}, {"EV-CLIP": mask, "EZ-CLIP": ez})
 
