@@ -19,7 +19,7 @@ def test_demo_runs_every_step_labels_the_toy_encoder_and_queries_a_new_clip(tmp_
     lines: list[str] = []
     out = tmp_path / "demo"
     res = run_demo(DemoConfig(out=str(out), objects=2, videos_per_class=4, frames=4, episodes=20,
-                              eval_episodes=40, epochs=1, b2n_videos_per_class=3), echo=lines.append)
+                              eval_episodes=40, epochs=1, b2n_objects=2, b2n_videos_per_class=3), echo=lines.append)
     text = "\n".join(lines)
     assert lines[0].startswith("On your own videos")
     assert "TOY encoder" in text and text.count("TOY encoder") >= 2  # first and last word
