@@ -136,7 +136,7 @@ def run(videos_per_class: int = 8, doodle_videos_per_class: int = 16, episodes: 
 
     from cachekit.cache import FeatureCache
     from cachekit.encoder import EncoderConfig
-    from cachekit.protocols.base import load_run_split
+    from cachekit.protocols.plan import SplitPlan
     from cachekit.synth import SynthConfig, synth_dataset
     from cachekit.video import SamplerConfig
 
@@ -210,7 +210,7 @@ def run(videos_per_class: int = 8, doodle_videos_per_class: int = 16, episodes: 
     # every trained run where the class names are readable: the benchmark's test classes, the same episodes
     if runs:
         with FeatureCache(bench_store) as cache:
-            test = load_run_split(next(iter(runs.values())), cache).indices["test"]
+            test = SplitPlan.load(next(iter(runs.values())), cache).indices["test"]
         bench_eps = _episodes(bench_store, root / "benchmark-test-episodes.json", episodes, seed, "benchmark test",
                               test)
         for label, name, metric in BASELINES[:2]:
