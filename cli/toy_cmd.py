@@ -23,7 +23,7 @@ import click
 @click.option("--tower", default=None,
               help="Vision tower: stem_max (a normalised conv stem and max pooling, cachekit/toy/tower.py; the "
                    "default), vit (open_clip's ViT as the config builds it) or stem_max_scales (the stem shared "
-                   "across input scales; an experiment, not shipped); saved in the file, which "
+                   "across input scales; measured, not shipped); saved in the file, which "
                    "--pretrained FILE then rebuilds.")
 @click.option("--shape-loss", type=float, default=None,
               help="Weight of an auxiliary shape head on the image embedding, falling to 0 over the run "
