@@ -4,9 +4,9 @@
 (``benchmarks/toy_limits.py``): a normalised convolutional stem (:func:`conv_stem`) in place of the
 patch embedding, and a max over the tokens after ``ln_post`` in place of the class token.
 ``"vit"`` is open_clip's ViT as the toy config describes it (16-pixel patch embedding, class
-token). ``"stem_max_scales"`` (measured in ``benchmarks/toy_limits.py``, not shipped) shares the stem across input scales
-(:func:`scale_max_stem`). All keep open_clip's blocks and the 7x7 token grid, so the tokens
-entering block L, and prompts and adapters inside the blocks, are unchanged.
+token). ``"stem_max_scales"`` (measured in ``benchmarks/toy_limits.py``, not shipped) shares the
+stem across input scales (:func:`scale_max_stem`). All keep open_clip's blocks and the 7x7 token
+grid, so the tokens entering block L, and prompts and adapters inside the blocks, are unchanged.
 
 The tower's name is saved in the weights' metadata (the pretraining config), and the loader
 applies it before it loads the weights (:func:`apply_tower`).
