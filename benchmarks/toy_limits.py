@@ -135,8 +135,8 @@ def _tower(kind: str, vit):
 
 def stem_pretraining(steps: int, n: int = 400, keep: str | None = None, shape_loss: float = 0.0,
                      tower: str = "stem_max") -> dict:
-    """The shipped recipe (batch 128, 2 threads, the place head) for ``steps`` with the ``stem_max``
-    tower (:mod:`cachekit.toy.tower`), loaded back as ``--pretrained FILE`` loads it: its seconds,
+    """The shipped recipe (batch 128, 2 threads, the place head) for ``steps`` with a stem ``tower``
+    (:mod:`cachekit.toy.tower`), loaded back as ``--pretrained FILE`` loads it: its seconds,
     its own probe, and the goal conditions (:func:`goal_conditions`, ``n`` images each). ``keep``:
     a .safetensors path to write the weights (and their report) to, rather than a temporary one; ``shape_loss``:
     the weight of the auxiliary shape head (0: none); ``tower``: ``stem_max`` or ``stem_max_scales``."""
@@ -408,7 +408,9 @@ def main() -> None:
     ap.add_argument("--only-stem-pretrain", type=int, default=0, metavar="STEPS",
                     help="pretrain the toy recipe for STEPS with the conv-stem, max-pooled tower; its goal conditions")
     ap.add_argument("--shape-loss", type=float, default=0.0, help="with --only-stem-pretrain: the shape head's weight")
-    ap.add_argument("--stem-tower", default="stem_max", choices=("stem_max", "stem_max_scales"),
+    from cachekit.toy.tower import TOWERS as TOY_TOWERS
+
+    ap.add_argument("--stem-tower", default="stem_max", choices=[t for t in TOY_TOWERS if t != "vit"],
                     help="with --only-stem-pretrain: the tower (stem_max_scales: its stem shared across input scales)")
     ap.add_argument("--keep-weights", metavar="PATH", help="with --only-stem-pretrain: keep the weights at PATH")
     ap.add_argument("--only-sizes", metavar="WEIGHTS", help="a toy (toy or a weights file) on bands of object size alone")

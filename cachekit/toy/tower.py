@@ -46,12 +46,13 @@ def scale_max_stem(stem, scales: tuple[float, ...] = (2 / 3, 1.0, 1.5)):
     class _ScaleMax(nn.Module):
         def __init__(self):
             super().__init__()
-            self.stem, self.scales = stem, tuple(scales)
+            self.stem = stem
+            self.scales = tuple(sorted(scales, key=lambda v: v != 1.0))  # scale 1 first: it fixes the grid
 
         def forward(self, x):  # [F, 3, S, S] -> [F, W, S/16, S/16]
             grid = None
             out = None
-            for s in sorted(self.scales, key=lambda v: v != 1.0):  # scale 1 first: it fixes the grid
+            for s in self.scales:
                 xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False,
                                                       antialias=s < 1)
                 y = self.stem(xs)  # [F, W, g_s, g_s]
