@@ -382,6 +382,12 @@ def conditions_markdown(res: dict, what: str = "The shipped toy", on: str = "on 
            f"| condition | shape (chance {ch['shape']:g}) | colour ({ch['colour']:g}) | place ({ch['place']:g}) |",
            "|---|---|---|---|"]
     out += [f"| {k} | {v['shape']:.1f} | {v['colour']:.1f} | {v['place']:.1f} |" for k, v in res["conditions"].items()]
+    by = res.get("shape_by")
+    if by:
+        groups = list(next(iter(by.values())))
+        out += ["", "Shape (%) by the object's true shape and by its place (centre, edge, corner):\n",
+                "| condition | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+        out += [f"| {k} | " + " | ".join(f"{v.get(g, float('nan')):.1f}" for g in groups) + " |" for k, v in by.items()]
     return "\n".join(out)
 
 

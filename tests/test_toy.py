@@ -121,6 +121,33 @@ def test_the_shape_head_trains_the_tower_and_is_thrown_away(tmp_path):
     assert report["config"]["shape_loss"] == 1.0 and report["config"]["shape_until"] == 1.0
 
 
+def test_the_stem_trains_under_bfloat16_autocast_and_is_saved_as_the_plain_stem(tmp_path):
+    """``stem_dtype``: the default runs the conv stem under bfloat16 autocast while training (0.8 of
+    a float32 step on 2 cores) and puts the plain stem back, so the file has the same keys as a
+    float32 run and loads as the same tower; the two runs' weights differ (the autocast ran)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from cachekit.errors import InputError
+    from cachekit.toy.pretrain import PretrainConfig, pretrain
+
+    assert PretrainConfig().stem_dtype == "bfloat16"
+    with pytest.raises(InputError, match="stem_dtype must be float32 or bfloat16"):
+        PretrainConfig(stem_dtype="float16")
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        for d in ("float32", "bfloat16"):
+            pretrain(tmp_path / f"{d}.safetensors", PretrainConfig(**TINY, stem_dtype=d))
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    f32, b16 = (load_file(str(tmp_path / f"{d}.safetensors")) for d in ("float32", "bfloat16"))
+    assert set(f32) == set(b16) and "visual.conv1.0.weight" in b16
+    assert not torch.equal(f32["visual.conv1.0.weight"], b16["visual.conv1.0.weight"])
+    report = json.loads((tmp_path / "bfloat16-pretrain.json").read_text())
+    assert report["config"]["stem_dtype"] == "bfloat16"
+
+
 # ------------------------------------------------------------------------------------- loading
 def test_the_file_path_loads_into_the_toy_config_and_the_key_names_it(toy_file):
     import torch

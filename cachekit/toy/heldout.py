@@ -73,10 +73,18 @@ def probe_images(condition: Condition, seed: int, n: int, size: int, stream: int
     return np.stack(images), objects, np.stack(owners)
 
 
+def place_kind(position: str) -> str:
+    """``centre``, ``edge`` (top, left, ...) or ``corner`` (top left, ...): how near a frame's
+    corner the place puts an object."""
+    return "centre" if position == "centre" else ("corner" if " " in position else "edge")
+
+
 def factor_accuracy(clip, seed: int, n: int, conditions: dict[str, Condition] = CONDITIONS) -> dict:
     """Zero-shot accuracy (%) of each of :data:`FACTORS` on ``n`` held-out images per condition of
     ``conditions`` (:data:`CONDITIONS`, or :data:`SIZE_BANDS`):
-    ``{"images": n, "chance": {factor: %}, "conditions": {condition: {factor: %}}}``."""
+    ``{"images": n, "chance": {factor: %}, "conditions": {condition: {factor: %}},
+    "shape_by": {condition: {true shape or place kind: shape %}}}``; the place kinds (centre, edge,
+    corner) tell a failure of size from one of the frame cutting a large object off."""
     import torch
     import torch.nn.functional as F
 
@@ -89,7 +97,7 @@ def factor_accuracy(clip, seed: int, n: int, conditions: dict[str, Condition] = 
     out: dict = {"images": n, "chance": {"shape": round(100 / len(shapes), 1), "colour": round(100 / len(colours), 1),
                                         "place": round(100 / len(places), 1),
                                         "colour_and_shape": round(100 / (len(colours) * len(shapes)), 1)},
-                 "conditions": {}}
+                 "conditions": {}, "shape_by": {}}
     for stream, (name, cond) in enumerate(conditions.items()):
         images, objects, _ = probe_images(cond, seed, n, clip.preprocess_cfg["size"], stream)
         with torch.no_grad():
@@ -106,4 +114,9 @@ def factor_accuracy(clip, seed: int, n: int, conditions: dict[str, Condition] = 
             "colour_and_shape": (emb @ bare.T).argmax(1) == c * len(shapes) + s,
         }
         out["conditions"][name] = {k: round(100 * v.float().mean().item(), 1) for k, v in hits.items()}
+        kind = [place_kind(o.position) for o in objects]
+        groups = {sh: [o.shape == sh for o in objects] for sh in shapes}
+        groups.update({k: [x == k for x in kind] for k in ("centre", "edge", "corner")})
+        out["shape_by"][name] = {g: round(100 * hits["shape"][torch.tensor(m)].float().mean().item(), 1)
+                                 for g, m in groups.items() if any(m)}
     return out

@@ -8,7 +8,8 @@ names the object's place (one of nine), weighted ``place_loss`` falling to 0 by 
 the run; one names its shape (one of four), ``shape_loss`` falling to 0 by ``shape_until``. Without
 them the encoder never learnt place and learnt shape slowly (image and text tower start blind to
 both and each can learn them only through the other; see ``benchmarks/toy_limits.py``). The vision
-tower is the stem tower (:mod:`.tower`), which finds small objects faster than 16-pixel patches.
+tower is the stem tower (:mod:`.tower`), which finds small objects faster than 16-pixel patches;
+its stem trains under bfloat16 autocast (``stem_dtype``), 0.8 of a float32 step on 2 CPU cores.
 Every batch is drawn from ``SeedSequence([seed, step])``, torch is seeded and runs deterministic
 kernels on a fixed number of threads, so one command rebuilds the same weights on the same machine.
 The weights are written as float16 safetensors (open_clip loads them into its float32 model).
@@ -16,6 +17,7 @@ The weights are written as float16 safetensors (open_clip loads them into its fl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -58,6 +60,7 @@ class PretrainConfig:
     shape_loss: float = 1.0  # weight of an auxiliary shape head (4-way, single objects); 0: none ...
     shape_until: float = 1.0  # ... falling linearly to 0 over this fraction of the steps
     tower: str = "stem_max"  # the vision tower (:data:`.tower.TOWERS`); the loader rebuilds it from the metadata
+    stem_dtype: str = "bfloat16"  # autocast dtype of the conv stem while training ("float32": none); see _Autocast
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "threads", "probe_images"):
@@ -71,6 +74,8 @@ class PretrainConfig:
             if not (loss >= 0 and 0 < until <= 1):
                 raise InputError(f"{head}_loss must be >= 0 and {head}_until in (0, 1], got {loss}, {until}")
         check_tower(self.tower)
+        if self.stem_dtype not in ("float32", "bfloat16"):
+            raise InputError(f"stem_dtype must be float32 or bfloat16, got {self.stem_dtype!r}")
         if not (self.lr > 0 and self.weight_decay >= 0):
             raise InputError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
 
@@ -101,6 +106,35 @@ class _Prefetch:
         self._next += 1
         self._launch()
         return out
+
+
+@contextlib.contextmanager
+def _stem_autocast(visual, dtype: str, device_type: str):
+    """Runs the vision tower's stem (``visual.conv1``) under ``dtype`` autocast while pretraining and
+    puts the plain stem back afterwards (same state-dict keys; weights stay float32, the file float16).
+    The conv stem's 56- and 28-pixel layers cost half a float32 step on 2 CPU cores; with a bfloat16
+    stem a step takes about 0.8 of the time."""
+    import torch
+
+    if dtype == "float32":
+        yield
+        return
+    stem = visual.conv1
+
+    class Stem(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = stem
+
+        def forward(self, x):  # [F, 3, S, S] -> [F, W, S/16, S/16], float32 out
+            with torch.autocast(device_type, dtype=getattr(torch, dtype)):
+                return self.inner(x).float()
+
+    visual.conv1 = Stem()
+    try:
+        yield
+    finally:
+        visual.conv1 = stem
 
 
 def _clip_loss(img, txt, logit_scale, captions: list[str]):
@@ -218,32 +252,34 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
         bar = tqdm(total=cfg.steps, desc="toy pretrain", unit="step")
     feed = _Prefetch(cfg.seed, cfg.batch_size, size, 0)
     curve, t0 = [], time.perf_counter()
-    for step in range(cfg.steps):
-        images, captions, scenes = feed.get()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        pixels = clip.preprocess(images).to(clip.device)  # [B, 3, S, S]
-        tokens = clip.tokenize(captions).to(clip.device)  # [B, ctx]
-        img = model.encode_image(pixels)
-        txt = model.encode_text(tokens)
-        loss = _clip_loss(img, txt, model.logit_scale, captions)
-        single = [i for i, sc in enumerate(scenes) if len(sc.objects) == 1]  # one object: one place, one shape
-        for name, head in heads.items():
-            weight = getattr(cfg, f"{name}_loss") * max(0.0, 1.0 - step / (getattr(cfg, f"{name}_until") * cfg.steps))
-            if single and weight > 0:
-                field, classes = AUX_HEADS[name]
-                truth = torch.tensor([classes.index(getattr(scenes[i].objects[0], field)) for i in single],
-                                     device=clip.device)
-                loss = loss + weight * torch.nn.functional.cross_entropy(head(img[single]), truth)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 50 == 0 or step == cfg.steps - 1:
-            curve.append([step, round(loss.item(), 4)])
-            log.info("step %d loss %.4f", step, curve[-1][1])
-        if bar is not None:
-            bar.update()
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+    with _stem_autocast(model.visual, cfg.stem_dtype, torch.device(clip.device).type):
+        for step in range(cfg.steps):
+            images, captions, scenes = feed.get()
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            pixels = clip.preprocess(images).to(clip.device)  # [B, 3, S, S]
+            tokens = clip.tokenize(captions).to(clip.device)  # [B, ctx]
+            img = model.encode_image(pixels)
+            txt = model.encode_text(tokens)
+            loss = _clip_loss(img, txt, model.logit_scale, captions)
+            single = [i for i, sc in enumerate(scenes) if len(sc.objects) == 1]  # one object: one place, one shape
+            for name, head in heads.items():
+                until = getattr(cfg, f"{name}_until") * cfg.steps
+                weight = getattr(cfg, f"{name}_loss") * max(0.0, 1.0 - step / until)
+                if single and weight > 0:
+                    field, classes = AUX_HEADS[name]
+                    truth = torch.tensor([classes.index(getattr(scenes[i].objects[0], field)) for i in single],
+                                         device=clip.device)
+                    loss = loss + weight * torch.nn.functional.cross_entropy(head(img[single]), truth)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step % 50 == 0 or step == cfg.steps - 1:
+                curve.append([step, round(loss.item(), 4)])
+                log.info("step %d loss %.4f", step, curve[-1][1])
+            if bar is not None:
+                bar.update()
+                bar.set_postfix(loss=f"{float(loss):.3f}")
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t0
