@@ -134,27 +134,34 @@ def _tower(kind: str, vit):
 
 
 def stem_pretraining(steps: int, n: int = 400, keep: str | None = None, shape_loss: float = 0.0,
-                     tower: str = "stem_max") -> dict:
+                     tower: str = "stem_max", sizing: str = "radius") -> dict:
     """The shipped recipe (batch 128, 2 threads, the place head) for ``steps`` with a stem ``tower``
     (:mod:`cachekit.toy.tower`), loaded back as ``--pretrained FILE`` loads it: its seconds,
     its own probe, and the goal conditions (:func:`goal_conditions`, ``n`` images each). ``keep``:
     a .safetensors path to write the weights (and their report) to, rather than a temporary one; ``shape_loss``:
-    the weight of the auxiliary shape head (0: none); ``tower``: ``stem_max`` or ``stem_max_scales``."""
+    the weight of the auxiliary shape head (0: none); ``tower``: ``stem_max`` or ``stem_max_scales``;
+    ``sizing``: how radii are drawn per shape (:data:`cachekit.toy.scenes.SIZINGS`). The goal
+    conditions are drawn as it was trained, and, when that is not "radius", also with one radius for
+    every shape (``radius_probe``)."""
     import torch
 
     from cachekit.encoder import EncoderConfig, load_clip
     from cachekit.toy.heldout import factor_accuracy
     from cachekit.toy.pretrain import PretrainConfig, pretrain
 
-    cfg = PretrainConfig(steps=steps, warmup=min(100, steps // 10), tower=tower, shape_loss=shape_loss)
+    cfg = PretrainConfig(steps=steps, warmup=min(100, steps // 10), tower=tower, shape_loss=shape_loss, sizing=sizing)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(keep) if keep else Path(tmp) / "stem-max.safetensors"
         report = pretrain(path, cfg)
         clip = load_clip(EncoderConfig(pretrained=str(path)))
     torch.set_num_threads(cfg.threads)
-    return {"steps": steps, "batch_size": cfg.batch_size, "shape_loss": shape_loss, "tower": tower, "seconds": report["seconds"], "probe": report["probe"],
-            "parameters": sum(p.numel() for p in clip.model.visual.parameters()),
-            **factor_accuracy(clip, 0, n)}
+    out = {"steps": steps, "batch_size": cfg.batch_size, "shape_loss": shape_loss, "tower": tower, "sizing": sizing,
+           "seconds": report["seconds"], "probe": report["probe"],
+           "parameters": sum(p.numel() for p in clip.model.visual.parameters()),
+           **factor_accuracy(clip, 0, n, sizing=sizing)}
+    if sizing != "radius":
+        out["radius_probe"] = factor_accuracy(clip, 0, n)
+    return out
 
 
 def supervised(target: str, pos_embed_type: str, steps: int, batch: int = 64, seed: int = 0,
@@ -418,6 +425,11 @@ def main() -> None:
 
     ap.add_argument("--stem-tower", default="stem_max", choices=[t for t in TOY_TOWERS if t != "vit"],
                     help="with --only-stem-pretrain: the tower (stem_max_scales: its stem shared across input scales)")
+    from cachekit.toy.scenes import SIZINGS
+
+    ap.add_argument("--sizing", default="radius", choices=SIZINGS,
+                    help="with --only-stem-pretrain: how radii are drawn per shape (mixed: ink and extent do not "
+                         "name the shape; cachekit/toy/scenes.py)")
     ap.add_argument("--keep-weights", metavar="PATH", help="with --only-stem-pretrain: keep the weights at PATH")
     ap.add_argument("--only-sizes", metavar="WEIGHTS", help="a toy (toy or a weights file) on bands of object size alone")
     ap.add_argument("--only-conditions", action="store_true", help="the shipped toy on the goal conditions alone")
@@ -435,12 +447,15 @@ def main() -> None:
         return
     if a.only_stem_pretrain:
         res = stem_pretraining(a.only_stem_pretrain, keep=a.keep_weights, shape_loss=a.shape_loss,
-                               tower=a.stem_tower)
+                               tower=a.stem_tower, sizing=a.sizing)
         head = f", shape head {res['shape_loss']:g}" if res["shape_loss"] else ""
+        head += f", {res['sizing']} sizing" if res["sizing"] != "radius" else ""
         shared = ", shared across input scales" if res["tower"] == "stem_max_scales" else ""
         what = (f"The toy recipe with a conv stem{shared} and max pooling{head} ({res['steps']} steps of {res['batch_size']}, "
                 f"{res['seconds']:.0f} s, {res['parameters']:,} vision parameters)")
-        print(json.dumps(res) if a.json else conditions_markdown(res, what))
+        print(json.dumps(res) if a.json else conditions_markdown(res, what, "on the goal conditions, drawn as trained"))
+        if "radius_probe" in res and not a.json:
+            print("\n" + conditions_markdown(res["radius_probe"], what, "on the goal conditions, one radius for every shape"))
         return
     if a.only_pooling:
         towers = tuple(t for t in a.towers.split(",") if t)

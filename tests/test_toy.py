@@ -148,6 +148,15 @@ def test_the_stem_trains_under_bfloat16_autocast_and_is_saved_as_the_plain_stem(
     assert report["config"]["stem_dtype"] == "bfloat16"
 
 
+def test_an_unknown_sizing_is_refused_and_radius_is_the_default():
+    from cachekit.errors import InputError
+    from cachekit.toy.pretrain import PretrainConfig
+
+    assert PretrainConfig().sizing == "radius"
+    with pytest.raises(InputError, match="sizing must be one of radius, mixed"):
+        PretrainConfig(sizing="area")
+
+
 # ------------------------------------------------------------------------------------- loading
 def test_the_file_path_loads_into_the_toy_config_and_the_key_names_it(toy_file):
     import torch
@@ -294,10 +303,13 @@ def test_toy_with_another_model_fails_in_one_line(toy_env, videos, tmp_path):
 def test_cli_pretrain_toy_writes_the_weights_and_prints_the_probe(tmp_path):
     out = tmp_path / "w" / "toy.safetensors"
     code, stdout, stderr = run_cli(["pretrain-toy", "--out", out, "--steps", "2", "--batch-size", "8",
-                                    "--probe-images", "12", "--threads", "1", "--seed", "1", "--no-progress"],
+                                    "--probe-images", "12", "--threads", "1", "--seed", "1", "--no-progress",
+                                    "--sizing", "mixed", "--stem-dtype", "float32"],
                                    env=cli_env())
     assert code == 0, stderr
     assert is_toy_weights_file(out) and (out.parent / "toy-pretrain.json").is_file()
+    config = json.loads((out.parent / "toy-pretrain.json").read_text())["config"]
+    assert config["sizing"] == "mixed" and config["stem_dtype"] == "float32"
     assert f"wrote {out}" in stdout and "probe on" in stdout and "colour+shape" in stdout
     probe = json.loads((out.parent / "toy-pretrain.json").read_text())["probe"]
     assert f"colour+shape {probe['colour_and_shape']:.1f}%" in stdout

@@ -87,3 +87,30 @@ def test_the_shipped_toy_knows_shape_colour_and_place_in_the_trained_conditions(
     res = factor_accuracy(load_clip(EncoderConfig(model="toy", pretrained="toy", device="cpu")), 0, 72)
     trained = res["conditions"]["trained sizes and backgrounds"]
     assert trained["shape"] >= 75 and trained["colour"] >= 85 and trained["place"] >= 85, trained
+
+
+def test_ink_area_matches_the_drawn_shapes_and_mixed_sizing_spans_radius_to_equal_ink():
+    """``INK_AREA`` is what the drawing fills (coverage of a drawn shape at 20 px, within 3%), so
+    the "mixed" sizing's largest factor gives each shape the disc's ink; "radius" draws nothing
+    from the stream (the shipped toy's images are unchanged), "mixed" stays within [1, k]."""
+    from cachekit.toy.scenes import INK_AREA, SceneObject, render, scene_batch, size_factor
+
+    r = 20.0
+    for shape, area in INK_AREA.items():
+        rng = np.random.default_rng(0)
+        cover = np.zeros((1, 112, 112), np.float32)
+        obj = SceneObject("red", shape, "large", "centre")
+        render(rng, np.zeros((112, 112, 3), np.float32), [obj], lambda _o: r, cover)
+        assert abs(cover.sum() / (area * r * r) - 1) < 0.03, (shape, cover.sum(), area * r * r)
+    rng = np.random.default_rng(1)
+    state = rng.bit_generator.state
+    assert size_factor("triangle", "radius", rng) == 1.0 and rng.bit_generator.state == state
+    k = {s: np.sqrt(np.pi / a) for s, a in INK_AREA.items()}
+    got = [size_factor("triangle", "mixed", rng) for _ in range(200)]
+    assert 1.0 <= min(got) < 1.1 and k["triangle"] - 0.1 < max(got) <= k["triangle"]
+    assert size_factor("disc", "mixed", rng) == 1.0
+    radius, mixed = scene_batch(0, 3, 8, 112), scene_batch(0, 3, 8, 112, "mixed")
+    assert [len(s.objects) for s in radius[2]] and not np.array_equal(radius[0], mixed[0])
+    for sizing in ("radius", "mixed"):
+        images, objects, _ = probe_images(CONDITIONS["trained sizes and backgrounds"], 0, 4, 112, 0, sizing)
+        assert images.shape == (4, 112, 112, 3) and len(objects) == 4

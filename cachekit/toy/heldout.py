@@ -18,7 +18,7 @@ import numpy as np
 
 from ..synth.doodle import DOODLE_BACKGROUNDS, pattern
 from ..synth.vocab import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, object_phrase
-from .scenes import SceneObject, place_phrase, render, scene_background
+from .scenes import SceneObject, place_phrase, render, scene_background, size_factor
 
 SMALLEST, LARGEST = min(lo for lo, _ in SIZES.values()), max(hi for _, hi in SIZES.values())  # radius / side
 BEYOND = 1.5
@@ -49,12 +49,13 @@ SIZE_BANDS: dict[str, Condition] = {
 FACTORS = ("shape", "colour", "place", "colour_and_shape")
 
 
-def probe_images(condition: Condition, seed: int, n: int, size: int, stream: int = 0
+def probe_images(condition: Condition, seed: int, n: int, size: int, stream: int = 0, sizing: str = "radius"
                  ) -> tuple[np.ndarray, list[SceneObject], np.ndarray]:
     """``n`` single-object images [n, H, W, 3] uint8 under ``condition``, their objects and
     owner maps [n, H, W] int8 (0 where the object covers a pixel at least half, -1 elsewhere), drawn
     from ``SeedSequence([seed, 0x9B0BE, stream])`` (pretraining draws ``[seed, step, 0x70C]``);
-    shapes and colours cycle so that each is drawn about equally often, places at random."""
+    shapes and colours cycle so that each is drawn about equally often, places at random; radii per
+    ``sizing`` (:data:`~.scenes.SIZINGS`, as the toy was pretrained)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9B0BE, stream]))
     shapes, colours, places, sizes = list(SHAPES), list(COLOURS), list(POSITIONS), list(SIZES)
     images, objects, owners = [], [], []
@@ -67,7 +68,8 @@ def probe_images(condition: Condition, seed: int, n: int, size: int, stream: int
         obj = SceneObject(colours[(i // len(shapes)) % len(colours)], shapes[i % len(shapes)], word,
                           places[int(rng.integers(len(places)))])
         cover = np.zeros((1, size, size), np.float32)
-        images.append(render(rng, bg, [obj], lambda _o: rng.uniform(lo, hi) * size, cover))
+        images.append(render(rng, bg, [obj], lambda o: rng.uniform(lo, hi) * size * size_factor(o.shape, sizing, rng),
+                             cover))
         objects.append(obj)
         owners.append(np.where(cover[0] >= 0.5, 0, -1).astype(np.int8))
     return np.stack(images), objects, np.stack(owners)
@@ -79,7 +81,8 @@ def place_kind(position: str) -> str:
     return "centre" if position == "centre" else ("corner" if " " in position else "edge")
 
 
-def factor_accuracy(clip, seed: int, n: int, conditions: dict[str, Condition] = CONDITIONS) -> dict:
+def factor_accuracy(clip, seed: int, n: int, conditions: dict[str, Condition] = CONDITIONS,
+                    sizing: str = "radius") -> dict:
     """Zero-shot accuracy (%) of each of :data:`FACTORS` on ``n`` held-out images per condition of
     ``conditions`` (:data:`CONDITIONS`, or :data:`SIZE_BANDS`):
     ``{"images": n, "chance": {factor: %}, "conditions": {condition: {factor: %}},
@@ -99,7 +102,7 @@ def factor_accuracy(clip, seed: int, n: int, conditions: dict[str, Condition] = 
                                         "colour_and_shape": round(100 / (len(colours) * len(shapes)), 1)},
                  "conditions": {}, "shape_by": {}}
     for stream, (name, cond) in enumerate(conditions.items()):
-        images, objects, _ = probe_images(cond, seed, n, clip.preprocess_cfg["size"], stream)
+        images, objects, _ = probe_images(cond, seed, n, clip.preprocess_cfg["size"], stream, sizing)
         with torch.no_grad():
             emb = clip.encode_frames(clip.preprocess(images).to(clip.device)).emb
             emb = F.normalize(emb.float(), dim=-1).cpu()  # [n, D']

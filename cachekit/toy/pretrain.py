@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import InputError
 from ..synth.vocab import POSITIONS, SHAPES
 from .files import METADATA_KEY, TOY_TAG, toy_model_cfg, toy_model_config, toy_weights  # paths re-exported
-from .scenes import scene_batch
+from .scenes import SIZINGS, scene_batch
 from .tower import apply_tower, check_tower
 
 PLACES = list(POSITIONS)
@@ -60,6 +60,7 @@ class PretrainConfig:
     shape_loss: float = 1.0  # weight of an auxiliary shape head (4-way, single objects); 0: none ...
     shape_until: float = 1.0  # ... falling linearly to 0 over this fraction of the steps
     tower: str = "stem_max"  # the vision tower (:data:`.tower.TOWERS`); the loader rebuilds it from the metadata
+    sizing: str = "radius"  # how a size word's radius is drawn per shape (:data:`.scenes.SIZINGS`)
     stem_dtype: str = "bfloat16"  # autocast dtype of the conv stem while training ("float32": none); see _Autocast
 
     def __post_init__(self) -> None:
@@ -74,6 +75,8 @@ class PretrainConfig:
             if not (loss >= 0 and 0 < until <= 1):
                 raise InputError(f"{head}_loss must be >= 0 and {head}_until in (0, 1], got {loss}, {until}")
         check_tower(self.tower)
+        if self.sizing not in SIZINGS:
+            raise InputError(f"sizing must be one of {', '.join(SIZINGS)}, got {self.sizing!r}")
         if self.stem_dtype not in ("float32", "bfloat16"):
             raise InputError(f"stem_dtype must be float32 or bfloat16, got {self.stem_dtype!r}")
         if not (self.lr > 0 and self.weight_decay >= 0):
@@ -84,8 +87,8 @@ class _Prefetch:
     """Draws batch ``step + 1`` on a thread while the model trains on batch ``step`` (numpy drawing
     releases the GIL for most of its work)."""
 
-    def __init__(self, seed: int, batch: int, size: int, start: int):
-        self.seed, self.batch, self.size = seed, batch, size
+    def __init__(self, seed: int, batch: int, size: int, start: int, sizing: str = "radius"):
+        self.seed, self.batch, self.size, self.sizing = seed, batch, size, sizing
         self._next = start
         self._thread: threading.Thread | None = None
         self._result = None
@@ -95,7 +98,7 @@ class _Prefetch:
         step = self._next
 
         def work():
-            self._result = scene_batch(self.seed, step, self.batch, self.size)
+            self._result = scene_batch(self.seed, step, self.batch, self.size, self.sizing)
 
         self._thread = threading.Thread(target=work, daemon=True)
         self._thread.start()
@@ -152,7 +155,7 @@ def _clip_loss(img, txt, logit_scale, captions: list[str]):
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
-def probe(clip, seed: int, n: int) -> dict:
+def probe(clip, seed: int, n: int, sizing: str = "radius") -> dict:
     """Zero-shot accuracy on held-out drawn images (a stream the training never draws), single
     objects only: the subject's colour x shape among all such phrases, colour and shape alone,
     and its place among the nine (``"a red square on the left"``, ... with its own colour and shape)."""
@@ -167,7 +170,7 @@ def probe(clip, seed: int, n: int) -> dict:
         text = clip.encode_text([object_phrase(c, s) for c, s in pairs])  # [P, D'] normalised
         placed = clip.encode_text([object_phrase(c, s) + place_phrase(p) for c, s in pairs for p in places])
         placed = placed.reshape(len(pairs), len(places), -1)  # [P, 9, D']
-        images, _, scenes = scene_batch(seed + 1_000_003, 0, n, clip.preprocess_cfg["size"])
+        images, _, scenes = scene_batch(seed + 1_000_003, 0, n, clip.preprocess_cfg["size"], sizing)
         single = [i for i, sc in enumerate(scenes) if len(sc.objects) == 1]
         emb = clip.encode_frames(clip.preprocess(images[single]).to(clip.device)).emb
         emb = torch.nn.functional.normalize(emb.float(), dim=-1)  # [I, D']
@@ -250,7 +253,7 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, desc="toy pretrain", unit="step")
-    feed = _Prefetch(cfg.seed, cfg.batch_size, size, 0)
+    feed = _Prefetch(cfg.seed, cfg.batch_size, size, 0, cfg.sizing)
     curve, t0 = [], time.perf_counter()
     with _stem_autocast(model.visual, cfg.stem_dtype, torch.device(clip.device).type):
         for step in range(cfg.steps):
@@ -289,7 +292,7 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
         "model_config": json.loads(toy_model_config().read_text()),
         "seconds": round(seconds, 1),
         "loss_curve": curve,
-        "probe": probe(clip, cfg.seed, cfg.probe_images),
+        "probe": probe(clip, cfg.seed, cfg.probe_images, cfg.sizing),
         "torch": torch.__version__,
         "note": "toy encoder pretrained on drawn still images; says nothing about real CLIP on real videos",
     }

@@ -14,6 +14,22 @@ from ..synth.motions import Item, make_track
 from ..synth.vocab import BACKGROUNDS, COLOURS, COUNTS, POSITIONS, SHAPES, SIZES, colour_rgb, object_phrase
 
 PLURAL = {"disc": "discs", "square": "squares", "triangle": "triangles", "ring": "rings"}
+# Ink area of each shape at radius r, over r^2 (cachekit.synth.drawing's shapes: the square's half
+# side is 0.8 r, the triangle's circumradius r, the ring's inner radius 0.55 r).
+INK_AREA = {"disc": np.pi, "ring": np.pi * (1 - 0.55 ** 2), "square": 1.6 ** 2, "triangle": 3 * np.sqrt(3) / 4}
+# How a size word's radius becomes each shape's radius: "radius" the same radius for every shape (so
+# at one radius a triangle has 0.41 of a disc's ink and ink alone tells the shapes apart: the shipped
+# toy calls tiny objects triangles and large ones discs); "mixed" scales it per object by
+# k ** u, u ~ U(0, 1), where k = sqrt(pi / INK_AREA) gives the disc's ink (so neither ink nor extent
+# names the shape).
+SIZINGS = ("radius", "mixed")
+
+
+def size_factor(shape: str, sizing: str, rng: np.random.Generator) -> float:
+    """The factor ``sizing`` (:data:`SIZINGS`) applies to a ``shape``'s radius; "radius" draws nothing."""
+    if sizing == "radius":
+        return 1.0
+    return float(np.sqrt(np.pi / INK_AREA[shape]) ** rng.uniform())
 
 
 @dataclass(frozen=True)
@@ -67,8 +83,8 @@ def place_phrase(position: str) -> str:
     return f" on the {position}" if position in ("left", "right") else f" at the {position}"
 
 
-def draw_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, Scene]:
-    """[H, W, 3] uint8 RGB of one random scene, and the scene."""
+def draw_scene(rng: np.random.Generator, size: int, sizing: str = "radius") -> tuple[np.ndarray, Scene]:
+    """[H, W, 3] uint8 RGB of one random scene, and the scene; radii per ``sizing`` (:data:`SIZINGS`)."""
     s = float(size)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     bg_word = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
@@ -83,7 +99,7 @@ def draw_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, Scene]:
             colour, shape = colours[int(rng.integers(len(colours)))], shapes[int(rng.integers(len(shapes)))]
         size_word = list(SIZES)[int(rng.integers(len(SIZES)))]
         objects.append(SceneObject(colour, shape, size_word, positions[int(cells[k])]))
-    img = render(rng, bg, objects, lambda o: rng.uniform(*SIZES[o.size]) * s)
+    img = render(rng, bg, objects, lambda o: rng.uniform(*SIZES[o.size]) * s * size_factor(o.shape, sizing, rng))
     return img, Scene(tuple(objects), bg_word)
 
 
@@ -122,12 +138,13 @@ def draw_object(rng: np.random.Generator, frames: np.ndarray, obj: SceneObject, 
     draw(frames, item, cover)
 
 
-def scene_batch(seed: int, step: int, batch: int, size: int) -> tuple[np.ndarray, list[str], list[Scene]]:
+def scene_batch(seed: int, step: int, batch: int, size: int, sizing: str = "radius"
+                ) -> tuple[np.ndarray, list[str], list[Scene]]:
     """Batch ``step`` of the seeded stream: [B, H, W, 3] uint8 images, one caption each, scenes."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, step, 0x70C]))
     images, captions, scenes = [], [], []
     for _ in range(batch):
-        img, scene = draw_scene(rng, size)
+        img, scene = draw_scene(rng, size, sizing)
         images.append(img)
         captions.append(scene.caption(rng))
         scenes.append(scene)
