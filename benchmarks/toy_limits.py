@@ -305,14 +305,20 @@ def pooling_markdown(res: dict) -> str:
 def goal_conditions(n: int = 400) -> dict:
     """The shipped toy on issue 23 item 6's goal conditions (:mod:`cachekit.toy.heldout`): shape,
     colour and place zero-shot, each with the other two given, at the trained sizes and
-    backgrounds, 1.5x beyond the sizes either way, and on unseen backgrounds."""
+    backgrounds, 1.5x beyond the sizes either way, and on unseen backgrounds; drawn as the toy was
+    pretrained (its sizing) and, when that is not "radius", also with one radius for every shape."""
     import torch
 
     from cachekit.encoder import EncoderConfig, load_clip
+    from cachekit.toy.files import toy_sizing, toy_weights
     from cachekit.toy.heldout import factor_accuracy
 
     torch.set_num_threads(2)
-    return factor_accuracy(load_clip(EncoderConfig(model="toy", pretrained="toy")), 0, n)
+    clip, sizing = load_clip(EncoderConfig(model="toy", pretrained="toy")), toy_sizing(toy_weights())
+    res = {"sizing": sizing, **factor_accuracy(clip, 0, n, sizing=sizing)}
+    if sizing != "radius":
+        res["radius_probe"] = factor_accuracy(clip, 0, n)
+    return res
 
 
 def size_bands(weights: str = "toy", n: int = 400) -> dict:
@@ -322,10 +328,13 @@ def size_bands(weights: str = "toy", n: int = 400) -> dict:
     import torch
 
     from cachekit.encoder import EncoderConfig, load_clip
+    from cachekit.toy.files import toy_sizing, toy_weights
     from cachekit.toy.heldout import SIZE_BANDS, factor_accuracy
 
     torch.set_num_threads(2)
-    return {"weights": weights, **factor_accuracy(load_clip(EncoderConfig(pretrained=weights)), 0, n, SIZE_BANDS)}
+    sizing = toy_sizing(toy_weights() if weights == "toy" else weights)
+    return {"weights": weights, "sizing": sizing,
+            **factor_accuracy(load_clip(EncoderConfig(pretrained=weights)), 0, n, SIZE_BANDS, sizing)}
 
 
 def run(steps: int = 600, pretrain_steps: int = 600, shape_steps: int = 0) -> dict:
@@ -438,6 +447,8 @@ def main() -> None:
     if a.only_conditions:
         res = goal_conditions()
         print(json.dumps(res) if a.json else conditions_markdown(res))
+        if "radius_probe" in res and not a.json:
+            print("\n" + conditions_markdown(res["radius_probe"], on="on the goal conditions, one radius for every shape"))
         return
     if a.only_sizes:
         res = size_bands(a.only_sizes)

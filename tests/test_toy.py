@@ -18,7 +18,7 @@ import pytest
 from helpers import TINY_CFG, benchmark_script, cli_env, invoke, run_cli, synth_frames, write_h264
 
 from cachekit.caveat import RANDOM_CAVEAT, TOY_CAVEAT, encoder_caveat, weights_kind
-from cachekit.toy.files import TOY_WEIGHTS_ENV, is_toy_weights_file, toy_model_cfg, toy_model_config
+from cachekit.toy.files import TOY_WEIGHTS_ENV, is_toy_weights_file, toy_model_cfg, toy_model_config, toy_sizing
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -310,6 +310,7 @@ def test_cli_pretrain_toy_writes_the_weights_and_prints_the_probe(tmp_path):
     assert is_toy_weights_file(out) and (out.parent / "toy-pretrain.json").is_file()
     config = json.loads((out.parent / "toy-pretrain.json").read_text())["config"]
     assert config["sizing"] == "mixed" and config["stem_dtype"] == "float32"
+    assert toy_sizing(out) == "mixed" and toy_sizing(tmp_path / "missing.safetensors") == "radius"
     assert f"wrote {out}" in stdout and "probe on" in stdout and "colour+shape" in stdout
     probe = json.loads((out.parent / "toy-pretrain.json").read_text())["probe"]
     assert f"colour+shape {probe['colour_and_shape']:.1f}%" in stdout

@@ -77,8 +77,18 @@ def is_toy_weights_file(path: str | os.PathLike) -> bool:
     return _toy_info(path) is not None
 
 
+def _pretrain_field(path: str | os.PathLike, key: str, default: str) -> str:
+    pretrain = (_toy_info(path) or {}).get("pretrain")
+    return str(pretrain.get(key, default)) if isinstance(pretrain, dict) else default
+
+
 def toy_tower(path: str | os.PathLike) -> str:
     """The vision tower a toy weights file was pretrained with (:mod:`cachekit.toy.tower`; files
     written before towers were named hold the plain ``"vit"``)."""
-    pretrain = (_toy_info(path) or {}).get("pretrain")
-    return str(pretrain.get("tower", "vit")) if isinstance(pretrain, dict) else "vit"
+    return _pretrain_field(path, "tower", "vit")
+
+
+def toy_sizing(path: str | os.PathLike) -> str:
+    """How the objects a toy weights file was pretrained on were sized per shape
+    (:data:`cachekit.toy.scenes.SIZINGS`; files written before sizings were named: ``"radius"``)."""
+    return _pretrain_field(path, "sizing", "radius")
