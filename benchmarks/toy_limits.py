@@ -133,6 +133,29 @@ def _tower(kind: str, vit):
     return net
 
 
+def stem_dtype_timing(steps: int, rounds: int = 2) -> dict:
+    """The shipped recipe's pretraining time for ``steps`` steps with a float32 and a bfloat16
+    stem (``PretrainConfig.stem_dtype``), alternated ``rounds`` times in one process: seconds of
+    the training loop alone (drawing the next batch on its thread included), and their ratio."""
+    from cachekit.toy.pretrain import PretrainConfig, pretrain
+
+    seconds: dict[str, list[float]] = {"float32": [], "bfloat16": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(rounds):
+            for dtype in seconds:
+                cfg = PretrainConfig(steps=steps, warmup=min(100, steps // 10), probe_images=16, stem_dtype=dtype)
+                seconds[dtype].append(pretrain(Path(tmp) / f"{dtype}.safetensors", cfg)["seconds"])
+    best = {d: min(v) for d, v in seconds.items()}
+    return {"steps": steps, "seconds": seconds, "ratio": round(best["bfloat16"] / best["float32"], 3)}
+
+
+def stem_dtype_markdown(res: dict) -> str:
+    f32, b16 = res["seconds"]["float32"], res["seconds"]["bfloat16"]
+    return (f"**Pretraining {res['steps']} steps of the shipped recipe, float32 / bfloat16 stem, alternated in one "
+            f"run**: {', '.join(f'{x:.1f}' for x in f32)} s / {', '.join(f'{x:.1f}' for x in b16)} s; "
+            f"bfloat16 / float32 (best of each): {res['ratio']:.2f}")
+
+
 def stem_pretraining(steps: int, n: int = 400, keep: str | None = None, shape_loss: float = 0.0,
                      tower: str = "stem_max", sizing: str = "radius") -> dict:
     """The shipped recipe (batch 128, 2 threads, the place head) for ``steps`` with a stem ``tower``
@@ -427,6 +450,8 @@ def main() -> None:
     ap.add_argument("--only-pooling", type=int, default=0, metavar="STEPS",
                     help="run the seeing-or-finding comparison alone, for STEPS supervised steps per tower")
     ap.add_argument("--towers", default=",".join(TOWERS), help=f"towers of --only-pooling, of {', '.join(TOWERS)}")
+    ap.add_argument("--only-stem-dtype", type=int, default=0, metavar="STEPS",
+                    help="time STEPS of pretraining with a float32 and a bfloat16 stem, side by side")
     ap.add_argument("--only-stem-pretrain", type=int, default=0, metavar="STEPS",
                     help="pretrain the toy recipe for STEPS with the conv-stem, max-pooled tower; its goal conditions")
     ap.add_argument("--shape-loss", type=float, default=0.0, help="with --only-stem-pretrain: the shape head's weight")
@@ -444,6 +469,10 @@ def main() -> None:
     ap.add_argument("--only-conditions", action="store_true", help="the shipped toy on the goal conditions alone")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    if a.only_stem_dtype:
+        res = stem_dtype_timing(a.only_stem_dtype)
+        print(json.dumps(res) if a.json else stem_dtype_markdown(res))
+        return
     if a.only_conditions:
         res = goal_conditions()
         print(json.dumps(res) if a.json else conditions_markdown(res))

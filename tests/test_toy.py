@@ -148,6 +148,21 @@ def test_the_stem_trains_under_bfloat16_autocast_and_is_saved_as_the_plain_stem(
     assert report["config"]["stem_dtype"] == "bfloat16"
 
 
+def test_the_stem_dtype_timing_runs_both_dtypes_side_by_side():
+    """``toy_limits.py --only-stem-dtype``: both stems timed in one process, their ratio printed."""
+    import torch
+
+    limits = benchmark_script("toy_limits")
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        res = limits.stem_dtype_timing(2, rounds=1)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    assert set(res["seconds"]) == {"float32", "bfloat16"} and all(len(v) == 1 for v in res["seconds"].values())
+    assert res["ratio"] > 0 and "bfloat16 / float32" in limits.stem_dtype_markdown(res)
+
+
 def test_an_unknown_sizing_is_refused_and_radius_is_the_default():
     from cachekit.errors import InputError
     from cachekit.toy.pretrain import PretrainConfig
