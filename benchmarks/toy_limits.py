@@ -133,6 +133,17 @@ def _tower(kind: str, vit):
     return net
 
 
+def conditions_as_trained(clip, n: int, sizing: str) -> dict:
+    """:func:`~cachekit.toy.heldout.factor_accuracy` on the goal conditions drawn with the toy's own
+    ``sizing``, and, when that is not "radius", also with one radius for every shape (``radius_probe``)."""
+    from cachekit.toy.heldout import factor_accuracy
+
+    res = {"sizing": sizing, **factor_accuracy(clip, 0, n, sizing=sizing)}
+    if sizing != "radius":
+        res["radius_probe"] = factor_accuracy(clip, 0, n)
+    return res
+
+
 def stem_dtype_timing(steps: int, rounds: int = 2) -> dict:
     """The shipped recipe's pretraining time for ``steps`` steps with a float32 and a bfloat16
     stem (``PretrainConfig.stem_dtype``), alternated ``rounds`` times in one process: seconds of
@@ -147,6 +158,14 @@ def stem_dtype_timing(steps: int, rounds: int = 2) -> dict:
                 seconds[dtype].append(pretrain(Path(tmp) / f"{dtype}.safetensors", cfg)["seconds"])
     best = {d: min(v) for d, v in seconds.items()}
     return {"steps": steps, "seconds": seconds, "ratio": round(best["bfloat16"] / best["float32"], 3)}
+
+
+def conditions_as_trained_markdown(res: dict, what: str = "The shipped toy") -> str:
+    """:func:`conditions_markdown` of :func:`conditions_as_trained`'s result (and of its ``radius_probe``)."""
+    if "radius_probe" not in res:
+        return conditions_markdown(res, what)
+    return (conditions_markdown(res, what, "on the goal conditions, drawn as trained") + "\n\n"
+            + conditions_markdown(res["radius_probe"], what, "on the goal conditions, one radius for every shape"))
 
 
 def stem_dtype_markdown(res: dict) -> str:
@@ -169,7 +188,6 @@ def stem_pretraining(steps: int, n: int = 400, keep: str | None = None, shape_lo
     import torch
 
     from cachekit.encoder import EncoderConfig, load_clip
-    from cachekit.toy.heldout import factor_accuracy
     from cachekit.toy.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(steps=steps, warmup=min(100, steps // 10), tower=tower, shape_loss=shape_loss, sizing=sizing)
@@ -178,13 +196,10 @@ def stem_pretraining(steps: int, n: int = 400, keep: str | None = None, shape_lo
         report = pretrain(path, cfg)
         clip = load_clip(EncoderConfig(pretrained=str(path)))
     torch.set_num_threads(cfg.threads)
-    out = {"steps": steps, "batch_size": cfg.batch_size, "shape_loss": shape_loss, "tower": tower, "sizing": sizing,
-           "seconds": report["seconds"], "probe": report["probe"],
-           "parameters": sum(p.numel() for p in clip.model.visual.parameters()),
-           **factor_accuracy(clip, 0, n, sizing=sizing)}
-    if sizing != "radius":
-        out["radius_probe"] = factor_accuracy(clip, 0, n)
-    return out
+    return {"steps": steps, "batch_size": cfg.batch_size, "shape_loss": shape_loss, "tower": tower,
+            "seconds": report["seconds"], "probe": report["probe"],
+            "parameters": sum(p.numel() for p in clip.model.visual.parameters()),
+            **conditions_as_trained(clip, n, sizing)}
 
 
 def supervised(target: str, pos_embed_type: str, steps: int, batch: int = 64, seed: int = 0,
@@ -334,14 +349,10 @@ def goal_conditions(n: int = 400) -> dict:
 
     from cachekit.encoder import EncoderConfig, load_clip
     from cachekit.toy.files import toy_sizing, toy_weights
-    from cachekit.toy.heldout import factor_accuracy
 
     torch.set_num_threads(2)
-    clip, sizing = load_clip(EncoderConfig(model="toy", pretrained="toy")), toy_sizing(toy_weights())
-    res = {"sizing": sizing, **factor_accuracy(clip, 0, n, sizing=sizing)}
-    if sizing != "radius":
-        res["radius_probe"] = factor_accuracy(clip, 0, n)
-    return res
+    clip = load_clip(EncoderConfig(model="toy", pretrained="toy"))
+    return conditions_as_trained(clip, n, toy_sizing(toy_weights()))
 
 
 def size_bands(weights: str = "toy", n: int = 400) -> dict:
@@ -475,9 +486,7 @@ def main() -> None:
         return
     if a.only_conditions:
         res = goal_conditions()
-        print(json.dumps(res) if a.json else conditions_markdown(res))
-        if "radius_probe" in res and not a.json:
-            print("\n" + conditions_markdown(res["radius_probe"], on="on the goal conditions, one radius for every shape"))
+        print(json.dumps(res) if a.json else conditions_as_trained_markdown(res))
         return
     if a.only_sizes:
         res = size_bands(a.only_sizes)
@@ -493,9 +502,7 @@ def main() -> None:
         shared = ", shared across input scales" if res["tower"] == "stem_max_scales" else ""
         what = (f"The toy recipe with a conv stem{shared} and max pooling{head} ({res['steps']} steps of {res['batch_size']}, "
                 f"{res['seconds']:.0f} s, {res['parameters']:,} vision parameters)")
-        print(json.dumps(res) if a.json else conditions_markdown(res, what, "on the goal conditions, drawn as trained"))
-        if "radius_probe" in res and not a.json:
-            print("\n" + conditions_markdown(res["radius_probe"], what, "on the goal conditions, one radius for every shape"))
+        print(json.dumps(res) if a.json else conditions_as_trained_markdown(res, what))
         return
     if a.only_pooling:
         towers = tuple(t for t in a.towers.split(",") if t)

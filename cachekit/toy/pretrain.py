@@ -61,7 +61,7 @@ class PretrainConfig:
     shape_until: float = 1.0  # ... falling linearly to 0 over this fraction of the steps
     tower: str = "stem_max"  # the vision tower (:data:`.tower.TOWERS`); the loader rebuilds it from the metadata
     sizing: str = "radius"  # how a size word's radius is drawn per shape (:data:`.scenes.SIZINGS`)
-    stem_dtype: str = "bfloat16"  # autocast dtype of the conv stem while training ("float32": none); see _Autocast
+    stem_dtype: str = "bfloat16"  # autocast dtype of the conv stem while training ("float32": none); see _stem_autocast
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "threads", "probe_images"):
