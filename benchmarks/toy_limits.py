@@ -33,6 +33,10 @@
   class token (``pretrain-toy --tower stem_max``), and the goal conditions of its zero-shot probe;
   ``--shape-loss W`` adds an auxiliary shape head, ``--keep-weights PATH`` keeps the weights;
   ``--only-sizes WEIGHTS`` probes such a file (or ``toy``) on narrower bands of object size.
+* **Where shape goes beyond the trained sizes** (``--only-shape-information WEIGHTS``): per goal
+  condition and size band, zero-shot shape beside the same after centring the embeddings, a linear
+  read-out fitted at the trained sizes, and one fitted at that size itself: whether shape is lost
+  to a common shift of the embedding, to a read-out that no longer fits, or from the embedding.
 * **Text.** Cosine between the toy text tower's embeddings of class names that differ only by
   motion ("moving a red square up" / "... down") and only by object. Base-to-novel methods that
   classify against these embeddings start from names the text tower barely tells apart.
@@ -176,7 +180,7 @@ def stem_dtype_markdown(res: dict) -> str:
 
 
 def stem_pretraining(steps: int, n: int = 400, keep: str | None = None, shape_loss: float = 0.0,
-                     tower: str = "stem_max", sizing: str = "radius") -> dict:
+                     tower: str = "stem_max", sizing: str = "radius", size_words: float | None = None) -> dict:
     """The shipped recipe (batch 128, 2 threads, the place head) for ``steps`` with a stem ``tower``
     (:mod:`cachekit.toy.tower`), loaded back as ``--pretrained FILE`` loads it: its seconds,
     its own probe, and the goal conditions (:func:`goal_conditions`, ``n`` images each). ``keep``:
@@ -184,19 +188,22 @@ def stem_pretraining(steps: int, n: int = 400, keep: str | None = None, shape_lo
     the weight of the auxiliary shape head (0: none); ``tower``: ``stem_max`` or ``stem_max_scales``;
     ``sizing``: how radii are drawn per shape (:data:`cachekit.toy.scenes.SIZINGS`). The goal
     conditions are drawn as it was trained, and, when that is not "radius", also with one radius for
-    every shape (``radius_probe``)."""
+    every shape (``radius_probe``); ``size_words``: how often a caption names the size (None: the recipe's)."""
     import torch
 
     from cachekit.encoder import EncoderConfig, load_clip
     from cachekit.toy.pretrain import PretrainConfig, pretrain
 
-    cfg = PretrainConfig(steps=steps, warmup=min(100, steps // 10), tower=tower, shape_loss=shape_loss, sizing=sizing)
+    words = {} if size_words is None else {"size_words": size_words}
+    cfg = PretrainConfig(steps=steps, warmup=min(100, steps // 10), tower=tower, shape_loss=shape_loss, sizing=sizing,
+                         **words)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(keep) if keep else Path(tmp) / "stem-max.safetensors"
         report = pretrain(path, cfg)
         clip = load_clip(EncoderConfig(pretrained=str(path)))
     torch.set_num_threads(cfg.threads)
     return {"steps": steps, "batch_size": cfg.batch_size, "shape_loss": shape_loss, "tower": tower,
+            "size_words": cfg.size_words,
             "seconds": report["seconds"], "probe": report["probe"],
             "parameters": sum(p.numel() for p in clip.model.visual.parameters()),
             **conditions_as_trained(clip, n, sizing)}
@@ -371,6 +378,38 @@ def size_bands(weights: str = "toy", n: int = 400) -> dict:
             **factor_accuracy(load_clip(EncoderConfig(pretrained=weights)), 0, n, SIZE_BANDS, sizing)}
 
 
+def shape_information(weights: str = "toy", n: int = 400, fit: int = 2000) -> dict:
+    """Where a toy (``weights``: ``toy`` or a file ``pretrain-toy`` wrote) loses shape beyond the
+    trained sizes (:func:`cachekit.toy.heldout.shape_information`), on the goal conditions and the
+    size bands: a shift of the embedding, a read-out that no longer fits, or the information itself."""
+    import torch
+
+    from cachekit.encoder import EncoderConfig, load_clip
+    from cachekit.toy.files import toy_sizing, toy_weights
+    from cachekit.toy.heldout import CONDITIONS, SIZE_BANDS
+    from cachekit.toy.heldout import shape_information as information
+
+    torch.set_num_threads(2)
+    sizing = toy_sizing(toy_weights() if weights == "toy" else weights)
+    clip = load_clip(EncoderConfig(pretrained=weights))
+    return {"weights": weights, **information(clip, 0, n, {**CONDITIONS, **SIZE_BANDS}, sizing, fit)}
+
+
+def shape_information_markdown(res: dict) -> str:
+    name = "the shipped toy" if res["weights"] == "toy" else res["weights"]
+    out = [f"**Where shape goes beyond the trained sizes ({name}; shape %, {res['images']} held-out single objects per "
+           f"row, chance 25)**: zero-shot; zero-shot after moving the row's mean embedding onto the trained sizes' "
+           f"(a diagnostic that sees the test images); a linear read-out fitted on {res['fit']:,} images at the "
+           f"trained sizes; one fitted on {res['fit']:,} other images of the row itself; the distance between the "
+           "two mean embeddings, and the cosine of that shift with the captions' size words (\"large\" minus "
+           "\"small\")\n",
+           "| condition or size band (radius / side) | zero-shot | centred | linear, trained sizes | linear, own | "
+           "shift | along the size words |", "|---|---|---|---|---|---|---|"]
+    out += [f"| {k} | {v['zero_shot']:.1f} | {v['centred']:.1f} | {v['linear']:.1f} | {v['linear_own']:.1f} | "
+            f"{v['shift']:.3f} | {v['size_axis']:+.2f} |" for k, v in res["conditions"].items()]
+    return "\n".join(out)
+
+
 def run(steps: int = 600, pretrain_steps: int = 600, shape_steps: int = 0) -> dict:
     import torch
 
@@ -396,6 +435,7 @@ def run(steps: int = 600, pretrain_steps: int = 600, shape_steps: int = 0) -> di
         res["pretraining"][w] = short_pretraining(w, pretrain_steps)
         print("pretraining, place_loss", w, res["pretraining"][w], file=sys.stderr, flush=True)
     res["goal_conditions"] = goal_conditions()
+    res["shape_information"] = shape_information()
     if shape_steps:
         res["shape"] = shape_learning(shape_steps)
     res["steps"], res["pretrain_steps"] = steps, pretrain_steps
@@ -415,7 +455,8 @@ def markdown(res: dict) -> str:
             "probe on held-out drawn images**\n", "| recipe | colour | shape | place (chance 11.1) |", "|---|---|---|---|"]
     out += [f"| {'contrastive alone' if float(w) == 0 else f'contrastive + place head (place_loss {float(w):g})'} | "
             f"{v['colour']:.1f} | {v['shape']:.1f} | {v['place']:.1f} |" for w, v in res["pretraining"].items()]
-    out += ["", conditions_markdown(res["goal_conditions"])]
+    out += ["", conditions_as_trained_markdown(res["goal_conditions"])]
+    out += ["", shape_information_markdown(res["shape_information"])]
     if "shape" in res:
         out += ["", shape_markdown(res["shape"])]
     out += ["", "**Text tower: mean cosine between class names**\n",
@@ -475,9 +516,13 @@ def main() -> None:
     ap.add_argument("--sizing", default="radius", choices=SIZINGS,
                     help="with --only-stem-pretrain: how radii are drawn per shape (mixed: ink and extent do not "
                          "name the shape; cachekit/toy/scenes.py)")
+    ap.add_argument("--size-words", type=float, default=None,
+                    help="with --only-stem-pretrain: how often a caption names the object's size (default: the recipe's)")
     ap.add_argument("--keep-weights", metavar="PATH", help="with --only-stem-pretrain: keep the weights at PATH")
     ap.add_argument("--only-sizes", metavar="WEIGHTS", help="a toy (toy or a weights file) on bands of object size alone")
     ap.add_argument("--only-conditions", action="store_true", help="the shipped toy on the goal conditions alone")
+    ap.add_argument("--only-shape-information", metavar="WEIGHTS", help="a toy (toy or a weights file) alone: where "
+                    "shape is lost beyond the trained sizes (shift, read-out or information)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if a.only_stem_dtype:
@@ -488,6 +533,10 @@ def main() -> None:
         res = goal_conditions()
         print(json.dumps(res) if a.json else conditions_as_trained_markdown(res))
         return
+    if a.only_shape_information:
+        res = shape_information(a.only_shape_information)
+        print(json.dumps(res) if a.json else shape_information_markdown(res))
+        return
     if a.only_sizes:
         res = size_bands(a.only_sizes)
         name = "The shipped toy" if res["weights"] == "toy" else res["weights"]
@@ -496,9 +545,10 @@ def main() -> None:
         return
     if a.only_stem_pretrain:
         res = stem_pretraining(a.only_stem_pretrain, keep=a.keep_weights, shape_loss=a.shape_loss,
-                               tower=a.stem_tower, sizing=a.sizing)
+                               tower=a.stem_tower, sizing=a.sizing, size_words=a.size_words)
         head = f", shape head {res['shape_loss']:g}" if res["shape_loss"] else ""
         head += f", {res['sizing']} sizing" if res["sizing"] != "radius" else ""
+        head += f", size words in {res['size_words']:g} of lone captions" if a.size_words is not None else ""
         shared = ", shared across input scales" if res["tower"] == "stem_max_scales" else ""
         what = (f"The toy recipe with a conv stem{shared} and max pooling{head} ({res['steps']} steps of {res['batch_size']}, "
                 f"{res['seconds']:.0f} s, {res['parameters']:,} vision parameters)")

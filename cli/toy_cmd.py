@@ -35,9 +35,12 @@ import click
 @click.option("--stem-dtype", type=click.Choice(["bfloat16", "float32"]), default=None,
               help="Autocast dtype of the conv stem while training (default: bfloat16, 0.8 of a float32 step "
                    "on 2 CPU cores; the weights are kept in float32 and saved in float16).")
+@click.option("--size-words", type=click.FloatRange(0, 1), default=None,
+              help="Probability that a lone subject's caption names its size, 'a small red square' (default: the "
+                   "recipe's).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")
 def pretrain_toy(out, steps, batch_size, seed, threads, probe_images, device, tower, shape_loss, sizing,
-                 stem_dtype, no_progress):
+                 stem_dtype, size_words, no_progress):
     """Pretrain the toy CLIP contrastively on drawn, captioned still images and write its weights.
 
     Deterministic: the same options on the same machine give the same file. The toy encoder
@@ -53,7 +56,8 @@ def pretrain_toy(out, steps, batch_size, seed, threads, probe_images, device, to
 
     given = {"steps": steps, "batch_size": batch_size, "seed": seed, "threads": threads,
              "probe_images": probe_images, "device": None if device is None else pick_device(device), "tower": tower,
-             "shape_loss": shape_loss, "sizing": sizing, "stem_dtype": stem_dtype}
+             "shape_loss": shape_loss, "sizing": sizing, "stem_dtype": stem_dtype,
+             "size_words": size_words}
     recipe = PretrainConfig()
     if steps is not None and steps <= recipe.warmup:  # a short run warms up for a tenth of its steps
         given["warmup"] = steps // 10

@@ -172,6 +172,33 @@ def test_an_unknown_sizing_is_refused_and_radius_is_the_default():
         PretrainConfig(sizing="area")
 
 
+@pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
+def test_size_words_must_be_a_probability(p):
+    from cachekit.errors import InputError
+    from cachekit.toy.pretrain import PretrainConfig
+
+    with pytest.raises(InputError, match="size_words must be a probability in"):
+        PretrainConfig(size_words=p)
+
+
+def test_size_words_change_the_captions_and_nothing_else():
+    """``size_words``: how often a lone subject's caption names its size. The draw is made either
+    way, so the images, scenes and every other word of the captions are the same."""
+    from cachekit.toy.scenes import scene_batch
+
+    words = ("small ", "large ")
+    runs = {p: scene_batch(0, 5, 64, 112, size_words=p) for p in (0.0, 0.4, 1.0)}
+    for p in (0.4, 1.0):
+        assert np.array_equal(runs[p][0], runs[0.0][0]) and runs[p][2] == runs[0.0][2]
+        for with_size, without in zip(runs[p][1], runs[0.0][1]):  # "a large orange ring" / "an orange ring"
+            unsized = lambda c: ["a" if w == "an" else w for w in c.split() if w not in ("small", "large")]  # noqa: E731
+            assert unsized(with_size) == unsized(without)
+    sized = {p: sum(any(w in c for w in words) for c in caps) for p, (_, caps, _) in runs.items()}
+    assert sized[0.0] == 0 < sized[0.4] < sized[1.0]
+    lone = [sc for sc in runs[1.0][2] if len(sc.objects) == 1]
+    assert sized[1.0] >= len(lone)  # every lone subject is sized at 1
+
+
 # ------------------------------------------------------------------------------------- loading
 def test_the_file_path_loads_into_the_toy_config_and_the_key_names_it(toy_file):
     import torch
@@ -319,12 +346,12 @@ def test_cli_pretrain_toy_writes_the_weights_and_prints_the_probe(tmp_path):
     out = tmp_path / "w" / "toy.safetensors"
     code, stdout, stderr = run_cli(["pretrain-toy", "--out", out, "--steps", "2", "--batch-size", "8",
                                     "--probe-images", "12", "--threads", "1", "--seed", "1", "--no-progress",
-                                    "--sizing", "mixed", "--stem-dtype", "float32"],
+                                    "--sizing", "mixed", "--stem-dtype", "float32", "--size-words", "0.25"],
                                    env=cli_env())
     assert code == 0, stderr
     assert is_toy_weights_file(out) and (out.parent / "toy-pretrain.json").is_file()
     config = json.loads((out.parent / "toy-pretrain.json").read_text())["config"]
-    assert config["sizing"] == "mixed" and config["stem_dtype"] == "float32"
+    assert config["sizing"] == "mixed" and config["stem_dtype"] == "float32" and config["size_words"] == 0.25
     assert toy_sizing(out) == "mixed" and toy_sizing(tmp_path / "missing.safetensors") == "radius"
     assert f"wrote {out}" in stdout and "probe on" in stdout and "colour+shape" in stdout
     probe = json.loads((out.parent / "toy-pretrain.json").read_text())["probe"]
@@ -408,3 +435,29 @@ def test_a_toy_loads_back_as_the_tower_it_was_pretrained_with(tower, tmp_path):
         tokens = clip.model.visual.ln_post(clip.run_blocks(frames.tokens[0]))  # [3, 50, 96]
         pooled = tokens.amax(1) if stem else tokens[:, 0]  # max over the tokens, or the class token
         torch.testing.assert_close(frames.emb, pooled @ clip.model.visual.proj, rtol=1e-5, atol=1e-5)
+
+
+def test_shape_information_agrees_with_the_probe_and_reads_shape_at_trained_sizes():
+    """``toy_limits.py --only-shape-information``: its zero-shot column is the goal probe's shape
+    (same images, same phrases), the trained sizes' embeddings are the least shifted, and both
+    linear read-outs find shape there far above chance (labels and embeddings stay aligned)."""
+    import torch
+
+    from cachekit.encoder import EncoderConfig, load_clip
+    from cachekit.toy.heldout import CONDITIONS, factor_accuracy, shape_information
+
+    torch.manual_seed(0)
+    clip = load_clip(EncoderConfig(model="toy", pretrained="toy"))
+    res = shape_information(clip, 0, 48, fit=240)
+    probe = factor_accuracy(clip, 0, 48)
+    rows = res["conditions"]
+    assert list(rows) == list(CONDITIONS)
+    assert all(rows[k]["zero_shot"] == probe["conditions"][k]["shape"] for k in CONDITIONS)
+    trained = rows["trained sizes and backgrounds"]
+    assert trained["shift"] == min(r["shift"] for r in rows.values())
+    assert trained["linear"] > 60 and trained["linear_own"] > 60
+    assert all(0 <= r[k] <= 100 for r in rows.values() for k in ("zero_shot", "centred", "linear", "linear_own"))
+    assert all(-1 <= r["size_axis"] <= 1 for r in rows.values())
+    limits = benchmark_script("toy_limits")
+    text = limits.shape_information_markdown({"weights": "toy", **res})
+    assert "| linear, trained sizes | linear, own |" in text and text.count("\n|") == len(rows) + 2  # header, rule, rows

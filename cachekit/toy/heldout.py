@@ -81,13 +81,9 @@ def place_kind(position: str) -> str:
     return "centre" if position == "centre" else ("corner" if " " in position else "edge")
 
 
-def factor_accuracy(clip, seed: int, n: int, conditions: dict[str, Condition] = CONDITIONS,
-                    sizing: str = "radius") -> dict:
-    """Zero-shot accuracy (%) of each of :data:`FACTORS` on ``n`` held-out images per condition of
-    ``conditions`` (:data:`CONDITIONS`, or :data:`SIZE_BANDS`):
-    ``{"images": n, "chance": {factor: %}, "conditions": {condition: {factor: %}},
-    "shape_by": {condition: {true shape or place kind: shape %}}}``; the place kinds (centre, edge,
-    corner) tell a failure of size from one of the frame cutting a large object off."""
+def _phrase_embeddings(clip):
+    """Normalised text embeddings of every "colour shape at place" phrase [C, S, P, D'] and of
+    every bare "colour shape" phrase [C*S, D']."""
     import torch
     import torch.nn.functional as F
 
@@ -97,18 +93,41 @@ def factor_accuracy(clip, seed: int, n: int, conditions: dict[str, Condition] = 
                                    for p in places])
         placed = F.normalize(placed.float(), dim=-1).reshape(len(colours), len(shapes), len(places), -1)
         bare = F.normalize(clip.encode_text([object_phrase(c, s) for c in colours for s in shapes]).float(), dim=-1)
+    return placed, bare
+
+
+def _embedded(clip, condition: Condition, seed: int, n: int, stream: int, sizing: str):
+    """Normalised image embeddings [n, D'] of :func:`probe_images` and the (colour, shape, place)
+    indices [n] of their objects."""
+    import torch
+    import torch.nn.functional as F
+
+    images, objects, _ = probe_images(condition, seed, n, clip.preprocess_cfg["size"], stream, sizing)
+    with torch.no_grad():
+        emb = clip.encode_frames(clip.preprocess(images).to(clip.device)).emb
+        emb = F.normalize(emb.float(), dim=-1).cpu()  # [n, D']
+    labels = tuple(torch.tensor([vocab.index(getattr(o, field)) for o in objects])
+                   for field, vocab in (("colour", list(COLOURS)), ("shape", list(SHAPES)), ("position", list(POSITIONS))))
+    return emb, labels, objects
+
+
+def factor_accuracy(clip, seed: int, n: int, conditions: dict[str, Condition] = CONDITIONS,
+                    sizing: str = "radius") -> dict:
+    """Zero-shot accuracy (%) of each of :data:`FACTORS` on ``n`` held-out images per condition of
+    ``conditions`` (:data:`CONDITIONS`, or :data:`SIZE_BANDS`):
+    ``{"images": n, "chance": {factor: %}, "conditions": {condition: {factor: %}},
+    "shape_by": {condition: {true shape or place kind: shape %}}}``; the place kinds (centre, edge,
+    corner) tell a failure of size from one of the frame cutting a large object off."""
+    import torch
+
+    colours, shapes, places = list(COLOURS), list(SHAPES), list(POSITIONS)
+    placed, bare = _phrase_embeddings(clip)
     out: dict = {"images": n, "chance": {"shape": round(100 / len(shapes), 1), "colour": round(100 / len(colours), 1),
                                         "place": round(100 / len(places), 1),
                                         "colour_and_shape": round(100 / (len(colours) * len(shapes)), 1)},
                  "conditions": {}, "shape_by": {}}
     for stream, (name, cond) in enumerate(conditions.items()):
-        images, objects, _ = probe_images(cond, seed, n, clip.preprocess_cfg["size"], stream, sizing)
-        with torch.no_grad():
-            emb = clip.encode_frames(clip.preprocess(images).to(clip.device)).emb
-            emb = F.normalize(emb.float(), dim=-1).cpu()  # [n, D']
-        c = torch.tensor([colours.index(o.colour) for o in objects])
-        s = torch.tensor([shapes.index(o.shape) for o in objects])
-        p = torch.tensor([places.index(o.position) for o in objects])
+        emb, (c, s, p), objects = _embedded(clip, cond, seed, n, stream, sizing)
         score = lambda text: torch.einsum("nd,n...d->n...", emb, text)  # noqa: E731
         hits = {
             "shape": score(placed[c, :, p]).argmax(1) == s,  # [n, 4 shapes]
@@ -122,4 +141,60 @@ def factor_accuracy(clip, seed: int, n: int, conditions: dict[str, Condition] = 
         groups.update({k: [x == k for x in kind] for k in ("centre", "edge", "corner")})
         out["shape_by"][name] = {g: round(100 * hits["shape"][torch.tensor(m)].float().mean().item(), 1)
                                  for g, m in groups.items() if any(m)}
+    return out
+
+
+def _linear_shape(x, y, steps: int = 1000):
+    """A 4-way linear classifier of shape fitted to embeddings ``x`` [N, D'] and shapes ``y`` [N]
+    (Adam, full batch, fixed seed): the information a linear read-out finds."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(x.shape[1], len(SHAPES))
+    opt = torch.optim.Adam(lin.parameters(), 1e-2)
+    for _ in range(steps):
+        loss = F.cross_entropy(lin(10 * x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return lin.requires_grad_(False)
+
+
+def shape_information(clip, seed: int, n: int, conditions: dict[str, Condition] = CONDITIONS,
+                      sizing: str = "radius", fit: int = 2000) -> dict:
+    """Where shape is lost beyond the trained sizes: a common shift of the embedding, or the
+    information itself. Per condition, shape accuracy (%) on ``n`` held-out images: ``zero_shot``
+    (as :func:`factor_accuracy`); ``centred``, the same after moving the condition's mean embedding
+    onto the trained condition's (a diagnostic that sees the test images, not a method); ``linear``,
+    a linear read-out fitted on ``fit`` images at the trained sizes; ``linear_own``, one fitted on
+    ``fit`` other images of the condition itself (what a linear read-out finds there at all); and
+    ``shift``, the distance between the two mean embeddings (of unit-norm embeddings), and
+    ``size_axis``, the cosine between that shift and the captions' size words (the mean of "a large
+    red square" minus "a small red square" over every colour and shape): positive when the row
+    moved towards "large"."""
+    import torch
+    import torch.nn.functional as F
+
+    placed, _ = _phrase_embeddings(clip)
+    with torch.no_grad():
+        sized = {w: F.normalize(clip.encode_text([object_phrase(c, sh, w) for c in COLOURS for sh in SHAPES]).float(),
+                                dim=-1) for w in ("large", "small")}
+    axis = (sized["large"] - sized["small"]).mean(0).cpu()  # [D']
+    trained = CONDITIONS["trained sizes and backgrounds"]
+    ref, (_, ref_shape, _), _ = _embedded(clip, trained, seed + 1, fit, 0, sizing)  # another stream than the probes'
+    read = _linear_shape(ref, ref_shape)
+    pct = lambda hit: round(100 * hit.float().mean().item(), 1)  # noqa: E731
+    out: dict = {"images": n, "fit": fit, "conditions": {}}
+    for stream, (name, cond) in enumerate(conditions.items()):
+        emb, (c, s, p), _ = _embedded(clip, cond, seed, n, stream, sizing)
+        centred = emb - emb.mean(0) + ref.mean(0)
+        shape_of = lambda x: torch.einsum("nd,nkd->nk", x, placed[c, :, p]).argmax(1)  # noqa: E731
+        own_x, (_, own_y, _), _ = _embedded(clip, cond, seed + 1, fit, stream + 1, sizing)
+        own = _linear_shape(own_x, own_y)
+        out["conditions"][name] = {
+            "zero_shot": pct(shape_of(emb) == s), "centred": pct(shape_of(centred) == s),
+            "linear": pct(read(10 * emb).argmax(1) == s), "linear_own": pct(own(10 * emb).argmax(1) == s),
+            "shift": round(float((emb.mean(0) - ref.mean(0)).norm()), 3),
+            "size_axis": round(float(F.cosine_similarity(emb.mean(0) - ref.mean(0), axis, dim=0)), 2)}
     return out

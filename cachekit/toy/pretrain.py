@@ -62,6 +62,9 @@ class PretrainConfig:
     tower: str = "stem_max"  # the vision tower (:data:`.tower.TOWERS`); the loader rebuilds it from the metadata
     sizing: str = "radius"  # how a size word's radius is drawn per shape (:data:`.scenes.SIZINGS`)
     stem_dtype: str = "bfloat16"  # autocast dtype of the conv stem while training ("float32": none); see _stem_autocast
+    size_words: float = 0.0  # probability that a lone subject's caption names its size (Scene.caption); 0.4 before
+    # the shipped toy: size words put size on an axis of the embedding, along which sizes beyond the trained
+    # ones went far out and took shape with them (benchmarks/toy_limits.py --only-shape-information)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "threads", "probe_images"):
@@ -79,6 +82,8 @@ class PretrainConfig:
             raise InputError(f"sizing must be one of {', '.join(SIZINGS)}, got {self.sizing!r}")
         if self.stem_dtype not in ("float32", "bfloat16"):
             raise InputError(f"stem_dtype must be float32 or bfloat16, got {self.stem_dtype!r}")
+        if not (0 <= self.size_words <= 1):
+            raise InputError(f"size_words must be a probability in [0, 1], got {self.size_words!r}")
         if not (self.lr > 0 and self.weight_decay >= 0):
             raise InputError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
 
@@ -87,8 +92,8 @@ class _Prefetch:
     """Draws batch ``step + 1`` on a thread while the model trains on batch ``step`` (numpy drawing
     releases the GIL for most of its work)."""
 
-    def __init__(self, seed: int, batch: int, size: int, start: int, sizing: str = "radius"):
-        self.seed, self.batch, self.size, self.sizing = seed, batch, size, sizing
+    def __init__(self, seed: int, batch: int, size: int, start: int, sizing: str = "radius", size_words: float = 0.0):
+        self.seed, self.batch, self.size, self.sizing, self.size_words = seed, batch, size, sizing, size_words
         self._next = start
         self._thread: threading.Thread | None = None
         self._result = None
@@ -98,7 +103,7 @@ class _Prefetch:
         step = self._next
 
         def work():
-            self._result = scene_batch(self.seed, step, self.batch, self.size, self.sizing)
+            self._result = scene_batch(self.seed, step, self.batch, self.size, self.sizing, self.size_words)
 
         self._thread = threading.Thread(target=work, daemon=True)
         self._thread.start()
@@ -253,7 +258,7 @@ def _pretrain(out: Path, cfg: PretrainConfig, progress: bool) -> dict:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, desc="toy pretrain", unit="step")
-    feed = _Prefetch(cfg.seed, cfg.batch_size, size, 0, cfg.sizing)
+    feed = _Prefetch(cfg.seed, cfg.batch_size, size, 0, cfg.sizing, cfg.size_words)
     curve, t0 = [], time.perf_counter()
     with _stem_autocast(model.visual, cfg.stem_dtype, torch.device(clip.device).type):
         for step in range(cfg.steps):

@@ -47,10 +47,12 @@ class Scene:
     objects: tuple[SceneObject, ...]
     background: str
 
-    def caption(self, rng: np.random.Generator) -> str:
+    def caption(self, rng: np.random.Generator, size_words: float = 0.0) -> str:
         """One of several captions of this scene, from the bare subject (``"a red square"``) to
         every object with size, place and background, so short class-name-like phrases and long
-        descriptions both land near the image. Places are named often and backgrounds seldom:
+        descriptions both land near the image; a lone subject's size word ("a small red square")
+        with probability ``size_words`` (the draw is made either way, so the stream does not
+        change with it). Places are named often and backgrounds seldom:
         an encoder that knows *where* things are (and looks past the background) is one whose
         frame features can follow a trajectory, which is what temporal alignment needs."""
         first = self.objects[0]
@@ -60,7 +62,7 @@ class Scene:
             others = [o for o in self.objects if (o.colour, o.shape) != (first.colour, first.shape)]
         else:
             others = list(self.objects[1:])
-            sized = rng.uniform() < 0.4
+            sized = rng.uniform() < size_words
             subject = object_phrase(first.colour, first.shape, first.size if sized else None)
             if rng.uniform() < 0.8:
                 subject += place_phrase(first.position)
@@ -138,14 +140,15 @@ def draw_object(rng: np.random.Generator, frames: np.ndarray, obj: SceneObject, 
     draw(frames, item, cover)
 
 
-def scene_batch(seed: int, step: int, batch: int, size: int, sizing: str = "radius"
+def scene_batch(seed: int, step: int, batch: int, size: int, sizing: str = "radius", size_words: float = 0.0
                 ) -> tuple[np.ndarray, list[str], list[Scene]]:
-    """Batch ``step`` of the seeded stream: [B, H, W, 3] uint8 images, one caption each, scenes."""
+    """Batch ``step`` of the seeded stream: [B, H, W, 3] uint8 images, one caption each (size words
+    per :meth:`Scene.caption`), scenes."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, step, 0x70C]))
     images, captions, scenes = [], [], []
     for _ in range(batch):
         img, scene = draw_scene(rng, size, sizing)
         images.append(img)
-        captions.append(scene.caption(rng))
+        captions.append(scene.caption(rng, size_words))
         scenes.append(scene)
     return np.stack(images), captions, scenes
