@@ -21,6 +21,7 @@ ROOT = HERE.parent
 # (script, title, args of the full run, args with --quick)
 SCRIPTS = [
     ("extract.py", "Extraction", [], ["--quick"]),
+    ("decode.py", "Decoding per core, every installed backend", [], ["--quick"]),
     ("eval.py", "Evaluation from the cache", [], []),
     ("train.py", "Training from the cache vs. running the encoder in the loop", [], ["--quick"]),
     ("backbone.py", "Backbone methods: full vs. partial caching", [], ["--quick"]),

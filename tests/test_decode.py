@@ -16,7 +16,7 @@ import pytest
 from cachekit import video as V
 from cachekit.errors import DecodeError
 from cachekit.video import SamplerConfig, decode_at, decode_video, file_key
-from helpers import decode_all_pyav, synth_frames
+from helpers import benchmark_script, decode_all_pyav, synth_frames
 
 TC_PROBLEM = V.torchcodec_problem()
 needs_torchcodec = pytest.mark.skipif(TC_PROBLEM is not None, reason=f"torchcodec unusable here: {TC_PROBLEM}")
@@ -234,3 +234,23 @@ def test_too_short_and_unknown_backend(clip_dir):
         decode_video(clip_dir / "gop12_bframes.mp4", SamplerConfig(frames=200), "0" * 64, "pyav")
     with pytest.raises(DecodeError, match="fewer than the 200 asked for"):
         decode_video(clip_dir / "gop12_bframes.mp4", SamplerConfig(frames=200), "0" * 64, "auto")
+
+
+def test_the_decode_benchmark_checks_every_backend_and_keeps_approximate_out_of_the_goals(capsys):
+    """``benchmarks/decode.py --quick``: every installed backend's frames equal the full decode's (the
+    script stops otherwise), and torchcodec's approximate mode, which extract never uses, is a
+    row of the table but not a candidate for the goals."""
+    import os
+
+    decode = benchmark_script("decode")
+    cpus = os.sched_getaffinity(0)
+    try:
+        decode.main(["--quick"])
+    finally:
+        os.sched_setaffinity(0, cpus)  # the script pins itself to one core
+    out = capsys.readouterr().out
+    table, goals = out.split("| goal |")
+    assert "| pyav, seeking |" in table and "| pyav, full decode (before) |" in table
+    assert "keyframe every 250" in goals and "keyframe every 12" in goals
+    if V.torchcodec_available():
+        assert f"| {decode.APPROXIMATE} |" in table and "approximate" not in goals
