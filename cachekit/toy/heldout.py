@@ -146,12 +146,14 @@ def factor_accuracy(clip, seed: int, n: int, conditions: dict[str, Condition] = 
 
 def _linear_shape(x, y, steps: int = 1000):
     """A 4-way linear classifier of shape fitted to embeddings ``x`` [N, D'] and shapes ``y`` [N]
-    (Adam, full batch, fixed seed): the information a linear read-out finds."""
+    (Adam, full batch, seed 0, the caller's random state left as it was): the information a linear
+    read-out finds."""
     import torch
     import torch.nn.functional as F
 
-    torch.manual_seed(0)
-    lin = torch.nn.Linear(x.shape[1], len(SHAPES))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        lin = torch.nn.Linear(x.shape[1], len(SHAPES))
     opt = torch.optim.Adam(lin.parameters(), 1e-2)
     for _ in range(steps):
         loss = F.cross_entropy(lin(10 * x), y)
@@ -163,8 +165,8 @@ def _linear_shape(x, y, steps: int = 1000):
 
 def shape_information(clip, seed: int, n: int, conditions: dict[str, Condition] = CONDITIONS,
                       sizing: str = "radius", fit: int = 2000) -> dict:
-    """Where shape is lost beyond the trained sizes: a common shift of the embedding, or the
-    information itself. Per condition, shape accuracy (%) on ``n`` held-out images: ``zero_shot``
+    """Where shape is lost beyond the trained sizes: to a common shift of the embedding, to a
+    read-out that no longer fits, or from the embedding itself. Per condition, shape accuracy (%) on ``n`` held-out images: ``zero_shot``
     (as :func:`factor_accuracy`); ``centred``, the same after moving the condition's mean embedding
     onto the trained condition's (a diagnostic that sees the test images, not a method); ``linear``,
     a linear read-out fitted on ``fit`` images at the trained sizes; ``linear_own``, one fitted on
