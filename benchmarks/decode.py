@@ -117,21 +117,29 @@ def backends() -> dict:
 APPROXIMATE = "torchcodec, approximate (benchmark only)"  # not a goal row: extract never decodes this way
 
 
-def _torchcodec_approximate(path: str, cfg, key: str):
+class _ApproximateReader:
     """torchcodec in *approximate* seek mode (frame positions from the header's rate and count, no
     scan of the file), the issue's fastest column: extract does not offer it, since the header can
-    be wrong (variable frame rates, edit lists); measured here to show what skipping the scan buys."""
-    from torchcodec.decoders import VideoDecoder
+    be wrong (variable frame rates, edit lists); measured here to show what skipping the scan buys.
+    Read through extract's own sampling (``cachekit.video._sampled``)."""
 
+    backend = "torchcodec"
+
+    def __init__(self, path: str):
+        from torchcodec.decoders import VideoDecoder
+
+        self.dec = VideoDecoder(path, dimension_order="NHWC", seek_mode="approximate", num_ffmpeg_threads=1)
+        md = self.dec.metadata
+        self.n, self.fps = int(md.num_frames_from_header or md.num_frames), float(md.average_fps or 0.0)
+
+    def frames_at(self, uniq: np.ndarray) -> np.ndarray:
+        return self.dec.get_frames_at(uniq.tolist()).data.numpy()  # [U, H, W, 3]
+
+
+def _torchcodec_approximate(path: str, cfg, key: str):
     from cachekit import video as V
 
-    dec = VideoDecoder(path, dimension_order="NHWC", seek_mode="approximate", num_ffmpeg_threads=1)
-    md = dec.metadata
-    n = int(md.num_frames_from_header or md.num_frames)
-    idx = V.view_indices(n, cfg, key)
-    uniq, inverse = np.unique(idx, return_inverse=True)
-    frames = dec.get_frames_at(uniq.tolist()).data.numpy()  # [U, H, W, 3]
-    return V._decoded(V._expand(frames, inverse, idx.shape), idx, n, float(md.average_fps or 0.0), "torchcodec")
+    return V._sampled(_ApproximateReader(path), path, cfg, key)
 
 
 def keyframe_table(path: Path) -> tuple[int, np.ndarray]:

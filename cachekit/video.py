@@ -571,8 +571,12 @@ def _decode_with(path: str, cfg: SamplerConfig, key: str, backend: str, device: 
     if backend == "pyav":
         return _decode_pyav(path, cfg, key)
     reader = _open(path, backend, device, auto)
-    if reader is None:
-        return None
+    return None if reader is None else _sampled(reader, path, cfg, key)
+
+
+def _sampled(reader, path: str, cfg: SamplerConfig, key: str) -> DecodedVideo:
+    """The sampled frames of an open reader (``n``, ``fps``, ``backend``, ``frames_at``), each
+    distinct index decoded once."""
     if reader.n < cfg.frames:
         raise _too_short(path, reader.n, cfg)
     idx = view_indices(reader.n, cfg, key)
