@@ -166,10 +166,11 @@ def _linear_shape(x, y, steps: int = 1000):
 def shape_information(clip, seed: int, n: int, conditions: dict[str, Condition] = CONDITIONS,
                       sizing: str = "radius", fit: int = 2000) -> dict:
     """Where shape is lost beyond the trained sizes: to a common shift of the embedding, to a
-    read-out that no longer fits, or from the embedding itself. Per condition, shape accuracy (%) on ``n`` held-out images: ``zero_shot``
-    (as :func:`factor_accuracy`); ``centred``, the same after moving the condition's mean embedding
-    onto the trained condition's (a diagnostic that sees the test images, not a method); ``linear``,
-    a linear read-out fitted on ``fit`` images at the trained sizes; ``linear_own``, one fitted on
+    read-out that no longer fits, or from the embedding itself. Per condition, shape accuracy (%)
+    on ``n`` held-out images: ``zero_shot`` (as :func:`factor_accuracy`); ``centred``, the same
+    after moving the condition's mean embedding onto the trained condition's (a diagnostic that
+    sees the test images, not a method); ``linear``, a linear read-out fitted on ``fit`` images at
+    the trained sizes; ``linear_own``, one fitted on
     ``fit`` other images of the condition itself (what a linear read-out finds there at all); and
     ``shift``, the distance between the two mean embeddings (of unit-norm embeddings), and
     ``size_axis``, the cosine between that shift and the captions' size words (the mean of "a large
@@ -185,18 +186,19 @@ def shape_information(clip, seed: int, n: int, conditions: dict[str, Condition] 
     axis = (sized["large"] - sized["small"]).mean(0).cpu()  # [D']
     trained = CONDITIONS["trained sizes and backgrounds"]
     ref, (_, ref_shape, _), _ = _embedded(clip, trained, seed + 1, fit, 0, sizing)  # another stream than the probes'
-    read = _linear_shape(ref, ref_shape)
+    read, ref_mean = _linear_shape(ref, ref_shape), ref.mean(0)  # [D']
     pct = lambda hit: round(100 * hit.float().mean().item(), 1)  # noqa: E731
     out: dict = {"images": n, "fit": fit, "conditions": {}}
     for stream, (name, cond) in enumerate(conditions.items()):
         emb, (c, s, p), _ = _embedded(clip, cond, seed, n, stream, sizing)
-        centred = emb - emb.mean(0) + ref.mean(0)
+        shift = emb.mean(0) - ref_mean  # [D']
+        centred = emb - shift
         shape_of = lambda x: torch.einsum("nd,nkd->nk", x, placed[c, :, p]).argmax(1)  # noqa: E731
         own_x, (_, own_y, _), _ = _embedded(clip, cond, seed + 1, fit, stream + 1, sizing)
         own = _linear_shape(own_x, own_y)
         out["conditions"][name] = {
             "zero_shot": pct(shape_of(emb) == s), "centred": pct(shape_of(centred) == s),
             "linear": pct(read(10 * emb).argmax(1) == s), "linear_own": pct(own(10 * emb).argmax(1) == s),
-            "shift": round(float((emb.mean(0) - ref.mean(0)).norm()), 3),
-            "size_axis": round(float(F.cosine_similarity(emb.mean(0) - ref.mean(0), axis, dim=0)), 2)}
+            "shift": round(float(shift.norm()), 3),
+            "size_axis": round(float(F.cosine_similarity(shift, axis, dim=0)), 2)}
     return out
