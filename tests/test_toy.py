@@ -188,10 +188,11 @@ def test_size_words_change_the_captions_and_nothing_else():
 
     words = ("small ", "large ")
     runs = {p: scene_batch(0, 5, 64, 112, size_words=p) for p in (0.0, 0.4, 1.0)}
+    # "a large orange ring" / "an orange ring": the same words once sizes and the article are set aside
+    unsized = lambda c: ["a" if w == "an" else w for w in c.split() if w not in ("small", "large")]  # noqa: E731
     for p in (0.4, 1.0):
         assert np.array_equal(runs[p][0], runs[0.0][0]) and runs[p][2] == runs[0.0][2]
-        for with_size, without in zip(runs[p][1], runs[0.0][1]):  # "a large orange ring" / "an orange ring"
-            unsized = lambda c: ["a" if w == "an" else w for w in c.split() if w not in ("small", "large")]  # noqa: E731
+        for with_size, without in zip(runs[p][1], runs[0.0][1]):
             assert unsized(with_size) == unsized(without)
     sized = {p: sum(any(w in c for w in words) for c in caps) for p, (_, caps, _) in runs.items()}
     assert sized[0.0] == 0 < sized[0.4] < sized[1.0]
