@@ -6,8 +6,10 @@ order, counting every non-empty packet of its video stream: every backend return
 frame (the cache key and the stored ``frame_idx`` depend on it), which the tests check against a
 PyAV decode of every frame from the start.
 
-- **torchcodec** (``auto``'s first choice where torch's compiler stack is loaded already, as in
-  extract; a light process such as ``query`` does not import it): ``get_frames_at`` on the sampled indices in its
+- **torchcodec** (``auto``'s first choice for NVDEC, ``device="cuda"``; on the CPU it reads what
+  the seeking PyAV path below cannot vouch for, such as open GOPs, and what PyAV fails on; only
+  where torch's compiler stack is loaded already, as in extract: a light process such as
+  ``query`` does not import it): ``get_frames_at`` on the sampled indices in its
   *exact* seek mode. Exact mode scans the file's packets once, so index ``i`` is the ``i``-th
   frame by presentation time and every seek starts from a keyframe the scan saw; approximate
   mode would turn ``i`` into the timestamp ``i / fps`` and return the frame shown then, which is
@@ -19,12 +21,15 @@ PyAV decode of every frame from the start.
 - **decord**: ``get_batch`` (unmaintained since 2021; kept for the stores it wrote, and decoding
   only when named: ``auto`` skips it, since the seeking PyAV path below is faster on every clip
   kind of ``benchmarks/decode.py`` and decord misnumbers open-GOP H.264).
-- **PyAV**: no full demux when an MP4/MOV header's sample table counts the frames; the decoder
+- **PyAV** (``auto``'s first choice on the CPU: it decodes about half the frames torchcodec
+  does on H.264 with B-frames and is faster on every clip kind of ``benchmarks/decode.py``):
+  no full demux when an MP4/MOV header's sample table counts the frames; the decoder
   starts at the keyframe before each group of sampled frames (the packets in between are
   demuxed, not decoded), and skips non-reference frames that are not sampled. Every assumption
   this needs (closed GOPs, unique timestamps, header == packets) is checked on the packets it
-  reads; a video that breaks one is decoded from the start, as :func:`_decode_pyav_full` always
-  did (that path is kept: it is the benchmark's baseline and the definition the tests use).
+  reads; a video that breaks one goes to torchcodec under ``auto`` where its frames are PyAV's,
+  else is decoded from the start, as :func:`_decode_pyav_full` always did (that path is kept:
+  it is the benchmark's baseline and the definition the tests use).
 """
 
 from __future__ import annotations
@@ -47,9 +52,11 @@ log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "torchcodec", "decord", "pyav"]
 BACKENDS = ("torchcodec", "decord", "pyav")
-# auto's order: decord is left out (slower than the seeking PyAV path on every clip kind of
-# benchmarks/decode.py, and it misnumbers open-GOP H.264); it decodes when named or recorded.
-AUTO = ("torchcodec", "pyav")
+# auto's order on the CPU and for NVDEC: decord is left out (slower than the seeking PyAV path on
+# every clip kind of benchmarks/decode.py, and it misnumbers open-GOP H.264); it decodes when named
+# or recorded. On the CPU the seeking PyAV path is first (torchcodec exact: 0.7-0.8x its rate there,
+# since it cannot skip unneeded non-reference pictures); NVDEC takes the decoding off the CPU.
+AUTO = {"cpu": ("pyav", "torchcodec"), "cuda": ("torchcodec", "pyav")}
 DecodeDevice = Literal["cpu", "cuda"]
 
 
@@ -195,10 +202,10 @@ def available_backends() -> list[str]:
                                                   else decord_available())]
 
 
-def auto_backends() -> list[str]:
+def auto_backends(device: DecodeDevice = "cpu") -> list[str]:
     """What ``auto`` tries in this process, in order (:data:`AUTO`, torchcodec only where it is
     usable and cheap to import here)."""
-    return _chain("auto")
+    return _chain("auto", device)
 
 
 def _torchcodec_is_cheap() -> bool:
@@ -210,9 +217,11 @@ def _torchcodec_is_cheap() -> bool:
     return "torchcodec.decoders" in sys.modules or "torch._dynamo" in sys.modules
 
 
-def _chain(backend: Backend) -> list[str]:
+def _chain(backend: Backend, device: DecodeDevice = "cpu") -> list[str]:
+    if device not in AUTO:
+        raise InputError(f"unknown decoding device {device!r}; choose cpu or cuda")
     if backend == "auto":
-        return [b for b in AUTO if b == "pyav" or (_torchcodec_is_cheap() and torchcodec_available())]
+        return [b for b in AUTO[device] if b == "pyav" or (_torchcodec_is_cheap() and torchcodec_available())]
     if backend == "torchcodec" and not torchcodec_available():
         raise DecodeError(f"--backend torchcodec: {torchcodec_problem()}")
     if backend == "decord" and not decord_available():
@@ -456,18 +465,19 @@ class _PyAVReader:
             want = {int(pts[order[i - start]]): i for i in uniq[starts == start].tolist()}
             last = max(k for k, p in enumerate(group) if p.pts in want)
             self.cc.flush_buffers()
-            frames = []
-            for p in group[:last + 1]:
-                self.cc.skip_frame = "DEFAULT" if p.pts in want else "NONREF"
-                frames += self.cc.decode(p)
+            returned, out = [], []  # every returned pts; the sampled frames, converted at once
+            for p in group[:last + 1] + [None]:  # None drains: the last sampled picture may wait for reordering
+                if p is not None:
+                    self.cc.skip_frame = "DEFAULT" if p.pts in want else "NONREF"
+                for f in self.cc.decode(p):  # keep no other frame: its buffer goes back to FFmpeg's pool
+                    returned.append(f.pts)
+                    if f.pts in want:
+                        out.append(f.pts)
+                        got[want[f.pts]] = f.to_ndarray(format="rgb24")
             self.cc.skip_frame = "DEFAULT"
-            frames += self.cc.decode(None)  # drain: the last sampled picture may wait for reordering
-            self.decoded += len(frames)
-            out = [f for f in frames if f.pts in want]
-            if [f.pts for f in out] != sorted(want):
-                raise _Inexact(f"the decoder returned {[f.pts for f in frames]} for {sorted(want)}")
-            for f in out:
-                got[want[f.pts]] = f.to_ndarray(format="rgb24")
+            self.decoded += len(returned)
+            if out != sorted(want):
+                raise _Inexact(f"the decoder returned {returned} for {sorted(want)}")
         return np.stack([got[i] for i in uniq.tolist()])
 
 
@@ -527,9 +537,10 @@ def _pyav_sequential_at(path: str, uniq: np.ndarray) -> np.ndarray:
     return np.stack([got[i] for i in uniq.tolist()])
 
 
-def _decode_pyav(path: str, cfg: SamplerConfig, key: str) -> DecodedVideo:
-    """The seeking PyAV path (:class:`_PyAVReader`); :func:`_decode_pyav_full` when it cannot
-    vouch for the numbering (count and indices are then recomputed exactly as that path does)."""
+def _decode_pyav(path: str, cfg: SamplerConfig, key: str, inexact=None) -> DecodedVideo:
+    """The seeking PyAV path (:class:`_PyAVReader`). Where it cannot vouch for the numbering:
+    ``inexact(path, cfg, key)`` when given and it returns a video (auto's torchcodec), else
+    :func:`_decode_pyav_full` (count and indices are then recomputed exactly as that path does)."""
     try:
         reader = _PyAVReader(path)
     except DecodeError:
@@ -546,7 +557,14 @@ def _decode_pyav(path: str, cfg: SamplerConfig, key: str) -> DecodedVideo:
         frames = reader.frames_at(uniq)
     except DecodeError:
         raise
-    except Exception as why:  # noqa: BLE001 - _Inexact, or an FFmpeg error the full path reports as it always did
+    except _Inexact as why:
+        video = None if inexact is None else inexact(path, cfg, key)
+        if video is not None:
+            log.debug("%s: read with %s (%s)", path, video.backend, why)
+            return video
+        log.debug("%s: decoding from the start (%s)", path, why)
+        return _decode_pyav_full(path, cfg, key)
+    except Exception as why:  # noqa: BLE001 - an FFmpeg error the full path reports as it always did
         log.debug("%s: decoding from the start (%s)", path, _one_line(why))
         return _decode_pyav_full(path, cfg, key)
     finally:
@@ -567,8 +585,20 @@ def _open(path: str, backend: str, device: DecodeDevice, auto: bool):
 
 
 def _decode_with(path: str, cfg: SamplerConfig, key: str, backend: str, device: DecodeDevice,
-                 auto: bool) -> DecodedVideo | None:
+                 auto: bool, then: tuple[str, ...] = ()) -> DecodedVideo | None:
+    """``backend``'s decode of ``path``; None where auto leaves the file to the next backend.
+    ``then``: the backends auto tries after this one (a file the seeking PyAV path cannot vouch
+    for goes to torchcodec when it comes next and gives PyAV's frames: its exact seeks decode
+    less than reading from the start)."""
     if backend == "pyav":
+        if auto and "torchcodec" in then:
+            def inexact(p: str, c: SamplerConfig, k: str) -> DecodedVideo | None:
+                try:
+                    return _decode_with(p, c, k, "torchcodec", device, auto)
+                except DecodeError as err:
+                    log.debug("%s: %s", p, err)
+                    return None
+            return _decode_pyav(path, cfg, key, inexact)
         return _decode_pyav(path, cfg, key)
     reader = _open(path, backend, device, auto)
     return None if reader is None else _sampled(reader, path, cfg, key)
@@ -587,8 +617,9 @@ def _sampled(reader, path: str, cfg: SamplerConfig, key: str) -> DecodedVideo:
 
 def decode_video(path: str | os.PathLike, cfg: SamplerConfig, key: str,
                  backend: Backend = "auto", *, device: DecodeDevice = "cpu") -> DecodedVideo:
-    """Decode the sampled frames of one video: ``backend``, or with ``auto`` torchcodec, then
-    PyAV, tried when torchcodec is absent or fails on this file (:func:`auto_backends`).
+    """Decode the sampled frames of one video: ``backend``, or with ``auto`` the seeking PyAV path,
+    then torchcodec, tried when PyAV fails on this file or cannot vouch for its numbering
+    (torchcodec first for ``device="cuda"``; :func:`auto_backends`).
 
     ``key`` is the video's :func:`file_key` (it seeds the extra views). ``device="cuda"`` asks
     torchcodec for NVDEC (see the module docstring). Raises :class:`DecodeError` with a
@@ -602,11 +633,11 @@ def decode_video(path: str | os.PathLike, cfg: SamplerConfig, key: str,
         idx, fps = view_indices(n, cfg, key), frames_mod.DEFAULT_FPS
         return DecodedVideo(frames_mod.read_frames(path, idx), idx, idx / fps, n, fps, n / fps, "frames")
     _check_file(path)
-    chain = _chain(backend)
+    chain = _chain(backend, device)
     errors: list[DecodeError] = []
-    for name in chain:
+    for i, name in enumerate(chain):
         try:
-            video = _decode_with(path, cfg, key, name, device, backend == "auto")
+            video = _decode_with(path, cfg, key, name, device, backend == "auto", tuple(chain[i + 1:]))
         except DecodeError as err:
             if errors:
                 err.__cause__ = errors[-1]

