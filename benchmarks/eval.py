@@ -237,8 +237,10 @@ def main(argv: list[str] | None = None) -> dict:
                   f"({r['dp_only_cpu_s']:.2f} s cpu)")
         print(f"proto/{metric:<4}  end to end  {r['end_to_end_s']:6.2f} s wall ({r['end_to_end_cpu_s']:6.2f} s cpu) = "
               f"{r['end_to_end_episodes_per_s']:8,.0f} episodes/s{ge}  [accuracy {r['accuracy']:.2f}%, chance 20%]")
+    busy = max(res["load_before"], res["load_after"]) > (os.cpu_count() or 1)
     print(f"load average during the run: {res['load_before']:.2f} -> {res['load_after']:.2f} "
-          f"(above {os.cpu_count()}: other processes shared these cores and the wall times)")
+          + (f"(above {os.cpu_count()} cores: other processes shared them and the wall times)" if busy
+             else f"(at most {os.cpu_count()} cores' worth)"))
     return res
 
 

@@ -533,3 +533,20 @@ def test_video_interval_of_query_only_episodes_and_bad_shapes():
         video_ci(correct, cls[:, :3], sup, qry)
     with pytest.raises(InputError, match="fractions"):
         video_ci(correct * 100, cls, sup, qry)
+
+
+def test_sample_pauses_the_collector_and_restores_it():
+    """sample() builds its tuples with Python's cyclic collector paused (a full collection over a
+    torch-sized heap cost most of drawing 10,000 episodes) and leaves the collector as it found it."""
+    import gc
+
+    s = EpisodeSampler(np.repeat(np.arange(8), 4), np.arange(32), 3, 1, 1, seed=5)
+    assert gc.isenabled()
+    assert s.sample(50) == [s.episode(i) for i in range(50)]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        s.sample(5)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
