@@ -670,10 +670,12 @@ def decode_at(path: str | os.PathLike, indices: np.ndarray, backend: Backend = "
     idx = np.asarray(indices, dtype=np.int64)
     uniq, inverse = np.unique(idx, return_inverse=True)
     errors: list[DecodeError] = []
-    for name in _chain(backend):
+    chain = _chain(backend)
+    for i, name in enumerate(chain):
         try:
             if name == "pyav":
-                frames = _pyav_frames_at(path, uniq)
+                later = backend == "auto" and "torchcodec" in chain[i + 1:]
+                frames = _pyav_frames_at(path, uniq, (lambda u: _torchcodec_frames_at(path, u)) if later else None)
             else:
                 reader = _open(path, name, "cpu", backend == "auto")
                 if reader is None:
@@ -686,7 +688,9 @@ def decode_at(path: str | os.PathLike, indices: np.ndarray, backend: Backend = "
     raise errors[-1]
 
 
-def _pyav_frames_at(path: str, uniq: np.ndarray) -> np.ndarray:
+def _pyav_frames_at(path: str, uniq: np.ndarray, inexact=None) -> np.ndarray:
+    """The seeking PyAV path at the sorted unique indices; where it cannot vouch for the
+    numbering, ``inexact(uniq)`` when given and it returns frames, else a decode from the start."""
     try:
         reader = _PyAVReader(path)
     except DecodeError:
@@ -700,7 +704,20 @@ def _pyav_frames_at(path: str, uniq: np.ndarray) -> np.ndarray:
         return reader.frames_at(uniq)
     except DecodeError:
         raise
-    except Exception:  # noqa: BLE001 - _Inexact, or an FFmpeg error the sequential path reports
+    except _Inexact:
+        frames = None if inexact is None else inexact(uniq)
+        return _pyav_sequential_at(path, uniq) if frames is None else frames
+    except Exception:  # noqa: BLE001 - an FFmpeg error the sequential path reports
         return _pyav_sequential_at(path, uniq)
     finally:
         reader.close()
+
+
+def _torchcodec_frames_at(path: str, uniq: np.ndarray) -> np.ndarray | None:
+    """torchcodec's CPU frames at ``uniq`` where they are PyAV's (auto's rule), else None."""
+    try:
+        reader = _open(path, "torchcodec", "cpu", True)
+        return None if reader is None else reader.frames_at(uniq)
+    except DecodeError as err:
+        log.debug("%s: %s", path, err)
+        return None

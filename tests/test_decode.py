@@ -244,6 +244,27 @@ def test_decode_at_equals_sequential_decode(clip_dir):
         decode_at(clip_dir / "gop12_bframes.mp4", np.array([5, 90]), "pyav")
 
 
+def test_decode_at_hands_only_what_pyav_cannot_vouch_for_to_the_next_decoder(clip_dir):
+    """decode_at's seeking PyAV path calls its hand-off (auto's torchcodec) for an open GOP only,
+    and decodes from the start when the hand-off declines."""
+    asked = []
+
+    def decline(uniq):
+        asked.append(uniq.tolist())
+        return None
+
+    uniq = np.array([0, 17, 40, 89])
+    for name, handed in (("gop12_bframes.mp4", False), ("opengop.mp4", True)):
+        asked.clear()
+        frames = V._pyav_frames_at(str(clip_dir / name), uniq, decline)
+        assert np.array_equal(frames, decode_all_pyav(clip_dir / name)[uniq]), name
+        assert asked == ([uniq.tolist()] if handed else []), name
+    if V.torchcodec_available():
+        got = V._torchcodec_frames_at(str(clip_dir / "opengop.mp4"), uniq)
+        assert np.array_equal(got, decode_all_pyav(clip_dir / "opengop.mp4")[uniq])
+        assert V._torchcodec_frames_at(str(clip_dir / "mpeg4_bframes.avi"), uniq) is None  # not PyAV's frames
+
+
 def test_too_short_and_unknown_backend(clip_dir):
     with pytest.raises(DecodeError, match="fewer than the 200 asked for"):
         decode_video(clip_dir / "gop12_bframes.mp4", SamplerConfig(frames=200), "0" * 64, "pyav")
