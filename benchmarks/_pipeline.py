@@ -143,20 +143,32 @@ def column_read(folder: Path, videos: int = 10000, t: int = 8, d: int = 512, bat
 
 # ------------------------------------------------------------------------------ pipeline
 def decode_alone(enc, videos: list[Path], frames: int, workers: int) -> dict:
-    """frames/s of decode + resize/crop + normalise (what extract's workers do), ``workers`` threads."""
+    """frames/s of decode + resize/crop + normalise (what extract's workers do), ``workers`` threads;
+    ``backends``: the decoders auto used, with their video counts."""
+    from collections import Counter
+
     from cachekit.video import SamplerConfig, decode_video
 
     sampler = SamplerConfig(frames=frames)
 
-    def one(p: Path) -> int:
+    def one(p: Path) -> tuple[int, str]:
         v = decode_video(str(p), sampler, p.name)
         x = enc.normalize(enc.resize_crop(v.frames.reshape(-1, *v.frames.shape[2:])))
-        return int(x.shape[0])
+        return int(x.shape[0]), v.backend
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        n = sum(pool.map(one, videos))
-    return {"frames_s": n / (time.perf_counter() - t0), "workers": workers, "frames": n}
+        done = list(pool.map(one, videos))
+    n = sum(k for k, _ in done)
+    return {"frames_s": n / (time.perf_counter() - t0), "workers": workers, "frames": n,
+            "backends": dict(Counter(b for _, b in done))}
+
+
+def backends_label(counts: dict) -> str:
+    """``pyav`` or ``pyav 60, torchcodec 4``: the decoders a run used."""
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{b} {n}" for b, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def encoder_alone(enc, n_frames: int, batch: int) -> dict:

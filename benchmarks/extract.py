@@ -366,7 +366,8 @@ def pipeline_rows(r: dict) -> list[tuple[str, str, str]]:
     per_video = 1e3 / max(1, p["videos"])
     return [
         (f"encoder alone, batch {enc['batch']}", f"{enc['frames_s']:.1f} frames/s", "1.00"),
-        (f"decode + preprocess alone, {dec['workers']} workers", f"{dec['frames_s']:.1f} frames/s", ""),
+        (f"decode + preprocess alone, {dec['workers']} workers ({bp.backends_label(dec['backends'])})",
+         f"{dec['frames_s']:.1f} frames/s", ""),
         (f"extract pipeline, {p['videos']} videos, {p['workers']} workers", f"{p['frames_s']:.1f} frames/s",
          f"{p['frames_s'] / enc['frames_s']:.2f} of encoder, {p['frames_s'] / dec['frames_s']:.2f} of decode"),
         ("write stage inside that extract (`extract --json` seconds.write / videos, default commit size)",

@@ -15,8 +15,9 @@ Rows (each a function in ``ROWS``):
 Videos are synthetic H.264 clips (``cachekit.synth``), byte-distinct copies of a few rendered
 ones, so no data is needed; the model is any open_clip name or JSON config with
 ``--pretrained random`` (speed does not depend on weight values, and nothing is downloaded).
-Decoding uses decord when installed, else PyAV. ``--tiny`` runs every row on CPU in seconds
-with the 4-block test model, to check the script anywhere.
+Decoding is extract's ``auto`` (the seeking PyAV path on the CPU; the row names the decoders
+used). ``--tiny`` runs every row on CPU in seconds with the 4-block test model, to check the
+script anywhere.
 
 Writes ``OUT/gpu-results.json`` and ``OUT/gpu-results.md`` (the card is named in both).
 
@@ -93,10 +94,8 @@ def row_encoder(ctx: Context) -> list[dict]:
 def row_decode(ctx: Context) -> list[dict]:
     r = bp.decode_alone(ctx.encoder(), ctx.clips(), ctx.args.frames, ctx.args.workers)
     ctx.results["decode"] = r
-    from cachekit.video import decord_available
-
-    backend = "decord" if decord_available() else "PyAV"
-    return [{"row": f"decode + preprocess alone, {r['workers']} workers ({backend})", "value": r["frames_s"],
+    return [{"row": f"decode + preprocess alone, {r['workers']} workers ({bp.backends_label(r['backends'])})",
+             "value": r["frames_s"],
              "unit": "frames/s"}]
 
 
