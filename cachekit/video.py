@@ -639,8 +639,6 @@ def decode_video(path: str | os.PathLike, cfg: SamplerConfig, key: str,
         try:
             video = _decode_with(path, cfg, key, name, device, backend == "auto", tuple(chain[i + 1:]))
         except DecodeError as err:
-            if errors:
-                err.__cause__ = errors[-1]
             errors.append(err)
             continue
         if video is None:
@@ -648,7 +646,15 @@ def decode_video(path: str | os.PathLike, cfg: SamplerConfig, key: str,
         if errors:
             log.info("%s: %s; read with %s", path, errors[-1], name)
         return video
-    raise errors[-1]
+    raise _first_reason(path, errors)
+
+
+def _first_reason(path: str, errors: list[DecodeError]) -> DecodeError:
+    """The error to report when every decoder failed: the first choice's (auto's PyAV on the
+    CPU), the others logged."""
+    for err in errors[1:]:
+        log.debug("%s: also %s", path, err)
+    return errors[0]
 
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
@@ -685,7 +691,7 @@ def decode_at(path: str | os.PathLike, indices: np.ndarray, backend: Backend = "
             errors.append(err)
             continue
         return _expand(frames, inverse, idx.shape)
-    raise errors[-1]
+    raise _first_reason(path, errors)
 
 
 def _pyav_frames_at(path: str, uniq: np.ndarray, inexact=None) -> np.ndarray:
