@@ -17,7 +17,9 @@ the decoder is already between that keyframe and it) and **sampled frames/s on o
 process is pinned to one CPU; each backend decodes with one thread): each video's best of
 ``--rounds`` rounds, in which every backend decodes that video in turn, so that all columns see
 the same load. The ratio is against ``pyav, full decode`` (``cachekit.video._decode_pyav_full``: demux
-the file to count packets, then decode from the first frame to the last sampled one).
+the file to count packets, then decode from the first frame to the last sampled one, each
+sampled frame converted to RGB by a reformatter of its own, as extract did before; the library's
+paths now share one per thread, ``cachekit.video._rgb``).
 
 Goals (issue 25): the best backend >= 1.8x the full-decode PyAV path at keyframe spacing 250 and
 >= 4x at 12; the seeking PyAV path >= 1.5x it at 12. Every backend's frames are checked equal to
@@ -110,7 +112,10 @@ def backends() -> dict:
     """name -> decode(path, cfg, key) for every backend installed here, the baseline first."""
     from cachekit import video as V
 
-    out = {"pyav, full decode (before)": V._decode_pyav_full, "pyav, seeking": V._decode_pyav}
+    def before(p, c, k):  # the full decode, each frame converted by its own reformatter, as before
+        return V._decode_pyav_full(p, c, k, V._rgb_per_frame)
+
+    out = {"pyav, full decode (before)": before, "pyav, seeking": V._decode_pyav}
     if V.decord_available():
         out["decord"] = lambda p, c, k: V.decode_video(p, c, k, "decord")
     if V.torchcodec_available():
