@@ -260,7 +260,7 @@ class FeatureCache:
 
         return {
             "store": self.store.path,
-            "coverage": store_coverage(self.store, self.records),
+            "coverage": store_coverage(self.store, self.video_keys),
             "videos": len(self.video_keys),
             "failed": len(self.failed()),
             "classes": len(self.classes),

@@ -13,18 +13,20 @@ ALL = "all"
 _ORDER = {"train": 0, "val": 1, "base_val": 2, "novel_val": 3, "test": 4}  # reports list splits in this order
 
 
-def store_coverage(store, records: dict | None = None) -> dict[str, dict[str, int]]:
-    """``{split: {"listed", "present", "failed", "used"}}`` of a store (``used``: extracted)."""
-    records = store.records("videos") if records is None else records
+def store_coverage(store, keys=None) -> dict[str, dict[str, int]]:
+    """``{split: {"listed", "present", "failed", "used"}}`` of a store (``used``: extracted).
+    ``keys``: the store's video keys, when the caller has them; only membership is read, never a
+    record (a million records are ~2.5 GB of dicts)."""
+    have = frozenset(store.keys("videos") if keys is None else keys)
     docs = store.json_items("splits")
     if not docs:
-        failed = sum(1 for d in store.json_items("failed").values() if d.get("vkey") not in records)
-        return {ALL: {"listed": len(records) + failed, "present": len(records) + failed, "failed": failed,
-                      "used": len(records)}}
+        failed = sum(1 for d in store.json_items("failed").values() if d.get("vkey") not in have)
+        return {ALL: {"listed": len(have) + failed, "present": len(have) + failed, "failed": failed,
+                      "used": len(have)}}
     out = {}
     for name, doc in sorted(docs.items(), key=lambda kv: (_ORDER.get(kv[0], len(_ORDER)), kv[0])):
         videos = doc.get("videos", {})
-        done = sum(1 for key, _label in videos.values() if key is not None and key in records)
+        done = sum(1 for key, _label in videos.values() if key is not None and key in have)
         present = len(videos)
         out[name] = {"listed": present + len(doc.get("missing", [])), "present": present,
                      "failed": present - done, "used": done}

@@ -465,7 +465,7 @@ def eval_coverage(cache: FeatureCache, pools: _Pools, own_lists: tuple[str, ...]
     if from_file:  # --split-file: the file's lists are what is covered
         return {n: {"listed": s.listed, "present": s.listed - s.absent, "failed": s.missing - s.absent,
                     "used": int(np.intersect1d(s.indices, used).size)} for n, s in from_file.items()}
-    return used_by(store_coverage(cache.store, cache.records), cache, used)
+    return used_by(store_coverage(cache.store, cache.video_keys), cache, used)
 
 
 __all__ = ["PROTOCOLS", "EvalConfig", "evaluate"]

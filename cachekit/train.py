@@ -601,7 +601,7 @@ def run_coverage(cache, plan) -> dict:
     from .coverage import store_coverage, used_by
 
     used = np.concatenate([plan.train, plan.val, plan.test, *plan.test_parts.values()])
-    return used_by(store_coverage(cache.store, cache.records), cache, used)
+    return used_by(store_coverage(cache.store, cache.video_keys), cache, used)
 
 
 # --------------------------------------------------------------------------- listing
