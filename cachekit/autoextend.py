@@ -141,7 +141,9 @@ def _extend(cache, blocks: list[int], keys: list[str], texts: list[str], encoder
             if texts:
                 ex.encode_classes(texts)
             have = store.attrs.get("cache_key", {})
-            full = [b for b in blocks if all(f"tokens_{b}" in r["arrays"] for r in store.records("videos").values())]
+            shapes = store.array_shapes("videos")  # from the index: no record per video
+            none = [None] if store.keys("videos") else []  # an empty store lacks nothing
+            full = [b for b in blocks if None not in shapes.get(f"tokens_{b}", none)]
             if full:  # every video has them now: the key says so (one atomic write)
                 merged = {**have, "tokens_at": sorted(set(have.get("tokens_at") or ()) | set(full))}
                 store.update_attrs({**{k: v for k, v in store.attrs.items() if k != "layout_version"},
