@@ -161,15 +161,21 @@ class FeatureCache:
         keys = self.video_keys if idx is None else [self.video_keys[int(i)] for i in idx]
         return self.store.read_column("videos", name, keys)
 
-    def emb(self, view: int | None = 0, idx: np.ndarray | None = None) -> np.ndarray:
+    def emb(self, view: int | None = 0, idx: np.ndarray | None = None,
+            dtype: type | None = np.float32) -> np.ndarray:
         """Per-frame projected embeddings: ``[V, T, D']`` for one view, ``[V, views, T, D']`` for all;
-        only the videos ``idx`` (``[n, ...]``) when given: a big store never loads what is not read."""
-        a = self._column("emb", idx).astype(np.float32, copy=False)  # [V, views, T, D']
+        only the videos ``idx`` (``[n, ...]``) when given: a big store never loads what is not read.
+        ``dtype=None``: as cached (float16 by default: half the memory, and no float32 copy of a
+        whole column; float16 -> float32 is exact, so converting later gives the same values)."""
+        a = self._column("emb", idx)  # [V, views, T, D']
+        a = a if dtype is None else a.astype(dtype, copy=False)
         return a if view is None else a[:, view]
 
-    def cls(self, view: int | None = 0) -> np.ndarray:
-        """Class token before the projection: ``[V, T, W]`` (or ``[V, views, T, W]``)."""
-        a = self._column("cls").astype(np.float32, copy=False)
+    def cls(self, view: int | None = 0, dtype: type | None = np.float32) -> np.ndarray:
+        """Class token before the projection: ``[V, T, W]`` (or ``[V, views, T, W]``); ``dtype``
+        as for :meth:`emb`."""
+        a = self._column("cls")
+        a = a if dtype is None else a.astype(dtype, copy=False)
         return a if view is None else a[:, view]
 
     def frame_indices(self, view: int | None = 0) -> np.ndarray:

@@ -66,7 +66,8 @@ class ResidentFeatures:
     through one over all videos' host tables, tokens streamed).
 
     ``rows [V]`` maps a cache video index to its row (-1: not loaded). ``emb`` ``[R, views, T, D']``
-    and ``cls`` ``[R, views, T, W]`` are float32, ``tokens`` ``{L: [R, views, T, N+1, W]}``
+    and ``cls`` ``[R, views, T, W]`` are as cached (float16 by default; float32 in a gathered
+    batch), ``tokens`` ``{L: [R, views, T, N+1, W]}``
     float16 (as cached); on ``device`` when ``resident``, else in host memory and copied per
     gather. Tokens in ``streamed_tokens`` are read from the store per gather. ``text``
     ``[C, P, D']`` is always on the device.
@@ -103,9 +104,9 @@ class ResidentFeatures:
         views = int(data.views)
         per_video = 0  # bytes of one video's features, all views
         if data.emb is not None:
-            per_video += data.emb[0].numel() * 4
+            per_video += data.emb[0].numel() * data.emb.element_size()
         if data.cls is not None:
-            per_video += data.cls[0].numel() * 4
+            per_video += data.cls[0].numel() * data.cls.element_size()
         token_shapes = {}
         for blk in needs.tokens_at:
             probe = cache.tokens(blk, videos[:1], view=None)  # [1, views, T, N+1, W] fp16
@@ -131,8 +132,9 @@ class ResidentFeatures:
             store_dev = torch.device("cpu")
         idx = torch.from_numpy(videos)
         rows = torch.full((n_videos,), -1, dtype=torch.long)
-        # host memory, not resident: gather from data's own arrays (all videos), no second copy
-        in_place = store_dev.type == "cpu" and not fits and not token_shapes  # tokens: loaded rows only
+        # in host memory (a CPU run, or features that do not fit the device): gather from data's
+        # own arrays (all videos), no second copy of the split's rows
+        in_place = store_dev.type == "cpu" and not token_shapes  # tokens: loaded rows only
         rows[idx] = idx if in_place else torch.arange(videos.size)
         out = cls(device=device, rows=rows.to(store_dev), labels=data.labels.to(device), views=views,
                   resident=fits, cache=cache, videos=videos, notes=notes)
@@ -173,9 +175,9 @@ class ResidentFeatures:
 
         b = VideoBatch(index=idx.to(self.device), labels=self.labels[idx.to(self.labels.device)].to(self.device))
         if self.emb is not None:
-            b.emb = take(self.emb)  # [..., T, D']
+            b.emb = take(self.emb).float()  # [..., T, D'] (cached as float16 by default)
         if self.cls is not None:
-            b.cls = take(self.cls)  # [..., T, W]
+            b.cls = take(self.cls).float()  # [..., T, W]
         for blk, table in self.tokens.items():
             b.tokens[blk] = take(table).float()  # [..., T, N+1, W]
         for blk in self.streamed_tokens:

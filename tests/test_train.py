@@ -220,15 +220,50 @@ def test_resident_features_gather_what_the_cache_holds(motion_store):
             assert feats.resident is resident and bool(feats.notes) is not resident
             if not resident:
                 assert "do not fit" in feats.notes[0]
+            # on the CPU the split's rows are gathered from data's own tables, kept as cached:
+            # no second copy of the split's rows
+            assert feats.emb is data.emb and data.emb.numpy().dtype == cache.emb(view=None, dtype=None).dtype
             batch = episode_batch(feats, index)
+            assert batch.support.emb.dtype == batch.support.cls.dtype == torch.float32
             want = data.batch(index.support.reshape(-1))  # view 0, one video after another
             torch.testing.assert_close(batch.support.emb.flatten(0, 1), want.emb, rtol=0, atol=0)
+            stored = torch.from_numpy(cache.emb(idx=index.support.reshape(-1)))  # float32, from the store
+            torch.testing.assert_close(batch.support.emb.flatten(0, 1), stored, rtol=0, atol=0)
             torch.testing.assert_close(batch.support.cls.flatten(0, 1), want.cls, rtol=0, atol=0)
             assert batch.query.emb.shape == (5, 6, FRAMES, cache.model_info.embed_dim)
             assert torch.equal(batch.class_ids, torch.from_numpy(index.class_ids))
             torch.testing.assert_close(batch.text, data.text[batch.class_ids], rtol=0, atol=0)
             assert torch.equal(batch.query.labels, torch.from_numpy(index.class_ids).repeat_interleave(2, dim=1))
             assert batch.support_labels.tolist() == [[0, 0, 1, 1, 2, 2]] * 5
+
+
+def test_float16_embeddings_stay_float16_until_a_batch_is_gathered(tmp_path):
+    """A store whose ``emb`` is float16 (half the bytes of a million-video column) is held as
+    float16; each gathered batch is float32 and equals the store's values exactly."""
+    from cachekit.batches import CacheData
+    from cachekit.cache import FeatureCache
+    from cachekit.episodes import EpisodeBatcher
+    from cachekit.methods.base import CacheNeeds
+    from cachekit.resident import ResidentFeatures, episode_batch
+    from clipcache.stores import open_store
+
+    rng = np.random.default_rng(0)
+    key = {"model": "test-model", "frames": 4, "views": 1, "tokens_at": [], "sampler": {"frames": 4, "views": 1},
+           "dtype": {"emb": "float16"}}
+    info = {"embed_dim": 16, "width": 8, "layers": 2, "heads": 2, "grid": [2, 2], "image_size": 32, "text_width": 8}
+    with open_store(str(tmp_path / "h.zarr"), "a", attrs={"cache_key": key, "model_info": info}) as st:
+        for i in range(24):
+            st.commit("videos", f"{i:064x}", {"emb": rng.standard_normal((1, 4, 16)).astype(np.float16)},
+                      {"path": f"/v/{i}.mp4", "label": f"class {i % 4}", "status": "ok"})
+    with FeatureCache(str(tmp_path / "h.zarr")) as cache:
+        data = CacheData(cache, CacheNeeds(emb=True))
+        assert data.emb.dtype == torch.float16
+        videos = np.arange(24)
+        index = EpisodeBatcher(cache.labels, videos, 3, 1, 2, episodes_per_step=4, seed=0).sample(0)
+        batch = episode_batch(ResidentFeatures.load(data, videos), index)
+        assert batch.query.emb.dtype == torch.float32
+        stored = cache.emb(idx=index.query.reshape(-1))  # float32 from the store's float16
+        assert np.array_equal(batch.query.emb.flatten(0, 1).numpy(), stored)
 
 
 def test_run_directory_rebuilds_the_method_and_guards_it(motion_store, tmp_path):
