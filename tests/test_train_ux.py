@@ -233,6 +233,15 @@ def test_long_steps_show_bars_with_eta_and_rate_on_a_terminal_only(store, tmp_pa
         assert rc == 0 and not _has_bar(err, desc) and "\r" not in err, (desc, err[-800:])
 
 
+def test_allway_eval_shows_a_bar_on_a_terminal(store):
+    """All-way scoring goes video by video over the whole test list (a million videos against a
+    thousand classes is minutes of OTAM): a bar with its ETA, as the episodic loop has."""
+    rc, out, err = _on_a_terminal(["eval", "--store", str(store), "--method", "proto", "--protocol", "allway",
+                                   "--shots", "1"])
+    assert rc == 0, err
+    assert _has_bar(err, "eval") and "video/s" in err, err[-1500:]
+
+
 def test_progress_is_wanted_on_a_terminal_without_no_progress():
     import io
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..progress import bar
 from .plan import SPLITS_FILE, SplitPlan
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -130,10 +131,12 @@ def video_predictions(method: Method, data, idx: np.ndarray, text, classes: np.n
     class names ``names`` [C])."""
     method.bind_classes(list(names))
     out = np.empty(idx.size, dtype=np.int64)
-    for a in range(0, idx.size, batch):
-        b = data.batch(idx[a:a + batch], view=0)
-        logits = method.video_logits(b, text)  # [B, C]
-        out[a:a + batch] = classes[logits.argmax(dim=-1).cpu().numpy()]
+    with bar(total=idx.size, desc="eval", unit="video") as progress:  # on in a progress scope
+        for a in range(0, idx.size, batch):
+            b = data.batch(idx[a:a + batch], view=0)
+            logits = method.video_logits(b, text)  # [B, C]
+            out[a:a + batch] = classes[logits.argmax(dim=-1).cpu().numpy()]
+            progress.update(len(b.labels))
     return out
 
 
