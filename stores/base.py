@@ -502,23 +502,22 @@ class FeatureStore(ABC):
         Returns (checked, bad keys). With ``repair``, a bad entry's record is removed so that a
         re-run of the writer redoes it (its data is never trusted again).
         """
-        bad = []
         keys = self.keys(group)
-        for k in keys:
-            rec = self.record(group, k)
-            try:
-                arrays = self.read(group, k)
-                ok = rec is not None and all(
-                    n in arrays and array_sha256(arrays[n]) == meta["sha256"]
-                    for n, meta in rec["arrays"].items()
-                )
-            except Exception:  # noqa: BLE001 - any read failure means the entry is bad
-                ok = False
-            if not ok:
-                bad.append(k)
-                if repair:
-                    self._uncommit(group, k)
+        bad = [k for k in keys if not self._entry_ok(group, k)]
+        if repair:
+            for k in bad:
+                self._uncommit(group, k)
         return len(keys), bad
+
+    def _entry_ok(self, group: str, key: str) -> bool:
+        """One entry read back whole and every array's sha256 equal to its record's."""
+        rec = self.record(group, key)
+        try:
+            arrays = self.read(group, key)
+            return rec is not None and all(n in arrays and array_sha256(arrays[n]) == meta["sha256"]
+                                           for n, meta in rec["arrays"].items())
+        except Exception:  # noqa: BLE001 - any read failure means the entry is bad
+            return False
 
     @abstractmethod
     def _uncommit(self, group: str, key: str) -> None: ...

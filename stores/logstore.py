@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import FeatureStore, Files, StoreError
+from .base import FeatureStore, Files, StoreError, array_sha256
 from .leases import StoreLock, WriterLease, check_writer_id, default_writer_id, live_writers
 from .log import CommitLog, GroupIndex, Resolved, Rows, SegmentWriter, new_segment, rows_from_docs, segment_writer
 
@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 #: rows a writer keeps in its in-memory index after its own commits; past this it drops the
 #: index and reloads it when asked (a writer's memory must not grow with the store)
 PENDING_LIMIT = 65536
+
+#: bytes of one array that :meth:`LogStore.verify` reads at a time
+VERIFY_BLOCK = 64 << 20
 
 
 class LogStore(FeatureStore):
@@ -111,6 +114,36 @@ class LogStore(FeatureStore):
 
     def duplicates(self, group: str) -> list[tuple[str, str]]:
         return list(self._resolved(group, refresh=False).duplicates)
+
+    def verify(self, group: str, repair: bool = False) -> tuple[int, list[str]]:
+        """As :meth:`FeatureStore.verify`, column by column: each array's rows of one shape and
+        dtype are read with :meth:`read_column` in blocks of about :data:`VERIFY_BLOCK` bytes and
+        hashed row by row against the index's sha256. Entry by entry, a million videos took
+        longer than 500 s; a block that cannot be read is checked entry by entry."""
+        r = self._resolved(group)
+        keys = r.key_list()
+        bad = np.zeros(len(keys), bool)
+        for name, (sig, _path, _row, src) in r.arrays.items():
+            sha = r.raw.sha(name)  # [raw rows, 32] uint8
+            for s in np.unique(sig[sig >= 0]).tolist():
+                idx = np.flatnonzero(sig == s)
+                shape, dtype = r.raw.sigs[s]
+                step = max(1, VERIFY_BLOCK // max(1, np.dtype(dtype).itemsize * int(np.prod(shape))))
+                for a in range(0, idx.size, step):
+                    blk = idx[a:a + step].tolist()
+                    try:
+                        col = self.read_column(group, name, [keys[i] for i in blk])  # [n, *shape]
+                    except Exception:  # noqa: BLE001 - unreadable here: each entry decides for itself
+                        for i in blk:
+                            bad[i] |= not self._entry_ok(group, keys[i])
+                        continue
+                    for j, i in enumerate(blk):
+                        bad[i] |= array_sha256(col[j]) != sha[src[i]].tobytes().hex()
+        out = [keys[i] for i in np.flatnonzero(bad).tolist()]
+        if repair:
+            for k in out:
+                self._uncommit(group, k)
+        return len(keys), out
 
     def _locate(self, group: str, keys: list[str], name: str) -> tuple[Resolved, np.ndarray]:
         """The resolved index and the positions of ``keys`` in it (every key must be there)."""

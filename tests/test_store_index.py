@@ -163,3 +163,46 @@ def test_read_column_sparse_across_many_chunks(path):
             col = s.read_column("videos", "big", keys)
             assert col.shape == (len(keys), 1 << 15)
             assert np.array_equal(col[:, 0], [int(k) for k in keys]) and np.array_equal(col[:, -1], col[:, 0])
+
+
+def test_verify_reads_columns_and_judges_each_entry(monkeypatch, tmp_path):
+    """verify reads each array in blocks (a few read_column calls, not one read per entry), still
+    names exactly the bad entries: a changed row among good ones, a block cut by a small
+    VERIFY_BLOCK, and a lost segment array (its block unreadable: checked entry by entry)."""
+    import shutil
+
+    import clipcache.stores.logstore as logstore
+
+    path = str(tmp_path / "v.zarr")
+    _write(path, "a", range(0, 20))
+    _write(path, "b", range(20, 30))  # a second writer: its own segments
+    monkeypatch.setattr(logstore, "VERIFY_BLOCK", 1000)  # several blocks per array
+    reads = {"column": 0, "entry": 0}
+    from clipcache.stores.zarr_store import ZarrStore
+
+    col, one = ZarrStore.read_column, ZarrStore.read
+
+    def read_column(self, *a, **k):
+        reads["column"] += 1
+        return col(self, *a, **k)
+
+    def read(self, *a, **k):
+        reads["entry"] += 1
+        return one(self, *a, **k)
+
+    monkeypatch.setattr(ZarrStore, "read_column", read_column)
+    monkeypatch.setattr(ZarrStore, "read", read)
+    with open_store(path) as s:
+        assert s.verify("videos") == (30, [])
+        assert reads["entry"] == 0 and 4 <= reads["column"] < 30 * 4, reads
+        apath, row = s.locate("videos", "0007", "emb")
+        lost, _ = s.locate("videos", "0025", "tokens")
+    import zarr
+
+    z = zarr.open_array(zarr.storage.LocalStore(path), path=f"seg/videos/{apath}", mode="r+")
+    z[row, 0, 0, 0] = z[row, 0, 0, 0] + 1  # decodes fine, another value
+    shutil.rmtree(tmp_path / "v.zarr" / "seg" / "videos" / lost)  # writer b's tokens are gone
+    with open_store(path) as s:
+        reads["entry"] = 0
+        assert s.verify("videos") == (30, ["0007", *[f"{k:04d}" for k in range(20, 30)]])
+        assert 10 <= reads["entry"] < 30, reads  # writer b's unreadable blocks, entry by entry
