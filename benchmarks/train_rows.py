@@ -54,6 +54,7 @@ class SyntheticData:
     text: object = None
     views: int = 1
     cache: object = None
+    rows: object = None  # [V] cache index -> row of emb (every video: arange)
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -63,7 +64,7 @@ class SyntheticData:
         g = torch.Generator().manual_seed(0)
         n = classes * per_class
         return cls(needs=needs, device=device, labels=torch.arange(classes).repeat_interleave(per_class),
-                   emb=torch.randn(n, 1, frames, dim, generator=g),
+                   emb=torch.randn(n, 1, frames, dim, generator=g), rows=torch.arange(n),
                    text=torch.randn(classes, templates, dim, generator=g).to(device))
 
 

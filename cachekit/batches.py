@@ -37,10 +37,13 @@ class CacheData:
     ``text_classes``: read the text of these class ids only; the table keeps global row ids
     ``[C_all, P, D']`` and other classes' rows are NaN (never read from the store), so a method
     that touched one would turn its loss NaN. None: every class's text.
+    ``videos``: read the features of these cache indices only (a training run's train and val
+    videos: no test video's features are read, and asking for one is an error); ``rows [V]``
+    maps a cache index to its row of the tables (-1: not read). None: every video.
     """
 
     def __init__(self, cache: FeatureCache, needs: CacheNeeds, device: str | torch.device = "cpu",
-                 encoder=None, text_classes: np.ndarray | None = None):
+                 encoder=None, text_classes: np.ndarray | None = None, videos: np.ndarray | None = None):
         self.cache = cache
         self.needs = needs
         self.device = torch.device(device)
@@ -54,10 +57,21 @@ class CacheData:
         if missing:  # one line naming the one command that adds them to this same store
             raise InputError(cache.missing_tokens_message(tuple(missing)))
         self.labels = torch.from_numpy(cache.labels)  # [V]
+        loaded = None if videos is None else np.unique(np.asarray(videos, dtype=np.int64))  # [R]
+        rows = np.arange(len(cache), dtype=np.int64)
+        if loaded is not None:
+            rows = np.full(len(cache), -1, dtype=np.int64)
+            rows[loaded] = np.arange(loaded.size)
+        self.rows = torch.from_numpy(rows)  # [V] cache index -> row of emb / cls (-1: not read)
+        read = needs.emb or needs.cls
+        if read and loaded is not None and not loaded.size:
+            raise InputError("no videos to read features from")
         # as cached (float16 by default), made float32 per gathered batch: a million-video store's
         # column stays 4 GB instead of a float32 copy of 8 GB beside it
-        self.emb = torch.from_numpy(cache.emb(view=None, dtype=None)) if needs.emb else None  # [V, views, T, D']
-        self.cls = torch.from_numpy(cache.cls(view=None, dtype=None)) if needs.cls else None  # [V, views, T, W]
+        self.emb = (torch.from_numpy(cache.emb(view=None, idx=loaded, dtype=None))
+                    if needs.emb else None)  # [R, views, T, D']
+        self.cls = (torch.from_numpy(cache.cls(view=None, idx=loaded, dtype=None))
+                    if needs.cls else None)  # [R, views, T, W]
         self.text = self._text(text_classes) if needs.text else None  # [C, P, D']
         self.cached_pixels = bool(needs.pixels and cache.has_pixels)
         self._frame_idx = (cache.frame_indices(view=None) if needs.pixels and not self.cached_pixels
@@ -65,7 +79,7 @@ class CacheData:
         self.views = int(cache.key.get("views", 1))
         # the one VideoBatch assembler (view picking included): every video's host tables, tokens
         # read from the store per batch, as a resident feature set that does not fit would do
-        self._host = ResidentFeatures(device=self.device, rows=torch.arange(self.labels.shape[0]), labels=self.labels,
+        self._host = ResidentFeatures(device=self.device, rows=self.rows, labels=self.labels,
                                       views=self.views, resident=False, emb=self.emb, cls=self.cls, cache=cache,
                                       streamed_tokens=tuple(needs.tokens_at))
 
@@ -87,6 +101,9 @@ class CacheData:
               rng: np.random.Generator | None = None) -> VideoBatch:
         """Videos ``idx`` (cache indices) as one batch; ``view=None`` with ``rng`` draws views."""
         idx = np.asarray(idx, dtype=np.int64)
+        if (self.emb is not None or self.cls is not None) and (self.rows.numpy()[idx] < 0).any():
+            raise ValueError(f"videos {idx[self.rows.numpy()[idx] < 0][:5].tolist()} were not read "
+                             "(CacheData(videos=...): this run reads its train and val videos only)")
         views = self._views(len(idx), view, rng)
         b = self._host.gather(torch.from_numpy(idx), torch.from_numpy(views))
         if self.needs.pixels:

@@ -171,10 +171,11 @@ class FeatureCache:
         a = a if dtype is None else a.astype(dtype, copy=False)
         return a if view is None else a[:, view]
 
-    def cls(self, view: int | None = 0, dtype: type | None = np.float32) -> np.ndarray:
-        """Class token before the projection: ``[V, T, W]`` (or ``[V, views, T, W]``); ``dtype``
-        as for :meth:`emb`."""
-        a = self._column("cls")
+    def cls(self, view: int | None = 0, idx: np.ndarray | None = None,
+            dtype: type | None = np.float32) -> np.ndarray:
+        """Class token before the projection: ``[V, T, W]`` (or ``[V, views, T, W]``); ``idx`` and
+        ``dtype`` as for :meth:`emb`."""
+        a = self._column("cls", idx)
         a = a if dtype is None else a.astype(dtype, copy=False)
         return a if view is None else a[:, view]
 

@@ -131,17 +131,20 @@ class ResidentFeatures:
             notes.append(msg)
             store_dev = torch.device("cpu")
         idx = torch.from_numpy(videos)
+        src = data.rows[idx]  # [R] rows of data's tables
+        if (src < 0).any():
+            raise ValueError("ResidentFeatures.load: videos the data did not read")
         rows = torch.full((n_videos,), -1, dtype=torch.long)
         # in host memory (a CPU run, or features that do not fit the device): gather from data's
         # own arrays (all videos), no second copy of the split's rows
         in_place = store_dev.type == "cpu" and not token_shapes  # tokens: loaded rows only
-        rows[idx] = idx if in_place else torch.arange(videos.size)
+        rows[idx] = src if in_place else torch.arange(videos.size)
         out = cls(device=device, rows=rows.to(store_dev), labels=data.labels.to(device), views=views,
                   resident=fits, cache=cache, videos=videos, notes=notes)
         for name in ("emb", "cls"):  # [R, views, T, D'] / [R, views, T, W]
             table = getattr(data, name)
             if table is not None:
-                setattr(out, name, table if in_place else table.index_select(0, idx).to(store_dev))
+                setattr(out, name, table if in_place else table.index_select(0, src).to(store_dev))
         if host_budget is None:
             host_left = free_bytes(torch.device("cpu"))
             host_budget = None if host_left is None else int(FREE_FRACTION * host_left)

@@ -331,7 +331,8 @@ def prepare(cache, method: str, overrides: dict | None = None, cfg: TrainConfig 
     ensure_cached(cache, needs, np.union1d(plan.train, plan.val), command="train", device=str(device),
                   classes=[cache.classes[c] for c in known], pretrained=pretrained,
                   encoder=backbone if backbone.loaded else None)  # adds missing arrays to the store, once
-    data = training_data(cache, needs, device, known, encoder=backbone if needs.pixels else None)
+    data = training_data(cache, needs, device, known, encoder=backbone if needs.pixels else None,
+                         videos=np.union1d(plan.train, plan.val))  # no test video's features are read
     feed = proto.feed(data, cache.labels, plan, cfg)
     return Session(m, mcfg, cfg, proto, plan, data, feed, backbone, notes + feed.notes)
 

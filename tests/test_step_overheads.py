@@ -88,6 +88,7 @@ def test_validation_accuracy_is_the_same_with_and_without_reuse():
         needs = CacheNeeds(emb=True, text=True)
         device, views, cache, cls = torch.device("cpu"), 1, None, None
         labels = torch.arange(6).repeat_interleave(4)
+        rows = torch.arange(24)  # cache index -> row of emb (CacheData.rows)
         emb = torch.randn(24, 1, 8, 32, generator=torch.Generator().manual_seed(2))
         text = torch.randn(6, 3, 32, generator=torch.Generator().manual_seed(3))
 

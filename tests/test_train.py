@@ -237,6 +237,24 @@ def test_resident_features_gather_what_the_cache_holds(motion_store):
             assert batch.support_labels.tolist() == [[0, 0, 1, 1, 2, 2]] * 5
 
 
+def test_training_reads_no_test_video_features(motion_store):
+    """A run's data holds the features of its train and val videos only (a million-video store's
+    test rows are not loaded); a batch of a test video is refused, not silently another row."""
+    from cachekit.cache import FeatureCache
+    from cachekit.train import TrainConfig, prepare
+
+    with FeatureCache(motion_store) as cache:
+        s = prepare(cache, "ma_fsar", {}, TrainConfig(episodes=4, val_episodes=4, seed=0))
+        read = np.union1d(s.plan.train, s.plan.val)
+        assert s.plan.test.size and not np.isin(s.plan.test, read).any()
+        assert s.data.emb.shape[0] == read.size < len(cache)
+        some = read[[0, -1]]
+        np.testing.assert_array_equal(s.data.batch(some).emb.numpy(), cache.emb(idx=some))
+        with pytest.raises(ValueError, match="not read"):
+            s.data.batch(s.plan.test[:2])
+        assert np.isfinite(s.feed.step_loss(s.method, 0))
+
+
 def test_float16_embeddings_stay_float16_until_a_batch_is_gathered(tmp_path):
     """A store whose ``emb`` is float16 (half the bytes of a million-video column) is held as
     float16; each gathered batch is float32 and equals the store's values exactly."""

@@ -157,7 +157,7 @@ class AllWayProtocol(Protocol):
             import torch
 
             t = torch.from_numpy(shot_idx)
-            method.fit_support(data.emb[t, 0].float().to(device), data.labels[t].to(device), classes)
+            method.fit_support(data.emb[data.rows[t], 0].float().to(device), data.labels[t].to(device), classes)
             res_shots = shots
         else:
             classes = np.unique(labels[eval_idx])

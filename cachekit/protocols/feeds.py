@@ -15,13 +15,15 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from ..cache import FeatureCache
 
 
-def training_data(cache: FeatureCache, needs, device, classes: np.ndarray, encoder=None):
+def training_data(cache: FeatureCache, needs, device, classes: np.ndarray, encoder=None,
+                  videos: np.ndarray | None = None):
     """:class:`~cachekit.batches.CacheData` whose text table holds only ``classes``' rows (the
     training and selection classes): no other class's text is read, and a method that touched a
-    NaN row of one would turn its loss NaN (the trainer stops)."""
+    NaN row of one would turn its loss NaN (the trainer stops). ``videos`` (the train and val
+    videos): the only videos whose features are read; a batch of any other is an error."""
     from ..batches import CacheData
 
-    return CacheData(cache, needs, device, encoder=encoder, text_classes=classes)
+    return CacheData(cache, needs, device, encoder=encoder, text_classes=classes, videos=videos)
 
 
 class VideoFeed:
