@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 #: target bytes of one chunk of a packed array (rows per chunk follow from the row size)
 CHUNK_BYTES = 1 << 20
 _MAX_CHUNK_ROWS = 4096
+SPAN_BYTES = 64 << 20  # bytes of rows read_column reads at a time when it reads most rows of a span
 LEGACY_LAYOUT = 1  # one array per entry and name (clipcache <= layout 1): convert, then read
 READABLE = (2, LAYOUT_VERSION)  # 2: the same segments, commit records in meta/commits
 
@@ -370,14 +371,16 @@ class ZarrStore(LogStore):
             if hi - lo == len(rows) and np.all(np.diff(rows) == 1) and np.all(np.diff(pos) == 1):
                 # the common case: one sequential read, straight into the result
                 self._read_rows(group, path, z, lo, hi, out[pos[0]:pos[0] + len(pos)])
-            elif hi - lo <= 2 * len(rows) + z.chunks[0]:
-                span = np.empty((hi - lo, *out.shape[1:]), dtype=out.dtype)
-                self._read_rows(group, path, z, lo, hi, span)
-                out[pos] = span[rows - lo]
-            else:  # sparse: each chunk holding some of the rows, read once (the rows it spans)
+            else:
+                # dense (most rows of the span): sequential reads of about SPAN_BYTES each, so a
+                # read of 800,000 of a million rows holds 64 MB beside the result, not the whole
+                # span twice; sparse: each chunk holding some of the rows, read once (its rows spanned)
+                c = z.chunks[0]
+                dense = hi - lo <= 2 * len(rows) + c
+                unit = c * max(1, SPAN_BYTES // max(1, out[:1].nbytes * c)) if dense else c
                 order = np.argsort(rows, kind="stable")
                 srows, spos = rows[order], pos[order]
-                cut = np.flatnonzero(np.diff(srows // z.chunks[0])) + 1
+                cut = np.flatnonzero(np.diff(srows // unit)) + 1
                 for grp in np.split(np.arange(len(srows)), cut):
                     a, b = int(srows[grp[0]]), int(srows[grp[-1]]) + 1
                     span = np.empty((b - a, *out.shape[1:]), dtype=out.dtype)

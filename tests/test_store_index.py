@@ -165,6 +165,29 @@ def test_read_column_sparse_across_many_chunks(path):
             assert np.array_equal(col[:, 0], [int(k) for k in keys]) and np.array_equal(col[:, -1], col[:, 0])
 
 
+def test_read_column_of_most_rows_reads_in_bounded_pieces(path, monkeypatch):
+    """Most rows of a span, out of order, with repeats (a training run's train and val videos of
+    a big store): read in pieces of about SPAN_BYTES (here two chunks), each row where asked."""
+    import clipcache.stores.zarr_store as zs
+
+    with open_store(path, "a", attrs=ATTRS, writer="w") as s:
+        s.commit_many("videos", [(f"{i:04d}", {"big": np.full((1 << 15,), i, np.float32)}, {}) for i in range(120)])
+    spans = []
+    read_rows = zs.ZarrStore._read_rows
+
+    def spy(self, group, apath, z, lo, hi, out):
+        spans.append(hi - lo)
+        return read_rows(self, group, apath, z, lo, hi, out)
+
+    monkeypatch.setattr(zs, "SPAN_BYTES", 2 << 20)  # 16 rows of 128 KiB
+    monkeypatch.setattr(zs.ZarrStore, "_read_rows", spy)
+    want = [i for i in range(119, -1, -1) if i % 5] + [7, 7]
+    with open_store(path) as s:
+        col = s.read_column("videos", "big", [f"{i:04d}" for i in want])
+    assert np.array_equal(col[:, 0], want) and np.array_equal(col[:, -1], col[:, 0])
+    assert len(spans) >= 120 // 16 and max(spans) <= 16, spans
+
+
 def test_verify_reads_columns_and_judges_each_entry(monkeypatch, tmp_path):
     """verify reads each array in blocks (a few read_column calls, not one read per entry), still
     names exactly the bad entries: a changed row among good ones, a block cut by a small
