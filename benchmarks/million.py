@@ -94,24 +94,12 @@ with open_store(path, "a", attrs={"cache_key": key, "model_info": info}, writer=
 print(json.dumps({"seconds": time.perf_counter() - t0, "rss": samples}))
 """
 
-_VERIFY = r"""
+_CLI = r"""
 import json, resource, subprocess, sys, time
 t0 = time.perf_counter()
-r = subprocess.run([sys.executable, "-m", "clipcache.cli.main", "verify", sys.argv[1]], capture_output=True, text=True)
+r = subprocess.run([sys.executable, "-m", "clipcache.cli.main", *sys.argv[1:]], capture_output=True, text=True)
 if r.returncode:
     raise SystemExit(r.stderr[-2000:] or r.stdout[-2000:])
-print(json.dumps({"seconds": time.perf_counter() - t0, "summary": r.stdout.strip().splitlines()[-1],
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
-"""
-
-_TRAIN = r"""
-import json, resource, subprocess, sys, time
-t0 = time.perf_counter()
-r = subprocess.run([sys.executable, "-m", "clipcache.cli.main", "train", "--method", "clip_fsar", "--store", sys.argv[1],
-                    "--out", sys.argv[2], "--episodes", "20", "--val-episodes", "100", "--threads", "2"],
-                   capture_output=True, text=True)
-if r.returncode:
-    raise SystemExit(r.stderr[-2000:])
 print(json.dumps({"seconds": time.perf_counter() - t0, "summary": r.stdout.strip().splitlines()[-1],
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
@@ -237,9 +225,10 @@ def run(videos: int, keep: str | None, s3: bool, episodes: int, train: bool = Tr
                 raise SystemExit(f"{store} has no class text (written before the train step existed): "
                                  "remove it or use another --keep folder")
             shutil.rmtree(work / "run", ignore_errors=True)
-            r["train"] = _child(_TRAIN, str(store), str(work / "run"))
+            r["train"] = _child(_CLI, "train", "--method", "clip_fsar", "--store", str(store), "--out", str(work / "run"),
+                                "--episodes", "20", "--val-episodes", "100", "--threads", "2")
             shutil.rmtree(work / "run", ignore_errors=True)
-        r["verify"] = _child(_VERIFY, str(store))
+        r["verify"] = _child(_CLI, "verify", str(store))
         r["load_end"] = load_average()
         return r
     finally:

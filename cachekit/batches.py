@@ -101,8 +101,9 @@ class CacheData:
               rng: np.random.Generator | None = None) -> VideoBatch:
         """Videos ``idx`` (cache indices) as one batch; ``view=None`` with ``rng`` draws views."""
         idx = np.asarray(idx, dtype=np.int64)
-        if (self.emb is not None or self.cls is not None) and (self.rows.numpy()[idx] < 0).any():
-            raise ValueError(f"videos {idx[self.rows.numpy()[idx] < 0][:5].tolist()} were not read "
+        unread = idx[self.rows.numpy()[idx] < 0] if self.emb is not None or self.cls is not None else idx[:0]
+        if unread.size:
+            raise ValueError(f"videos {unread[:5].tolist()} were not read "
                              "(CacheData(videos=...): this run reads its train and val videos only)")
         views = self._views(len(idx), view, rng)
         b = self._host.gather(torch.from_numpy(idx), torch.from_numpy(views))

@@ -155,11 +155,13 @@ class FeatureCache:
                 f"{self.extend_command(tokens_at=tuple(blocks))}")
 
     # ----------------------------------------------------------------- arrays
-    def _column(self, name: str, idx: np.ndarray | None = None) -> np.ndarray:
+    def _column(self, name: str, idx: np.ndarray | None = None, dtype: type | None = None) -> np.ndarray:
+        """Array ``name`` of every video (or of ``idx``), as cached or as ``dtype``."""
         if not self.video_keys:
             raise InputError(f"store {self.store.path} holds no extracted videos")
         keys = self.video_keys if idx is None else [self.video_keys[int(i)] for i in idx]
-        return self.store.read_column("videos", name, keys)
+        a = self.store.read_column("videos", name, keys)
+        return a if dtype is None else a.astype(dtype, copy=False)
 
     def emb(self, view: int | None = 0, idx: np.ndarray | None = None,
             dtype: type | None = np.float32) -> np.ndarray:
@@ -167,16 +169,14 @@ class FeatureCache:
         only the videos ``idx`` (``[n, ...]``) when given: a big store never loads what is not read.
         ``dtype=None``: as cached (float16 by default: half the memory, and no float32 copy of a
         whole column; float16 -> float32 is exact, so converting later gives the same values)."""
-        a = self._column("emb", idx)  # [V, views, T, D']
-        a = a if dtype is None else a.astype(dtype, copy=False)
+        a = self._column("emb", idx, dtype)  # [V, views, T, D']
         return a if view is None else a[:, view]
 
     def cls(self, view: int | None = 0, idx: np.ndarray | None = None,
             dtype: type | None = np.float32) -> np.ndarray:
         """Class token before the projection: ``[V, T, W]`` (or ``[V, views, T, W]``); ``idx`` and
         ``dtype`` as for :meth:`emb`."""
-        a = self._column("cls", idx)
-        a = a if dtype is None else a.astype(dtype, copy=False)
+        a = self._column("cls", idx, dtype)
         return a if view is None else a[:, view]
 
     def frame_indices(self, view: int | None = 0) -> np.ndarray:

@@ -136,7 +136,7 @@ class ResidentFeatures:
             raise ValueError("ResidentFeatures.load: videos the data did not read")
         rows = torch.full((n_videos,), -1, dtype=torch.long)
         # in host memory (a CPU run, or features that do not fit the device): gather from data's
-        # own arrays (all videos), no second copy of the split's rows
+        # own tables through its rows, no second copy of the split's rows
         in_place = store_dev.type == "cpu" and not token_shapes  # tokens: loaded rows only
         rows[idx] = src if in_place else torch.arange(videos.size)
         out = cls(device=device, rows=rows.to(store_dev), labels=data.labels.to(device), views=views,

@@ -502,12 +502,16 @@ class FeatureStore(ABC):
         Returns (checked, bad keys). With ``repair``, a bad entry's record is removed so that a
         re-run of the writer redoes it (its data is never trusted again).
         """
-        keys = self.keys(group)
-        bad = [k for k in keys if not self._entry_ok(group, k)]
+        checked, bad = self._bad_keys(group)
         if repair:
             for k in bad:
                 self._uncommit(group, k)
-        return len(keys), bad
+        return checked, bad
+
+    def _bad_keys(self, group: str) -> tuple[int, list[str]]:
+        """(entries checked, keys whose data does not match their record): entry by entry."""
+        keys = self.keys(group)
+        return len(keys), [k for k in keys if not self._entry_ok(group, k)]
 
     def _entry_ok(self, group: str, key: str) -> bool:
         """One entry read back whole and every array's sha256 equal to its record's."""

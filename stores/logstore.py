@@ -115,10 +115,10 @@ class LogStore(FeatureStore):
     def duplicates(self, group: str) -> list[tuple[str, str]]:
         return list(self._resolved(group, refresh=False).duplicates)
 
-    def verify(self, group: str, repair: bool = False) -> tuple[int, list[str]]:
-        """As :meth:`FeatureStore.verify`, column by column: each array's rows of one shape and
-        dtype are read with :meth:`read_column` in blocks of about :data:`VERIFY_BLOCK` bytes and
-        hashed row by row against the index's sha256. Entry by entry, a million videos took
+    def _bad_keys(self, group: str) -> tuple[int, list[str]]:
+        """:meth:`FeatureStore.verify`'s check, column by column: each array's rows of one shape
+        and dtype are read with :meth:`read_column` in blocks of about :data:`VERIFY_BLOCK` bytes
+        and hashed row by row against the index's sha256. Entry by entry, a million videos took
         longer than 500 s; a block that cannot be read is checked entry by entry."""
         r = self._resolved(group)
         keys = r.key_list()
@@ -139,11 +139,7 @@ class LogStore(FeatureStore):
                         continue
                     for j, i in enumerate(blk):
                         bad[i] |= array_sha256(col[j]) != sha[src[i]].tobytes().hex()
-        out = [keys[i] for i in np.flatnonzero(bad).tolist()]
-        if repair:
-            for k in out:
-                self._uncommit(group, k)
-        return len(keys), out
+        return len(keys), [keys[i] for i in np.flatnonzero(bad).tolist()]
 
     def _locate(self, group: str, keys: list[str], name: str) -> tuple[Resolved, np.ndarray]:
         """The resolved index and the positions of ``keys`` in it (every key must be there)."""
