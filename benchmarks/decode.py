@@ -25,6 +25,12 @@ Goals (issue 25): the best backend >= 1.8x the full-decode PyAV path at keyframe
 >= 4x at 12; the seeking PyAV path >= 1.5x it at 12. Every backend's frames are checked equal to
 the full-decode path's before timing.
 
+A second table bounds what any exact decode can reach (``decoder_floor``): the seeking PyAV path's
+time inside FFmpeg's decode calls alone, keyframes apart. That path decodes the fewest pictures an
+exact frame needs (the keyframe before it and the reference pictures after that; unneeded
+non-reference ones are skipped), so "full decode / decode calls" is the ratio it would reach if
+opening, demuxing, checks and colour conversion cost nothing.
+
 Run: ``python benchmarks/decode.py [--rounds 7] [--clips 3] [--quick]``.
 """
 
@@ -192,6 +198,63 @@ def decoded_frames(name: str, path: Path, cfg, key: str) -> int:
     return done
 
 
+class _TimedDecoder:
+    """A codec context whose ``decode`` calls are timed (keyframe packets apart); every other
+    attribute passes through, so ``_PyAVReader`` runs unchanged."""
+
+    def __init__(self, cc):
+        object.__setattr__(self, "_cc", cc)
+        object.__setattr__(self, "seconds", {True: 0.0, False: 0.0})
+
+    def decode(self, packet=None):
+        t0 = time.perf_counter()
+        frames = self._cc.decode(packet)
+        self.seconds[bool(packet is not None and packet.is_keyframe)] += time.perf_counter() - t0
+        return frames
+
+    def __getattr__(self, name):
+        return getattr(self._cc, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._cc, name, value)
+
+
+def decoder_floor(sets: dict, rounds: int) -> list[dict]:
+    """Per set of H.264 clips: the seeking PyAV path's ms per video inside FFmpeg's decode calls, of
+    which keyframes, and the full-decode path's ms per video, the two interleaved per video and
+    round (each video's best of ``rounds``); "full / decode calls" is the most an exact decode of
+    these pictures reaches."""
+    from cachekit import video as V
+    from cachekit.video import SamplerConfig, file_key
+
+    cfg = SamplerConfig(frames=8)
+    rows = []
+    for (kind, gop), paths in sets.items():
+        if kind != "kinetics":
+            continue
+        calls = keys = before = 0.0
+        for p in paths:
+            key = file_key(p)
+            targets = np.unique(V.view_indices(keyframe_table(p)[0], cfg, key))
+            best_calls, best_before = (float("inf"), 0.0), float("inf")
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                V._decode_pyav_full(str(p), cfg, key, V._rgb_per_frame)
+                best_before = min(best_before, time.perf_counter() - t0)
+                reader = V._PyAVReader(str(p))
+                reader.cc = timed = _TimedDecoder(reader.cc)
+                try:
+                    reader.frames_at(targets)
+                finally:
+                    reader.close()
+                best_calls = min(best_calls, (sum(timed.seconds.values()), timed.seconds[True]))
+            calls, keys, before = calls + best_calls[0], keys + best_calls[1], before + best_before
+        rows.append({"set": kind, "gop": gop, "decode_ms": calls / len(paths) * 1e3,
+                     "keyframe_ms": keys / len(paths) * 1e3, "before_ms": before / len(paths) * 1e3,
+                     "bound": before / calls, "goal": GOALS[kind, gop]})
+    return rows
+
+
 def measure(sets: dict, rounds: int) -> list[dict]:
     from cachekit.video import SamplerConfig, file_key
 
@@ -249,6 +312,16 @@ def goals(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def floor_table(rows: list[dict]) -> str:
+    out = ["| clips | full decode (before), ms per video | seeking PyAV inside FFmpeg's decode calls, ms | "
+           "of which keyframes, ms | before / decode calls (exact bound) | the goal |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        out.append(f"| Kinetics-like, keyframe every {r['gop']} | {r['before_ms']:.1f} | {r['decode_ms']:.1f} | "
+                   f"{r['keyframe_ms']:.1f} | {r['bound']:.2f}x | {r['goal']}x |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=7, help="timed rounds, the best kept per backend")
@@ -268,12 +341,16 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="clipcache-decode-") as tmp:
         sets = make_clips(Path(tmp), a.clips, a.quick)
         rows = measure(sets, a.rounds)
+        floor = decoder_floor(sets, a.rounds)
     print(f"machine: {cpu_model()}; pinned to one core; load average {load:.1f} at start, "
           f"{load_average():.1f} at the end; PyAV {av.__version__}; backends here: {', '.join(available_backends())}")
     print(f"{a.clips} clips per set, T = 8 segment centres each, each video's best of {a.rounds} interleaved rounds\n")
     print(table(rows))
     print()
     print(goals(rows))
+    print("\nExact-decoding bound: the seeking path's time inside FFmpeg's decode calls alone (the fewest "
+          "pictures an exact frame needs)\n")
+    print(floor_table(floor))
 
 
 if __name__ == "__main__":

