@@ -37,6 +37,10 @@
   condition and size band, zero-shot shape beside the same after centring the embeddings, a linear
   read-out fitted at the trained sizes, and one fitted at that size itself: whether shape is lost
   to a common shift of the embedding, to a read-out that no longer fits, or from the embedding.
+* **Where in the tower** (``--only-shape-layers WEIGHTS``): per size band, a linear read-out of
+  shape fitted at that size from the tokens entering blocks 0 (the stem's output), 2 and 4 and
+  from the embedding; and zero-shot shape with and without the outline and marker dot, which are
+  drawn at a fixed pixel width and so cover more of a smaller object.
 * **Text.** Cosine between the toy text tower's embeddings of class names that differ only by
   motion ("moving a red square up" / "... down") and only by object. Base-to-novel methods that
   classify against these embeddings start from names the text tower barely tells apart.
@@ -410,6 +414,49 @@ def shape_information_markdown(res: dict) -> str:
     return "\n".join(out)
 
 
+def _toy(weights: str):
+    """(the FrozenCLIP of ``weights``: ``toy`` or a file ``pretrain-toy`` wrote, its sizing), 2 threads."""
+    import torch
+
+    from cachekit.encoder import EncoderConfig, load_clip
+    from cachekit.toy.files import toy_sizing, toy_weights
+
+    torch.set_num_threads(2)
+    return load_clip(EncoderConfig(pretrained=weights)), toy_sizing(toy_weights() if weights == "toy" else weights)
+
+
+def shape_layers(weights: str = "toy", n: int = 400, fit: int = 2000) -> dict:
+    """Where in the tower shape is lost (:func:`cachekit.toy.heldout.shape_by_layer`), at the trained
+    sizes and on the size bands; and whether the outline and marker dot, drawn at a fixed pixel
+    width, cost the small objects their shape: zero-shot shape with and without them."""
+    from cachekit.toy.heldout import CONDITIONS, SIZE_BANDS, factor_accuracy, shape_by_layer
+
+    clip, sizing = _toy(weights)
+    rows = {"trained sizes and backgrounds": CONDITIONS["trained sizes and backgrounds"], **SIZE_BANDS}
+    marks = {on: factor_accuracy(clip, 0, n, {**CONDITIONS, **SIZE_BANDS}, sizing, marks=on)["conditions"]
+             for on in (True, False)}
+    return {"weights": weights, **shape_by_layer(clip, 0, n, rows, sizing, fit),
+            "marks": {k: {"with": marks[True][k]["shape"], "without": marks[False][k]["shape"]} for k in marks[True]}}
+
+
+def shape_layers_markdown(res: dict) -> str:
+    name = "the shipped toy" if res["weights"] == "toy" else res["weights"]
+    keys = [f"{b} {pool}" for b in res["blocks"] for pool in ("max", "cell")] + ["embedding"]
+    heads = [f"block {k.split()[0]} {'(stem out)' if k.split()[0] == '0' else ''}, {k.split()[1]}".replace(" ,", ",")
+             if k != "embedding" else "embedding" for k in keys]
+    out = [f"**Where in the tower shape is lost ({name})**: a linear read-out of shape fitted on {res['fit']:,} images "
+           f"of the row itself, tested on {res['images']} others, from the tokens entering each block (max over the "
+           "grid, or the token of the grid cell holding the object's centre) and from the embedding; shape %, "
+           "chance 25\n", "| size band (radius / side) | " + " | ".join(heads) + " |",
+           "|---|" + "---|" * len(keys)]
+    out += [f"| {k} | " + " | ".join(f"{v[c]:.1f}" for c in keys) + " |" for k, v in res["conditions"].items()]
+    out += ["", "**The outline and marker dot** (1 px at 112, whatever the size): zero-shot shape (%) with them drawn "
+            "as in pretraining and without them, the same objects otherwise\n",
+            "| condition or size band | with | without |", "|---|---|---|"]
+    out += [f"| {k} | {v['with']:.1f} | {v['without']:.1f} |" for k, v in res["marks"].items()]
+    return "\n".join(out)
+
+
 def run(steps: int = 600, pretrain_steps: int = 600, shape_steps: int = 0) -> dict:
     import torch
 
@@ -523,6 +570,8 @@ def main() -> None:
     ap.add_argument("--only-conditions", action="store_true", help="the shipped toy on the goal conditions alone")
     ap.add_argument("--only-shape-information", metavar="WEIGHTS", help="a toy (toy or a weights file) alone: where "
                     "shape is lost beyond the trained sizes (shift, read-out or information)")
+    ap.add_argument("--only-shape-layers", metavar="WEIGHTS", help="a toy (toy or a weights file) alone: where in "
+                    "the tower shape is lost on the size bands, and the outline and marker dot's share")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if a.only_stem_dtype:
@@ -536,6 +585,10 @@ def main() -> None:
     if a.only_shape_information:
         res = shape_information(a.only_shape_information)
         print(json.dumps(res) if a.json else shape_information_markdown(res))
+        return
+    if a.only_shape_layers:
+        res = shape_layers(a.only_shape_layers)
+        print(json.dumps(res) if a.json else shape_layers_markdown(res))
         return
     if a.only_sizes:
         res = size_bands(a.only_sizes)

@@ -114,3 +114,41 @@ def test_ink_area_matches_the_drawn_shapes_and_mixed_sizing_spans_radius_to_equa
     for sizing in ("radius", "mixed"):
         images, objects, _ = probe_images(CONDITIONS["trained sizes and backgrounds"], 0, 4, 112, 0, sizing)
         assert images.shape == (4, 112, 112, 3) and len(objects) == 4
+
+
+def test_marks_off_draws_the_same_objects_without_outline_or_marker():
+    """``marks=False`` keeps every draw of the stream (the same objects, places and sizes) and
+    leaves out only the outline and marker dot: the object covers the same pixels, and the images
+    differ only inside it. The pretraining's own images (marks on) are unchanged."""
+    from cachekit.toy.scenes import scene_batch
+
+    cond = CONDITIONS["trained sizes and backgrounds"]
+    on, objs_on, owners_on = probe_images(cond, 3, 24, 112)
+    off, objs_off, owners_off = probe_images(cond, 3, 24, 112, marks=False)
+    assert objs_on == objs_off and np.array_equal(owners_on, owners_off)
+    changed = np.abs(on.astype(np.int16) - off).max(-1) > 0  # [n, H, W]
+    near = owners_on == 0  # the object's pixels (covered at least half), grown by 3 px: its thin parts and edges
+    for _ in range(3):
+        grown = np.pad(near, ((0, 0), (1, 1), (1, 1)))
+        near = np.zeros_like(near)
+        for dy in range(3):
+            for dx in range(3):
+                near |= grown[:, dy:dy + 112, dx:dx + 112]
+    assert changed.any() and not (changed & ~near).any()  # only the object's own pixels
+    assert (~near).sum() > 0.8 * near.size  # the background stays out of it
+    assert np.array_equal(probe_images(cond, 3, 24, 112)[0], on)
+    assert np.array_equal(scene_batch(0, 5, 4, 112)[0], scene_batch(0, 5, 4, 112)[0])
+
+
+def test_shape_by_layer_reads_each_layer_on_each_row():
+    from cachekit.encoder import EncoderConfig, load_clip
+    from cachekit.toy.files import toy_model_config
+    from cachekit.toy.heldout import LAYER_BLOCKS, shape_by_layer
+
+    clip = load_clip(EncoderConfig(model=str(toy_model_config()), pretrained="random", seed=0, device="cpu"))
+    rows = dict(list(SIZE_BANDS.items())[:2])
+    res = shape_by_layer(clip, 0, 8, rows, fit=16)
+    assert list(res["conditions"]) == list(rows) and res["blocks"] == list(LAYER_BLOCKS)
+    want = {f"{b} {pool}" for b in LAYER_BLOCKS for pool in ("max", "cell")} | {"embedding"}
+    for v in res["conditions"].values():
+        assert set(v) == want and all(0 <= x <= 100 and round(x * 8 / 100, 6) % 1 == 0 for x in v.values())

@@ -12,6 +12,7 @@ and shape together among the 36 phrases without a place.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,13 +50,14 @@ SIZE_BANDS: dict[str, Condition] = {
 FACTORS = ("shape", "colour", "place", "colour_and_shape")
 
 
-def probe_images(condition: Condition, seed: int, n: int, size: int, stream: int = 0, sizing: str = "radius"
-                 ) -> tuple[np.ndarray, list[SceneObject], np.ndarray]:
+def probe_images(condition: Condition, seed: int, n: int, size: int, stream: int = 0, sizing: str = "radius",
+                 marks: bool = True) -> tuple[np.ndarray, list[SceneObject], np.ndarray]:
     """``n`` single-object images [n, H, W, 3] uint8 under ``condition``, their objects and
     owner maps [n, H, W] int8 (0 where the object covers a pixel at least half, -1 elsewhere), drawn
     from ``SeedSequence([seed, 0x9B0BE, stream])`` (pretraining draws ``[seed, step, 0x70C]``);
     shapes and colours cycle so that each is drawn about equally often, places at random; radii per
-    ``sizing`` (:data:`~.scenes.SIZINGS`, as the toy was pretrained)."""
+    ``sizing`` (:data:`~.scenes.SIZINGS`, as the toy was pretrained); ``marks`` off: no outline or
+    marker dot (:func:`~.scenes.draw_object`), the same objects otherwise."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9B0BE, stream]))
     shapes, colours, places, sizes = list(SHAPES), list(COLOURS), list(POSITIONS), list(SIZES)
     images, objects, owners = [], [], []
@@ -69,7 +71,7 @@ def probe_images(condition: Condition, seed: int, n: int, size: int, stream: int
                           places[int(rng.integers(len(places)))])
         cover = np.zeros((1, size, size), np.float32)
         images.append(render(rng, bg, [obj], lambda o: rng.uniform(lo, hi) * size * size_factor(o.shape, sizing, rng),
-                             cover))
+                             cover, marks))
         objects.append(obj)
         owners.append(np.where(cover[0] >= 0.5, 0, -1).astype(np.int8))
     return np.stack(images), objects, np.stack(owners)
@@ -96,13 +98,13 @@ def _phrase_embeddings(clip):
     return placed, bare
 
 
-def _embedded(clip, condition: Condition, seed: int, n: int, stream: int, sizing: str):
+def _embedded(clip, condition: Condition, seed: int, n: int, stream: int, sizing: str, marks: bool = True):
     """Normalised image embeddings [n, D'] of :func:`probe_images` and the (colour, shape, place)
     indices [n] of their objects."""
     import torch
     import torch.nn.functional as F
 
-    images, objects, _ = probe_images(condition, seed, n, clip.preprocess_cfg["size"], stream, sizing)
+    images, objects, _ = probe_images(condition, seed, n, clip.preprocess_cfg["size"], stream, sizing, marks)
     with torch.no_grad():
         emb = clip.encode_frames(clip.preprocess(images).to(clip.device)).emb
         emb = F.normalize(emb.float(), dim=-1).cpu()  # [n, D']
@@ -112,12 +114,13 @@ def _embedded(clip, condition: Condition, seed: int, n: int, stream: int, sizing
 
 
 def factor_accuracy(clip, seed: int, n: int, conditions: dict[str, Condition] = CONDITIONS,
-                    sizing: str = "radius") -> dict:
+                    sizing: str = "radius", marks: bool = True) -> dict:
     """Zero-shot accuracy (%) of each of :data:`FACTORS` on ``n`` held-out images per condition of
     ``conditions`` (:data:`CONDITIONS`, or :data:`SIZE_BANDS`):
     ``{"images": n, "chance": {factor: %}, "conditions": {condition: {factor: %}},
     "shape_by": {condition: {true shape or place kind: shape %}}}``; the place kinds (centre, edge,
-    corner) tell a failure of size from one of the frame cutting a large object off."""
+    corner) tell a failure of size from one of the frame cutting a large object off; ``marks`` as
+    :func:`probe_images`."""
     import torch
 
     colours, shapes, places = list(COLOURS), list(SHAPES), list(POSITIONS)
@@ -127,7 +130,7 @@ def factor_accuracy(clip, seed: int, n: int, conditions: dict[str, Condition] = 
                                         "colour_and_shape": round(100 / (len(colours) * len(shapes)), 1)},
                  "conditions": {}, "shape_by": {}}
     for stream, (name, cond) in enumerate(conditions.items()):
-        emb, (c, s, p), objects = _embedded(clip, cond, seed, n, stream, sizing)
+        emb, (c, s, p), objects = _embedded(clip, cond, seed, n, stream, sizing, marks)
         score = lambda text: torch.einsum("nd,n...d->n...", emb, text)  # noqa: E731
         hits = {
             "shape": score(placed[c, :, p]).argmax(1) == s,  # [n, 4 shapes]
@@ -202,3 +205,47 @@ def shape_information(clip, seed: int, n: int, conditions: dict[str, Condition] 
             "shift": round(float(shift.norm()), 3),
             "size_axis": round(float(F.cosine_similarity(shift, axis, dim=0)), 2)}
     return out
+
+
+LAYER_BLOCKS = (0, 2, 4)  # the tokens entering these blocks: 0 is the stem's output (+ positions, ln_pre)
+
+
+def shape_by_layer(clip, seed: int, n: int, conditions: dict[str, Condition], sizing: str = "radius",
+                   fit: int = 2000) -> dict:
+    """Where in the tower a row's shape is lost: per condition, a linear read-out of shape (fitted
+    on ``fit`` other images of the row itself, tested on ``n``) from the tokens entering each of
+    :data:`LAYER_BLOCKS`, pooled by a max over the grid (``"L max"``) or taken at the grid cell
+    holding the object's centre (``"L cell"``), and from the embedding (``"embedding"``). A row that
+    reads low already at block 0 lost its shape in the stem."""
+    import torch
+    import torch.nn.functional as F
+
+    size = clip.preprocess_cfg["size"]
+
+    def features(cond: Condition, seed_: int, count: int, stream: int):
+        images, objects, owners = probe_images(cond, seed_, count, size, stream, sizing)
+        with torch.no_grad():
+            pixels = clip.preprocess(images).to(clip.device)
+            out = clip.encode_frames(pixels, LAYER_BLOCKS)
+        grid = round(math.sqrt(out.tokens[LAYER_BLOCKS[0]].shape[1] - 1))  # 7: tokens [n, 1 + grid^2, W]
+        cells = []
+        for own in owners:  # the cell of the centroid of the pixels the object covers
+            ys, xs = np.nonzero(own == 0)
+            cy, cx = (ys.mean(), xs.mean()) if len(ys) else (size / 2, size / 2)
+            cells.append(min(int(cy * grid / size), grid - 1) * grid + min(int(cx * grid / size), grid - 1))
+        rows = torch.arange(count)
+        feats = {}
+        for block in LAYER_BLOCKS:
+            tokens = out.tokens[block].float().cpu()[:, 1:]  # [n, grid^2, W]
+            feats[f"{block} max"] = F.normalize(tokens.amax(1), dim=-1)
+            feats[f"{block} cell"] = F.normalize(tokens[rows, torch.tensor(cells)], dim=-1)
+        feats["embedding"] = F.normalize(out.emb.float().cpu(), dim=-1)
+        return feats, torch.tensor([list(SHAPES).index(o.shape) for o in objects])
+
+    res: dict = {"images": n, "fit": fit, "blocks": list(LAYER_BLOCKS), "conditions": {}}
+    for stream, (name, cond) in enumerate(conditions.items()):
+        train_x, train_y = features(cond, seed + 1, fit, 2 * stream + 1)
+        test_x, test_y = features(cond, seed, n, 2 * stream)
+        res["conditions"][name] = {k: round(100 * (_linear_shape(train_x[k], train_y)(10 * test_x[k]).argmax(1)
+                                                   == test_y).float().mean().item(), 1) for k in train_x}
+    return res

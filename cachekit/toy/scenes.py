@@ -115,28 +115,29 @@ def scene_background(rng: np.random.Generator, size: int, word: str, xx: np.ndar
 
 
 def render(rng: np.random.Generator, bg: np.ndarray, objects: Sequence[SceneObject],
-           radius: Callable[[SceneObject], float], cover: np.ndarray | None = None) -> np.ndarray:
+           radius: Callable[[SceneObject], float], cover: np.ndarray | None = None, marks: bool = True) -> np.ndarray:
     """[H, W, 3] uint8 RGB of ``objects`` drawn in order (:func:`draw_object`, ``radius(obj)`` px)
-    onto ``bg`` [H, W, 3] float32; ``cover`` [1, H, W] gets their coverage."""
+    onto ``bg`` [H, W, 3] float32; ``cover`` [1, H, W] gets their coverage; ``marks`` as there."""
     frames = np.moveaxis(np.clip(bg, 0, 1), -1, 0)[:, None].copy()  # [3, 1, H, W]
     for obj in objects:
-        draw_object(rng, frames, obj, lambda o=obj: radius(o), cover)
+        draw_object(rng, frames, obj, lambda o=obj: radius(o), cover, marks)
     img = (np.clip(frames[:, 0], 0, 1) * 255 + 0.5).astype(np.uint8)  # [3, H, W]
     return np.ascontiguousarray(np.moveaxis(img, 0, -1))
 
 
 def draw_object(rng: np.random.Generator, frames: np.ndarray, obj: SceneObject, radius: Callable[[], float],
-                cover: np.ndarray | None = None) -> None:
+                cover: np.ndarray | None = None, marks: bool = True) -> None:
     """Draw ``obj`` into planar frames [3, 1, H, W] in place, as the pretraining draws it: jittered
-    about its place, turned at random, with or without outline and marker dot. ``radius()`` draws
-    its radius in px (after the jitter, the stream's order); ``cover`` [1, H, W] gets its coverage."""
+    about its place, turned at random, with or without outline and marker dot (never, with
+    ``marks`` off: the same draws are made). ``radius()`` draws its radius in px (after the jitter,
+    the stream's order); ``cover`` [1, H, W] gets its coverage."""
     s = float(frames.shape[-1])
     cx, cy = POSITIONS[obj.position]
     jitter = rng.uniform(-0.06, 0.06, 2)
     r = radius()
     track = make_track(np.zeros(1), (cx + jitter[0]) * s, (cy + jitter[1]) * s, angle=rng.uniform(0, 2 * np.pi))
     item = Item(SHAPES[obj.shape], colour_rgb(obj.colour, rng), r, track,
-                marker=rng.uniform() < 0.5, outline=rng.uniform() < 0.7)
+                marker=bool(rng.uniform() < 0.5) and marks, outline=bool(rng.uniform() < 0.7) and marks)
     draw(frames, item, cover)
 
 
