@@ -23,11 +23,14 @@ needs_torchcodec = pytest.mark.skipif(TC_PROBLEM is not None, reason=f"torchcode
 
 
 def write(path: Path, frames: np.ndarray, codec: str = "libx264", fps: int = 25, options: dict | None = None,
-          pix_fmt: str = "yuv420p", gop: int | None = None, bframes: int | None = None, vfr: bool = False) -> Path:
-    """Write uint8 RGB ``frames [T, H, W, 3]`` with PyAV: any codec/container it can write."""
+          pix_fmt: str = "yuv420p", gop: int | None = None, bframes: int | None = None, vfr: bool = False,
+          container_options: dict | None = None, audio: bool = False) -> Path:
+    """Write uint8 RGB ``frames [T, H, W, 3]`` with PyAV: any codec/container it can write
+    (``container_options``: the muxer's, e.g. MP4's movflags; ``audio``: a silent AAC stream first)."""
     import av
 
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options=container_options or {}) as container:
+        sound = container.add_stream("aac", rate=8000) if audio else None
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
         if gop:
@@ -46,7 +49,14 @@ def write(path: Path, frames: np.ndarray, codec: str = "libx264", fps: int = 25,
                 t += 71 if i % 5 == 0 else 33
             for packet in stream.encode(frame):
                 container.mux(packet)
+            if sound is not None:  # one video frame's worth of silence
+                chunk = av.AudioFrame.from_ndarray(np.zeros((1, 8000 // fps), np.float32), format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 8000, i * (8000 // fps)
+                for packet in sound.encode(chunk):
+                    container.mux(packet)
         for packet in stream.encode():
+            container.mux(packet)
+        for packet in sound.encode() if sound is not None else ():
             container.mux(packet)
     return path
 
@@ -134,7 +144,17 @@ def test_seeking_path_opens_mp4s_without_the_probe_decode(clip_dir, tmp_path):
     finally:
         reader.close()
     named = shutil.copy(clip_dir / "vp9.webm", tmp_path / "vp9_named.mp4")
-    for path in (clip_dir / "gop12_bframes.mp4", clip_dir / "gop250_bframes.mp4", Path(named)):
+    frames = synth_frames(9, frames=60, height=96, width=128)  # fragmented (no sample table), and audio first:
+    fragmented = write(tmp_path / "fragmented.mp4", frames, options=x264(15),
+                       container_options={"movflags": "frag_keyframe+empty_moov"})
+    with_audio = write(tmp_path / "with_audio.mp4", frames, options=x264(15), audio=True)
+    for path, demuxed in ((fragmented, True), (with_audio, False)):  # counted by demuxing / from the sample table
+        reader = V._PyAVReader(str(path))
+        try:
+            assert reader.demuxed == demuxed and len(reader.container.streams) == 1 + (path == with_audio)
+        finally:
+            reader.close()
+    for path in (clip_dir / "gop12_bframes.mp4", clip_dir / "gop250_bframes.mp4", Path(named), fragmented, with_audio):
         key = file_key(path)
         assert_same(V._decode_pyav(str(path), SAMPLERS[0], key), V._decode_pyav_full(str(path), SAMPLERS[0], key),
                     path.name)
