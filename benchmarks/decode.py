@@ -25,11 +25,12 @@ Goals (issue 25): the best backend >= 1.8x the full-decode PyAV path at keyframe
 >= 4x at 12; the seeking PyAV path >= 1.5x it at 12. Every backend's frames are checked equal to
 the full-decode path's before timing.
 
-A second table bounds what any exact decode can reach (``decoder_floor``): the seeking PyAV path's
-time inside FFmpeg's decode calls alone, keyframes apart. That path decodes the fewest pictures an
-exact frame needs (the keyframe before it and the reference pictures after that; unneeded
-non-reference ones are skipped), so "full decode / decode calls" is the ratio it would reach if
-opening, demuxing, checks and colour conversion cost nothing.
+A second table bounds what an exact decode can reach (``decoder_floor``): the seeking PyAV path's
+time inside FFmpeg's decode calls alone, keyframes apart. That path decodes the keyframe before
+each sampled frame and every reference picture from there to it, skipping the non-reference
+pictures it does not return (the fewest without reading each picture's reference lists), so
+"full decode / decode calls" is the ratio it would reach if opening, demuxing, checks and colour
+conversion cost nothing.
 
 Run: ``python benchmarks/decode.py [--rounds 7] [--clips 3] [--quick]``.
 """
@@ -348,8 +349,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table(rows))
     print()
     print(goals(rows))
-    print("\nExact-decoding bound: the seeking path's time inside FFmpeg's decode calls alone (the fewest "
-          "pictures an exact frame needs)\n")
+    print("\nExact-decoding bound: the seeking path's time inside FFmpeg's decode calls alone (the keyframe and "
+          "every reference picture up to each sampled frame)\n")
     print(floor_table(floor))
 
 
