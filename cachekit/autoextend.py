@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .errors import InputError
+from .ids import unique_ids
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,12 @@ def ensure_cached(cache, needs, idx, *, command: str, classes=None, encoder=None
     """Make the videos ``idx`` of ``cache`` hold the token blocks ``needs`` names, and ``classes``
     (names) their text when ``needs.text``; extend the store in place when they do not (see the
     module). ``encoder``: an already loaded encoder of the store's key (else loaded here)."""
-    idx = np.unique(np.asarray(idx, dtype=np.int64))
+    idx = unique_ids(np.asarray(idx, dtype=np.int64))
     blocks = [b for b in needs.tokens_at if cache.lacking(f"tokens_{b}", idx).size]
     texts = missing_text(cache, classes) if needs.text and classes is not None else []
     if not blocks and not texts:
         return
-    lacking = np.unique(np.concatenate([cache.lacking(f"tokens_{b}", idx) for b in blocks])) if blocks \
+    lacking = unique_ids(np.concatenate([cache.lacking(f"tokens_{b}", idx) for b in blocks])) if blocks \
         else np.zeros(0, np.int64)
     policy = _POLICY.get()
     gone = [cache.paths[i] for i in lacking if not os.path.exists(cache.paths[i])]

@@ -19,6 +19,7 @@ import torch
 from .cache import FeatureCache
 from .episodes import EpisodeSpec
 from .errors import InputError
+from .ids import unique_ids
 from .methods.base import CacheNeeds, Episode, VideoBatch
 from .resident import ResidentFeatures
 from .video import decode_at
@@ -57,7 +58,7 @@ class CacheData:
         if missing:  # one line naming the one command that adds them to this same store
             raise InputError(cache.missing_tokens_message(tuple(missing)))
         self.labels = torch.from_numpy(cache.labels)  # [V]
-        loaded = None if videos is None else np.unique(np.asarray(videos, dtype=np.int64))  # [R]
+        loaded = None if videos is None else unique_ids(np.asarray(videos, dtype=np.int64))  # [R]
         rows = np.arange(len(cache), dtype=np.int64)
         if loaded is not None:
             rows = np.full(len(cache), -1, dtype=np.int64)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ids import unique_ids
+
 ALL = "all"
 _ORDER = {"train": 0, "val": 1, "base_val": 2, "novel_val": 3, "test": 4}  # reports list splits in this order
 
@@ -35,7 +37,7 @@ def store_coverage(store, keys=None) -> dict[str, dict[str, int]]:
 
 def used_by(cov: dict[str, dict[str, int]], cache, idx: np.ndarray) -> dict[str, dict[str, int]]:
     """``cov`` with ``used`` = the videos of each split among ``idx`` (cache indices a command used)."""
-    idx = np.unique(np.asarray(idx, dtype=np.int64))
+    idx = unique_ids(np.asarray(idx, dtype=np.int64))
     splits = cache.splits()
     out = {}
     for name, row in cov.items():

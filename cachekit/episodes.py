@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from cachekit.errors import InputError, InputNotFound
+from cachekit.ids import unique_ids
 from clipcache.stores.base import atomic_write_bytes
 
 EPISODES_FORMAT = "clipcache-episodes"
@@ -96,7 +97,7 @@ def _check_labels_pool(labels: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray
             f"pool has {bad.size} video indices outside 0..{labels.size - 1} "
             f"(first: {int(bad[0])})"
         )
-    uniq = np.unique(pool)
+    uniq = unique_ids(pool)
     if uniq.size != pool.size:
         raise InputError(f"pool lists {pool.size - uniq.size} video indices more than once")
     if pool.size and labels[pool].min() < 0:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .episodes import EpisodeIndex
+from .ids import unique_ids
 from .methods.base import EpisodeBatch, Method, VideoBatch
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class ResidentFeatures:
         """
         device = torch.device(device if device is not None else data.device)
         needs, cache = data.needs, data.cache
-        videos = np.unique(np.asarray(videos, dtype=np.int64))  # [R]
+        videos = unique_ids(np.asarray(videos, dtype=np.int64))  # [R]
         n_videos = int(data.labels.shape[0])
         views = int(data.views)
         per_video = 0  # bytes of one video's features, all views

@@ -47,6 +47,7 @@ import numpy as np
 from .autoextend import ensure_cached
 from .caveat import encoder_caveat
 from .errors import ClipcacheError, InputError, ModelError, RunError
+from .ids import union_ids
 from .distributed import dist_from_env, rank_device
 from .interrupt import DeferredSigint, Interrupted
 from .options import param
@@ -328,11 +329,12 @@ def prepare(cache, method: str, overrides: dict | None = None, cfg: TrainConfig 
     needs = dataclasses.replace(m.needs, text=True) if proto.training_text == "seen" else m.needs
     # text rows of the training and selection classes only: no test class's text is ever read
     known = np.union1d(plan.classes(cache.labels, "train"), plan.classes(cache.labels, "val"))
-    ensure_cached(cache, needs, np.union1d(plan.train, plan.val), command="train", device=str(device),
+    videos = union_ids(plan.train, plan.val)  # the run's train and selection videos
+    ensure_cached(cache, needs, videos, command="train", device=str(device),
                   classes=[cache.classes[c] for c in known], pretrained=pretrained,
                   encoder=backbone if backbone.loaded else None)  # adds missing arrays to the store, once
     data = training_data(cache, needs, device, known, encoder=backbone if needs.pixels else None,
-                         videos=np.union1d(plan.train, plan.val))  # no test video's features are read
+                         videos=videos)  # no test video's features are read
     feed = proto.feed(data, cache.labels, plan, cfg)
     return Session(m, mcfg, cfg, proto, plan, data, feed, backbone, notes + feed.notes)
 

@@ -39,6 +39,7 @@ import numpy as np
 from ..autoextend import ensure_cached
 from ..caveat import encoder_caveat
 from ..errors import CacheKeyMismatch, InputError, InputNotFound, RunError
+from ..ids import unique_ids
 from ..options import param
 from .export import export_encoder
 from .faiss_index import IndexConfig, PrototypeIndex, index_lock, load_exact, resolve_dir
@@ -161,7 +162,7 @@ def _support_pool(cache, split: str | None, video_root: str | None) -> tuple[np.
         from ..evaluate import split_from_file
 
         found = split_from_file(cache, split, video_root)  # {split name in the file: Split}
-        idx = np.unique(np.concatenate([s.indices for s in found.values()])) if found else np.zeros(0, np.int64)
+        idx = unique_ids(np.concatenate([s.indices for s in found.values()])) if found else np.zeros(0, np.int64)
         chosen = Split(Path(split).name, idx, sum(s.missing for s in found.values()))
     else:
         names = ", ".join(sorted(splits)) or "none"

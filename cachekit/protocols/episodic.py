@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..ids import union_ids
 from ..progress import bar
 from .base import Protocol
 from .plan import SplitPlan, rng as _rng
@@ -45,7 +46,7 @@ class Episodic:
             self.val_specs = val.sample(cfg.val_episodes)
         self.val_index = EpisodeIndex.of(self.val_specs)
         # features stay resident on the device (no store I/O in a step); pixels are decoded per episode
-        self.feats = None if data.needs.pixels else ResidentFeatures.load(data, np.union1d(plan.train, plan.val))
+        self.feats = None if data.needs.pixels else ResidentFeatures.load(data, union_ids(plan.train, plan.val))
         self.steps = math.ceil(cfg.episodes / cfg.episodes_per_step)
         self.steps_per_epoch = self.steps
         self.notes = self.sampler.notes + (self.feats.notes if self.feats is not None else [])
@@ -119,7 +120,7 @@ def episode_videos(eps) -> np.ndarray:
     from ..episodes import episode_arrays
 
     _, sup, qry = episode_arrays(eps)
-    return np.unique(np.concatenate([sup.ravel(), qry.ravel()]))
+    return union_ids(sup, qry)
 
 
 def _episodes_for(job: EvalJob, shots: int, notes: list[str]):

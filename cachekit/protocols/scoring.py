@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..ids import unique_ids
 from ..progress import bar
 from .plan import SPLITS_FILE, SplitPlan
 
@@ -27,9 +28,10 @@ def overlap_problems(run: SplitPlan, cache: FeatureCache, eval_idx: np.ndarray,
     keys, labels, names = cache.video_keys, cache.labels, cache.classes
     seen = run.seen_keys
     out = []
-    n = sum(1 for i in np.unique(eval_idx) if keys[i] in seen)
+    evaluated = unique_ids(eval_idx)
+    n = sum(1 for i in evaluated if keys[i] in seen)
     if n:
-        out.append(f"{n:,} of the {np.unique(eval_idx).size:,} evaluated videos were training or selection "
+        out.append(f"{n:,} of the {evaluated.size:,} evaluated videos were training or selection "
                    "videos of the run")
     if disjoint_idx is not None and disjoint_idx.size:
         trained = set(run.class_names.get("train", []))
@@ -162,6 +164,6 @@ def video_result(protocol: str, job: EvalJob, shots: int | None, idx: np.ndarray
     names = class_names(cache, classes)
     return EvalResult(protocol=protocol, method=job.method.display_name, metric=job.metric, ways=None, shots=shots,
                       queries=None, episodes=int(true.size), accuracy=acc, ci95=ci, video_ci95=ci,
-                      videos=int(np.unique(idx).size), classes=int(np.unique(true).size),
+                      videos=int(unique_ids(idx).size), classes=int(np.unique(true).size),
                       per_class=per_class(conf, names), confusion=conf, class_names=names,
                       notes=list(notes), extra=dict(extra or {}))
