@@ -375,6 +375,20 @@ def _is_mp4(container) -> bool:
     return any(f in container.format.name.split(",") for f in _MP4_FAMILY)
 
 
+def _open_without_probe_decode(path: str):
+    """A PyAV input container of ``path``: without the probe decode where the name and the header
+    allow it (see ``_NO_PROBE_DECODE``), else opened as usual."""
+    import av
+
+    if path.lower().endswith(_MP4_SUFFIXES):
+        container = av.open(path, options=_NO_PROBE_DECODE)
+        video = container.streams.video
+        if _is_mp4(container) and video and video[0].average_rate:
+            return container
+        container.close()
+    return av.open(path)
+
+
 class _PyAVReader:
     """PyAV, decoding only the groups of pictures that hold sampled frames.
 
@@ -391,16 +405,8 @@ class _PyAVReader:
     """
 
     def __init__(self, path: str):
-        import av
-
         self.path = path
-        self.container = av.open(path, options=_NO_PROBE_DECODE) if path.lower().endswith(_MP4_SUFFIXES) else None
-        if self.container is not None and not (_is_mp4(self.container) and self.container.streams.video
-                                               and self.container.streams.video[0].average_rate):
-            self.container.close()
-            self.container = None
-        if self.container is None:
-            self.container = av.open(path)
+        self.container = _open_without_probe_decode(path)
         if not self.container.streams.video:
             self.container.close()
             raise DecodeError(f"{path}: has no video stream")
