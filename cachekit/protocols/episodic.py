@@ -268,7 +268,6 @@ class EpisodicProtocol(Protocol):
         from ..episodes import accuracy_ci
 
         acc, ci = accuracy_ci(correct)
-        videos = np.concatenate([sup.reshape(len(eps), -1), qry.reshape(len(eps), -1)], axis=1)  # [E, W*(K+Q)]
         vci = video_ci(correct.reshape(len(eps), w, q), cls, sup, qry)  # test videos and episodes re-drawn
         true_g = cls[:, local_true].ravel()  # [E*W*Q] global class ids
         pred_g = np.take_along_axis(cls, pred, axis=1).ravel()
@@ -281,7 +280,7 @@ class EpisodicProtocol(Protocol):
             notes.append(f"episodes saved to {job.file_name}")
         return [EvalResult(protocol=self.name, method=method.display_name, metric=job.metric, ways=w, shots=k,
                            queries=q, episodes=len(eps), accuracy=acc, ci95=ci, video_ci95=vci,
-                           videos=int(np.unique(videos).size), classes=int(classes.size),
+                           videos=int(union_ids(sup, qry).size), classes=int(classes.size),
                            per_class=per_class(conf, names), confusion=conf, class_names=names, notes=notes)]
 
 
