@@ -366,36 +366,35 @@ def goal_conditions(n: int = 400) -> dict:
     return conditions_as_trained(clip, n, toy_sizing(toy_weights()))
 
 
-def size_bands(weights: str = "toy", n: int = 400) -> dict:
-    """A toy (``weights``: ``toy`` or a file ``pretrain-toy`` wrote) on narrower bands of object
-    size (:data:`cachekit.toy.heldout.SIZE_BANDS`): where inside and beyond the trained range each
-    factor fails."""
+def _toy(weights: str):
+    """(the FrozenCLIP of ``weights``: ``toy`` or a file ``pretrain-toy`` wrote, its sizing), 2 threads."""
     import torch
 
     from cachekit.encoder import EncoderConfig, load_clip
     from cachekit.toy.files import toy_sizing, toy_weights
-    from cachekit.toy.heldout import SIZE_BANDS, factor_accuracy
 
     torch.set_num_threads(2)
-    sizing = toy_sizing(toy_weights() if weights == "toy" else weights)
-    return {"weights": weights, "sizing": sizing,
-            **factor_accuracy(load_clip(EncoderConfig(pretrained=weights)), 0, n, SIZE_BANDS, sizing)}
+    return load_clip(EncoderConfig(pretrained=weights)), toy_sizing(toy_weights() if weights == "toy" else weights)
+
+
+def size_bands(weights: str = "toy", n: int = 400) -> dict:
+    """A toy (``weights``: ``toy`` or a file ``pretrain-toy`` wrote) on narrower bands of object
+    size (:data:`cachekit.toy.heldout.SIZE_BANDS`): where inside and beyond the trained range each
+    factor fails."""
+    from cachekit.toy.heldout import SIZE_BANDS, factor_accuracy
+
+    clip, sizing = _toy(weights)
+    return {"weights": weights, "sizing": sizing, **factor_accuracy(clip, 0, n, SIZE_BANDS, sizing)}
 
 
 def shape_information(weights: str = "toy", n: int = 400, fit: int = 2000) -> dict:
     """Where a toy (``weights``: ``toy`` or a file ``pretrain-toy`` wrote) loses shape beyond the
     trained sizes (:func:`cachekit.toy.heldout.shape_information`), on the goal conditions and the
     size bands: a shift of the embedding, a read-out that no longer fits, or the information itself."""
-    import torch
-
-    from cachekit.encoder import EncoderConfig, load_clip
-    from cachekit.toy.files import toy_sizing, toy_weights
     from cachekit.toy.heldout import CONDITIONS, SIZE_BANDS
     from cachekit.toy.heldout import shape_information as information
 
-    torch.set_num_threads(2)
-    sizing = toy_sizing(toy_weights() if weights == "toy" else weights)
-    clip = load_clip(EncoderConfig(pretrained=weights))
+    clip, sizing = _toy(weights)
     return {"weights": weights, **information(clip, 0, n, {**CONDITIONS, **SIZE_BANDS}, sizing, fit)}
 
 
@@ -412,17 +411,6 @@ def shape_information_markdown(res: dict) -> str:
     out += [f"| {k} | {v['zero_shot']:.1f} | {v['centred']:.1f} | {v['linear']:.1f} | {v['linear_own']:.1f} | "
             f"{v['shift']:.3f} | {v['size_axis']:+.2f} |" for k, v in res["conditions"].items()]
     return "\n".join(out)
-
-
-def _toy(weights: str):
-    """(the FrozenCLIP of ``weights``: ``toy`` or a file ``pretrain-toy`` wrote, its sizing), 2 threads."""
-    import torch
-
-    from cachekit.encoder import EncoderConfig, load_clip
-    from cachekit.toy.files import toy_sizing, toy_weights
-
-    torch.set_num_threads(2)
-    return load_clip(EncoderConfig(pretrained=weights)), toy_sizing(toy_weights() if weights == "toy" else weights)
 
 
 def shape_layers(weights: str = "toy", n: int = 400, fit: int = 2000) -> dict:
