@@ -811,8 +811,10 @@ def test_compositional_dataset_bytes_are_deterministic(tmp_path):
 
     picked = ("a red square falling", "a blue disc falling", "moving a red square up", "moving a red square down")
     cfg = SynthConfig(objects=THREE[:2], classes=picked, size=32, frames=4, videos_per_class=2, challenge="mixed")
-    a, b = synth_dataset(tmp_path / "a", cfg), synth_dataset(tmp_path / "b", cfg)
-    assert a.splits == b.splits and a.b2n == b.b2n
+    # drawn and encoded on one thread, then on three at once: the same files, in the same order
+    a, b = synth_dataset(tmp_path / "a", cfg, workers=1), synth_dataset(tmp_path / "b", cfg, workers=3)
+    assert a.splits == b.splits and a.b2n == b.b2n and [p.relative_to(tmp_path / "a") for p in a.videos] == [
+        p.relative_to(tmp_path / "b") for p in b.videos]
     da, db = tree_digest(tmp_path / "a"), tree_digest(tmp_path / "b")
     assert da == db and any(k.startswith("splits/b2n/") for k in da) and any(k.startswith("splits/groups/") for k in da)
     other = synth_dataset(tmp_path / "c", SynthConfig(**{**asdict(cfg), "seed": 1}))

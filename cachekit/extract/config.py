@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..cpu import usable_cores
 from ..encoder import EncoderConfig
 from ..errors import InputError
 from ..video import Backend, SamplerConfig
@@ -54,14 +55,6 @@ def parse_blocks(text: str | None) -> tuple[int, ...]:
     except ValueError as err:
         raise InputError(f"--tokens-at must be block numbers like 6 or 6,9, not {text!r}") from err
     return blocks
-
-
-def usable_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

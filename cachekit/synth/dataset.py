@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from clipcache.stores.base import atomic_write_bytes
 
+from ..cpu import usable_cores
 from ..errors import InputError
 from .classes import SPLITS, SynthConfig, describe, slugify
 from .render import clip_challenge, render_clip
@@ -151,9 +153,10 @@ def _write_compositional_lists(
 
 
 def synth_dataset(
-    out_dir: str | os.PathLike, cfg: SynthConfig, progress: bool = False
+    out_dir: str | os.PathLike, cfg: SynthConfig, progress: bool = False, workers: int | None = None
 ) -> SynthResult:
-    """Render and write the benchmark under ``out_dir`` (layout in the module docstring).
+    """Render and write the benchmark under ``out_dir`` (layout in the module docstring), on
+    ``workers`` threads (None: the cores this process may use; the files are the same either way).
 
     Resumable: ``synth.json`` is written first with ``"complete": false`` and last with
     ``true``; a rerun with the same config keeps the mp4s already there (each is renamed into
@@ -222,15 +225,21 @@ def synth_dataset(
         from tqdm import tqdm  # lazy
 
         bar = tqdm(total=len(jobs), desc="synth", unit="video")
-    videos = []
-    for c, i in jobs:
-        path = out_dir / rel[(c, i)]
+    def write(job: tuple[str, int]) -> Path:
+        path = out_dir / rel[job]
         if not (resume and path.exists()):
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_mp4(path, render_clip(c, i, cfg), cfg.fps)
-        videos.append(path)
-        if bar is not None:
-            bar.update()
+            write_mp4(path, render_clip(job[0], job[1], cfg), cfg.fps)
+        return path
+
+    # Clips are drawn and encoded on threads (x264 and much of NumPy release the GIL): each clip's
+    # frames come from its own seed, and its encoder is single-threaded, so the bytes are the same.
+    videos = []
+    with ThreadPoolExecutor(max(1, min(workers or usable_cores(), len(jobs)))) as pool:
+        for path in pool.map(write, jobs):
+            videos.append(path)
+            if bar is not None:
+                bar.update()
     if bar is not None:
         bar.close()
 
