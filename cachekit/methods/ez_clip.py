@@ -238,8 +238,13 @@ class EZCLIP(Method):
 
     # ------------------------------------------------------------------ classes
     def bind_classes(self, names: list[str]) -> None:
-        """Tokenise the class prompts once; the adapted text tower encodes them every step."""
+        """Tokenise the class prompts once; the adapted text tower encodes them every step. The
+        all-way feed binds its class set before every step: the same names keep their tokens
+        (tokenising 40 prompts took ~8 ms a step)."""
         names = list(names)
+        if names == self.class_names:
+            self._text_cache = None
+            return
         if self._descriptions is not None:
             missing = [n for n in names if n not in self._descriptions]
             if missing:
