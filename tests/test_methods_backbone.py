@@ -182,6 +182,23 @@ def test_ez_clip_text_needs_bound_class_names(tiny_encoder, pixels, cached):
         m.video_logits(batch, cached["text"])
 
 
+def test_ez_clip_rebinding_keeps_tokens_of_the_same_names_only(tiny_encoder, pixels, cached):
+    m = build_method("ez_clip", {}, tiny_encoder.info, T, tiny_encoder).eval()
+    m.bind_classes(CLASSES)
+    tokens = m._class_tokens
+    with torch.no_grad():
+        first = m.video_logits(make_batch(m, pixels, cached), cached["text"])
+    m.bind_classes(list(CLASSES))  # what the all-way feed does before every step
+    assert m._class_tokens is tokens and m._text_cache is None  # not tokenised again; the eval cache dropped
+    with torch.no_grad():
+        torch.testing.assert_close(m.video_logits(make_batch(m, pixels, cached), cached["text"]), first)
+    m.bind_classes(list(reversed(CLASSES)))  # other rows: tokenised again, in the new order
+    assert not torch.equal(m._class_tokens, tokens)
+    with torch.no_grad():
+        again = m.video_logits(make_batch(m, pixels, cached), cached["text"][[2, 1, 0]])
+    torch.testing.assert_close(again, first[:, [2, 1, 0]])
+
+
 def test_ez_clip_descriptions_file(tiny_encoder, tmp_path, pixels, cached):
     f = tmp_path / "desc.tsv"
     f.write_text("".join(f"{c}\t{c} is an action performed by humans.\n" for c in CLASSES))
