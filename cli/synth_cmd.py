@@ -24,10 +24,12 @@ from cachekit.demo import FEWSHOT_HEADS
               help="doodle: a second, independently drawn style (other motions, shapes, backgrounds and speeds; "
                    "motion classes only), to check what transfers from the default benchmark.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Threads drawing and encoding clips (default: the cores available); the files are the same.")
 @click.option("--list-classes", is_flag=True, help="Print the class names and exit.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")
-def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, clutter, style, seed, list_classes,
-          no_progress):
+def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, clutter, style, seed, workers,
+          list_classes, no_progress):
     """Write procedurally drawn action clips to OUT_DIR, with a CSV and CLIP-FSAR / ViFi-CLIP splits.
 
     Classes differ by motion (some are exact time-reversals of each other); with --objects each is
@@ -50,7 +52,7 @@ def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, 
     names = None if classes == "all" else tuple(c.strip() for c in classes.split(",") if c.strip())
     cfg = SynthConfig(classes=names, videos_per_class=videos_per_class, frames=frames, size=size,
                       challenge=challenge, seed=seed, clutter=clutter, objects=object_list, style=style)
-    res = synth_dataset(out_dir, cfg, progress=wanted(no_progress))
+    res = synth_dataset(out_dir, cfg, progress=wanted(no_progress), workers=workers)
     click.echo(f"wrote {len(res.videos)} clips of {len(res.classes)} classes to {res.out_dir}")
     click.echo(f"labels: {res.csv}")
     for split, names_ in res.splits.items():

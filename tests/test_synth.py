@@ -878,10 +878,12 @@ def test_synth_cli_objects(tmp_path):
     assert not (tmp_path / "x").exists()
     code, out, _ = invoke(["synth", str(tmp_path / "d"), "--objects", "default", "--classes",
                            "a red square falling,an orange disc falling,moving a blue disc up", "--size", "32",
-                           "--frames", "2", "--videos-per-class", "1", "--no-progress"])
+                           "--frames", "2", "--videos-per-class", "1", "--no-progress", "--workers", "2"])
     assert code == 0 and "wrote 3 clips of 3 classes" in out
     meta = json.loads((tmp_path / "d" / "synth.json").read_text())
-    assert meta["config"]["objects"] == list(DEFAULT_OBJECTS)
+    assert meta["config"]["objects"] == list(DEFAULT_OBJECTS) and "workers" not in meta["config"]
+    code, out, err = invoke(["synth", str(tmp_path / "w"), "--workers", "0"])
+    assert code == 2 and "--workers" in out + err and not (tmp_path / "w").exists()
 
 
 def test_one_object_has_no_novel_compositions(tmp_path, caplog):
