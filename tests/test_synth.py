@@ -505,6 +505,32 @@ def test_rerun_resumes_and_other_settings_are_refused(tmp_path):
     assert not list(tmp_path.rglob("*.partial"))  # no temporary left
 
 
+def test_a_failing_clip_stops_the_clips_not_started_and_a_rerun_resumes(tmp_path, monkeypatch):
+    import threading
+
+    import cachekit.synth.dataset as dataset
+
+    cfg = SynthConfig(classes=FILE_CLASSES[:4], size=32, frames=4, videos_per_class=5)  # 20 clips
+    real, calls, lock = dataset.write_mp4, [], threading.Lock()
+
+    def failing(path, frames, fps):  # the fourth clip's disk is full
+        with lock:
+            calls.append(path)
+            n = len(calls)
+        if n == 4:
+            raise OSError("No space left on device")
+        return real(path, frames, fps)
+
+    monkeypatch.setattr(dataset, "write_mp4", failing)
+    with pytest.raises(OSError, match="No space"):
+        synth_dataset(tmp_path, cfg, workers=2)
+    assert len(calls) <= 4 + 2  # the clips not started were cancelled; at most one more per thread ran
+    assert not list(tmp_path.rglob("*.partial"))
+    monkeypatch.setattr(dataset, "write_mp4", real)
+    res = synth_dataset(tmp_path, cfg, workers=2)
+    assert len(res.videos) == 20 and all(p.is_file() for p in res.videos)
+
+
 @pytest.mark.slow
 def test_full_size_clip_renders_and_encodes(tmp_path):
     """The default size (224 x 224, 32 frames) writes an H.264 clip that decodes to its frames.

@@ -225,6 +225,7 @@ def synth_dataset(
         from tqdm import tqdm  # lazy
 
         bar = tqdm(total=len(jobs), desc="synth", unit="video")
+
     def write(job: tuple[str, int]) -> Path:
         path = out_dir / rel[job]
         if not (resume and path.exists()):
@@ -234,14 +235,18 @@ def synth_dataset(
 
     # Clips are drawn and encoded on threads (x264 and much of NumPy release the GIL): each clip's
     # frames come from its own seed, and its encoder is single-threaded, so the bytes are the same.
+    # A failure or Ctrl-C cancels the clips not started (those being written finish, atomically).
     videos = []
-    with ThreadPoolExecutor(max(1, min(workers or usable_cores(), len(jobs)))) as pool:
+    pool = ThreadPoolExecutor(max(1, min(workers or usable_cores(), len(jobs))))
+    try:
         for path in pool.map(write, jobs):
             videos.append(path)
             if bar is not None:
                 bar.update()
-    if bar is not None:
-        bar.close()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
