@@ -524,7 +524,9 @@ def test_a_failing_clip_stops_the_clips_not_started_and_a_rerun_resumes(tmp_path
     monkeypatch.setattr(dataset, "write_mp4", failing)
     with pytest.raises(OSError, match="No space"):
         synth_dataset(tmp_path, cfg, workers=2)
-    assert len(calls) <= 4 + 2  # the clips not started were cancelled; at most one more per thread ran
+    # the clips not started were stopped: at most the other thread's clip in hand ran after the failure,
+    # however late the caller's thread saw it (under load it used to start three more)
+    assert len(calls) <= 4 + 1, len(calls)
     assert not list(tmp_path.rglob("*.partial"))
     monkeypatch.setattr(dataset, "write_mp4", real)
     res = synth_dataset(tmp_path, cfg, workers=2)

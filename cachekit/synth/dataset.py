@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -226,16 +227,24 @@ def synth_dataset(
 
         bar = tqdm(total=len(jobs), desc="synth", unit="video")
 
-    def write(job: tuple[str, int]) -> Path:
+    stop = threading.Event()  # set by the first failure: no thread starts another clip
+
+    def write(job: tuple[str, int]) -> Path | None:
         path = out_dir / rel[job]
-        if not (resume and path.exists()):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_mp4(path, render_clip(job[0], job[1], cfg), cfg.fps)
+        if stop.is_set():
+            return None  # never collected: an earlier job's failure is raised first
+        try:
+            if not (resume and path.exists()):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_mp4(path, render_clip(job[0], job[1], cfg), cfg.fps)
+        except BaseException:
+            stop.set()
+            raise
         return path
 
     # Clips are drawn and encoded on threads (x264 and much of NumPy release the GIL): each clip's
     # frames come from its own seed, and its encoder is single-threaded, so the bytes are the same.
-    # A failure or Ctrl-C cancels the clips not started (those being written finish, atomically).
+    # A failure or Ctrl-C stops every clip not started (those being written finish, atomically).
     videos = []
     pool = ThreadPoolExecutor(max(1, min(workers or usable_cores(), len(jobs))))
     try:
@@ -244,6 +253,7 @@ def synth_dataset(
             if bar is not None:
                 bar.update()
     finally:
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
