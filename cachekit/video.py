@@ -149,7 +149,11 @@ def _decoded(frames: np.ndarray, idx: np.ndarray, n: int, fps: float, backend: s
 
 
 def _expand(uniq_frames: np.ndarray, inverse: np.ndarray, shape: tuple) -> np.ndarray:
-    """Frames of the unique indices ``[U, H, W, 3]`` -> ``[*shape, H, W, 3]``."""
+    """Frames of the unique indices ``[U, H, W, 3]`` -> ``[*shape, H, W, 3]``. Where every index is
+    sampled once, in order (one view of T distinct frames, the usual case), that is a reshape, not
+    a copy: the gather copied the video's frames a second time (1.9 of 30 ms a video at 340x256)."""
+    if inverse.size == len(uniq_frames) and bool(np.all(inverse.ravel() == np.arange(inverse.size))):
+        return uniq_frames.reshape(*shape, *uniq_frames.shape[1:])
     return uniq_frames[inverse.reshape(shape)]
 
 
@@ -467,7 +471,8 @@ class _PyAVReader:
         packets = self.container.demux(self.stream)
         keys = self.keys
         starts = keys[np.searchsorted(keys, uniq, side="right") - 1]  # the keyframe before each target
-        got: dict[int, np.ndarray] = {}
+        row = {i: k for k, i in enumerate(uniq.tolist())}  # frame index -> its row of the result
+        frames = None  # [U, H, W, 3], each frame copied in as it is converted (while in cache), not stacked after
         pos, seen_max, pending = 0, None, None  # next decode position; max pts before it
 
         def read():
@@ -511,7 +516,7 @@ class _PyAVReader:
             want = {int(pts[order[i - start]]): i for i in uniq[starts == start].tolist()}
             last = max(k for k, p in enumerate(group) if p.pts in want)
             self.cc.flush_buffers()
-            returned, out = [], []  # every returned pts; the sampled frames, converted at once
+            returned, out = [], []  # every returned pts; the sampled ones
             for p in group[:last + 1] + [None]:  # None drains: the last sampled picture may wait for reordering
                 if p is not None:
                     self.cc.skip_frame = "DEFAULT" if p.pts in want else "NONREF"
@@ -519,12 +524,15 @@ class _PyAVReader:
                     returned.append(f.pts)
                     if f.pts in want:
                         out.append(f.pts)
-                        got[want[f.pts]] = _rgb(f)
+                        rgb = _rgb(f)  # [H, W, 3], a view of the converted frame's buffer
+                        if frames is None:
+                            frames = np.empty((len(uniq), *rgb.shape), np.uint8)
+                        frames[row[want[f.pts]]] = rgb
             self.cc.skip_frame = "DEFAULT"
             self.decoded += len(returned)
             if out != sorted(want):
                 raise _Inexact(f"the decoder returned {returned} for {sorted(want)}")
-        return np.stack([got[i] for i in uniq.tolist()])
+        return frames  # every row written: each group returned all its sampled timestamps
 
 
 def _decode_pyav_full(path: str, cfg: SamplerConfig, key: str, rgb=_rgb) -> DecodedVideo:
