@@ -67,7 +67,7 @@ def normalise_pixels(x, pre: dict) -> torch.Tensor:
     """uint8 ``[..., 3, S, S]`` -> float32, scaled to [0, 1] and normalised with the model's mean/std."""
     import torch
 
-    x = torch.as_tensor(x).to(torch.float32).div_(255.0)
+    x = torch.as_tensor(x).to(torch.float32, copy=True).div_(255.0)  # a copy: a float32 input is the caller's
     mean = torch.tensor(pre["mean"], dtype=torch.float32).view(3, 1, 1)
     std = torch.tensor(pre["std"], dtype=torch.float32).view(3, 1, 1)
     return (x - mean) / std
