@@ -397,6 +397,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pipeline-videos", type=int, default=None, help="videos of the pipeline rows (default 24, small 8)")
     p.add_argument("--workers", type=int, default=None, help="decode workers (default: the cores available)")
     a = p.parse_args(argv)
+    from cachekit.cpu import keep_freed_memory
+
+    # as extract and train do in their own processes, so that both sides of every ratio run under it
+    print(f"malloc: {keep_freed_memory()}")
     if a.only == "all":
         r = run(model=a.model, pretrained=a.pretrained, videos=a.videos or (2 if a.quick else 3),
                 frames=a.frames, batch_size=a.batch_size, prompts=a.prompts or (32 if a.quick else 48),

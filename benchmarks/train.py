@@ -64,10 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import train_rows as tr
+    from cachekit.cpu import keep_freed_memory
 
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"machine: {machine(args.device)}")
+    print(f"malloc: {keep_freed_memory()} (as train does: both sides of every ratio run under it)")
     print(f"model: {'test model (tiny)' if args.tiny else 'ViT-B-32'}, random weights; 5-way 1-shot, "
           "1 query per class, T = 8\n")
     if args.only != "startup":

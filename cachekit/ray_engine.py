@@ -28,6 +28,7 @@ import uuid
 
 import numpy as np
 
+from .cpu import keep_freed_memory
 from .errors import InputError
 from .extract import ExtractConfig, Extractor, ExtractSummary, extract
 from .extract.reader import Reader, hash_input
@@ -59,6 +60,7 @@ class _Decode:
     """A Ray task's work: the reader stage's decode and resize/crop of one video (uint8)."""
 
     def __init__(self, cfg: ExtractConfig, preprocess: dict):
+        keep_freed_memory()  # as extract does in its own process
         self.reader = Reader(cfg, preprocess)
 
     def __call__(self, row: dict) -> dict:
@@ -86,6 +88,7 @@ class _Encode:
 
         from .encoder import load_clip
 
+        keep_freed_memory()
         if storage_options:
             set_storage_options(storage_options)
         self.store = open_store(store_path, "a", shared=True, writer=f"{prefix}-{uuid.uuid4().hex[:8]}")

@@ -46,6 +46,7 @@ import numpy as np
 
 from .autoextend import ensure_cached
 from .caveat import encoder_caveat
+from .cpu import keep_freed_memory
 from .errors import ClipcacheError, InputError, ModelError, RunError
 from .ids import union_ids
 from .distributed import dist_from_env, rank_device
@@ -402,6 +403,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
     from .encoder import pick_device
     from .methods import make_config
 
+    keep_freed_memory()  # a backbone step's activations stop taking fresh pages every step
     cfg = cfg or TrainConfig()
     out = Path(out)
     make_config(method, overrides)  # a bad method or option fails before the run directory is read

@@ -19,6 +19,7 @@ from clipcache.stores import FeatureStore, StoreError, open_store
 from ..cachekey import PACKED_GROUPS, cache_key, check_key, merged_key, text_key
 from ..caveat import encoder_caveat
 from ..coverage import store_coverage
+from ..cpu import keep_freed_memory
 from ..distributed import Dist, dist_from_env
 from ..encoder import FrozenCLIP, load_clip
 from ..errors import ClipcacheError, DecodeError, InputError
@@ -218,6 +219,7 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
     single-process run's. ``run(extractor, items, progress, dist)`` replaces
     :meth:`Extractor.run` (the Ray engine, :mod:`cachekit.ray_engine`).
     """
+    keep_freed_memory()  # decode workers and the encoder stop taking fresh pages for every video
     dist = dist or dist_from_env()
     inputs = select(inputs, shard)
     wid = writer or (shard.name if shard is not None else None)
