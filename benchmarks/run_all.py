@@ -22,6 +22,8 @@ ROOT = HERE.parent
 SCRIPTS = [
     ("extract.py", "Extraction", [], ["--quick"]),
     ("decode.py", "Decoding per core, every installed backend", [], ["--quick"]),
+    ("malloc.py", "A decode worker with malloc as the system has it and as extract sets it", [],
+     ["--rounds", "1", "--clips", "1", "--passes", "2"]),
     ("eval.py", "Evaluation from the cache", [], []),
     ("train.py", "Training from the cache vs. running the encoder in the loop", [], ["--quick"]),
     ("backbone.py", "Backbone methods: full vs. partial caching", [], ["--quick"]),

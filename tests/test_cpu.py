@@ -40,8 +40,8 @@ def test_freed_blocks_are_reused_not_faulted_in_again():
     system, said_system = _child(**{cpu.OPT_OUT: "system"})
     assert said.startswith("keeping freed blocks under 32 MB") and "glibc" in said
     assert said_system == "left as the system's (CLIPCACHE_MALLOC=system)"
-    assert system > 1000  # the default trims and faults again: ~1,000 faults a round here
-    assert kept < system / 20, (kept, system)
+    assert system >= 40  # the default trims and faults again: ~1,000 faults a round here (10 with huge pages)
+    assert kept * 20 < system, (kept, system)
 
 
 def test_a_users_own_malloc_settings_win():
