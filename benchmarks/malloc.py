@@ -31,28 +31,31 @@ from _machine import cpu_model, load_average  # noqa: E402
 _CHILD = """
 import os, resource, sys, time
 from concurrent.futures import ThreadPoolExecutor
-from cachekit.cpu import keep_freed_memory
-said = keep_freed_memory()  # what extract does first (CLIPCACHE_MALLOC=system: nothing)
 try:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 except AttributeError:
     pass
 import torch
 torch.set_num_threads(1)
+from cachekit.cpu import keep_freed_memory
 from cachekit.pixels import normalise_pixels, resize_crop
 from cachekit.video import SamplerConfig, decode_video
+said = keep_freed_memory()  # where extract calls it: torch and cachekit imported (CLIPCACHE_MALLOC=system: nothing)
 pre = {"size": 224, "interpolation": "bicubic", "resize_mode": "shortest",
        "mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711)}
 cfg, paths, passes = SamplerConfig(frames=8), sys.argv[2:], int(sys.argv[1])
 def one(p):
     v = decode_video(p, cfg, "k", "auto")
     return normalise_pixels(resize_crop(v.frames.reshape(-1, *v.frames.shape[2:]), pre).contiguous(), pre)
+def each(pool):  # one video at a time, its pixels dropped once done (extract's encoder frees them)
+    for p in paths:
+        pool.submit(one, p).result()
 with ThreadPoolExecutor(1) as pool:  # a decode thread, as in extract (glibc gives threads arenas of their own)
-    list(pool.map(one, paths))  # warm-up
+    each(pool)  # warm-up
     f0, best = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, float("inf")
     for _ in range(passes):
         t0 = time.perf_counter()
-        list(pool.map(one, paths))
+        each(pool)
         best = min(best, time.perf_counter() - t0)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
 print(best / len(paths) * 1e3, faults / (passes * len(paths)))
