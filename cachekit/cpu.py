@@ -33,8 +33,8 @@ def keep_freed_memory() -> str:
     """Have glibc's malloc keep freed blocks for reuse instead of giving them back to the system
     and taking fresh, zeroed pages again: blocks under 32 MB come from its heaps (a video's frames,
     an encoder batch's activations), and only free memory beyond 64 MB at a heap's top is returned.
-    By default glibc maps such blocks afresh or trims them away: ~4,000 page faults a video in a
-    decode worker, 15-20% of its time (``benchmarks/malloc.py``), and ~12% of an EZ-CLIP step's.
+    By default glibc maps such blocks afresh or trims them away: ~3,000 page faults a video in a
+    decode worker, ~16% of its time (``benchmarks/malloc.py``), and ~12% of an EZ-CLIP step's.
 
     Called by ``extract`` and ``train`` (and the Ray engine's actors); once per process. Left
     alone where the user set ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_``, where
