@@ -123,6 +123,7 @@ class LogStore(FeatureStore):
         r = self._resolved(group)
         keys = r.key_list()
         bad = np.zeros(len(keys), bool)
+        whole: set[int] = set()  # entries already checked whole (every array): once, not once per array
         for name, (sig, _path, _row, src) in r.arrays.items():
             sha = r.raw.sha(name)  # [raw rows, 32] uint8
             for s in np.unique(sig[sig >= 0]).tolist():
@@ -134,7 +135,8 @@ class LogStore(FeatureStore):
                     try:
                         col = self.read_column(group, name, [keys[i] for i in blk])  # [n, *shape]
                     except Exception:  # noqa: BLE001 - unreadable here: each entry decides for itself
-                        for i in blk:
+                        for i in set(blk) - whole:
+                            whole.add(i)
                             bad[i] |= not self._entry_ok(group, keys[i])
                         continue
                     for j, i in enumerate(blk):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import uuid
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -209,9 +211,12 @@ def test_verify_reads_columns_and_judges_each_entry(monkeypatch, tmp_path):
         reads["column"] += 1
         return col(self, *a, **k)
 
-    def read(self, *a, **k):
+    whole = Counter()  # key -> times read whole
+
+    def read(self, group, key, *a, **k):
         reads["entry"] += 1
-        return one(self, *a, **k)
+        whole[key] += 1
+        return one(self, group, key, *a, **k)
 
     monkeypatch.setattr(ZarrStore, "read_column", read_column)
     monkeypatch.setattr(ZarrStore, "read", read)
@@ -229,3 +234,10 @@ def test_verify_reads_columns_and_judges_each_entry(monkeypatch, tmp_path):
         reads["entry"] = 0
         assert s.verify("videos") == (30, ["0007", *[f"{k:04d}" for k in range(20, 30)]])
         assert 10 <= reads["entry"] < 30, reads  # writer b's unreadable blocks, entry by entry
+    emb, _ = s.locate("videos", "0025", "emb")
+    shutil.rmtree(tmp_path / "v.zarr" / "seg" / "videos" / emb)  # and its embeddings: two arrays unreadable
+    with open_store(path) as s:
+        whole.clear()
+        assert s.verify("videos") == (30, ["0007", *[f"{k:04d}" for k in range(20, 30)]])
+    assert {f"{k:04d}" for k in range(20, 30)} <= set(whole), whole  # the unreadable blocks' entries ...
+    assert max(whole.values()) == 1, whole  # ... each read whole once, not once per unreadable array
