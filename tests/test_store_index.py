@@ -6,7 +6,6 @@ merges quickly."""
 from __future__ import annotations
 
 import uuid
-
 from collections import Counter
 
 import numpy as np
