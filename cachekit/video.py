@@ -729,6 +729,8 @@ def decode_at(path: str | os.PathLike, indices: np.ndarray, backend: Backend = "
         return frames_mod.read_frames(path, indices)
     _check_file(path)
     idx = np.asarray(indices, dtype=np.int64)
+    if idx.size == 0:
+        raise InputError(f"{path}: no frame indices to decode")
     uniq, inverse = np.unique(idx, return_inverse=True)
     errors: list[DecodeError] = []
     chain = _chain(backend)

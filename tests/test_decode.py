@@ -285,6 +285,8 @@ def test_decode_at_equals_sequential_decode(clip_dir):
             assert np.array_equal(decode_at(path, idx, backend), full[idx]), (name, backend)
     with pytest.raises(DecodeError, match="outside its 90 frames"):
         decode_at(clip_dir / "gop12_bframes.mp4", np.array([5, 90]), "pyav")
+    with pytest.raises(InputError, match="no frame indices"):  # not a bare TypeError from deep inside
+        decode_at(clip_dir / "gop12_bframes.mp4", np.zeros((0,), np.int64), "pyav")
 
 
 def test_decode_at_hands_only_what_pyav_cannot_vouch_for_to_the_next_decoder(clip_dir):
