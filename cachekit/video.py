@@ -471,7 +471,6 @@ class _PyAVReader:
         packets = self.container.demux(self.stream)
         keys = self.keys
         starts = keys[np.searchsorted(keys, uniq, side="right") - 1]  # the keyframe before each target
-        row = {i: k for k, i in enumerate(uniq.tolist())}  # frame index -> its row of the result
         frames = None  # [U, H, W, 3], each frame copied in as it is converted (while in cache), not stacked after
         pos, seen_max, pending = 0, None, None  # next decode position; max pts before it
 
@@ -513,7 +512,8 @@ class _PyAVReader:
                 if pending.pts <= pts.max():
                     raise _Inexact(f"the group of pictures at frame {start} overlaps the next one")
             seen_max = int(pts.max())
-            want = {int(pts[order[i - start]]): i for i in uniq[starts == start].tolist()}
+            rows = np.flatnonzero(starts == start)  # this group's sampled frames: their rows of the result
+            want = {int(pts[order[uniq[k] - start]]): k for k in rows.tolist()}  # sampled pts -> its row
             last = max(k for k, p in enumerate(group) if p.pts in want)
             self.cc.flush_buffers()
             returned, out = [], []  # every returned pts; the sampled ones
@@ -527,7 +527,7 @@ class _PyAVReader:
                         rgb = _rgb(f)  # [H, W, 3], a view of the converted frame's buffer
                         if frames is None:
                             frames = np.empty((len(uniq), *rgb.shape), np.uint8)
-                        frames[row[want[f.pts]]] = rgb
+                        frames[want[f.pts]] = rgb
             self.cc.skip_frame = "DEFAULT"
             self.decoded += len(returned)
             if out != sorted(want):
