@@ -9,6 +9,7 @@ real ViT-B shapes are ``slow``.
 
 from __future__ import annotations
 
+import dataclasses
 
 import pytest
 import torch
@@ -281,11 +282,21 @@ def test_index_hooks_use_what_the_method_classifies(tiny_encoder, pixels, cached
 
 def test_ev_clip_z_block_is_validated(tiny_encoder):
     with pytest.raises(InputError, match=r"z_block 6 is not a block of this model \(blocks 0..3\); pass z_block=2"):
-        build_method("ev_clip", {}, tiny_encoder.info, T, None)
+        build_method("ev_clip", {"z_block": 6}, tiny_encoder.info, T, None)
     with pytest.raises(InputError, match="ev_clip prompts=mask runs the frozen encoder"):
         build_method("ev_clip", {"prompts": "mask", "z_block": 2}, tiny_encoder.info, T, None)
     with pytest.raises(InputError, match="prompts must be context, mask or both"):
         make_config("ev_clip", {"prompts": "pixels"})
+
+
+@pytest.mark.parametrize("layers", [4, 12, 24])
+def test_ev_clip_default_z_is_the_middle_block(tiny_encoder, layers):
+    """Spec 2.3: z defaults to the output of block L/2 (1-based), i.e. the tokens entering block L // 2:
+    6 of ViT-B's 12 blocks, 12 of ViT-L's 24 (not 6 on every backbone)."""
+    info = dataclasses.replace(tiny_encoder.info, layers=layers)
+    m = build_method("ev_clip", {}, info, T, None)
+    assert m.needs.tokens_at == (layers // 2,)
+    assert build_method("ev_clip", {"z_block": 1}, info, T, None).needs.tokens_at == (1,)
 
 
 def test_ev_clip_generator_sizes_match_the_public_code():

@@ -2,8 +2,8 @@
 
 Spec methods.md §2 (behaviour of AI-CV-Lab/EV-CLIP, adapted in §2.3). Both generators read
 frozen auxiliary features ``z [B, z_dim, t, 7, 7]`` of the *unmasked* clip. By default z are the
-cached CLIP tokens entering block ``z_block`` (= the output of block ``z_block - 1``; default 6,
-the middle of a 12-block ViT-B), class token dropped, patch grid average-pooled to 7x7 (ViT-B/32
+cached CLIP tokens entering block ``z_block`` (= the output of block ``z_block - 1``; default
+``L // 2``: the output of the middle block, 6 of ViT-B's 12, 12 of ViT-L's 24), class token dropped, patch grid average-pooled to 7x7 (ViT-B/32
 at 224 px already has a 7x7 grid and width 768 = Omnivore-S's z_dim, so generator shapes and
 sizes equal the public code's), ``t = T`` slots (or ``T/2`` frame pairs).
 
@@ -62,7 +62,7 @@ GRID = 7  # the generators' spatial map size
 @dataclass(frozen=True)
 class Config:
     prompts: Literal["context", "mask", "both"] = "context"
-    z_block: int = 6  # tokens entering this block (= output of block z_block - 1) are z
+    z_block: int | None = None  # tokens entering this block (= output of block z_block - 1) are z; None: L // 2
     z_slots: Literal["frames", "pairs"] = "frames"  # t = T, or T/2 by averaging frame pairs
     aux_encoder: str = "clip-mid"
     consistency_weight: float = 0.1
@@ -103,7 +103,8 @@ class ClipMidTokens(AuxEncoder):
 
     name = "clip-mid"
 
-    def __init__(self, info: ModelInfo, block: int, slots: str = "frames"):
+    def __init__(self, info: ModelInfo, block: int | None, slots: str = "frames"):
+        block = info.layers // 2 if block is None else block  # the spec's output of block L/2 (1-based)
         if not 0 <= block < info.layers:
             raise InputError(f"ev_clip z_block {block} is not a block of this model (blocks 0..{info.layers - 1}); "
                              f"pass z_block={info.layers // 2} (the middle block) or another cached block")
@@ -149,7 +150,7 @@ class ClipTrendTokens(ClipMidTokens):
 
     name = "clip-trend"
 
-    def __init__(self, info: ModelInfo, block: int, slots: str = "frames"):
+    def __init__(self, info: ModelInfo, block: int | None, slots: str = "frames"):
         super().__init__(info, block, slots)
         self.z_dim = 2 * info.width
 
