@@ -17,7 +17,7 @@ from cachekit.errors import InputError
 from cachekit.inputs import collect_inputs
 from datasets_helpers import (make_frame_folders, make_hmdb51, make_kinetics, make_ssv2, make_ucf101,
                               write_fewshot_lists, write_jpeg_folder)
-from helpers import invoke, synth_frames
+from helpers import invoke, synth_frames, write_h264
 
 
 @pytest.fixture(scope="module")
@@ -302,3 +302,76 @@ def test_any_format_forced_on_any_file_reads_it_or_refuses_in_one_line(lay, tmp_
                 collect_inputs([str(sample)], fmt=fmt, require_videos=False)
             except ClipcacheError as err:
                 assert "\n" not in str(err), (fmt, sample, err)
+
+
+# --------------------------------------------------------------------------- review findings
+def test_numbered_class_names_keep_their_rows_when_a_class_has_no_video(lay, tmp_path):
+    """Rows numbered 0.. index every class the files name, present on disk or not: a class missing
+    on disk does not shift the later names (kick ball was named "kick" when kick/ was absent)."""
+    h = lay["hmdb"]
+    root = tmp_path / "hmdb"
+    shutil.copytree(h.root, root)
+    shutil.rmtree(root / "hmdb51_org" / "kick")
+    names = tmp_path / "names.csv"
+    names.write_text("id,name\n0,brush hair\n1,kick\n2,kick ball\n")
+    got = collect_inputs([str(root / "testTrainMulti_7030_splits")], video_root=str(root / "hmdb51_org"),
+                         class_names=str(names))
+    assert {it.class_id: it.label for it in got.items} == {"brush_hair": "brush hair", "kick_ball": "kick ball"}
+    # a folder of class folders with an empty one, and videos beside them (left out, with a note)
+    folder = tmp_path / "own"
+    for i, c in enumerate(("Archery", "Bowling", "Cycling")):
+        (folder / c).mkdir(parents=True)
+        if c != "Bowling":
+            write_h264(folder / c / "a.mp4", synth_frames(i, frames=4, height=32, width=32))
+    write_h264(folder / "loose.mp4", synth_frames(9, frames=4, height=32, width=32))
+    (folder / ".ipynb_checkpoints").mkdir()  # hidden folders hold no class row
+    rows = tmp_path / "names.txt"
+    rows.write_text("archery\nbowling\ncycling\n")
+    got = collect_inputs([str(folder)], class_names=str(rows))
+    assert {it.class_id: it.label for it in got.items} == {"Archery": "archery", "Cycling": "cycling"}
+    assert any("loose.mp4" in n and "no class" in n for n in got.notes)
+    assert any("Bowling" in n and "no video" in n for n in got.notes)
+
+
+def test_fold_given_beside_list_files_of_another_fold_is_refused(lay):
+    u, h = lay["ucf"], lay["hmdb"]
+    with pytest.raises(InputError, match="is fold 1, but --fold 2 was given"):
+        collect_inputs([str(u.lists["train"]), str(u.lists["test"])], video_root=str(u.video_root), fold=2)
+    with pytest.raises(InputError, match="is fold 1, but --fold 3 was given"):
+        collect_inputs([str(p) for p in h.lists["files"]], video_root=str(h.video_root), fold=3)
+    got = collect_inputs([str(u.lists["train"])], video_root=str(u.video_root), fold=1)  # the same fold: fine
+    assert got.items
+
+
+def test_vifi_lists_whose_folder_is_the_split_do_not_name_classes_after_it(lay, tmp_path):
+    """ViFi-CLIP's Kinetics lists read ``val/<clip>.mp4 <label>``: the folder is not the class."""
+    k = lay["k400"]
+    clips = sorted(p for p in Path(k.video_root).rglob("*.mp4") if p.parent.name == "val")[:3]
+    lst = tmp_path / "val.txt"
+    lst.write_text("".join(f"val/{p.name} {i}\n" for i, p in enumerate(clips)))
+    got = collect_inputs([str(lst)], video_root=str(clips[0].parent.parent), fmt="vifi")
+    assert sorted(it.label for it in got.items) == [f"class {i}" for i in range(len(clips))]
+    assert any("do not follow its labels" in n for n in got.notes)
+
+
+def test_lookup_by_stem_follows_linked_folders(lay, tmp_path):
+    k = lay["k400"]
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for d in sorted(p for p in Path(k.video_root).iterdir() if p.is_dir()):
+        (linked / d.name).symlink_to(d, target_is_directory=True)
+    (linked / "loop").symlink_to(linked, target_is_directory=True)  # a link back up: walked once
+    csvs = [str(k.lists["train"]), str(k.lists["val"])]
+    want = collect_inputs(csvs, video_root=str(k.video_root))
+    got = collect_inputs(csvs, video_root=str(linked))
+    assert len(got.items) == len(want.items) > 0
+
+
+def test_class_names_that_are_not_utf8_are_refused_in_one_line(tmp_path):
+    (tmp_path / "v").mkdir()
+    write_h264(tmp_path / "v" / "a.mp4", synth_frames(1, frames=4, height=32, width=32))
+    csv = tmp_path / "latin1.csv"
+    csv.write_bytes(b"path,label\r\nv/a.mp4,caf\xe9 au lait\r\n")  # cp1252, as Excel saves it
+    with pytest.raises(InputError, match="is not UTF-8 text") as exc:
+        collect_inputs([str(csv)])
+    assert "\n" not in str(exc.value)

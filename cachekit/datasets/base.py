@@ -43,6 +43,9 @@ class ClassSet:
 
     order: list[str] | None = None
     names: dict[str, str] = field(default_factory=dict)
+    # every class the reader read, with or without a video present: with no official order, rows
+    # numbered 0.. index these sorted, so a class missing on disk does not shift the later names
+    listed: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -68,11 +71,21 @@ class InputSet:
     def add(self, fmt: str, path: str, split: str | None, label: str | None = None,
             class_id: str | None = None, listed: bool = True) -> None:
         """A video a reader found (or, when ``listed`` and the file is absent, a missing one)."""
+        for what in (label, class_id):
+            if what is not None and not _is_utf8(what):
+                raise InputError(f"the class name {what!r} (of {path!r}) is not UTF-8 text: its list file or folder "
+                                 "name is in another encoding (e.g. cp1252, as Excel saves CSVs); save it as UTF-8")
+        if class_id is not None:
+            self.saw_class(fmt, class_id)
         if listed and split and not os.path.exists(path):
             self.missing.setdefault(split, []).append(path)
             return
         self.item_format[len(self.items)] = fmt
         self.items.append(VideoItem(path, label, split, class_id))
+
+    def saw_class(self, fmt: str, class_id: str) -> None:
+        """A class ``fmt``'s files name, whether or not any of its videos is present."""
+        self.classes.setdefault(fmt, ClassSet()).listed.add(class_id)
 
     def same_fold(self, fmt: str, fold: str, what: str) -> None:
         """Refuse lists of two folds of one data set in one command (their splits would merge)."""
@@ -81,6 +94,15 @@ class InputSet:
             raise InputError(f"{what} is {fold} but another input is {have}: extract one fold per store "
                              "(the splits of two folds would merge)")
         self.formats[fmt] = fold
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text holding bytes that were not UTF-8 (read with ``surrogateescape``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Source:
@@ -157,7 +179,13 @@ class Context:
             from ..frames import is_frame_folder
 
             found: dict[str, str] = {}
-            for dirpath, dirnames, filenames in os.walk(root):
+            visited: set[str] = set()
+            for dirpath, dirnames, filenames in os.walk(root, followlinks=True):  # linked folders too
+                real = os.path.realpath(dirpath)
+                if real in visited:  # a link back up the tree, or two links to one folder
+                    dirnames.clear()
+                    continue
+                visited.add(real)
                 dirnames.sort()
                 for f in sorted(filenames):
                     if is_video_name(f):
@@ -260,7 +288,7 @@ def name_classes(fmt: str, ids: set[str], cset: ClassSet | None, names: ClassNam
     default (:func:`words`, or the reader's own names): rows numbered 0.. follow the data set's
     order; a name that spells another class of the set is refused (HMDB's kick / kick ball trap)."""
     cset = cset or ClassSet()
-    order = cset.order if cset.order is not None else sorted(ids)
+    order = cset.order if cset.order is not None else sorted(ids | cset.listed)
     out = {i: cset.names.get(i) or words(i) for i in ids}
     if names is not None and names.by_id is not None:
         unknown = sorted(ids - set(names.by_id))

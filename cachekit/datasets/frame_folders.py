@@ -44,6 +44,7 @@ def read(src: Source, ctx: Context, out: InputSet) -> None:
         for c in src.children:
             if not c.is_dir():
                 continue
+            out.saw_class(NAME, c.name)  # an empty class folder still holds its row of --class-names
             for v in sorted(c.iterdir()):
                 if v.is_dir() and is_frame_folder(v):
                     out.add(NAME, str(v), None, class_id=c.name, listed=False)

@@ -58,6 +58,9 @@ def read(src: Source, ctx: Context, out: InputSet) -> None:
         raise InputError(f"{src.path}: HMDB51 split files are named <class>_test_split<N>.txt (e.g. "
                          f"brush_hair_test_split1.txt), not {src.name}; refusing to guess its class and fold")
     cls, fold = m["cls"], int(m["fold"])
+    if ctx.fold is not None and fold != ctx.fold:
+        raise InputError(f"{src.path} is fold {fold}, but --fold {ctx.fold} was given: pass that fold's split files "
+                         "(or their folder with --fold), or leave --fold out")
     out.same_fold(NAME, f"fold {fold}", src.name)
     unused = 0
     for n, ln in enumerate(src.lines, 1):

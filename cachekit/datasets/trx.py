@@ -59,5 +59,6 @@ def read(src: Source, ctx: Context, out: InputSet) -> None:
         found = found or ctx.files_by_stem(root).get(stem)
         if found is None:
             out.missing.setdefault(split, []).append(str(root / cls / stem))
+            out.saw_class(NAME, cls)
             continue
         out.add(NAME, found, split, class_id=cls)

@@ -81,6 +81,9 @@ def read(src: Source, ctx: Context, out: InputSet) -> None:
     name = LIST_NAME.match(src.name)
     kind = name[1].lower() if name else ("train" if numbered else "test")
     fold = f"fold {int(name[2])}" if name else "one fold"
+    if name and ctx.fold is not None and int(name[2]) != ctx.fold:
+        raise InputError(f"{src.path} is fold {int(name[2])}, but --fold {ctx.fold} was given: pass that fold's "
+                         "lists (or their folder with --fold), or leave --fold out")
     if kind == "test" and numbered:
         raise InputError(f"{src.path}: a UCF101 testlist has no class numbers, but line {rows.index(numbered[0]) + 1} "
                          f"has {numbered[0][3]!r} (an edited copy? the official testlist is '<Class>/<file>.avi')")
