@@ -18,6 +18,7 @@ from clipcache.stores import FeatureStore, open_store
 from .caveat import encoder_caveat
 from .encoder import ModelInfo
 from .errors import InputError
+from .splitdocs import read_splits
 
 
 def extend_command(store: str, key: dict, tokens_at: tuple[int, ...] = (), pixels: bool = False) -> str:
@@ -227,14 +228,9 @@ class FeatureCache:
 
     # ----------------------------------------------------------------- splits
     def splits(self) -> dict[str, Split]:
-        """Splits from the split files the store was extracted from (may be empty). Shares of
-        the inputs extracted apart (``extract --shard``) each keep a document ``<split>@<shard>``;
-        they are merged here."""
-        merged: dict[str, dict] = {}
-        for name, doc in sorted(self.store.json_items("splits").items()):
-            m = merged.setdefault(name.split("@", 1)[0], {"videos": {}, "missing": set()})
-            m["videos"].update(doc.get("videos", {}))
-            m["missing"].update(doc.get("missing", []))
+        """Splits from the split files the store was extracted from (may be empty): every
+        writer's documents merged (:mod:`cachekit.splitdocs`)."""
+        merged = read_splits(self.store)
         out = {}
         for name, doc in merged.items():
             idx, missing = [], len(doc["missing"] - set(doc["videos"]))

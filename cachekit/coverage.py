@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ids import unique_ids
+from .splitdocs import read_splits
 
 ALL = "all"
 _ORDER = {"train": 0, "val": 1, "base_val": 2, "novel_val": 3, "test": 4}  # reports list splits in this order
@@ -20,7 +21,7 @@ def store_coverage(store, keys=None) -> dict[str, dict[str, int]]:
     ``keys``: the store's video keys, when the caller has them; only membership is read, never a
     record (a million records are ~2.5 GB of dicts)."""
     have = frozenset(store.keys("videos") if keys is None else keys)
-    docs = store.json_items("splits")
+    docs = read_splits(store)
     if not docs:
         failed = sum(1 for d in store.json_items("failed").values() if d.get("vkey") not in have)
         return {ALL: {"listed": len(have) + failed, "present": len(have) + failed, "failed": failed,
@@ -30,7 +31,7 @@ def store_coverage(store, keys=None) -> dict[str, dict[str, int]]:
         videos = doc.get("videos", {})
         done = sum(1 for key, _label in videos.values() if key is not None and key in have)
         present = len(videos)
-        out[name] = {"listed": present + len(doc.get("missing", [])), "present": present,
+        out[name] = {"listed": present + len(doc["missing"] - set(videos)), "present": present,
                      "failed": present - done, "used": done}
     return out
 

@@ -74,7 +74,7 @@ def select(inputs: InputSet, shard: Shard | None) -> InputSet:
         return inputs
     items = [it for it in inputs.items if shard.owns_path(it.path)]
     note = f"shard {shard.index}/{shard.count}: {len(items)} of {len(inputs.items)} inputs"
-    return InputSet(items=items, missing=inputs.missing, notes=[*inputs.notes, note])
+    return InputSet(items=items, missing=inputs.missing, notes=[*inputs.notes, note], formats=inputs.formats)
 
 
 @dataclass

@@ -351,3 +351,21 @@ def test_offline_tag_without_cache_real_entry_point(clips, tmp_path):
         assert way in line
     assert not store.exists()
     assert not any(home.rglob("*.safetensors")) and not any(home.rglob("*.bin"))
+
+
+def test_a_rerun_with_other_class_names_says_cached_videos_keep_theirs(tmp_path, model_args):
+    """Labels are part of a video's commit: a re-run with corrected names changes nothing, and says so."""
+    for i, c in enumerate(("Archery", "Cycling")):
+        write_h264(tmp_path / "own" / c / "a.mp4", synth_frames(30 + i, 6, 32, 32))
+    store = tmp_path / "s.zarr"
+    first, second = tmp_path / "n1.txt", tmp_path / "n2.csv"
+    first.write_text("archery\ncycling\n")
+    second.write_text("id,name\nArchery,shooting arrows\nCycling,riding a bike\n")
+    rc, out, err = extract(model_args, tmp_path / "own", "--class-names", first, "--store", store, "--frames", "2")
+    assert rc == 0, err
+    rc, out, err = extract(model_args, tmp_path / "own", "--class-names", second, "--store", store, "--frames", "2")
+    assert rc == 0, err
+    assert "2 cached videos keep the class they were extracted with" in out + err and "'shooting arrows'" in out + err
+    assert sorted(info(store)["class_ids"]) == ["archery", "cycling"]
+    rc, out, err = extract(model_args, tmp_path / "own", "--class-names", first, "--store", store, "--frames", "2")
+    assert "keep the class" not in out + err  # the same names: nothing to say

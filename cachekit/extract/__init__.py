@@ -22,7 +22,8 @@ from .config import ExtractConfig, PipelinePlan, parse_blocks, pipeline_plan, us
 from .encode import Encoder
 from .extend import Extension, lacking
 from .reader import Pending, Reader, hash_input
-from .runner import Extractor, extract, record_splits
+from ..splitdocs import record_splits
+from .runner import Extractor, extract
 from .summary import ExtractSummary, merge_summaries
 from .writer import Writer, WriterThread
 

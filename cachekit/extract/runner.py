@@ -25,6 +25,7 @@ from ..encoder import FrozenCLIP, load_clip
 from ..errors import ClipcacheError, DecodeError, InputError
 from ..inputs import InputSet, VideoItem
 from ..shards import Shard, path_key, select
+from ..splitdocs import check_folds, record_splits
 from ..templates import fill, resolve_templates
 from .config import ExtractConfig, pipeline_plan
 from .encode import Encoder
@@ -79,6 +80,7 @@ class Extractor:
         work: list[tuple[str, VideoItem]] = []
         seen: set[str] = set()
         done = set(self.store.keys("videos"))
+        cached: list[tuple[str, VideoItem]] = []
         for it in items:
             key = self.keys_by_path.get(os.path.abspath(it.path))
             if key is None or key in seen:
@@ -86,10 +88,25 @@ class Extractor:
             seen.add(key)
             if key in done:
                 s.already_done += 1
+                if it.label is not None:
+                    cached.append((key, it))
             elif dist.owns(key):
                 work.append((key, it))
         s.unique = len(seen)
+        if cached and dist.is_main:
+            self._note_relabelled(cached, s)
         return work
+
+    def _note_relabelled(self, cached: list[tuple[str, VideoItem]], s: ExtractSummary) -> None:
+        """A cached video keeps the class it was committed with: say so when the inputs name another
+        (a corrected --class-names file re-run on the same store changes nothing)."""
+        had = self.store.field("videos", "label", [k for k, _ in cached])
+        other = [(it.path, old, it.label) for (_, it), old in zip(cached, had) if old != it.label]
+        if other:
+            path, old, new = other[0]
+            s.notes.append(f"{len(other)} cached video{'s' * (len(other) != 1)} keep the class they were extracted with, "
+                           f"not the inputs' (e.g. {path}: {old!r}, the inputs say {new!r}); extract into a new "
+                           "--store to change classes")
 
     # --------------------------------------------------------------- the pipeline
     def run(self, items: list[VideoItem], progress: bool = True, dist: Dist | None = None) -> ExtractSummary:
@@ -193,20 +210,6 @@ class Extractor:
         return len(todo)
 
 
-def record_splits(store: FeatureStore, inputs: InputSet, keys_by_path: dict[str, str], part: str | None = None) -> None:
-    """Save which videos each split file named (path -> [content key, label]), merged with
-    earlier runs; videos named but absent are kept under ``missing``. A share of the inputs
-    (``part``: a shard's writer id) keeps its own document per split, ``<split>@<part>``, so
-    shares never overwrite each other's; readers merge them (:meth:`FeatureCache.splits`)."""
-    by_split: dict[str, list[VideoItem]] = inputs.splits
-    for split in sorted(set(by_split) | set(inputs.missing)):
-        name = split if part is None else f"{split}@{part}"
-        doc = store.get_json("splits", name) or {"videos": {}, "missing": []}
-        for it in by_split.get(split, []):
-            path = os.path.abspath(it.path)
-            doc["videos"][path] = [keys_by_path.get(path), it.label]
-        doc["missing"] = sorted(set(doc["missing"]) | set(inputs.missing.get(split, [])))
-        store.put_json("splits", name, doc)
 def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: bool = True,
             enc: FrozenCLIP | None = None, dist: Dist | None = None, shard: Shard | None = None,
             writer: str | None = None, run=None) -> ExtractSummary:
@@ -239,6 +242,7 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
         try:
             store = open_store(store_path, "a", attrs=attrs, writer=wid, packable=PACKED_GROUPS)
             check_key(store, key)  # refuses another configuration; extensible fields merge
+            check_folds(store, inputs)  # refuses another fold of a data set the store holds
         except (ClipcacheError, StoreError) as err:
             failure = err
     errors = [e for e in dist.all_gather(str(failure) if failure else None) if e]  # ranks > 0 wait here
@@ -280,8 +284,7 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
                 else:  # every video has the new arrays: the key says so (one atomic write)
                     store.update_attrs({**{k: v for k, v in store.attrs.items() if k != "layout_version"},
                                         "cache_key": merged})
-            part = shard.name if shard is not None and shard.count > 1 else None
-            record_splits(store, inputs, extractor.keys_by_path, part)
+            record_splits(store, inputs, extractor.keys_by_path, wid)  # this writer's own documents
             summary.coverage = store_coverage(store)
             summary.notes.extend(inputs.notes)
             summary.encoder = encoder_caveat(key)
