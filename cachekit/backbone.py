@@ -299,9 +299,13 @@ def changed_tensors(before: Mapping[str, torch.Tensor], model: nn.Module) -> lis
     return [k for k, v in before.items() if not torch.equal(v, now[k])]
 
 
+class BackboneRequired(InputError):
+    """A method that runs the frozen encoder was built without one."""
+
+
 def require_backbone(backbone: FrozenCLIP | None, method: str, run: RunConfig | None = None) -> Backbone:
     """The :class:`Backbone` a method runs, or a one-line error when the trainer gave no encoder."""
     if backbone is None:
-        raise InputError(f"{method} runs the frozen encoder at every step: build it with the encoder "
+        raise BackboneRequired(f"{method} runs the frozen encoder at every step: build it with the encoder "
                          "(backbone=load_clip(...)); the trainer does this when method.needs.backbone")
     return Backbone(backbone, run)

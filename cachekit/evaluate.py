@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .autoextend import ensure_cached
+from .backbone import BackboneRequired
 from .cache import FeatureCache, Split
 from .caveat import encoder_caveat
 from .errors import InputError, InputNotFound, RunError
@@ -77,8 +78,9 @@ class EvalConfig:
                                                  "list of proto).")
     queries: int = param(1, help="Episodic: queries per class (Q).")
     episodes: int = param(10_000, help="Episodic: number of episodes.")
-    metric: str | None = param("otam", registry="cachekit.similarity:SIMILARITIES",
-                               help="Prototype matching metric (methods with a metric option).")
+    metric: str | None = param(None, registry="cachekit.similarity:SIMILARITIES",
+                               help="Prototype matching metric of a method built by name (methods with a metric "
+                                    "option; default otam). Not with --run: a run keeps the metric it trained with.")
     seed: int = param(0, help="Seed of episodes, K-shot lists, base/novel split.")
     split: str | None = param(None, help="Split to evaluate (default: test, else val, else all videos).")
     split_file: str | os.PathLike | None = param(None, help="CLIP-FSAR / ViFi-CLIP split file to evaluate instead.")
@@ -100,6 +102,9 @@ class EvalConfig:
             raise InputError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         if self.run_dir is not None and (self.method is not None or self.method_options):
             raise InputError("--run evaluates a trained run; --method and --option apply without --run (not both)")
+        if self.run_dir is not None and self.metric is not None:
+            raise InputError("--run evaluates a trained run with the metric it trained with; --metric applies "
+                             "without --run (retrain with train --metric for another)")
         if not isinstance(self.shots, (int, np.integer)):
             if isinstance(self.shots, (str, bytes)) or not isinstance(self.shots, Sequence):
                 raise InputError(f"--shots must be an integer or a list of integers, got {self.shots!r}")
@@ -255,12 +260,16 @@ def _build(name: str, options: dict | None, metric: str | None, cache: FeatureCa
 
     mod = method_module(name)
     overrides = typed_options(name, options or {})
-    if metric is not None and "metric" in {f.name for f in dataclasses.fields(mod.Config)}:
-        overrides.setdefault("metric", metric)
-    method = build_method(name, overrides, cache.model_info, frames)
-    if method.num_trainable() or method.needs_backbone:
-        raise InputError(f"method {name} has {method.num_trainable():,} trainable parameters: train it first "
-                         "(clipcache train) and evaluate the run with --run")
+    if "metric" in {f.name for f in dataclasses.fields(mod.Config)}:
+        overrides.setdefault("metric", metric or "otam")
+    untrained = (f"method {name} has trainable parameters: train it first (clipcache train) and evaluate the run "
+                 "with --run")
+    try:
+        method = build_method(name, overrides, cache.model_info, frames)
+    except BackboneRequired as err:  # it runs the frozen encoder: a method with modules inside it
+        raise InputError(untrained) from err
+    if method.trainable_parameters() or method.needs_backbone:  # (a lazy layer has no size before training)
+        raise InputError(untrained)
     return method
 
 
@@ -438,9 +447,14 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
             for k in shot_list:
                 results += proto.evaluate(EvalJob(shots=k, data=data, **base))
     if meta_run is not None:
+        from .runs import unfinished_run_note
+
+        unfinished = unfinished_run_note(meta_run, cfg.run_dir)
         for r in results:
             r.notes.append(f"trained run {Path(cfg.run_dir).name} (trained under the "
                            f"{_run_protocol(meta_run) or '?'} protocol)")
+            if unfinished:
+                r.notes.insert(0, unfinished)
     caveat = encoder_caveat(cache.key)
     cov = eval_coverage(cache, pools, own_lists)
     for r in results:

@@ -145,6 +145,18 @@ def check_cache_key(meta: dict, cache_key: dict, run_dir: str | os.PathLike = "r
 
 
 # --------------------------------------------------------------------------- encoder
+def unfinished_run_note(meta: dict, run_dir) -> str | None:
+    """A line for reports of a run whose training did not finish (Ctrl-C, ``--stop-after``, a
+    crash): its weights are those of the last checkpoint, not the trained ones."""
+    status = meta.get("status")
+    if status in (None, "complete"):
+        return None
+    train = meta.get("train") or {}
+    steps = train.get("steps")
+    return (f"run {Path(str(run_dir)).name} is {status} at step {meta.get('step')} of {steps}: its weights are "
+            f"that checkpoint's (clipcache train --resume finishes it)")
+
+
 class DeferredEncoder(FrozenCLIP):
     """A :class:`FrozenCLIP` that loads on first use.
 

@@ -473,6 +473,12 @@ def test_cli_user_errors_exit_2(stores):
                  ["--method", "proto"]):
         code, out, err = invoke(["eval", "--store", stores["clean"], *args])
         assert code == 2 and err.startswith("error: ") and "Traceback" not in err, (args, err)
+    # a method with weights built by name (a lazy layer: a traceback before), and a --metric a run would ignore
+    for args, message in ((["--protocol", "allway", "--method", "linear_probe"], "train it first"),
+                          (["--protocol", "episodic", "--method", "linear_probe"], "train it first"),
+                          (["--run", stores["clean"], "--metric", "mean"], "the metric it trained with")):
+        code, out, err = invoke(["eval", "--store", stores["clean"], *args])
+        assert code == 2 and message in err and err.count("\n") == 1, (args, err)
 
 
 def test_cli_method_option_picks_one_template(tmp_path):
@@ -507,6 +513,15 @@ def test_cli_evaluates_a_trained_run_under_its_protocol(tmp_path):
     assert (r["protocol"], r["ways"], r["shots"], r["episodes"]) == ("episodic", 5, 1, 12)
     assert r["method"] == "CLIP-FSAR head (frozen encoder)"
     assert any("trained under the episodic protocol" in n for n in r["notes"])
+    assert not any("checkpoint's" in n for n in r["notes"])
+    # a run stopped before its last step is evaluated with a note saying so, first
+    stopped = tmp_path / "stopped"
+    train(store, str(stopped), "clip_fsar", None, TrainConfig(protocol="episodic", episodes=4, epochs=1, queries=1,
+                                                              val_episodes=2, device="cpu"), progress=False,
+          stop_after=1)
+    code, out, err = invoke(["eval", "--store", store, "--run", stopped, "--episodes", "4", "--json"])
+    assert code == 0, err
+    assert json.loads(out)["notes"][0].startswith("run stopped is stopped at step 1 of 4")
     # the run's cache key must match the store it is evaluated on (here: 2 frames, not 4)
     other = write_store(tmp_path / "other.h5", emb[:, :2], labels, splits={"test": by_class(labels, names[10:])})
     code, out, err = invoke(["eval", "--store", other, "--run", run, "--episodes", "2"])
