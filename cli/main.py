@@ -31,6 +31,8 @@ class _Group(click.Group):
         except (ClipcacheError, StoreError) as err:
             click.echo(f"error: {err}", err=True)
             ctx.exit(2)
+        except BrokenPipeError:  # `clipcache info S | head -1`: the reader left; click exits quietly (1)
+            raise
         except OSError as err:  # the machine, not the input: disk full, permissions, a lost mount
             where = f" ({err.filename})" if err.filename else ""
             click.echo(f"error: {err.strerror or err}{where}; nothing committed was lost, re-run the "

@@ -206,3 +206,16 @@ def test_csv_parser_reads_path_label_rows(tmp_path_factory, rows):
     for p, lab in rows:
         first.setdefault(str(root / f"{p}.mp4"), lab)
     assert {i.path: i.label for i in got.items} == first
+
+
+def test_a_reader_that_leaves_the_pipe_early_gets_no_error_line():
+    """``clipcache methods | head -1``: the reader closing stdout is not an error of the machine."""
+    import subprocess
+
+    from helpers import cli_command, cli_env
+
+    p = subprocess.Popen(cli_command(["methods"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    p.stdout.close()  # before the command writes: its first write meets a closed pipe
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 1
+    assert "error" not in err and "Traceback" not in err, err
