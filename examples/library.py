@@ -1,6 +1,7 @@
 """clipcache used from Python: synth -> extract -> baseline -> train from the cache -> evaluate.
 
-Runs as is (the toy CLIP that ships with clipcache, about a minute on 2 CPU cores; its numbers say
+Runs as is (the toy CLIP that ships with clipcache, 2-3 minutes on 2 CPU cores, seconds when run again
+into the same OUT_DIR, which reuses its store and run; its numbers say
 nothing about real CLIP on real videos):
 
     python examples/library.py [OUT_DIR]
@@ -53,8 +54,10 @@ def main(out: Path) -> None:
     # 4. The no-training baseline, then a method trained from the cache, on the same episodes.
     base = evaluate(out / "cache.zarr", EvalConfig(protocol="episodic", method="proto", metric="otam", ways=5,
                                                    shots=1, episodes=500, out_dir=out / "eval" / "proto"))
+    # resume=True: run again, the script reuses the finished run (or finishes an interrupted one)
     run = train(str(out / "cache.zarr"), str(out / "runs" / "clip_fsar"), "clip_fsar", {},
-                TrainConfig(protocol="episodic", queries=1, episodes=200, val_episodes=50, lr=1e-3), progress=False)
+                TrainConfig(protocol="episodic", queries=1, episodes=200, val_episodes=50, lr=1e-3), progress=False,
+                resume=True)
     trained = evaluate(out / "cache.zarr", EvalConfig(protocol="episodic", run_dir=run.run_dir,
                                                       episodes_file=out / "eval" / "proto" / "episodes.json"))
     print(f"prototypes+OTAM {base.accuracy:.1f} ± {base.ci95:.1f} %; {trained.method} {trained.accuracy:.1f} "
