@@ -23,13 +23,16 @@ from cachekit.demo import FEWSHOT_HEADS
 @click.option("--style", type=click.Choice(["default", "doodle"]), default="default", show_default=True,
               help="doodle: a second, independently drawn style (other motions, shapes, backgrounds and speeds; "
                    "motion classes only), to check what transfers from the default benchmark.")
+@click.option("--splits", default="0.6,0.2,0.2", show_default=True, metavar="TRAIN,VAL,TEST",
+              help="Shares of the classes in the class-disjoint train, val and test splits (5-way episodes need "
+                   "5 classes in val and test: 0.5,0.25,0.25 gives 10 / 5 / 5 of the 20 motion classes).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Threads drawing and encoding clips (default: the cores available); the files are the same.")
 @click.option("--list-classes", is_flag=True, help="Print the class names and exit.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none either when stderr is not a terminal).")
-def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, clutter, style, seed, workers,
-          list_classes, no_progress):
+def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, clutter, style, splits, seed,
+          workers, list_classes, no_progress):
     """Write procedurally drawn action clips to OUT_DIR, with a CSV and CLIP-FSAR / ViFi-CLIP splits.
 
     Classes differ by motion (some are exact time-reversals of each other); with --objects each is
@@ -50,8 +53,13 @@ def synth(out_dir, classes, objects, videos_per_class, frames, size, challenge, 
     if not out_dir:
         raise click.UsageError("missing OUT_DIR")
     names = None if classes == "all" else tuple(c.strip() for c in classes.split(",") if c.strip())
+    try:
+        shares = tuple(float(f) for f in splits.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected three numbers TRAIN,VAL,TEST, got {splits!r}", param_hint="--splits")
     cfg = SynthConfig(classes=names, videos_per_class=videos_per_class, frames=frames, size=size,
-                      challenge=challenge, seed=seed, clutter=clutter, objects=object_list, style=style)
+                      challenge=challenge, seed=seed, clutter=clutter, objects=object_list, style=style,
+                      splits=shares)
     res = synth_dataset(out_dir, cfg, progress=wanted(no_progress), workers=workers)
     click.echo(f"wrote {len(res.videos)} clips of {len(res.classes)} classes to {res.out_dir}")
     click.echo(f"labels: {res.csv}")

@@ -1056,3 +1056,17 @@ def test_the_benchmark_selection_set_reads_no_test_clip_and_no_novel_composition
     rel = f"videos/{slugify(c)}/{slugify(c)}_000.mp4"
     ours, theirs = decode_all_pyav(data / rel).astype(np.int16), decode_all_pyav(bench_dir / rel).astype(np.int16)
     assert np.abs(ours - theirs).mean() > 3 and np.abs(ours[::-1] - theirs).mean() > 3
+
+
+def test_synth_cli_splits_give_five_way_val_and_test(tmp_path):
+    """The README's few-shot session draws 5-way episodes on val and test: --splits makes that possible."""
+    from helpers import invoke
+
+    code, out, err = invoke(["synth", str(tmp_path / "s"), "--splits", "0.5,0.25,0.25", "--size", "32", "--frames",
+                             "2", "--videos-per-class", "1", "--no-progress"])
+    assert code == 0, err
+    assert "split train: 10 classes" in out and "split val: 5 classes" in out and "split test: 5 classes" in out
+    for bad in ("0.5,x", "0.5,0.6,0.25"):
+        code, out, err = invoke(["synth", str(tmp_path / "b"), "--splits", bad])
+        assert code == 2 and ("--splits" in out + err or "splits must be" in out + err), (bad, out, err)
+        assert not (tmp_path / "b").exists()
