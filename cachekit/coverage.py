@@ -1,7 +1,8 @@
 """Coverage: per split, how many videos its list names (``listed``), how many were on disk
-(``present``), how many of those could not be decoded (``failed``) and how many the command used
-(``used``: in the store for ``extract`` / ``info``; in the run's split for ``train``; scored for
-``eval``). Public copies are incomplete (a Kinetics copy lacks 5-10 % of its YouTube clips), so
+(``present``), how many of those could not be decoded (``failed``), how many are neither failed nor
+in the store (``pending``: not extracted yet, or uncommitted by ``verify --repair``) and how many
+the command used (``used``: in the store for ``extract`` / ``info``; in the run's split for
+``train``; scored for ``eval``). Public copies are incomplete (a Kinetics copy lacks 5-10 % of its YouTube clips), so
 every report says it in its first lines. A store extracted without split files has one row, ``all``.
 """
 
@@ -24,15 +25,19 @@ def store_coverage(store, keys=None) -> dict[str, dict[str, int]]:
     docs = read_splits(store)
     if not docs:
         failed = sum(1 for d in store.json_items("failed").values() if d.get("vkey") not in have)
-        return {ALL: {"listed": len(have) + failed, "present": len(have) + failed, "failed": failed,
+        return {ALL: {"listed": len(have) + failed, "present": len(have) + failed, "failed": failed, "pending": 0,
                       "used": len(have)}}
     out = {}
+    failed_keys: set | None = None  # read only when some listed video is not in the store
     for name, doc in sorted(docs.items(), key=lambda kv: (_ORDER.get(kv[0], len(_ORDER)), kv[0])):
         videos = doc.get("videos", {})
-        done = sum(1 for key, _label in videos.values() if key is not None and key in have)
+        absent = [key for key, _label in videos.values() if key is None or key not in have]
+        if absent and failed_keys is None:
+            failed_keys = {d.get("vkey") for d in store.json_items("failed").values()}
+        failed = sum(1 for key in absent if key is None or key in failed_keys)  # None: it could not be read
         present = len(videos)
         out[name] = {"listed": present + len(doc["missing"] - set(videos)), "present": present,
-                     "failed": present - done, "used": done}
+                     "failed": failed, "pending": len(absent) - failed, "used": present - len(absent)}
     return out
 
 
@@ -55,6 +60,7 @@ def coverage_lines(cov: dict[str, dict[str, int]], used: str = "used") -> list[s
     lines = []
     for name, r in cov.items():
         share = f" ({100.0 * r['present'] / r['listed']:.1f}%)" if r["listed"] else ""
+        pending = f", {r['pending']:,} not extracted yet" if r.get("pending") else ""
         lines.append(f"coverage {name}: {r['listed']:,} listed, {r['present']:,} present{share}, "
-                     f"{r['failed']:,} failed to decode, {r['used']:,} {used}")
+                     f"{r['failed']:,} failed to decode{pending}, {r['used']:,} {used}")
     return lines

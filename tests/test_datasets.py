@@ -255,7 +255,7 @@ def test_each_layout_extracts_from_its_real_containers_with_coverage(lay, tiny_c
         rc, out, err = invoke(["info", str(store), "--json"])
         info = json.loads(out)
         if name == "k400":
-            assert info["coverage"]["val"] == {"listed": 6, "present": 5, "failed": 0, "used": 5}
+            assert info["coverage"]["val"] == {"listed": 6, "present": 5, "failed": 0, "pending": 0, "used": 5}
         if name == "ucf":
             assert info["class_ids"]["apply eye makeup"] == "ApplyEyeMakeup"
         if name == "ssv2":

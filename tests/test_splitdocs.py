@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from cachekit.coverage import store_coverage
+from cachekit.coverage import coverage_lines, store_coverage
 from cachekit.inputs import InputSet, VideoItem
 from cachekit.splitdocs import COMPACT_AT, read_splits, record_splits
 from clipcache.stores import open_store
@@ -53,11 +53,20 @@ def test_writers_finishing_together_lose_no_split_entries(tmp_path, backend):
 
 def test_shares_merge_in_coverage_and_a_found_video_is_no_longer_missing(tmp_path):
     with open_store(str(tmp_path / "s.zarr"), "a", attrs={}) as store:
-        record_splits(store, _inputs(["/v/a.mp4"], missing=["/v/b.mp4"]), {"/v/a.mp4": None}, writer="shard-0-of-2")
-        record_splits(store, _inputs(["/v/b.mp4"]), {"/v/b.mp4": None}, writer="shard-1-of-2")
-        cov = store_coverage(store, keys=[])
+        record_splits(store, _inputs(["/v/a.mp4"], missing=["/v/b.mp4"]), {"/v/a.mp4": "ka"}, writer="shard-0-of-2")
+        record_splits(store, _inputs(["/v/b.mp4", "/v/c.mp4"]), {"/v/b.mp4": "kb", "/v/c.mp4": None},
+                      writer="shard-1-of-2")
+        store.put_json("failed", "kb", {"vkey": "kb", "path": "/v/b.mp4", "reason": "no frames"})
+        cov = store_coverage(store, keys=["ka"])
     assert list(cov) == ["train"]  # one line per split, not one per writer's document
-    assert cov["train"] == {"listed": 2, "present": 2, "failed": 2, "used": 0}
+    # c could not be read (no key), b failed to decode; neither is "not extracted yet"
+    assert cov["train"] == {"listed": 3, "present": 3, "failed": 2, "pending": 0, "used": 1}
+    with open_store(str(tmp_path / "s.zarr"), "a") as store:
+        store.delete_json("failed", "kb")  # e.g. extract --retry-failed under way, or verify --repair
+        cov = store_coverage(store, keys=["ka"])
+    assert cov["train"] == {"listed": 3, "present": 3, "failed": 1, "pending": 1, "used": 1}
+    assert coverage_lines(cov) == ["coverage train: 3 listed, 3 present (100.0%), 1 failed to decode, "
+                                   "1 not extracted yet, 1 used"]
 
 
 def test_a_second_fold_into_one_store_is_refused_and_changes_nothing(tmp_path, tiny_cfg):
