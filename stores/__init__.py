@@ -13,6 +13,7 @@ from .base import (
     LAYOUT_VERSION,
     STORAGE_OPTIONS_ENV,
     FeatureStore,
+    StoreCorrupt,
     StoreError,
     StoreFormatError,
     StoreLocked,
@@ -27,6 +28,7 @@ from .base import (
 __all__ = [
     "LAYOUT_VERSION",
     "FeatureStore",
+    "StoreCorrupt",
     "StoreError",
     "StoreFormatError",
     "StoreLocked",

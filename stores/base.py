@@ -53,6 +53,10 @@ class StoreReadOnly(StoreError):
     """A write was attempted on a store opened with mode='r'."""
 
 
+class StoreCorrupt(StoreError):
+    """An entry's stored bytes do not match the sha256 of its commit record (damaged on disk)."""
+
+
 #: fsspec options for stores at URLs, as JSON: set by ``--storage-option`` and inherited by the
 #: processes a command starts (torchrun ranks, Ray workers on this machine)
 STORAGE_OPTIONS_ENV = "CLIPCACHE_STORAGE_OPTIONS"
@@ -446,6 +450,23 @@ class FeatureStore(ABC):
     @abstractmethod
     def read(self, group: str, key: str, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """Arrays of one committed entry."""
+
+    def read_verified(self, group: str, key: str, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """:meth:`read`, each array checked against the sha256 of its commit record.
+
+        For callers that copy an entry's arrays on (extending it): a new record would hash the
+        damaged bytes afresh, and ``verify`` could no longer tell. Raises :class:`StoreCorrupt`
+        naming the arrays that differ (``verify --repair`` uncommits such an entry).
+        """
+        rec = self.record(group, key)
+        if rec is None:
+            raise StoreError(f"{group}/{key} is not in store {self.path}")
+        arrays = self.read(group, key, names)
+        bad = sorted(n for n, a in arrays.items() if array_sha256(a) != rec["arrays"][n]["sha256"])
+        if bad:
+            raise StoreCorrupt(f"{group}/{key} in store {self.path}: {', '.join(bad)} do not match the "
+                               "sha256 of its commit record (damaged; verify --repair uncommits it)")
+        return arrays
 
     def has(self, group: str, key: str) -> bool:
         return self.record(group, key) is not None

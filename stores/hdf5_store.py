@@ -14,7 +14,9 @@ the parts stay and readers read them. After a crash the parts stay too, and the 
 close alone publishes them.
 
 Publishing also stacks the small arrays of each *packable* group into one dataset per array name
-(``packed/<group>/<name>``), which :meth:`HDF5Store.read_column` reads in one go. Which groups are
+(``packed/<group>/<name>``), which :meth:`HDF5Store.read_column` reads in one go (the rows asked
+for spanned). The packed column is a second copy beside each entry's own datasets (what
+:meth:`HDF5Store.read` returns), so ``verify`` hashes both against the record. Which groups are
 packable is the creator's choice (``open_store(..., packable=...)``), recorded in the store
 (``meta/packable.json`` of the work dir, ``"packable"`` of the published metadata); a store
 published before it was recorded keeps packing the groups it has packed.
@@ -39,6 +41,7 @@ from .base import (
     StoreError,
     StoreFormatError,
     StoreNotFound,
+    array_sha256,
     build_record,
     fsync_path,
 )
@@ -71,6 +74,7 @@ class HDF5Store(LogStore):
         self._init_log(Files(self._work), lock_path=Path(f"{path}.lock"))
         self._published: dict = {"attrs": None, "commits": {}, "docs": {}}
         self._parts: dict[str, Any] = {}  # this writer's open part files, per segment
+        self._packed_pos: dict[str, tuple[list, dict[str, int]]] = {}  # group -> (packed keys, key -> row)
         self._docs = JsonDir(self._work / "meta" / "docs")
         if mode == "a":
             if not self._file.exists() and not self._work_ready and attrs is None:
@@ -239,14 +243,63 @@ class HDF5Store(LogStore):
                 f.close()
 
     def read_column(self, group: str, name: str, keys: list[str]) -> np.ndarray:
+        rows = self._packed_rows(group, name, keys)
+        return rows if rows is not None else super().read_column(group, name, keys)
+
+    def _packed_rows(self, group: str, name: str, keys: list[str]) -> np.ndarray | None:
+        """Rows of ``keys`` from the packed column ``packed/<group>/<name>`` (the rows spanned,
+        one read), or None where :meth:`read_column` gives readers the entries' own datasets
+        instead: ``name`` not packed, a key not published, or records past the published file."""
         packed = self._published.get("packed", {}).get(group, {})
-        if name in packed.get("names", ()) and not self._log(group).segments():
-            pos = {k: i for i, k in enumerate(packed["keys"])}
-            if all(k in pos for k in keys) and keys:
-                with _h5().File(self._file, "r") as f:
-                    data = f[f"packed/{group}/{name}"][()]
-                return data[np.array([pos[k] for k in keys])]
-        return super().read_column(group, name, keys)
+        if not keys or name not in packed.get("names", ()) or self._log(group).segments():
+            return None
+        pos = self._packed_pos.get(group)
+        if pos is None or pos[0] is not packed["keys"]:  # built once per published file
+            pos = self._packed_pos[group] = (packed["keys"], {k: i for i, k in enumerate(packed["keys"])})
+        if not all(k in pos[1] for k in keys):
+            return None
+        at = np.array([pos[1][k] for k in keys])
+        lo, hi = int(at.min()), int(at.max()) + 1
+        with _h5().File(self._file, "r") as f:
+            data = f[f"packed/{group}/{name}"][lo:hi]
+        return data[at - lo]
+
+    def _entry_rows(self, group: str, name: str, keys: list[str]) -> np.ndarray:
+        """Array ``name`` of ``keys`` from each entry's own dataset (what :meth:`read` returns),
+        stacked; each file is opened once for all of them, not once per entry."""
+        r, at = self._locate(group, keys, name)
+        sig, path, row, _src = r.arrays.get(name, (np.full(len(r), -1),) * 4)
+        files: dict = {}
+        try:
+            out = []
+            for k, i in zip(keys, at.tolist()):
+                if sig[i] < 0:
+                    raise StoreError(f"{group}/{k} has no array {name!r}")
+                out.append(self._dataset(files, group, k, name, [r.raw.paths[path[i]], int(row[i])])[()])
+            return np.stack(out)
+        finally:
+            for f in files.values():
+                f.close()
+
+    def _column_copies(self, group: str, name: str):
+        """Both copies a reader can be given: each entry's own datasets (:meth:`read`) and, once
+        published, the packed column (:meth:`read_column`); they are written apart, so bytes
+        damaged in one are not damaged in the other."""
+        return [lambda keys: self._entry_rows(group, name, keys),
+                lambda keys: self._packed_rows(group, name, keys)]
+
+    def _entry_ok(self, group: str, key: str) -> bool:
+        """The entry read back whole, and its rows of the packed columns readers are given."""
+        if not super()._entry_ok(group, key):
+            return False
+        try:
+            for name, meta in self.record(group, key)["arrays"].items():
+                rows = self._packed_rows(group, name, [key])
+                if rows is not None and array_sha256(rows[0]) != meta["sha256"]:
+                    return False
+        except Exception:  # noqa: BLE001 - any read failure means the entry is bad
+            return False
+        return True
 
     # ----------------------------------------------------------------- documents
     def put_json(self, group: str, key: str, obj: Any) -> None:

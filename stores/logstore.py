@@ -10,7 +10,7 @@ Readers never lock. See :mod:`.log` for how a key committed twice resolves, and 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -115,32 +115,47 @@ class LogStore(FeatureStore):
     def duplicates(self, group: str) -> list[tuple[str, str]]:
         return list(self._resolved(group, refresh=False).duplicates)
 
+    def _column_copies(self, group: str, name: str) -> list[Callable[[list[str]], np.ndarray | None]]:
+        """Every stored copy of array ``name`` that a reader can be given, each as a function of
+        keys -> their rows ``[n, *shape]`` (None: that copy does not hold these keys), for
+        :meth:`_bad_keys` to hash them all. Here one: :meth:`read` and :meth:`read_column` read
+        the same segment rows. HDF5 also has the packed columns it publishes."""
+        return [lambda keys: self.read_column(group, name, keys)]
+
     def _bad_keys(self, group: str) -> tuple[int, list[str]]:
         """:meth:`FeatureStore.verify`'s check, column by column: each array's rows of one shape
-        and dtype are read with :meth:`read_column` in blocks of about :data:`VERIFY_BLOCK` bytes
-        and hashed row by row against the index's sha256. Entry by entry, a million videos took
-        longer than 500 s; a block that cannot be read is checked entry by entry."""
+        and dtype are read in blocks of about :data:`VERIFY_BLOCK` bytes, from every copy of
+        :meth:`_column_copies`, and hashed row by row against the index's sha256; an entry is bad
+        when any copy differs. Entry by entry, a million videos took longer than 500 s; a block
+        that cannot be read is checked entry by entry.
+
+        Cost: every copy of every array is read once (Zarr: the segment rows; HDF5: each entry's
+        own datasets, plus the packed columns readers are given, so about twice their bytes)."""
         r = self._resolved(group)
         keys = r.key_list()
         bad = np.zeros(len(keys), bool)
         whole: set[int] = set()  # entries already checked whole (every array): once, not once per array
         for name, (sig, _path, _row, src) in r.arrays.items():
             sha = r.raw.sha(name)  # [raw rows, 32] uint8
+            copies = self._column_copies(group, name)
             for s in np.unique(sig[sig >= 0]).tolist():
                 idx = np.flatnonzero(sig == s)
                 shape, dtype = r.raw.sigs[s]
                 step = max(1, VERIFY_BLOCK // max(1, np.dtype(dtype).itemsize * int(np.prod(shape))))
                 for a in range(0, idx.size, step):
                     blk = idx[a:a + step].tolist()
-                    try:
-                        col = self.read_column(group, name, [keys[i] for i in blk])  # [n, *shape]
-                    except Exception:  # noqa: BLE001 - unreadable here: each entry decides for itself
-                        for i in set(blk) - whole:
-                            whole.add(i)
-                            bad[i] |= not self._entry_ok(group, keys[i])
-                        continue
-                    for j, i in enumerate(blk):
-                        bad[i] |= array_sha256(col[j]) != sha[src[i]].tobytes().hex()
+                    for copy in copies:
+                        try:
+                            col = copy([keys[i] for i in blk])  # [n, *shape]
+                        except Exception:  # noqa: BLE001 - unreadable here: each entry decides for itself
+                            for i in set(blk) - whole:
+                                whole.add(i)
+                                bad[i] |= not self._entry_ok(group, keys[i])
+                            break  # _entry_ok checked every copy of these entries
+                        if col is None:
+                            continue
+                        for j, i in enumerate(blk):
+                            bad[i] |= array_sha256(col[j]) != sha[src[i]].tobytes().hex()
         return len(keys), [keys[i] for i in np.flatnonzero(bad).tolist()]
 
     def _locate(self, group: str, keys: list[str], name: str) -> tuple[Resolved, np.ndarray]:

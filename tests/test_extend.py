@@ -182,3 +182,45 @@ def test_more_views_are_appended_and_the_cached_views_stay(videos, model, tmp_pa
                 assert np.abs(got[n].astype(np.float32) - want[n].astype(np.float32)).max() <= tol, n
     with FeatureCache(str(ext)) as c:
         assert c.emb(view=None).shape[:2] == (3, 2)
+
+
+def test_a_corrupt_cached_entry_is_not_copied_on(videos, model, tmp_path):
+    """HDF5 store (its videos packed, as extract publishes them): one video's cached ``emb`` is
+    damaged on disk. ``verify`` names it; extending to more views, whose cached views are copied
+    into the new arrays, fails that video (reported, its record left as it was, still bad) instead
+    of committing the damaged bytes under a fresh sha256; the others are extended. After
+    ``verify --repair``, ``--retry-failed`` redoes it whole."""
+    import h5py
+
+    store = tmp_path / "s.h5"
+    run(videos, "--store", store, *model, "--views", "1", "--tokens-at", "1")
+    before = record_hashes(store)
+    key = sorted(before)[1]
+    with h5py.File(store, "r") as f:
+        assert "videos" in f["packed"]  # read_column's copy is another one: the bug hid behind it
+        offset = f[f"videos/{key}/emb"].id.get_offset()
+    with open(store, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(bytes(b ^ 0xA5 for b in fh.read(8)))
+    rc, out, err = invoke(["verify", str(store)])
+    assert rc != 0 and "bad=1" in out, (out, err)
+
+    rc, out, err = invoke(["extract", "--store", store, *model, "--views", "2", "--tokens-at", "1"])
+    assert rc == 1 and "2 extended, 1 failed" in out, (out, err)
+    assert "cannot extend" in err and "emb do not match the sha256" in err and "--retry-failed" in err, err
+    assert key_of(store)["views"] == 1  # not every video has the new view: the key says so
+    after = record_hashes(store)
+    assert after[key] == before[key]  # the damaged entry was not re-recorded
+    assert all(after[k] != before[k] for k in before if k != key)
+    with open_store(store) as s:
+        assert s.verify("videos") == (3, [key])
+        assert s.record("videos", key)["arrays"]["emb"]["shape"][0] == 1
+
+    rc, out, err = invoke(["verify", str(store), "--repair"])
+    assert "bad=1 repaired=1" in out, (out, err)
+    out = run(videos, "--store", store, *model, "--views", "2", "--tokens-at", "1", "--retry-failed")
+    assert "1 extracted, 2 already cached" in out
+    assert key_of(store)["views"] == 2
+    with open_store(store) as s:
+        assert s.verify("videos") == (3, [])
+        assert s.record("videos", key)["arrays"]["emb"]["shape"][0] == 2

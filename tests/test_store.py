@@ -22,6 +22,7 @@ import pytest
 from helpers import ROOT, entry_arrays
 from clipcache.stores import (
     LAYOUT_VERSION,
+    StoreCorrupt,
     StoreError,
     StoreLocked,
     StoreNotFound,
@@ -218,6 +219,27 @@ class StoreContract:
         with open_store(path, "r") as s:
             assert s.verify("videos") == (3, [])
             assert_same_arrays(s.read("videos", key(1)), want[key(1)])
+
+    def test_verify_checks_the_arrays_read_gives_of_a_packed_store(self, path):
+        """A store whose creator packs its videos (as extract does): the bytes :meth:`read`
+        returns are hashed too, not only the column :meth:`read_column` reads (HDF5 keeps both,
+        apart); a damaged entry is bad, ``read_verified`` refuses it, ``--repair`` uncommits it."""
+        want = {key(i): entry_arrays(i) for i in range(3)}
+        with open_store(path, "a", attrs=ATTRS, packable=("videos",)) as s:
+            s.commit_many("videos", [(k, a, {}) for k, a in want.items()])
+        self.corrupt(path, key(1), "emb")
+        with open_store(path, "r") as s:
+            assert not np.array_equal(s.read("videos", key(1))["emb"], want[key(1)]["emb"])  # what a reader gets
+            assert s.verify("videos") == (3, [key(1)])
+            with pytest.raises(StoreCorrupt, match=r"videos/0001 .*emb"):
+                s.read_verified("videos", key(1))
+            assert_same_arrays(s.read_verified("videos", key(1), ["tokens"]), {"tokens": want[key(1)]["tokens"]})
+            assert_same_arrays(s.read_verified("videos", key(0)), want[key(0)])
+        with open_store(path, "a") as s:
+            assert s.verify("videos", repair=True) == (3, [key(1)])
+        with open_store(path, "r") as s:
+            assert s.keys("videos") == [key(0), key(2)] and s.verify("videos") == (2, [])
+            assert_same_arrays(s.read("videos", key(2)), want[key(2)])
 
     # --------------------------------------------------------------------- crash safety
     def test_uncommitted_data_is_invisible(self, path):
@@ -599,6 +621,63 @@ class TestHDF5Store(StoreContract):
             with h5py.File(p, "r", locking=False) as f:  # videos/<key>/<record seq>/<array>
                 found |= f"videos/{key}" in f and any("emb" in g for g in f[f"videos/{key}"].values())
         assert found
+
+    def test_verify_checks_the_packed_column_too(self, path):
+        """The packed column is a second copy: damage there alone (each entry's own datasets
+        intact) is what read_column gives, so verify names the entry; --repair uncommits it, and
+        the next publish packs the column again from the entries left."""
+        import h5py
+
+        want = {key(i): entry_arrays(i) for i in range(3)}
+        with open_store(path, "a", attrs=ATTRS, packable=("videos",)) as s:
+            s.commit_many("videos", [(k, a, {}) for k, a in want.items()])
+        assert self.packed(path)["videos"] == ["emb", "frame_idx", "n", "tokens"]
+        with h5py.File(path, "r") as f:
+            ds = f["packed/videos/emb"]
+            row = ds.id.get_storage_size() // ds.shape[0]
+            offset = ds.id.get_offset() + 2 * row  # key(2)'s row
+        with open(path, "r+b") as fh:
+            fh.seek(offset)
+            fh.write(bytes(b ^ 0xA5 for b in fh.read(8)))
+        with open_store(path, "r") as s:
+            assert_same_arrays(s.read("videos", key(2)), want[key(2)])
+            assert not np.array_equal(s.read_column("videos", "emb", [key(2)])[0], want[key(2)]["emb"])
+            assert s.verify("videos") == (3, [key(2)])
+        with open_store(path, "a") as s:
+            assert s.verify("videos", repair=True) == (3, [key(2)])
+        with open_store(path, "r") as s:
+            assert s.verify("videos") == (2, [])
+            assert np.array_equal(s.read_column("videos", "emb", [key(0), key(1)]),
+                                  np.stack([want[key(0)]["emb"], want[key(1)]["emb"]]))
+
+    def test_verify_reads_each_copy_once_a_block_at_a_time(self, path, monkeypatch):
+        """Cost: verify reads each entry's datasets and the packed columns a block at a time
+        (the packed rows spanned, not the whole column per block), and opens no entry one by one."""
+        import clipcache.stores.logstore as logstore
+        from clipcache.stores.hdf5_store import HDF5Store
+
+        with open_store(path, "a", attrs=ATTRS, packable=("videos",)) as s:
+            s.commit_many("videos", [(key(i), entry_arrays(i), {}) for i in range(12)])
+        monkeypatch.setattr(logstore, "VERIFY_BLOCK", 300)  # emb rows are 256 bytes: a block a row; n's 8: one block
+        rows, reads = [], []
+        packed, one = HDF5Store._packed_rows, HDF5Store.read
+
+        def spy_packed(self, group, name, keys):
+            out = packed(self, group, name, keys)
+            rows.append((name, 0 if out is None else len(out)))
+            return out
+
+        def spy_read(self, *a, **k):
+            reads.append(a)
+            return one(self, *a, **k)
+
+        monkeypatch.setattr(HDF5Store, "_packed_rows", spy_packed)
+        monkeypatch.setattr(HDF5Store, "read", spy_read)
+        with open_store(path, "r") as s:
+            assert s.verify("videos") == (12, [])
+        assert reads == [], reads
+        assert [len_ for n, len_ in rows if n == "emb"] == [1] * 12, rows  # a block a row
+        assert sum(len_ for _, len_ in rows) == 12 * 4, rows  # each packed row once
 
     def test_published_file_is_never_left_half_written(self, path):
         """Closing publishes by rename: only the final file and no temp files remain."""

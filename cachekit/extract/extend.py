@@ -13,7 +13,7 @@ from collections import deque
 
 import numpy as np
 
-from clipcache.stores import FeatureStore
+from clipcache.stores import FeatureStore, StoreCorrupt
 
 from ..cachekey import video_array_names
 from ..distributed import Dist
@@ -89,12 +89,13 @@ class Extension:
                 try:
                     with s.timed("decode"):
                         video, pixels, u8 = fut.result()
-                except DecodeError as err:
-                    self.writer.fail(s, item, None, f"cannot extend: {err}")
+                    arrays = self._arrays(key, rec, missing, video, pixels, u8, s)
+                except (DecodeError, StoreCorrupt) as err:  # corrupt: its cached arrays are not copied on
+                    then = ", then extract --retry-failed redoes it whole" if isinstance(err, StoreCorrupt) else ""
+                    self.writer.fail(s, item, None, f"cannot extend: {err}{then}")
                     s.extend_failed += 1
                     bar.update(1)
                     continue
-                arrays = self._arrays(key, rec, missing, video, pixels, u8, s)
                 batch.append((key, arrays, {}))
                 s.extended += 1
                 bar.update(1)
@@ -120,7 +121,7 @@ class Extension:
             raise DecodeError(f"{path}: cannot read ({err.strerror})") from err
         # the backend and rate (--fps) it was extracted with
         video, u8 = self.reader.frames(path, key, rec.get("backend", self.cfg.backend), rec.get("fps"))
-        stored = self.store.read("videos", key, ["frame_idx"])["frame_idx"]  # [V_old, T]
+        stored = self.store.read_verified("videos", key, ["frame_idx"])["frame_idx"]  # [V_old, T]
         if not np.array_equal(stored, video.indices[:len(stored)].astype(np.int32)):
             raise DecodeError(f"{path}: sampled frames differ from the cached ones")
         needs_encoder = video.indices.shape[0] > len(stored) or any(m.startswith("tokens_") for m in missing)
@@ -152,7 +153,9 @@ class Extension:
             new["timestamps"] = video.timestamps[v_old:].astype(np.float32)
             if self.cfg.pixels:
                 new["pixels"] = u8[n_old:].numpy().reshape(v_new - v_old, t, *u8.shape[1:])
-            old = self.store.read("videos", key, [n for n in new if n in rec["arrays"]])
+            # checked against their records: damaged bytes copied into the new arrays would get a
+            # fresh sha256, and verify could no longer see them (StoreCorrupt: this video fails)
+            old = self.store.read_verified("videos", key, [n for n in new if n in rec["arrays"]])
             old.update(out)  # arrays just computed for the cached views
             out = {k: np.concatenate([old[k], a]) for k, a in new.items()}  # [V_new, T, ...]
         return out
