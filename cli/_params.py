@@ -76,6 +76,38 @@ def formats() -> RegistryChoice:
     return RegistryChoice("cachekit.datasets", "FORMATS")
 
 
+_KIND_HELP = {"episodes": "Episodic:", "videos": "All-way:"}  # a protocol's unit -> its options' help prefix
+
+
+def unused_options(ctx: click.Context, unit: str) -> list[str]:
+    """Options given on the command line that a protocol drawing ``unit`` ("episodes" or
+    "videos") never reads: those whose help is the other kind's alone ("Episodic: ...", "All-way: ...")."""
+    from click.core import ParameterSource
+
+    own = _KIND_HELP[unit]
+    out = []
+    for p in ctx.command.params:
+        text = getattr(p, "help", None) or ""
+        if text.startswith(tuple(_KIND_HELP.values())) and own not in text and \
+                ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            out.append(p.opts[-1] if p.opts[-1].startswith("--") else p.opts[0])
+    return out
+
+
+def unused_note(ctx: click.Context, protocol: str) -> str | None:
+    """A note naming the given options ``protocol`` did not use (None: every one was used)."""
+    from cachekit.protocols import get_protocol
+
+    unit = get_protocol(protocol).unit
+    unused = unused_options(ctx, unit)
+    if not unused:
+        return None
+    kind = "protocols that draw batches of videos (all-way, zero-shot, base-to-novel)" if unit == "episodes" \
+        else "the episodic protocol"
+    return (f"{', '.join(unused)} {'apply' if len(unused) > 1 else 'applies'} to {kind}; the {protocol} "
+            f"protocol did not use {'them' if len(unused) > 1 else 'it'}")
+
+
 def no_extend(f):
     """``--no-extend``: refuse (one line) instead of adding missing arrays to the store."""
     return click.option("--no-extend", is_flag=True,

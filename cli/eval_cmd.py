@@ -52,6 +52,10 @@ def eval_cmd(store, options, as_json, no_progress, pretrained, no_extend, **para
     with FeatureCache(store) as cache, scope(wanted(no_progress)), \
             _params.extension(no_extend, wanted(no_progress), pretrained):
         results = evaluate(cache, cfg)
+    for r in results:
+        unused = _params.unused_note(click.get_current_context(), r.protocol)
+        if unused:
+            r.notes.append(unused)
     overlap = next((r.overlap for r in results if r.overlap), None)
     if overlap and not as_json:
         click.echo(f"NOT A HELD-OUT RESULT (--allow-overlap): {overlap}")

@@ -59,6 +59,9 @@ def train(method, store, out, options, resume, pretrained, threads, as_json, no_
                       progress=progress, threads=threads, log_every=log_every)
     if int(os.environ.get("RANK", "0")) > 0:
         return  # under torchrun, rank 0 reports for the job
+    unused = _params.unused_note(click.get_current_context(), r.protocol)
+    if unused:
+        r.notes.append(unused)
     if as_json:
         click.echo(json.dumps(r.to_dict()))
         return

@@ -426,6 +426,16 @@ def test_cli_prints_accuracy_ci_and_notes(stores):
     assert "note: split 'test': 2 of 27 listed videos are missing from the store" in out
 
 
+def test_cli_notes_the_options_the_protocol_did_not_use(stores):
+    """Options of the other kind of protocol are not silently dropped: a note names them."""
+    code, out, err = invoke(["eval", "--store", stores["clean"], "--protocol", "zeroshot", "--ways", "7",
+                             "--episodes", "3"])
+    assert code == 0, err
+    assert "note: --ways, --episodes apply to the episodic protocol; the zeroshot protocol did not use them" in out
+    code, out, err = invoke(["eval", "--store", stores["clean"], "--protocol", "episodic", "--episodes", "20"])
+    assert code == 0 and "did not use" not in out, out
+
+
 def test_cli_json_one_line_per_shot(stores):
     code, out, err = invoke(["eval", "--store", stores["noisy"], "--protocol", "episodic", "--episodes", "30",
                              "--shots", "1,2", "--json"])
