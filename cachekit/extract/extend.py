@@ -143,11 +143,13 @@ class Extension:
         if blocks:
             with s.timed("encode"):
                 toks = self.encoder.encode_rows(pixels[:n_old], blocks, False)
+            s.frames += n_old  # encoded again (the summary's frames/s counts them)
             for k, a in toks.items():
                 out[k] = a.reshape(v_old, t, *a.shape[1:])  # [V, T, N+1, W] fp16
         if v_new > v_old:
             with s.timed("encode"):
                 new = self.encoder.encode_rows(pixels[n_old:], list(self.cfg.tokens_at), True)
+            s.frames += len(pixels) - n_old
             new = {k: a.reshape(v_new - v_old, t, *a.shape[1:]) for k, a in new.items()}
             new["frame_idx"] = video.indices[v_old:].astype(np.int32)
             new["timestamps"] = video.timestamps[v_old:].astype(np.float32)
