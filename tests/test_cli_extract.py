@@ -369,3 +369,16 @@ def test_a_rerun_with_other_class_names_says_cached_videos_keep_theirs(tmp_path,
     assert sorted(info(store)["class_ids"]) == ["archery", "cycling"]
     rc, out, err = extract(model_args, tmp_path / "own", "--class-names", first, "--store", store, "--frames", "2")
     assert "keep the class" not in out + err  # the same names: nothing to say
+
+
+def test_a_rerun_with_another_fps_says_cached_frame_folders_keep_theirs(tmp_path, model_args):
+    from datasets_helpers import make_frame_folders
+
+    lay = make_frame_folders(tmp_path / "frames", per_class=1)
+    store = tmp_path / "s.zarr"
+    rc, out, err = extract(model_args, lay.lists["folder"], "--fps", "25", "--store", store, "--frames", "2")
+    assert rc == 0, err
+    rc, out, err = extract(model_args, lay.lists["folder"], "--fps", "10", "--store", store, "--frames", "2")
+    assert rc == 0 and "2 cached frame folders keep the --fps they were extracted with, not 10" in out + err
+    with open_store(store) as st:
+        assert {r["fps"] for r in st.records("videos").values()} == {25.0}

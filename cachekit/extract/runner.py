@@ -88,8 +88,7 @@ class Extractor:
             seen.add(key)
             if key in done:
                 s.already_done += 1
-                if it.label is not None:
-                    cached.append((key, it))
+                cached.append((key, it))
             elif dist.owns(key):
                 work.append((key, it))
         s.unique = len(seen)
@@ -98,15 +97,24 @@ class Extractor:
         return work
 
     def _note_relabelled(self, cached: list[tuple[str, VideoItem]], s: ExtractSummary) -> None:
-        """A cached video keeps the class it was committed with: say so when the inputs name another
-        (a corrected --class-names file re-run on the same store changes nothing)."""
-        had = self.store.field("videos", "label", [k for k, _ in cached])
-        other = [(it.path, old, it.label) for (_, it), old in zip(cached, had) if old != it.label]
+        """A cached video keeps the class (and a frame folder the --fps) it was committed with: say
+        so when the inputs say otherwise (a corrected --class-names file re-run on the same store
+        changes nothing)."""
+        keys = [k for k, _ in cached]
+        had = self.store.field("videos", "label", keys)
+        other = [(it.path, old, it.label) for (_, it), old in zip(cached, had)
+                 if it.label is not None and old != it.label]
         if other:
             path, old, new = other[0]
             s.notes.append(f"{len(other)} cached video{'s' * (len(other) != 1)} keep the class they were extracted with, "
                            f"not the inputs' (e.g. {path}: {old!r}, the inputs say {new!r}); extract into a new "
                            "--store to change classes")
+        if self.cfg.fps is not None:
+            rates = zip(self.store.field("videos", "backend", keys), self.store.field("videos", "fps", keys))
+            n = sum(1 for backend, fps in rates if backend == "frames" and fps != self.cfg.fps)
+            if n:
+                s.notes.append(f"{n} cached frame folder{'s' * (n != 1)} keep the --fps they were extracted with, "
+                               f"not {self.cfg.fps:g} (their timestamps); extract into a new --store to change it")
 
     # --------------------------------------------------------------- the pipeline
     def run(self, items: list[VideoItem], progress: bool = True, dist: Dist | None = None) -> ExtractSummary:
