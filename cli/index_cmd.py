@@ -56,7 +56,8 @@ def _build(store, out, options, as_json, no_progress=False, no_extend=False, **p
         click.echo(json.dumps(s.to_dict()))
         return
     how = {"faiss": "FAISS cosine", "metric": f"FAISS shortlist re-ranked by {s.metric}",
-           "method": f"FAISS shortlist re-ranked by {s.method}"}[s.scorer]
+           "method": f"FAISS shortlist re-ranked by {s.method}",
+           "classifier": f"scored by {s.method}'s own class vectors (its logits)"}[s.scorer]
     click.echo(f"index {s.path}: {s.classes} classes from {s.support_videos} support videos, "
                f"method {s.method}, {how}, {s.kind} index; {s.seconds.get('total', 0.0):.1f}s")
     for note in s.notes:
@@ -147,7 +148,7 @@ def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, ba
         if how == "existing":  # the usual case: said with -v only
             log.info("index: using %s (built before for this run)", index_dir)
         else:
-            click.echo(f"index: {'built' if how == 'built' else 'rebuilt (the run was retrained)'} {index_dir} "
+            click.echo(f"index: {'built' if how == 'built' else 'rebuilt (the run was retrained, or its index predates this clipcache)'} {index_dir} "
                        f"from store {built.store}: {built.classes} classes, {built.support_videos} support videos "
                        f"({built.seconds.get('total', 0.0):.1f}s)", err=True)
     from cachekit.index.query import Classifier, QueryConfig, query_videos
@@ -157,6 +158,8 @@ def query(videos, run_dir, index_dir, top_k, shortlist, as_json, explain_dir, ba
     log.info("query engine: %s%s", clf.engine, f" ({clf.engine_note})" if clf.engine_note else "")
     if clf.caveat is not None:  # stderr; with --json also in every object (stdout: one answer per video)
         click.echo(f"note: {clf.caveat}", err=True)
+    if clf.run_note is not None:  # the run was interrupted: its weights are not a finished training's
+        click.echo(f"note: {clf.run_note}", err=True)
     failed = 0
     for res in query_videos(videos, cfg=cfg, classifier=clf):
         if res.error is not None:

@@ -260,13 +260,18 @@ def test_ev_clip_mask_reweights_pixels_through_the_frozen_encoder(tiny_encoder, 
 
 def test_index_hooks_use_what_the_method_classifies(tiny_encoder, pixels, cached):
     """index/query read support_features/query_features/explain_mask: for EV-CLIP mask prompts
-    those are the masked frames' embeddings and the mask itself; EZ-CLIP's adapted embeddings."""
+    those are the masked frames' embeddings and the mask itself; EZ-CLIP's adapted embeddings; a
+    query's features against the class vectors give the method's own logits."""
     m = build_method("ev_clip", {"prompts": "mask", "z_block": 2}, tiny_encoder.info, T, tiny_encoder).eval()
     batch = make_batch(m, pixels, cached)
     with torch.no_grad():
         want = m.frame_embeddings(batch)
         torch.testing.assert_close(m.support_features(batch), want, rtol=0, atol=0)
-        torch.testing.assert_close(m.query_features(batch), want, rtol=0, atol=0)
+        # a query's features dotted with the class vectors are the method's logits (the index's scores)
+        text = torch.randn(5, 2, tiny_encoder.info.embed_dim)  # [C, P, D']
+        q = m.query_features(batch)  # [B, T, D']
+        torch.testing.assert_close(q.mean(dim=1) @ m.index_class_vectors(text).t(), m.video_logits(batch, text),
+                                   rtol=1e-5, atol=1e-4)
         mask = m.explain_mask(batch)
         torch.testing.assert_close(mask, m.mask(m.aux.encode(batch)), rtol=0, atol=0)
     assert mask.shape == (3, 224, 224)
@@ -274,10 +279,15 @@ def test_index_hooks_use_what_the_method_classifies(tiny_encoder, pixels, cached
     assert ctx.explain_mask(make_batch(ctx, pixels, cached)) is None
     ez = build_method("ez_clip", {}, tiny_encoder.info, T, tiny_encoder).eval()
     b = make_batch(ez, pixels, cached)
+    ez.bind_classes([f"class {c}" for c in range(5)])
     with torch.no_grad():
         feats = ez.support_features(b)
+        q = ez.query_features(b)  # [B, T, D']
+        logits = ez.video_logits(b, text)
+        vectors = ez.index_class_vectors(text)
     torch.testing.assert_close(feats, ez.frame_embeddings(b), rtol=0, atol=1e-5)  # same path, run twice
-    assert feats.shape == (3, T, tiny_encoder.info.embed_dim)
+    assert feats.shape == q.shape == (3, T, tiny_encoder.info.embed_dim)
+    torch.testing.assert_close(q.mean(dim=1) @ vectors.t(), logits, rtol=1e-5, atol=1e-4)
 
 
 def test_ev_clip_z_block_is_validated(tiny_encoder):

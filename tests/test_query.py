@@ -370,13 +370,39 @@ def test_index_from_a_run_and_query_with_it(data, run):
 
 
 def test_index_add_through_a_runs_method(data, run, tmp_path):
-    """A class added to a run's index goes through the run's method (with its class text)."""
+    """A class added to a zeroshot run's index gets the method's class vector of its name (its text
+    through the frozen text tower), and queries answer as zeroshot over the four classes."""
+    from cachekit.cache import FeatureCache
+    from cachekit.cache import FeatureCache
+    from cachekit.index.build import load_index
+    from cachekit.index.pixels import decode_frames, preprocess_frames
+    from cachekit.methods.base import VideoBatch
+    from cachekit.runs import load_run, load_store_encoder
+    from cachekit.templates import fill
+
     shutil.copytree(run, tmp_path / "run")
     code, out, err = _invoke(["index", "add", tmp_path / "run" / "index", "--class", "wave", data["new"]])
     assert code == 0, err
-    code, out, err = _invoke(["query", data["new"], "--index", tmp_path / "run" / "index", "--json", "--top-k", 1])
+    idx = load_index(tmp_path / "run" / "index")
+    assert idx.classes == [*CLASSES, "wave"] and idx.class_vectors.shape[0] == 4
+    method, _ = load_run(run)
+    with FeatureCache(data["store"]) as cache:
+        enc = load_store_encoder(cache.key, device="cpu")
+        text = torch.from_numpy(cache.text(list(CLASSES)))  # [3, P, D']
+    with torch.no_grad():
+        wave = enc.encode_text(fill(tuple(idx.meta["templates"]), "wave")).float()[None]  # [1, P, D']
+        text = torch.cat([text, wave])
+        np.testing.assert_allclose(idx.class_vectors, method.class_vectors(text).numpy(), atol=1e-5)
+        pixels = preprocess_frames(decode_frames(data["new"], idx.meta), idx.cache_key["preprocess"])
+        emb = enc.encode_frames(pixels, ()).emb[None].float()  # [1, T, D']
+        want = method.video_logits(VideoBatch(index=torch.zeros(1, dtype=torch.long),
+                                              labels=torch.full((1,), -1), emb=emb), text)[0]
+    code, out, err = _invoke(["query", data["new"], "--index", tmp_path / "run" / "index", "--json", "--top-k", 4])
     assert code == 0, err
-    assert json.loads(out)["top"][0]["label"] == "wave"
+    top = json.loads(out)["top"]
+    assert top[0]["label"] == idx.classes[int(want.argmax())]
+    got = {h["label"]: h["score"] for h in top}
+    np.testing.assert_allclose([got[c] for c in idx.classes], want.numpy(), atol=1e-2)
 
 
 def test_index_and_query_with_a_trained_run(data, tmp_path):
@@ -526,8 +552,19 @@ def test_query_with_a_run_alone_builds_its_index_on_first_use(data, tmp_path, ca
     write_json(run / RUN_JSON, meta)
     code, out, err = _invoke(["query", clip, "--run", run, "--json"])
     assert code == 0, err
-    assert "index: rebuilt (the run was retrained)" in err
+    assert "index: rebuilt (the run was retrained" in err
     assert load_index(run / "index").meta["run_weights_sha256"] == meta["checkpoints"][MODEL_FILE]
+    # an index scored the older way (before run_scoring; zeroshot and probe runs answered by support
+    # prototypes) is rebuilt once too
+    from cachekit.index.faiss_index import resolve_dir
+
+    doc_path = resolve_dir(run / "index") / "index.json"
+    doc = json.loads(doc_path.read_text())
+    del doc["meta"]["run_scoring"]
+    doc_path.write_text(json.dumps(doc))
+    code, out, err = _invoke(["query", clip, "--run", run, "--json"])
+    assert code == 0 and "index: rebuilt" in err, err
+    assert load_index(run / "index").meta["run_scoring"] == 2
     # a run whose store is gone: one line naming the way out
     shutil.copytree(run, tmp_path / "moved")
     shutil.rmtree(tmp_path / "moved" / "index")
@@ -658,6 +695,7 @@ def test_onnx_query_process_imports_no_torch(data, run):
 def test_every_trained_methods_onnx_encoder_equals_its_torch_graph(data, tmp_path, method, cfg):
     """A trained run's exported query encoder: encoder.onnx (onnxruntime) gives the torch graph's
     features within 1e-4; where the index's score allows the onnx engine, the same top-k too."""
+    from cachekit.cache import FeatureCache
     from cachekit.index.build import load_index
     from cachekit.index.pixels import decode_frames
     from cachekit.index.query import Classifier
@@ -682,3 +720,190 @@ def test_every_trained_methods_onnx_encoder_equals_its_torch_graph(data, tmp_pat
             a, b = fast.classify(v, top_k=3), slow.classify(v, top_k=3)
             assert [h.label for h in a.top] == [h.label for h in b.top]
             np.testing.assert_allclose([h.score for h in a.top], [h.score for h in b.top], rtol=0, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- what `index --out` replaces
+def test_index_out_refuses_a_folder_that_is_not_an_index(data, tmp_path):
+    """``index --out DIR`` on a run directory or any non-empty folder that is not an index: one
+    line, exit 2, and the folder is left as it was; an empty folder or an existing index is fine."""
+    from cachekit.cache import FeatureCache
+    from cachekit.index.build import load_index
+
+    with FeatureCache(data["store"]) as cache:
+        run = _write_run(tmp_path / "run", cache.key, cache.model_info.to_dict())
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("keep me\n")
+    for folder in (run, notes):
+        before = tree_digest(folder)
+        code, out, err = _invoke(["index", "--store", data["store"], "--out", folder, "--no-onnx"])
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert "is not a clipcache index; pass a new or empty folder" in err
+        assert tree_digest(folder) == before
+        assert not [p for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}.tmp-")]
+    (tmp_path / "empty").mkdir()
+    code, _, err = _invoke(["index", "--store", data["store"], "--out", tmp_path / "empty", "--no-onnx"])
+    assert code == 0, err
+    code, _, err = _invoke(["index", "--store", data["store"], "--out", tmp_path / "empty", "--no-onnx",
+                            "--metric", "otam"])
+    assert code == 0, err  # an index is rebuilt in place
+    assert load_index(tmp_path / "empty").meta["metric"] == "otam"
+
+
+def test_the_support_note_says_what_shots_used(data, tmp_path):
+    code, out, err = _invoke(["index", "--store", data["store"], "--out", tmp_path / "a", "--no-onnx", "--json"])
+    assert code == 0, err
+    assert "support set: all 6 labelled videos of the store" in json.loads(out)["notes"]
+    code, out, err = _invoke(["index", "--store", data["store"], "--out", tmp_path / "b", "--no-onnx", "--json",
+                              "--shots", 1])
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["support_videos"] == 3
+    support = [n for n in summary["notes"] if n.startswith("support set:")]
+    assert support == ["support set: 3 of the 6 labelled videos of the store (--shots 1: at most 1 per class)"]
+    code, out, err = _invoke(["index", "--store", data["store"], "--out", tmp_path / "c", "--no-onnx",
+                              "--split", "train", "--shots", 1])
+    assert code == 0, err
+    assert "note: support set: 3 of the 6 labelled videos of split 'train' (--shots 1" in out
+
+
+# ----------------------------------------------------------------------------- a classifier run answers as itself
+def _own_predictions(run, store, classes):
+    """The run's method forward on the cached features of every video of ``store``: ``(paths,
+    logits [V, C], query features [V, T, D])`` over ``classes`` (the index's)."""
+    from cachekit.cache import FeatureCache
+    from cachekit.methods.base import VideoBatch
+    from cachekit.runs import load_run
+
+    method, _ = load_run(run)
+    with FeatureCache(store) as cache:
+        emb = torch.from_numpy(cache.emb(view=0))  # [V, T, D']
+        text = torch.from_numpy(cache.text(list(classes)))  # [C, P, D']
+        paths = list(cache.paths)
+    method.bind_classes(list(classes))
+    batch = VideoBatch(index=torch.arange(emb.shape[0]), labels=torch.full((emb.shape[0],), -1), emb=emb)
+    with torch.no_grad():
+        return paths, method.video_logits(batch, text), method.query_features(batch)
+
+
+@pytest.fixture(scope="module")
+def probes(data, tmp_path_factory):
+    """Two linear-probe runs of different weights (text init, 1 epoch; zeros init, 2 epochs)."""
+    from cachekit.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("probes")
+    runs = []
+    for name, options, epochs in (("text", None, 1), ("zeros", {"init": "zeros"}, 2)):
+        run = root / name
+        train(str(data["store"]), str(run), "linear_probe", options,
+              TrainConfig(protocol="allway", epochs=epochs, batch_size=4, val_episodes=0, device="cpu"),
+              progress=False)
+        runs.append(run)
+    return runs
+
+
+@pytest.mark.parametrize("which", ["probe", "zeroshot"])
+def test_query_of_a_classifier_run_answers_as_its_method(data, run, probes, which):
+    """``query --run`` of a linear probe / zeroshot run: the index holds the method's class vectors
+    (probe rows and bias; class text), and the query's top-1 (and scores: the logits) equal the
+    method's own forward on the cached features, through the ranking and end to end."""
+    from cachekit.index.build import load_index
+    from cachekit.index.query import Classifier
+
+    r = probes[0] if which == "probe" else run
+    code, out, err = _invoke(["index", "--run", r, "--store", data["store"], "--json"])
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["scorer"] == "classifier" and summary["support_videos"] == 0
+    idx = load_index(r / "index")
+    assert idx.classes == list(CLASSES) and idx.meta["scorer"] == "classifier"
+    paths, logits, feats = _own_predictions(r, data["store"], idx.classes)
+    want = [idx.classes[int(i)] for i in logits.argmax(dim=1)]
+    for engine in ("torch", "onnx") if idx.meta["encoder"].get("onnx") else ("torch",):
+        clf = Classifier(r / "index", engine=engine)
+        for v in range(len(paths)):
+            q = feats[v] if engine == "torch" else feats[v].numpy()
+            top = clf.scores(q, top_k=3)
+            assert top[0].label == want[v]
+            got = {h.label: h.score for h in top}
+            np.testing.assert_allclose([got[c] for c in idx.classes], logits[v].numpy(), rtol=1e-5, atol=1e-3)
+    code, out, err = _invoke(["query", *paths, "--run", r, "--json", "--top-k", 1])
+    assert code == 0, err
+    answers = {json.loads(ln)["video"]: json.loads(ln)["top"][0]["label"] for ln in out.splitlines()}
+    assert [answers[p] for p in paths] == want
+
+
+def test_two_probe_runs_of_different_weights_answer_differently(data, probes):
+    outs = []
+    for r in probes:
+        code, out, err = _invoke(["query", *data["clips"]["spin"], "--run", r, "--json", "--top-k", 3])
+        assert code == 0, err
+        outs.append(out)
+    assert outs[0] != outs[1]
+    from cachekit.index.build import load_index
+
+    a, b = (load_index(r / "index").class_vectors for r in probes)
+    assert not np.allclose(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, options", [("ez_clip", None), ("ev_clip", {"prompts": "mask", "z_block": 1})])
+def test_a_text_method_through_the_backbone_answers_as_its_method(data, tmp_path, method, options):
+    """EZ-CLIP and EV-CLIP (mask prompts) classify by class text from features of the adapted or
+    masked frames: the index holds their class vectors, and the exported query path's scores are
+    the method's own logits on the same pixels (it ranked frozen features before)."""
+    from cachekit.cache import FeatureCache
+    from cachekit.index.build import load_index
+    from cachekit.index.pixels import decode_frames
+    from cachekit.index.query import Classifier
+    from cachekit.methods.base import VideoBatch
+    from cachekit.runs import load_run, load_store_encoder
+    from cachekit.train import TrainConfig, train
+
+    run = tmp_path / method
+    train(str(data["store"]), str(run), method, options,
+          TrainConfig(protocol="allway", epochs=1, batch_size=6, val_episodes=0, device="cpu"), progress=False)
+    code, out, err = _invoke(["index", "--run", run, "--store", data["store"], "--no-onnx", "--json"])
+    assert code == 0, err
+    assert json.loads(out)["scorer"] == "classifier"
+    idx = load_index(run / "index")
+    clf = Classifier(run / "index", engine="torch")
+    enc = load_store_encoder(idx.cache_key, None, device="cpu")
+    m, _ = load_run(run, backbone=enc)
+    m.bind_classes(list(idx.classes))
+    with FeatureCache(data["store"]) as cache:
+        text = torch.from_numpy(cache.text(list(idx.classes)))  # [C, P, D']
+    for clip in (data["clips"]["spin"][0], data["clips"][CLASSES[-1]][0]):
+        _, pixels = clf.preprocess(decode_frames(clip, idx.meta, "auto"))  # [T, 3, S, S]
+        pixels = torch.as_tensor(pixels)
+        o = enc.encode_frames(pixels, tuple(m.needs.tokens_at))
+        one = torch.zeros(1, dtype=torch.long)
+        batch = VideoBatch(index=one, labels=one - 1, emb=o.emb[None].float(), cls=o.cls[None].float(),
+                           tokens={k: v[None].float() for k, v in o.tokens.items()}, pixels=pixels[None])
+        with torch.no_grad():
+            logits = m.eval().video_logits(batch, text)[0]  # [C]
+            top = clf.scores(clf.encode(pixels), top_k=len(idx.classes))
+        got = {h.label: h.score for h in top}
+        assert top[0].label == idx.classes[int(logits.argmax())]
+        np.testing.assert_allclose([got[c] for c in idx.classes], logits.numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_an_unfinished_run_is_noted_by_index_and_query(data, probes, tmp_path):
+    from cachekit.runs import RUN_JSON, read_run, write_json
+
+    run = tmp_path / "stopped"
+    shutil.copytree(probes[0], run, ignore=shutil.ignore_patterns("index"))
+    meta = read_run(run)
+    assert meta["status"] == "complete"
+    code, out, err = _invoke(["index", "--run", probes[0], "--store", data["store"], "--no-onnx", "--json"])
+    assert code == 0 and not any("checkpoint's" in n for n in json.loads(out)["notes"])
+    meta["status"] = "stopped"
+    write_json(run / RUN_JSON, meta)
+    code, out, err = _invoke(["index", "--run", run, "--store", data["store"], "--no-onnx"])
+    assert code == 0, err
+    assert "note: run stopped is stopped at step" in out
+    code, out, err = _invoke(["query", data["clips"]["spin"][0], "--run", run, "--json"])
+    assert code == 0, err
+    assert json.loads(out)["top"] and "note: run stopped is stopped at step" in err
+    code, out, err = _invoke(["query", data["clips"]["spin"][0], "--run", probes[0], "--json"])
+    assert code == 0 and "checkpoint's" not in err

@@ -14,6 +14,12 @@
   own (:meth:`Method.prototype_metric` is None, e.g. TRX) re-ranks it with
   :meth:`Method.score_supports` on the kept per-shot features. With a shortlist as long as the
   index, the ranking is the brute-force one.
+- a run of a method that classifies by class text or a trained head (``predicts`` "text" /
+  "classifier": zeroshot, linear_probe, ev_clip, ez_clip) is not a prototype method: the index holds its own class
+  vectors (:meth:`Method.index_class_vectors`, saved as ``class_vectors.npy``), and a query's
+  score is the mean over T of its query features dotted with them: the method's logit, so
+  ``query --run`` answers as ``eval --run`` predicts. Such a method without class vectors is
+  refused (support prototypes would be another classifier).
 
 The index directory (published atomically) holds ``index.faiss``, ``temporal.npy`` ``[C, T, D]``,
 for a method-scored index ``support.npy`` ``[S, T, D]`` + ``support_labels.npy`` ``[S]`` (+
@@ -42,7 +48,7 @@ from ..errors import CacheKeyMismatch, InputError, InputNotFound, RunError
 from ..ids import unique_ids
 from ..options import param
 from .export import export_encoder
-from .faiss_index import IndexConfig, PrototypeIndex, index_lock, load_exact, resolve_dir
+from .faiss_index import IndexConfig, PrototypeIndex, index_lock, load_exact, not_replaceable, resolve_dir
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +154,13 @@ def support_prototypes(feats: np.ndarray, labels: np.ndarray, n_classes: int) ->
 
 
 # --------------------------------------------------------------------------- support set
-def _support_pool(cache, split: str | None, video_root: str | None) -> tuple[np.ndarray, list[str]]:
-    """Cache indices of the support videos and a note saying where they came from."""
+def _support_pool(cache, split: str | None, video_root: str | None) -> tuple[np.ndarray, str, list[str]]:
+    """Cache indices of the labelled support videos, where they came from (for the support-set
+    note, written once the shots are taken) and notes about the split."""
     labels = cache.labels
     if split is None:
         idx = np.flatnonzero(labels >= 0)
-        return idx, [f"support set: all {idx.size} labelled videos of the store"]
+        return idx, "the store", []
     splits = cache.splits()
     if split in splits:
         chosen = splits[split]
@@ -169,10 +176,17 @@ def _support_pool(cache, split: str | None, video_root: str | None) -> tuple[np.
         raise InputError(f"--split {split}: not a split of store {cache.store.path} (splits: {names}) "
                          "and not a file")
     idx = chosen.indices[labels[chosen.indices] >= 0]
-    notes = [f"support set: split {chosen.name!r}, {idx.size} labelled videos"]
+    notes = []
     if chosen.missing:
         notes.append(f"split {chosen.name!r}: {chosen.missing} listed videos are not in the store")
-    return idx, notes
+    return idx, f"split {chosen.name!r}", notes
+
+
+def _support_note(where: str, pool: int, used: int, shots: int | None) -> str:
+    """The support-set note: the videos the index was built from, after ``--shots``."""
+    if shots is None:
+        return f"support set: {'all ' if where == 'the store' else ''}{pool} labelled videos of {where}"
+    return f"support set: {used} of the {pool} labelled videos of {where} (--shots {shots}: at most {shots} per class)"
 
 
 def _take_shots(idx: np.ndarray, labels: np.ndarray, shots: int | None) -> np.ndarray:
@@ -207,11 +221,72 @@ def _method_support(method, cache, idx: np.ndarray, class_of: np.ndarray, classe
     return np.concatenate(out), (text.numpy() if text is not None else None)
 
 
+def _classifier_vectors(method, run_dir, cache, support_classes: list[str],
+                        enc) -> tuple[list[str], np.ndarray, np.ndarray | None, str]:
+    """``(classes, class vectors [C, D], class text or None, note)`` of a text / classifier method.
+
+    A classifier (``predicts == "classifier"``) answers among the classes it trained on (its rows,
+    in the store's class order, as ``eval`` scores it); a text method among the support set's classes.
+    """
+    import torch
+
+    if method.predicts == "classifier":
+        classes = _trained_classes(run_dir, cache)
+        if classes is None:
+            classes = support_classes
+        note = (f"class set: the {len(classes)} classes run {run_dir} trained on; {method.name} classifies "
+                "by its weights, support videos are not read")
+    else:
+        classes = support_classes
+        note = (f"class set: the {len(classes)} classes of the support set; {method.name} classifies by their "
+                "text, support videos are not read")
+    ensure_cached(cache, method.needs, np.zeros(0, np.int64), command="index", classes=classes,
+                  encoder=enc)  # the class text only: no video is read
+    text = torch.from_numpy(cache.text(classes)) if method.needs.text else None  # [C, P, D']
+    method.bind_classes(list(classes))
+    with torch.no_grad():
+        vectors = method.index_class_vectors(text)
+    vectors = np.ascontiguousarray(vectors.float().cpu().numpy(), dtype=np.float32)
+    return classes, vectors, (text.numpy() if text is not None else None), note
+
+
+def _trained_classes(run_dir, cache) -> list[str] | None:
+    """The classes a run trained on (its ``splits.json``), in the store's class order; None when
+    it records none. A class the store does not hold is refused."""
+    import json
+
+    from ..runs import SPLITS_FILE
+
+    try:
+        trained = json.loads((Path(run_dir) / SPLITS_FILE).read_text(encoding="utf-8"))["classes"]["train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    held = set(cache.classes)
+    absent = [c for c in trained if c not in held]
+    if absent:
+        raise InputError(f"run {run_dir} was trained on {len(trained)} classes, {len(absent)} of which store "
+                         f"{cache.store.path} does not hold (e.g. {absent[0]!r}); index it with its own store")
+    wanted = set(trained)
+    return [c for c in cache.classes if c in wanted]
+
+
 # --------------------------------------------------------------------------- build
+CLASSIFIER_PREDICTS = ("text", "classifier")  # Method.predicts of methods scored by class vectors
+
+
 def _resolve_metric(method, cfg_metric: str) -> tuple[str | None, str]:
-    """(metric, scorer): scorer ``faiss`` (cosine = the score), ``metric`` (temporal re-rank) or ``method``."""
+    """(metric, scorer): scorer ``faiss`` (cosine = the score), ``metric`` (temporal re-rank),
+    ``method`` (the method's own score) or ``classifier`` (the method's class vectors)."""
+    from ..methods.base import Method
     from ..similarity import SIMILARITIES
 
+    if method is not None and method.predicts in CLASSIFIER_PREDICTS:
+        if type(method).index_class_vectors is Method.index_class_vectors:
+            what = "class text" if method.predicts == "text" else "its trained head"
+            raise InputError(f"cannot index a run of {method.name}: it classifies videos against {what}, which it "
+                             "does not expose as class vectors, and support prototypes would answer as another "
+                             "classifier; evaluate it with `clipcache eval --run`")
+        return None, "classifier"
     metric = cfg_metric if method is None else method.prototype_metric()
     if metric is None:
         return None, "method"
@@ -233,7 +308,7 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
 
     from ..cache import FeatureCache
     from ..progress import bar
-    from ..runs import load_run, load_store_encoder, read_run
+    from ..runs import load_run, load_store_encoder, read_run, unfinished_run_note
 
     cfg = cfg or IndexBuildConfig()
     if run_dir is not None:
@@ -244,15 +319,25 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
         if run_dir is None:
             raise InputError("--out is required without --run (with --run it defaults to RUN/index)")
         out = Path(run_dir) / "index"
+    why = not_replaceable(out)  # never replace a run directory or any other folder with the index
+    if why is not None:
+        raise InputError(why)
     seconds: dict[str, float] = {}
+    run_notes: list[str] = []
     with FeatureCache(store) as cache:
         key = cache.key
         if run_dir is not None:
             from ..runs import check_cache_key
 
-            check_cache_key(read_run(run_dir), key, run_dir)  # before any slow loading
-        idx, notes = _support_pool(cache, cfg.split, cfg.video_root)
+            run_json = read_run(run_dir)
+            check_cache_key(run_json, key, run_dir)  # before any slow loading
+            note = unfinished_run_note(run_json, run_dir)
+            if note is not None:
+                run_notes.append(note)
+        idx, where, notes = _support_pool(cache, cfg.split, cfg.video_root)
+        pool = int(idx.size)
         idx = _take_shots(idx, cache.labels, cfg.shots)
+        notes.insert(0, _support_note(where, pool, int(idx.size), cfg.shots))
         if idx.size == 0:
             raise InputError(f"no labelled support videos in store {cache.store.path}"
                              + (f" for --split {cfg.split}" if cfg.split else ""))
@@ -269,17 +354,26 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
             metric, scorer = _resolve_metric(method, cfg.baseline_metric)
             t1 = time.perf_counter()
             text = None
-            if method is None:
-                feats = cache.emb(view=0)[idx].astype(np.float32)  # [S, T, D']
+            arrays = {}
+            if scorer == "classifier":  # the method's own class vectors; support videos are not read
+                classes, pooled, text, how = _classifier_vectors(method, run_dir, cache, classes, enc)
+                notes = [how]
+                idx, class_of = idx[:0], class_of[:0]
+                steps.update(batches)
+                temporal = pooled[:, None]  # [C, 1, D]: the index's layout (query scores class_vectors)
+                arrays["class_vectors"] = pooled  # [C, D], as the method made them (not normalised)
             else:
-                ensure_cached(cache, method.needs, idx, command="index", classes=classes, encoder=enc)  # once, in place
-                feats, text = _method_support(method, cache, idx, class_of, classes, enc, cfg.batch_size,
-                                              tick=lambda: steps.update(1))
+                if method is None:
+                    feats = cache.emb(view=0)[idx].astype(np.float32)  # [S, T, D']
+                else:
+                    ensure_cached(cache, method.needs, idx, command="index", classes=classes, encoder=enc)
+                    feats, text = _method_support(method, cache, idx, class_of, classes, enc, cfg.batch_size,
+                                                  tick=lambda: steps.update(1))
+                temporal, pooled = support_prototypes(feats, class_of, len(classes))
             seconds["support"] = time.perf_counter() - t1
-            temporal, pooled = support_prototypes(feats, class_of, len(classes))
             index = PrototypeIndex.build(pooled, cfg.index)
             steps.update(1)
-            arrays = {"temporal": temporal}
+            arrays["temporal"] = temporal
             if index.kind == "flat":  # the vectors again, for `query`'s numpy search (no FAISS import)
                 arrays["pooled"] = pooled
             if scorer == "method":
@@ -295,12 +389,13 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
                 "support": {c: sorted(cache.video_keys[i] for i in idx[class_of == k]) for k, c in enumerate(classes)},
                 "cache_key": key,
                 "model_info": cache.model_info.to_dict(),
-                "frames": int(temporal.shape[1]),
+                "frames": int(key.get("frames", temporal.shape[1])) if scorer == "classifier" else int(temporal.shape[1]),
                 "dim": int(temporal.shape[2]),
                 "store": os.path.abspath(cache.store.path),
                 "split": cfg.split,
                 "run": None if run_dir is None else os.path.abspath(run_dir),
                 "run_weights_sha256": None if run_meta is None else run_meta.get("checkpoints", {}).get("model.safetensors"),
+                "run_scoring": RUN_SCORING,
                 "method": {"name": "proto", "config": {"metric": cfg.baseline_metric}} if method is None
                 else {"name": run_meta["method"]["name"], "config": run_meta["method"]["config"]},
                 "metric": metric,
@@ -320,6 +415,7 @@ def build_index(store: str | os.PathLike, out: str | os.PathLike | None = None,
             steps.update(1)
             seconds["export_and_save"] = time.perf_counter() - t1
     notes.extend(meta["encoder"]["notes"])
+    notes[:0] = run_notes
     caveat = encoder_caveat(key)
     if caveat is not None:
         notes.insert(0, caveat)
@@ -340,6 +436,10 @@ def _templates_of(cache, classes: list[str]) -> list[str] | None:
 
 # --------------------------------------------------------------------------- a run's own index
 RUN_INDEX = "index"  # RUN_DIR/index: the index `query --run RUN_DIR` uses
+# how a run's index scores (meta "run_scoring"); 2: text and classifier methods by their own class
+# vectors. A run index of an older scoring is rebuilt on its next query --run (it answered by
+# support prototypes of frozen features, not as the run's method)
+RUN_SCORING = 2
 
 
 def ensure_run_index(run_dir: str | os.PathLike, pretrained: str | None = None,
@@ -348,7 +448,8 @@ def ensure_run_index(run_dir: str | os.PathLike, pretrained: str | None = None,
 
     What happened: ``"existing"`` (an index of this run's current weights is there), ``"built"``
     (there was none: built now from the store ``run.json`` names, every labelled video as support)
-    or ``"rebuilt"`` (the index was of other weights: the run was trained again since).
+    or ``"rebuilt"`` (the index was of other weights, the run trained again since, or scored the
+    older way: :data:`RUN_SCORING`).
     """
     import json
 
@@ -363,7 +464,8 @@ def ensure_run_index(run_dir: str | os.PathLike, pretrained: str | None = None,
     except (StoreError, OSError, ValueError):
         meta = None
     weights = run.get("checkpoints", {}).get(MODEL_FILE)
-    if meta is not None and meta.get("run_weights_sha256") in (None, weights):
+    if meta is not None and meta.get("run_weights_sha256") in (None, weights) and \
+            meta.get("run_scoring", 1) >= RUN_SCORING:
         return out, "existing", None
     if weights is None:
         raise RunError(f"run {run_dir} has no trained weights yet ({MODEL_FILE}); finish it with "
@@ -389,6 +491,7 @@ class LoadedIndex:
     support: np.ndarray | None = None  # [S, T, D] (method-scored indexes)
     support_labels: np.ndarray | None = None  # [S]
     text: np.ndarray | None = None  # [C, P, D']
+    class_vectors: np.ndarray | None = None  # [C, D] (classifier-scored indexes)
 
     @property
     def cache_key(self) -> dict:
@@ -407,7 +510,8 @@ def load_index(path: str | os.PathLike, gpu: bool | None = None, exact_numpy: bo
         root = resolve_dir(path)
     except StoreNotFound as err:
         raise InputNotFound(f"index {path} not found (build it with `clipcache index`)") from err
-    light = load_exact(root, "pooled", ["temporal", "support", "support_labels", "text"]) if exact_numpy else None
+    light = (load_exact(root, "pooled", ["temporal", "support", "support_labels", "text", "class_vectors"])
+             if exact_numpy else None)
     index, arrays, meta = light if light is not None else PrototypeIndex.load(root, gpu=gpu)
     if meta.get("format") != INDEX_FORMAT or meta.get("version") != INDEX_VERSION:
         raise InputError(f"{path} is not a clipcache prototype index of version {INDEX_VERSION}; rebuild it")
@@ -415,8 +519,10 @@ def load_index(path: str | os.PathLike, gpu: bool | None = None, exact_numpy: bo
     if len(classes) != len(index) or arrays["temporal"].shape[0] != len(classes):
         raise InputError(f"index {path}: {len(index)} vectors, {arrays['temporal'].shape[0]} prototypes and "
                          f"{len(classes)} class names disagree; rebuild it")
+    if meta.get("scorer") == "classifier" and arrays.get("class_vectors") is None:
+        raise InputError(f"index {path}: a classifier index without its class vectors; rebuild it")
     return LoadedIndex(root, index, classes, arrays["temporal"], meta, arrays.get("support"),
-                       arrays.get("support_labels"), arrays.get("text"))
+                       arrays.get("support_labels"), arrays.get("text"), arrays.get("class_vectors"))
 
 
 def check_run_matches(idx: LoadedIndex, run_dir: str | os.PathLike) -> dict:
@@ -477,20 +583,29 @@ def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, bac
     from .export import load_query_encoder
     from .pixels import decode_frames, preprocess_frames
 
-    frames = [decode_frames(v, idx.meta, backend)  # each [T, H, W, 3]
-              for v in bar(videos, desc=f"index add {name}", unit="video", on=progress)]
-    pixels = [preprocess_frames(f, idx.cache_key["preprocess"]) for f in frames]  # each [T, 3, S, S]
-    text = None
-    with torch.no_grad():
-        if run is None:
-            enc_fn = load_query_encoder(idx.path, idx.meta)
-            feats = np.stack([enc_fn(p).numpy() for p in pixels])  # [K, T, D]
-        else:
-            feats, text = _run_support_from_pixels(idx, run, pixels, name, pretrained)
-    temporal, pooled = support_prototypes(feats, np.zeros(len(feats), np.int64), 1)
+    notes = []
+    arrays = {}
+    if idx.meta.get("scorer") == "classifier":  # the method's class vector of the new name
+        pooled = _run_class_vector(idx, run, name, pretrained)  # [1, D]
+        feats, temporal = None, pooled[:, None]
+        arrays["class_vectors"] = np.concatenate([idx.class_vectors, pooled])
+        notes.append(f"{idx.meta['method']['name']} classifies by class text: the class vector of {name!r} is its "
+                     "text; the videos are not read")
+    else:
+        frames = [decode_frames(v, idx.meta, backend)  # each [T, H, W, 3]
+                  for v in bar(videos, desc=f"index add {name}", unit="video", on=progress)]
+        pixels = [preprocess_frames(f, idx.cache_key["preprocess"]) for f in frames]  # each [T, 3, S, S]
+        text = None
+        with torch.no_grad():
+            if run is None:
+                enc_fn = load_query_encoder(idx.path, idx.meta)
+                feats = np.stack([enc_fn(p).numpy() for p in pixels])  # [K, T, D]
+            else:
+                feats, text = _run_support_from_pixels(idx, run, pixels, name, pretrained)
+        temporal, pooled = support_prototypes(feats, np.zeros(len(feats), np.int64), 1)
     index = idx.index
     index.add(pooled)
-    arrays = {"temporal": np.concatenate([idx.temporal, temporal])}
+    arrays["temporal"] = np.concatenate([idx.temporal, temporal])
     if index.kind == "flat":
         arrays["pooled"] = index.vectors()
     meta = dict(idx.meta)
@@ -498,7 +613,7 @@ def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, bac
     meta["shots"] = {**meta.get("shots", {}), name: len(videos)}
     meta["support"] = {**meta.get("support", {}), name: sorted(file_key(v) for v in videos)}
     meta["added"] = {**meta.get("added", {}), name: [os.path.abspath(v) for v in videos]}
-    if idx.support is not None:
+    if idx.support is not None and feats is not None:
         arrays["support"] = np.concatenate([idx.support, feats.astype(np.float32)])
         arrays["support_labels"] = np.concatenate(
             [idx.support_labels, np.full(len(feats), len(idx.classes), dtype=np.int64)])
@@ -520,8 +635,33 @@ def _add_class(index_dir, name: str, videos: list[str], run_dir, pretrained, bac
     caveat = encoder_caveat(idx.cache_key)
     return IndexSummary(path=str(index_dir), classes=len(meta["classes"]), support_videos=len(videos),
                         method=meta["method"]["name"], metric=meta.get("metric"), scorer=meta["scorer"],
-                        kind=index.kind, added=[name], notes=[caveat] if caveat else [],
+                        kind=index.kind, added=[name], notes=([caveat] if caveat else []) + notes,
                         seconds={"total": time.perf_counter() - t0})
+
+
+def _run_class_vector(idx: LoadedIndex, run, name: str, pretrained: str | None) -> np.ndarray:
+    """The class vector ``[1, D]`` of a new class ``name`` from a text method's run (its text
+    through the frozen text tower, as the store's class text was made); a classifier is refused."""
+    import torch
+
+    from ..runs import load_run, load_store_encoder
+    from ..templates import SINGLE, fill
+
+    key = idx.cache_key
+    enc = load_store_encoder(key, pretrained or idx.meta.get("pretrained"), device="cpu")
+    method, _ = load_run(run, cache_key=key, backbone=enc, device="cpu", pretrained=pretrained)
+    if method.predicts != "text":
+        raise InputError(f"index add: run {run}'s {method.name} classifies among the {len(idx.classes)} classes "
+                         "it trained on; a new class needs a run trained with it")
+    text = None
+    if method.needs.text:
+        templates = idx.meta.get("templates") or list(SINGLE)
+        with torch.no_grad():
+            text = enc.encode_text(fill(tuple(templates), name)).float()[None]  # [1, P, D']
+    method.bind_classes([name])
+    with torch.no_grad():
+        vec = method.index_class_vectors(text)
+    return np.ascontiguousarray(vec.float().numpy(), dtype=np.float32)
 
 
 def _run_support_from_pixels(idx: LoadedIndex, run, pixels: list, name: str,

@@ -509,21 +509,39 @@ def index_lock(path: str | os.PathLike) -> Iterator[None]:
         lock.release()
 
 
+def not_replaceable(path: str | os.PathLike) -> str | None:
+    """Why publishing at ``path`` would destroy something that is not an index (a file, or a
+    non-empty folder without ``index.json``); None when it is absent, empty or an index."""
+    p = Path(path)
+    if not p.exists():
+        return None
+    if not p.is_dir():
+        return f"{p} exists and is not a directory; pass a new or empty folder"
+    if (p / META_FILE).is_file() or not any(p.iterdir()):
+        return None
+    return f"{p} exists and is not a clipcache index; pass a new or empty folder"
+
+
 def publish_dir(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     """Make ``path`` the directory that ``write(tmp)`` fills, atomically, one writer at a time.
 
     ``write`` fills a fresh ``.<name>.tmp-<uuid>`` beside ``path``; the files are fsynced, and
     the directory is renamed onto ``path`` (swapped with the old one where it exists, then the old
-    one is deleted). A kill at any moment leaves the old or the new directory at ``path``.
+    one is deleted). A kill at any moment leaves the old or the new directory at ``path``. A
+    ``path`` that holds something other than an index (:func:`not_replaceable`) is refused.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise StoreError(f"{path} exists and is not a directory")
+    why = not_replaceable(path)
+    if why is not None:
+        raise StoreError(why)
     with index_lock(path):
         if not path.exists():  # a crash of the two-rename fallback: put the old version back
             olds = [o for o in _siblings(path, "old") if (o / META_FILE).is_file()]
             if olds:
                 os.rename(max(olds, key=lambda o: o.stat().st_mtime), path)
+        why = not_replaceable(path)  # again under the lock: another process may have written there
+        if why is not None:
+            raise StoreError(why)
         for stale in _siblings(path, "tmp") + _siblings(path, "old"):  # killed writers' leftovers
             shutil.rmtree(stale, ignore_errors=True)
         tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
@@ -558,6 +576,7 @@ __all__ = [
     "gpu_available",
     "index_lock",
     "normalise",
+    "not_replaceable",
     "publish_dir",
     "read_manifest",
     "resolve_dir",

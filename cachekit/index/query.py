@@ -86,7 +86,8 @@ def rank(idx: LoadedIndex, feats: torch.Tensor, top_k: int, shortlist: int, meth
     """Top-``top_k`` classes of ``idx`` for one video's query features ``[T, D]``, best first.
 
     FAISS finds the classes whose pooled vectors are closest by cosine to the query's pooled
-    vector. Index scorer ``faiss``: that cosine is the score. ``metric``: the ``shortlist`` best
+    vector. Index scorer ``faiss``: that cosine is the score. ``classifier``: every class scored by
+    the method's own logit (:func:`~cachekit.index.query_onnx.classifier_rank`), no FAISS. ``metric``: the ``shortlist`` best
     are re-scored by the temporal metric on their temporal prototypes. ``method``: re-scored by
     ``method.score_supports`` on their kept shots. With ``shortlist >= len(idx.classes)`` the
     result is the brute-force ranking over every class. Ties go to the lower class id.
@@ -96,6 +97,10 @@ def rank(idx: LoadedIndex, feats: torch.Tensor, top_k: int, shortlist: int, meth
 
     scorer = idx.meta["scorer"]
     q = feats.float()
+    if scorer == "classifier":
+        from .query_onnx import classifier_rank  # numpy, as the onnx engine ranks
+
+        return [Hit(idx.classes[c], s) for c, s in classifier_rank(idx, q.numpy(), top_k)]
     pooled = F.normalize(q.mean(dim=0, keepdim=True), dim=-1).numpy()  # [1, D]
     k = top_k if scorer == "faiss" else max(top_k, shortlist)
     sims, ids = idx.index.search(pooled, k)
@@ -140,6 +145,19 @@ def _index_meta(index_dir: str | os.PathLike) -> tuple[Path, dict]:
     return root, read_manifest(root).get("meta", {})
 
 
+def _run_note(run_dir) -> str | None:
+    """The unfinished-run note (:func:`cachekit.runs.unfinished_run_note`) of ``run_dir``, if it
+    is there to read; None for a finished run or none."""
+    if run_dir is None:
+        return None
+    from ..runs import read_run, unfinished_run_note
+
+    try:
+        return unfinished_run_note(read_run(run_dir), run_dir)
+    except (ClipcacheError, OSError, ValueError):  # a moved run: the index answers on its own
+        return None
+
+
 class Classifier:
     """An index and its encoder, loaded once; :meth:`classify` answers one video at a time.
 
@@ -177,6 +195,7 @@ class Classifier:
                                  "leave --run out")
         self.run_dir = run_dir if run_dir is not None else meta.get("run")
         self.meta = meta
+        self.run_note = _run_note(self.run_dir)  # the run did not finish: said once on stderr
         self.caveat = encoder_caveat(meta["cache_key"])  # random / toy weights: every answer says so
         self.pre = meta["cache_key"]["preprocess"]
         self.shortlist = shortlist or int(meta.get("shortlist", 64))

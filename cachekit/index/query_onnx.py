@@ -216,7 +216,7 @@ def onnx_usable(root: Path, meta: dict) -> str | None:
     onnx = (meta.get("encoder") or {}).get("onnx")
     if not onnx or not (root / onnx).is_file():
         return "the index has no encoder.onnx (rebuild it with the [export] extra installed)"
-    if meta.get("scorer") not in ("faiss", "metric"):
+    if meta.get("scorer") not in ("faiss", "metric", "classifier"):
         return "the index is scored by its run's method, which runs in torch"
     if importlib.util.find_spec("onnxruntime") is None:
         return "onnxruntime is not installed (pip install 'clipcache[export]')"
@@ -235,11 +235,23 @@ def similarity(metric: str, q: np.ndarray, s: np.ndarray) -> np.ndarray:
     return get_similarity(metric).numpy(q, s)
 
 
+def classifier_rank(idx, feats: np.ndarray, top_k: int) -> list[tuple[int, float]]:
+    """``(class id, score)`` of the top ``top_k`` classes of a classifier-scored index, best first:
+    the mean over T of the query features ``[T, D]`` dotted with the method's class vectors, i.e.
+    its logits (:meth:`Method.index_class_vectors`). Every class is scored; ties to the lower id."""
+    q = np.asarray(feats, np.float32).mean(axis=0)  # [D]
+    s = (idx.class_vectors.astype(np.float32) @ q).astype(np.float32)  # [C]
+    order = np.lexsort((np.arange(s.size), -s))[:top_k]
+    return [(int(c), float(s[c])) for c in order]
+
+
 def rank(idx, feats: np.ndarray, top_k: int, shortlist: int) -> list[tuple[int, float]]:
     """``(class id, score)`` of the top ``top_k`` classes, best first: :func:`cachekit.index.query.rank`
-    for the ``faiss`` and ``metric`` scorers, in numpy."""
+    for the ``faiss``, ``metric`` and ``classifier`` scorers, in numpy."""
     scorer = idx.meta["scorer"]
     q = np.asarray(feats, np.float32)
+    if scorer == "classifier":
+        return classifier_rank(idx, q, top_k)
     pooled = _normalise(q.mean(axis=0, keepdims=True))  # [1, D]
     k = top_k if scorer == "faiss" else max(top_k, shortlist)
     sims, ids = idx.index.search(pooled, k)
@@ -253,5 +265,5 @@ def rank(idx, feats: np.ndarray, top_k: int, shortlist: int) -> list[tuple[int, 
     return [(int(cand[i]), float(s[i])) for i in order]
 
 
-__all__ = ["OnnxEncoder", "normalise_pixels", "onnx_usable", "rank", "resize_crop",
+__all__ = ["OnnxEncoder", "classifier_rank", "normalise_pixels", "onnx_usable", "rank", "resize_crop",
            "resize_uint8", "similarity"]

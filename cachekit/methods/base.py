@@ -150,7 +150,8 @@ class Method(nn.Module):
       embedding table at once (evaluation). ``batched_training``: :meth:`episode_batch_loss` runs a
       training step's episodes as one batch (:mod:`cachekit.resident`). ``uses_support``: episodic scores depend on the support videos
       (False: 5-way zero-shot). ``can_index``: :meth:`support_features` / :meth:`query_features`
-      give features a prototype index (``clipcache index``) can hold.
+      give features a prototype index (``clipcache index``) can hold; a text or classifier method
+      is indexed by its :meth:`index_class_vectors` instead.
     """
 
     name: ClassVar[str] = ""
@@ -271,6 +272,18 @@ class Method(nn.Module):
             raise NotImplementedError(f"{self.name} reads no cached embeddings: it must define "
                                       "query_features to answer queries")
         return batch.emb
+
+    def index_class_vectors(self, text: torch.Tensor | None) -> torch.Tensor | None:
+        """Class vectors ``[C, D]`` of a method whose classifier is a per-class matrix (class text,
+        head weights): the mean over T of :meth:`query_features` dotted with them gives its
+        :meth:`video_logits`, so a ``clipcache index`` of them answers as the method does.
+
+        ``text`` ``[C, P, D']``: the cached text of the bound classes (:meth:`bind_classes`) when
+        ``needs.text``. None (default): the method is not such a classifier; a method that predicts
+        by text or a trained head (``predicts`` "text" / "classifier") and returns None cannot be
+        indexed, since support prototypes would make another classifier.
+        """
+        return None
 
     def prototype_metric(self) -> str | None:
         """The parameter-free score (a key of ``cachekit.similarity.SIMILARITIES``) of query features against

@@ -310,7 +310,17 @@ class EVCLIP(Method):
         return self.frame_embeddings(batch)
 
     def query_features(self, batch: VideoBatch) -> torch.Tensor:
-        return self.frame_embeddings(batch)
+        """``logit_scale`` · the video vector (the context token included) for every frame
+        ``[B, T, D']``: its mean over T dotted with :meth:`index_class_vectors` is the logit."""
+        frames = self.frame_embeddings(batch)  # [B, T, D']
+        v = self.logit_scale * self._video(batch, frames)  # [B, D']
+        return v[:, None, :].expand(-1, frames.shape[1], -1)
+
+    def index_class_vectors(self, text: torch.Tensor | None) -> torch.Tensor:
+        """The class text vectors ``[C, D']`` videos are scored against (frozen, templates averaged)."""
+        if text is None:
+            raise InputError("ev_clip scores against the cached class text; none was given")
+        return self._text(text)
 
     def explain_mask(self, batch: VideoBatch) -> torch.Tensor | None:
         """The mask prompt over the frames, for ``clipcache query --explain``."""

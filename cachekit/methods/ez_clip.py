@@ -310,7 +310,15 @@ class EZCLIP(Method):
         return self.frame_embeddings(batch)
 
     def query_features(self, batch: VideoBatch) -> torch.Tensor:
-        return self.frame_embeddings(batch)
+        """``logit_scale`` · the adapted video vector for every frame ``[B, T, D']``: its mean over T
+        dotted with :meth:`index_class_vectors` is the logit."""
+        frames = self.frame_embeddings(batch)  # [B, T, D']
+        v = self.backbone.logit_scale() * F.normalize(frames.float().mean(dim=1), dim=-1)  # [B, D']
+        return v[:, None, :].expand(-1, frames.shape[1], -1)
+
+    def index_class_vectors(self, text: torch.Tensor | None) -> torch.Tensor:
+        """The class embeddings ``[C, D']`` of the bound classes (adapted text tower, or the cache's)."""
+        return self.class_text(text)
 
     def _logits(self, frames: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
         video = F.normalize(frames.mean(dim=1), dim=-1)  # [B, D']

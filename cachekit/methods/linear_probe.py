@@ -73,9 +73,12 @@ class LinearProbe(Method):
             self.weight.zero_()
             self.bias.zero_()
 
-    def video_logits(self, batch: VideoBatch, text: Tensor) -> Tensor:
-        """batch.emb ``[B, T, D']``, text ``[C, P, D']`` -> ``[B, C]``; leading axes pass through
-        (``[E, B, T, D']`` -> ``[E, B, C]``: the videos of E episodes at once)."""
+    def _rows(self, text: Tensor | None) -> None:
+        """Materialise W from the class text on first use; refuse text of another class count."""
+        if text is None:
+            if is_lazy(self.weight):
+                raise InputError("the linear probe has no weights yet: it needs the class text to start from")
+            return
         classes = text.shape[0]
         if is_lazy(self.weight):
             self._materialise(classes, text.device)
@@ -87,8 +90,25 @@ class LinearProbe(Method):
                 f"the linear probe was trained on {self.weight.shape[0]} classes; got text for {classes} "
                 "(a probe classifies its own class set only)"
             )
+
+    def video_logits(self, batch: VideoBatch, text: Tensor) -> Tensor:
+        """batch.emb ``[B, T, D']``, text ``[C, P, D']`` -> ``[B, C]``; leading axes pass through
+        (``[E, B, T, D']`` -> ``[E, B, C]``: the videos of E episodes at once)."""
+        self._rows(text)
         v = F.normalize(batch.emb.mean(dim=-2), dim=-1)  # [..., B, D']
         return self.cfg.scale * v @ self.weight.t() + self.bias
+
+    def query_features(self, batch: VideoBatch) -> Tensor:
+        """``[B, T, D'+1]``: ``(scale · v, 1)`` for every frame, so that its mean over T dotted with
+        :meth:`index_class_vectors` ``(W_c, b_c)`` is the probe's logit."""
+        v = self.cfg.scale * F.normalize(batch.emb.float().mean(dim=-2), dim=-1)  # [B, D']
+        f = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)  # [B, D'+1]
+        return f[..., None, :].expand(*batch.emb.shape[:-1], f.shape[-1])
+
+    def index_class_vectors(self, text: Tensor | None) -> Tensor:
+        """The probe's rows with their bias, ``[C, D'+1]`` (see :meth:`query_features`)."""
+        self._rows(text)
+        return torch.cat([self.weight, self.bias[:, None]], dim=-1).detach().float()
 
 
 def build(cfg: Config, info: ModelInfo, frames: int, backbone=None) -> Method:

@@ -78,6 +78,18 @@ class ZeroShot(Method):
         v = self.video_vectors(batch.emb.float())  # [B, D']
         return self.cfg.logit_scale * v @ self.class_vectors(text.float()).t()  # [B, C]
 
+    def query_features(self, batch: VideoBatch) -> torch.Tensor:
+        """``logit_scale`` · the video vector for every frame ``[B, T, D']``: its mean over T dotted
+        with :meth:`index_class_vectors` is the zero-shot logit."""
+        v = self.cfg.logit_scale * self.video_vectors(batch.emb.float())  # [B, D']
+        return v[..., None, :].expand(*batch.emb.shape[:-1], v.shape[-1])
+
+    def index_class_vectors(self, text: torch.Tensor | None) -> torch.Tensor:
+        """The normalised class text vectors ``[C, D']`` the videos are scored against."""
+        if text is None:
+            raise InputError("zero-shot needs cached class text embeddings; none were given")
+        return self.class_vectors(text.float())
+
     def episode_logits(self, ep: Episode) -> torch.Tensor:
         """Queries against the episode's class text: ``[W*Q, W]``."""
         if ep.text is None:
