@@ -111,6 +111,7 @@ def index_add(index_dir, videos, class_name, run_dir, pretrained, backend, as_js
 
 
 @click.command("query")
+@_params.storage_options  # the run's store, when query --run builds the run's index on first use
 @click.argument("videos", nargs=-1, required=True)
 @click.option("--run", "run_dir", default=None, help="Trained run (optional when --index is given).")
 @click.option("--index", "index_dir", default=None, help="Index directory (default: RUN_DIR/index).")

@@ -38,11 +38,27 @@ class _Group(click.Group):
             click.echo(f"error: {err.strerror or err}{where}; nothing committed was lost, re-run the "
                        "command once it is fixed", err=True)
             ctx.exit(2)
+        except Exception as err:
+            if not _remote_storage_error(err):
+                raise
+            # an object store's client (botocore, gcsfs, ...): no endpoint, no credentials, no bucket
+            click.echo(f"error: {type(err).__name__}: {err}; check --storage-option / AWS_* settings and the "
+                       "bucket; nothing committed was lost", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt as err:  # Ctrl-C: one line, what was kept and how to go on
             again = _resume_command(args)
             click.echo("interrupted" + (f": {err}" if str(err) else "") + (f"; resume with: {again}" if again else ""),
                        err=True)
             ctx.exit(130)
+
+
+_REMOTE_CLIENTS = ("botocore", "aiobotocore", "s3fs", "gcsfs", "google.auth", "google.api_core", "adlfs", "azure")
+
+
+def _remote_storage_error(err: BaseException) -> bool:
+    """Whether ``err`` comes from an object store's client library (their errors are not OSErrors)."""
+    return any(c.__module__.split(".")[0] in {m.split(".")[0] for m in _REMOTE_CLIENTS}
+               for c in type(err).__mro__)
 
 
 def _resume_command(args: list[str]) -> str | None:

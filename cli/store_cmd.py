@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import click
 
+from . import _params
+
 
 @click.command()
+@_params.storage_options
 @click.argument("old")
 @click.argument("new")
 @click.option("--batch", default=64, show_default=True, help="Entries per batch commit.")

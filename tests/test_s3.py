@@ -262,3 +262,19 @@ def test_where_the_server_ignores_conditional_writes(bucket):
             a.check()  # what runs before each commit record
     finally:
         a.release()
+
+
+def test_an_unreachable_endpoint_or_bucket_is_one_line(monkeypatch):
+    """The object store client's own errors (botocore's are not OSErrors) end in one line, exit 2."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    for command in (["info", "s3://bucket/a.zarr"], ["convert", "s3://bucket/a.zarr", "s3://bucket/b.zarr"]):
+        code, out, err = invoke([*command, "--storage-option", f"endpoint_url=http://127.0.0.1:{port}",
+                                 "--storage-option", 'config_kwargs={"retries": {"max_attempts": 1}}'])
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, (command, err)
+        assert "check --storage-option" in err
