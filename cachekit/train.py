@@ -221,6 +221,11 @@ def _same_run(old: dict, new: dict, out: Path) -> None:
     if diff:
         raise RunError(f"cannot resume {out}: its {', '.join(diff)} differ from this command's; "
                        "repeat the original options or choose another --out")
+    was, now = old["train"].get("ranks"), new["train"].get("ranks", 1)  # None: a run recorded before ranks were
+    if was is not None and was != now:
+        raise RunError(f"cannot resume {out}: it trained data-parallel over {was} rank{'s' * (was != 1)} and this "
+                       f"command runs {now}; every step draws one batch per rank, so resume it with "
+                       f"{'torchrun --nproc_per_node ' + str(was) if was > 1 else 'one process'}")
 
 
 def _resolve_protocol(m, method: str, cache, cfg: TrainConfig, dist, device_note: str | None,
@@ -254,7 +259,8 @@ def _resolve_protocol(m, method: str, cache, cfg: TrainConfig, dist, device_note
     if dist.world > 1 and m.needs.backbone:
         notes.append(f"data-parallel over {dist.world} ranks: each rank computes its own batch or episode, "
                      "gradients are averaged across ranks before every step (as DistributedDataParallel "
-                     "does); the effective batch is world x batch")
+                     f"does); the effective batch is world x batch, and each rank runs the --epochs / "
+                     f"--episodes given, so the run makes {dist.world}x the passes (episodes) of one process")
     return cfg, proto, plan, notes
 
 
@@ -428,6 +434,8 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
         warmup = round(cfg.warmup * steps)
         meta = _run_meta(method, m, s.mcfg, cfg, cache, s.plan, s.notes, device, steps, val_every, warmup)
         meta["coverage"] = run_coverage(cache, s.plan)
+        parallel = dist.world > 1 and m.needs.backbone  # data-parallel: each rank its own batch
+        meta["train"]["ranks"] = dist.world if parallel else 1  # a step's batches: resumed only alike
         if old is not None:
             _same_run(old, meta, out)
         out.mkdir(parents=True, exist_ok=True)
@@ -459,7 +467,6 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
         if main:
             write_json(out / RUN_JSON, meta)
-        parallel = dist.world > 1 and m.needs.backbone  # data-parallel: each rank its own batch
         loop = _Loop(s, Checkpointer(out, meta, main, m, device, t_start), opt, sched, params,
                      data_parallel(feed.step_loss, params, dist) if parallel else feed.step_loss,
                      list(state["interval_losses"]) if state is not None else [], val_every, device)

@@ -328,6 +328,13 @@ def test_run_directory_rebuilds_the_method_and_guards_it(motion_store, tmp_path)
     stopped = train(motion_store, tmp_path / "s", "clip_fsar", {"ffn_dim": 64}, cfg, progress=False, stop_after=2)
     with pytest.raises(RunError, match="method config"):
         train(motion_store, stopped.run_dir, "clip_fsar", {"ffn_dim": 32}, cfg, resume=True, progress=False)
+    # a run trained data-parallel resumes only over as many ranks (each step draws one batch per rank)
+    meta = json.loads((Path(stopped.run_dir) / "run.json").read_text())
+    assert meta["train"]["ranks"] == 1
+    meta["train"]["ranks"] = 2
+    (Path(stopped.run_dir) / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(RunError, match="data-parallel over 2 ranks and this command runs 1"):
+        train(motion_store, stopped.run_dir, "clip_fsar", {"ffn_dim": 64}, cfg, resume=True, progress=False)
 
 
 def test_protocol_the_method_does_not_train_is_refused(motion_store, tmp_path):
