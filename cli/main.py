@@ -61,6 +61,35 @@ def _remote_storage_error(err: BaseException) -> bool:
                for c in type(err).__mro__)
 
 
+def _as_the_store_was(store: str, cfg, pretrained: str | None, device: str):
+    """Extending a store with no INPUT: the encoder and sampler its cache key names, where the
+    command did not give --model / --pretrained / --frames / --seed itself (their defaults name
+    ViT-B-32's OpenAI weights and 8 frames, which a store of other settings refuses)."""
+    from dataclasses import replace
+
+    from click.core import ParameterSource
+
+    from cachekit.runs import load_store_encoder
+    from cachekit.video import SamplerConfig
+    from clipcache.stores import open_store
+
+    ctx = click.get_current_context()
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+    with open_store(store, "r") as st:
+        key = st.attrs.get("cache_key") or {}
+    enc = None
+    if key and not given("model"):
+        enc = load_store_encoder(key, pretrained if given("pretrained") else None, device=device)
+    if key.get("sampler") and not given("frames") and not given("seed"):
+        was = {k: v for k, v in key["sampler"].items() if k in ("frames", "views", "seed", "kind")}
+        views = cfg.sampler.views if given("views") else was.get("views", 1)
+        cfg = replace(cfg, sampler=SamplerConfig(**{**was, "views": views}))
+    return cfg, enc
+
+
 def _resume_command(args: list[str]) -> str | None:
     """The command that continues an interrupted ``train`` (``--resume``) or ``extract`` (the same
     command: what is cached is skipped); None for other commands."""
@@ -196,6 +225,7 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
         pixels=pixels,
         fps=fps,
     )
+    enc = None
     if inputs:
         items = collect_inputs(list(inputs), video_root=video_root, class_names=class_names, fmt=fmt, fold=fold)
     else:
@@ -208,6 +238,7 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
             raise InputError(f"no INPUT given and no store at {store} to extend; pass video files, "
                              "globs, a list/CSV/split file or a folder")
         items = InputSet()
+        cfg, enc = _as_the_store_was(store, cfg, pretrained, device)
     if engine == "ray":
         from cachekit.ray_engine import extract_ray
 
@@ -215,7 +246,7 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
                         progress=not no_progress and sys.stderr.isatty())
     else:
         s = run_extract(items, store, cfg, progress=not no_progress and sys.stderr.isatty(), shard=share,
-                        writer=writer)
+                        writer=writer, enc=enc)
     if int(os.environ.get("RANK", "0")) > 0:
         return  # under torchrun, rank 0 reports for the whole job
     if as_json:

@@ -224,3 +224,14 @@ def test_a_corrupt_cached_entry_is_not_copied_on(videos, model, tmp_path):
     with open_store(store) as s:
         assert s.verify("videos") == (3, [])
         assert s.record("videos", key)["arrays"]["emb"]["shape"][0] == 2
+
+
+def test_extending_without_input_uses_the_stores_own_encoder_and_sampler(videos, tiny_cfg, tmp_path):
+    """``extract --store S --tokens-at 1`` alone: the model, weights and frames come from the store's
+    key (the option defaults, ViT-B-32's OpenAI weights and 8 frames, are another configuration)."""
+    store = tmp_path / "s.zarr"
+    run(videos, "--store", store, "--model", tiny_cfg, "--pretrained", "random", "--frames", "4", "--no-progress")
+    rc, out, err = invoke(["extract", "--store", str(store), "--tokens-at", "1", "--pixels", "--no-progress"])
+    assert rc == 0, err
+    assert "3 extended" in out
+    assert key_of(store)["tokens_at"] == [1] and key_of(store)["pixels"] and key_of(store)["frames"] == 4
