@@ -22,7 +22,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .base import LAYOUT_VERSION, JsonDir, StoreError, StoreFormatError, StoreNotFound, array_sha256
+from .base import (
+    LAYOUT_VERSION,
+    JsonDir,
+    StoreError,
+    StoreFormatError,
+    StoreNotFound,
+    array_sha256,
+    storage_options,
+)
 from .zarr_store import LEGACY_LAYOUT
 
 log = logging.getLogger(__name__)
@@ -50,9 +58,10 @@ class _LegacyReader:
         if "://" in path and not path.startswith("file://"):
             import fsspec
 
-            fs, root = fsspec.core.url_to_fs(path)
+            opts = storage_options()  # --storage-option / CLIPCACHE_STORAGE_OPTIONS, as every store reads
+            fs, root = fsspec.core.url_to_fs(path, **opts)
             root = root.rstrip("/")
-            self.store = zarr.storage.FsspecStore.from_url(path, read_only=True)
+            self.store = zarr.storage.FsspecStore.from_url(path, read_only=True, storage_options=opts)
             meta = f"{root}/meta"
             exists = fs.exists(f"{root}/zarr.json")
         else:

@@ -277,4 +277,4 @@ def test_an_unreachable_endpoint_or_bucket_is_one_line(monkeypatch):
         code, out, err = invoke([*command, "--storage-option", f"endpoint_url=http://127.0.0.1:{port}",
                                  "--storage-option", 'config_kwargs={"retries": {"max_attempts": 1}}'])
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, (command, err)
-        assert "check --storage-option" in err
+        assert "check --storage-option" in err and f"127.0.0.1:{port}" in err, err  # convert honours them too
