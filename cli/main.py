@@ -56,9 +56,10 @@ _REMOTE_CLIENTS = ("botocore", "aiobotocore", "s3fs", "gcsfs", "google.auth", "g
 
 
 def _remote_storage_error(err: BaseException) -> bool:
-    """Whether ``err`` comes from an object store's client library (their errors are not OSErrors)."""
-    return any(c.__module__.split(".")[0] in {m.split(".")[0] for m in _REMOTE_CLIENTS}
-               for c in type(err).__mro__)
+    """Whether ``err`` comes from an object store's client library (their errors are not OSErrors;
+    matched by module prefix, so google.protobuf's, say, are not taken for a storage error)."""
+    return any(c.__module__ == m or c.__module__.startswith(m + ".")
+               for c in type(err).__mro__ for m in _REMOTE_CLIENTS)
 
 
 def _as_the_store_was(store: str, cfg, pretrained: str | None, device: str):
