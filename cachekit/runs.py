@@ -153,8 +153,8 @@ def unfinished_run_note(meta: dict, run_dir) -> str | None:
         return None
     train = meta.get("train") or {}
     steps = train.get("steps")
-    return (f"run {Path(str(run_dir)).name} is {status} at step {meta.get('step')} of {steps}: its weights are "
-            f"that checkpoint's (clipcache train --resume finishes it)")
+    return (f"run {Path(str(run_dir)).name} did not finish (status {status!r} at step {meta.get('step')} of "
+            f"{steps}): its weights are that checkpoint's (clipcache train --resume finishes it)")
 
 
 class DeferredEncoder(FrozenCLIP):

@@ -531,7 +531,7 @@ def test_cli_evaluates_a_trained_run_under_its_protocol(tmp_path):
           stop_after=1)
     code, out, err = invoke(["eval", "--store", store, "--run", stopped, "--episodes", "4", "--json"])
     assert code == 0, err
-    assert json.loads(out)["notes"][0].startswith("run stopped is stopped at step 1 of 4")
+    assert json.loads(out)["notes"][0].startswith("run stopped did not finish (status 'stopped' at step 1 of 4)")
     # the run's cache key must match the store it is evaluated on (here: 2 frames, not 4)
     other = write_store(tmp_path / "other.h5", emb[:, :2], labels, splits={"test": by_class(labels, names[10:])})
     code, out, err = invoke(["eval", "--store", other, "--run", run, "--episodes", "2"])

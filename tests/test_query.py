@@ -901,9 +901,9 @@ def test_an_unfinished_run_is_noted_by_index_and_query(data, probes, tmp_path):
     write_json(run / RUN_JSON, meta)
     code, out, err = _invoke(["index", "--run", run, "--store", data["store"], "--no-onnx"])
     assert code == 0, err
-    assert "note: run stopped is stopped at step" in out
+    assert "note: run stopped did not finish (status 'stopped'" in out
     code, out, err = _invoke(["query", data["clips"]["spin"][0], "--run", run, "--json"])
     assert code == 0, err
-    assert json.loads(out)["top"] and "note: run stopped is stopped at step" in err
+    assert json.loads(out)["top"] and "note: run stopped did not finish (status 'stopped'" in err
     code, out, err = _invoke(["query", data["clips"]["spin"][0], "--run", probes[0], "--json"])
     assert code == 0 and "checkpoint's" not in err
