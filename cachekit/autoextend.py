@@ -114,14 +114,12 @@ def _extend(cache, blocks: list[int], keys: list[str], texts: list[str], encoder
 
     from .distributed import Dist
     from .extract import ExtractConfig, ExtractSummary, Extractor
+    from .cachekey import key_sampler
     from .runs import load_store_encoder
-    from .video import SamplerConfig
 
     key = cache.key
     enc = encoder if encoder is not None else load_store_encoder(key, pretrained, device)
-    sampler = key.get("sampler") or {}
-    cfg = ExtractConfig(sampler=SamplerConfig(frames=int(key["frames"]), views=int(key.get("views") or 1),
-                                              seed=int(sampler.get("seed", 0))),
+    cfg = ExtractConfig(sampler=key_sampler(key),
                         tokens_at=tuple(sorted(set(key.get("tokens_at") or ()) | set(blocks))),
                         pixels=bool(key.get("pixels")))
     templates = _store_templates(cache)

@@ -50,6 +50,16 @@ def cache_key(enc: FrozenCLIP, sampler: SamplerConfig, tokens_at: tuple[int, ...
     }
 
 
+def key_sampler(key: dict, views: int | None = None) -> SamplerConfig:
+    """The frame sampler a store's cache key records (``views``: another view count; views are
+    extensible), for commands that extend the store as it was extracted."""
+    from .video import SamplerConfig
+
+    sampler = key.get("sampler") or {}
+    return SamplerConfig(frames=int(key["frames"]), views=int(views if views is not None else key.get("views") or 1),
+                         seed=int(sampler.get("seed", 0)))
+
+
 def _comparable(key: dict, f: str):
     v = key.get(f)
     if f == "sampler" and isinstance(v, dict):  # its view count is extensible too

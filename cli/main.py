@@ -70,8 +70,8 @@ def _as_the_store_was(store: str, cfg, pretrained: str | None, device: str):
 
     from click.core import ParameterSource
 
+    from cachekit.cachekey import key_sampler
     from cachekit.runs import load_store_encoder
-    from cachekit.video import SamplerConfig
     from clipcache.stores import open_store
 
     ctx = click.get_current_context()
@@ -84,10 +84,8 @@ def _as_the_store_was(store: str, cfg, pretrained: str | None, device: str):
     enc = None
     if key and not given("model"):
         enc = load_store_encoder(key, pretrained if given("pretrained") else None, device=device)
-    if key.get("sampler") and not given("frames") and not given("seed"):
-        was = {k: v for k, v in key["sampler"].items() if k in ("frames", "views", "seed", "kind")}
-        views = cfg.sampler.views if given("views") else was.get("views", 1)
-        cfg = replace(cfg, sampler=SamplerConfig(**{**was, "views": views}))
+    if key.get("frames") and not given("frames") and not given("seed"):
+        cfg = replace(cfg, sampler=key_sampler(key, cfg.sampler.views if given("views") else None))
     return cfg, enc
 
 
