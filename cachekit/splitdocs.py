@@ -38,6 +38,11 @@ def read_splits(store: FeatureStore) -> dict[str, dict]:
         docs = {n: store.get_json("splits", n) for n in names}
         if all(d is not None for d in docs.values()):
             break  # else: compacted under us; the merged document is there on the next listing
+    return _merge(docs)
+
+
+def _merge(docs: dict[str, dict | None]) -> dict[str, dict]:
+    """Documents by name (None: gone) merged per split: ``{split: {"videos", "missing"}}``."""
     merged: dict[str, dict] = {}
     for name in sorted(docs):
         doc = docs[name]
@@ -67,30 +72,31 @@ def record_splits(store: FeatureStore, inputs: InputSet, keys_by_path: dict[str,
     own new document per split; videos named but absent are kept under ``missing``."""
     by_split = inputs.splits
     tag = f"{writer or 'w'}.{uuid.uuid4().hex[:12]}"
-    for split in sorted(set(by_split) | set(inputs.missing)):
+    splits = sorted(set(by_split) | set(inputs.missing))
+    for split in splits:
         doc = {"videos": {}, "missing": sorted(set(inputs.missing.get(split, [])))}
         for it in by_split.get(split, []):
             path = os.path.abspath(it.path)
             doc["videos"][path] = [keys_by_path.get(path), it.label]
         store.put_json("splits", f"{split}@{tag}", doc)
-        _compact(store, split)
+    _compact(store, splits)
 
 
-def _compact(store: FeatureStore, split: str) -> None:
-    """Merge ``split``'s documents into one new one when there are many; delete only those read."""
-    names = [n for n in store.json_keys("splits") if n.split("@", 1)[0] == split]
-    if len(names) <= COMPACT_AT:
-        return
-    merged = {"videos": {}, "missing": set()}
-    read = []
-    for n in sorted(names):
-        doc = store.get_json("splits", n)
-        if doc is None:  # another writer compacted it: its content is in that writer's new document
+def _compact(store: FeatureStore, splits: list[str]) -> None:
+    """Merge each of ``splits`` whose documents are many into one new document; then delete only
+    those read (one listing for all of them)."""
+    names = store.json_keys("splits")
+    for split in splits:
+        mine = [n for n in names if n.split("@", 1)[0] == split]
+        if len(mine) <= COMPACT_AT:
             continue
-        merged["videos"].update(doc.get("videos", {}))
-        merged["missing"].update(doc.get("missing", []))
-        read.append(n)
-    store.put_json("splits", f"{split}@merged.{uuid.uuid4().hex[:12]}",
-                   {"videos": merged["videos"], "missing": sorted(merged["missing"])})
-    for n in read:
-        store.delete_json("splits", n)
+        # a document gone meanwhile was compacted by another writer: its content is in that one's
+        docs = {n: store.get_json("splits", n) for n in mine}
+        merged = _merge(docs).get(split)
+        if merged is None:
+            continue
+        store.put_json("splits", f"{split}@merged.{uuid.uuid4().hex[:12]}",
+                       {"videos": merged["videos"], "missing": sorted(merged["missing"])})
+        for n, doc in docs.items():
+            if doc is not None:
+                store.delete_json("splits", n)
