@@ -199,11 +199,12 @@ def _toy_file_is(cache_key: dict) -> bool:
     return path.is_file() and file_sha256(path) == cache_key.get("weights_sha256")
 
 
-def load_store_encoder(cache_key: dict, pretrained: str | None = None, device: str = "auto") -> FrozenCLIP:
-    """Load the frozen encoder a store was extracted with (model and weights from its cache key).
+def store_encoder_config(cache_key: dict, pretrained: str | None = None, device: str = "auto") -> EncoderConfig:
+    """The :class:`EncoderConfig` that loads the frozen encoder a store was extracted with (model and
+    weights from its cache key): what a process that loads it itself (a Ray actor) is given.
 
     Random, tag and toy weights are found from the key; weights from a file or ``local-dir:`` must be
-    passed as ``pretrained``. The loaded encoder must reproduce the key's weights hash.
+    passed as ``pretrained``.
     """
     model = cache_key.get("model")
     weights = str(cache_key.get("weights", ""))
@@ -216,7 +217,7 @@ def load_store_encoder(cache_key: dict, pretrained: str | None = None, device: s
         elif weights.startswith("tag:"):
             pretrained = weights[4:]
         elif weights == TOY_TAG or (weights.startswith(f"{TOY_TAG}:") and _toy_file_is(cache_key)):
-            pretrained = TOY_TAG  # the packaged toy CLIP (or $CLIPCACHE_TOY_WEIGHTS); its hash is checked below
+            pretrained = TOY_TAG  # the packaged toy CLIP (or $CLIPCACHE_TOY_WEIGHTS); its hash is checked on loading
         else:
             raise RunError(
                 f"the store was extracted with weights {weights!r}; pass --pretrained with that file or "
@@ -228,14 +229,24 @@ def load_store_encoder(cache_key: dict, pretrained: str | None = None, device: s
         path = Path(tempfile.mkdtemp(prefix="clipcache-run-cfg-")) / f"{stem}.json"
         path.write_text(json.dumps(model_cfg))
         model = str(path)
-    enc = load_clip(EncoderConfig(model=model, pretrained=pretrained, quick_gelu=cache_key.get("quick_gelu"),
-                                  seed=seed, device=device))
+    return EncoderConfig(model=model, pretrained=pretrained, quick_gelu=cache_key.get("quick_gelu"),
+                         seed=seed, device=device)
+
+
+def check_store_encoder(enc: FrozenCLIP, cache_key: dict) -> FrozenCLIP:
+    """``enc`` if it reproduces the key's model config, weights hash and preprocessing, else refused."""
     have = enc.key_fields()
     diff = [f for f in _KEY_CHECKED if f in cache_key and have.get(f) != cache_key.get(f)]
     if diff:
         raise CacheKeyMismatch(f"the loaded encoder differs from the store's ({', '.join(diff)}); "
                                "pass --pretrained with the weights the store was extracted with")
     return enc
+
+
+def load_store_encoder(cache_key: dict, pretrained: str | None = None, device: str = "auto") -> FrozenCLIP:
+    """Load the frozen encoder a store was extracted with (see :func:`store_encoder_config`); it must
+    reproduce the key's weights hash."""
+    return check_store_encoder(load_clip(store_encoder_config(cache_key, pretrained, device)), cache_key)
 
 
 # --------------------------------------------------------------------------- rebuild

@@ -71,7 +71,8 @@ def _as_the_store_was(store: str, cfg, pretrained: str | None, device: str):
     from click.core import ParameterSource
 
     from cachekit.cachekey import key_sampler
-    from cachekit.runs import load_store_encoder
+    from cachekit.encoder import load_clip
+    from cachekit.runs import check_store_encoder, store_encoder_config
     from clipcache.stores import open_store
 
     ctx = click.get_current_context()
@@ -82,8 +83,9 @@ def _as_the_store_was(store: str, cfg, pretrained: str | None, device: str):
     with open_store(store, "r") as st:
         key = st.attrs.get("cache_key") or {}
     enc = None
-    if key and not given("model"):
-        enc = load_store_encoder(key, pretrained if given("pretrained") else None, device=device)
+    if key and not given("model"):  # the config too: Ray's actors load the encoder from it themselves
+        cfg = replace(cfg, encoder=store_encoder_config(key, pretrained if given("pretrained") else None, device))
+        enc = check_store_encoder(load_clip(cfg.encoder), key)
     if key.get("frames") and not given("frames") and not given("seed"):
         cfg = replace(cfg, sampler=key_sampler(key, cfg.sampler.views if given("views") else None))
     return cfg, enc
@@ -242,7 +244,7 @@ def extract(inputs, store, model, pretrained, quick_gelu, device, frames, views,
         from cachekit.ray_engine import extract_ray
 
         s = extract_ray(items, store, cfg, address=address, shard=share, writer=writer,
-                        progress=not no_progress and sys.stderr.isatty())
+                        progress=not no_progress and sys.stderr.isatty(), enc=enc)
     else:
         s = run_extract(items, store, cfg, progress=not no_progress and sys.stderr.isatty(), shard=share,
                         writer=writer, enc=enc)

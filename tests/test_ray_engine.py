@@ -80,6 +80,12 @@ def test_cli_engine_ray_resumes_a_partial_store(cluster, clips, tmp_path):
     ref = tmp_path / "ref.zarr"
     extract(collect_inputs([str(clips / "videos")]), str(ref), _cfg(), progress=False)
     assert record_hashes(store) == record_hashes(ref)
+    # no INPUT: the store's own videos are extended with the encoder its key names (the actors
+    # load it too), not with --model's default, equal to one process extending them
+    rc, out, err = invoke(["extract", "--store", str(store), "--tokens-at", "0", "--engine", "ray", "--no-progress"])
+    assert rc == 0 and "9 extended" in out, (out, err)
+    assert invoke(["extract", "--store", str(ref), "--tokens-at", "0", "--no-progress"])[0] == 0
+    assert record_hashes(store) == record_hashes(ref)
     rc, out, err = invoke(["extract", str(part), "--store", str(tmp_path / "x.h5"), "--model",
                            str(TINY_CFG), "--pretrained", "random", "--engine", "ray"])
     assert rc == 2 and "Zarr stores only" in err
