@@ -485,7 +485,7 @@ class _Loop:
         self.step_loss, self.interval, self.val_every, self.device = step_loss, interval, val_every, device
         self.meta = ckpt.meta
         self.step = self.meta["step"]
-        self.validates = bool(s.cfg.val_episodes)
+        self.validates = bool(s.cfg.val_episodes) and s.feed.selects  # the plan may hold no selection videos
         self.shown = {"loss": "-", "val": "-", "best": "-"}  # the progress bar's postfix
         self.curves = None
 
@@ -563,7 +563,8 @@ class _Loop:
         if self.step >= steps:
             if not self.validates:
                 self.ckpt.stage(MODEL_FILE)
-                meta["notes"].append("no validation (--val-episodes 0): model.safetensors holds the final weights")
+                why = "" if self.s.cfg.val_episodes else " (--val-episodes 0)"
+                meta["notes"].append(f"no validation{why}: model.safetensors holds the final weights")
             self.checkpoint("complete")
 
 

@@ -137,6 +137,21 @@ def test_vifi_layout_selects_on_training_videos_never_on_the_test_list(tmp_path)
     assert any("the run's own test split" in n for n in res.notes)
 
 
+def test_kshot_list_taking_every_training_video_trains_on_all_k(tmp_path):
+    """ViFi-CLIP's train1_few_shot_K list with --shots K: no selection videos are taken out of the
+    K shots (a 4-shot run trained on 3 before); a fixed epoch budget instead, said in a note."""
+    per = [6] * 4
+    train_idx = of_classes(per, range(4), slice(0, 4))
+    store = make_store(tmp_path / "s.h5", per, {"train": train_idx, "val": of_classes(per, range(4), slice(4, 6))})
+    run = tmp_path / "run"
+    r = train(store, str(run), "linear_probe", None, fast("allway", epochs=2, shots=4), progress=False)
+    with FeatureCache(store) as cache:
+        split = SplitPlan.load(run, cache)
+        assert split.keys["train"] == {cache.video_keys[i] for i in train_idx} and not split.keys["val"]
+    assert any("no selection: the 4-shot list takes every video" in n for n in r.notes), r.notes
+    assert evaluate(store, EvalConfig(run_dir=str(run))).shots == 4
+
+
 def test_eval_run_scores_the_seeded_test_split_of_a_store_without_split_files(tmp_path):
     """Leak 2: train made a seeded class-disjoint split; eval --run must score its test classes only."""
     per = [4] * 6

@@ -5,8 +5,9 @@ Split: the store's ``train`` list trains (``--shots K``: a seeded K-shot list dr
 ``test`` list tests, else its ``val`` list, which in the ViFi-CLIP and SSv2 layouts *is* the test
 list (``val1.txt``, ``validation.txt``). Selection: the store's ``val`` list only beside a
 ``test`` list; otherwise the training videos left out of the K-shot list, or a seeded 20 % of
-every class's training videos. A store without split files: each class's videos 60/20/20.
-Training binds and reads the text of the training classes only.
+every class's training videos (none where ``--shots K`` takes them all: a fixed epoch budget).
+A store without split files: each class's videos 60/20/20. Training binds and reads the text
+of the training classes only.
 
 Evaluator: a trained run classifies among its training classes; a support-fitting method
 (``predicts == "support"``) first fits prototypes on a K-shot list of the ``train`` split.
@@ -28,7 +29,8 @@ TRAIN_SPLIT = "train"
 def kshot_and_selection(plan: SplitPlan, labels: np.ndarray, cfg, sel: np.ndarray | None, sel_name: str | None):
     """Apply ``cfg.shots`` (a K-shot list from the training videos) and choose the selection videos:
     ``sel`` (a store list over the training classes), else the training videos the K-shot list
-    leaves out, else a seeded 20 % of each class's training videos (none with ``val_episodes=0``)."""
+    leaves out, else a seeded 20 % of each class's training videos (none with ``val_episodes=0``, nor
+    where a K-shot list takes every training video: a K-shot run trains on K videos of every class)."""
     from ..episodes import allway_kshot
 
     seed = cfg.seed
@@ -46,6 +48,11 @@ def kshot_and_selection(plan: SplitPlan, labels: np.ndarray, cfg, sel: np.ndarra
         plan.notes.append(f"split '{sel_name}' has classes without training videos: not used for selection")
     if not cfg.val_episodes:
         plan.notes.append("no selection (--val-episodes 0): the final weights are the model")
+        return
+    if cfg.shots and not rest.size:  # holding shots out would train a K-shot run on fewer than K
+        plan.notes.append(f"no selection: the {cfg.shots}-shot list takes every video of split 'train', and "
+                          "selecting on some of them would train on fewer shots; a fixed epoch budget, the "
+                          "final weights are the model")
         return
     plan.generated = True
     if rest.size:

@@ -45,6 +45,7 @@ class Episodic:
             val = EpisodeSampler(labels, plan.val, cfg.ways, cfg.shots, cfg.val_queries, cfg.seed, "val")
             self.val_specs = val.sample(cfg.val_episodes)
         self.val_index = EpisodeIndex.of(self.val_specs)
+        self.selects = bool(self.val_specs)  # False: the final weights are the model
         # features stay resident on the device (no store I/O in a step); pixels are decoded per episode
         self.feats = None if data.needs.pixels else ResidentFeatures.load(data, union_ids(plan.train, plan.val))
         self.steps = math.ceil(cfg.episodes / cfg.episodes_per_step)

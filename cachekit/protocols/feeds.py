@@ -37,6 +37,7 @@ class VideoFeed:
     def __init__(self, data, labels: np.ndarray, plan: SplitPlan, cfg):
         self.data, self.cfg = data, cfg
         self.train_idx, self.val_idx = plan.train, plan.val if cfg.val_episodes else np.zeros(0, np.int64)
+        self.selects = bool(self.val_idx.size)  # False: the final weights are the model
         self.steps_per_epoch = math.ceil(plan.train.size / cfg.batch_size)
         self.steps = cfg.epochs * self.steps_per_epoch
         self.notes: list[str] = []
