@@ -260,7 +260,12 @@ def _build(name: str, options: dict | None, metric: str | None, cache: FeatureCa
 
     mod = method_module(name)
     overrides = typed_options(name, options or {})
-    if "metric" in {f.name for f in dataclasses.fields(mod.Config)}:
+    has_metric = "metric" in {f.name for f in dataclasses.fields(mod.Config)}
+    if metric is not None and not has_metric:
+        raise InputError(f"--metric: method {name} has no metric option (it does not match prototypes)")
+    if metric is not None and "metric" in overrides and overrides["metric"] != metric:
+        raise InputError(f"--metric {metric} and -o metric={overrides['metric']} disagree; give one")
+    if has_metric:
         overrides.setdefault("metric", metric or "otam")
     untrained = (f"method {name} has trainable parameters: train it first (clipcache train) and evaluate the run "
                  "with --run")

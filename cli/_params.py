@@ -79,17 +79,21 @@ def formats() -> RegistryChoice:
 _KIND_HELP = {"episodes": "Episodic:", "videos": "All-way:"}  # a protocol's unit -> its options' help prefix
 
 
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` was given on the command line (or its environment variable), not defaulted."""
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
 def unused_options(ctx: click.Context, unit: str) -> list[str]:
     """Options given on the command line that a protocol drawing ``unit`` ("episodes" or
     "videos") never reads: those whose help is the other kind's alone ("Episodic: ...", "All-way: ...")."""
-    from click.core import ParameterSource
-
     own = _KIND_HELP[unit]
     out = []
     for p in ctx.command.params:
         text = getattr(p, "help", None) or ""
-        if text.startswith(tuple(_KIND_HELP.values())) and own not in text and \
-                ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+        if text.startswith(tuple(_KIND_HELP.values())) and own not in text and given(ctx, p.name):
             out.append(p.opts[-1] if p.opts[-1].startswith("--") else p.opts[0])
     return out
 

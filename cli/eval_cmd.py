@@ -52,10 +52,16 @@ def eval_cmd(store, options, as_json, no_progress, pretrained, no_extend, **para
     with FeatureCache(store) as cache, scope(wanted(no_progress)), \
             _params.extension(no_extend, wanted(no_progress), pretrained):
         results = evaluate(cache, cfg)
+    ctx = click.get_current_context()
     for r in results:
-        unused = _params.unused_note(click.get_current_context(), r.protocol)
+        unused = _params.unused_note(ctx, r.protocol)
         if unused:
             r.notes.append(unused)
+        if _params.given(ctx, "shots") and r.shots not in cfg.shot_list:
+            r.notes.append(f"--shots {','.join(map(str, cfg.shot_list))} was not used: "
+                           + (f"the result is {r.shots}-shot (a trained run's K, or the episodes file's)"
+                              if r.shots is not None else f"{r.method} under the {r.protocol} protocol draws "
+                              "no K-shot list"))
     overlap = next((r.overlap for r in results if r.overlap), None)
     if overlap and not as_json:
         click.echo(f"NOT A HELD-OUT RESULT (--allow-overlap): {overlap}")

@@ -68,8 +68,6 @@ def _as_the_store_was(store: str, cfg, pretrained: str | None, device: str):
     ViT-B-32's OpenAI weights and 8 frames, which a store of other settings refuses)."""
     from dataclasses import replace
 
-    from click.core import ParameterSource
-
     from cachekit.cachekey import key_sampler
     from cachekit.encoder import load_clip
     from cachekit.runs import check_store_encoder, store_encoder_config
@@ -78,7 +76,7 @@ def _as_the_store_was(store: str, cfg, pretrained: str | None, device: str):
     ctx = click.get_current_context()
 
     def given(name: str) -> bool:
-        return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+        return _params.given(ctx, name)
 
     with open_store(store, "r") as st:
         key = st.attrs.get("cache_key") or {}

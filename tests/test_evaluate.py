@@ -434,6 +434,17 @@ def test_cli_notes_the_options_the_protocol_did_not_use(stores):
     assert "note: --ways, --episodes apply to the episodic protocol; the zeroshot protocol did not use them" in out
     code, out, err = invoke(["eval", "--store", stores["clean"], "--protocol", "episodic", "--episodes", "20"])
     assert code == 0 and "did not use" not in out, out
+    # --shots where no K-shot list is drawn, and --metric where the method has none, are not dropped silently
+    code, out, err = invoke(["eval", "--store", stores["clean"], "--protocol", "zeroshot", "--shots", "4"])
+    assert code == 0 and "note: --shots 4 was not used: " in out and "draws no K-shot list" in out, out
+    code, out, err = invoke(["eval", "--store", stores["clean"], "--protocol", "episodic", "--episodes", "20",
+                             "--shots", "1"])
+    assert code == 0 and "was not used" not in out, out
+    code, out, err = invoke(["eval", "--store", stores["clean"], "--protocol", "zeroshot", "--metric", "otam"])
+    assert code == 2 and "--metric: method zeroshot has no metric option" in err and err.count("\n") == 1, err
+    code, out, err = invoke(["eval", "--store", stores["clean"], "--protocol", "episodic", "--episodes", "20",
+                             "-o", "metric=mean", "--metric", "bimhm"])
+    assert code == 2 and "--metric bimhm and -o metric=mean disagree" in err, err
 
 
 def test_cli_json_one_line_per_shot(stores):
