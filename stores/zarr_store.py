@@ -145,6 +145,10 @@ class _SegmentArray:
         return start
 
 
+class _CopyGone(StoreError):
+    """A committed row's chunk file is missing: gc removed that copy since the reader's index was read."""
+
+
 class ZarrStore(LogStore):
     def __init__(self, path: str | os.PathLike, mode: str = "r", attrs: dict | None = None,
                  shared: bool = False, writer: str | None = None, storage_options: dict | None = None):
@@ -333,7 +337,12 @@ class ZarrStore(LogStore):
         return z
 
     def read(self, group: str, key: str, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        rec = self.record(group, key)
+        try:
+            return self._read(group, key, names, self.record(group, key))
+        except _CopyGone:  # gc removed the copy this reader's index named: the visible copy now
+            return self._read(group, key, names, self._group(group, refresh=True).lookup(key))
+
+    def _read(self, group: str, key: str, names: Iterable[str] | None, rec: dict | None) -> dict[str, np.ndarray]:
         if rec is None:
             raise StoreError(f"{group}/{key} is not in store {self.path}")
         names = list(rec["arrays"]) if names is None else list(names)
@@ -342,13 +351,22 @@ class ZarrStore(LogStore):
             if name not in rec["arrays"]:
                 raise StoreError(f"{group}/{key} has no array {name!r} (has {sorted(rec['arrays'])})")
             path, row = rec["loc"][name]
-            a = np.asarray(self._array(group, path, row + 1)[row:row + 1])
-            out[name] = a.reshape(a.shape[1:])
+            z = self._array(group, path, row + 1)
+            a = np.empty((1, *z.shape[1:]), dtype=z.dtype)
+            self._read_rows(group, path, z, row, row + 1, a)
+            out[name] = a[0]
         return out
 
     def read_column(self, group: str, name: str, keys: list[str]) -> np.ndarray:
         """One array for many entries: per segment array, one contiguous read of the rows spanned
         (or only the chunks needed, when the keys are sparse in it)."""
+        try:
+            return self._read_column(group, name, keys)
+        except _CopyGone:  # gc removed a copy this reader's index named: read the visible copies now
+            self._group(group, refresh=True)
+            return self._read_column(group, name, keys)
+
+    def _read_column(self, group: str, name: str, keys: list[str]) -> np.ndarray:
         r, where = self._locate(group, keys, name)
         cols = r.arrays.get(name)
         sig = cols[0][where] if cols is not None else np.full(len(keys), -1)
@@ -412,9 +430,10 @@ class ZarrStore(LogStore):
                 with open(base.joinpath(str(ci), *tail), "rb") as f:
                     f.seek((r0 - ci * c) * row_bytes)
                     got = f.readinto(dest)
-            except FileNotFoundError:
-                got = -1
-            if got != (r1 - r0) * row_bytes:  # never written or unexpected: let zarr decide
+            except FileNotFoundError:  # every committed row's chunk file is written: this copy was removed
+                raise _CopyGone(f"store {self.path}: {group}/{path} chunk {ci} is gone: the copy was removed "
+                                "(verify --gc or --repair) after this reader opened the store") from None
+            if got != (r1 - r0) * row_bytes:  # unexpected: let zarr decide
                 out[r0 - lo:r1 - lo] = z[r0:r1]
 
     # ----------------------------------------------------------------- documents

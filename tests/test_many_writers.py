@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cachekit.synth import SynthConfig, synth_dataset
@@ -151,6 +152,9 @@ def test_two_writers_of_the_same_videos_one_copy_verify_reports_gc_removes(clips
     with open_store(store) as s:
         entries = [(k, s.read("videos", k), {f: v for f, v in r.items() if f not in ("arrays", "loc", "layout_version")})
                    for k, r in s.records("videos").items()]
+    reader = open_store(store)  # opened before: its index names b-second's copies
+    keys = [k for k, _, _ in entries]
+    assert all(reader.read("videos", k)["emb"].any() for k in keys)
     with open_store(store, "a", writer="a-first") as s:  # the same videos, committed again
         s.commit_many("videos", entries)
     with open_store(store) as s:
@@ -165,6 +169,10 @@ def test_two_writers_of_the_same_videos_one_copy_verify_reports_gc_removes(clips
     assert rc == 0 and "removed=" in out
     with open_store(store) as s:
         assert s.duplicates("videos") == [] and s.verify("videos") == (4, [])
+    # the reader opened before gc removed b-second's copies reads the visible copies, not zeros
+    assert all(np.array_equal(reader.read("videos", k)["emb"], a["emb"]) for k, a, _ in entries)
+    assert np.array_equal(reader.read_column("videos", "emb", keys), np.stack([a["emb"] for _, a, _ in entries]))
+    reader.close()
     assert not any(d.name.startswith("b-second.") for d in (store / "seg" / "videos").iterdir())
     assert record_hashes(store) == first
     assert "4 already cached" in invoke([*args, "--writer", "c-third"])[1]  # resumes: all cached
