@@ -144,9 +144,11 @@ def _extend(cache, blocks: list[int], keys: list[str], texts: list[str], encoder
             none = [None] if store.keys("videos") else []  # an empty store lacks nothing
             full = [b for b in blocks if None not in shapes.get(f"tokens_{b}", none)]
             if full:  # every video has them now: the key says so (one atomic write)
-                merged = {**have, "tokens_at": sorted(set(have.get("tokens_at") or ()) | set(full))}
-                store.update_attrs({**{k: v for k, v in store.attrs.items() if k != "layout_version"},
-                                    "cache_key": merged})
+                def grown(cur: dict) -> dict:  # from the key as stored now: another writer's extension kept
+                    key = cur.get("cache_key", have)
+                    return {**cur, "cache_key": {**key, "tokens_at": sorted(set(key.get("tokens_at") or ()) | set(full))}}
+
+                store.update_attrs(grown)
             store.finalize()
         finally:
             store.close()

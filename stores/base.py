@@ -24,7 +24,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -435,8 +435,10 @@ class FeatureStore(ABC):
         """A batch of one entry."""
         return self.commit_many(group, [(key, arrays, record)])[0]
 
-    def update_attrs(self, attrs: dict) -> None:
-        """Replace the store's attributes (the cache key grows when a store is extended)."""
+    def update_attrs(self, update: Callable[[dict], dict]) -> None:
+        """Change the store's attributes under the store lock (the cache key grows when a store is
+        extended): ``update(current)`` gets them as stored now, another writer's change included,
+        and returns the new ones (``layout_version`` is the store's own)."""
         raise StoreError(f"store {self.path} cannot change its attributes")
 
     @abstractmethod

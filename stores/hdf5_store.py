@@ -198,13 +198,15 @@ class HDF5Store(LogStore):
         self._commit_entries(group, sw, entries)  # the commit point of the batch
         return out
 
-    def update_attrs(self, attrs: dict) -> None:
+    def update_attrs(self, update) -> None:
         self._check_writable()
         self._lock.acquire()
         try:
             if not self._work_ready:
                 self._start_work_dir()
-            self._attrs = {**attrs, "layout_version": LAYOUT_VERSION}
+            stored = JsonDir(self._work).get("meta", "attrs") or self._attrs  # another writer's change too
+            current = {k: v for k, v in stored.items() if k != "layout_version"}
+            self._attrs = {**update(current), "layout_version": LAYOUT_VERSION}
             JsonDir(self._work).put("meta", "attrs", self._attrs)
         finally:
             self._lock.release()

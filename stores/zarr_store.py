@@ -262,12 +262,14 @@ class ZarrStore(LogStore):
     def attrs(self) -> dict:
         return dict(self._attrs)
 
-    def update_attrs(self, attrs: dict) -> None:
-        """Replace the store attributes (one atomic ``zarr.json`` write) under the store lock."""
+    def update_attrs(self, update) -> None:
+        """Change the store attributes (one atomic ``zarr.json`` write) under the store lock,
+        from the ones stored now (see :meth:`FeatureStore.update_attrs`)."""
         self._check_writable()
         self._lock.acquire()
         try:
-            self._write_attrs({**attrs, "layout_version": LAYOUT_VERSION})
+            current = {k: v for k, v in self._read_attrs().items() if k != "layout_version"}
+            self._write_attrs({**update(current), "layout_version": LAYOUT_VERSION})
         finally:
             self._lock.release()
 

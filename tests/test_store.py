@@ -178,6 +178,20 @@ class StoreContract:
             s.attrs["cache_key"] = "mutated copy"
             assert s.attrs["cache_key"] == ATTRS["cache_key"]
 
+    def test_attr_updates_of_writers_open_together_are_both_kept(self, path):
+        """Two runs extending one store at once (--tokens-at and --pixels): each update is made
+        from the attributes as stored then, so neither loses the other's (the key said only one)."""
+        a, b = open_store(path, "a", attrs=ATTRS, writer="wa"), open_store(path, "a", attrs=ATTRS, writer="wb")
+        try:  # both opened before either update: their attrs are as at open
+            a.update_attrs(lambda cur: {**cur, "cache_key": {**cur["cache_key"], "tokens_at": [1]}})
+            b.update_attrs(lambda cur: {**cur, "cache_key": {**cur["cache_key"], "pixels": True}})
+        finally:
+            a.close()
+            b.close()
+        with open_store(path, "r") as s:
+            assert s.attrs["cache_key"] == {**ATTRS["cache_key"], "tokens_at": [1], "pixels": True}
+            assert s.attrs["layout_version"] == LAYOUT_VERSION
+
     # --------------------------------------------------------------------- json documents
     def test_json_documents(self, path):
         with open_store(path, "a", attrs=ATTRS) as s:

@@ -290,8 +290,8 @@ def extract(inputs: InputSet, store_path: str, cfg: ExtractConfig, progress: boo
                         f"{still} cached videos of other shards still lack the new arrays; the store's key "
                         "lists them once the last shard has extended its videos")
                 else:  # every video has the new arrays: the key says so (one atomic write)
-                    store.update_attrs({**{k: v for k, v in store.attrs.items() if k != "layout_version"},
-                                        "cache_key": merged})
+                    store.update_attrs(  # merged into the key as stored now: another writer's extension kept
+                        lambda cur: {**cur, "cache_key": merged_key(cur.get("cache_key", {}), merged)})
             record_splits(store, inputs, extractor.keys_by_path, wid)  # this writer's own documents
             summary.coverage = store_coverage(store)
             summary.notes.extend(inputs.notes)
