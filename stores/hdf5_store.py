@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -65,6 +66,12 @@ def _h5():
     return h5py
 
 
+# HDF5 has no concurrent reader without SWMR: a part file another process is flushing can fail to
+# read, and one just merged into the published file is gone. Such a read is tried again, after the
+# store's state is re-read, this many times (0.01 s, then doubling) before its error counts.
+_READ_TRIES = 6
+
+
 class HDF5Store(LogStore):
     def __init__(self, path: str | os.PathLike, mode: str = "r", attrs: dict | None = None,
                  shared: bool = False, writer: str | None = None, packable: Sequence[str] | None = None):
@@ -93,6 +100,36 @@ class HDF5Store(LogStore):
                 self._lock.release()
         else:
             self._load(None, None)
+        self._stamp = self._published_stamp()
+
+    def _published_stamp(self) -> tuple | None:
+        try:
+            st = self._file.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _changing(self) -> bool:
+        """Whether a failed read of part files may be transient: another writer is live, or a
+        reader's store was published since it was opened (then its state is read again)."""
+        stamp = self._published_stamp()
+        if self.mode == "r" and stamp != self._stamp:
+            self._stamp = stamp
+            self._load(None, None)
+            self._index, self._logs, self._packed_pos = {}, {}, {}
+            return True
+        return bool(set(self.live_writers()) - {self.writer})
+
+    def _retrying(self, read):
+        """``read()``, tried again where another process may be writing or publishing the parts."""
+        for attempt in range(_READ_TRIES):
+            try:
+                return read()
+            except (OSError, KeyError, StoreError) as err:
+                io = isinstance(err, (OSError, KeyError)) or isinstance(err.__cause__, (OSError, KeyError))
+                if not io or attempt == _READ_TRIES - 1 or not self._changing():
+                    raise
+                time.sleep(0.01 * 2 ** attempt)
 
     def _load(self, attrs: dict | None, packable: Sequence[str] | None) -> None:
         h5py = _h5()
@@ -228,6 +265,9 @@ class HDF5Store(LogStore):
         return files[src][f"{group}/{key}/{seq}/{name}"]
 
     def read(self, group: str, key: str, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        return self._retrying(lambda: self._read(group, key, names))
+
+    def _read(self, group: str, key: str, names: Iterable[str] | None) -> dict[str, np.ndarray]:
         rec = self.record(group, key)
         if rec is None:
             raise StoreError(f"{group}/{key} is not in store {self.path}")
@@ -269,6 +309,9 @@ class HDF5Store(LogStore):
     def _entry_rows(self, group: str, name: str, keys: list[str]) -> np.ndarray:
         """Array ``name`` of ``keys`` from each entry's own dataset (what :meth:`read` returns),
         stacked; each file is opened once for all of them, not once per entry."""
+        return self._retrying(lambda: self._entry_rows_once(group, name, keys))
+
+    def _entry_rows_once(self, group: str, name: str, keys: list[str]) -> np.ndarray:
         r, at = self._locate(group, keys, name)
         sig, path, row, _src = r.arrays.get(name, (np.full(len(r), -1),) * 4)
         files: dict = {}

@@ -693,6 +693,27 @@ class TestHDF5Store(StoreContract):
         assert [len_ for n, len_ in rows if n == "emb"] == [1] * 12, rows  # a block a row
         assert sum(len_ for _, len_ in rows) == 12 * 4, rows  # each packed row once
 
+    def test_a_reader_opened_before_the_publish_reads_on(self, path):
+        """The last writer's close merges the part files into the published file and removes
+        them: a reader opened before (train, eval) reads the entries from there, where every
+        read failed with 'No such file'."""
+        w = open_store(path, "a", attrs=ATTRS, writer="w1")
+        want = {key(i): entry_arrays(i) for i in range(3)}
+        w.commit_many("videos", [(k, a, {}) for k, a in want.items()])
+        r = open_store(path, "r")
+        try:
+            assert_same_arrays(r.read("videos", key(1)), want[key(1)])
+            w.close()
+            assert not Path(f"{path}.parts").exists()
+            for k, a in want.items():
+                assert_same_arrays(r.read("videos", k), a)
+            assert np.array_equal(r.read_column("videos", "emb", sorted(want)),
+                                  np.stack([want[k]["emb"] for k in sorted(want)]))
+            assert r.verify("videos") == (3, [])
+        finally:
+            w.close()
+            r.close()
+
     def test_published_file_is_never_left_half_written(self, path):
         """Closing publishes by rename: only the final file and no temp files remain."""
         self.write(path, 2)
