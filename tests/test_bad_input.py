@@ -208,6 +208,20 @@ def test_csv_parser_reads_path_label_rows(tmp_path_factory, rows):
     assert {i.path: i.label for i in got.items} == first
 
 
+def test_errors_name_the_line_of_the_file_blank_lines_included(tmp_path):
+    """A bad row is named by its line in the file, not its place among the non-blank rows."""
+    csv = tmp_path / "v.csv"
+    csv.write_text('path,label\n\na.mp4,x\n\n"b\nc.mp4",y\nbad.mp4\n')  # a quoted field over two lines
+    with pytest.raises(InputError, match=r"line 7: expected 'path,label'"):
+        collect_inputs([str(csv)])
+    lst = tmp_path / "ucf" / "trainlist01.txt"
+    lst.parent.mkdir()
+    (lst.parent / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 Archery\n")
+    lst.write_text("\nApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n\nArchery/v_Archery_g01_c01.avi 1\n")
+    with pytest.raises(InputError, match="line 4: Archery is classInd id 2"):
+        collect_inputs([str(lst)])
+
+
 def test_a_reader_that_leaves_the_pipe_early_gets_no_error_line():
     """``clipcache methods | head -1``: the reader closing stdout is not an error of the machine."""
     import subprocess

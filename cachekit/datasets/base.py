@@ -132,9 +132,14 @@ class Source:
     @cached_property
     def lines(self) -> list[str]:
         """Non-blank lines, stripped (CRLF and a missing final newline are data, not errors)."""
+        return [ln for _, ln in self.numbered_lines]
+
+    @cached_property
+    def numbered_lines(self) -> list[tuple[int, str]]:
+        """``(line number in the file, line)`` of :attr:`lines`: what an error message names."""
         if self.text is None:
             return []
-        return [ln.strip() for ln in self.text.splitlines() if ln.strip()]
+        return [(n, ln.strip()) for n, ln in enumerate(self.text.splitlines(), 1) if ln.strip()]
 
     @cached_property
     def children(self) -> list[Path]:
@@ -212,10 +217,20 @@ def split_of(name: str) -> str | None:
 
 def parse_csv_rows(src: Source) -> list[list[str]]:
     """Rows of a CSV file (quotes honoured); an unbalanced quote is refused, never merged silently."""
-    text = "\n".join(src.lines)
+    return [row for _, row in numbered_csv_rows(src)]
+
+
+def numbered_csv_rows(src: Source) -> list[tuple[int, list[str]]]:
+    """``(line number of its first line, row)`` of every non-blank row of a CSV file."""
+    text = "\n".join(ln.strip() for ln in (src.text or "").splitlines())
     if text.count('"') % 2:
         raise InputError(f"{src.path}: unbalanced double quote; refusing to guess where a field ends")
-    return list(csv.reader(io.StringIO(text)))
+    out, reader, start = [], csv.reader(io.StringIO(text)), 1
+    for row in reader:
+        if row:
+            out.append((start, row))
+        start = reader.line_num + 1
+    return out
 
 
 def read_class_names(path: str | os.PathLike) -> list[str]:

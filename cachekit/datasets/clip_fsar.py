@@ -35,7 +35,7 @@ def read(src: Source, ctx: Context, out: InputSet) -> None:
     if names is not None and per_split is None:
         raise InputError(f"{src.path}: CLIP-FSAR class indices are per split; give --class-names as a folder "
                          "with train/val/test class lists (e.g. train_classes.txt)")
-    for n, ln in enumerate(src.lines, 1):
+    for n, ln in src.numbered_lines:
         if ln.startswith("#"):
             continue
         m = LINE.match(ln)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..errors import InputError
-from .base import GENERIC, NO, Context, InputSet, Source, parse_csv_rows
+from .base import GENERIC, NO, Context, InputSet, Source, numbered_csv_rows
 
 NAME = "csv"
 DESCRIPTION = "CSV of path,label rows"
@@ -15,10 +15,10 @@ def sniff(src: Source) -> int:
 
 
 def read(src: Source, ctx: Context, out: InputSet) -> None:
-    rows = parse_csv_rows(src)
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
+    rows = numbered_csv_rows(src)
+    if rows and [c.strip().lower() for c in rows[0][1][:2]] == ["path", "label"]:
         rows = rows[1:]
-    for n, row in enumerate(rows, 1):
+    for n, row in rows:
         if not row or not row[0].strip():
             continue
         if len(row) != 2 or not row[1].strip():

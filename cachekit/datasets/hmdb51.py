@@ -63,7 +63,7 @@ def read(src: Source, ctx: Context, out: InputSet) -> None:
                          "(or their folder with --fold), or leave --fold out")
     out.same_fold(NAME, f"fold {fold}", src.name)
     unused = 0
-    for n, ln in enumerate(src.lines, 1):
+    for n, ln in src.numbered_lines:
         row = LINE.match(ln)
         if row is None:
             raise InputError(f"{src.path}: line {n}: expected '<name>.avi <0|1|2>', got {ln!r}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from ..errors import InputError
-from .base import NO, SPECIFIC, ClassSet, Context, InputSet, Source, parse_csv_rows, split_of
+from .base import NO, SPECIFIC, ClassSet, Context, InputSet, Source, numbered_csv_rows, split_of
 
 NAME = "kinetics"
 DESCRIPTION = "Kinetics-400/600/700 CSV: label,youtube_id,time_start,time_end,split[,is_cc] (clips anywhere under --video-root)"
@@ -47,8 +47,8 @@ def sniff(src: Source) -> int:
 
 
 def read(src: Source, ctx: Context, out: InputSet) -> None:
-    rows = parse_csv_rows(src)
-    head = [c.strip().lower() for c in rows[0]] if rows else []
+    rows = numbered_csv_rows(src)
+    head = [c.strip().lower() for c in rows[0][1]] if rows else []
     if not all(c in head for c in NEEDED):
         raise InputError(f"{src.path}: a Kinetics CSV starts with its header (label,youtube_id,time_start,time_end,"
                          "split); this one has none, and its columns are not read by position")
@@ -56,7 +56,7 @@ def read(src: Source, ctx: Context, out: InputSet) -> None:
     index = ctx.files_by_stem(ctx.root(src.path.parent))
     default_split = split_of(src.name)
     labels: set[str] = set()
-    for n, row in enumerate(rows[1:], 2):
+    for n, row in rows[1:]:
         if len(row) != len(head):
             raise InputError(f"{src.path}: line {n} has {len(row)} fields, the header {len(head)}")
         yid = row[col["youtube_id"]].strip()

@@ -42,7 +42,7 @@ def read(src: Source, ctx: Context, out: InputSet) -> None:
         raise InputError(f"{src.path}: a few-shot list's name says its split (trainlist03.txt, val.list, test.list); "
                          "this one does not")
     root = ctx.root(src.path.parent)
-    for n, ln in enumerate(src.lines, 1):
+    for n, ln in src.numbered_lines:
         m = LINE.match(ln)
         if m is None:
             raise InputError(f"{src.path}: line {n}: expected '<class>/<video stem>', got {ln!r}")

@@ -74,9 +74,13 @@ def read(src: Source, ctx: Context, out: InputSet) -> None:
     classes = class_index(cls_file)
     ids = {c: i + 1 for i, c in enumerate(classes)}
     rows = [LINE.match(ln) for ln in src.lines]
+
+    def at(i: int) -> int:  # the file's line number of rows[i]
+        return src.numbered_lines[i][0] if i < len(src.numbered_lines) else 1
+
     if not rows or not all(rows):
         n = next((i for i, m in enumerate(rows) if m is None), 0)
-        raise InputError(f"{src.path}: line {n + 1} is not a UCF101 list line ('<Class>/v_<Class>_gNN_cNN.avi[ <id>]')")
+        raise InputError(f"{src.path}: line {at(n)} is not a UCF101 list line ('<Class>/v_<Class>_gNN_cNN.avi[ <id>]')")
     numbered = [m for m in rows if m and m[3] is not None]
     name = LIST_NAME.match(src.name)
     kind = name[1].lower() if name else ("train" if numbered else "test")
@@ -85,15 +89,15 @@ def read(src: Source, ctx: Context, out: InputSet) -> None:
         raise InputError(f"{src.path} is fold {int(name[2])}, but --fold {ctx.fold} was given: pass that fold's "
                          "lists (or their folder with --fold), or leave --fold out")
     if kind == "test" and numbered:
-        raise InputError(f"{src.path}: a UCF101 testlist has no class numbers, but line {rows.index(numbered[0]) + 1} "
+        raise InputError(f"{src.path}: a UCF101 testlist has no class numbers, but line {at(rows.index(numbered[0]))} "
                          f"has {numbered[0][3]!r} (an edited copy? the official testlist is '<Class>/<file>.avi')")
     if kind == "train":
         if len(numbered) != len(rows):
             n = next(i for i, m in enumerate(rows) if m[3] is None)
-            raise InputError(f"{src.path}: line {n + 1} has no classInd id; a UCF101 trainlist gives one on every line")
+            raise InputError(f"{src.path}: line {at(n)} has no classInd id; a UCF101 trainlist gives one on every line")
         _check_ids(src, rows, ids)
     out.same_fold(NAME, fold, src.name)
-    for n, m in enumerate(rows, 1):
+    for n, m in zip((n for n, _ in src.numbered_lines), rows):
         cls = m[1]
         if cls not in ids:
             raise InputError(f"{src.path}: line {n}: class {cls!r} is not in {cls_file.name}")
@@ -110,7 +114,7 @@ def _check_ids(src: Source, rows, ids: dict[str, int]) -> None:
     if all(c in ids and int(v) == ids[c] - 1 for c, v in given):
         raise InputError(f"{src.path}: every number is its class's classInd id - 1 (0-based, as ViFi-CLIP numbers "
                          "them), not the official 1-based id; pass --format vifi to read it as a ViFi-CLIP list")
-    for n, (c, v) in enumerate(given, 1):
+    for (n, _), (c, v) in zip(src.numbered_lines, given):
         if c in ids and int(v) != ids[c]:
             raise InputError(f"{src.path}: line {n}: {c} is classInd id {ids[c]}, the line says {v}; the list "
                              "does not follow the classInd.txt beside it")
