@@ -21,7 +21,7 @@ CONFIG = _params.ConfigFields("cachekit.train:TrainConfig", hide=("val_queries",
 @click.option("--store", required=True, help="Feature store to train from.")
 @click.option("--out", required=True, help="Run directory to create (or continue with --resume).")
 @CONFIG.options  # --protocol .. --device: TrainConfig's fields
-@click.option("--threads", default=0, show_default=True,
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
               help="CPU threads (0: torch's default; 1 is often fastest for heads on a shared CPU).")
 @click.option("--resume", is_flag=True, help="Continue the unfinished run in --out.")
 @click.option("--pretrained", default=None,

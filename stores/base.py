@@ -121,12 +121,16 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     except FileNotFoundError:  # the folder is new (made here, not checked on every write)
         path.parent.mkdir(parents=True, exist_ok=True)
         f = open(tmp, "wb")
-    with f:
-        f.write(data)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, say: no temp file is left behind to hold the space
+        tmp.unlink(missing_ok=True)
+        raise
     if durable:
         fsync_path(path.parent)
 

@@ -279,6 +279,13 @@ def test_parse_options_types_values_by_the_config():
         parse_options("ma_fsar", ["alpha"])
     with pytest.raises(InputError, match="a number"):
         parse_options("ma_fsar", ["alpha=high"])
+    from cachekit.methods import method_module
+
+    cfg = method_module("clip_fsar").Config  # out-of-range sizes: one line, not a torch traceback later
+    for bad, match in (({"heads": 0}, "heads and ffn_dim must be >= 1"), ({"ffn_dim": 0}, "heads and ffn_dim"),
+                       ({"dropout": 2.0}, r"dropout must lie in \[0, 1\)"), ({"attn_dropout": -0.1}, "attn_dropout")):
+        with pytest.raises(InputError, match=match):
+            cfg(**bad)
 
 
 # ------------------------------------------------------------------ listing

@@ -61,6 +61,17 @@ def run_child(code: str, *args: str, timeout: float = 60) -> tuple[int, str, str
     return p.returncode, out, err
 
 
+def test_a_failed_atomic_write_leaves_no_temp_file(tmp_path):
+    """A write that fails half way (a full disk) removes its temp file: nothing is left to hold the space."""
+    from clipcache.stores.base import atomic_write_bytes
+
+    target = tmp_path / "run" / "model.safetensors"
+    atomic_write_bytes(target, b"old")
+    with pytest.raises(TypeError):
+        atomic_write_bytes(target, object())  # type: ignore[arg-type]  # fails in the write, the temp file made
+    assert [p.name for p in target.parent.iterdir()] == ["model.safetensors"] and target.read_bytes() == b"old"
+
+
 class StoreContract:
     """Every backend must pass these. Subclasses set ``suffix`` and how to corrupt bytes on disk.
 

@@ -70,6 +70,11 @@ class Config:
         if self.class_loss_on not in ("head", "encoder"):
             raise InputError(f"clip_fsar class_loss_on must be head or encoder, not {self.class_loss_on!r}")
         require_positive("clip_fsar", otam_lambda=self.otam_lambda)
+        if self.heads < 1 or self.ffn_dim < 1:
+            raise InputError(f"clip_fsar heads and ffn_dim must be >= 1, got {self.heads}, {self.ffn_dim}")
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.attn_dropout < 1.0):
+            raise InputError(f"clip_fsar dropout and attn_dropout must lie in [0, 1), got {self.dropout}, "
+                             f"{self.attn_dropout}")
         if self.class_weight < 0:
             raise InputError(f"clip_fsar class_weight must be >= 0, got {self.class_weight}")
 
