@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import logging
 import re
 import struct
 import time
@@ -43,6 +44,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .base import Files, StoreError, StoreFormatError, dump_json
+
+log = logging.getLogger(__name__)
 
 LOG = "meta/log"
 SEGMENTS = "meta/segments"
@@ -301,6 +304,15 @@ def encode_part(rows: Rows, meta: dict) -> bytes:
                       "drops": [list(d) for d in rows.drops], "sections": table,
                       "groups": {"index": [0, n_index], "fields": [n_index, n_index + n_fields]}})
     return b"".join([_MAGIC, struct.pack("<Q", len(head)), head, *(d for _, d, _, _ in sections)])
+
+
+def _damaged(read, files: Files, rel: str):
+    """``read()``, or None (logged) where the part's bytes are damaged: cut short, not JSON, bad sizes."""
+    try:
+        return read()
+    except (StoreFormatError, ValueError, KeyError, TypeError, struct.error) as err:
+        log.warning("index part %s is damaged (%s); reading the commit records it covers", files.path(rel), err)
+        return None
 
 
 class PartReader:
@@ -615,19 +627,22 @@ class CommitLog:
             plan[seg] = (chain, nxt, sealed)
         return plan
 
-    def _read_parts(self, rels: list[str]) -> list[Rows]:
+    def _read_parts(self, rels: list[str]) -> list[Rows | None]:
         """Rows of the parts ``rels``: their headers in one round of reads, then their index
-        sections in another (concurrent requests on an object store)."""
+        sections in another (concurrent requests on an object store). None for a damaged part
+        (cut short, bad bytes): the records it covers are read instead (they stay the truth)."""
         firsts = self.files.get_many([(rel, 0, 1 << 16) for rel in rels])
         if any(f is None for f in firsts):
             raise FileNotFoundError(rels[firsts.index(None)])
-        readers = [PartReader(self.files, rel, first) for rel, first in zip(rels, firsts)]
-        ranges = [(i, r.index_range()) for i, r in enumerate(readers)]
+        readers = [_damaged(lambda: PartReader(self.files, rel, first), self.files, rel)
+                   for rel, first in zip(rels, firsts)]
+        ranges = [(i, _damaged(r.index_range, self.files, rels[i]) if r else None) for i, r in enumerate(readers)]
         need = [(i, span) for i, span in ranges if span is not None]
         blobs = dict(zip((i for i, _ in need), self.files.get_many([(rels[i], a, b) for i, (a, b) in need])))
         if any(b is None for b in blobs.values()):
             raise FileNotFoundError("an index part")
-        return [r.rows(blobs.get(i)) for i, r in enumerate(readers)]
+        return [_damaged(lambda: r.rows(blobs.get(i)), self.files, rels[i]) if r else None
+                for i, r in enumerate(readers)]
 
     def scan(self) -> list[Rows]:
         """Rows committed since the last scan, by any writer."""
@@ -641,7 +656,14 @@ class CommitLog:
                 if attempt == 2:
                     raise StoreError(f"index parts of {self.group} keep vanishing while read") from None
         out: list[Rows] = []
-        for (_seg, part, start), rows in zip(wanted, got):
+        for (seg, part, start), rows in zip(wanted, got):
+            if rows is None:  # a damaged part: the records it covers
+                docs = [(record_name(seg, q), self.record_doc(seg, q)) for q in range(start, part[1] + 1)]
+                if any(d is None for _, d in docs):
+                    raise StoreFormatError(f"{self.files.path(f'{PARTS}/{self.group}/{part[3]}')} is damaged and the "
+                                           "commit records it covers are gone; what it indexed cannot be read")
+                out.append(rows_from_docs(docs))
+                continue
             if part[0] < start:  # records already loaded one by one
                 seqs = np.array([int(n.rsplit("/", 1)[1]) for n in rows.names] or [0])
                 rows = rows.take(np.flatnonzero(seqs[rows.rec] >= start))

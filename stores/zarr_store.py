@@ -418,7 +418,7 @@ class ZarrStore(LogStore):
                and (out.dtype.itemsize == 1 or codecs[0].get("configuration", {}).get("endian") == "little")
                and out.dtype.byteorder in ("=", "<", "|") and np.little_endian and out.flags.c_contiguous)
         if not raw:
-            out[...] = z[lo:hi]
+            self._zarr_rows(group, path, z, lo, hi, out)
             return
         c = z.chunks[0]
         row_bytes = out[0].nbytes if len(out) else 0
@@ -436,7 +436,15 @@ class ZarrStore(LogStore):
                 raise _CopyGone(f"store {self.path}: {group}/{path} chunk {ci} is gone: the copy was removed "
                                 "(verify --gc or --repair) after this reader opened the store") from None
             if got != (r1 - r0) * row_bytes:  # unexpected: let zarr decide
-                out[r0 - lo:r1 - lo] = z[r0:r1]
+                self._zarr_rows(group, path, z, r0, r1, out[r0 - lo:r1 - lo])
+
+    def _zarr_rows(self, group: str, path: str, z, lo: int, hi: int, out: np.ndarray) -> None:
+        """Rows ``lo:hi`` read through zarr; a chunk it cannot decode (damaged bytes) is one line."""
+        try:
+            out[...] = z[lo:hi]
+        except (ValueError, TypeError, RuntimeError) as err:  # zarr's decode errors: a wrong size, bad bytes
+            raise StoreError(f"store {self.path}: {group}/{path} rows {lo}-{hi - 1} are damaged ({err}); run "
+                             "clipcache verify --repair, then extract again") from err
 
     # ----------------------------------------------------------------- documents
     def put_json(self, group: str, key: str, obj: Any) -> None:

@@ -538,6 +538,34 @@ class TestZarrStore(StoreContract):
         z = zarr.open_array(zarr.storage.LocalStore(path), path=str(arr.relative_to(path)), mode="r")
         assert np.array_equal(z[int(key)], entry_arrays(int(key))["emb"])
 
+    def test_a_damaged_index_part_is_read_from_the_records_it_covers(self, path):
+        """Index parts only save time: one cut short (or garbled) is replaced by the commit records
+        it covers, where opening the store was a JSONDecodeError traceback."""
+        want = self.write(path, 3)
+        parts = [p for p in Path(path, "meta", "index").rglob("*") if p.is_file()]
+        assert parts
+        for i, part in enumerate(parts):
+            part.write_bytes(part.read_bytes()[:30] if i % 2 == 0 else b"CCIX" + b"\xff" * 40)
+        with open_store(path, "r") as s:
+            assert s.keys("videos") == sorted(want)
+            for k, a in want.items():
+                assert_same_arrays(s.read("videos", k), a)
+            assert s.verify("videos") == (3, [])
+
+    def test_a_damaged_chunk_is_one_line_not_a_reshape_traceback(self, path):
+        """A chunk file cut short (bytes lost): reading it is a StoreError that says what to run."""
+        self.write(path, 2)
+        with open_store(path, "r") as s:
+            apath, row = s.locate("videos", key(1), "emb")
+        for f in [p for p in Path(path, "seg", "videos", apath, "c").rglob("*") if p.is_file()]:
+            f.write_bytes(f.read_bytes()[:25])
+        with open_store(path, "r") as s:
+            for read in (lambda: s.read("videos", key(1)), lambda: s.read_column("videos", "emb", [key(0), key(1)])):
+                with pytest.raises(StoreError, match="damaged .*clipcache verify --repair") as err:
+                    read()
+                assert "\n" not in str(err.value)
+            assert s.verify("videos")[1] == [key(0), key(1)]
+
     def test_valid_but_replaced_data_is_detected(self, path):
         """Data rewritten in place through zarr (decodes fine, other values) fails the sha256."""
         import zarr
