@@ -75,7 +75,8 @@ def train(method, store, out, options, resume, pretrained, threads, as_json, no_
     if sp:
         parts = ", ".join(f"{n} {sp[n]['videos']:,} videos / {sp[n]['classes']:,} classes"
                           for n in ("train", "val", "test") if n in sp)
-        click.echo(f"split ({sp.get('source')}; recorded in {sp.get('file')}): {parts} (val selects the checkpoint)")
+        selects = " (val selects the checkpoint)" if r.best_val_accuracy is not None else ""
+        click.echo(f"split ({sp.get('source')}; recorded in {sp.get('file')}): {parts}{selects}")
     for note in r.notes:
         click.echo(f"note: {note}")
 

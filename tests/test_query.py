@@ -283,6 +283,9 @@ def test_query_prints_a_table_and_explains(data, tmp_path):
     png = tmp_path / "drift_0.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert lines[4] == f"  explanation: {png}"
+    code, out, err = _invoke(["query", data["clips"]["drift"][0], "--index", data["index"], "--top-k", 3,
+                              "--explain", tmp_path / "j", "--json"])
+    assert code == 0 and json.loads(out)["explanation"] == str(tmp_path / "j" / "drift_0.png"), out  # JSON too
 
 
 def test_explain_overlays_the_methods_mask(data, tmp_path):

@@ -313,6 +313,7 @@ def test_every_output_of_a_toy_store_says_toy(toy_env, videos, tmp_path):
                                    "--device", "cpu", "--no-progress"])
     assert code == 0, stderr
     assert TOY_CAVEAT in stdout
+    assert "split (" in stdout and "selects the checkpoint" not in stdout  # --val-episodes 0: nothing selects
     assert TOY_CAVEAT in json.loads((run / "run.json").read_text())["notes"]
 
     code, stdout, stderr = invoke(["index", "--store", store, "--out", tmp_path / "idx", "--no-onnx",

@@ -76,7 +76,8 @@ class IndexBuildConfig:
     pretrained: str | None = param(None, help="The store's weights (file or local-dir:DIR) when its cache key "
                                               "names a file.")
     batch_size: int = 64  # support videos per method forward
-    onnx: bool = param(True, help="Export ONNX too when the onnx package is installed (--no-onnx: do not).")
+    onnx: bool = param(True, help="Do not export ONNX (by default it is exported too when the onnx package is "
+                                  "installed).")
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def __post_init__(self):

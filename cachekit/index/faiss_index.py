@@ -60,7 +60,7 @@ class IndexConfig:
     """
 
     kind: Kind = param("auto", help="FAISS index: exact flat, or IVF / HNSW (auto: flat below 100,000 classes, "
-                                    "approx_above).")
+                                    "else IVF; approx=hnsw: HNSW).")
     approx_above: int = 100_000
     approx: Literal["ivf", "hnsw"] = "ivf"
     nlist: int | None = None

@@ -76,6 +76,8 @@ class QueryResult:
         CAVEAT`` when the index's encoder has one (TOY or RANDOM weights: :mod:`cachekit.caveat`),
         so that a consumer of the JSON alone sees it."""
         out = {"video": self.video, "top": [{"label": h.label, "score": h.score} for h in self.top]}
+        if self.explanation is not None:  # --explain: where the picture went
+            out["explanation"] = self.explanation
         if caveat is not None:
             out["encoder"] = caveat
         return out
