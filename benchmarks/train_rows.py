@@ -518,8 +518,13 @@ BACKBONE_COLUMNS = [("method", "case", 1.0), ("fetch_s", "fetch ms", 1e3), ("com
 
 
 if __name__ == "__main__":  # a quick look: python benchmarks/train_rows.py [device] [--tiny]
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Step-time rows of every method and of the linear probe "
+                                             "(the rows benchmarks/train.py prints).")
+    ap.add_argument("device", nargs="?", default="auto", help="cpu, cuda or auto (default).")
+    ap.add_argument("--tiny", action="store_true", help="A small random-init encoder instead of ViT-B-32.")
+    a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    dev = next((a for a in sys.argv[1:] if not a.startswith("--")), "auto")
-    tiny = "--tiny" in sys.argv
-    print(markdown(method_rows(dev, tiny), METHOD_COLUMNS))
-    print(markdown(probe_rows(dev, tiny), PROBE_COLUMNS))
+    print(markdown(method_rows(a.device, a.tiny), METHOD_COLUMNS))
+    print(markdown(probe_rows(a.device, a.tiny), PROBE_COLUMNS))
