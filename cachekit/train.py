@@ -228,6 +228,31 @@ def _same_run(old: dict, new: dict, out: Path) -> None:
                        f"{'torchrun --nproc_per_node ' + str(was) if was > 1 else 'one process'}")
 
 
+def _same_finished_run(old: dict, method: str, overrides: dict | None, cfg: TrainConfig, store, out: Path) -> None:
+    """:func:`_same_run` for a finished run, without loading the store's features: the method, the
+    options given, the training config and the store's cache key must be the run's."""
+    from clipcache.stores import open_store
+
+    with open_store(store, "r") as st:
+        key = st.attrs.get("cache_key")
+    from .methods import make_config
+
+    made = asdict(make_config(method, overrides))
+    given = {k: made[k] for k in (overrides or {}) if k in made}  # the options given, as the Config types them
+    recorded = old["method"]["config"]
+    train_cfg = asdict(cfg if cfg.protocol is not None else
+                       dataclasses.replace(cfg, protocol=old["train"]["config"].get("protocol")))
+    pairs = {"method": (old["method"]["name"], method),
+             "method config": ({k: recorded.get(k) for k in given}, given),
+             "training config": (old["train"]["config"], train_cfg),
+             "store cache key": (old["store"]["cache_key"], key)}
+    diff = [k for k, (a, b) in pairs.items() if json.dumps(a, sort_keys=True, default=str)
+            != json.dumps(b, sort_keys=True, default=str)]
+    if diff:
+        raise RunError(f"cannot resume {out}: it is a finished run whose {', '.join(diff)} differ from this "
+                       "command's; repeat the original options or choose another --out")
+
+
 def _resolve_protocol(m, method: str, cache, cfg: TrainConfig, dist, device_note: str | None,
                       resumed: Path | None = None):
     """(cfg with its protocol set, the protocol, its split plan, the run's first notes), or None on
@@ -415,6 +440,7 @@ def train(store: str, out: str, method: str, overrides: dict | None = None, cfg:
     make_config(method, overrides)  # a bad method or option fails before the run directory is read
     old = _check_out_dir(out, resume)
     if old is not None and old.get("status") == "complete":
+        _same_finished_run(old, method, overrides, cfg, store, out)
         return _result_from_meta(out, old)
     pick_device(cfg.device)  # a bad --device fails before any rank joins
     t_start = time.perf_counter()

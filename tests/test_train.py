@@ -311,6 +311,14 @@ def test_run_directory_rebuilds_the_method_and_guards_it(motion_store, tmp_path)
         load_run(run, cache_key={**key, "weights_sha256": "0" * 64})
     with pytest.raises(RunError, match="an unfinished run|a finished run"):
         train(motion_store, run, "clip_fsar", {"ffn_dim": 64}, cfg, progress=False)
+    # --resume of a finished run returns its result, but only for the same run: another method,
+    # options, training config or store was reported as that run's result, exit 0
+    again = train(motion_store, run, "clip_fsar", {"ffn_dim": 64}, cfg, resume=True, progress=False)
+    assert again.status == "complete" and again.step == r.step
+    for other_run in (("proto", {}, cfg), ("clip_fsar", {"ffn_dim": 32}, cfg),
+                      ("clip_fsar", {"ffn_dim": 64}, TrainConfig(ways=3, episodes=8, val_episodes=5, val_every=2))):
+        with pytest.raises(RunError, match="a finished run whose (method|method config|training config) differ"):
+            train(motion_store, run, *other_run, resume=True, progress=False)
 
     other = tmp_path / "altered"
     shutil.copytree(run, other)
