@@ -23,10 +23,11 @@ def store_coverage(store, keys=None) -> dict[str, dict[str, int]]:
     record (a million records are ~2.5 GB of dicts)."""
     have = frozenset(store.keys("videos") if keys is None else keys)
     docs = read_splits(store)
-    if not docs:
-        failed = sum(1 for d in store.json_items("failed").values() if d.get("vkey") not in have)
-        return {ALL: {"listed": len(have) + failed, "present": len(have) + failed, "failed": failed, "pending": 0,
-                      "used": len(have)}}
+    if not docs:  # present: the files that could be read (a failure without a content key could not)
+        fails = [d.get("vkey") for d in store.json_items("failed").values() if d.get("vkey") not in have]
+        unread = sum(1 for k in fails if k is None)
+        return {ALL: {"listed": len(have) + len(fails), "present": len(have) + len(fails) - unread,
+                      "failed": len(fails), "pending": 0, "used": len(have)}}
     out = {}
     failed_keys: set | None = None  # read only when some listed video is not in the store
     for name, doc in sorted(docs.items(), key=lambda kv: (_ORDER.get(kv[0], len(_ORDER)), kv[0])):
@@ -35,8 +36,9 @@ def store_coverage(store, keys=None) -> dict[str, dict[str, int]]:
         if absent and failed_keys is None:
             failed_keys = {d.get("vkey") for d in store.json_items("failed").values()}
         failed = sum(1 for key in absent if key is None or key in failed_keys)  # None: it could not be read
+        unread = sum(1 for key in absent if key is None)
         present = len(videos)
-        out[name] = {"listed": present + len(doc["missing"] - set(videos)), "present": present,
+        out[name] = {"listed": present + len(doc["missing"] - set(videos)), "present": present - unread,
                      "failed": failed, "pending": len(absent) - failed, "used": present - len(absent)}
     return out
 

@@ -352,7 +352,9 @@ def verify(store, repair, gc_, as_json):
     for b in rep.bad:
         click.echo(f"bad: {b}", err=True)
     if rep.duplicates and not gc_ and not as_json:
-        click.echo(f"{len(rep.duplicates)} videos were committed twice (by two writers); readers take one copy, "
+        n = {g: sum(d.startswith(f"{g}/") for d in rep.duplicates) for g in ("videos", "text")}
+        what = " and ".join(f"{c} {'videos' if g == 'videos' else 'class texts'}" for g, c in n.items() if c)
+        click.echo(f"{what} were committed twice (by two writers); readers take one copy, "
                    "`clipcache verify --gc` removes the others", err=True)
     if rep.bad and not repair:
         sys.exit(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from . import _params
@@ -14,7 +16,8 @@ from . import _params
 @click.option("--batch", default=64, show_default=True, help="Entries per batch commit.")
 def convert(old, new, batch):
     """Copy every committed entry and document of store OLD (layout 1: one array per video) into
-    a new store NEW in the packed-segment layout. OLD is only read."""
+    a new store NEW in the packed-segment layout. OLD is only read. Exit 1 when some entries were
+    left out (their arrays do not match their records)."""
     from cachekit.cachekey import PACKED_GROUPS
     from clipcache.stores.convert import convert_store
 
@@ -22,3 +25,5 @@ def convert(old, new, batch):
     click.echo(rep.line())
     for b in rep.bad:
         click.echo(f"bad (left out, re-extract it): {b}", err=True)
+    if rep.bad:  # as verify: the new store lacks what was left out
+        sys.exit(1)

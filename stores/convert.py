@@ -70,6 +70,9 @@ class _LegacyReader:
             meta = f"{root}/meta"
             exists = os.path.exists(os.path.join(root, "zarr.json"))
         if not exists:
+            if os.path.isfile(root) or path.endswith((".h5", ".hdf5")):
+                raise StoreError(f"{path} is an HDF5 store; convert reads Zarr stores of layout 1 (an HDF5 store "
+                                 "needs no conversion)")
             raise StoreNotFound(f"no clipcache store at {path}")
         self.attrs = dict(zarr.open_group(self.store, mode="r", use_consolidated=False).attrs.get("clipcache") or {})
         if self.attrs.get("layout_version") != LEGACY_LAYOUT:

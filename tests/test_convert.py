@@ -103,6 +103,11 @@ def test_a_damaged_old_entry_is_left_out_and_reported(stores, tmp_path):
     z = zarr.open_array(zarr.storage.LocalStore(old), path=f"videos/{key}/emb", mode="r+")
     z[0, 0, 0] = z[0, 0, 0] + 1
     rc, out, err = invoke(["convert", str(old), str(tmp_path / "new.zarr")])
-    assert rc == 0 and "videos=2" in out and "bad=1" in out and f"videos/{key}" in err
+    assert rc == 1 and "videos=2" in out and "bad=1" in out and f"videos/{key}" in err  # exit 1, as verify
     with open_store(tmp_path / "new.zarr") as s:
         assert key not in s.keys("videos") and s.verify("videos") == (2, [])
+    h5 = tmp_path / "s.h5"
+    with open_store(h5, "a", attrs={"cache_key": {}}) as s:
+        s.commit("videos", "k", {"emb": np.zeros(2, np.float32)}, {})
+    rc, out, err = invoke(["convert", str(h5), str(tmp_path / "h.zarr")])
+    assert rc == 2 and "is an HDF5 store" in one_error_line(err), err

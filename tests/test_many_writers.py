@@ -164,7 +164,7 @@ def test_two_writers_of_the_same_videos_one_copy_verify_reports_gc_removes(clips
         assert winners == {"a-first"}  # the copy whose record name sorts first: a-first.* < b-second.*
     assert record_hashes(store) == first  # both copies hold the same bytes
     rc, out, err = invoke(["verify", str(store)])
-    assert rc == 0 and "duplicates=4" in out and "verify --gc" in err
+    assert rc == 0 and "duplicates=4" in out and "verify --gc" in err and err.startswith("4 videos were committed")
     rc, out, err = invoke(["verify", str(store), "--gc"])
     assert rc == 0 and "removed=" in out
     with open_store(store) as s:

@@ -59,14 +59,19 @@ def test_shares_merge_in_coverage_and_a_found_video_is_no_longer_missing(tmp_pat
         store.put_json("failed", "kb", {"vkey": "kb", "path": "/v/b.mp4", "reason": "no frames"})
         cov = store_coverage(store, keys=["ka"])
     assert list(cov) == ["train"]  # one line per split, not one per writer's document
-    # c could not be read (no key), b failed to decode; neither is "not extracted yet"
-    assert cov["train"] == {"listed": 3, "present": 3, "failed": 2, "pending": 0, "used": 1}
+    # c could not be read (no key: not present), b failed to decode; neither is "not extracted yet"
+    assert cov["train"] == {"listed": 3, "present": 2, "failed": 2, "pending": 0, "used": 1}
     with open_store(str(tmp_path / "s.zarr"), "a") as store:
         store.delete_json("failed", "kb")  # e.g. extract --retry-failed under way, or verify --repair
         cov = store_coverage(store, keys=["ka"])
-    assert cov["train"] == {"listed": 3, "present": 3, "failed": 1, "pending": 1, "used": 1}
-    assert coverage_lines(cov) == ["coverage train: 3 listed, 3 present (100.0%), 1 failed to decode, "
+    assert cov["train"] == {"listed": 3, "present": 2, "failed": 1, "pending": 1, "used": 1}
+    assert coverage_lines(cov) == ["coverage train: 3 listed, 2 present (66.7%), 1 failed to decode, "
                                    "1 not extracted yet, 1 used"]
+    with open_store(str(tmp_path / "n.zarr"), "a", attrs={}) as store:  # no split documents (loose files)
+        store.put_json("failed", "x", {"vkey": None, "path": "/v/gone.mp4", "reason": "cannot read"})
+        store.put_json("failed", "y", {"vkey": "ky", "path": "/v/bad.mp4", "reason": "no frames"})
+        assert store_coverage(store, keys=["ka"])["all"] == {"listed": 3, "present": 2, "failed": 2, "pending": 0,
+                                                             "used": 1}
 
 
 def test_a_second_fold_into_one_store_is_refused_and_changes_nothing(tmp_path, tiny_cfg):
