@@ -249,9 +249,11 @@ class FeatureCache:
     def info(self) -> dict:
         """What ``clipcache info --json`` prints."""
         arrays: dict[str, list[int]] = {}
-        if self.video_keys:
-            for name, meta in self.store.record("videos", self.video_keys[0])["arrays"].items():
-                arrays[name] = [len(self.video_keys), *meta["shape"]]
+        if self.video_keys:  # each array over the videos that have it (an extension under way: some lack it)
+            for name, shapes in self.store.array_shapes("videos", self.video_keys).items():
+                have = [s for s in shapes if s is not None]
+                if have:
+                    arrays[name] = [len(have), *have[0]]
         text = self.text_entries()
         if text:
             first = next(iter(text.values()))["arrays"]["emb"]["shape"]

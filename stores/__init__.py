@@ -42,6 +42,7 @@ __all__ = [
     "store_exists",
 ]
 
+
 def _is_h5(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith((".h5", ".hdf5"))
 
@@ -49,6 +50,7 @@ def _is_h5(path: str | os.PathLike) -> bool:
 def store_exists(path: str | os.PathLike) -> bool:
     """Whether a store was created at ``path`` (a local path, or a Zarr store at an fsspec URL)."""
     p = str(path)
+    _refuse_archive(p)
     if p.startswith("file://"):
         p = p[len("file://"):]
     if _is_h5(p):
@@ -62,6 +64,16 @@ def store_exists(path: str | os.PathLike) -> bool:
             raise StoreError(f"{p}: {err} (remote stores: pip install 'clipcache[remote]')") from err
         return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
     return os.path.exists(os.path.join(p, "zarr.json"))
+
+
+_ARCHIVES = ("zip://", "tar://", "zip::", "tar::")
+
+
+def _refuse_archive(path) -> None:
+    """An archive URL is refused: no atomic replace, no per-writer files, so I1-I3 cannot hold."""
+    if str(path).lower().startswith(_ARCHIVES):
+        raise StoreError(f"{path}: a store cannot live inside an archive (zip://, tar://); use a folder, an .h5 file "
+                         "or an object store URL (s3://, gs://), and zip a finished store yourself to ship it")
 
 
 def open_store(path: str | os.PathLike, mode: str = "r", attrs: dict | None = None,
@@ -84,6 +96,7 @@ def open_store(path: str | os.PathLike, mode: str = "r", attrs: dict | None = No
         raise StoreError(f"mode must be 'r' or 'a', not {mode!r}")
     if attrs is not None and mode == "r":
         raise StoreError("attrs are only used when creating a store (mode='a')")
+    _refuse_archive(path)
     if _is_h5(path):
         from .hdf5_store import HDF5Store
 

@@ -76,6 +76,19 @@ def test_no_inputs_extends_the_stores_own_videos_and_new_templates(videos, model
     assert rc == 2 and "no INPUT given" in err and err.count("\n") == 1
 
 
+def test_info_counts_each_array_over_the_videos_that_have_it(videos, model, tmp_path):
+    """An extension under way (killed, or another shard's): info gave every array the count of
+    all videos, from the first video's record."""
+    store = tmp_path / "s.zarr"
+    run(videos, "--store", store, *model)
+    with open_store(store, "a", writer="ext") as s:
+        k = s.keys("videos")[1]
+        s.commit_many("videos", [(k, {"tokens_1": np.zeros((1, 4, 50, 64), np.float32)}, {})], extends=True)
+    with FeatureCache(str(store)) as c:
+        arrays = c.info()["arrays"]
+    assert arrays["emb"][0] == 3 and arrays["tokens_1"] == [1, 1, 4, 50, 64]
+
+
 def test_key_mismatch_names_each_field_once(videos, model, tmp_path):
     store = tmp_path / "s.zarr"
     run(videos, "--store", store, *model)

@@ -61,6 +61,14 @@ def run_child(code: str, *args: str, timeout: float = 60) -> tuple[int, str, str
     return p.returncode, out, err
 
 
+def test_an_archive_url_is_refused_in_one_line(tmp_path):
+    """zip:// and tar:// cannot replace a file atomically or hold per-writer files (reliability 7.8)."""
+    for url in (f"zip://{tmp_path}/s.zip", "tar://x.zarr"):
+        for call in (lambda: open_store(url, "a", attrs=ATTRS), lambda: open_store(url), lambda: store_exists(url)):
+            with pytest.raises(StoreError, match="cannot live inside an archive"):
+                call()
+
+
 def test_a_failed_atomic_write_leaves_no_temp_file(tmp_path):
     """A write that fails half way (a full disk) removes its temp file: nothing is left to hold the space."""
     from clipcache.stores.base import atomic_write_bytes
