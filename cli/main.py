@@ -296,9 +296,11 @@ def _print_status(st, as_json: bool, only: int | None = None) -> None:
 @click.option("--shards", default=1, show_default=True, help="With --inputs: how many shares (extract --shard I/N).")
 @click.option("--video-root", default=None, help="With --inputs: the folder split-file paths are relative to.")
 @click.option("--class-names", default=None, help="With --inputs: as extract's --class-names.")
+@click.option("--format", "fmt", type=_params.formats(), default=None, help="With --inputs: as extract's --format.")
+@click.option("--fold", type=int, default=None, help="With --inputs: as extract's --fold (the store's fold).")
 @_params.storage_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def info(store, inputs, shards, video_root, class_names, as_json):
+def info(store, inputs, shards, video_root, class_names, fmt, fold, as_json):
     """Summarise STORE: videos, failures, cache key, array shapes."""
     from cachekit.cache import FeatureCache
     from cachekit.coverage import coverage_lines
@@ -307,7 +309,7 @@ def info(store, inputs, shards, video_root, class_names, as_json):
         from cachekit.inputs import collect_inputs
         from cachekit.shards import input_status
 
-        items = collect_inputs(list(inputs), video_root=video_root, class_names=class_names)
+        items = collect_inputs(list(inputs), video_root=video_root, class_names=class_names, fmt=fmt, fold=fold)
         _print_status(input_status(store, items, shards), as_json)
         return
 

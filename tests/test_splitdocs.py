@@ -88,3 +88,9 @@ def test_a_second_fold_into_one_store_is_refused_and_changes_nothing(tmp_path, t
     assert after["coverage"] == before["coverage"] and after["videos"] == before["videos"]
     rc, out, err = invoke(["extract", lay.lists["folder"], "--fold", "1", *common])  # the same fold again: fine
     assert rc == 0, err
+    # info --inputs reads the inputs as extract did: --fold and --format are taken too
+    status = ["info", store, "--inputs", lay.lists["folder"], "--video-root", lay.video_root, "--json"]
+    totals = json.loads(invoke([*status, "--fold", "1", "--format", "ucf101"])[1])["totals"]
+    assert totals["pending"] == 0 and totals["done"] == totals["inputs"] > 0, totals
+    rc, out, err = invoke([*status, "--fold", "4"])
+    assert rc == 2 and "fold 4" in err, err
