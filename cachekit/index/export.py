@@ -85,7 +85,7 @@ def export_encoder(enc, method, frames: int, out_dir: Path, onnx: bool = True) -
         info["notes"].append(f"torch.export failed ({str(err).splitlines()[0][:200]}); query will load "
                              "open_clip and the run's method to encode (slow start)")
         return info
-    torch.export.save(ep, str(out_dir / ENCODER_PT2))
+    _saved(lambda f: torch.export.save(ep, f), out_dir / ENCODER_PT2)
     info["pt2"] = ENCODER_PT2
     try:
         code, weights = _graph_code(ep)
@@ -93,7 +93,7 @@ def export_encoder(enc, method, frames: int, out_dir: Path, onnx: bool = True) -
         info["notes"].append(f"no fast-start graph ({err}); query loads {ENCODER_PT2}")
     else:
         (out_dir / ENCODER_GRAPH).write_text(code)
-        torch.save(weights, str(out_dir / ENCODER_WEIGHTS))
+        _saved(lambda f: torch.save(weights, f), out_dir / ENCODER_WEIGHTS)
         info["graph"], info["weights"] = ENCODER_GRAPH, ENCODER_WEIGHTS
     if onnx:
         info["onnx"], note = _export_onnx(module, example, out_dir)
@@ -102,6 +102,14 @@ def export_encoder(enc, method, frames: int, out_dir: Path, onnx: bool = True) -
         if note:
             info["notes"].append(note)
     return info
+
+
+def _saved(save, path: Path) -> None:
+    """``save(file)`` into memory, then the bytes to ``path``: torch's archive writer turns a full disk
+    into a RuntimeError and then aborts the process in C++; a plain write gives an OSError."""
+    buf = io.BytesIO()
+    save(buf)
+    path.write_bytes(buf.getbuffer())
 
 
 @contextmanager
