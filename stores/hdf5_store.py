@@ -24,6 +24,7 @@ published before it was recorded keeps packing the groups it has packed.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -64,6 +65,19 @@ def _h5():
     if os.environ.get("HDF5_USE_FILE_LOCKING", "").upper() == "FALSE":
         log.warning("HDF5_USE_FILE_LOCKING=FALSE is set: HDF5 cannot detect a second writer")
     return h5py
+
+
+# HDF5 cannot recover from a write that fails half way (a full disk: the next flush of that file can
+# crash the process), so a writer checks the free space first: a batch needs its bytes twice over
+# plus this much for HDF5's own metadata, and publishing needs the parts' and the published file's.
+_HEADROOM = 8 << 20
+
+
+def _check_space(folder: Path, need: int, what: str) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < need + _HEADROOM:
+        raise OSError(errno.ENOSPC, f"{free / 2**20:.1f} MB free in {folder}, {what} needs "
+                      f"{(need + _HEADROOM) / 2**20:.1f} MB (HDF5 cannot recover from a write that fails half way)")
 
 
 # HDF5 has no concurrent reader without SWMR: a part file another process is flushing can fail to
@@ -212,6 +226,8 @@ class HDF5Store(LogStore):
             return []
         if not self._work_ready:
             self._start_work_dir()
+        _check_space(self._work, 2 * sum(np.asarray(a).nbytes for _, arrays, _ in items for a in arrays.values()),
+                     "a batch")
         sw = self._segment_writer(group)
         part = self._part(sw.segment)
         prepared = []
@@ -372,11 +388,19 @@ class HDF5Store(LogStore):
             found.update(n for n in self._files.list(d) if not n.endswith(".json"))
         return sorted(found)
 
-    def _merge(self) -> None:
+    def _merge(self) -> bool:
         """Write published + committed part entries to a temp file, then rename it into place
         (the caller holds the store lock and is the only live writer)."""
         h5py = _h5()
         self._close_parts()
+        parts = sum(p.stat().st_size for p in (self._work / "parts").glob("*.h5")) if (self._work / "parts").exists() else 0
+        published = self._file.stat().st_size if self._file.exists() else 0
+        try:  # the merged file holds both (and the packed columns again): not enough room, the parts stay
+            _check_space(self._file.parent, 2 * (parts + published), "publishing the store")
+        except OSError as err:
+            log.warning("store %s is not published: %s; its parts stay readable, and the next writer to close "
+                        "(or clipcache verify --gc) publishes it", self.path, err.strerror)
+            return False
         tmp = self._file.with_name(f"{self._file.name}.tmp-{uuid.uuid4().hex[:8]}")
         for stale in self._file.parent.glob(f"{self._file.name}.tmp-*"):
             stale.unlink(missing_ok=True)
@@ -413,6 +437,7 @@ class HDF5Store(LogStore):
         self._published = meta
         shutil.rmtree(self._work, ignore_errors=True)
         self._index, self._logs = {}, {}
+        return True
 
     @staticmethod
     def _pack(out, group: str, recs: dict[str, dict]) -> dict:
@@ -441,8 +466,7 @@ class HDF5Store(LogStore):
             if others:
                 log.info("store %s: %d other writers are alive; the last one publishes", self.path, len(others))
                 return False
-            self._merge()
-            return True
+            return self._merge()
         finally:
             self._lock.release()
 

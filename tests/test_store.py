@@ -8,6 +8,7 @@ process only, the commit-record write that the child dies at.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -739,6 +740,30 @@ class TestHDF5Store(StoreContract):
         assert reads == [], reads
         assert [len_ for n, len_ in rows if n == "emb"] == [1] * 12, rows  # a block a row
         assert sum(len_ for _, len_ in rows) == 12 * 4, rows  # each packed row once
+
+    def test_a_batch_the_disk_cannot_hold_is_refused_before_hdf5_writes_it(self, path, monkeypatch):
+        """HDF5 cannot recover from a write that fails half way (a full disk crashed the process at
+        the next flush): the free space is checked first, and a store without room is not published."""
+        import shutil as sh
+
+        from clipcache.stores import hdf5_store
+
+        want = self.write(path, 2)
+        room = {"free": 10**12}
+        monkeypatch.setattr(hdf5_store.shutil, "disk_usage", lambda p: sh._ntuple_diskusage(10**12, 0, room["free"]))
+        s = open_store(path, "a", writer="w2")
+        room["free"] = 1 << 20
+        with pytest.raises(OSError, match="MB free") as err:
+            s.commit("videos", key(5), entry_arrays(5), {})
+        assert err.value.errno == errno.ENOSPC
+        s.close()  # no room to publish either: the parts stay, readable
+        with open_store(path, "r") as r:
+            assert r.keys("videos") == sorted(want) and r.verify("videos") == (2, [])
+        room["free"] = 10**12
+        with open_store(path, "a", writer="w3") as s:
+            s.commit("videos", key(5), entry_arrays(5), {})
+        with open_store(path, "r") as r:
+            assert r.verify("videos") == (3, [])
 
     def test_a_reader_opened_before_the_publish_reads_on(self, path):
         """The last writer's close merges the part files into the published file and removes
