@@ -43,6 +43,8 @@ for k in 1 2 3; do
       --split-file "$UCF/ucfTrainTestlist/testlist0$k.txt" --video-root "$UCF/UCF-101"
   clipcache eval --store "$OUT/ucf101.zarr" --run "$OUT/ez_clip_k400" --protocol zeroshot --allow-overlap \
       --split-file "$UCF/ucfTrainTestlist/testlist0$k.txt" --video-root "$UCF/UCF-101"
+  clipcache eval --store "$OUT/hmdb51.zarr" --protocol zeroshot --method zeroshot \
+      --split-file "$HMDB/testTrainMulti_7030_splits/*_test_split$k.txt" --video-root "$HMDB/hmdb51_org" --split test
   clipcache eval --store "$OUT/hmdb51.zarr" --run "$OUT/ez_clip_k400" --protocol zeroshot --allow-overlap \
       --split-file "$HMDB/testTrainMulti_7030_splits/*_test_split$k.txt" --video-root "$HMDB/hmdb51_org" --split test
 done

@@ -140,9 +140,10 @@ def test_k400_zeroshot_recipe_to_ucf101_and_hmdb51(tmp_path):
     res = run_recipe("k400_zeroshot.sh", {"K400": str(k.root), "TRAIN_CSV": str(k.lists["train"]),
                                           "UCF": str(u.root), "HMDB": str(h.root)}, tmp_path)
     evals = by_command(res, "eval")
-    assert len(evals) == 9
+    assert len(evals) == 12  # per split: frozen CLIP and the run, on UCF101 and on HMDB51
     assert "coverage test: 8 listed, 8 present (100.0%), 0 failed to decode, 8 evaluated" in evals[0]
-    assert any("coverage test: 6 listed" in e for e in evals[2::3])  # HMDB split 1's test marks
+    assert "coverage test: 6 listed" in evals[2] and "coverage test: 6 listed" in evals[3]  # HMDB split 1's marks
+    assert "Frozen CLIP zero-shot" in evals[2] and "Frozen CLIP zero-shot" not in evals[3]
 
 
 @pytest.mark.slow
