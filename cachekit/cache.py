@@ -208,10 +208,20 @@ class FeatureCache:
 
     def text(self, classes: list[str] | None = None, templates: list[str] | None = None) -> np.ndarray:
         """Class text embeddings ``[C, P, D']`` for ``classes`` (default: all), one template set."""
+        out = [self.store.read("text", k, ["emb"])["emb"] for k, _ in self._text_choice(classes, templates)]
+        if len({o.shape for o in out}) > 1:
+            raise InputError("classes were cached with different template sets; pass templates=")
+        return np.stack(out).astype(np.float32)  # [C, P, D']
+
+    def text_templates(self, classes: list[str] | None = None) -> list[tuple[str, ...]]:
+        """The template sets :meth:`text` reads for ``classes``, each once (what a result records)."""
+        return list(dict.fromkeys(tuple(rec["templates"]) for _, rec in self._text_choice(classes, None)))
+
+    def _text_choice(self, classes: list[str] | None, templates: list[str] | None) -> list[tuple[str, dict]]:
+        """(text key, record) per class: the largest cached template set (or ``templates``)."""
         classes = self.classes if classes is None else classes
-        entries = self.text_entries()
         by_name: dict[str, list[tuple[str, dict]]] = {}
-        for k, rec in entries.items():
+        for k, rec in self.text_entries().items():
             by_name.setdefault(rec["name"], []).append((k, rec))
         out = []
         for c in classes:
@@ -220,11 +230,8 @@ class FeatureCache:
                 cands = [(k, r) for k, r in cands if r["templates"] == list(templates)]
             if not cands:
                 raise InputError(f"no text embeddings for class {c!r} in {self.store.path}; re-run extract")
-            k, _ = max(cands, key=lambda kr: len(kr[1]["templates"]))
-            out.append(self.store.read("text", k, ["emb"])["emb"])
-        if len({o.shape for o in out}) > 1:
-            raise InputError("classes were cached with different template sets; pass templates=")
-        return np.stack(out).astype(np.float32)  # [C, P, D']
+            out.append(max(cands, key=lambda kr: len(kr[1]["templates"])))
+        return out
 
     # ----------------------------------------------------------------- splits
     def splits(self) -> dict[str, Split]:

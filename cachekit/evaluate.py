@@ -466,9 +466,23 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
         r.overlap = overlap
         r.encoder = caveat
         r.coverage = cov
+        r.templates = _templates_read(cache, method, r)
     if cfg.out_dir is not None:
         write_report(cfg.out_dir, results)
     return results if cfg.many else results[0]
+
+
+def _templates_read(cache: FeatureCache, method: Method, r: EvalResult) -> str | None:
+    """The prompt set of the class text ``r`` was scored with (protocols.md 6.7), None without text."""
+    from .templates import templates_label
+
+    if not method.needs.text:
+        return None
+    try:
+        sets = cache.text_templates(r.class_names or None)
+    except InputError:  # classes without text (a method that reads it only in training)
+        return None
+    return "; ".join(templates_label(t) for t in sets)
 
 
 def eval_coverage(cache: FeatureCache, pools: _Pools, own_lists: tuple[str, ...] = ()) -> dict:

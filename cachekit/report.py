@@ -46,6 +46,7 @@ class EvalResult:
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # e.g. base / novel / harmonic for base2novel
     coverage: dict = field(default_factory=dict)  # split -> listed / present / failed / used (cachekit.coverage)
+    templates: str | None = None  # the prompt set of the class text read (cachekit.templates); None: no text
 
     def __post_init__(self) -> None:
         if self.confusion is not None:
@@ -133,6 +134,9 @@ def markdown_table(results: Sequence[EvalResult]) -> str:
     encoders = list(dict.fromkeys(r.encoder for r in results if r.encoder))
     if encoders:
         lines += ["**Encoder:** " + "; ".join(encoders) + ".", ""]
+    prompts = list(dict.fromkeys(r.templates for r in results if r.templates))
+    if prompts:
+        lines += ["**Prompts (class text):** " + "; ".join(prompts) + ".", ""]
     if results[0].coverage:
         from .coverage import coverage_lines
 

@@ -32,6 +32,15 @@ MA_FSAR16 = (
 TEMPLATE_SETS = {"single": SINGLE, "ma_fsar16": MA_FSAR16}
 
 
+def templates_label(templates: tuple[str, ...]) -> str:
+    """A template set as a result records it: its name when it is one of :data:`TEMPLATE_SETS`,
+    else the templates themselves (a file's)."""
+    for name, known in TEMPLATE_SETS.items():
+        if tuple(templates) == known:
+            return f"{name} ({len(known)}: {known[0]!r}{', ...' if len(known) > 1 else ''})"
+    return f"{len(templates)} from a file: " + " | ".join(templates)
+
+
 def resolve_templates(spec: str) -> tuple[str, ...]:
     """``single``, ``ma_fsar16``, or a text file with one template per line (``{}`` = class)."""
     if spec in TEMPLATE_SETS:

@@ -73,6 +73,9 @@ def eval_cmd(store, options, as_json, no_progress, pretrained, no_extend, **para
     caveat = next((r.encoder for r in results if r.encoder), None)
     if caveat and not as_json:
         click.echo(f"encoder: {caveat}")
+    prompts = list(dict.fromkeys(r.templates for r in results if r.templates))
+    if prompts and not as_json:  # the prompt set is part of a text method's number (protocols.md 6.7)
+        click.echo(f"prompts: {'; '.join(prompts)}")
     for r in results:
         if as_json:
             d = {k: v for k, v in r.to_dict().items() if k not in _JSON_DROP}

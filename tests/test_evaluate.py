@@ -437,6 +437,10 @@ def test_cli_notes_the_options_the_protocol_did_not_use(stores):
     # --shots where no K-shot list is drawn, and --metric where the method has none, are not dropped silently
     code, out, err = invoke(["eval", "--store", stores["clean"], "--protocol", "zeroshot", "--shots", "4"])
     assert code == 0 and "note: --shots 4 was not used: " in out and "draws no K-shot list" in out, out
+    # the prompt set behind a text method's number is said with it (protocols.md 6.7), in the JSON too
+    assert "prompts: 2 from a file: {} | a video of {}" in out, out  # the store's own template file
+    code, out, err = invoke(["eval", "--store", stores["clean"], "--protocol", "zeroshot", "--json"])
+    assert json.loads(out.splitlines()[0])["templates"] == "2 from a file: {} | a video of {}", out
     code, out, err = invoke(["eval", "--store", stores["clean"], "--protocol", "episodic", "--episodes", "20",
                              "--shots", "1"])
     assert code == 0 and "was not used" not in out, out
