@@ -47,7 +47,7 @@ from .base import (
     build_record,
     fsync_path,
 )
-from .log import rows_from_docs
+from .log import rows_from_docs, segment_writer
 from .logstore import LogStore, entry_doc
 
 log = logging.getLogger(__name__)
@@ -112,9 +112,33 @@ class HDF5Store(LogStore):
                 self._register(writer)
             finally:
                 self._lock.release()
+            self._drop_unreadable_parts()
         else:
             self._load(None, None)
         self._stamp = self._published_stamp()
+
+    def _drop_unreadable_parts(self) -> None:
+        """A dead writer's part file that does not open (cut short by a crash or a full disk): its
+        entries are uncommitted as this writer starts, so that it redoes them. Otherwise they
+        counted as cached and were then dropped when the store was published (reliability 7.5)."""
+        parts = self._work / "parts"
+        if not parts.exists():
+            return
+        live = set(self.live_writers())
+        bad = set()
+        for p in parts.glob("*.h5"):
+            if segment_writer(p.stem) in live or str(p) in _WRITING:
+                continue
+            try:
+                with _h5().File(p, "r", locking=False):
+                    pass
+            except OSError as err:
+                log.warning("store %s: part %s cannot be read (%s); its entries are redone", self.path, p.name, err)
+                bad.add(p.stem)
+        for group in self._groups() if bad else ():
+            drops = self._resolved(group).copies_where(lambda src: src in bad)
+            if drops:
+                self._commit_entries(group, self._segment_writer(group), {}, drops)
 
     def _published_stamp(self) -> tuple | None:
         try:

@@ -476,8 +476,12 @@ class Resolved:
 
     def copies_in_segment(self, segment: str) -> list[tuple[str, str]]:
         """(key, record name) of every live copy with an array in ``segment``."""
+        return self.copies_where(lambda p: p.startswith(f"{segment}/"))
+
+    def copies_where(self, at: Callable[[str], bool]) -> list[tuple[str, str]]:
+        """(key, record name) of every live copy with an array at a path ``at(path)`` accepts."""
         raw = self.raw
-        ids = [i for i, p in enumerate(raw.paths) if p.startswith(f"{segment}/")]
+        ids = [i for i, p in enumerate(raw.paths) if at(p)]
         if not ids:
             return []
         hit = np.zeros(len(raw), bool)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -764,6 +765,23 @@ class TestHDF5Store(StoreContract):
             s.commit("videos", key(5), entry_arrays(5), {})
         with open_store(path, "r") as r:
             assert r.verify("videos") == (3, [])
+
+    def test_a_dead_writers_unreadable_part_is_redone_not_counted_as_cached(self, path, tmp_path):
+        """A crash (or a full disk) can leave a dead writer's part file unreadable: the next writer
+        uncommits its entries, so a rerun redoes them. They counted as cached, then the publish
+        dropped them, and the run said every video was in the store."""
+        w = open_store(path, "a", attrs=ATTRS, writer="w1")
+        w.commit_many("videos", [(key(i), entry_arrays(i), {}) for i in range(3)])
+        crashed = str(tmp_path / "crashed.h5")  # the same files, without w1's live lease: a dead writer
+        shutil.copytree(f"{path}.parts", f"{crashed}.parts")
+        w.close()
+        (part,) = Path(f"{crashed}.parts", "parts").glob("*.h5")
+        part.write_bytes(part.read_bytes()[:5000])
+        with open_store(crashed, "a", writer="w2") as s:
+            assert s.keys("videos") == []  # nothing the rerun would skip as cached
+            s.commit_many("videos", [(key(i), entry_arrays(i), {}) for i in range(3)])  # the rerun redoes them
+        with open_store(crashed, "r") as s:
+            assert s.keys("videos") == [key(i) for i in range(3)] and s.verify("videos") == (3, [])
 
     def test_a_reader_opened_before_the_publish_reads_on(self, path):
         """The last writer's close merges the part files into the published file and removes
