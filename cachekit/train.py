@@ -233,10 +233,10 @@ def _same_finished_run(old: dict, method: str, overrides: dict | None, cfg: Trai
     options given, the training config and the store's cache key must be the run's."""
     from clipcache.stores import open_store
 
-    with open_store(store, "r") as st:
-        key = st.attrs.get("cache_key")
     from .methods import make_config
 
+    with open_store(store, "r") as st:
+        key = st.attrs.get("cache_key")
     made = asdict(make_config(method, overrides))
     given = {k: made[k] for k in (overrides or {}) if k in made}  # the options given, as the Config types them
     recorded = old["method"]["config"]

@@ -66,6 +66,7 @@ def _as_the_store_was(store: str, cfg, pretrained: str | None, device: str):
     """Extending a store with no INPUT: the encoder and sampler its cache key names, where the
     command did not give --model / --pretrained / --frames / --seed itself (their defaults name
     ViT-B-32's OpenAI weights and 8 frames, which a store of other settings refuses)."""
+    import functools
     from dataclasses import replace
 
     from cachekit.cachekey import key_sampler
@@ -74,10 +75,7 @@ def _as_the_store_was(store: str, cfg, pretrained: str | None, device: str):
     from clipcache.stores import open_store
 
     ctx = click.get_current_context()
-
-    def given(name: str) -> bool:
-        return _params.given(ctx, name)
-
+    given = functools.partial(_params.given, ctx)
     with open_store(store, "r") as st:
         key = st.attrs.get("cache_key") or {}
     enc = None
