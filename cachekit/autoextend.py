@@ -114,7 +114,7 @@ def _extend(cache, blocks: list[int], keys: list[str], texts: list[str], encoder
 
     from .distributed import Dist
     from .extract import ExtractConfig, ExtractSummary, Extractor
-    from .cachekey import key_sampler
+    from .cachekey import key_sampler, merged_key
     from .runs import load_store_encoder
 
     key = cache.key
@@ -144,11 +144,8 @@ def _extend(cache, blocks: list[int], keys: list[str], texts: list[str], encoder
             none = [None] if store.keys("videos") else []  # an empty store lacks nothing
             full = [b for b in blocks if None not in shapes.get(f"tokens_{b}", none)]
             if full:  # every video has them now: the key says so (one atomic write)
-                def grown(cur: dict) -> dict:  # from the key as stored now: another writer's extension kept
-                    key = cur.get("cache_key", have)
-                    return {**cur, "cache_key": {**key, "tokens_at": sorted(set(key.get("tokens_at") or ()) | set(full))}}
-
-                store.update_attrs(grown)
+                store.update_attrs(  # merged into the key as stored now: another writer's extension kept
+                    lambda cur: {**cur, "cache_key": merged_key(cur.get("cache_key", have), {"tokens_at": full})})
             store.finalize()
         finally:
             store.close()
