@@ -252,15 +252,13 @@ def _classifier_vectors(method, run_dir, cache, support_classes: list[str],
 
 
 def _trained_classes(run_dir, cache) -> list[str] | None:
-    """The classes a run trained on (its ``splits.json``), in the store's class order; None when
+    """The classes a run trained on (its recorded split), in the store's class order; None when
     it records none. A class the store does not hold is refused."""
-    import json
-
-    from ..runs import SPLITS_FILE
+    from ..protocols.plan import SplitPlan
 
     try:
-        trained = json.loads((Path(run_dir) / SPLITS_FILE).read_text(encoding="utf-8"))["classes"]["train"]
-    except (OSError, ValueError, KeyError, TypeError):
+        trained = SplitPlan.load(run_dir, cache).class_names["train"]
+    except (RunError, KeyError):
         return None
     held = set(cache.classes)
     absent = [c for c in trained if c not in held]
