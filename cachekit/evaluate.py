@@ -462,11 +462,15 @@ def _evaluate(cache: FeatureCache, cfg: EvalConfig, method: Method | None, devic
                 r.notes.insert(0, unfinished)
     caveat = encoder_caveat(cache.key)
     cov = eval_coverage(cache, pools, own_lists)
+    prompts: dict[tuple, str | None] = {}  # per class set: a shot curve's results share one
     for r in results:
         r.overlap = overlap
         r.encoder = caveat
         r.coverage = cov
-        r.templates = _templates_read(cache, method, r)
+        classes = tuple(r.class_names)
+        if classes not in prompts:
+            prompts[classes] = _templates_read(cache, method, r)
+        r.templates = prompts[classes]
     if cfg.out_dir is not None:
         write_report(cfg.out_dir, results)
     return results if cfg.many else results[0]
