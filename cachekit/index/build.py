@@ -244,11 +244,18 @@ def _classifier_vectors(method, run_dir, cache, support_classes: list[str],
     ensure_cached(cache, method.needs, np.zeros(0, np.int64), command="index", classes=classes,
                   encoder=enc)  # the class text only: no video is read
     text = torch.from_numpy(cache.text(classes)) if method.needs.text else None  # [C, P, D']
-    method.bind_classes(list(classes))
+    vectors = _class_vectors(method, list(classes), text)
+    return classes, vectors, (text.numpy() if text is not None else None), note
+
+
+def _class_vectors(method, classes: list[str], text) -> np.ndarray:
+    """The method's class vectors ``[C, D]`` (float32) of ``classes`` bound, from their text ``[C, P, D']``."""
+    import torch
+
+    method.bind_classes(classes)
     with torch.no_grad():
         vectors = method.index_class_vectors(text)
-    vectors = np.ascontiguousarray(vectors.float().cpu().numpy(), dtype=np.float32)
-    return classes, vectors, (text.numpy() if text is not None else None), note
+    return np.ascontiguousarray(vectors.float().cpu().numpy(), dtype=np.float32)
 
 
 def _trained_classes(run_dir, cache) -> list[str] | None:
@@ -657,10 +664,7 @@ def _run_class_vector(idx: LoadedIndex, run, name: str, pretrained: str | None) 
         templates = idx.meta.get("templates") or list(SINGLE)
         with torch.no_grad():
             text = enc.encode_text(fill(tuple(templates), name)).float()[None]  # [1, P, D']
-    method.bind_classes([name])
-    with torch.no_grad():
-        vec = method.index_class_vectors(text)
-    return np.ascontiguousarray(vec.float().numpy(), dtype=np.float32)
+    return _class_vectors(method, [name], text)
 
 
 def _run_support_from_pixels(idx: LoadedIndex, run, pixels: list, name: str,
